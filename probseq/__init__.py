@@ -1,0 +1,17 @@
+"""probseq: probabilistic sequence models behind one API.
+
+Every model exposes the exact joint log-likelihood ``log_prob``, the per-step conditionals
+``log_prob_steps`` and ``sample``; :func:`compare` ranks fitted models on the same data.
+"""
+
+from probseq.base import NotFittedError, SequenceModel, load
+from probseq.data import Sequences
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequences",
+    "SequenceModel",
+    "NotFittedError",
+    "load",
+]

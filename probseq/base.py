@@ -1,0 +1,314 @@
+"""The protocol every probseq model implements.
+
+Shape letters, used in every docstring of the package:
+
+* ``N``: number of sequences in a batch;
+* ``T``: number of time steps (``T_max`` the longest in a ragged batch);
+* ``K``: number of hidden states (HMM) or mixture components;
+* ``S``: dimension of a continuous latent state (state-space models);
+* ``D``: dimension of a continuous observation;
+* ``V``: number of symbols of a discrete alphabet (symbols are ``0..V-1``).
+
+A model is fitted with :meth:`SequenceModel.fit`, scored with :meth:`~SequenceModel.log_prob`
+(the joint log density of each whole sequence, latent states marginalised, in nats) and
+:meth:`~SequenceModel.log_prob_steps` (the per-step conditionals ``log p(x_t | x_<t)``), and
+sampled with :meth:`~SequenceModel.sample`. Data is validated once, here, on the way in.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from probseq._utils import seeded
+from probseq.data import DataKind, Sequences, as_sequences, check_sequences
+
+__all__ = ["SequenceModel", "NotFittedError", "load"]
+
+_FORMAT = "probseq-model"
+_FORMAT_VERSION = 1
+
+
+class NotFittedError(ValueError):
+    """A model was used before ``fit`` (or ``from_params``)."""
+
+
+class SequenceModel(abc.ABC):
+    """Base class: validation, the public protocol, save and load.
+
+    Subclasses set ``data_kind`` and implement ``_fit``, ``_log_prob_steps`` (and optionally
+    ``_log_prob``), ``_sample``, ``num_params``, ``get_config``, ``_state_tensors`` and
+    ``_load_state``.
+
+    Attributes:
+        data_kind: ``"discrete"`` (symbols ``0..V-1``), ``"count"`` (non-negative integers)
+            or ``"continuous"`` (reals).
+        exact_likelihood: True where ``log_prob`` is exact, False where it is a bound.
+        num_symbols: V for discrete models (``None`` until known).
+    """
+
+    data_kind: ClassVar[DataKind]
+    exact_likelihood: ClassVar[bool] = True
+    _registry: ClassVar[dict[str, type[SequenceModel]]] = {}
+
+    num_symbols: int | None = None
+    #: observation dimension: None means univariate only, an int D, "any" before fit.
+    _obs_dim: int | None | Literal["any"] = "any"
+    #: the shortest sequence the model can score.
+    min_length: int = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None):
+            SequenceModel._registry[cls.__name__] = cls
+
+    # ---------------------------------------------------------------- subclass interface
+    @abc.abstractmethod
+    def _fit(self, seqs: Sequences, **options: Any) -> None:
+        """Estimate the parameters from a validated batch."""
+
+    @abc.abstractmethod
+    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        """``[N, T_max]`` float64 per-step conditionals, zero at padded steps."""
+
+    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
+        """``[N]`` float64 joint log density; by default the sum of the steps."""
+        return self._log_prob_steps(seqs).sum(-1)
+
+    @abc.abstractmethod
+    def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                **options: Any) -> torch.Tensor:
+        """``[num_sequences, length]`` (or ``[..., D]``) samples that begin with ``prefix``."""
+
+    @property
+    @abc.abstractmethod
+    def num_params(self) -> int:
+        """The number of free parameters (for AIC/BIC)."""
+
+    @abc.abstractmethod
+    def _is_fitted(self) -> bool: ...
+
+    @abc.abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """The constructor keywords (JSON-serialisable) that rebuild an unfitted copy."""
+
+    @abc.abstractmethod
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every fitted tensor, by name."""
+
+    @abc.abstractmethod
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what ``_state_tensors`` and ``_meta`` returned."""
+
+    def _meta(self) -> dict[str, Any]:
+        """Fitted facts that are not tensors (JSON-serialisable); saved beside the tensors."""
+        return {}
+
+    # ---------------------------------------------------------------- validation
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def _check_fitted(self) -> None:
+        if not self._is_fitted():
+            raise NotFittedError(
+                f"this {self.name} is not fitted yet; call fit(data) first"
+                + (" or build it with from_params(...)" if hasattr(self, "from_params") else "")
+            )
+
+    def _coerce(self, data: Any, *, fitting: bool = False) -> tuple[Sequences, bool]:
+        """Validate data for this model: kind, symbols, dimension and length."""
+        seqs, single = as_sequences(data, self.data_kind)
+        check_sequences(
+            seqs,
+            model=self.name,
+            num_symbols=None if fitting else self.num_symbols,
+            dim="any" if fitting else self._obs_dim,
+            min_length=self.min_length,
+        )
+        return seqs, single
+
+    def _fit_num_symbols(self, seqs: Sequences) -> int:
+        """V for a fit: the constructor's ``num_symbols``, checked, or inferred from data."""
+        observed = int(seqs.values[seqs.mask].max()) + 1
+        if self.num_symbols is None:
+            return observed
+        check_sequences(seqs, model=self.name, num_symbols=self.num_symbols)
+        return self.num_symbols
+
+    def _fit_obs_dim(self, seqs: Sequences, univariate_only: bool = False) -> int | None:
+        """The observation dimension a continuous fit will use (None: univariate)."""
+        if univariate_only:
+            check_sequences(seqs, model=self.name, dim=None)
+        elif self._obs_dim != "any":
+            check_sequences(seqs, model=self.name, dim=self._obs_dim)
+            return self._obs_dim
+        return seqs.dim
+
+    # ---------------------------------------------------------------- public protocol
+    def fit(self, data: Any, **options: Any) -> SequenceModel:
+        """Estimate parameters from data.
+
+        Args:
+            data: sequences (a ``Sequences``, a list, or one sequence).
+            **options: model-specific keywords; iteratively fitted models take
+                ``max_epochs``, ``batch_size``, ``learning_rate``, ``seed``, ``progress``.
+
+        Returns:
+            self.
+        """
+        seqs, _ = self._coerce(data, fitting=True)
+        with seeded(options.get("seed")):
+            self._fit(seqs, **options)
+        return self
+
+    @torch.no_grad()
+    def log_prob(self, data: Any) -> torch.Tensor:
+        """Joint log density ``log p(x_1..x_T)`` of each sequence, in nats.
+
+        Returns:
+            ``[N]`` float64, or a 0-d tensor when one sequence was given.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        out = self._log_prob(seqs).to(torch.float64)
+        _refuse_nan(out, self.name)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def log_prob_steps(self, data: Any) -> torch.Tensor:
+        """Per-step conditionals ``log p(x_t | x_1..x_{t-1})``.
+
+        Returns:
+            ``[N, T_max]`` float64, zero at padded steps (``[T]`` for one sequence). Each row
+            sums to ``log_prob``.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        out = self._log_prob_steps(seqs).to(torch.float64)
+        out = torch.where(seqs.mask, out, torch.zeros((), dtype=out.dtype))
+        _refuse_nan(out, self.name)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_sequences: int,
+        length: int,
+        *,
+        prefix: Any | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> Sequences:
+        """Ancestral samples.
+
+        Args:
+            num_sequences: N, how many sequences.
+            length: T, the length of each sample, prefix included.
+            prefix: one sequence that every sample continues (latent models filter on it
+                first); the samples begin with it.
+            seed: makes the draw reproducible.
+
+        Returns:
+            A ``Sequences`` of N sequences of length T.
+        """
+        self._check_fitted()
+        n, length = _positive_int(num_sequences, "num_sequences"), _positive_int(length, "length")
+        pre = self._coerce_prefix(prefix, length)
+        with seeded(seed):
+            values = self._sample(n, length, pre, **options)
+        return Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
+
+    def _coerce_prefix(self, prefix: Any | None, length: int) -> torch.Tensor | None:
+        if prefix is None:
+            return None
+        seqs, single = self._coerce(prefix)
+        if not single and len(seqs) != 1:
+            raise ValueError("prefix must be one sequence")
+        pre = seqs[0]
+        if pre.shape[0] > length:
+            raise ValueError(f"prefix has {pre.shape[0]} steps, more than length={length}")
+        return pre
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` atomically (configuration as JSON plus tensors)."""
+        self._check_fitted()
+        payload = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "class": self.name,
+            "config": json.dumps(self.get_config()),
+            "meta": json.dumps(self._meta()),
+            "tensors": {k: v.detach().cpu().clone() for k, v in self._state_tensors().items()},
+        }
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{self.name}({args})"
+
+
+def load(path: str | os.PathLike) -> SequenceModel:
+    """Load a model written by :meth:`SequenceModel.save`.
+
+    Never unpickles arbitrary objects (``torch.load(weights_only=True)``).
+
+    Raises:
+        ValueError: the file is missing, truncated or not a probseq model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist or is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle with code, foreign format...
+        raise ValueError(f"{path} is not a probseq model file ({type(err).__name__})") from None
+    if not (isinstance(payload, dict) and payload.get("format") == _FORMAT):
+        raise ValueError(f"{path} is not a probseq model file")
+    if payload.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(f"{path} has unsupported format version {payload.get('format_version')}")
+    cls = SequenceModel._registry.get(payload.get("class", ""))
+    if cls is None:
+        raise ValueError(f"{path} holds an unknown model class {payload.get('class')!r}")
+    try:
+        config = json.loads(payload["config"])
+        meta = json.loads(payload["meta"])
+        tensors = payload["tensors"]
+        model = cls(**config)
+        model._load_state(dict(tensors), meta)
+    except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as err:
+        raise ValueError(f"{path} is a damaged probseq model file: {err}") from None
+    return model
+
+
+def _positive_int(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+        if hasattr(x, "__index__") and not isinstance(x, bool) and int(x) >= 1:
+            return int(x)
+        raise ValueError(f"{what} must be a positive integer, got {x!r}")
+    return x
+
+
+def _refuse_nan(out: torch.Tensor, name: str) -> None:
+    if torch.isnan(out).any():
+        i = int(torch.nonzero(torch.isnan(out))[0][0])
+        raise FloatingPointError(
+            f"{name} produced NaN for sequence {i}; the parameters may be degenerate"
+        )
