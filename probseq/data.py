@@ -87,7 +87,9 @@ def _check_one(arr: np.ndarray, index: int) -> None:
         if bad.any():
             step = int(np.argwhere(bad)[0][0])
             what = "NaN" if np.isnan(arr).any() else "inf"
-            raise ValueError(f"sequence {index} contains {what} (first non-finite value at step {step})")
+            raise ValueError(
+                f"sequence {index} contains {what} (first non-finite value at step {step})"
+            )
     else:
         if arr.ndim != 1:
             raise ValueError(
@@ -402,7 +404,9 @@ def check_sequences(
             )
         if dim is not None and not (got == dim or (dim == 1 and got is None)):
             shape = "1-D [T]" if got is None else f"[T, {got}]"
-            raise ValueError(f"{model} expects observations of dimension D={dim}, but sequence 0 is {shape}")
+            raise ValueError(
+                f"{model} expects observations of dimension D={dim}, but sequence 0 is {shape}"
+            )
     if min_length > 1:
         short = torch.nonzero(seqs.lengths < min_length)
         if short.numel():
