@@ -5,6 +5,7 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 """
 
 from probseq.base import NotFittedError, SequenceModel, load
+from probseq.compare import compare
 from probseq.data import Sequences
 
 __version__ = "0.1.0"
@@ -14,4 +15,5 @@ __all__ = [
     "SequenceModel",
     "NotFittedError",
     "load",
+    "compare",
 ]

@@ -1,0 +1,255 @@
+"""Built-in data: real series bundled with statsmodels, a text corpus shipped with CPython,
+and synthetic generators whose true models are known.
+
+The synthetic generators use numpy only, never probseq's own models, so that they can serve
+as independent references in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from probseq.data import Sequences
+
+__all__ = [
+    "nile",
+    "sunspots",
+    "python_docs_text",
+    "TextCorpus",
+    "encode_text",
+    "ar_process",
+    "markov_symbols",
+    "hmm_symbols",
+    "gaussian_hmm",
+    "copy_task",
+    "DATASETS",
+]
+
+
+def nile() -> pd.Series:
+    """Annual flow of the Nile at Aswan, 1871-1970 (10^8 m^3), 100 values.
+
+    The classic local-level example of Durbin & Koopman; bundled with statsmodels.
+    """
+    from statsmodels.datasets import nile as _nile
+
+    df = _nile.load_pandas().data
+    return pd.Series(
+        df["volume"].to_numpy(np.float64), index=df["year"].astype(int), name="nile"
+    ).rename_axis("year")
+
+
+def sunspots() -> pd.Series:
+    """Yearly mean sunspot numbers, 1700-2008, 309 values; bundled with statsmodels."""
+    from statsmodels.datasets import sunspots as _sun
+
+    df = _sun.load_pandas().data
+    return pd.Series(
+        df["SUNACTIVITY"].to_numpy(np.float64), index=df["YEAR"].astype(int), name="sunspots"
+    ).rename_axis("year")
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A character-level corpus with a fixed vocabulary and a contiguous train/valid/test split.
+
+    Attributes:
+        vocab: the V characters; symbol ``i`` is ``vocab[i]``.
+        train, valid, test: ``[T]`` int64 symbol arrays (80% / 10% / 10% of the text, in order).
+    """
+
+    vocab: tuple[str, ...]
+    train: np.ndarray = field(repr=False)
+    valid: np.ndarray = field(repr=False)
+    test: np.ndarray = field(repr=False)
+
+    @property
+    def num_symbols(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters to symbols ``[T]``; an unknown character raises ``ValueError``."""
+        index = {c: i for i, c in enumerate(self.vocab)}
+        try:
+            return np.array([index[c] for c in text], dtype=np.int64)
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, symbols) -> str:
+        """Symbols ``[T]`` (array, tensor or list) back to a string."""
+        return "".join(self.vocab[int(s)] for s in np.asarray(symbols).reshape(-1))
+
+    def chunks(self, split: str, length: int, max_chunks: int | None = None) -> Sequences:
+        """Cut a split into consecutive non-overlapping sequences of ``length`` characters.
+
+        The last, shorter piece is kept, so the chunks cover the split exactly.
+        """
+        arr = getattr(self, split)
+        pieces = [arr[i : i + length] for i in range(0, len(arr), length)]
+        if max_chunks is not None:
+            pieces = pieces[:max_chunks]
+        return Sequences.from_list(pieces, kind="discrete")
+
+
+def encode_text(text: str, vocab: str | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Encode a string as symbols over ``vocab`` (sorted characters of ``text`` by default)."""
+    chars = tuple(sorted(set(text))) if vocab is None else tuple(vocab)
+    index = {c: i for i, c in enumerate(chars)}
+    missing = set(text) - set(index)
+    if missing:
+        raise ValueError(f"characters {sorted(missing)[:5]} are not in the vocabulary")
+    return np.array([index[c] for c in text], dtype=np.int64), chars
+
+
+def python_docs_text() -> TextCorpus:
+    """The English help text that ships with every CPython (``pydoc_data.topics``).
+
+    The topics are joined in sorted order of their names; the vocabulary is every character
+    that occurs (about 100). The split is contiguous: the first 80% train, the next 10%
+    validation, the last 10% test. The text depends on the Python version (about 465,000
+    characters on 3.11).
+    """
+    from pydoc_data.topics import topics
+
+    text = "".join(topics[k] for k in sorted(topics))
+    symbols, vocab = encode_text(text)
+    a, b = int(0.8 * len(symbols)), int(0.9 * len(symbols))
+    return TextCorpus(vocab, symbols[:a], symbols[a:b], symbols[b:])
+
+
+# ------------------------------------------------------------------ synthetic generators
+def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def ar_process(
+    num_sequences: int,
+    length: int,
+    coef=(0.6, -0.2),
+    intercept: float = 0.0,
+    noise_var: float = 1.0,
+    seed: int | None = 0,
+) -> Sequences:
+    """Gaussian AR(p) series started from their stationary distribution (a long burn-in).
+
+    Returns:
+        ``[N, T]`` float64 sequences.
+    """
+    rng = _rng(seed)
+    coef = np.asarray(coef, dtype=np.float64)
+    p = len(coef)
+    burn = 500
+    x = np.zeros((num_sequences, burn + length))
+    eps = rng.normal(0.0, np.sqrt(noise_var), size=x.shape)
+    for t in range(p, x.shape[1]):
+        x[:, t] = intercept + x[:, t - p : t][:, ::-1] @ coef + eps[:, t]
+    return Sequences.from_padded(x[:, burn:])
+
+
+def markov_symbols(
+    num_sequences: int,
+    length: int,
+    transition,
+    initial=None,
+    seed: int | None = 0,
+) -> Sequences:
+    """First-order Markov chain samples; ``transition [V, V]`` rows are "from" states."""
+    rng = _rng(seed)
+    trans = np.asarray(transition, dtype=np.float64)
+    v = trans.shape[0]
+    init = np.full(v, 1.0 / v) if initial is None else np.asarray(initial, dtype=np.float64)
+    x = np.zeros((num_sequences, length), dtype=np.int64)
+    x[:, 0] = rng.choice(v, size=num_sequences, p=init)
+    cum = np.cumsum(trans, axis=1)
+    for t in range(1, length):
+        u = rng.random(num_sequences)
+        x[:, t] = np.minimum((u[:, None] > cum[x[:, t - 1]]).sum(1), v - 1)
+    return Sequences.from_padded(x)
+
+
+def _hmm_states(rng, num_sequences, length, initial, transition) -> np.ndarray:
+    k = len(initial)
+    z = np.zeros((num_sequences, length), dtype=np.int64)
+    z[:, 0] = rng.choice(k, size=num_sequences, p=initial)
+    cum = np.cumsum(transition, axis=1)
+    for t in range(1, length):
+        u = rng.random(num_sequences)
+        z[:, t] = np.minimum((u[:, None] > cum[z[:, t - 1]]).sum(1), k - 1)
+    return z
+
+
+def hmm_symbols(
+    num_sequences: int,
+    length: int,
+    initial,
+    transition,
+    emission,
+    seed: int | None = 0,
+) -> tuple[Sequences, np.ndarray]:
+    """Categorical HMM samples.
+
+    Args:
+        initial: ``[K]``; transition: ``[K, K]``; emission: ``[K, V]``.
+
+    Returns:
+        ``(observations [N, T], states [N, T])``.
+    """
+    rng = _rng(seed)
+    initial, transition, emission = (np.asarray(a, np.float64) for a in (initial, transition,
+                                                                         emission))
+    z = _hmm_states(rng, num_sequences, length, initial, transition)
+    cum = np.cumsum(emission, axis=1)
+    u = rng.random(z.shape)
+    x = np.minimum((u[..., None] > cum[z]).sum(-1), emission.shape[1] - 1)
+    return Sequences.from_padded(x.astype(np.int64)), z
+
+
+def gaussian_hmm(
+    num_sequences: int,
+    length: int,
+    initial=(0.5, 0.5),
+    transition=((0.95, 0.05), (0.1, 0.9)),
+    means=(-1.0, 2.0),
+    stds=(0.5, 1.0),
+    seed: int | None = 0,
+) -> tuple[Sequences, np.ndarray]:
+    """Univariate Gaussian HMM samples (regime-switching levels).
+
+    Returns:
+        ``(observations [N, T] float64, states [N, T])``.
+    """
+    rng = _rng(seed)
+    z = _hmm_states(rng, num_sequences, length, np.asarray(initial, np.float64),
+                    np.asarray(transition, np.float64))
+    x = np.asarray(means)[z] + np.asarray(stds)[z] * rng.standard_normal(z.shape)
+    return Sequences.from_padded(x), z
+
+
+def copy_task(
+    num_sequences: int,
+    lag: int,
+    num_symbols: int = 4,
+    seed: int | None = 0,
+) -> Sequences:
+    """A long-range memory task: remember the first symbol across ``lag`` steps of noise.
+
+    Each sequence is ``[s, 0, 0, ..., 0, s]`` of length ``lag + 2``: the first symbol ``s``
+    is uniform over ``1..num_symbols-1``, followed by ``lag`` blanks (symbol 0) and ``s``
+    again. Only a model that carries ``s`` across the lag predicts the last symbol; the
+    best memoryless prediction costs ``log(num_symbols - 1)`` nats there.
+    """
+    if num_symbols < 3:
+        raise ValueError("copy_task needs num_symbols >= 3 (a blank and at least two symbols)")
+    rng = _rng(seed)
+    s = rng.integers(1, num_symbols, size=num_sequences)
+    x = np.zeros((num_sequences, lag + 2), dtype=np.int64)
+    x[:, 0] = s
+    x[:, -1] = s
+    return Sequences.from_padded(x)
+
+
+#: names accepted by ``python -m probseq compare --dataset``.
+DATASETS = ("nile", "sunspots", "text", "regimes")
