@@ -1,0 +1,309 @@
+"""``python -m probseq``: the command line.
+
+``python -m probseq compare`` fits every model family that applies to a built-in dataset,
+ranks them with :func:`probseq.compare` and writes a CSV table, a markdown report and PNG
+figures to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probseq import datasets
+from probseq.data import Sequences
+
+__all__ = ["main", "build_parser", "load_dataset", "model_factories"]
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for comparison.
+
+    Attributes:
+        fit: the sequences models are fitted on.
+        evaluate: the sequences they are judged on.
+        start: steps before ``start`` of each evaluated sequence are conditioned on, not
+            scored (a held-out tail of one long series); 0 for held-out sequences.
+        kind: "continuous" or "discrete".
+        description: one line for the report.
+        decode: symbols -> text, for text data.
+    """
+
+    name: str
+    fit: Sequences
+    evaluate: Sequences
+    start: int
+    kind: str
+    description: str
+    decode: Callable[[Any], str] | None = None
+    index: Sequence | None = None
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """Build one of ``probseq.datasets.DATASETS`` with its fit/evaluation split."""
+    if name in ("nile", "sunspots"):
+        series = datasets.nile() if name == "nile" else datasets.sunspots()
+        y = series.to_numpy()
+        cut = int(round(0.8 * len(y)))
+        return Dataset(
+            name,
+            Sequences.from_list([y[:cut]]),
+            Sequences.from_list([y]),
+            cut,
+            "continuous",
+            f"{name}: one series of {len(y)} values ({series.index[0]}-{series.index[-1]}); "
+            f"fitted on the first {cut}, judged on the last {len(y) - cut} one step ahead",
+            index=list(series.index),
+        )
+    if name == "regimes":
+        seqs, _ = datasets.gaussian_hmm(240, 100, seed=seed)
+        return Dataset(
+            name, seqs[:160], seqs[160:], 0, "continuous",
+            "regimes: 240 synthetic series of 100 steps from a 2-state Gaussian HMM; "
+            "fitted on 160, judged on 80 held-out series",
+        )
+    if name == "text":
+        corpus = datasets.python_docs_text()
+        return Dataset(
+            name,
+            corpus.chunks("train", 256),
+            corpus.chunks("test", 256),
+            0,
+            "discrete",
+            f"text: CPython's pydoc topics, {corpus.num_symbols} characters; fitted on "
+            f"{len(corpus.train):,} characters, judged on the {len(corpus.test):,} held-out "
+            "test characters in chunks of 256",
+            decode=corpus.decode,
+        )
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(datasets.DATASETS)}")
+
+
+def model_factories(kind: str) -> dict[str, Callable[[], tuple[Any, dict[str, Any]]]]:
+    """name -> a function building ``(unfitted model, fit keywords)`` for a data kind.
+
+    The first names are the defaults of ``python -m probseq compare``.
+    """
+    import probseq as ps
+
+    if kind == "continuous":
+        return {
+            "ar1": lambda: (ps.AutoRegressive(order=1), {}),
+            "ar2": lambda: (ps.AutoRegressive(order=2), {}),
+            "ar3": lambda: (ps.AutoRegressive(order=3), {}),
+            "local_level": lambda: (ps.LinearGaussianSSM.local_level(), {}),
+            "hmm2": lambda: (ps.HiddenMarkovModel(num_states=2, emission="gaussian"), {}),
+            "hmm3": lambda: (ps.HiddenMarkovModel(num_states=3, emission="gaussian"), {}),
+            "gru": lambda: (
+                ps.RecurrentModel(cell="gru", hidden_size=32, emission="gaussian"),
+                {"max_epochs": 100},
+            ),
+            "lstm": lambda: (
+                ps.RecurrentModel(cell="lstm", hidden_size=32, emission="gaussian"),
+                {"max_epochs": 100},
+            ),
+            "local_linear_trend": lambda: (ps.LinearGaussianSSM.local_linear_trend(), {}),
+            "ar5": lambda: (ps.AutoRegressive(order=5), {}),
+            "dmm": lambda: (ps.DeepMarkovModel(), {"max_epochs": 100}),
+        }
+    return {
+        "markov1": lambda: (ps.MarkovChain(order=1, alpha=0.5), {}),
+        "markov2": lambda: (ps.MarkovChain(order=2, smoothing="kneser-ney"), {}),
+        "markov3": lambda: (ps.MarkovChain(order=3, smoothing="kneser-ney"), {}),
+        "markov5": lambda: (ps.MarkovChain(order=5, smoothing="kneser-ney"), {}),
+        "hmm16": lambda: (
+            ps.HiddenMarkovModel(num_states=16, emission="categorical"),
+            {"max_epochs": 30, "num_restarts": 1},
+        ),
+        "rnn": lambda: (ps.RecurrentModel(cell="rnn", hidden_size=128), {"max_epochs": 3}),
+        "lstm": lambda: (ps.RecurrentModel(cell="lstm", hidden_size=128), {"max_epochs": 3}),
+        "gru": lambda: (ps.RecurrentModel(cell="gru", hidden_size=128), {"max_epochs": 3}),
+        "markov1_mle": lambda: (ps.MarkovChain(order=1, alpha=0.0), {}),
+        "markov6": lambda: (ps.MarkovChain(order=6, smoothing="kneser-ney"), {}),
+        "transformer": lambda: (
+            ps.RecurrentModel(cell="transformer", hidden_size=128), {"max_epochs": 3}
+        ),
+    }
+
+
+DEFAULT_MODELS = {
+    "continuous": ["ar1", "ar2", "ar3", "local_level", "hmm2", "gru", "lstm"],
+    "discrete": ["markov1", "markov2", "markov3", "markov5", "hmm16", "rnn", "lstm", "gru"],
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m probseq",
+        description="probseq: which model explains these sequences best, and by how much?",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    cmp = sub.add_parser(
+        "compare",
+        help="fit model families on a dataset and rank them (the main job)",
+        description="Fit every model family that applies to a built-in dataset, rank them "
+        "by held-out log-likelihood with paired standard errors, and write a report.",
+    )
+    cmp.add_argument("--dataset", default="nile", choices=datasets.DATASETS,
+                     help="built-in dataset (default: nile)")
+    cmp.add_argument("--models", default=None,
+                     help="comma-separated model names (default: every family that applies; "
+                     "see `python -m probseq models`)")
+    cmp.add_argument("--out", default="report", help="output folder (default: report)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of every fit and sample")
+    cmp.set_defaults(subparser=cmp)
+    cmp.add_argument("--no-plots", action="store_true", help="write the table only")
+    lst = sub.add_parser("models", help="list the model names --models accepts")
+    lst.add_argument("--dataset", default=None, choices=datasets.DATASETS)
+    sub.add_parser("datasets", help="list the built-in datasets")
+    return parser
+
+
+def _choose_models(parser: argparse.ArgumentParser, kind: str, spec: str | None) -> list[str]:
+    known = model_factories(kind)
+    if spec is None:
+        return DEFAULT_MODELS[kind]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        parser.error("--models needs at least one model name")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(
+            f"unknown model(s) {', '.join(unknown)} for {kind} data; choose from "
+            f"{', '.join(known)}"
+        )
+    return names
+
+
+def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from probseq import compare
+    from probseq._utils import progress_bar
+
+    data = load_dataset(args.dataset, seed=args.seed)
+    names = _choose_models(parser, data.kind, args.models)
+    factories = model_factories(data.kind)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(data.description, file=sys.stderr)
+
+    fitted, seconds = {}, {}
+    bar = progress_bar(len(names), None, "fitting")
+    for name in names:
+        bar.set_postfix_str(name)
+        model, fit_kw = factories[name]()
+        tic = time.perf_counter()
+        model.fit(data.fit, seed=args.seed, **fit_kw)
+        seconds[name] = time.perf_counter() - tic
+        fitted[name] = model
+        bar.update()
+    bar.close()
+
+    table = compare(fitted, data.evaluate, fit_data=data.fit, start=data.start)
+    table["fit_seconds"] = [seconds[n] for n in table.index]
+    table.to_csv(out / "comparison.csv", index_label="name")
+    _print_table(table)
+    figures = [] if args.no_plots else _write_figures(fitted, table, data, out, args.seed)
+    _write_report(out / "report.md", table, data, figures)
+    print(f"\nwrote {out / 'comparison.csv'}, {out / 'report.md'}"
+          + (f" and {len(figures)} figures" if figures else ""), file=sys.stderr)
+    return 0
+
+
+def _print_table(table) -> None:
+    import pandas as pd
+
+    cols = [c for c in ("nats_per_step", "bits_per_step", "delta_vs_best", "delta_se",
+                        "p_value", "num_params", "bic", "exact", "fit_seconds") if c in table]
+    with pd.option_context("display.width", 140, "display.max_columns", 20,
+                           "display.float_format", "{:.4g}".format):
+        print(table[cols].to_string())
+
+
+def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from probseq import plots
+
+    written = []
+
+    def save(fig, name):
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    save(plots.plot_comparison(table, title=f"{data.name}: model comparison"), "comparison.png")
+    first = data.evaluate[0]
+    if data.kind == "discrete":
+        first = first[:400]
+    save(plots.plot_step_log_lik(fitted, first, start=data.start), "step_log_lik.png")
+    length = min(int(data.evaluate.lengths[0]), 200)
+    save(plots.plot_samples(fitted, data.evaluate[:1] if data.decode is None else first,
+                            length=length, seed=seed, decode=data.decode), "samples.png")
+    if data.kind == "continuous" and data.start:
+        y = data.evaluate[0].numpy()
+        save(plots.plot_forecast(fitted, y[: data.start], len(y) - data.start,
+                                 actual=y[data.start:], seed=seed, index=data.index),
+             "forecast.png")
+    return written
+
+
+def _write_report(path: Path, table, data: Dataset, figures: list[str]) -> None:
+    best = table.index[0]
+    lines = [
+        f"# probseq comparison: {data.name}",
+        "",
+        data.description + ".",
+        "",
+        f"Best model: **{best}**. `delta_vs_best` is the paired difference in total "
+        "log-likelihood to the best model (nats), `delta_se` its standard error over "
+        "sequences, `p_value` the paired t-test; rows with `exact = False` are lower bounds.",
+        "",
+        _markdown_table(table.drop(columns=["model"])),
+        "",
+    ]
+    for fig in figures:
+        lines += [f"![{fig}]({fig})", ""]
+    path.write_text("\n".join(lines))
+
+
+def _markdown_table(table) -> str:
+    def fmt(v):
+        if isinstance(v, float | np.floating):
+            return f"{v:.4g}"
+        return str(v)
+
+    head = "| name | " + " | ".join(table.columns) + " |"
+    rule = "|" + "---|" * (len(table.columns) + 1)
+    rows = [
+        f"| {name} | " + " | ".join(fmt(v) for v in row) + " |"
+        for name, row in zip(table.index, table.itertuples(index=False), strict=True)
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "datasets":
+        for name in datasets.DATASETS:
+            print(name)
+        return 0
+    if args.command == "models":
+        kinds = ["continuous", "discrete"]
+        if args.dataset:
+            kinds = [load_dataset(args.dataset).kind]
+        for kind in kinds:
+            print(f"{kind}: {', '.join(model_factories(kind))}")
+        return 0
+    return run_compare(args, args.subparser)

@@ -1,0 +1,160 @@
+"""Figures for notebooks and the command line. Each function returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from probseq.base import SequenceModel
+from probseq.data import as_sequences
+
+__all__ = ["plot_comparison", "plot_step_log_lik", "plot_samples", "plot_forecast"]
+
+
+def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, **kwargs)
+
+
+def plot_comparison(table: pd.DataFrame, title: str | None = None):
+    """Nats per step of each model (lower is better), with the paired standard error of its
+    difference to the best model as an error bar. ``table`` is the output of ``compare``."""
+    n_steps = -table["log_lik"] / table["nats_per_step"]
+    err = (table["delta_se"] / n_steps).fillna(0.0).to_numpy()
+    fig, ax = _figure(figsize=(7, 0.45 * len(table) + 1.5))
+    colors = ["tab:blue" if e else "tab:orange" for e in table["exact"]]
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["nats_per_step"], xerr=err, color=colors, capsize=3)
+    ax.set_yticks(y, table.index)
+    ax.set_xlabel("nats per step (lower is better); error bar: s.e. of difference to best")
+    lo = float(table["nats_per_step"].min())
+    hi = float(table["nats_per_step"].max())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.1 * max(abs(lo), 1.0)
+    ax.set_xlim(min(lo - pad, 0.0) if lo < 0 else lo - pad, hi + pad)
+    if not table["exact"].all():
+        ax.text(0.99, 0.01, "orange: likelihood is a lower bound", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8)
+    ax.set_title(title or "Model comparison")
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_log_lik(models: Mapping[str, SequenceModel], sequence: Any, start: int = 0):
+    """Per-step log-likelihood ``log p(x_t | x_<t)`` of each model over one sequence.
+
+    Args:
+        models: name -> fitted model.
+        sequence: one sequence ``[T]`` or ``[T, D]``.
+        start: steps before ``start`` are drawn shaded (the conditioning history).
+    """
+    fig, (ax, ax2) = _figure(2, 1, figsize=(9, 5.5), sharex=True)
+    for name, m in models.items():
+        steps = m.log_prob_steps(sequence).numpy()
+        t = np.arange(len(steps))
+        ax.plot(t, steps, lw=0.8, label=name)
+        ax2.plot(t[start:], np.cumsum(steps[start:]) - 0, lw=1.2, label=name)
+    if start:
+        for a in (ax, ax2):
+            a.axvspan(-0.5, start - 0.5, color="0.9", zorder=0)
+    ax.set_ylabel("log p(x_t | x_<t)")
+    ax2.set_ylabel("cumulative log-lik" + (" from start" if start else ""))
+    ax2.set_xlabel("step t")
+    ax.legend(fontsize=8, ncol=min(4, len(models)))
+    ax.set_title("Per-step log-likelihood")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(
+    models: Mapping[str, SequenceModel],
+    data: Any,
+    length: int | None = None,
+    num_samples: int = 3,
+    seed: int | None = 0,
+    decode=None,
+):
+    """Sample paths of each model beside the data.
+
+    Continuous data are drawn as lines (the first dimension of multivariate data). Symbol
+    data are drawn as coloured rasters, or, with ``decode`` (symbols -> str), as text.
+    """
+    seqs, _ = as_sequences(data)
+    first = seqs[0].numpy()
+    length = length or len(first)
+    rows = len(models) + 1
+    fig, axes = _figure(rows, 1, figsize=(9, 1.6 * rows + 0.5), sharex=decode is None,
+                        squeeze=False)
+    axes = axes[:, 0]
+    panels = [("data", first[None])]
+    for name, m in models.items():
+        s = m.sample(num_samples, length, seed=seed).values.numpy()
+        panels.append((name, s))
+    for ax, (name, arr) in zip(axes, panels, strict=True):
+        if decode is not None:
+            ax.axis("off")
+            lines = [decode(a[:120]).replace("\n", "⏎") for a in arr[:num_samples]]
+            ax.text(0, 1, f"{name}:\n" + "\n".join(lines), va="top", family="monospace",
+                    fontsize=7, transform=ax.transAxes)
+        elif seqs.is_discrete:
+            ax.imshow(arr[:, :length], aspect="auto", interpolation="nearest", cmap="tab20")
+            ax.set_ylabel(name, rotation=0, ha="right")
+            ax.set_yticks([])
+        else:
+            vals = arr if arr.ndim == 2 else arr[..., 0]
+            for row in vals:
+                ax.plot(row[:length], lw=0.9, color="k" if name == "data" else None)
+            ax.set_ylabel(name, rotation=0, ha="right")
+    axes[-1].set_xlabel("step t")
+    fig.suptitle("Data and samples")
+    fig.tight_layout()
+    return fig
+
+
+def plot_forecast(
+    models: Mapping[str, SequenceModel],
+    history: Any,
+    horizon: int,
+    actual: Any | None = None,
+    num_samples: int = 500,
+    level: float = 0.9,
+    seed: int | None = 0,
+    index: Sequence | None = None,
+):
+    """Forecast fans: each model's median and central ``level`` interval of ``horizon``
+    future values, estimated from ``num_samples`` sampled continuations of ``history``.
+
+    Sampling works for every model (latent ones filter on the history first), so the fans
+    of different families are comparable. Univariate continuous data only.
+    """
+    hist = np.asarray(as_sequences(history, "continuous")[0][0], dtype=float)
+    if hist.ndim != 1:
+        raise ValueError("plot_forecast draws univariate series only")
+    t0 = len(hist)
+    x = np.asarray(index) if index is not None else np.arange(t0 + horizon)
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
+                        sharey=True)
+    for ax, (name, m) in zip(axes.flat, models.items(), strict=False):
+        s = m.sample(num_samples, t0 + horizon, prefix=torch.as_tensor(hist), seed=seed)
+        fut = s.values.numpy()[:, t0:]
+        lo, med, hi = np.quantile(fut, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+        ax.plot(x[:t0], hist, color="k", lw=1)
+        ax.fill_between(x[t0:], lo, hi, alpha=0.3, label=f"{int(level * 100)}% interval")
+        ax.plot(x[t0:], med, lw=1.5, label="median")
+        if actual is not None:
+            ax.plot(x[t0:], np.asarray(actual, dtype=float)[:horizon], "k--", lw=1,
+                    label="actual")
+        ax.set_title(name)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Forecasts, {horizon} steps ahead")
+    fig.tight_layout()
+    return fig
