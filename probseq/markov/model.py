@@ -1,0 +1,332 @@
+"""Markov chains of any order over symbols ``0..V-1``, with sparse n-gram storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from probseq.base import SequenceModel
+from probseq.data import Sequences, check_sequences
+from probseq.markov import counting
+
+__all__ = ["MarkovChain"]
+
+_SMOOTHINGS = ("additive", "kneser-ney")
+_DEFAULT_ALPHA = 0.5
+_TABLE_FIELDS = ("ngram_keys", "ngram_counts", "ctx_keys", "ctx_totals", "ctx_types")
+
+
+class MarkovChain(SequenceModel):
+    """A Markov chain of order k over V symbols.
+
+    Generative process (``BOS`` pads the start, so the first k steps use shorter, start-of-
+    sequence contexts)::
+
+        for t in 1..T:
+            h_t = (x_{t-k}, ..., x_{t-1})        # BOS where t - j < 1
+            x_t ~ Categorical(p(. | h_t))
+
+    The first k conditionals are therefore position-specific lower-order conditionals:
+    ``p(x_1)``, ``p(x_2 | x_1)``, ..., ``p(x_k | x_1..x_{k-1})``, estimated from the first
+    j symbols of each training sequence (the context ``(BOS, .., BOS, x_1, .., x_{j-1})`` is
+    seen only at step j). This is the maximum-likelihood estimate of the joint (with
+    ``alpha=0``) and the standard begin-of-sentence treatment of n-gram language models.
+    Each conditional is a distribution over the V symbols, so the probabilities of all
+    ``V**T`` sequences of a given length T sum to 1 (the length is given, not modelled).
+
+    Smoothing:
+
+    * ``"additive"``: ``p(w | h) = (c(h, w) + alpha) / (c(h) + V alpha)`` on the order-k
+      counts; a context never seen in training gives the uniform distribution (also with
+      ``alpha=0``, where seen contexts give the maximum-likelihood estimate).
+    * ``"kneser-ney"``: interpolated Kneser-Ney (Chen and Goodman 1998) with one discount per
+      order, ``D_m = n1 / (n1 + 2 n2)`` from that order's count-of-counts. The order-k
+      counts are raw counts; lower orders use continuation counts (the number of distinct
+      symbols, BOS included, seen before the n-gram); the order-0 distribution is
+      interpolated with the uniform one, so no probability is ever 0. An unseen context
+      backs off to the longest suffix seen. See
+      :func:`probseq.markov.counting.conditional_probs` for the formula.
+
+    Storage is sparse: only observed n-grams and contexts, as sorted int64 keys (base
+    ``V + 1`` numbers) looked up with ``np.searchsorted``. ``(V + 1) ** (k + 1)`` must stay
+    below ``2**62``.
+
+    Args:
+        order: k >= 0 (0 is an i.i.d. categorical model).
+        num_symbols: V; inferred from the data when None.
+        smoothing: ``"additive"`` or ``"kneser-ney"``.
+        alpha: the additive pseudo-count (default 0.5, the Krichevsky-Trofimov estimator);
+            only for ``"additive"``.
+    """
+
+    data_kind = "discrete"
+
+    def __init__(
+        self,
+        order: int = 1,
+        num_symbols: int | None = None,
+        smoothing: str = "additive",
+        alpha: float | None = None,
+    ):
+        if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
+            raise ValueError(f"order must be a non-negative integer, got {order!r}")
+        if num_symbols is not None and (
+            isinstance(num_symbols, bool)
+            or not isinstance(num_symbols, int | np.integer)
+            or num_symbols < 1
+        ):
+            raise ValueError(f"num_symbols must be a positive integer, got {num_symbols!r}")
+        if smoothing not in _SMOOTHINGS:
+            raise ValueError(f"smoothing must be one of {_SMOOTHINGS}, got {smoothing!r}")
+        if smoothing != "additive" and alpha is not None:
+            raise ValueError("alpha is the pseudo-count of additive smoothing; "
+                             f"smoothing={smoothing!r} takes no alpha")
+        if alpha is not None and not (np.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        self.order = int(order)
+        self.num_symbols = None if num_symbols is None else int(num_symbols)
+        self._num_symbols_arg = self.num_symbols
+        self.smoothing = smoothing
+        self.alpha = alpha
+        if self.num_symbols is not None:
+            counting.check_key_space(self.num_symbols, self.order)
+        self._tables: list[dict[str, np.ndarray] | None] | None = None
+        self._discounts: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_params(cls, initial: Any, transition: Any) -> MarkovChain:
+        """A first-order chain with the given probabilities.
+
+        Args:
+            initial: ``[V]`` ``p(x_1)``.
+            transition: ``[V, V]`` ``p(x_t = j | x_{t-1} = i)`` in row i, column j.
+
+        Raises:
+            ValueError: wrong shapes, negative or non-finite entries, or a vector/row whose
+                sum is not 1 within 1e-6.
+        """
+        init = _as_float_array(initial, "initial")
+        trans = _as_float_array(transition, "transition")
+        if init.ndim != 1 or init.shape[0] < 1:
+            raise ValueError(f"initial must be a vector [V], got shape {init.shape}")
+        v = init.shape[0]
+        if trans.shape != (v, v):
+            raise ValueError(
+                f"transition must have shape [V, V] = ({v}, {v}) to match initial, "
+                f"got {trans.shape}"
+            )
+        _check_probabilities(init[None, :], "initial")
+        _check_probabilities(trans, "transition")
+        model = cls(order=1, num_symbols=v, smoothing="additive", alpha=0.0)
+        rows = np.concatenate([trans, init[None, :]])  # context keys 0..V-1, then BOS = V
+        ctx, sym = np.nonzero(rows)
+        keys = ctx.astype(np.int64) * (v + 1) + sym
+        model._tables = [None, counting.make_table(keys, rows[ctx, sym], v)]
+        model._discounts = np.zeros(2)
+        return model
+
+    def _fit(self, seqs: Sequences, **options: Any) -> None:
+        unknown = set(options) - {"seed", "progress"}
+        if unknown:
+            raise ValueError(f"MarkovChain.fit got unknown options {sorted(unknown)}")
+        values = np.ascontiguousarray(seqs.values.numpy())
+        # Padding is stored as 0, so the padded maximum is the largest symbol (one fast pass;
+        # the base's masked version copies the data).
+        observed = int(values.max()) + 1
+        v = self._num_symbols_arg
+        if v is None:
+            v = observed
+        elif observed > v:
+            check_sequences(seqs, model=self.name, num_symbols=v)  # raises, naming the sequence
+        counting.check_key_space(v, self.order)
+        base = v + 1
+        keys = counting.ngram_keys(values, seqs.lengths.numpy(), self.order, v)
+        top = counting.make_table(*counting.count_keys(keys, base ** (self.order + 1)), v)
+        tables: list[dict[str, np.ndarray] | None] = [None] * (self.order + 1)
+        tables[self.order] = top
+        discounts = np.zeros(self.order + 1)
+        if self.smoothing == "kneser-ney":
+            for m in range(self.order - 1, -1, -1):
+                tables[m] = counting.continuation_table(tables[m + 1], m, v)
+            for m in range(self.order + 1):
+                discounts[m] = counting.kneser_ney_discount(tables[m]["ngram_counts"])
+        self.num_symbols = v
+        self._tables = tables
+        self._discounts = discounts
+
+    # ---------------------------------------------------------------- probabilities
+    @property
+    def _alpha(self) -> float:
+        return _DEFAULT_ALPHA if self.alpha is None else float(self.alpha)
+
+    def _probs(self, contexts: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        return counting.conditional_probs(
+            self._tables, contexts, symbols, self.num_symbols, self.smoothing,
+            alpha=self._alpha, discounts=self._discounts,
+        )
+
+    def _next_distributions(self, top_contexts: np.ndarray) -> np.ndarray:
+        """``[C, V]`` next-symbol distributions for C order-k context keys."""
+        v, k = self.num_symbols, self.order
+        base = v + 1
+        contexts = np.repeat(top_contexts, v)
+        all_orders = np.stack([contexts % base**m for m in range(k)] + [contexts])
+        symbols = np.tile(np.arange(v, dtype=np.int64), top_contexts.shape[0])
+        return self._probs(all_orders, symbols).reshape(-1, v)
+
+    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        values = np.ascontiguousarray(seqs.values.numpy())
+        lengths = seqs.lengths.numpy()
+        contexts, symbols = counting.context_keys(values, lengths, self.order, self.num_symbols)
+        with np.errstate(divide="ignore"):
+            logp = np.log(self._probs(contexts, symbols))
+        mask = seqs.mask.numpy()
+        out = np.zeros(values.shape, dtype=np.float64)
+        out[mask] = logp
+        return torch.from_numpy(out)
+
+    def conditional(self, context: Any = ()) -> torch.Tensor:
+        """The distribution of the next symbol after ``context``.
+
+        Args:
+            context: the symbols ``x_1..x_L`` seen so far (any length; an empty context gives
+                ``p(x_1)``). Only the last k matter once ``L >= k``; a shorter context is a
+                start-of-sequence context.
+
+        Returns:
+            ``[V]`` float64 ``p(x_{L+1} = . | x_1..x_L)``.
+        """
+        self._check_fitted()
+        v, k = self.num_symbols, self.order
+        if len(context) == 0:
+            ctx = np.zeros(0, dtype=np.int64)
+        else:
+            seqs, single = self._coerce(context)
+            if not single:
+                raise ValueError("context must be one sequence of symbols")
+            ctx = seqs[0].numpy()
+        last = np.concatenate([np.full(k, v, dtype=np.int64), ctx])[len(ctx):]
+        key = 0
+        for s in last:
+            key = key * (v + 1) + int(s)
+        return torch.from_numpy(self._next_distributions(np.array([key], dtype=np.int64))[0])
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Order 1: ``initial [V]`` and ``transition [V, V]`` (rows: from), smoothing applied.
+
+        Raises:
+            ValueError: for other orders (use :meth:`conditional`).
+        """
+        self._check_fitted()
+        if self.order != 1:
+            raise ValueError(
+                f"params (initial, transition) exist for order 1; this chain has order "
+                f"{self.order}: use conditional(context) for its next-symbol distributions"
+            )
+        v = self.num_symbols
+        rows = torch.from_numpy(self._next_distributions(np.arange(v + 1, dtype=np.int64)))
+        return {"initial": rows[v].clone(), "transition": rows[:v].clone()}
+
+    # ---------------------------------------------------------------- sampling
+    def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                **options: Any) -> torch.Tensor:
+        if options:
+            raise ValueError(f"MarkovChain.sample got unknown options {sorted(options)}")
+        v, k = self.num_symbols, self.order
+        base = v + 1
+        history = np.full((num_sequences, k + length), v, dtype=np.int64)
+        start = 0
+        if prefix is not None:
+            start = prefix.shape[0]
+            history[:, k : k + start] = prefix.numpy()
+        for t in range(start, length):
+            key = np.zeros(num_sequences, dtype=np.int64)
+            for j in range(k):
+                key = key * base + history[:, t + j]
+            unique, inverse = np.unique(key, return_inverse=True)
+            cdf = np.cumsum(self._next_distributions(unique), axis=1)
+            u = torch.rand(num_sequences, dtype=torch.float64).numpy()
+            row = cdf[inverse.reshape(-1)]
+            draw = (row <= (u * row[:, -1])[:, None]).sum(axis=1)
+            history[:, k + t] = np.minimum(draw, v - 1)
+        return torch.from_numpy(history[:, k:].copy())
+
+    # ---------------------------------------------------------------- bookkeeping
+    @property
+    def num_params(self) -> int:
+        """Free parameters: ``V**(k+1) - 1`` for orders 0 and 1 (order 1: ``(V - 1) +
+        V (V - 1)``, every row of ``initial`` and ``transition``); for order k >= 2,
+        ``(V - 1)`` per order-k context seen in training (start-of-sequence contexts
+        included), the rows the data actually pins down (the full count ``V**(k+1) - 1``
+        would swamp any information criterion). Kneser-Ney's lower orders are not counted.
+        """
+        self._check_fitted()
+        v = self.num_symbols
+        if self.order <= 1:
+            return v ** (self.order + 1) - 1
+        return (v - 1) * int(self._tables[self.order]["ctx_keys"].shape[0])
+
+    def _is_fitted(self) -> bool:
+        return self._tables is not None
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "num_symbols": self.num_symbols,
+            "smoothing": self.smoothing,
+            "alpha": self.alpha,
+        }
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"discounts": torch.from_numpy(self._discounts.copy())}
+        for m, table in enumerate(self._tables):
+            if table is not None:
+                for field in _TABLE_FIELDS:
+                    out[f"order{m}_{field}"] = torch.from_numpy(table[field].copy())
+        return out
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        tables: list[dict[str, np.ndarray] | None] = []
+        for m in range(self.order + 1):
+            if f"order{m}_ngram_keys" in tensors:
+                tables.append({f: tensors[f"order{m}_{f}"].numpy() for f in _TABLE_FIELDS})
+            else:
+                tables.append(None)
+        if tables[self.order] is None:
+            raise KeyError(f"order{self.order}_ngram_keys")
+        self._discounts = tensors["discounts"].numpy()
+        self._tables = tables
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the stored n-gram tables."""
+        self._check_fitted()
+        return sum(a.nbytes for t in self._tables if t is not None for a in t.values())
+
+
+def _as_float_array(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _check_probabilities(rows: np.ndarray, name: str) -> None:
+    if (rows < 0).any():
+        i, j = np.argwhere(rows < 0)[0]
+        where = f"[{j}]" if rows.shape[0] == 1 else f"[{i}, {j}]"
+        raise ValueError(f"{name}{where} = {rows[i, j]} is negative; probabilities are >= 0")
+    sums = rows.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    if bad.size:
+        i = int(bad[0])
+        what = name if rows.shape[0] == 1 else f"row {i} of {name}"
+        raise ValueError(f"{what} sums to {sums[i]:.8g}, not 1 (tolerance 1e-6)")
