@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from probseq import distributed
 from probseq._utils import seeded
 from probseq.data import DataKind, Sequences, as_sequences, check_sequences
 
@@ -173,11 +174,13 @@ class SequenceModel(abc.ABC):
         """Joint log density ``log p(x_1..x_T)`` of each sequence, in nats.
 
         Returns:
-            ``[N]`` float64, or a 0-d tensor when one sequence was given.
+            ``[N]`` float64, or a 0-d tensor when one sequence was given. Under an active
+            ``torch.distributed`` process group each rank scores its shard and every rank
+            gets the whole result (see :mod:`probseq.distributed`).
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = self._log_prob(seqs).to(torch.float64)
+        out = _sharded(self._log_prob, seqs).to(torch.float64)
         _refuse_nan(out, self.name)
         return out[0] if single else out
 
@@ -191,7 +194,7 @@ class SequenceModel(abc.ABC):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = self._log_prob_steps(seqs).to(torch.float64)
+        out = _sharded(self._log_prob_steps, seqs, steps=True).to(torch.float64)
         out = torch.where(seqs.mask, out, torch.zeros((), dtype=out.dtype))
         _refuse_nan(out, self.name)
         return out[0] if single else out
@@ -296,6 +299,16 @@ def load(path: str | os.PathLike) -> SequenceModel:
     except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as err:
         raise ValueError(f"{path} is a damaged probseq model file: {err}") from None
     return model
+
+
+def _sharded(fn, seqs: Sequences, steps: bool = False) -> torch.Tensor:
+    """``fn(seqs)``, computed shard by shard across ranks when a process group is active."""
+    if not distributed.is_active():
+        return fn(seqs)
+    part = distributed.shard(seqs)
+    empty = (0, seqs.max_length) if steps else (0,)
+    local = fn(part) if len(part) else torch.zeros(empty, dtype=torch.float64)
+    return distributed.gather_in_order(local, len(seqs))
 
 
 def _positive_int(x: Any, what: str) -> int:

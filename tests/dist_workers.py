@@ -1,0 +1,43 @@
+"""Worker functions for tests/test_distributed.py, run in spawned processes (gloo, CPU)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def run(rank: int, world: int, port: int, fn_name: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = globals()[fn_name]()
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def spine() -> dict:
+    """Collectives and sharded log_prob of the toy model."""
+    from toy import IIDCategorical
+
+    from probseq import distributed
+
+    m = IIDCategorical(alpha=1.0).fit([[0, 1, 2, 2], [1, 1]])
+    data = [[0, 1], [2, 2, 2], [1], [0, 0, 1, 2], [2]]
+    total = distributed.all_reduce_sum({"r": torch.tensor([float(distributed.rank() + 1)])})
+    t = torch.tensor([float(distributed.rank())])
+    distributed.broadcast_tensors({"t": t})
+    with distributed.local():
+        local_lp = m.log_prob(data)
+    return {
+        "log_prob": m.log_prob(data),
+        "steps": m.log_prob_steps(data),
+        "few": m.log_prob([[0, 1]] * 1 + [[2]]) ,  # N=2 = W
+        "one_shard_empty": m.log_prob([[0, 1, 1]]),
+        "local": local_lp,
+        "sum": total["r"],
+        "broadcast": t,
+    }

@@ -1,0 +1,43 @@
+"""Data parallelism: two CPU processes (gloo on loopback) against one process."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import dist_workers
+import pytest
+import torch
+import torch.multiprocessing as mp
+from toy import IIDCategorical
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(fn_name: str, tmp_path: Path, world: int = 2) -> list[dict]:
+    assert str(Path(dist_workers.__file__).parent) in sys.path
+    mp.spawn(dist_workers.run, args=(world, _free_port(), fn_name, str(tmp_path)),
+             nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def test_sharded_log_prob_and_collectives(tmp_path):
+    r0, r1 = launch("spine", tmp_path)
+    m = IIDCategorical(alpha=1.0).fit([[0, 1, 2, 2], [1, 1]])
+    data = [[0, 1], [2, 2, 2], [1], [0, 0, 1, 2], [2]]
+    for r in (r0, r1):
+        assert torch.equal(r["log_prob"], m.log_prob(data))
+        assert torch.equal(r["steps"], m.log_prob_steps(data))
+        assert torch.equal(r["few"], m.log_prob([[0, 1], [2]]))
+        assert torch.equal(r["one_shard_empty"], m.log_prob([[0, 1, 1]]))
+        assert torch.equal(r["local"], m.log_prob(data))
+        assert r["sum"].item() == 3.0 and r["broadcast"].item() == 0.0
