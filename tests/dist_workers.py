@@ -35,7 +35,7 @@ def spine() -> dict:
     return {
         "log_prob": m.log_prob(data),
         "steps": m.log_prob_steps(data),
-        "few": m.log_prob([[0, 1]] * 1 + [[2]]) ,  # N=2 = W
+        "few": m.log_prob([[0, 1], [2]]),  # N = W
         "one_shard_empty": m.log_prob([[0, 1, 1]]),
         "local": local_lp,
         "sum": total["r"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 import dist_workers
@@ -24,7 +23,6 @@ def _free_port() -> int:
 
 
 def launch(fn_name: str, tmp_path: Path, world: int = 2) -> list[dict]:
-    assert str(Path(dist_workers.__file__).parent) in sys.path
     mp.spawn(dist_workers.run, args=(world, _free_port(), fn_name, str(tmp_path)),
              nprocs=world, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
