@@ -206,7 +206,8 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         bar.update()
     bar.close()
 
-    table = compare(fitted, data.evaluate, fit_data=data.fit, start=data.start)
+    units = "steps" if len(data.evaluate) == 1 else "sequences"
+    table = compare(fitted, data.evaluate, fit_data=data.fit, start=data.start, units=units)
     table["fit_seconds"] = [seconds[n] for n in table.index]
     table.to_csv(out / "comparison.csv", index_label="name")
     _print_table(table)
@@ -267,7 +268,9 @@ def _write_report(path: Path, table, data: Dataset, figures: list[str]) -> None:
         "",
         f"Best model: **{best}**. `delta_vs_best` is the paired difference in total "
         "log-likelihood to the best model (nats), `delta_se` its standard error over "
-        "sequences, `p_value` the paired t-test; rows with `exact = False` are lower bounds.",
+        + ("held-out sequences" if len(data.evaluate) > 1 else
+           "one-step-ahead held-out steps (Diebold-Mariano)")
+        + ", `p_value` the paired t-test; rows with `exact = False` are lower bounds.",
         "",
         _markdown_table(table.drop(columns=["model"])),
         "",

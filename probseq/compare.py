@@ -11,13 +11,18 @@ Statistics (n = number of time steps, k = ``num_params``):
   as in the paired comparison of Vehtari et al.'s elpd differences. ``p_value`` is the
   two-sided paired t-test of ``mean(d) = 0`` on N - 1 degrees of freedom, and
   ``significant`` says ``p_value < 0.05``. With a single sequence these are NaN.
+* ``units="steps"`` pairs the per-step conditionals ``log p(x_t | x_<t)`` instead of whole
+  sequences: the Diebold-Mariano comparison of one-step-ahead forecasts, for one long series.
+  One-step log scores of a correct model form a martingale difference sequence, so the
+  lag-0 variance is the right one under the null; with misspecified models it can
+  understate the error.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,16 +49,24 @@ def _data_family(models: Mapping[str, SequenceModel]) -> str:
     return "discrete" if pmf else "continuous"
 
 
-def per_sequence_log_prob(model: SequenceModel, seqs: Sequences, start: int = 0) -> np.ndarray:
-    """``[N]`` log-likelihood of each sequence, counting only steps ``t >= start``.
+def per_sequence_log_prob(
+    model: SequenceModel, seqs: Sequences, start: int = 0, units: str = "sequences"
+) -> np.ndarray:
+    """Log-likelihood units, counting only steps ``t >= start``.
 
     With ``start > 0`` the earlier steps are conditioned on, not scored: the one-step-ahead
     held-out evaluation of the tail of each sequence.
+
+    Returns:
+        ``[N]`` per-sequence totals, or with ``units="steps"`` the scored per-step
+        conditionals of all sequences, flattened.
     """
+    if units == "steps":
+        steps = model.log_prob_steps(seqs)
+        return steps[:, start:][seqs.mask[:, start:]].numpy()
     if start == 0:
         return model.log_prob(seqs).numpy()
-    steps = model.log_prob_steps(seqs)
-    return steps[:, start:].sum(-1).numpy()
+    return model.log_prob_steps(seqs)[:, start:].sum(-1).numpy()
 
 
 def compare(
@@ -62,6 +75,7 @@ def compare(
     *,
     fit_data: Any | None = None,
     start: int = 0,
+    units: Literal["sequences", "steps"] = "sequences",
 ) -> pd.DataFrame:
     """Rank fitted models by their log-likelihood of ``data``, best first.
 
@@ -73,6 +87,8 @@ def compare(
             omitted they are computed on ``data``.
         start: score only the steps ``t >= start`` of each sequence of ``data``, conditioning
             on the earlier ones (for a held-out tail of one long series).
+        units: what the paired standard error treats as independent: whole
+            ``"sequences"`` (the default) or one-step-ahead ``"steps"`` (Diebold-Mariano).
 
     Returns:
         A DataFrame indexed by model name with columns ``model``, ``log_lik``,
@@ -95,7 +111,9 @@ def compare(
     n_steps = int((seqs.lengths - start).sum())
     fit_seqs = as_sequences(fit_data, kind)[0] if fit_data is not None else None
 
-    per_seq = {name: per_sequence_log_prob(m, seqs, start) for name, m in models.items()}
+    if units not in ("sequences", "steps"):
+        raise ValueError(f"units must be 'sequences' or 'steps', got {units!r}")
+    per_seq = {name: per_sequence_log_prob(m, seqs, start, units) for name, m in models.items()}
     totals = {name: float(ll.sum()) for name, ll in per_seq.items()}
     if fit_seqs is not None:
         fit_ll = {name: float(m.log_prob(fit_seqs).sum()) for name, m in models.items()}

@@ -71,3 +71,18 @@ def test_refuses_mixing_discrete_and_continuous():
         compare({}, [[0, 1]])
     with pytest.raises(ValueError, match="not fitted"):
         compare({"u": IIDCategorical()}, [[0, 1]])
+
+
+def test_steps_units_pair_one_step_ahead_scores():
+    m1 = IIDCategorical(alpha=1).fit([[0, 1, 1, 2]])
+    m2 = IIDCategorical(alpha=20).fit([[0, 1, 1, 2]])
+    x = [0, 1, 1, 1, 2, 1, 0, 1, 1]
+    df = compare({"a": m1, "b": m2}, x, start=3, units="steps")
+    d = (m2.log_prob_steps(x) - m1.log_prob_steps(x))[3:].numpy()
+    loser = df.index[1]
+    sign = 1 if loser == "b" else -1
+    assert df.loc[loser, "delta_vs_best"] == pytest.approx(sign * d.sum())
+    assert df.loc[loser, "delta_se"] == pytest.approx(math.sqrt(len(d)) * d.std(ddof=1))
+    assert df.loc[loser, "p_value"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
+    with pytest.raises(ValueError, match="units"):
+        compare({"a": m1}, x, units="bogus")
