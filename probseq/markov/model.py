@@ -178,6 +178,13 @@ class MarkovChain(SequenceModel):
         return self._probs(all_orders, symbols).reshape(-1, v)
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        return torch.from_numpy(self._steps(seqs))
+
+    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
+        # A sequential sum, so trailing padding (exact zeros) cannot change a single bit.
+        return torch.from_numpy(np.cumsum(self._steps(seqs), axis=1)[:, -1].copy())
+
+    def _steps(self, seqs: Sequences) -> np.ndarray:
         values = np.ascontiguousarray(seqs.values.numpy())
         lengths = seqs.lengths.numpy()
         contexts, symbols = counting.context_keys(values, lengths, self.order, self.num_symbols)
@@ -186,7 +193,7 @@ class MarkovChain(SequenceModel):
         mask = seqs.mask.numpy()
         out = np.zeros(values.shape, dtype=np.float64)
         out[mask] = logp
-        return torch.from_numpy(out)
+        return out
 
     def conditional(self, context: Any = ()) -> torch.Tensor:
         """The distribution of the next symbol after ``context``.
