@@ -8,7 +8,6 @@ from probseq.autoregressive import AutoRegressive
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
 from probseq.data import Sequences
-from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 
 __version__ = "0.1.0"
@@ -18,7 +17,6 @@ __all__ = [
     "SequenceModel",
     "NotFittedError",
     "load",
-    "LinearGaussianSSM",
     "MarkovChain",
     "AutoRegressive",
     "compare",
