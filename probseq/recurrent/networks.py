@@ -1,0 +1,145 @@
+"""The neural networks behind :class:`~probseq.recurrent.RecurrentModel`.
+
+A :class:`SequenceNetwork` reads ``x_1..x_{t-1}`` (with a learned start input in place of
+``x_0``) and emits, at every step t, the parameters of p(x_t | x_<t)::
+
+    e_0 = start;  e_t = encode(x_t)              # embedding (symbols) or linear (reals)
+    h_t = core(e_0, ..., e_{t-1})                # RNN/LSTM/GRU, or a causal transformer
+    params_t = head(dropout(h_t))                # [P] parameters of the emission
+
+Shapes: N sequences, T steps, D observation dimensions, V symbols, E input size,
+H hidden size, P emission parameters.
+
+Padding sits after the end of each sequence and every core is causal (an RNN reads left to
+right, the transformer masks the future), so padded steps never influence real ones: the
+networks run on the padded ``[N, T_max, ...]`` tensors without packing, and callers mask the
+per-step results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["SequenceNetwork", "CausalTransformer", "RECURRENT_CELLS"]
+
+RECURRENT_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+State = Any  # an RNN's hidden state (a tensor, or (h, c) for an LSTM); None for a transformer
+
+
+class CausalTransformer(nn.Module):
+    """A small causal (decoder-only) transformer with learned positional embeddings.
+
+    Pre-norm encoder layers (``norm_first=True``) with a causal mask and a final LayerNorm.
+    Sequences longer than ``max_length`` are refused with ``ValueError``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_heads: int,
+                 dropout: float, max_length: int):
+        super().__init__()
+        self.max_length = max_length
+        self.project = (
+            nn.Identity() if input_size == hidden_size else nn.Linear(input_size, hidden_size)
+        )
+        self.position = nn.Embedding(max_length, hidden_size)
+        layer = nn.TransformerEncoderLayer(
+            hidden_size, num_heads, dim_feedforward=4 * hidden_size, dropout=dropout,
+            batch_first=True, norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers, norm=nn.LayerNorm(hidden_size), enable_nested_tensor=False
+        )
+
+    def forward(self, inputs: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """``inputs [N, T, E]`` to outputs ``[N, T, H]``; ``state`` is unused (always None)."""
+        t = inputs.shape[1]
+        if t > self.max_length:
+            raise ValueError(
+                f"the transformer was built for sequences of at most max_length="
+                f"{self.max_length} steps, got {t}; build RecurrentModel(max_length=...) larger"
+            )
+        positions = torch.arange(t, device=inputs.device)
+        h = self.project(inputs) + self.position(positions)
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=h.device, dtype=h.dtype)
+        return self.encoder(h, mask=mask, is_causal=True), None
+
+
+class SequenceNetwork(nn.Module):
+    """Input encoder, causal core and emission head.
+
+    Args:
+        cell: ``"rnn"``, ``"lstm"``, ``"gru"`` or ``"transformer"``.
+        num_symbols: V for symbol input (an embedding), or None for real input.
+        obs_dim: D for real input (ignored for symbols).
+        embedding_dim: E; symbols default to H; reals default to feeding the D standardised
+            values directly (RNN cells) or a linear map to H (transformer).
+        hidden_size: H.
+        num_layers: stacked RNN layers or transformer layers.
+        dropout: between stacked layers and before the head.
+        num_outputs: P, the emission's parameter count.
+        num_heads: attention heads (transformer).
+        max_length: the longest sequence the transformer accepts.
+    """
+
+    def __init__(self, *, cell: str, num_symbols: int | None, obs_dim: int, embedding_dim: int
+                 | None, hidden_size: int, num_layers: int, dropout: float, num_outputs: int,
+                 num_heads: int = 4, max_length: int = 0):
+        super().__init__()
+        if num_symbols is not None:
+            size = embedding_dim or hidden_size
+            self.encode: nn.Module = nn.Embedding(num_symbols, size)
+            self.start = nn.Parameter(torch.randn(size))
+        else:
+            if embedding_dim is None and cell == "transformer":
+                embedding_dim = hidden_size
+            size = embedding_dim or obs_dim
+            self.encode = nn.Identity() if embedding_dim is None else nn.Linear(obs_dim, size)
+            self.start = nn.Parameter(torch.zeros(size))
+        self.cell = cell
+        if cell == "transformer":
+            self.core: nn.Module = CausalTransformer(
+                size, hidden_size, num_layers, num_heads, dropout, max_length
+            )
+        else:
+            self.core = RECURRENT_CELLS[cell](
+                size, hidden_size, num_layers, batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0,
+            )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, num_outputs)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [N, T]`` symbols or ``[N, T, D]`` reals to inputs ``[N, T, E]``."""
+        return self.encode(x)
+
+    def run(self, inputs: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """Run the core on already embedded inputs ``[N, T, E]``; returns params ``[N, T, P]``."""
+        h, state = self.core(inputs, state)
+        return self.head(self.dropout(h)), state
+
+    def start_inputs(self, n: int) -> torch.Tensor:
+        """The start input for n sequences, ``[N, 1, E]``."""
+        return self.start.expand(n, 1, -1)
+
+    def forward(self, x: torch.Tensor, state: State = None,
+                previous: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """Parameters of p(x_t | x_<t) for every step of ``x``.
+
+        Args:
+            x: ``[N, T]`` symbols or ``[N, T, D]`` standardised reals.
+            state: the RNN state after the step before ``x`` (None at the beginning).
+            previous: the observation just before ``x`` (``[N]`` or ``[N, D]``) when ``x``
+                continues a sequence; None means ``x`` starts at t = 1 (the start input).
+
+        Returns:
+            ``(params [N, T, P], state)``, the state after reading ``x_1..x_{T-1}``.
+        """
+        e = self.embed(x)
+        first = self.start_inputs(x.shape[0]) if previous is None else self.embed(
+            previous.unsqueeze(1)
+        )
+        inputs = torch.cat([first.to(e.dtype), e[:, :-1]], dim=1)
+        return self.run(inputs, state)
