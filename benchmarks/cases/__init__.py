@@ -1,0 +1,8 @@
+"""The benchmark cases; importing this package registers them in ``CASES``, in this order."""
+
+import importlib
+
+MODULES = ("hmm", "lgssm", "autoregressive", "markov", "recurrent", "sampling", "scaling")
+
+for _name in MODULES:
+    importlib.import_module(f"benchmarks.cases.{_name}")
