@@ -8,6 +8,7 @@ from probseq.autoregressive import AutoRegressive
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
 from probseq.data import Sequences
+from probseq.deep_markov import DeepMarkovModel
 from probseq.markov import MarkovChain
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __all__ = [
     "load",
     "MarkovChain",
     "AutoRegressive",
+    "DeepMarkovModel",
     "compare",
 ]
