@@ -18,13 +18,13 @@ joint density of ``y_1..y_T`` takes the first ``min(p, T)`` values from
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 __all__ = [
     "max_root_inverse_modulus",
     "is_stationary",
     "stationary_mean",
     "autocovariances",
+    "stationary_moments",
     "log_prob_steps",
     "lagged_design",
 ]
@@ -82,12 +82,20 @@ def stationary_cholesky(coef: np.ndarray, noise_var: float) -> np.ndarray:
     return np.linalg.cholesky(gamma[idx])
 
 
+def stationary_moments(intercept: float, coef: np.ndarray, noise_var: float
+                       ) -> tuple[float, np.ndarray]:
+    """``(mu, L)``: the stationary mean and the ``[p, p]`` Cholesky factor of the stationary
+    covariance of p consecutive values."""
+    return stationary_mean(intercept, coef), stationary_cholesky(coef, noise_var)
+
+
 def log_prob_steps(
     values: np.ndarray,
     lengths: np.ndarray,
     intercept: float,
     coef: np.ndarray,
     noise_var: float,
+    moments: tuple[float, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Exact per-step conditionals ``log p(y_t | y_1..y_{t-1})`` of a stationary AR(p).
 
@@ -103,6 +111,7 @@ def log_prob_steps(
         intercept: c.
         coef: ``[p]`` coefficients, lag 1 first; must be stationary.
         noise_var: sigma2 > 0.
+        moments: ``(mu, L)`` from :func:`stationary_moments`, when already computed.
 
     Returns:
         ``[N, T_max]`` float64, zero at padded steps.
@@ -112,9 +121,15 @@ def log_prob_steps(
     out = np.zeros((n, t_max))
     head = min(p, t_max)
     if head:
-        chol = stationary_cholesky(coef, noise_var)[:head, :head]
-        z = solve_triangular(chol, (values[:, :head] - stationary_mean(intercept, coef)).T,
-                             lower=True).T
+        mu, chol = moments if moments is not None else stationary_moments(
+            intercept, coef, noise_var)
+        chol = chol[:head, :head]
+        # Forward substitution by hand (p is small): elementwise across sequences, so a
+        # sequence's result does not depend on the batch it is in.
+        centred = values[:, :head] - mu
+        z = np.empty_like(centred)
+        for t in range(head):
+            z[:, t] = (centred[:, t] - z[:, :t] @ chol[t, :t]) / chol[t, t]
         out[:, :head] = -0.5 * _LOG_2PI - np.log(np.diag(chol))[None, :] - 0.5 * z**2
     if t_max > p:
         resid = values[:, p:] - intercept

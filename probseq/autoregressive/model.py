@@ -82,6 +82,13 @@ class AutoRegressive(SequenceModel):
 
     def _set(self, intercept: float, coef: np.ndarray, noise_var: float) -> None:
         self._intercept, self._coef, self._noise_var = intercept, coef, noise_var
+        self._radius = likelihood.max_root_inverse_modulus(coef)
+        self._moments = None
+        if self._radius < 1:
+            try:
+                self._moments = likelihood.stationary_moments(intercept, coef, noise_var)
+            except np.linalg.LinAlgError:  # so close to a unit root that gamma is not SPD
+                self._moments = None
 
     def _fit(self, seqs: Sequences, **options: Any) -> None:
         unknown = set(options) - {"seed", "progress"}
@@ -120,20 +127,19 @@ class AutoRegressive(SequenceModel):
 
     # ---------------------------------------------------------------- probabilities
     def _check_stationary(self) -> None:
-        radius = likelihood.max_root_inverse_modulus(self._coef)
-        if radius >= 1.0:
+        if self._moments is None:
             raise ValueError(
                 f"this AR({self.order}) is not stationary (a root of its characteristic "
-                f"polynomial lies on or inside the unit circle; companion spectral radius "
-                f"{radius:.6g} >= 1), so the first {self.order} values have no stationary "
-                "distribution and the exact joint likelihood is undefined"
+                f"polynomial lies on or inside the unit circle, or numerically at it: companion "
+                f"spectral radius {self._radius:.6g}), so the first {self.order} values have "
+                "no stationary distribution and the exact joint likelihood is undefined"
             )
 
     def _steps(self, seqs: Sequences) -> np.ndarray:
         self._check_stationary()
         return likelihood.log_prob_steps(
             seqs.values.numpy(), seqs.lengths.numpy(), self._intercept, self._coef,
-            self._noise_var,
+            self._noise_var, self._moments,
         )
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
