@@ -1,0 +1,451 @@
+"""Exact HMM recursions as pure tensor functions (no model objects).
+
+Shape letters: N sequences, T steps (``T_max`` the longest), K states. Every function takes
+the emission log-likelihoods ``log_lik [N, T_max, K]`` (``log p(x_t | z_t = k)``), the
+initial distribution ``initial [K]`` (of the state at the first observation), the transition
+matrix ``transition [K, K]`` (rows: from) and ``lengths [N]``. Everything is float64.
+
+The forward pass works in probability space with per-step normalisers (the "scaled" forward
+algorithm): with ``b_t = exp(log_lik_t - m_t)`` (``m_t`` the largest log-likelihood at step
+``t``) and the predicted distribution ``p_t = P(z_t | x_<t)``,
+
+    c_t = sum_k p_t[k] b_t[k],    u_t = p_t * b_t / c_t = P(z_t | x_<=t),    p_(t+1) = u_t A,
+
+so ``log p(x_t | x_<t) = log c_t + m_t`` exactly: the per-step conditionals come for free.
+Zeros in the parameters are fine: a step of probability zero gives ``c_t = 0`` and the
+conditional ``-inf`` (never NaN). Once a sequence has become impossible, its later
+conditionals are undefined; they are reported as ``-inf`` and its later filtered
+distributions as zero vectors.
+
+Long sequences use a blocked parallel scan (:func:`scan`): the time axis is cut into chunks,
+every chunk's product ``G = D_1 A D_2 A ... D_L A`` (``D_l = diag(b_l)``) is formed for all
+chunks at once, the chunks are chained with one vector-matrix product each, and a second pass
+runs the exact per-step recursion inside all chunks in a batch from each chunk's incoming
+predicted distribution. The result is the same recursion, up to floating-point rounding.
+
+The backward pass is the same scan run on the time-reversed sequences with ``A^T``: it yields
+``r_t`` proportional to ``b_t * beta_t``, and the posterior marginal is ``p_t * r_t``
+normalised.
+
+Padding is harmless by construction: padded steps get ``log_lik = 0`` (``b = 1``), they come
+after each sequence's end so they never influence a real step of the forward pass, and the
+backward pass runs on sequences reversed within their own lengths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "emission_scale",
+    "scan",
+    "hmm_filter",
+    "hmm_log_prob_differentiable",
+    "hmm_posteriors",
+    "hmm_viterbi",
+    "reverse_padded",
+    "backward_sample",
+]
+
+# Rough cost model (seconds) used to choose between the plain and the chunked scan.
+_OP_OVERHEAD = 6e-6
+_VECTOR_FLOPS = 2e9
+_MATRIX_FLOPS = 1.5e10
+
+
+def emission_scale(log_lik: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift the emission log-likelihoods per step and exponentiate.
+
+    Args:
+        log_lik: ``[N, T, K]`` emission log-likelihoods (may hold ``-inf``).
+        mask: ``[N, T]`` bool, True at real steps.
+
+    Returns:
+        ``(b, m)``: ``b [N, T, K]`` in ``[0, 1]`` with ``b = exp(log_lik - m)``, and the shift
+        ``m [N, T]`` (0 at padded steps, where ``b = 1``, and at steps where every state has
+        probability zero, where ``b = 0``).
+    """
+    log_lik = torch.where(mask[..., None], log_lik, torch.zeros((), dtype=log_lik.dtype))
+    m = log_lik.amax(-1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype))
+    return torch.exp(log_lik - m[..., None]), m
+
+
+def _scan_plain(init: torch.Tensor, transition: torch.Tensor,
+                bt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scaled forward recursion, one Python step per time step, vectorised across rows.
+
+    Time-major throughout (the rows of one step are contiguous).
+
+    Args:
+        init: ``[B, K]`` predicted distribution at the first step.
+        transition: ``[K, K]``.
+        bt: ``[T, B, K]`` scaled emission likelihoods.
+
+    Returns:
+        ``(u, c)``: filtered distributions ``[T, B, K]`` and normalisers ``[T, B]``.
+    """
+    steps, rows, k = bt.shape
+    bt = bt.contiguous()
+    u = torch.empty_like(bt)
+    c = torch.empty(steps, rows, dtype=bt.dtype, device=bt.device)
+    pred = torch.empty(rows, k, dtype=bt.dtype, device=bt.device)
+    torch.mul(init, bt[0], out=u[0])
+    torch.sum(u[0], -1, out=c[0])
+    u[0].div_(c[0].unsqueeze(-1))
+    for t in range(1, steps):
+        torch.mm(u[t - 1], transition, out=pred)
+        torch.mul(pred, bt[t], out=u[t])
+        torch.sum(u[t], -1, out=c[t])
+        u[t].div_(c[t].unsqueeze(-1))
+    bad = ~(c > 0).all(0)
+    if bad.any():
+        # A zero normaliser (an impossible step) gave 0/0 above; redo those rows carefully.
+        idx = torch.nonzero(bad).squeeze(-1)
+        u[:, idx], c[:, idx] = _scan_guarded(init[idx], transition, bt[:, idx])
+    return u, c
+
+
+def _scan_guarded(init: torch.Tensor, transition: torch.Tensor,
+                  bt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`_scan_plain`, dividing by ``max(c, tiny)`` so that ``c = 0`` gives ``u = 0``."""
+    tiny = torch.finfo(bt.dtype).tiny
+    us, cs = [], []
+    pred = init
+    for t in range(bt.shape[0]):
+        v = pred * bt[t]
+        c = v.sum(-1)
+        u = v / c.clamp_min(tiny).unsqueeze(-1)
+        us.append(u)
+        cs.append(c)
+        pred = u @ transition
+    return torch.stack(us), torch.stack(cs)
+
+
+def _blocks(b: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+    """``b [N, T, K]`` padded with ones to whole chunks, time-major: ``[L, N * C, K]``; C."""
+    n, steps, k = b.shape
+    num_chunks = -(-steps // chunk)
+    padded = num_chunks * chunk
+    if padded != steps:
+        ones = torch.ones(n, padded - steps, k, dtype=b.dtype, device=b.device)
+        b = torch.cat([b, ones], 1)
+    blocks = b.reshape(n, num_chunks, chunk, k).permute(2, 0, 1, 3).contiguous()
+    return blocks.reshape(chunk, n * num_chunks, k), num_chunks
+
+
+def _unblock(u: torch.Tensor, c: torch.Tensor, n: int, steps: int,
+             filtered: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Inverse of :func:`_blocks` for the scan's outputs ``u [L, N*C, K]``, ``c [L, N*C]``."""
+    chunk, rows, k = u.shape
+    c = c.reshape(chunk, n, -1).permute(1, 2, 0).reshape(n, -1)[:, :steps]
+    if not filtered:
+        return None, c
+    u = u.reshape(chunk, n, -1, k).permute(1, 2, 0, 3).reshape(n, -1, k)[:, :steps]
+    return u, c
+
+
+def _scan_chunked(init: torch.Tensor, transition: torch.Tensor, b: torch.Tensor,
+                  chunk: int, filtered: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The blocked parallel scan with chunk products; same contract as :func:`scan`."""
+    n, steps, k = b.shape
+    blocks, num_chunks = _blocks(b, chunk)
+    rows = blocks.shape[1]
+    # Stage 1: G = D_1 A D_2 A ... D_L A for every chunk, built right to left as [K, rows, K]
+    # so that each step is one large matrix product with the shared A.
+    bt = blocks.transpose(1, 2)  # [L, K, rows]
+    g = transition[:, None, :] * bt[chunk - 1][:, :, None]
+    for step in range(chunk - 2, -1, -1):
+        g = (transition @ g.reshape(k, rows * k)).reshape(k, rows, k)
+        g.mul_(bt[step][:, :, None])
+        scale = g.amax(dim=(0, 2))
+        g.div_(torch.where(scale > 0, scale, torch.ones((), dtype=g.dtype))[None, :, None])
+    g = g.permute(1, 0, 2).reshape(n, num_chunks, k, k)
+    # Stage 2: chain the chunks: incoming predicted distribution of every chunk.
+    incoming = torch.empty(n, num_chunks, k, dtype=b.dtype, device=b.device)
+    p = init
+    incoming[:, 0] = p
+    for j in range(num_chunks - 1):
+        q = torch.bmm(p.unsqueeze(1), g[:, j]).squeeze(1)
+        s = q.sum(-1, keepdim=True)
+        p = torch.where(s > 0, q / torch.where(s > 0, s, torch.ones((), dtype=s.dtype)), p)
+        incoming[:, j + 1] = p
+    # Stage 3: the exact recursion inside every chunk at once.
+    u, c = _scan_plain(incoming.reshape(rows, k), transition, blocks)
+    return _unblock(u, c, n, steps, filtered)
+
+
+def _log_ratio_gap(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``max |log p - log q|`` over the last axis (0 where both are 0, inf where one is)."""
+    both = (p == 0) & (q == 0)
+    gap = (torch.log(p) - torch.log(q)).abs()
+    return torch.where(both, torch.zeros((), dtype=p.dtype), gap).amax(-1)
+
+
+def _scan_speculative(init: torch.Tensor, transition: torch.Tensor, b: torch.Tensor,
+                      chunk: int, lengths: torch.Tensor | None, filtered: bool = True,
+                      max_passes: int = 6,
+                      tol: float = 1e-13) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Chunked scan by fixed-point passes, exact up to ``tol`` per chunk boundary.
+
+    Every chunk runs the exact recursion (in a batch across chunks) from a guessed incoming
+    predicted distribution; each pass replaces the guesses by the previous chunks' outgoing
+    distributions. When every guess equals the distribution its predecessor hands over
+    (elementwise log-ratio below ``tol``), the pass is the sequential recursion with a
+    perturbation below ``tol`` injected at each boundary; since the filter is non-expanding in
+    that log-ratio (Hilbert) metric, every per-step conditional is then off by at most
+    ``2 * tol`` and the total by at most ``tol`` per chunk. Forgetting chains converge in two
+    passes; otherwise (or with impossible steps) this falls back to :func:`_scan_chunked`.
+    """
+    n, steps, k = b.shape
+    blocks, num_chunks = _blocks(b, chunk)
+    rows = blocks.shape[1]
+    incoming = torch.full((n, num_chunks, k), 1.0 / k, dtype=b.dtype, device=b.device)
+    incoming[:, 0] = init
+    starts = torch.arange(1, num_chunks, device=b.device) * chunk
+    ends = lengths if lengths is not None else torch.full((n,), steps, device=b.device)
+    live = starts[None, :] < ends[:, None]  # [N, C-1]: boundaries inside the sequence
+    for _ in range(max_passes):
+        u, c = _scan_plain(incoming.reshape(rows, k), transition, blocks)
+        if not bool((c > 0).all()):
+            break
+        out = (u[-1] @ transition).reshape(n, num_chunks, k)[:, :-1]
+        gap = _log_ratio_gap(out, incoming[:, 1:])
+        if not bool(torch.where(live, gap, torch.zeros((), dtype=gap.dtype)).gt(tol).any()):
+            return _unblock(u, c, n, steps, filtered)
+        incoming = torch.cat([incoming[:, :1], out], 1)
+    return _scan_chunked(init, transition, b, chunk, filtered)
+
+
+def _choose_chunk(n: int, steps: int, k: int) -> int:
+    """0 for the plain scan, else the chunk length for the chunked scan (rough cost model)."""
+    if steps < 512:
+        return 0
+    flops = n * steps * k * (k + 2) * 2 / _VECTOR_FLOPS
+    plain = steps * 4 * _OP_OVERHEAD + flops
+    chunk = max(64, int(math.sqrt(steps)))
+    num_chunks = -(-steps // chunk)
+    # Two passes of the batched recursion plus the boundary checks.
+    chunked = 2 * (chunk * 4 * _OP_OVERHEAD + flops) + num_chunks * n * k * 1e-8
+    return chunk if chunked < 0.7 * plain else 0
+
+
+def scan(init: torch.Tensor, transition: torch.Tensor, b: torch.Tensor,
+         chunk_size: int | None = None, lengths: torch.Tensor | None = None,
+         method: str = "speculative",
+         filtered: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The scaled forward recursion ``u_t ∝ (u_(t-1) A) * b_t``, ``u_1 ∝ init * b_1``.
+
+    Args:
+        init: ``[K]`` or ``[N, K]`` predicted distribution at the first step (sums to 1).
+        transition: ``[K, K]`` (rows: from).
+        b: ``[N, T, K]`` non-negative scaled emission likelihoods.
+        chunk_size: ``None`` chooses by a cost model; 0 forces the plain recursion; a
+            positive integer forces a chunked scan with chunks of that length.
+        lengths: ``[N]`` real lengths (steps past them are ignored by the chunked scans).
+        method: the chunked scan: ``"speculative"`` (fixed-point passes, falling back to
+            products when they do not settle) or ``"products"`` (chunk products).
+        filtered: False skips building ``u`` (returned as None) where that saves work.
+
+    Returns:
+        ``(u, c)``: ``u [N, T, K]`` the normalised filtered vectors and ``c [N, T]`` the
+        normalisers (``c = 0`` at a step of probability zero, where ``u`` is then garbage
+        for the rest of that row; :func:`hmm_filter` cleans it up).
+    """
+    n, steps, k = b.shape
+    init = init.expand(n, k).to(b.dtype)
+    if chunk_size is None:
+        chunk_size = _choose_chunk(n, steps, k)
+    if chunk_size and steps > chunk_size:
+        if method == "products":
+            return _scan_chunked(init, transition, b, int(chunk_size), filtered)
+        return _scan_speculative(init, transition, b, int(chunk_size), lengths, filtered)
+    u, c = _scan_plain(init, transition, b.transpose(0, 1))
+    return u.transpose(0, 1), c.transpose(0, 1)
+
+
+def _impossible_after(c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` bool: at or after the first real step with ``c = 0``."""
+    zero = (~(c > 0)) & mask
+    return torch.cumsum(zero.to(torch.int64), 1) > 0
+
+
+def hmm_filter(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.Tensor,
+               lengths: torch.Tensor, chunk_size: int | None = None,
+               filtered: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forward pass: per-step conditionals and filtered marginals.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        log_lik: ``[N, T_max, K]``.
+        lengths: ``[N]``.
+        chunk_size: see :func:`scan`.
+        filtered: False skips the filtered marginals (returned as None).
+
+    Returns:
+        ``(steps, filtered)``: ``steps [N, T_max]`` ``log p(x_t | x_<t)`` (0 at padding,
+        ``-inf`` from the first impossible step on) and ``filtered [N, T_max, K]``
+        ``P(z_t | x_<=t)`` (zero at padding and after an impossible step).
+    """
+    mask = _mask(lengths, log_lik.shape[1])
+    b, m = emission_scale(log_lik, mask)
+    u, c = scan(initial, transition, b, chunk_size, lengths, filtered=filtered)
+    dead = _impossible_after(c, mask)
+    steps = _steps(c, m, mask, dead)
+    if u is not None:
+        u = torch.where((mask & ~dead)[..., None], u, torch.zeros((), dtype=u.dtype))
+    return steps, u
+
+
+def _steps(c: torch.Tensor, m: torch.Tensor, mask: torch.Tensor,
+           dead: torch.Tensor) -> torch.Tensor:
+    steps = torch.log(torch.where(dead, torch.ones((), dtype=c.dtype), c)) + m
+    steps = torch.where(dead, torch.full((), -math.inf, dtype=c.dtype), steps)
+    return torch.where(mask, steps, torch.zeros((), dtype=c.dtype))
+
+
+def hmm_log_prob_differentiable(initial: torch.Tensor, transition: torch.Tensor,
+                                log_lik: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[N]`` log-likelihoods through a forward pass that autograd can differentiate.
+
+    Used for gradient fitting and inside Pyro models; the same scaled recursion as
+    :func:`scan` without in-place buffers. Parameters should be strictly positive here.
+    """
+    mask = _mask(lengths, log_lik.shape[1])
+    log_lik = torch.where(mask[..., None], log_lik, torch.zeros((), dtype=log_lik.dtype))
+    m = log_lik.detach().amax(-1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype))
+    b = torch.exp(log_lik - m[..., None])
+    pred = initial.expand(b.shape[0], -1)
+    logs = []
+    for t in range(b.shape[1]):
+        v = pred * b[:, t]
+        c = v.sum(-1)
+        logs.append(torch.log(c))
+        pred = (v / c.unsqueeze(-1)) @ transition
+    steps = torch.stack(logs, 1) + m
+    return torch.where(mask, steps, torch.zeros((), dtype=steps.dtype)).sum(-1)
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of ``x [N, T_max, ...]`` within its own length (padding stays put)."""
+    t_max = x.shape[1]
+    t = torch.arange(t_max, device=x.device)[None, :]
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2)).expand_as(x)
+    return torch.gather(x, 1, idx)
+
+
+def hmm_posteriors(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.Tensor,
+                   lengths: torch.Tensor, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Forward-backward: smoothed marginals and expected transition counts.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        log_lik: ``[N, T_max, K]``.
+        lengths: ``[N]``.
+        chunk_size: see :func:`scan`.
+
+    Returns:
+        A dict with ``log_prob [N]``, ``steps [N, T_max]``, ``filtered [N, T_max, K]``,
+        ``smoothed [N, T_max, K]`` ``P(z_t | x_1..x_T)`` (zero at padding and for impossible
+        sequences), ``transition_counts [K, K]`` (expected number of ``i -> j`` moves summed
+        over the sequences) and ``initial_counts [K]`` (the smoothed first-step marginals
+        summed over the sequences).
+    """
+    n, t_max, k = log_lik.shape
+    mask = _mask(lengths, t_max)
+    b, m = emission_scale(log_lik, mask)
+    u, c = scan(initial, transition, b, chunk_size, lengths)
+    dead = _impossible_after(c, mask)
+    steps = _steps(c, m, mask, dead)
+    possible = ~dead.any(-1)
+    u = torch.where((mask & ~dead)[..., None], u, torch.zeros((), dtype=u.dtype))
+    # Backward pass as a forward scan of the reversed sequences with A^T.
+    uniform = torch.full((k,), 1.0 / k, dtype=b.dtype, device=b.device)
+    r_rev, _ = scan(uniform, transition.T.contiguous(), reverse_padded(b, lengths), chunk_size,
+                    lengths)
+    r = reverse_padded(r_rev, lengths)
+    pred = torch.cat([initial.expand(n, 1, k).to(u.dtype), u[:, :-1] @ transition], 1)
+    joint = pred * r
+    z = joint.sum(-1)
+    ok = mask & possible[:, None] & (z > 0)
+    zs = torch.where(ok, z, torch.ones((), dtype=z.dtype))
+    smoothed = torch.where(ok[..., None], joint / zs[..., None], torch.zeros((), dtype=z.dtype))
+    # xi_t(i, j) = u_(t-1)(i) A_ij r_t(j) / z_t for t >= 1.
+    w = torch.where(ok[:, 1:, None], r[:, 1:] / zs[:, 1:, None], torch.zeros((), dtype=r.dtype))
+    counts = u[:, :-1].reshape(-1, k).T @ w.reshape(-1, k)
+    return {
+        "log_prob": steps.sum(-1),
+        "steps": steps,
+        "filtered": u,
+        "smoothed": smoothed,
+        "transition_counts": counts * transition,
+        "initial_counts": smoothed[:, 0].sum(0),
+    }
+
+
+def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.Tensor,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most likely state paths (max-product in log space).
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        log_lik: ``[N, T_max, K]``.
+        lengths: ``[N]``.
+
+    Returns:
+        ``(paths, log_joint)``: ``paths [N, T_max]`` int64 with ``-1`` at padded steps, and
+        ``log_joint [N]`` the log joint probability of each path with its sequence. Ties go
+        to the lowest state index.
+    """
+    n, t_max, k = log_lik.shape
+    mask = _mask(lengths, t_max)
+    log_a = torch.log(transition)
+    delta = torch.log(initial) + log_lik[:, 0]
+    back = torch.zeros(t_max, n, k, dtype=torch.int64, device=log_lik.device)
+    for t in range(1, t_max):
+        best, arg = (delta[:, :, None] + log_a).max(1)
+        back[t] = arg
+        delta = torch.where(mask[:, t, None], best + log_lik[:, t], delta)
+    log_joint, cur = delta.max(-1)
+    paths = torch.empty(n, t_max, dtype=torch.int64, device=log_lik.device)
+    for t in range(t_max - 1, -1, -1):
+        paths[:, t] = torch.where(mask[:, t], cur, torch.full_like(cur, -1))
+        if t > 0:
+            prev = back[t].gather(1, cur[:, None]).squeeze(1)
+            cur = torch.where(mask[:, t], prev, cur)
+    return paths, log_joint
+
+
+def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw ``z_1..z_(T-1)`` from ``P(z_1..z_(T-1) | x, z_T = last)`` (forward filtering,
+    backward sampling) for one sequence's filtered marginals.
+
+    Args:
+        filtered: ``[T, K]`` filtered marginals of one sequence.
+        transition: ``[K, K]``.
+        last: ``[S]`` int64 states at the last step, one per draw.
+
+    Returns:
+        ``[S, T]`` int64 state paths ending in ``last``.
+    """
+    steps = filtered.shape[0]
+    out = torch.empty(last.shape[0], steps, dtype=torch.int64, device=last.device)
+    out[:, -1] = last
+    cur = last
+    for t in range(steps - 2, -1, -1):
+        w = filtered[t][None, :] * transition[:, cur].T
+        cur = torch.multinomial(w / w.sum(-1, keepdim=True), 1, generator=generator).squeeze(1)
+        out[:, t] = cur
+    return out
+
+
+def _mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
+    return torch.arange(t_max, device=lengths.device)[None, :] < lengths[:, None]

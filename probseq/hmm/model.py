@@ -1,0 +1,676 @@
+"""The hidden Markov model: categorical, Gaussian (full or diagonal) and Poisson emissions.
+
+Generative process (N sequences of lengths T_n, K states)::
+
+    z_1 ~ Categorical(initial)
+    z_t ~ Categorical(transition[z_(t-1)])        for t = 2..T
+    x_t ~ emission(z_t)                           for t = 1..T
+
+``log_prob`` marginalises the states exactly with the scaled forward algorithm
+(:mod:`probseq.hmm.inference`); ``fit`` runs Baum-Welch EM with random restarts (or gradient
+maximum likelihood); the E-step returns a dict of sufficient statistics summed over
+sequences and the M-step is a separate function of those statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from probseq._utils import progress_bar
+from probseq.base import SequenceModel
+from probseq.data import Sequences
+from probseq.hmm import inference
+from probseq.hmm.emissions import EMISSIONS
+
+__all__ = ["HiddenMarkovModel"]
+
+_KINDS = {"categorical": "discrete", "gaussian": "continuous", "poisson": "count"}
+
+
+def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
+    try:
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x, dtype=np.float64)
+        t = torch.as_tensor(x.detach() if isinstance(x, torch.Tensor) else x,
+                            dtype=torch.float64).clone()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} could not be read as a float tensor: {err}") from None
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+
+
+def _check_stochastic(t: torch.Tensor, name: str) -> torch.Tensor:
+    if (t < 0).any():
+        raise ValueError(f"{name} has negative entries")
+    sums = t.sum(-1)
+    bad = (sums - 1).abs() > 1e-6
+    if bad.any():
+        where = "" if t.ndim == 1 else f" (row {int(torch.nonzero(bad.reshape(-1))[0])})"
+        raise ValueError(f"{name} must sum to 1 within 1e-6{where}, got {sums.reshape(-1)}")
+    return t / sums[..., None]
+
+
+class HiddenMarkovModel(SequenceModel):
+    """A K-state hidden Markov model with exact likelihoods.
+
+    Args:
+        num_states: K, the number of hidden states.
+        emission: ``"categorical"`` (symbols ``0..V-1``), ``"gaussian"`` (reals, univariate
+            ``[T]`` or multivariate ``[T, D]``) or ``"poisson"`` (non-negative counts).
+        num_symbols: V for categorical emissions (inferred from the data when omitted).
+        covariance_type: ``"full"`` or ``"diag"`` (Gaussian emissions).
+        min_covar: floor added to a Gaussian state's covariance diagonal when its smallest
+            eigenvalue falls below it during EM (a collapsing state), in data units squared.
+
+    Parameters (``.params``, ``from_params``): ``initial [K]``, ``transition [K, K]`` (rows:
+    from); categorical ``emission [K, V]``; gaussian ``means [K, D]``, ``covariances
+    [K, D, D]`` (D=1 for univariate data); poisson ``rates [K]``.
+
+    Attributes:
+        history_: the log-likelihood (nats, summed over the data) at every EM iteration (or
+            gradient epoch) of the best restart; EM never decreases it.
+        restart_log_likelihoods_: the final log-likelihood of every restart.
+    """
+
+    data_kind = "discrete"
+
+    def __init__(self, num_states: int = 2, emission: str = "categorical",
+                 num_symbols: int | None = None, covariance_type: str = "full",
+                 min_covar: float = 1e-6):
+        if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
+            raise ValueError(f"num_states must be a positive integer, got {num_states!r}")
+        if emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {sorted(EMISSIONS)}, got {emission!r}")
+        if covariance_type not in ("full", "diag"):
+            raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
+        if num_symbols is not None:
+            if emission != "categorical":
+                raise ValueError("num_symbols applies only to emission='categorical'")
+            if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or (
+                num_symbols < 1
+            ):
+                raise ValueError(f"num_symbols must be a positive integer, got {num_symbols!r}")
+        if not (isinstance(min_covar, int | float) and min_covar > 0):
+            raise ValueError(f"min_covar must be a positive number, got {min_covar!r}")
+        self.num_states = num_states
+        self.emission = emission
+        self.num_symbols = num_symbols
+        self.covariance_type = covariance_type
+        self.min_covar = float(min_covar)
+        self.data_kind = _KINDS[emission]
+        self._obs_dim = "any" if emission == "gaussian" else None
+        self._univariate = True
+        self._params: dict[str, torch.Tensor] | None = None
+        self.history_: list[float] = []
+        self.restart_log_likelihoods_: list[float] = []
+        #: chunk length of the forward scan: None chooses by a cost model, 0 is plain.
+        self.chunk_size: int | None = None
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def _em(self):
+        return EMISSIONS[self.emission]
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The parameters as a dict of tensors (copies), named as in CONTRACT.md."""
+        self._check_fitted()
+        return {k: v.clone() for k, v in self._params.items()}
+
+    @classmethod
+    def from_params(cls, *, initial: Any, transition: Any, emission: Any | None = None,
+                    means: Any | None = None, covariances: Any | None = None,
+                    rates: Any | None = None, covariance_type: str | None = None,
+                    min_covar: float = 1e-6) -> HiddenMarkovModel:
+        """Build a model from parameters; the emission family follows from which are given.
+
+        Args:
+            initial: ``[K]`` distribution of the first state.
+            transition: ``[K, K]`` rows: from.
+            emission: ``[K, V]`` categorical emission probabilities.
+            means: ``[K, D]`` (or ``[K]`` for univariate) Gaussian means.
+            covariances: ``[K, D, D]`` (or ``[K]`` variances for univariate).
+            rates: ``[K]`` Poisson rates (non-negative).
+            covariance_type: ``"full"`` or ``"diag"``; default ``"diag"`` when every given
+                covariance is diagonal, else ``"full"``.
+
+        Raises:
+            ValueError: probability vectors or rows do not sum to 1 (within 1e-6) or are
+                negative, covariances are not symmetric positive definite, shapes disagree,
+                or the emission parameters are ambiguous.
+        """
+        given = {
+            "categorical": emission is not None,
+            "gaussian": means is not None or covariances is not None,
+            "poisson": rates is not None,
+        }
+        kinds = [k for k, v in given.items() if v]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one emission family: emission=[K, V] (categorical), "
+                "means= and covariances= (gaussian) or rates=[K] (poisson)"
+            )
+        kind = kinds[0]
+        init = _check_stochastic(_as_float_tensor(initial, "initial"), "initial")
+        if init.ndim != 1:
+            raise ValueError(f"initial must be a vector [K], got shape {tuple(init.shape)}")
+        k = init.shape[0]
+        trans = _as_float_tensor(transition, "transition")
+        if trans.shape != (k, k):
+            raise ValueError(f"transition must have shape [{k}, {k}], got {tuple(trans.shape)}")
+        trans = _check_stochastic(trans, "transition")
+        params = {"initial": init, "transition": trans}
+        univariate = True
+        if kind == "categorical":
+            e = _as_float_tensor(emission, "emission")
+            if e.ndim != 2 or e.shape[0] != k:
+                raise ValueError(f"emission must have shape [{k}, V], got {tuple(e.shape)}")
+            params["emission"] = _check_stochastic(e, "emission")
+            model = cls(k, "categorical", num_symbols=e.shape[1])
+        elif kind == "gaussian":
+            if means is None or covariances is None:
+                raise ValueError("gaussian emissions need both means and covariances")
+            m = _as_float_tensor(means, "means")
+            cov = _as_float_tensor(covariances, "covariances")
+            if m.ndim == 1:
+                m = m[:, None]
+            univariate = m.shape[1] == 1
+            if cov.ndim == 1:
+                cov = cov[:, None, None]
+            d = m.shape[1]
+            if m.shape[0] != k or cov.shape != (k, d, d):
+                raise ValueError(
+                    f"means must be [{k}, D] and covariances [{k}, D, D]; got "
+                    f"{tuple(m.shape)} and {tuple(cov.shape)}"
+                )
+            _check_spd(cov)
+            diagonal = bool((cov - torch.diag_embed(torch.diagonal(cov, 0, -2, -1)) == 0).all())
+            ctype = covariance_type or ("diag" if diagonal else "full")
+            if ctype == "diag" and not diagonal:
+                raise ValueError("covariance_type='diag' but covariances have off-diagonal terms")
+            params["means"], params["covariances"] = m, cov
+            model = cls(k, "gaussian", covariance_type=ctype, min_covar=min_covar)
+            model._obs_dim = d
+        else:
+            r = _as_float_tensor(rates, "rates")
+            if r.shape != (k,):
+                raise ValueError(f"rates must have shape [{k}], got {tuple(r.shape)}")
+            if (r < 0).any():
+                raise ValueError("rates must be non-negative")
+            params["rates"] = r
+            model = cls(k, "poisson")
+        model._params = params
+        model._univariate = univariate
+        return model
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def num_params(self) -> int:
+        self._check_fitted()
+        k = self.num_states
+        return (k - 1) + k * (k - 1) + self._em.num_params(self._params, self._options())
+
+    def _is_fitted(self) -> bool:
+        return self._params is not None
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_states": self.num_states,
+            "emission": self.emission,
+            "num_symbols": self.num_symbols,
+            "covariance_type": self.covariance_type,
+            "min_covar": self.min_covar,
+        }
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self._params)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "univariate": self._univariate,
+            "obs_dim": self._obs_dim,
+            "history": [float(v) for v in self.history_],
+        }
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        names = ("initial", "transition") + self._em.names
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise KeyError(f"missing tensors {missing}")
+        self._params = {n: tensors[n].to(torch.float64) for n in names}
+        self._univariate = bool(meta.get("univariate", True))
+        self._obs_dim = meta.get("obs_dim", self._obs_dim)
+        self.history_ = list(meta.get("history", []))
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "num_symbols": self.num_symbols,
+            "covariance_type": self.covariance_type,
+            "min_covar": self.min_covar,
+        }
+
+    # ------------------------------------------------------------------ likelihood
+    def _log_lik(self, params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
+        return self._em.log_lik(params, seqs)
+
+    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        p = self._params
+        steps, _ = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, seqs),
+                                        seqs.lengths, self.chunk_size, filtered=False)
+        return steps
+
+    def _posteriors(self, seqs: Sequences,
+                    params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        p = self._params if params is None else params
+        return inference.hmm_posteriors(p["initial"], p["transition"], self._log_lik(p, seqs),
+                                        seqs.lengths, self.chunk_size)
+
+    @torch.no_grad()
+    def filter(self, data: Any) -> torch.Tensor:
+        """Filtered marginals ``P(z_t | x_1..x_t)``.
+
+        Returns:
+            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
+            from the first step of probability zero on.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        p = self._params
+        _, u = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, seqs),
+                                    seqs.lengths, self.chunk_size)
+        return u[0] if single else u
+
+    @torch.no_grad()
+    def smoother(self, data: Any) -> torch.Tensor:
+        """Smoothed marginals ``P(z_t | x_1..x_T)``.
+
+        Returns:
+            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
+            for sequences of probability zero.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        out = self._posteriors(seqs)["smoothed"]
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def most_likely_states(self, data: Any) -> torch.Tensor:
+        """The Viterbi path of each sequence.
+
+        Returns:
+            ``[N, T_max]`` int64 states, ``-1`` at padded steps (``[T]`` for one sequence).
+            Ties go to the lowest state index.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        p = self._params
+        paths, _ = inference.hmm_viterbi(p["initial"], p["transition"],
+                                         self._log_lik(p, seqs), seqs.lengths)
+        return paths[0] if single else paths
+
+    # ------------------------------------------------------------------ EM
+    def expected_stats(self, seqs: Sequences,
+                       params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """E-step: expected sufficient statistics summed over the sequences.
+
+        Every entry is a tensor that adds up across shards of the data (so a data-parallel
+        fit can all-reduce them): ``log_lik`` (0-d, the total log-likelihood at ``params``),
+        ``num_sequences`` (0-d), ``initial_counts [K]``, ``transition_counts [K, K]`` and the
+        emission's statistics (categorical ``emission_counts [K, V]``; gaussian ``weight
+        [K]``, ``sum_x [K, D]``, ``sum_xx [K, D, D]``; poisson ``weight [K]``, ``sum_x [K]``).
+        """
+        post = self._posteriors(seqs, params)
+        stats = {
+            "log_lik": post["log_prob"].sum(),
+            "num_sequences": torch.tensor(float(len(seqs)), dtype=torch.float64),
+            "initial_counts": post["initial_counts"],
+            "transition_counts": post["transition_counts"],
+        }
+        stats.update(self._em.stats(seqs, post["smoothed"]))
+        return stats
+
+    def maximize(self, stats: dict[str, torch.Tensor],
+                 params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """M-step: the parameters maximising the expected complete log-likelihood.
+
+        A state without responsibility keeps its previous parameters (any value maximises
+        the objective there), so no NaN arises.
+        """
+        ic = stats["initial_counts"]
+        initial = ic / ic.sum() if ic.sum() > 0 else params["initial"]
+        tc = stats["transition_counts"]
+        rows = tc.sum(-1, keepdim=True)
+        transition = torch.where(
+            rows > 0, tc / torch.where(rows > 0, rows, torch.ones((), dtype=rows.dtype)),
+            params["transition"],
+        )
+        new = {"initial": initial, "transition": transition}
+        new.update(self._em.m_step(stats, params, self._options()))
+        return new
+
+    def _random_params(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+        k = self.num_states
+        dirichlet = torch.distributions.Dirichlet
+        initial = dirichlet(torch.full((k,), 5.0, dtype=torch.float64)).sample()
+        transition = dirichlet(torch.ones(k, k, dtype=torch.float64) + 4 * torch.eye(k)).sample()
+        params = {"initial": initial, "transition": transition}
+        params.update(self._em.init(seqs, k, self._options()))
+        return params
+
+    def _fit(self, seqs: Sequences, *, method: str = "em", max_epochs: int = 100,
+             tol: float = 1e-6, num_restarts: int = 3, init: str = "random",
+             learning_rate: float | None = None, optimizer: str = "adam",
+             batch_size: int | None = None, progress: bool | None = None,
+             seed: int | None = None) -> None:
+        """Fit by Baum-Welch EM (``method="em"``) or gradient ascent (``"gradient"``).
+
+        Args:
+            seqs: the data.
+            method: ``"em"`` or ``"gradient"``.
+            max_epochs: the most EM iterations (or optimizer steps) per restart.
+            tol: stop when the log-likelihood improves by less than ``tol`` nats per step.
+            num_restarts: random initialisations; the best final log-likelihood wins.
+            init: ``"random"``, or ``"params"`` to start (once) from the current parameters.
+            learning_rate: gradient method only (Adam default 0.05, L-BFGS default 1).
+            optimizer: ``"adam"`` or ``"lbfgs"`` (gradient method).
+            batch_size: gradient method with Adam: sequences per step (default all).
+            progress: show a progress bar (None: when stderr is a terminal).
+            seed: handled by the base class (the RNG is seeded around this call).
+        """
+        if method not in ("em", "gradient"):
+            raise ValueError(f"method must be 'em' or 'gradient', got {method!r}")
+        if init not in ("random", "params"):
+            raise ValueError(f"init must be 'random' or 'params', got {init!r}")
+        if init == "params" and not self._is_fitted():
+            raise ValueError("init='params' needs a model that already has parameters")
+        for name, v in (("max_epochs", max_epochs), ("num_restarts", num_restarts)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(tol, int | float) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        self._prepare_data_shape(seqs)
+        starts = (
+            [dict(self._params)] if init == "params"
+            else [self._random_params(seqs) for _ in range(num_restarts)]
+        )
+        results = []
+        bar = progress_bar(len(starts) * max_epochs, progress, f"HMM {method}")
+        try:
+            for start in starts:
+                if method == "em":
+                    results.append(self._run_em(seqs, start, max_epochs, tol, bar))
+                else:
+                    results.append(self._run_gradient(
+                        seqs, start, max_epochs, tol, learning_rate, optimizer, batch_size, bar))
+        finally:
+            bar.close()
+        finals = [h[-1] if h else -math.inf for _, h in results]
+        best = max(range(len(results)), key=lambda i: finals[i])
+        if not math.isfinite(finals[best]):
+            raise ValueError("every restart of the HMM fit failed (non-finite log-likelihood)")
+        self._params, self.history_ = results[best]
+        self.restart_log_likelihoods_ = finals
+
+    def _prepare_data_shape(self, seqs: Sequences) -> None:
+        if self.emission == "categorical":
+            self.num_symbols = self._fit_num_symbols(seqs)
+        elif self.emission == "gaussian":
+            d = self._fit_obs_dim(seqs)
+            self._univariate = d is None
+            self._obs_dim = 1 if d is None else d
+
+    def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
+                tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
+        steps = seqs.num_steps
+        history: list[float] = []
+        good = params
+        for it in range(max_epochs + 1):
+            stats = self.expected_stats(seqs, params)
+            ll = float(stats["log_lik"])
+            if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
+                warnings.warn(
+                    f"HMM EM diverged at iteration {it} (log-likelihood {ll}); keeping the "
+                    "last good parameters", RuntimeWarning, stacklevel=4)
+                break
+            if history and ll < history[-1] - 1e-9 * max(1.0, abs(history[-1])):
+                warnings.warn(
+                    f"HMM EM log-likelihood decreased at iteration {it} ({history[-1]:.6f} -> "
+                    f"{ll:.6f}), a numerical problem; keeping the last good parameters",
+                    RuntimeWarning, stacklevel=4)
+                break
+            if history and ll <= history[-1]:
+                break  # converged to rounding: keep the previous (not worse) parameters
+            history.append(ll)
+            good = params
+            bar.update(1)
+            bar.set_postfix(nats_per_step=f"{-ll / steps:.5f}")
+            if len(history) > 1 and history[-1] - history[-2] < tol * steps:
+                break
+            if it == max_epochs:
+                break
+            params = self.maximize(stats, params)
+        return good, history
+
+    # ------------------------------------------------------------------ gradient MLE
+    def _unconstrained(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tiny = 1e-12
+        raw = {
+            "initial": torch.log(params["initial"] + tiny),
+            "transition": torch.log(params["transition"] + tiny),
+        }
+        if self.emission == "categorical":
+            raw["emission"] = torch.log(params["emission"] + tiny)
+        elif self.emission == "gaussian":
+            raw["means"] = params["means"].clone()
+            chol = torch.linalg.cholesky(params["covariances"])
+            diag = torch.diagonal(chol, dim1=-2, dim2=-1)
+            raw["chol"] = chol.tril(-1) + torch.diag_embed(torch.log(diag))
+        else:
+            raw["rates"] = torch.log(params["rates"] + tiny)
+        return {k: v.detach().clone().requires_grad_(True) for k, v in raw.items()}
+
+    def _constrained(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {
+            "initial": torch.softmax(raw["initial"], -1),
+            "transition": torch.softmax(raw["transition"], -1),
+        }
+        if self.emission == "categorical":
+            out["emission"] = torch.softmax(raw["emission"], -1)
+        elif self.emission == "gaussian":
+            out["means"] = raw["means"]
+            c = raw["chol"]
+            if self.covariance_type == "diag":
+                c = torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
+            chol = c.tril(-1) + torch.diag_embed(torch.exp(torch.diagonal(c, dim1=-2, dim2=-1)))
+            d = chol.shape[-1]
+            out["covariances"] = chol @ chol.transpose(-1, -2) + self.min_covar * 1e-3 * torch.eye(
+                d, dtype=chol.dtype)
+        else:
+            out["rates"] = torch.exp(raw["rates"])
+        return out
+
+    def _differentiable_log_prob(self, params: dict[str, torch.Tensor],
+                                 seqs: Sequences) -> torch.Tensor:
+        return inference.hmm_log_prob_differentiable(
+            params["initial"], params["transition"], self._log_lik(params, seqs), seqs.lengths)
+
+    def _run_gradient(self, seqs, params, max_epochs, tol, learning_rate, optimizer,
+                      batch_size, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
+        if optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
+        raw = self._unconstrained(params)
+        steps = seqs.num_steps
+        history: list[float] = []
+
+        def total() -> torch.Tensor:
+            return self._differentiable_log_prob(self._constrained(raw), seqs).sum()
+
+        if optimizer == "lbfgs":
+            opt = torch.optim.LBFGS(list(raw.values()), lr=learning_rate or 1.0,
+                                    max_iter=max_epochs, tolerance_change=tol,
+                                    line_search_fn="strong_wolfe")
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = -total() / steps
+                loss.backward()
+                history.append(-float(loss) * steps)
+                bar.update(1)
+                return loss
+
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam(list(raw.values()), lr=learning_rate or 0.05)
+            n = len(seqs)
+            for _ in range(max_epochs):
+                opt.zero_grad()
+                if batch_size and batch_size < n:
+                    idx = torch.randperm(n)[:batch_size]
+                    batch = seqs[idx]
+                    loss = -self._differentiable_log_prob(self._constrained(raw), batch).sum()
+                    loss = loss / batch.num_steps
+                else:
+                    loss = -total() / steps
+                if not torch.isfinite(loss):
+                    warnings.warn("HMM gradient fit diverged (non-finite loss); keeping the "
+                                  "last good parameters", RuntimeWarning, stacklevel=4)
+                    break
+                loss.backward()
+                opt.step()
+                bar.update(1)
+                history.append(-float(loss) * steps)  # at the parameters before this step
+                if len(history) > 1 and abs(history[-1] - history[-2]) < tol * steps:
+                    break
+        with torch.no_grad():
+            final = {k: v.detach().clone() for k, v in self._constrained(raw).items()}
+            ll = float(self.expected_stats(seqs, final)["log_lik"])
+        if not math.isfinite(ll):
+            return params, history
+        history.append(ll)
+        return final, history
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, num_sequences: int, length: int, *, prefix: Any | None = None,
+               seed: int | None = None, return_states: bool = False,
+               **options: Any) -> Sequences | tuple[Sequences, torch.Tensor]:
+        """Ancestral samples (see :meth:`SequenceModel.sample`).
+
+        Args:
+            num_sequences: N.
+            length: T, prefix included.
+            prefix: one sequence every sample continues; the states continue from the
+                filtered distribution at its last step.
+            seed: makes the draw reproducible.
+            return_states: also return the states ``[N, T]`` int64 (over the prefix they are
+                a draw from the posterior given the prefix).
+
+        Returns:
+            A ``Sequences``, or ``(Sequences, states)`` with ``return_states=True``.
+        """
+        holder: list[torch.Tensor] = []
+        seqs = super().sample(num_sequences, length, prefix=prefix, seed=seed,
+                              _states_out=holder, **options)
+        return (seqs, holder[0]) if return_states else seqs
+
+    def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                _states_out: list | None = None, **options: Any) -> torch.Tensor:
+        if options:
+            raise ValueError(f"unknown sample options {sorted(options)}")
+        p = self._params
+        n, k = num_sequences, self.num_states
+        states = torch.empty(n, length, dtype=torch.int64)
+        start = 0
+        if prefix is None:
+            states[:, 0] = torch.multinomial(p["initial"].expand(n, k), 1).squeeze(1)
+        else:
+            kind = "continuous" if self.emission == "gaussian" else self.data_kind
+            pre = Sequences.from_list([prefix], kind=kind)
+            _, u = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, pre),
+                                        pre.lengths)
+            last = u[0, -1]
+            if last.sum() <= 0:
+                raise ValueError("the prefix has probability zero under this model")
+            start = prefix.shape[0] - 1
+            states[:, start] = torch.multinomial(last.expand(n, k), 1).squeeze(1)
+            states[:, : start + 1] = inference.backward_sample(u[0], p["transition"],
+                                                               states[:, start])
+        for t in range(start + 1, length):
+            states[:, t] = torch.multinomial(p["transition"][states[:, t - 1]], 1).squeeze(1)
+        values = self._em.sample(p, states)
+        if self.emission == "gaussian" and self._univariate:
+            values = values.squeeze(-1)
+        if prefix is not None:
+            values[:, : prefix.shape[0]] = prefix.to(values.dtype).reshape(
+                prefix.shape[0], *values.shape[2:])
+        if _states_out is not None:
+            _states_out.append(states)
+        return values
+
+    # ------------------------------------------------------------------ Pyro
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of the data with priors on every parameter; states marginalised.
+
+        Priors: ``initial ~ Dirichlet(1)``, each ``transition`` row ``~ Dirichlet(1)``;
+        categorical emission rows ``~ Dirichlet(1)``; gaussian ``means ~ Normal(data mean,
+        3 * data std)``, per-dimension ``scales ~ LogNormal(log data std, 1)`` and, for full
+        covariances, ``corr_chol ~ LKJCholesky(D, 1)``; poisson ``rates ~ Gamma(1, 1 / data
+        mean)``. The data-dependent prior locations are an empirical-Bayes choice. The
+        likelihood is ``pyro.factor("log_lik", ...)`` of the exact forward algorithm, so the
+        model works with SVI (``AutoDelta``, ``AutoNormal``) and NUTS.
+
+        Args:
+            data: the sequences (any accepted input).
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        seqs, _ = self._coerce(data, fitting=not self._is_fitted())
+        k = self.num_states
+        f64 = torch.float64
+        initial = pyro.sample("initial", dist.Dirichlet(torch.ones(k, dtype=f64)))
+        transition = pyro.sample("transition",
+                                 dist.Dirichlet(torch.ones(k, k, dtype=f64)).to_event(1))
+        params = {"initial": initial, "transition": transition}
+        if self.emission == "categorical":
+            v = self.num_symbols or int(seqs.values[seqs.mask].max()) + 1
+            params["emission"] = pyro.sample(
+                "emission", dist.Dirichlet(torch.ones(k, v, dtype=f64)).to_event(1))
+        elif self.emission == "gaussian":
+            x = seqs.values3d()[seqs.mask]
+            d = x.shape[-1]
+            mu0 = x.mean(0)
+            sd0 = x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones(d, dtype=f64)
+            means = pyro.sample("means", dist.Normal(mu0.expand(k, d), 3 * sd0.expand(k, d))
+                                .to_event(2))
+            scales = pyro.sample("scales", dist.LogNormal(torch.log(sd0).expand(k, d),
+                                                          torch.ones(k, d, dtype=f64)).to_event(2))
+            if self.covariance_type == "full" and d > 1:
+                corr = pyro.sample("corr_chol", dist.LKJCholesky(d, torch.tensor(1.0, dtype=f64))
+                                   .expand([k]).to_event(1))
+                chol = scales[..., None] * corr
+                cov = chol @ chol.transpose(-1, -2)
+            else:
+                cov = torch.diag_embed(scales**2)
+            params["means"], params["covariances"] = means, cov
+        else:
+            x = seqs.values[seqs.mask].to(f64)
+            rate0 = 1.0 / max(float(x.mean()), 1e-3)
+            params["rates"] = pyro.sample(
+                "rates", dist.Gamma(torch.ones(k, dtype=f64), torch.full((k,), rate0, dtype=f64))
+                .to_event(1))
+        pyro.factor("log_lik", self._differentiable_log_prob(params, seqs).sum())
+
+
+def _check_spd(cov: torch.Tensor) -> None:
+    if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-10, atol=1e-12):
+        raise ValueError("covariances must be symmetric")
+    eig = torch.linalg.eigvalsh(cov)
+    if (eig <= 0).any():
+        i = int(torch.nonzero((eig <= 0).any(-1))[0])
+        raise ValueError(f"covariances must be positive definite (state {i} is not)")
