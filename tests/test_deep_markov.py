@@ -22,7 +22,7 @@ from scipy.stats import multivariate_normal
 import probseq
 from probseq import DeepMarkovModel, NotFittedError, Sequences
 from probseq.deep_markov import model as dmm_module
-from probseq.deep_markov.inference import log_joint_steps, sample_guide
+from probseq.deep_markov.inference import importance_log_weights, log_joint_steps, sample_guide
 from probseq.deep_markov.networks import MIN_SCALE, DMMNetwork
 
 
@@ -108,7 +108,7 @@ def lg_models():
     elbo = Trace_ELBO()
     with pyro.get_param_store().scope(), torch.random.fork_rng():
         torch.manual_seed(0)
-        for _ in range(80):
+        for _ in range(50):
             opt.zero_grad()
             elbo.differentiable_loss(trained._model, trained._guide, y, lengths).backward()
             opt.step()
@@ -139,7 +139,7 @@ def test_bound_approaches_exact_likelihood(lg_models):
     m.num_particles = 20000
     exact = np.array([_exact_log_prob(x.numpy()) for x in xs])
     got = m.log_prob(xs).numpy()
-    # Measured: |error| <= 0.03 per sequence (std of the estimate about 0.01 at K=20000).
+    # Measured over 5 evaluation seeds: |error| <= 0.03, std of the estimate <= 0.02.
     assert np.abs(got - exact).max() < 0.1
     assert abs((got - exact).mean()) < 0.05
     # The telescoped steps estimate the prefix likelihoods log p(x_1..x_t) as well.
@@ -197,6 +197,10 @@ def test_vectorised_densities_equal_pyro_traces(lg_models):
         cond = {f"z_{t + 1}": z[0, :, t] for t in range(7)}
         cond_tr = poutine.trace(poutine.condition(m.guide, data=cond)).get_trace(data)
         torch.testing.assert_close(log_q.sum(), cond_tr.log_prob_sum(), rtol=1e-12, atol=1e-10)
+        # evaluation in time blocks gives the same weights
+        blocked = importance_log_weights(m.net, y, lengths, noise, block_size=3)
+        torch.testing.assert_close(blocked, log_joint_steps(m.net, y, lengths, z) - log_q,
+                                   rtol=1e-12, atol=1e-12)
     # padded steps contribute nothing
     mask = data.mask
     assert torch.all(log_p[0][~mask] == 0) and torch.all(log_q[0][~mask] == 0)
@@ -305,6 +309,14 @@ def test_save_load_reproduces_exactly(fitted, tmp_path):
     assert back.num_params == m.num_params and back.history == m.history
 
 
+def test_long_sequence_is_finite_and_steps_agree(fitted):
+    m, _ = fitted
+    x = m.sample(1, 2000, seed=0)
+    lp = m.log_prob(x)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(m.log_prob_steps(x).sum(-1), lp, rtol=1e-12, atol=1e-8)
+
+
 def test_samples_continue_a_prefix(fitted):
     m, data = fitted
     prefix = data[0][:5]
@@ -351,6 +363,10 @@ def test_divergence_restores_last_good_weights(monkeypatch):
         m2.fit(data, max_epochs=2, seed=0, progress=False)
     with pytest.raises(NotFittedError):
         m2.log_prob(data)
+    before = m.log_prob(data)
+    with pytest.raises(FloatingPointError):  # a failed refit leaves the fitted model intact
+        m.fit(data, max_epochs=2, seed=0, progress=False)
+    torch.testing.assert_close(m.log_prob(data), before, rtol=0, atol=0)
 
 
 def test_validation_data_is_tracked():

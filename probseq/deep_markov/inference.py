@@ -14,7 +14,7 @@ import torch
 
 from probseq.deep_markov.networks import DMMNetwork
 
-__all__ = ["step_mask", "sample_guide", "log_joint_steps", "iwae_steps"]
+__all__ = ["step_mask", "sample_guide", "log_joint_steps", "importance_log_weights", "iwae_steps"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -47,42 +47,81 @@ def sample_guide(
     """
     k, n, t_max, s = noise.shape
     h = net.rnn(y, lengths)
+    z = torch.empty_like(noise)
+    log_scale = torch.empty_like(noise)
     z_prev = net.guide_z_0.expand(k, n, s)
-    zs, log_qs = [], []
-    for t in range(t_max):
+    for t in range(t_max):  # the only sequential part: z_t depends on z_(t-1)
         loc, scale = net.combiner(z_prev, h[:, t])
-        eps = noise[:, :, t]
-        z_prev = loc + scale * eps
-        zs.append(z_prev)
-        log_qs.append((-0.5 * eps**2 - scale.log() - _HALF_LOG_2PI).sum(-1))
-    z = torch.stack(zs, dim=2)
-    log_q = torch.stack(log_qs, dim=-1)
+        z_prev = loc + scale * noise[:, :, t]
+        z[:, :, t] = z_prev
+        log_scale[:, :, t] = scale.log()
+    log_q = (-0.5 * noise**2 - log_scale - _HALF_LOG_2PI).sum(-1)
     return z, torch.where(step_mask(lengths, t_max), log_q, torch.zeros((), dtype=log_q.dtype))
 
 
 def log_joint_steps(
-    net: DMMNetwork, y: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor
+    net: DMMNetwork,
+    y: torch.Tensor,
+    lengths: torch.Tensor,
+    z: torch.Tensor,
+    block_size: int | None = None,
 ) -> torch.Tensor:
-    """``log p(x_t, z_t | z_(t-1))`` of given latent paths, all steps at once.
+    """``log p(x_t, z_t | z_(t-1))`` of given latent paths, vectorised over time.
 
     Args:
         net: the networks (``initial``, ``transition``, ``emitter`` are used).
         y: ``[N, T_max, D]``.
         lengths: ``[N]``.
         z: ``[K, N, T_max, S]``.
+        block_size: steps per block (bounds the ``[K, N, block, H]`` activations);
+            ``None``: all at once.
 
     Returns:
         ``[K, N, T_max]``, zero at padded steps.
     """
+    t_max = y.shape[1]
+    block_size = t_max if block_size is None else max(1, int(block_size))
     loc0, scale0 = net.initial()
-    log_pz = _normal_log_prob(z[:, :, :1], loc0, scale0)
-    if z.shape[2] > 1:
-        loc, scale = net.transition(z[:, :, :-1])
-        log_pz = torch.cat([log_pz, _normal_log_prob(z[:, :, 1:], loc, scale)], dim=-1)
-    x_loc, x_scale = net.emitter(z)
-    log_px = _normal_log_prob(y.unsqueeze(0), x_loc, x_scale)
-    out = log_pz + log_px
-    return torch.where(step_mask(lengths, y.shape[1]), out, torch.zeros((), dtype=out.dtype))
+    blocks = []
+    for a in range(0, t_max, block_size):
+        b = min(a + block_size, t_max)
+        zb = z[:, :, a:b]
+        if a == 0:
+            log_pz = _normal_log_prob(zb[:, :, :1], loc0, scale0)
+            if b > 1:
+                loc, scale = net.transition(zb[:, :, :-1])
+                log_pz = torch.cat([log_pz, _normal_log_prob(zb[:, :, 1:], loc, scale)], -1)
+        else:
+            loc, scale = net.transition(z[:, :, a - 1 : b - 1])
+            log_pz = _normal_log_prob(zb, loc, scale)
+        x_loc, x_scale = net.emitter(zb)
+        blocks.append(log_pz + _normal_log_prob(y[:, a:b].unsqueeze(0), x_loc, x_scale))
+    out = torch.cat(blocks, dim=-1)
+    return torch.where(step_mask(lengths, t_max), out, torch.zeros((), dtype=out.dtype))
+
+
+def importance_log_weights(
+    net: DMMNetwork,
+    y: torch.Tensor,
+    lengths: torch.Tensor,
+    noise: torch.Tensor,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Per-step log incremental importance weights of guide paths.
+
+    Args:
+        net: the networks.
+        y: ``[N, T_max, D]``.
+        lengths: ``[N]``.
+        noise: ``[K, N, T_max, S]`` standard normal draws for the guide.
+        block_size: as in :func:`log_joint_steps`.
+
+    Returns:
+        ``[K, N, T_max]``: ``log p(x_t, z_t | z_(t-1)) - log q(z_t | z_(t-1), x)`` at
+        ``z = `` the guide's paths, zero at padded steps.
+    """
+    z, log_q = sample_guide(net, y, lengths, noise)
+    return log_joint_steps(net, y, lengths, z, block_size) - log_q
 
 
 def iwae_steps(log_w: torch.Tensor) -> torch.Tensor:

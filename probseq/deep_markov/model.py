@@ -19,13 +19,20 @@ from pyro.optim import ClippedAdam
 from probseq._utils import progress_bar, seeded
 from probseq.base import SequenceModel
 from probseq.data import Sequences
-from probseq.deep_markov.inference import iwae_steps, log_joint_steps, sample_guide, step_mask
+from probseq.deep_markov.inference import (
+    importance_log_weights,
+    iwae_steps,
+    log_joint_steps,
+    sample_guide,
+    step_mask,
+)
 from probseq.deep_markov.networks import DMMNetwork
 
 __all__ = ["DeepMarkovModel"]
 
-# Largest number of elements of one [K, n, T, width] tensor during evaluation.
-_EVAL_BUDGET = 2**22
+# Evaluation works on chunks of n sequences with K * n * T_max * (2 S + 1) <= this (noise,
+# paths, log weights) and on time blocks with K * n * block * H <= this: about 128 MB.
+_EVAL_BUDGET = 2**24
 
 
 class DeepMarkovModel(SequenceModel):
@@ -110,7 +117,7 @@ class DeepMarkovModel(SequenceModel):
         self.eval_seed = 0
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         # A unique name in Pyro's param store, for users who run pyro_model/guide themselves.
-        self.pyro_name = f"DeepMarkovModel_{uuid.uuid4().hex}"
+        self.pyro_name = _unique_pyro_name()
 
     # ---------------------------------------------------------------- Pyro programs
     def _model(self, y: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -222,7 +229,20 @@ class DeepMarkovModel(SequenceModel):
             patience = _check_positive_int(patience, "patience")
         del seed  # the base already seeded torch's RNG with it
 
+        previous = (self.net, self._loc, self._scale, self._univariate, self._obs_dim,
+                    self.history)
         self._obs_dim = self.obs_dim if self.obs_dim is not None else "any"
+        try:
+            self._fit_fresh(seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
+                            progress, validation_data)
+        except BaseException:
+            # a failed (re)fit leaves the model as it was
+            (self.net, self._loc, self._scale, self._univariate, self._obs_dim,
+             self.history) = previous
+            raise
+
+    def _fit_fresh(self, seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
+                   progress, validation_data) -> None:
         dim = self._fit_obs_dim(seqs)
         self._univariate = seqs.dim is None
         self._obs_dim = self.obs_dim if self.obs_dim is not None else seqs.dim
@@ -233,13 +253,11 @@ class DeepMarkovModel(SequenceModel):
             val_seqs, _ = self._coerce(validation_data)
         self.net = DMMNetwork(obs_dim, self.latent_dim, self.hidden_dim, self.rnn_dim)
         self.net.to(device=self._device, dtype=torch.float64)
+        # new networks, new name: never matched to a user's param-store entries of old ones
+        self.pyro_name = _unique_pyro_name()
         self.history = {"train_loss": [], "val_loss": []}
-        try:
-            self._train(seqs, val_seqs, max_epochs, batch_size, learning_rate, clip_norm,
-                        patience, progress)
-        except BaseException:
-            self.net = None
-            raise
+        self._train(seqs, val_seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
+                    progress)
 
     def _set_standardisation(self, seqs: Sequences) -> None:
         flat = seqs.values3d()[seqs.mask]
@@ -342,15 +360,15 @@ class DeepMarkovModel(SequenceModel):
         to ``log_prob``; each includes the Jacobian ``-sum_d log s_d``.
         """
         k = self.num_particles
-        width = max(self.latent_dim, self.hidden_dim, self.rnn_dim, self._loc.shape[0])
-        chunk = max(1, _EVAL_BUDGET // (k * seqs.max_length * width))
+        chunk = max(1, _EVAL_BUDGET // (k * seqs.max_length * (2 * self.latent_dim + 1)))
+        block = max(1, _EVAL_BUDGET // (k * min(chunk, len(seqs)) * self.hidden_dim))
         out = torch.zeros(len(seqs), seqs.max_length, dtype=torch.float64)
         jac = self.log_jacobian
         for start in range(0, len(seqs), chunk):
             part = seqs[start : start + chunk]
             y, lengths = self._standardise(part)
-            z, log_q = sample_guide(self.net, y, lengths, self._evaluation_noise(y, lengths, k))
-            log_w = log_joint_steps(self.net, y, lengths, z) - log_q
+            noise = self._evaluation_noise(y, lengths, k)
+            log_w = importance_log_weights(self.net, y, lengths, noise, block)
             steps = iwae_steps(log_w).cpu() + jac * part.mask.to(torch.float64)
             out[start : start + chunk, : part.max_length] = steps
         return out
@@ -453,6 +471,10 @@ class DeepMarkovModel(SequenceModel):
             self._obs_dim = self.obs_dim
         self.eval_seed = int(meta["eval_seed"])
         self.history = {k: list(v) for k, v in meta["history"].items()}
+
+
+def _unique_pyro_name() -> str:
+    return f"DeepMarkovModel_{uuid.uuid4().hex}"
 
 
 def _sequence_seed(x: torch.Tensor, eval_seed: int) -> int:
