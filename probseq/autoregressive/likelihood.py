@@ -18,6 +18,7 @@ joint density of ``y_1..y_T`` takes the first ``min(p, T)`` values from
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 __all__ = [
     "max_root_inverse_modulus",
@@ -27,6 +28,7 @@ __all__ = [
     "stationary_moments",
     "log_prob_steps",
     "lagged_design",
+    "pooled_least_squares",
 ]
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -141,24 +143,28 @@ def log_prob_steps(
     return out
 
 
-def lagged_design(values: np.ndarray, lengths: np.ndarray, order: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def lagged_design(values: np.ndarray, lengths: np.ndarray, order: int,
+                  augmented: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The pooled regression design of an AR(p) with intercept, lags within each sequence.
 
     Row for step t of sequence i (``t >= p``, never crossing into another sequence):
-    target ``y_{i,t}``, regressors ``[1, y_{i,t-1}, ..., y_{i,t-p}]``.
+    target ``y_{i,t}``, regressors ``[1, y_{i,t-1}, ..., y_{i,t-p}]``. Built from shifted
+    views of the padded array (no loop over sequences or steps).
 
     Args:
         values: ``[N, T_max]`` float64.
         lengths: ``[N]`` int64.
         order: p.
+        augmented: also append the target as a last column of the design.
 
     Returns:
-        ``(design [R, p + 1], target [R])`` with ``R = sum(max(lengths - p, 0))``.
+        ``(design [R, p + 1] (or [R, p + 2] augmented), target [R])`` with
+        ``R = sum(max(lengths - p, 0))``; the design is column-major.
     """
     n, t_max = values.shape
+    width = order + 1 + int(augmented)
     if t_max <= order:
-        return np.zeros((0, order + 1), order="F"), np.zeros(0)
+        return np.zeros((0, width), order="F"), np.zeros(0)
     keep = None
     if not bool((lengths == t_max).all()):
         keep = np.arange(order, t_max)[None, :] < lengths[:, None]
@@ -168,8 +174,49 @@ def lagged_design(values: np.ndarray, lengths: np.ndarray, order: int
         return block.reshape(-1) if keep is None else block[keep]
 
     target = column(0)
-    design = np.empty((target.shape[0], order + 1), order="F")  # column-major for LAPACK
+    design = np.empty((target.shape[0], width), order="F")
     design[:, 0] = 1.0
     for lag in range(1, order + 1):
         design[:, lag] = column(lag)
+    if augmented:
+        design[:, -1] = target
     return design, target
+
+
+def pooled_least_squares(values: np.ndarray, lengths: np.ndarray, order: int
+                         ) -> tuple[np.ndarray, float, int]:
+    """Conditional least squares of an AR(p) with intercept over many sequences.
+
+    Minimises ``sum_i sum_{t >= p} (y_{i,t} - c - sum_j phi_j y_{i,t-j})^2``. The triangular
+    factor of the augmented design ``A = [1, lags, y] = Q [[R, r], [0, rho]]`` is computed by
+    Cholesky-QR2 (Fukaya et al. 2014: two passes of ``R = chol(A^T A)``,
+    ``A <- A R^{-1}``, which is as accurate as Householder QR while ``cond(A) < 1e8`` and
+    costs two Gram matrices), falling back to a Householder QR when the Gram matrix is not
+    numerically positive definite. Then ``R beta = r`` (minimum-norm least squares, as a
+    pseudo-inverse would, if R is singular) and ``SSR = rho^2 + |r - R beta|^2``.
+
+    Returns:
+        ``(params [p + 1] = [c, phi_1..phi_p], ssr, nobs)``.
+    """
+    augmented, _ = lagged_design(values, lengths, order, augmented=True)
+    rows, k = augmented.shape[0], order + 1
+    tri = _triangular_factor(augmented)
+    params = np.linalg.lstsq(tri[:k, :k], tri[:k, k], rcond=None)[0]
+    ssr = float(tri[k, k] ** 2 + np.sum((tri[:k, k] - tri[:k, :k] @ params) ** 2))
+    return params, ssr, rows
+
+
+def _triangular_factor(a: np.ndarray) -> np.ndarray:
+    """Upper-triangular ``R [k, k]`` with ``a^T a = R^T R`` (``a [m, k]``, any m)."""
+    k = a.shape[1]
+    try:
+        r1 = np.linalg.cholesky(a.T @ a).T
+        q1 = solve_triangular(r1, a.T, trans="T", lower=False)  # [k, m] = (a R1^{-1})^T
+        r2 = np.linalg.cholesky(q1 @ q1.T).T
+        tri = r2 @ r1
+        if np.isfinite(tri).all():
+            return tri
+    except np.linalg.LinAlgError:
+        pass
+    tri = np.linalg.qr(a, mode="r")
+    return np.vstack([tri, np.zeros((max(k - tri.shape[0], 0), k))])[:k]

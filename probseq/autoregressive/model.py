@@ -31,9 +31,12 @@ class AutoRegressive(SequenceModel):
 
     Fitting is conditional least squares, the conditional maximum likelihood given the first
     p values of each sequence: one sequence is fitted with statsmodels'
-    ``AutoReg(y, lags=p, trend="c")``; several with statsmodels ``OLS`` on the pooled lagged
-    design (lags never cross a sequence boundary). ``noise_var`` is the maximum-likelihood
-    estimate ``SSR / nobs`` (AutoReg's ``sigma2``), nobs the number of regression rows.
+    ``AutoReg(y, lags=p, trend="c")``; several by least squares on the pooled lagged design
+    (lags never cross a sequence boundary), solved by a block-wise Householder QR
+    (:func:`probseq.autoregressive.likelihood.pooled_least_squares`; the tests check it
+    against statsmodels ``OLS`` on a hand-built design). ``noise_var`` is the
+    maximum-likelihood estimate ``SSR / nobs`` (AutoReg's ``sigma2``), nobs the number of
+    regression rows.
 
     Args:
         order: p >= 0.
@@ -110,12 +113,8 @@ class AutoRegressive(SequenceModel):
             res = AutoReg(values[0, : lengths[0]], lags=p, trend="c").fit()
             params, noise_var = np.asarray(res.params, dtype=np.float64), float(res.sigma2)
         else:
-            from statsmodels.regression.linear_model import OLS
-
-            design, target = likelihood.lagged_design(values, lengths, p)
-            res = OLS(target, design, hasconst=True).fit()
-            params = np.asarray(res.params, dtype=np.float64)
-            noise_var = float(res.ssr) / target.shape[0]
+            params, ssr, nobs = likelihood.pooled_least_squares(values, lengths, p)
+            noise_var = ssr / nobs
         if not (np.isfinite(params).all() and np.isfinite(noise_var)):
             raise ValueError(f"the AR({p}) fit gave non-finite parameters; is the data degenerate?")
         if noise_var <= 0:
