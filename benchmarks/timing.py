@@ -207,7 +207,7 @@ def measure(
     repeat so that a repeat lasts ``config.min_time``). Then rounds run every contender that
     still lacks quiet repeats, alternating the order, until each has ``config.repeats`` quiet
     repeats, or ``config.max_rounds`` rounds ran, or the budget is spent (once every contender
-    has ``min(3, repeats)`` repeats, kept or dropped; at twice the budget in any case).
+    has two repeats, kept or dropped; at twice the budget in any case).
 
     Args:
         contenders: ``(name, callable)`` pairs; the callable does one unit of work.
@@ -244,7 +244,7 @@ def measure(
             else:
                 t.kept.append(per_call)
         spent = clock() - started
-        enough = all(len(t.kept) + len(t.dropped) >= wanted for t in timings.values())
+        enough = all(len(t.kept) + len(t.dropped) >= min(2, wanted) for t in timings.values())
         if (spent > config.budget and enough) or spent > 2 * config.budget:
             break
     return timings

@@ -3,12 +3,15 @@ interleaving, the ratio table, and that every case runs once at a tiny size."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
 import pytest
+import torch
 
 import benchmarks.cases  # noqa: F401  (registers the cases)
+import probseq  # noqa: F401  (imported at collection: the first case test is not charged)
 from benchmarks.cli import main, run
 from benchmarks.harness import CASES, Context, probseq_class
 from benchmarks.report import (
@@ -31,6 +34,9 @@ from benchmarks.timing import (
     measure,
     others_cpu,
 )
+
+if importlib.util.find_spec("hmmlearn") is not None:
+    import hmmlearn.hmm  # noqa: F401  (slow import, see above)
 
 
 class ScriptedMonitor:
@@ -161,8 +167,6 @@ def test_cli_refuses_unknown_cases():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_case_runs_once_at_a_tiny_size(name):
-    import torch
-
     for cls in CASES[name].needs:
         try:
             probseq_class(cls)

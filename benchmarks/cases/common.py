@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["random_hmm", "sample_hmm_symbols", "local_level_series", "LOCAL_LEVEL"]
+__all__ = ["random_hmm", "sample_hmm_symbols", "sample_hmm_states", "local_level_series",
+           "LOCAL_LEVEL"]
 
 #: the local level model of the LGSSM cases: level and observation noise variances, and the
 #: initial level's mean and variance (a proper prior so that every side scores all T values).

@@ -134,7 +134,7 @@ def hmm_em(ctx: Context) -> None:
     """One Baum-Welch iteration from the same parameters on both sides."""
     from probseq import Sequences
 
-    n, t = ctx.size((200, 1000), (8, 64))
+    n, t = ctx.size((100, 1000), (8, 64))
     truth = random_hmm(K, V, seed=0)
     start = random_hmm(K, V, seed=3)  # EM starts away from the truth
     x = sample_hmm_symbols(n, t, *truth, seed=1)

@@ -19,7 +19,7 @@ def _try(ctx: Context, what: str, fn) -> None:
 @case("sampling", description="sample() throughput of Markov, HMM, AR, LGSSM, RecurrentModel")
 def sampling(ctx: Context) -> None:
     """Values sampled per second by each model's ``sample``."""
-    n, t = ctx.size((1000, 1000), (20, 50))
+    n, t = ctx.size((200, 1000), (20, 50))
 
     def markov() -> None:
         cls = probseq_class("MarkovChain")
@@ -47,11 +47,10 @@ def sampling(ctx: Context) -> None:
                        lambda: model.sample(n, t, seed=0), n * t, "values")
 
     def recurrent() -> None:
-        from benchmarks.cases.recurrent import _probseq_fit, _sizes, text_batch
+        from benchmarks.cases.recurrent import _sizes, briefly_fitted
 
         sizes = _sizes(ctx)
-        seqs, v = text_batch(sizes["num_sequences"], sizes["length"])
-        model = _probseq_fit("lstm", seqs, v, sizes, 3e-3)
+        model = briefly_fitted("lstm", sizes)
         m, length = sizes["batch_size"], sizes["length"]
         ctx.throughput(f"RecurrentModel(lstm, hidden {sizes['hidden']}).sample({m}, {length})",
                        lambda: model.sample(m, length, seed=0), m * length, "values")

@@ -5,24 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from benchmarks.cases.common import local_level_series, random_hmm, sample_hmm_symbols
 from benchmarks.cases.lgssm import probseq_local_level
 from benchmarks.harness import Context, Unavailable, case, probseq_class
 
+Grid = tuple[list[int], int, list[int], int]
 
-def _grid(ctx: Context) -> tuple[list[int], int, list[int], int]:
-    """Lengths T (at fixed N) and batch sizes N (at fixed T)."""
-    return ctx.size(([500, 1000, 2000, 4000, 8000], 100, [50, 100, 200, 400, 800], 1000),
-                    ([32, 64, 128, 256], 4, [4, 8, 16, 32], 64))
+#: lengths T (at fixed N) and batch sizes N (at fixed T); the quick grid is for smoke runs.
+HMM_GRID: Grid = ([250, 500, 1000, 2000, 4000], 50, [25, 50, 100, 200, 400], 500)
+LGSSM_GRID: Grid = ([500, 1000, 2000, 4000, 8000], 100, [50, 100, 200, 400, 800], 1000)
+QUICK_GRID: Grid = ([32, 64, 128, 256], 4, [4, 8, 16, 32], 64)
 
 
-def _curves(ctx: Context, name: str, data, score: Callable) -> None:
-    """Time ``score(batch)`` on ``data[:N, :T]`` along both axes."""
+def _curves(ctx: Context, name: str, grid: Grid,
+            make_data: Callable[[int, int], np.ndarray], score: Callable) -> None:
+    """Time ``score(batch)`` along both axes; ``make_data(N, T)`` gives ``[N, T]`` data."""
     from probseq import Sequences
 
-    lengths, n_fixed, counts, t_fixed = _grid(ctx)
+    lengths, n_fixed, counts, t_fixed = ctx.size(grid, QUICK_GRID)
+    along_t = make_data(n_fixed, max(lengths))
+    along_n = make_data(max(counts), t_fixed)
 
     def at(n: int, t: int) -> Callable[[], object]:
+        data = along_t if n == n_fixed and t in lengths else along_n
         seqs = Sequences.from_padded(data[:n, :t])
         return lambda: score(seqs)
 
@@ -37,19 +44,17 @@ def _curves(ctx: Context, name: str, data, score: Callable) -> None:
 @case("scaling", description="HMM and LGSSM log_prob time against T and N (log-log slope)")
 def scaling(ctx: Context) -> None:
     """Both should be linear in T and in N: a log-log slope near 1."""
-    lengths, n_fixed, counts, t_fixed = _grid(ctx)
-    n_max, t_max = max(counts + [n_fixed]), max(lengths + [t_fixed])
     try:
         cls = probseq_class("HiddenMarkovModel")
         params = random_hmm(16, 32, seed=0)
         initial, transition, emission = params
         model = cls.from_params(initial=initial, transition=transition, emission=emission)
-        x = sample_hmm_symbols(n_max, t_max, *params, seed=1)
-        _curves(ctx, "HMM K=16 V=32", x, model.log_prob)
+        _curves(ctx, "HMM K=16 V=32", HMM_GRID,
+                lambda n, t: sample_hmm_symbols(n, t, *params, seed=1), model.log_prob)
     except Unavailable as err:
         ctx.note(f"HMM curves skipped: {err}")
     try:
         model = probseq_local_level()
-        _curves(ctx, "LGSSM local level", local_level_series(n_max, t_max), model.log_prob)
+        _curves(ctx, "LGSSM local level", LGSSM_GRID, local_level_series, model.log_prob)
     except Unavailable as err:
         ctx.note(f"LGSSM curves skipped: {err}")
