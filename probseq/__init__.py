@@ -4,11 +4,14 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 ``log_prob_steps`` and ``sample``; :func:`compare` ranks fitted models on the same data.
 """
 
+from probseq import datasets, distributed, plots, selection
 from probseq.autoregressive import AutoRegressive
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
 from probseq.data import Sequences
 from probseq.deep_markov import DeepMarkovModel
+from probseq.hmm import HiddenMarkovModel
+from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 
 __version__ = "0.1.0"
@@ -18,8 +21,14 @@ __all__ = [
     "SequenceModel",
     "NotFittedError",
     "load",
+    "LinearGaussianSSM",
     "MarkovChain",
+    "HiddenMarkovModel",
     "AutoRegressive",
     "DeepMarkovModel",
     "compare",
+    "datasets",
+    "distributed",
+    "plots",
+    "selection",
 ]

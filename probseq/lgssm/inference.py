@@ -1,0 +1,452 @@
+"""Kalman filter, RTS smoother and forecasts for linear-Gaussian state-space models.
+
+Pure tensor functions; no model objects. The model is
+
+    z_0 ~ N(initial_mean, initial_cov)          (the state AT the first observation)
+    z_t = A z_(t-1) + w_t,   w_t ~ N(0, Q)      (t >= 1)
+    x_t = C z_t + v_t,       v_t ~ N(0, R)
+
+with shapes ``initial_mean [S]``, ``initial_cov [S, S]``, ``A [S, S]``, ``Q [S, S]``,
+``C [D, S]``, ``R [D, D]`` and data ``y [N, T, D]``. Everything is float64.
+
+Two facts make the batched filter cheap:
+
+* The covariance recursion (predicted covariance ``P_t``, innovation covariance ``F_t``,
+  gain ``K_t``) does not depend on the data, and every sequence starts from the same prior at
+  its first observation, so it is computed once for the whole batch, not per sequence.
+  :func:`riccati` runs it in Joseph form with symmetrisation. Once ``P_(t+1)`` equals ``P_t``
+  to within ``steady_tol`` (relative, a few units in the last place by default) the filter has
+  reached the Riccati fixed point in floating point and every later step uses the same
+  matrices, so the recursion stops there (the *steady-state shortcut*); ``steady_tol=None``
+  runs the plain recursion for every step.
+* Given the gains, the filtered mean is an affine recurrence ``m_t = L_t m_(t-1) + u_t``
+  with ``L_t = (I - K_t C) A`` and ``u_t = K_t y_t``. The transient part is a short time loop
+  over ``[N, S]`` tensors; the steady part has constant ``L`` and is applied without a Python
+  loop per step (a doubling scan, or ``scipy.signal.lfilter`` when S = 1 and no gradient is
+  needed).
+
+Ragged batches: padded steps come after the real ones and the recursion is causal, so the
+results at real steps never depend on padding; callers mask what lies past each length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CovarianceSequence",
+    "FilterResult",
+    "riccati",
+    "filtered_means",
+    "kalman_filter",
+    "rts_smoother",
+    "em_m_step",
+    "forecast_moments",
+    "linear_recurrence",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: relative change of the predicted covariance under which the filter counts as steady.
+DEFAULT_STEADY_TOL = 1e-14
+
+
+@dataclass
+class CovarianceSequence:
+    """The data-independent half of the Kalman filter, shared by every sequence.
+
+    Step ``t`` uses entry ``min(t, U - 1)`` (see :meth:`index`): when the recursion converged
+    the last entry holds for every later step.
+
+    Attributes:
+        pred_cov: ``[U, S, S]`` predicted state covariances ``P_(t|t-1)``.
+        filt_cov: ``[U, S, S]`` filtered state covariances ``P_(t|t)``.
+        innov_cov: ``[U, D, D]`` innovation covariances ``F_t = C P_(t|t-1) C' + R``.
+        gain: ``[U, S, D]`` Kalman gains ``K_t``.
+        steady: True when the recursion reached its fixed point at entry ``U - 1``.
+    """
+
+    pred_cov: torch.Tensor
+    filt_cov: torch.Tensor
+    innov_cov: torch.Tensor
+    gain: torch.Tensor
+    steady: bool
+
+    @property
+    def num_unique(self) -> int:
+        return self.pred_cov.shape[0]
+
+    def index(self, num_steps: int) -> torch.Tensor:
+        """``[T]`` int64: the entry that step ``t`` uses."""
+        return torch.arange(num_steps).clamp(max=self.num_unique - 1)
+
+
+@dataclass
+class FilterResult:
+    """Output of :func:`kalman_filter`.
+
+    Attributes:
+        log_prob_steps: ``[N, T]`` ``log N(x_t; C m_(t|t-1), F_t)`` (not masked).
+        filt_mean: ``[N, T, S]`` filtered means ``E[z_t | x_0..x_t]``.
+        pred_mean: ``[N, T, S]`` predicted means ``E[z_t | x_0..x_(t-1)]``.
+        covs: the shared :class:`CovarianceSequence`.
+    """
+
+    log_prob_steps: torch.Tensor
+    filt_mean: torch.Tensor
+    pred_mean: torch.Tensor
+    covs: CovarianceSequence
+
+
+def _sym(m: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (m + m.transpose(-1, -2))
+
+
+def riccati(
+    initial_cov: torch.Tensor,
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    num_steps: int,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
+) -> CovarianceSequence:
+    """The covariance recursion of the Kalman filter (Joseph form, symmetrised).
+
+    Differentiable (torch autograd) in every input. Uses plain Python floats when S = D = 1
+    and no gradient is needed, which removes the per-step tensor overhead.
+
+    Args:
+        initial_cov: ``[S, S]`` covariance of the state at the first observation.
+        A, Q: ``[S, S]`` transition matrix and noise covariance.
+        C: ``[D, S]`` observation matrix; R: ``[D, D]`` observation noise covariance.
+        num_steps: T.
+        steady_tol: stop once ``max|P_(t+1) - P_t| <= steady_tol * max|P_t|``; None runs
+            every step.
+    """
+    S, D = A.shape[0], C.shape[0]
+    needs_grad = torch.is_grad_enabled() and any(
+        x.requires_grad for x in (initial_cov, A, Q, C, R)
+    )
+    if S == 1 and D == 1 and not needs_grad:
+        return _riccati_scalar(
+            float(initial_cov), float(A), float(Q), float(C), float(R), num_steps, steady_tol
+        )
+    eye = torch.eye(S, dtype=A.dtype)
+    At, Ct = A.T, C.T
+    P = _sym(initial_cov)
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    for t in range(num_steps):
+        PCt = P @ Ct
+        F = _sym(C @ PCt + R)
+        K = PCt / F if D == 1 else torch.linalg.solve(F, PCt.T).T
+        IKC = eye - K @ C
+        Pf = _sym(IKC @ P @ IKC.T + K @ R @ K.T)
+        preds.append(P)
+        filts.append(Pf)
+        innovs.append(F)
+        gains.append(K)
+        if t == num_steps - 1:
+            break
+        P_next = _sym(A @ Pf @ At + Q)
+        if steady_tol is not None:
+            change = float((P_next - P).detach().abs().max())
+            if change <= steady_tol * float(P.detach().abs().max()):
+                steady = True
+                break
+        P = P_next
+    return CovarianceSequence(
+        torch.stack(preds), torch.stack(filts), torch.stack(innovs), torch.stack(gains), steady
+    )
+
+
+def _riccati_scalar(
+    p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None
+) -> CovarianceSequence:
+    """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead)."""
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    for t in range(num_steps):
+        f = c * p * c + r
+        k = p * c / f
+        ikc = 1.0 - k * c
+        pf = ikc * p * ikc + k * r * k
+        preds.append(p)
+        filts.append(pf)
+        innovs.append(f)
+        gains.append(k)
+        if t == num_steps - 1:
+            break
+        p_next = a * pf * a + q
+        if steady_tol is not None and abs(p_next - p) <= steady_tol * abs(p):
+            steady = True
+            break
+        p = p_next
+
+    def col(v: list[float]) -> torch.Tensor:
+        return torch.tensor(v, dtype=torch.float64).reshape(-1, 1, 1)
+
+    return CovarianceSequence(col(preds), col(filts), col(innovs), col(gains), steady)
+
+
+def linear_recurrence(u: torch.Tensor, L: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Solve ``m_t = L m_(t-1) + u_t`` for a constant ``L`` without a per-step loop.
+
+    A doubling (Hillis-Steele) scan: ``ceil(log2 T)`` batched matrix products.
+
+    Args:
+        u: ``[N, T, S]`` inputs.
+        L: ``[S, S]``.
+        start: ``[N, S]`` the value ``m_(-1)`` before the first input.
+
+    Returns:
+        ``[N, T, S]`` the states ``m_0..m_(T-1)``.
+    """
+    x = torch.cat([(u[:, :1] + (start @ L.T).unsqueeze(1)), u[:, 1:]], dim=1)
+    T = x.shape[1]
+    power = L
+    k = 1
+    while k < T:
+        x = torch.cat([x[:, :k], x[:, k:] + x[:, :-k] @ power.T], dim=1)
+        power = power @ power
+        k *= 2
+    return x
+
+
+def filtered_means(
+    y: torch.Tensor,
+    initial_mean: torch.Tensor,
+    A: torch.Tensor,
+    C: torch.Tensor,
+    covs: CovarianceSequence,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered and predicted state means of every sequence.
+
+    Args:
+        y: ``[N, T, D]`` observations (padding allowed; it only affects padded steps).
+        initial_mean: ``[S]``; A: ``[S, S]``; C: ``[D, S]``.
+        covs: from :func:`riccati` for at least ``min(T, U)`` steps.
+
+    Returns:
+        ``(filt_mean, pred_mean)``, both ``[N, T, S]``.
+    """
+    N, T, _ = y.shape
+    S = A.shape[0]
+    U = covs.num_unique
+    idx = covs.index(T)
+    eye = torch.eye(S, dtype=A.dtype)
+    K = covs.gain  # [U, S, D]
+    L = (eye - K @ C) @ A  # [U, S, S]; L_t for t >= 1
+    u = torch.einsum("tsd,ntd->nts", K[idx], y)  # [N, T, S]
+    mu0 = (eye - K[0] @ C) @ initial_mean  # the prior's share of m_0
+    t_steady = max(U - 1, 1) if covs.steady else T
+    t_loop = min(t_steady, T)
+    needs_grad = torch.is_grad_enabled() and any(
+        x.requires_grad for x in (y, initial_mean, A, C, K)
+    )
+    if S == 1 and not needs_grad:
+        filt = _means_state1_numpy(u, mu0, L, t_loop)
+    else:
+        m = u[:, 0] + mu0
+        out = [m]
+        for t in range(1, t_loop):
+            m = torch.addmm(u[:, t], m, L[t].T)
+            out.append(m)
+        filt = torch.stack(out, dim=1)
+        if t_loop < T:
+            rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
+            filt = torch.cat([filt, rest], dim=1)
+    pred = torch.cat(
+        [initial_mean.expand(N, 1, S), filt[:, :-1] @ A.T], dim=1
+    )
+    return filt, pred
+
+
+def _means_state1_numpy(
+    u: torch.Tensor, mu0: torch.Tensor, L: torch.Tensor, t_loop: int
+) -> torch.Tensor:
+    """S = 1 filtered means without autograd: a numpy loop over the transient, then one
+    ``scipy.signal.lfilter`` pass (the same first-order recursion, in C) over the rest."""
+    from scipy.signal import lfilter
+
+    un = u[..., 0].numpy()  # [N, T]
+    ln = L[:, 0, 0].numpy()
+    N, T = un.shape
+    out = np.empty((N, T))
+    m = un[:, 0] + float(mu0[0])
+    out[:, 0] = m
+    for t in range(1, t_loop):
+        m = m * ln[t] + un[:, t]
+        out[:, t] = m
+    if t_loop < T:
+        lam = float(ln[-1])
+        out[:, t_loop:], _ = lfilter(
+            [1.0], [1.0, -lam], un[:, t_loop:], axis=1, zi=(lam * m)[:, None]
+        )
+    return torch.from_numpy(out).unsqueeze(-1)
+
+
+def _innovation_log_prob(
+    y: torch.Tensor, pred_mean: torch.Tensor, C: torch.Tensor, covs: CovarianceSequence
+) -> torch.Tensor:
+    """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)``."""
+    T, D = y.shape[1], y.shape[2]
+    idx = covs.index(T)
+    v = y - pred_mean @ C.T  # [N, T, D]
+    if D == 1:
+        f = covs.innov_cov[:, 0, 0]
+        return -0.5 * (_LOG_2PI + torch.log(f)[idx] + v[..., 0] ** 2 / f[idx])
+    chol = torch.linalg.cholesky(covs.innov_cov)  # [U, D, D]
+    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    white = torch.linalg.solve_triangular(chol[idx], v.unsqueeze(-1), upper=False)
+    return -0.5 * (D * _LOG_2PI + logdet[idx] + white.squeeze(-1).pow(2).sum(-1))
+
+
+def kalman_filter(
+    y: torch.Tensor,
+    initial_mean: torch.Tensor,
+    initial_cov: torch.Tensor,
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
+) -> FilterResult:
+    """The Kalman filter and its prediction-error decomposition of the likelihood.
+
+    Step t contributes ``log N(x_t; C m_(t|t-1), C P_(t|t-1) C' + R)``; the sum over steps is
+    the exact log density of the sequence. Differentiable.
+
+    Args:
+        y: ``[N, T, D]`` float64 observations.
+        initial_mean, initial_cov, A, Q, C, R: the parameters (see the module docstring).
+        steady_tol: see :func:`riccati`.
+    """
+    covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol)
+    filt, pred = filtered_means(y, initial_mean, A, C, covs)
+    return FilterResult(_innovation_log_prob(y, pred, C, covs), filt, pred, covs)
+
+
+def rts_smoother(
+    filt_mean: torch.Tensor,
+    pred_mean: torch.Tensor,
+    covs: CovarianceSequence,
+    A: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rauch-Tung-Striebel smoother for sequences that all have the same length T.
+
+    Args:
+        filt_mean, pred_mean: ``[N, T, S]`` from :func:`kalman_filter`.
+        covs: the filter's covariances.
+        A: ``[S, S]``.
+
+    Returns:
+        ``(means [N, T, S], covs [T, S, S], cross [T - 1, S, S])``: ``E[z_t | x_0..x_(T-1)]``,
+        the shared smoothed covariances and the lag-one cross-covariances
+        ``Cov(z_(t+1), z_t | x_0..x_(T-1))``.
+    """
+    T = filt_mean.shape[1]
+    idx = covs.index(T).tolist()
+    Pf, Pp = covs.filt_cov, covs.pred_cov
+    gain_cache: dict[tuple[int, int], torch.Tensor] = {}
+    ms = filt_mean[:, T - 1]
+    Ps = Pf[idx[T - 1]]
+    means, cov_out, cross = [ms], [Ps], []
+    for t in range(T - 2, -1, -1):
+        a, b = idx[t], idx[t + 1]
+        if (a, b) not in gain_cache:  # G_t = Pf_t A' Pp_(t+1)^-1 depends on t only
+            gain_cache[(a, b)] = _solve_psd(Pp[b], A @ Pf[a]).T
+        G = gain_cache[(a, b)]
+        cross.append(Ps @ G.T)
+        ms = filt_mean[:, t] + (ms - pred_mean[:, t + 1]) @ G.T
+        Ps = _sym(Pf[a] + G @ (Ps - Pp[b]) @ G.T)
+        means.append(ms)
+        cov_out.append(Ps)
+    S = A.shape[0]
+    cross_t = torch.stack(cross[::-1]) if cross else torch.zeros(0, S, S, dtype=A.dtype)
+    return torch.stack(means[::-1], dim=1), torch.stack(cov_out[::-1]), cross_t
+
+
+def em_m_step(
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    mean: torch.Tensor,
+    cov: torch.Tensor,
+    cross: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The EM (Shumway-Stoffer) M-step of a full LGSSM from smoothed moments.
+
+    Args:
+        y: ``[N, T, D]``; mask: ``[N, T]`` real steps.
+        mean: ``[N, T, S]`` smoothed means; cov: ``[N, T, S, S]`` smoothed covariances.
+        cross: ``[N, T - 1, S, S]`` ``Cov(z_(t+1), z_t | x)``.
+
+    Returns:
+        The maximising parameters (named as the model's). With no consecutive pair of
+        steps, ``transition_matrix`` and ``transition_cov`` are absent.
+    """
+    m = mask.to(y.dtype)
+    Ezz = cov + mean.unsqueeze(-1) * mean.unsqueeze(-2)  # [N, T, S, S]
+    Szz = torch.einsum("nt,ntij->ij", m, Ezz)
+    Syz = torch.einsum("nt,nti,ntj->ij", m, y, mean)
+    Syy = torch.einsum("nt,nti,ntj->ij", m, y, y)
+    n_steps = m.sum()
+    C = torch.linalg.solve(Szz, Syz.T).T
+    R = _sym(Syy - C @ Syz.T) / n_steps
+    mu0 = mean[:, 0].mean(0)
+    dev = mean[:, 0] - mu0
+    P0 = _sym((cov[:, 0] + dev.unsqueeze(-1) * dev.unsqueeze(-2)).mean(0))
+    out = {"initial_mean": mu0, "initial_cov": P0, "observation_matrix": C,
+           "observation_cov": R}
+    pair = (mask[:, 1:] & mask[:, :-1]).to(y.dtype)
+    n_pairs = pair.sum()
+    if n_pairs > 0:
+        E10 = cross + mean[:, 1:].unsqueeze(-1) * mean[:, :-1].unsqueeze(-2)
+        S10 = torch.einsum("nt,ntij->ij", pair, E10)
+        S00 = torch.einsum("nt,ntij->ij", pair, Ezz[:, :-1])
+        S11 = torch.einsum("nt,ntij->ij", pair, Ezz[:, 1:])
+        A = torch.linalg.solve(S00, S10.T).T
+        out["transition_matrix"] = A
+        out["transition_cov"] = _sym(S11 - A @ S10.T) / n_pairs
+    return out
+
+
+def _solve_psd(P: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``P^-1 B`` for a positive semi-definite P (pseudo-inverse when P is singular)."""
+    chol, info = torch.linalg.cholesky_ex(P)
+    if int(info) == 0:
+        return torch.cholesky_solve(B, chol)
+    return torch.linalg.pinv(P, hermitian=True) @ B
+
+
+def forecast_moments(
+    mean: torch.Tensor,
+    cov: torch.Tensor,
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    horizon: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive moments of the next ``horizon`` observations.
+
+    Args:
+        mean: ``[N, S]`` filtered mean at the last observation; cov: ``[N, S, S]``.
+        A, Q, C, R: the parameters.
+        horizon: H.
+
+    Returns:
+        ``(obs_mean [N, H, D], obs_cov [N, H, D, D])``.
+    """
+    means, covs = [], []
+    m, P = mean, cov
+    for _ in range(horizon):
+        m = m @ A.T
+        P = _sym(A @ P @ A.T + Q)
+        means.append(m @ C.T)
+        covs.append(_sym(C @ P @ C.T + R))
+    return torch.stack(means, dim=1), torch.stack(covs, dim=1)
