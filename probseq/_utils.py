@@ -32,7 +32,7 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 def progress_bar(total: int | None, progress: bool | None, desc: str, **kwargs: Any):
     """A tqdm bar; ``progress=None`` shows it only when stderr is a terminal."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if progress is None:
         progress = sys.stderr.isatty()

@@ -23,24 +23,28 @@ def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
 
 
 def plot_comparison(table: pd.DataFrame, title: str | None = None):
-    """Nats per step of each model (lower is better), with the paired standard error of its
-    difference to the best model as an error bar. ``table`` is the output of ``compare``."""
-    n_steps = -table["log_lik"] / table["nats_per_step"]
-    err = (table["delta_se"] / n_steps).fillna(0.0).to_numpy()
-    fig, ax = _figure(figsize=(7, 0.45 * len(table) + 1.5))
-    colors = ["tab:blue" if e else "tab:orange" for e in table["exact"]]
+    """Nats per step of each model (lower is better) as points, with a 95% interval of each
+    model's paired difference to the best one (1.96 ``delta_se``, per step) as error bars.
+
+    ``table`` is the output of :func:`probseq.compare`. Models whose likelihood is a bound
+    are drawn in orange.
+    """
+    n_steps = (-table["log_lik"] / table["nats_per_step"]).to_numpy()
+    err = (1.96 * table["delta_se"].to_numpy() / n_steps)
+    err = np.where(np.isfinite(err), err, 0.0)
+    fig, ax = _figure(figsize=(7, 0.45 * len(table) + 1.6))
     y = np.arange(len(table))[::-1]
-    ax.barh(y, table["nats_per_step"], xerr=err, color=colors, capsize=3)
+    for yi, (x, e, exact) in enumerate(zip(table["nats_per_step"], err, table["exact"],
+                                           strict=True)):
+        ax.errorbar(x, y[yi], xerr=e, fmt="o", capsize=4,
+                    color="tab:blue" if exact else "tab:orange")
     ax.set_yticks(y, table.index)
-    ax.set_xlabel("nats per step (lower is better); error bar: s.e. of difference to best")
-    lo = float(table["nats_per_step"].min())
-    hi = float(table["nats_per_step"].max())
-    pad = 0.1 * (hi - lo) if hi > lo else 0.1 * max(abs(lo), 1.0)
-    ax.set_xlim(min(lo - pad, 0.0) if lo < 0 else lo - pad, hi + pad)
+    ax.set_xlabel("nats per step (lower is better)")
+    ax.grid(axis="x", alpha=0.3)
+    note = "error bars: 95% interval of the paired difference to the best model"
     if not table["exact"].all():
-        ax.text(0.99, 0.01, "orange: likelihood is a lower bound", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8)
-    ax.set_title(title or "Model comparison")
+        note += "; orange: likelihood is a lower bound"
+    ax.set_title((title or "Model comparison") + "\n" + note, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -137,15 +141,15 @@ def plot_forecast(
         raise ValueError("plot_forecast draws univariate series only")
     t0 = len(hist)
     x = np.asarray(index) if index is not None else np.arange(t0 + horizon)
+    shown = max(0, t0 - max(3 * horizon, 30))  # the recent history only
     ncols = min(3, len(models))
     nrows = math.ceil(len(models) / ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
-                        sharey=True)
+    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (name, m) in zip(axes.flat, models.items(), strict=False):
         s = m.sample(num_samples, t0 + horizon, prefix=torch.as_tensor(hist), seed=seed)
         fut = s.values.numpy()[:, t0:]
         lo, med, hi = np.quantile(fut, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
-        ax.plot(x[:t0], hist, color="k", lw=1)
+        ax.plot(x[shown:t0], hist[shown:], color="k", lw=1)
         ax.fill_between(x[t0:], lo, hi, alpha=0.3, label=f"{int(level * 100)}% interval")
         ax.plot(x[t0:], med, lw=1.5, label="median")
         if actual is not None:
