@@ -397,6 +397,8 @@ def test_bad_input_raises_value_error(fitted):
             _small().fit(data, progress=False, **kwargs)
     with pytest.raises(ValueError, match="dimension"):
         _small(obs_dim=3).fit(_data(3, dim=2), max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="num_particles"):
+        m.num_particles = 0
     with pytest.raises(ValueError, match="prefix"):
         m.sample(2, 3, prefix=data[0][:5])
     with warnings.catch_warnings():

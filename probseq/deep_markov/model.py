@@ -103,7 +103,7 @@ class DeepMarkovModel(SequenceModel):
         if emission != "gaussian":
             raise ValueError(f"emission must be 'gaussian', got {emission!r}")
         self.emission = emission
-        self.num_particles = _check_positive_int(num_particles, "num_particles")
+        self.num_particles = num_particles
         try:
             self._device = torch.device(device if device is not None else "cpu")
         except (RuntimeError, TypeError) as err:
@@ -118,6 +118,15 @@ class DeepMarkovModel(SequenceModel):
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         # A unique name in Pyro's param store, for users who run pyro_model/guide themselves.
         self.pyro_name = _unique_pyro_name()
+
+    @property
+    def num_particles(self) -> int:
+        """K, the number of importance samples per sequence in evaluation."""
+        return self._num_particles
+
+    @num_particles.setter
+    def num_particles(self, value: int) -> None:
+        self._num_particles = _check_positive_int(value, "num_particles")
 
     # ---------------------------------------------------------------- Pyro programs
     def _model(self, y: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -275,26 +284,17 @@ class DeepMarkovModel(SequenceModel):
         optim = ClippedAdam({"lr": learning_rate, "clip_norm": clip_norm})
         svi = SVI(self._model, self._guide, optim, loss=Trace_ELBO())
         val = self._standardise(val_seqs) if val_seqs is not None else None
-        n = len(seqs)
         good = copy.deepcopy(net.state_dict())
         best, best_loss, since_best = None, math.inf, 0
         bar = progress_bar(max_epochs, progress, desc=self.name)
         try:
             with pyro.get_param_store().scope():
                 for epoch in range(max_epochs):
-                    total = 0.0
-                    for idx in torch.randperm(n).split(batch_size):
-                        idx = idx.to(len_all.device)
-                        lengths = len_all[idx]
-                        loss = svi.step(y_all[idx, : int(lengths.max())], lengths)
-                        bad = not math.isfinite(loss) or any(
-                            not torch.isfinite(p).all() for p in net.parameters()
-                        )
-                        if bad:
-                            net.load_state_dict(good)
-                            self._diverged(epoch)
-                            return
-                        total += loss
+                    total = self._epoch(svi, y_all, len_all, batch_size)
+                    if total is None:  # diverged: back to the last finished epoch
+                        net.load_state_dict(good)
+                        self._diverged(epoch)
+                        break
                     train_loss = total / seqs.num_steps - jac
                     self.history["train_loss"].append(train_loss)
                     good = copy.deepcopy(net.state_dict())
@@ -317,6 +317,21 @@ class DeepMarkovModel(SequenceModel):
         if best is not None:
             net.load_state_dict(best)
 
+    def _epoch(self, svi: SVI, y_all: torch.Tensor, len_all: torch.Tensor,
+               batch_size: int) -> float | None:
+        """One SVI pass over shuffled minibatches: the summed loss, None if it diverged."""
+        total = 0.0
+        for idx in torch.randperm(len(len_all)).split(batch_size):
+            idx = idx.to(len_all.device)
+            lengths = len_all[idx]
+            loss = svi.step(y_all[idx, : int(lengths.max())], lengths)
+            if not math.isfinite(loss) or any(
+                not torch.isfinite(p).all() for p in self.net.parameters()
+            ):
+                return None
+            total += loss
+        return total
+
     def _diverged(self, epoch: int) -> None:
         if epoch == 0:
             raise FloatingPointError(
@@ -327,7 +342,7 @@ class DeepMarkovModel(SequenceModel):
             f"{self.name} fit diverged (NaN/inf ELBO) in epoch {epoch + 1}; stopped and kept "
             f"the weights after epoch {epoch}",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=6,  # _diverged, _train, _fit_fresh, _fit, SequenceModel.fit, caller
         )
 
     # ---------------------------------------------------------------- evaluation
