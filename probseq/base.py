@@ -137,7 +137,7 @@ class SequenceModel(abc.ABC):
 
     def _fit_num_symbols(self, seqs: Sequences) -> int:
         """V for a fit: the constructor's ``num_symbols``, checked, or inferred from data."""
-        observed = int(seqs.values[seqs.mask].max()) + 1
+        observed = int(seqs.values.max()) + 1  # padding is stored as 0
         if self.num_symbols is None:
             return observed
         check_sequences(seqs, model=self.name, num_symbols=self.num_symbols)

@@ -71,7 +71,7 @@ def _to_numpy(x: Any, index: int) -> np.ndarray:
     return arr
 
 
-def _check_one(arr: np.ndarray, index: int) -> None:
+def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
     if arr.ndim == 0:
         raise ValueError(f"sequence {index} is a scalar, not a sequence")
     if arr.ndim > 2:
@@ -90,7 +90,7 @@ def _check_one(arr: np.ndarray, index: int) -> None:
             raise ValueError(
                 f"sequence {index} contains {what} (first non-finite value at step {step})"
             )
-    else:
+    elif symbols:
         if arr.ndim != 1:
             raise ValueError(
                 f"sequence {index} is a 2-D integer array {tuple(arr.shape)}; symbol sequences "
@@ -141,11 +141,11 @@ class Sequences:
         arrays = [_to_numpy(s, i) for i, s in enumerate(sequences)]
         if not arrays:
             raise ValueError("no sequences were given (an empty list)")
-        for i, a in enumerate(arrays):
-            _check_one(a, i)
         is_float = [a.dtype.kind == "f" for a in arrays]
         if kind is None:
             kind = "continuous" if any(is_float) else "discrete"
+        for i, a in enumerate(arrays):
+            _check_one(a, i, symbols=kind != "continuous")
         if kind in ("discrete", "count"):
             for i, f in enumerate(is_float):
                 if f:

@@ -118,3 +118,10 @@ def test_round_trip_property(lists):
     assert s.values[~s.mask].eq(0).all()
     again = Sequences.from_padded(s.values, s.lengths)
     assert again == s
+
+
+def test_negative_integers_are_fine_as_reals():
+    s, _ = as_sequences([[-5, 3], [2]], "continuous")
+    assert s.values.dtype == torch.float64 and s[0].tolist() == [-5.0, 3.0]
+    s2, _ = as_sequences([np.array([[-1, 2], [3, -4]])], "continuous")
+    assert s2.dim == 2
