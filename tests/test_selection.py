@@ -31,11 +31,11 @@ def test_markov_order_by_bic():
 
 def test_hmm_states_by_bic():
     seqs, _ = datasets.gaussian_hmm(
-        30, 200, initial=(0.4, 0.3, 0.3),
+        20, 150, initial=(0.4, 0.3, 0.3),
         transition=((0.9, 0.05, 0.05), (0.05, 0.9, 0.05), (0.05, 0.05, 0.9)),
         means=(-3.0, 0.0, 3.0), stds=(0.5, 0.5, 0.5), seed=3)
     sel = selection.select_hmm_states(seqs, num_states=range(1, 5), emission="gaussian",
-                                      fit_options={"seed": 0, "max_epochs": 50})
+                                      fit_options={"seed": 0, "max_epochs": 30, "num_restarts": 2})
     assert sel.best == 3
 
 
