@@ -83,6 +83,13 @@ class CovarianceSequence:
         """``[T]`` int64: the entry that step ``t`` uses."""
         return torch.arange(num_steps).clamp(max=self.num_unique - 1)
 
+    def per_step(self, x: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """``x[index(T)]`` for ``x [U, ...]``, built without a gather (slow on CPU)."""
+        U = self.num_unique
+        if num_steps <= U:
+            return x[:num_steps]
+        return torch.cat([x[: U - 1], x[U - 1 :].expand(num_steps - U + 1, *x.shape[1:])])
+
 
 @dataclass
 class FilterResult:
@@ -99,6 +106,13 @@ class FilterResult:
     filt_mean: torch.Tensor
     pred_mean: torch.Tensor
     covs: CovarianceSequence
+
+
+def _times(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """``x @ M.T`` over the last axis; a plain product when M is 1 x 1 (much faster)."""
+    if M.shape == (1, 1):
+        return x * M[0, 0]
+    return x @ M.T
 
 
 def _sym(m: torch.Tensor) -> torch.Tensor:
@@ -237,11 +251,14 @@ def filtered_means(
     N, T, _ = y.shape
     S = A.shape[0]
     U = covs.num_unique
-    idx = covs.index(T)
     eye = torch.eye(S, dtype=A.dtype)
     K = covs.gain  # [U, S, D]
     L = (eye - K @ C) @ A  # [U, S, S]; L_t for t >= 1
-    u = torch.einsum("tsd,ntd->nts", K[idx], y)  # [N, T, S]
+    K_t = covs.per_step(K, T)  # [T, S, D]
+    if K.shape[1:] == (1, 1):
+        u = y * K_t[:, 0]  # [N, T, 1]
+    else:
+        u = torch.einsum("tsd,ntd->nts", K_t, y)  # [N, T, S]
     mu0 = (eye - K[0] @ C) @ initial_mean  # the prior's share of m_0
     t_steady = max(U - 1, 1) if covs.steady else T
     t_loop = min(t_steady, T)
@@ -260,9 +277,7 @@ def filtered_means(
         if t_loop < T:
             rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
             filt = torch.cat([filt, rest], dim=1)
-    pred = torch.cat(
-        [initial_mean.expand(N, 1, S), filt[:, :-1] @ A.T], dim=1
-    )
+    pred = torch.cat([initial_mean.expand(N, 1, S), _times(filt[:, :-1], A)], dim=1)
     return filt, pred
 
 
@@ -295,15 +310,14 @@ def _innovation_log_prob(
 ) -> torch.Tensor:
     """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)``."""
     T, D = y.shape[1], y.shape[2]
-    idx = covs.index(T)
-    v = y - pred_mean @ C.T  # [N, T, D]
+    v = y - _times(pred_mean, C)  # [N, T, D]
     if D == 1:
-        f = covs.innov_cov[:, 0, 0]
-        return -0.5 * (_LOG_2PI + torch.log(f)[idx] + v[..., 0] ** 2 / f[idx])
+        f = covs.per_step(covs.innov_cov[:, 0, 0], T)
+        return -0.5 * (_LOG_2PI + torch.log(f) + v[..., 0] ** 2 / f)
     chol = torch.linalg.cholesky(covs.innov_cov)  # [U, D, D]
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    white = torch.linalg.solve_triangular(chol[idx], v.unsqueeze(-1), upper=False)
-    return -0.5 * (D * _LOG_2PI + logdet[idx] + white.squeeze(-1).pow(2).sum(-1))
+    white = torch.linalg.solve_triangular(covs.per_step(chol, T), v.unsqueeze(-1), upper=False)
+    return -0.5 * (D * _LOG_2PI + covs.per_step(logdet, T) + white.squeeze(-1).pow(2).sum(-1))
 
 
 def kalman_filter(
