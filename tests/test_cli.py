@@ -1,0 +1,62 @@
+"""The command line: the main job's outputs, its options and its refusals."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from probseq.cli import main
+
+
+def test_compare_writes_table_report_and_figures(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["compare", "--dataset", "nile", "--models", "ar1,local_level",
+                 "--out", str(out), "--seed", "1"]) == 0
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert set(table.index) == {"ar1", "local_level"}
+    for col in ("log_lik", "nats_per_step", "aic", "bic", "delta_vs_best", "delta_se", "exact"):
+        assert col in table
+    assert table["delta_vs_best"].iloc[0] == 0 and table["delta_vs_best"].iloc[1] <= 0
+    report = (out / "report.md").read_text()
+    assert "Best model" in report and "comparison.png" in report
+    for fig in ("comparison.png", "step_log_lik.png", "samples.png", "forecast.png"):
+        assert (out / fig).stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "ar1" in printed and "local_level" in printed
+
+
+def test_compare_on_text_with_markov_models(tmp_path):
+    out = tmp_path / "text"
+    assert main(["compare", "--dataset", "text", "--models", "markov1,markov3",
+                 "--out", str(out), "--no-plots"]) == 0
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert "bits_per_step" in table and table.index[0] == "markov3"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--models", "nonsense"], "unknown model"),
+        (["compare", "--dataset", "nope"], "invalid choice"),
+        (["compare", "--seed", "x"], "invalid int"),
+        (["compare", "--dataset", "text", "--models", "ar1"], "unknown model"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_help_and_listings(capsys):
+    res = subprocess.run([sys.executable, "-m", "probseq", "--help"], capture_output=True,
+                         text=True, check=True)
+    for command in ("compare", "models", "datasets"):
+        assert command in res.stdout
+    assert main(["models"]) == 0 and main(["datasets"]) == 0
+    listed = capsys.readouterr().out
+    assert "continuous:" in listed and "markov1" in listed and "nile" in listed
