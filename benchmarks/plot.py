@@ -21,6 +21,7 @@ def plot_scaling(curves: list[ScalingCurve], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     axes_names = sorted({c.axis for c in curves}, key=lambda a: "TN".find(a))
     fig, axes = plt.subplots(1, len(axes_names), figsize=(5.5 * len(axes_names), 4.2),
@@ -28,10 +29,15 @@ def plot_scaling(curves: list[ScalingCurve], path: Path) -> Path | None:
     for ax, axis in zip(axes[0], axes_names, strict=True):
         for c in (c for c in curves if c.axis == axis):
             (line,) = ax.loglog(c.sizes, c.seconds, "o-",
-                                label=f"{c.task} ({c.fixed}), slope {c.slope:.2f}")
+                                label=f"{c.task} ({c.fixed}), slope {c.slope:.2f} "
+                                f"(upper half {c.upper_slope:.2f})")
             x0, y0 = c.sizes[0], c.seconds[0]
             ax.loglog([x0, c.sizes[-1]], [y0, y0 * c.sizes[-1] / x0], ":",
                       color=line.get_color(), alpha=0.6)
+        sizes = sorted({s for c in curves if c.axis == axis for s in c.sizes})
+        ax.set_xticks(sizes)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{axis} ({'sequence length' if axis == 'T' else 'number of sequences'})")
         ax.set_ylabel("seconds per log_prob call (median)")
         ax.set_title(f"time against {axis} (dotted: linear)")
