@@ -520,7 +520,7 @@ class HiddenMarkovModel(SequenceModel):
                 opt.zero_grad()
                 loss = -total() / steps
                 loss.backward()
-                history.append(-float(loss) * steps)
+                history.append(-loss.item() * steps)
                 bar.update(1)
                 return loss
 
@@ -544,7 +544,7 @@ class HiddenMarkovModel(SequenceModel):
                 loss.backward()
                 opt.step()
                 bar.update(1)
-                history.append(-float(loss) * steps)  # at the parameters before this step
+                history.append(-loss.item() * steps)  # at the parameters before this step
                 if len(history) > 1 and abs(history[-1] - history[-2]) < tol * steps:
                     break
         with torch.no_grad():

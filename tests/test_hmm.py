@@ -1,0 +1,469 @@
+"""HiddenMarkovModel against independent references: hmmlearn, Pyro's DiscreteHMM, brute-force
+enumeration of sequences and state paths, numerical integration, and statistical checks."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from probseq import HiddenMarkovModel, Sequences, load
+from probseq.hmm import inference
+
+hmm = pytest.importorskip("hmmlearn.hmm")
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These small recursions run one torch op per step; on a busy machine a second
+    # intra-op thread makes each op wait for a descheduled worker (seen: 6x slower).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _random_params(k: int, v: int, seed: int, sticky: float = 0.0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    dirichlet = torch._sample_dirichlet
+    initial = dirichlet(torch.ones(k, dtype=F64), generator=g)
+    transition = dirichlet(torch.ones(k, k, dtype=F64) + sticky * torch.eye(k, dtype=F64),
+                           generator=g)
+    emission = dirichlet(torch.ones(k, v, dtype=F64), generator=g)
+    return {"initial": initial, "transition": transition, "emission": emission}
+
+
+def _categorical(k=3, v=4, seed=0, **kw) -> HiddenMarkovModel:
+    return HiddenMarkovModel.from_params(**_random_params(k, v, seed, **kw))
+
+
+def _gaussian(covariance_type="full", seed=0, k=3, d=2) -> HiddenMarkovModel:
+    p = _random_params(k, 2, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    means = 2.0 * torch.randn(k, d, dtype=F64, generator=g)
+    a = torch.randn(k, d, d, dtype=F64, generator=g)
+    cov = a @ a.transpose(-1, -2) + 0.5 * torch.eye(d, dtype=F64)
+    if covariance_type == "diag":
+        cov = torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    return HiddenMarkovModel.from_params(initial=p["initial"], transition=p["transition"],
+                                         means=means, covariances=cov,
+                                         covariance_type=covariance_type)
+
+
+def _poisson(seed=0, k=3) -> HiddenMarkovModel:
+    p = _random_params(k, 2, seed)
+    return HiddenMarkovModel.from_params(initial=p["initial"], transition=p["transition"],
+                                         rates=torch.tensor([0.5, 3.0, 9.0][:k], dtype=F64))
+
+
+def _hmmlearn(model: HiddenMarkovModel):
+    p = model.params
+    k = model.num_states
+    if model.emission == "categorical":
+        ref = hmm.CategoricalHMM(k, implementation="scaling")
+        ref.n_features = p["emission"].shape[1]
+        ref.emissionprob_ = p["emission"].numpy()
+    elif model.emission == "gaussian":
+        ref = hmm.GaussianHMM(k, covariance_type=model.covariance_type, implementation="scaling")
+        ref.means_ = p["means"].numpy()
+        cov = p["covariances"].numpy()
+        # hmmlearn's covars_ setter takes [K, D] diagonals for "diag", [K, D, D] for "full".
+        ref.covars_ = np.diagonal(cov, axis1=1, axis2=2) if model.covariance_type == "diag" else cov
+    else:
+        ref = hmm.PoissonHMM(k, implementation="scaling")
+        ref.lambdas_ = p["rates"].numpy()[:, None]
+    ref.startprob_ = p["initial"].numpy()
+    ref.transmat_ = p["transition"].numpy()
+    return ref
+
+
+def _concat(seqs: Sequences) -> tuple[np.ndarray, list[int]]:
+    xs = [s.numpy() for s in seqs.to_list()]
+    x = np.concatenate([a.reshape(a.shape[0], -1) for a in xs])
+    return x, [a.shape[0] for a in xs]
+
+
+MODELS = {
+    "categorical": lambda: _categorical(3, 4, 0),
+    "gaussian_full": lambda: _gaussian("full"),
+    "gaussian_diag": lambda: _gaussian("diag"),
+    "poisson": lambda: _poisson(),
+}
+
+
+# ------------------------------------------------------------------------ references
+@pytest.mark.parametrize("name", list(MODELS))
+def test_matches_hmmlearn(name):
+    model = MODELS[name]()
+    seqs = model.sample(6, 40, seed=1)
+    seqs = Sequences.from_list([s[: 10 + 5 * i] for i, s in enumerate(seqs.to_list())])
+    ref = _hmmlearn(model)
+    x, lengths = _concat(seqs)
+    lp = model.log_prob(seqs)
+    ref_lp = [ref.score(x[sum(lengths[:i]): sum(lengths[: i + 1])]) for i in range(len(lengths))]
+    np.testing.assert_allclose(lp.numpy(), ref_lp, rtol=1e-10, atol=1e-8)
+    paths = model.most_likely_states(seqs)
+    post = model.smoother(seqs)
+    ref_post = ref.predict_proba(x, lengths)
+    ref_path = ref.decode(x, lengths, algorithm="viterbi")[1]
+    mask = seqs.mask
+    np.testing.assert_array_equal(paths[mask].numpy(), ref_path)
+    np.testing.assert_allclose(post[mask].numpy(), ref_post, atol=1e-8)
+    assert (paths[~mask] == -1).all() and (post[~mask] == 0).all()
+
+
+def _pyro_discrete_hmm(model: HiddenMarkovModel, steps: int):
+    """Pyro's DiscreteHMM at the same parameters.
+
+    Pyro's ``initial_logits`` are of the state BEFORE the first observation: it draws z_0 from
+    them, then z_1 ~ transition[z_0], then x_1 ~ emission(z_1). Our ``initial`` is of z_1. So
+    the first of T time-dependent transition matrices has every row equal to ``initial``
+    (z_1 ~ initial whatever z_0 is), and the other T-1 are the model's transition matrix.
+    """
+    import pyro.distributions as dist
+
+    p = model.params
+    k = model.num_states
+    trans = torch.log(p["transition"]).expand(steps, k, k).clone()
+    trans[0] = torch.log(p["initial"]).expand(k, k)
+    if model.emission == "categorical":
+        obs = dist.Categorical(probs=p["emission"])
+    elif model.emission == "gaussian":
+        obs = dist.MultivariateNormal(p["means"], covariance_matrix=p["covariances"])
+    else:
+        obs = dist.Poisson(p["rates"])
+    return dist.DiscreteHMM(torch.zeros(k, dtype=F64), trans, obs)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_matches_pyro_discrete_hmm(name):
+    model = MODELS[name]()
+    seqs = model.sample(4, 30, seed=2)
+    ref = _pyro_discrete_hmm(model, 30)
+    values = seqs.values.to(F64) if model.emission == "poisson" else seqs.values
+    torch.testing.assert_close(model.log_prob(seqs), ref.log_prob(values), rtol=1e-10, atol=1e-9)
+
+
+def test_discrete_probabilities_sum_to_one():
+    model = _categorical(3, 3, seed=4)
+    all_seqs = Sequences.from_padded(
+        np.array(list(itertools.product(range(3), repeat=4)), dtype=np.int64))
+    total = torch.logsumexp(model.log_prob(all_seqs), 0)
+    assert abs(float(total)) < 1e-12
+
+
+def _enumerate_paths(model: HiddenMarkovModel, x: torch.Tensor):
+    """Brute force over all K^T state paths: joint log p(z, x) per path."""
+    p = model.params
+    k, steps = model.num_states, x.shape[0]
+    paths = torch.tensor(list(itertools.product(range(k), repeat=steps)))
+    log_e = torch.log(p["emission"])[:, x]  # [K, T]
+    lj = torch.log(p["initial"])[paths[:, 0]] + log_e[paths[:, 0], 0]
+    for t in range(1, steps):
+        lj = lj + torch.log(p["transition"])[paths[:, t - 1], paths[:, t]] + log_e[paths[:, t], t]
+    return paths, lj
+
+
+def test_path_enumeration_log_prob_filter_smoother_viterbi():
+    model = _categorical(3, 4, seed=5)
+    x = torch.tensor([0, 3, 1, 1, 2])
+    paths, lj = _enumerate_paths(model, x)
+    torch.testing.assert_close(model.log_prob(x), torch.logsumexp(lj, 0), rtol=1e-12, atol=0)
+    post = torch.exp(lj - torch.logsumexp(lj, 0))
+    smooth = torch.stack([torch.zeros(3, dtype=F64).index_add_(0, paths[:, t], post)
+                          for t in range(5)])
+    torch.testing.assert_close(model.smoother(x), smooth, rtol=0, atol=1e-12)
+    filt = []
+    for t in range(5):
+        sub_paths, sub_lj = _enumerate_paths(model, x[: t + 1])
+        w = torch.exp(sub_lj - torch.logsumexp(sub_lj, 0))
+        filt.append(torch.zeros(3, dtype=F64).index_add_(0, sub_paths[:, t], w))
+    torch.testing.assert_close(model.filter(x), torch.stack(filt), rtol=0, atol=1e-12)
+    assert model.most_likely_states(x).tolist() == paths[int(lj.argmax())].tolist()
+    steps = model.log_prob_steps(x)
+    prefix_lp = [float(torch.logsumexp(_enumerate_paths(model, x[: t + 1])[1], 0))
+                 for t in range(5)]
+    np.testing.assert_allclose(steps.numpy(), np.diff([0.0] + prefix_lp), rtol=1e-12)
+
+
+def test_gaussian_t2_density_integrates_to_one():
+    model = HiddenMarkovModel.from_params(
+        initial=[0.3, 0.7], transition=[[0.8, 0.2], [0.4, 0.6]], means=[-1.0, 2.5],
+        covariances=[0.7, 1.8])
+    grid = np.linspace(-14.0, 17.0, 400)
+    x1, x2 = np.meshgrid(grid, grid, indexing="ij")
+    pairs = np.stack([x1.ravel(), x2.ravel()], 1)
+    dens = torch.exp(model.log_prob(Sequences.from_padded(pairs))).numpy().reshape(400, 400)
+    integral = np.trapezoid(np.trapezoid(dens, grid, axis=1), grid)
+    assert abs(integral - 1.0) < 1e-8
+
+
+# ------------------------------------------------------------------------ fast paths
+@pytest.mark.parametrize("sticky", [0.0, 500.0])
+def test_chunked_scans_equal_plain_recursion(sticky):
+    # sticky=500 makes a chain that barely forgets, so the speculative scan must fall back.
+    model = _categorical(4, 5, seed=6, sticky=sticky)
+    p = model.params
+    x = torch.randint(5, (3, 3000), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([3000, 2100, 777])
+    log_lik = torch.log(p["emission"]).T[x]
+    plain, filt = inference.hmm_filter(p["initial"], p["transition"], log_lik, lengths, 0)
+    for method in ("speculative", "products"):
+        b, m = inference.emission_scale(log_lik, inference._mask(lengths, 3000))
+        u, c = inference.scan(p["initial"], p["transition"], b, 64, lengths, method)
+        steps = torch.where(inference._mask(lengths, 3000), torch.log(c) + m, 0.0)
+        torch.testing.assert_close(steps, plain, rtol=1e-12, atol=1e-12)
+        mask = inference._mask(lengths, 3000)
+        torch.testing.assert_close(u[mask], filt[mask], rtol=0, atol=1e-12)
+    post0 = inference.hmm_posteriors(p["initial"], p["transition"], log_lik, lengths, 0)
+    post1 = inference.hmm_posteriors(p["initial"], p["transition"], log_lik, lengths, 100)
+    for key in ("smoothed", "transition_counts", "initial_counts", "log_prob"):
+        torch.testing.assert_close(post1[key], post0[key], rtol=1e-10, atol=1e-10)
+
+
+def test_long_sequence_finite_and_exact():
+    model = _categorical(4, 6, seed=7)
+    x = torch.randint(6, (100_000,), generator=torch.Generator().manual_seed(1))
+    lp = model.log_prob(x)
+    assert torch.isfinite(lp)
+    ref = _hmmlearn(model).score(x.numpy()[:, None])
+    assert abs(float(lp) - ref) < 1e-9 * abs(ref)
+    steps = model.log_prob_steps(x)
+    assert abs(float(steps.sum() - lp)) < 1e-9 * abs(ref)
+    model.chunk_size = 300
+    p = model.params
+    log_lik = torch.log(p["emission"]).T[x[None]]
+    b, m = inference.emission_scale(log_lik, torch.ones(1, 100_000, dtype=torch.bool))
+    _, c = inference.scan(p["initial"], p["transition"], b, 300, None, "products")
+    torch.testing.assert_close(steps, (torch.log(c) + m)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_zeros_in_parameters():
+    model = HiddenMarkovModel.from_params(
+        initial=[1.0, 0.0, 0.0],
+        transition=[[0.0, 1.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]],
+        emission=[[1.0, 0.0, 0.0], [0.0, 0.6, 0.4], [0.0, 0.0, 1.0]])
+    # Possible sequences: exact against path enumeration.
+    for x in ([0, 1, 2, 2], [0, 2, 2, 0, 1], [0, 1, 1]):
+        xt = torch.tensor(x)
+        _, lj = _enumerate_paths(model, xt)
+        assert float(model.log_prob(xt)) == pytest.approx(float(torch.logsumexp(lj, 0)),
+                                                          rel=1e-12)
+        torch.testing.assert_close(model.smoother(xt).sum(-1), torch.ones(len(x), dtype=F64))
+    # Impossible sequences: -inf, never NaN, in every output.
+    bad = [torch.tensor([1, 1, 2]), torch.tensor([0, 0, 1, 2])]
+    lp = model.log_prob(bad)
+    assert torch.isneginf(lp).all()
+    steps = model.log_prob_steps(bad)
+    assert not torch.isnan(steps).any() and torch.isneginf(steps[0, 0]) and steps[1, 0] == 0
+    for out in (model.filter(bad), model.smoother(bad)):
+        assert not torch.isnan(out).any()
+    # The same through the chunked scan on a long sequence impossible near its end.
+    long = torch.tensor([0] + [1, 2, 2, 0] * 1500 + [1, 1, 0])
+    lp_long = model.log_prob(long)
+    assert torch.isneginf(lp_long)
+    assert torch.isfinite(model.log_prob(long[:-1]))
+
+
+# ------------------------------------------------------------------------ protocol
+def test_steps_sum_padding_order_and_batching():
+    model = _gaussian("full", seed=8)
+    seqs = model.sample(5, 30, seed=3).to_list()
+    seqs = [s[: 8 + 4 * i] for i, s in enumerate(seqs)]
+    batch = model.log_prob(seqs)
+    steps = model.log_prob_steps(seqs)
+    torch.testing.assert_close(steps.sum(-1), batch, rtol=1e-12, atol=1e-12)
+    one_by_one = torch.stack([model.log_prob(s) for s in seqs])
+    torch.testing.assert_close(batch, one_by_one, rtol=1e-12, atol=1e-12)
+    rev = model.log_prob(seqs[::-1])
+    torch.testing.assert_close(rev, batch.flip(0), rtol=1e-12, atol=1e-12)
+    values = Sequences.from_list(seqs).values.clone()
+    noisy = values + 1e6 * (~Sequences.from_list(seqs).mask)[..., None]
+    lengths = [s.shape[0] for s in seqs]
+    torch.testing.assert_close(model.log_prob(Sequences.from_padded(noisy, lengths)), batch,
+                               rtol=0, atol=0)
+    torch.testing.assert_close(model.smoother(Sequences.from_padded(noisy, lengths)),
+                               model.smoother(seqs), rtol=0, atol=1e-12)
+
+
+def test_bad_input_and_bad_params():
+    model = _categorical(3, 4)
+    with pytest.raises(ValueError, match="symbol 7"):
+        model.log_prob([0, 1, 7])
+    with pytest.raises(ValueError, match="integer"):
+        model.log_prob(np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        model.log_prob([np.array([], dtype=np.int64)])
+    with pytest.raises(ValueError, match="sum to 1"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.6], transition=np.eye(2),
+                                      emission=[[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="negative"):
+        HiddenMarkovModel.from_params(initial=[1.5, -0.5], transition=np.eye(2),
+                                      emission=[[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="transition"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(3) / 1.0,
+                                      emission=[[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="positive definite"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                      means=np.zeros((2, 2)),
+                                      covariances=np.stack([np.eye(2), -np.eye(2)]))
+    with pytest.raises(ValueError, match="symmetric"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                      means=np.zeros((2, 2)),
+                                      covariances=np.array([[[1.0, 0.5], [0.0, 1.0]]] * 2))
+    with pytest.raises(ValueError, match="non-negative"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2), rates=[1, -1])
+    with pytest.raises(ValueError, match="emission"):
+        HiddenMarkovModel(2, emission="binomial")
+    gauss = _gaussian("full")
+    with pytest.raises(ValueError, match="D=2"):
+        gauss.log_prob(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        gauss.log_prob(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="non-negative|negative"):
+        _poisson().log_prob([1, -2, 3])
+
+
+def test_save_load_reproduces(tmp_path):
+    for name, make in MODELS.items():
+        model = make()
+        seqs = model.sample(3, 20, seed=4)
+        model.save(tmp_path / f"{name}.pt")
+        again = load(tmp_path / f"{name}.pt")
+        assert torch.equal(again.log_prob(seqs), model.log_prob(seqs))
+        assert again.num_params == model.num_params
+
+
+def test_num_params():
+    assert _categorical(3, 4).num_params == 2 + 6 + 9
+    assert _gaussian("full", k=3, d=2).num_params == 2 + 6 + 3 * (2 + 3)
+    assert _gaussian("diag", k=3, d=2).num_params == 2 + 6 + 3 * (2 + 2)
+    assert _poisson(k=3).num_params == 2 + 6 + 3
+
+
+# ------------------------------------------------------------------------ sampling
+def test_sampler_frequencies_match_log_prob():
+    model = _categorical(2, 2, seed=9)
+    seqs = model.sample(20_000, 3, seed=5)
+    codes = (seqs.values * torch.tensor([4, 2, 1])).sum(-1)
+    freq = torch.bincount(codes, minlength=8).to(F64) / 20_000
+    all_seqs = Sequences.from_padded(np.array(list(itertools.product(range(2), repeat=3))))
+    probs = torch.exp(model.log_prob(all_seqs))
+    assert 0.5 * float((freq - probs).abs().sum()) < 0.03
+
+
+def test_sample_with_prefix_and_states():
+    model = _categorical(3, 4, seed=10, sticky=3.0)
+    prefix = torch.tensor([0, 2, 2, 1])
+    seqs, states = model.sample(4000, 6, prefix=prefix, seed=6, return_states=True)
+    assert (seqs.values[:, :4] == prefix).all()
+    assert states.shape == (4000, 6) and states.dtype == torch.int64
+    # The state at the prefix's end follows the filtered distribution there.
+    freq = torch.bincount(states[:, 3], minlength=3).to(F64) / 4000
+    torch.testing.assert_close(freq, model.filter(prefix)[-1], rtol=0, atol=0.03)
+    # The next observation follows the one-step predictive distribution.
+    pred = model.filter(prefix)[-1] @ model.params["transition"] @ model.params["emission"]
+    freq_x = torch.bincount(seqs.values[:, 4], minlength=4).to(F64) / 4000
+    torch.testing.assert_close(freq_x, pred, rtol=0, atol=0.03)
+    gauss, gstates = _gaussian("full").sample(3, 5, seed=1, return_states=True)
+    assert gauss.values.shape == (3, 5, 2) and gstates.shape == (3, 5)
+
+
+# ------------------------------------------------------------------------ fitting
+@pytest.mark.parametrize("name", list(MODELS))
+def test_em_never_decreases(name):
+    truth = MODELS[name]()
+    seqs = truth.sample(20, 60, seed=7)
+    model = HiddenMarkovModel(3, truth.emission, covariance_type=truth.covariance_type)
+    model._prepare_data_shape(seqs)
+    torch.manual_seed(0)
+    params = model._random_params(seqs)
+    lls = []
+    for _ in range(25):
+        stats = model.expected_stats(seqs, params)
+        lls.append(float(stats["log_lik"]))
+        params = model.maximize(stats, params)
+    diffs = np.diff(lls)
+    assert (diffs >= -1e-9 * abs(lls[-1])).all(), diffs.min()
+    assert lls[-1] > lls[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(seqs, seed=1, num_restarts=1, max_epochs=30, tol=0.0)
+    assert np.all(np.diff(model.history_) > 0)
+
+
+def test_em_reaches_true_held_out_likelihood():
+    truth = HiddenMarkovModel.from_params(
+        initial=[0.6, 0.4], transition=[[0.9, 0.1], [0.2, 0.8]],
+        emission=[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    train = truth.sample(100, 100, seed=11)
+    test = truth.sample(100, 100, seed=12)
+    model = HiddenMarkovModel(2).fit(train, seed=0, num_restarts=2)
+    per_step = float(model.log_prob(test).sum()) / test.num_steps
+    true_per_step = float(truth.log_prob(test).sum()) / test.num_steps
+    assert per_step > true_per_step - 0.01
+    assert model.restart_log_likelihoods_ and len(model.restart_log_likelihoods_) == 2
+
+
+def test_gaussian_and_poisson_fit_recover_truth():
+    truth = _gaussian("full", seed=3, k=2)
+    train = truth.sample(30, 100, seed=1)
+    test = truth.sample(30, 100, seed=2)
+    model = HiddenMarkovModel(2, "gaussian").fit(train, seed=0, num_restarts=2)
+    gap = (float(truth.log_prob(test).sum()) - float(model.log_prob(test).sum())) / 3000
+    assert gap < 0.01
+    ptruth = _poisson(k=2)
+    ptrain = ptruth.sample(30, 100, seed=3)
+    pm = HiddenMarkovModel(2, "poisson").fit(ptrain, seed=0)
+    torch.testing.assert_close(pm.params["rates"].sort().values, ptruth.params["rates"],
+                               rtol=0.15, atol=0.0)
+
+
+def test_gradient_fit_matches_em():
+    truth = _categorical(2, 3, seed=12)
+    seqs = truth.sample(20, 40, seed=1)
+    em = HiddenMarkovModel(2).fit(seqs, seed=0, num_restarts=2)
+    for optimizer, epochs, lr in (("lbfgs", 30, None), ("adam", 80, 0.1)):
+        gd = HiddenMarkovModel(2).fit(seqs, seed=0, method="gradient", optimizer=optimizer,
+                                      max_epochs=epochs, num_restarts=1, learning_rate=lr)
+        gap = (float(em.log_prob(seqs).sum()) - float(gd.log_prob(seqs).sum())) / seqs.num_steps
+        assert gap < 0.01
+
+
+def test_degenerate_fits_stay_finite():
+    const = [np.zeros(30, dtype=np.int64) for _ in range(3)]
+    model = HiddenMarkovModel(4, num_symbols=3).fit(const, seed=0, num_restarts=2)
+    assert all(torch.isfinite(v).all() for v in model.params.values())
+    assert float(model.log_prob(const).sum()) == pytest.approx(0.0, abs=1e-9)
+    x = [np.r_[np.zeros(20), np.linspace(0, 1, 20)] for _ in range(2)]
+    g = HiddenMarkovModel(3, "gaussian").fit(x, seed=0, num_restarts=1, max_epochs=40)
+    assert all(torch.isfinite(v).all() for v in g.params.values())
+    assert torch.isfinite(g.log_prob(x)).all()
+
+
+def test_pyro_svi_map_is_meaningful():
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoDelta, init_to_sample
+
+    truth = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.1, 0.9]],
+        emission=[[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    data = truth.sample(10, 40, seed=3)
+    model = HiddenMarkovModel(2, num_symbols=3)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoDelta(model.pyro_model, init_loc_fn=init_to_sample)  # breaks state symmetry
+    svi = SVI(model.pyro_model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    losses = [svi.step(data) for _ in range(300)]
+    assert losses[-1] < losses[0]
+    est = guide.median()
+    fitted = HiddenMarkovModel.from_params(**{k: est[k].detach() for k in
+                                              ("initial", "transition", "emission")})
+    gap = (float(truth.log_prob(data).sum()) - float(fitted.log_prob(data).sum()))
+    assert gap / data.num_steps < 0.01
