@@ -28,6 +28,18 @@ class Categorical:
         return log_e[seqs.values.T].transpose(0, 1)
 
     @staticmethod
+    def scaled_lik(params: dict[str, torch.Tensor],
+                   seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, m)`` of :func:`probseq.hmm.inference.emission_scale` by one gather each."""
+        e = params["emission"]  # [K, V]
+        top = e.amax(0)  # [V]
+        ok = top > 0
+        b = (e / torch.where(ok, top, torch.ones((), dtype=top.dtype))).T  # [V, K]
+        m = torch.log(torch.where(ok, top, torch.ones((), dtype=top.dtype)))
+        x = seqs.values.T
+        return b[x].transpose(0, 1), m[x].T
+
+    @staticmethod
     def stats(seqs: Sequences, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Expected counts ``emission_counts [K, V]`` from posterior weights ``[N, T, K]``."""
         k = weights.shape[-1]

@@ -274,24 +274,34 @@ def _impossible_after(c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def hmm_filter(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.Tensor,
                lengths: torch.Tensor, chunk_size: int | None = None,
-               filtered: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+               filtered: bool = True,
+               scaled: tuple[torch.Tensor, torch.Tensor] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward pass: per-step conditionals and filtered marginals.
 
     Args:
         initial: ``[K]``.
         transition: ``[K, K]``.
-        log_lik: ``[N, T_max, K]``.
+        log_lik: ``[N, T_max, K]`` (ignored, may be None, when ``scaled`` is given).
         lengths: ``[N]``.
         chunk_size: see :func:`scan`.
         filtered: False skips the filtered marginals (returned as None).
+        scaled: optionally ``(b, m)`` as :func:`emission_scale` returns them, computed by
+            a faster route (padded steps may hold anything finite in ``[0, 1]``).
 
     Returns:
         ``(steps, filtered)``: ``steps [N, T_max]`` ``log p(x_t | x_<t)`` (0 at padding,
         ``-inf`` from the first impossible step on) and ``filtered [N, T_max, K]``
         ``P(z_t | x_<=t)`` (zero at padding and after an impossible step).
     """
-    mask = _mask(lengths, log_lik.shape[1])
-    b, m = emission_scale(log_lik, mask)
+    if scaled is None:
+        mask = _mask(lengths, log_lik.shape[1])
+        b, m = emission_scale(log_lik, mask)
+    else:
+        b, m = scaled
+        mask = _mask(lengths, b.shape[1])
+        if not bool(mask.all()):
+            b = torch.where(mask[..., None], b, torch.ones((), dtype=b.dtype))
     u, c = scan(initial, transition, b, chunk_size, lengths, filtered=filtered)
     dead = _impossible_after(c, mask)
     steps = _steps(c, m, mask, dead)

@@ -261,8 +261,14 @@ class HiddenMarkovModel(SequenceModel):
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
         p = self._params
-        steps, _ = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, seqs),
-                                        seqs.lengths, self.chunk_size, filtered=False)
+        if hasattr(self._em, "scaled_lik"):
+            steps, _ = inference.hmm_filter(p["initial"], p["transition"], None, seqs.lengths,
+                                            self.chunk_size, filtered=False,
+                                            scaled=self._em.scaled_lik(p, seqs))
+        else:
+            steps, _ = inference.hmm_filter(p["initial"], p["transition"],
+                                            self._log_lik(p, seqs), seqs.lengths,
+                                            self.chunk_size, filtered=False)
         return steps
 
     def _posteriors(self, seqs: Sequences,
