@@ -108,6 +108,10 @@ class SequenceNetwork(nn.Module):
                 size, hidden_size, num_layers, batch_first=True,
                 dropout=dropout if num_layers > 1 else 0.0,
             )
+            if cell == "lstm":  # forget gates start open (Jozefowicz et al., 2015)
+                with torch.no_grad():
+                    for layer in range(num_layers):
+                        getattr(self.core, f"bias_ih_l{layer}")[hidden_size: 2 * hidden_size] = 1.0
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_outputs)
 

@@ -1,0 +1,487 @@
+"""RecurrentModel: exactness (enumeration, numerical integration), ragged batches, the
+Jacobian of standardisation, learning a known source, sampling, save/load, bad input, the
+training loop's guards, and the long-range memory experiment.
+
+References are independent of the code under test: brute-force enumeration of all V^T
+sequences, scipy's Simpson rule on a grid, a forward recursion for the source HMM written
+here, torch.distributions for the emission densities, scipy.stats for the sampler.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+import probseq
+from probseq import NotFittedError, Sequences
+from probseq.recurrent import RecurrentModel, hidden_gradient_norms, long_range_experiment
+from probseq.recurrent import model as recurrent_model
+from probseq.recurrent.emissions import MIN_SCALE
+from probseq.recurrent.training import PaddedData, ShuffleSampler, train_network
+
+CELLS = ["rnn", "lstm", "gru", "transformer"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine is shared: one intra-op thread avoids oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _symbols(n, lo, hi, v=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(lo, hi + 1, (n,), generator=g)
+    return [torch.randint(0, v, (int(t),), generator=g) for t in lengths]
+
+
+def _ar1(n, t, seed=0, phi=0.8, dim=None):
+    """Stationary AR(1) sequences (mean 3, std 2): a strong dependence on the past."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, t) if dim is None else (n, t, dim)
+    eps = torch.randn(shape, generator=g, dtype=torch.float64)
+    x = torch.empty(shape, dtype=torch.float64)
+    x[:, 0] = eps[:, 0]
+    for s in range(1, t):
+        x[:, s] = phi * x[:, s - 1] + math.sqrt(1 - phi**2) * eps[:, s]
+    return list(3.0 + 2.0 * x)
+
+
+def _small(cell, **kw):
+    heads = {"num_heads": 2} if cell == "transformer" else {}
+    return RecurrentModel(cell=cell, hidden_size=8, **heads, **kw)
+
+
+@pytest.fixture(scope="module")
+def discrete_models():
+    """One briefly trained categorical model per cell (V=3)."""
+    data = _symbols(60, 2, 8)
+    return {c: _small(c).fit(data, max_epochs=3, seed=0, progress=False) for c in CELLS}
+
+
+# ------------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("cell", CELLS)
+def test_probabilities_sum_to_one_by_enumeration(cell, discrete_models):
+    m = discrete_models[cell]
+    # Every sequence of length 1, 2 and 3, shuffled into one ragged batch.
+    seqs = [torch.tensor(s) for t in (1, 2, 3) for s in itertools.product(range(3), repeat=t)]
+    order = torch.randperm(len(seqs), generator=torch.Generator().manual_seed(1)).tolist()
+    seqs = [seqs[i] for i in order]
+    p = m.log_prob(seqs).exp()
+    for t in (1, 2, 3):
+        total = sum(float(p[i]) for i, s in enumerate(seqs) if len(s) == t)
+        assert abs(total - 1.0) < 1e-12, (cell, t, total)
+    # Non-trivial: the probabilities differ across sequences of the same length.
+    assert p.max() - p.min() > 1e-3
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "mixture"])
+def test_two_step_density_integrates_to_one(emission):
+    data = _ar1(300, 6)
+    m = RecurrentModel(cell="gru", hidden_size=8, emission=emission).fit(
+        data, max_epochs=10, learning_rate=1e-2, seed=0, progress=False
+    )
+    # Simpson's rule on a grid of +-10 standard deviations of the data (mean 3, std 2).
+    grid = np.linspace(3 - 20, 3 + 20, 401)
+    x1, x2 = np.meshgrid(grid, grid, indexing="ij")
+    pairs = torch.from_numpy(np.stack([x1.ravel(), x2.ravel()], axis=1))
+    # The internal constructor: 160k full-length rows, no per-row conversion.
+    batch = Sequences(pairs, torch.full((len(pairs),), 2))
+    dens = m.log_prob(batch).exp().reshape(len(grid), len(grid)).numpy()
+    total = integrate.simpson(integrate.simpson(dens, x=grid, axis=1), x=grid)
+    assert abs(total - 1.0) < 1e-6, total
+    first = m.log_prob(Sequences.from_padded(torch.from_numpy(grid[:, None]))).exp().numpy()
+    assert abs(integrate.simpson(first, x=grid) - 1.0) < 1e-6
+    # Non-trivial: E[x_2 | x_1] moves with x_1 (the source's moves by 0.8 * 4 = 3.2).
+    cond = dens / first[:, None]
+    mean_given = integrate.simpson(cond * grid[None, :], x=grid, axis=1)
+    lo, hi = np.searchsorted(grid, [1.0, 5.0])
+    assert mean_given[hi] - mean_given[lo] > 1.0
+
+
+# ------------------------------------------------------------------------ ragged batches
+@pytest.fixture(scope="module")
+def mixture_model():
+    return RecurrentModel(cell="lstm", hidden_size=8, emission="mixture", num_components=2).fit(
+        _ar1(30, 7, dim=2), max_epochs=2, seed=0, progress=False
+    )
+
+
+def _ragged_checks(m, seqs, garbage):
+    steps = m.log_prob_steps(seqs)
+    total = m.log_prob(seqs)
+    torch.testing.assert_close(steps.sum(-1), total, rtol=0, atol=1e-10)
+    assert steps[~seqs.mask].eq(0).all()
+    one_by_one = torch.stack([m.log_prob(seqs[i]) for i in range(len(seqs))])
+    torch.testing.assert_close(one_by_one, total, rtol=0, atol=1e-10)
+    perm = torch.randperm(len(seqs), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(m.log_prob(seqs[perm]), total[perm], rtol=0, atol=1e-10)
+    # Anything stored past the lengths (the internal constructor keeps it) changes nothing.
+    dirty = seqs.values.clone()
+    dirty[~seqs.mask] = garbage(int((~seqs.mask).sum()))
+    torch.testing.assert_close(
+        m.log_prob_steps(Sequences(dirty, seqs.lengths.clone())), steps, rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_ragged_batches_symbols(cell, discrete_models):
+    seqs = Sequences.from_list(_symbols(12, 1, 9, seed=3))
+    _ragged_checks(discrete_models[cell], seqs, lambda k: torch.randint(0, 3, (k,)))
+
+
+def test_ragged_batches_multivariate_mixture(mixture_model):
+    seqs = Sequences.from_list([x[: 2 + i % 5] for i, x in enumerate(_ar1(9, 7, seed=4, dim=2))])
+    _ragged_checks(mixture_model, seqs, lambda k: 1e6 * torch.randn(k, 2, dtype=torch.float64))
+
+
+def test_windowed_evaluation_carries_the_state(discrete_models, monkeypatch):
+    """Long sequences are scored in time windows with the RNN state carried across."""
+    seqs = Sequences.from_list(_symbols(7, 1, 11, seed=5))
+    for cell in ("lstm", "gru"):
+        full = discrete_models[cell].log_prob_steps(seqs)
+        monkeypatch.setattr(recurrent_model, "_EVAL_WINDOW", 3)
+        monkeypatch.setattr(recurrent_model, "_EVAL_TOKENS", 6)
+        torch.testing.assert_close(discrete_models[cell].log_prob_steps(seqs), full,
+                                   rtol=0, atol=1e-12)
+        monkeypatch.undo()
+
+
+# ------------------------------------------------------------------------ the Jacobian
+@pytest.mark.parametrize("emission", ["gaussian", "mixture"])
+def test_density_is_of_the_raw_data(emission):
+    """log_prob equals a manual computation: the network on standardised data, the emission
+    density from torch.distributions, minus sum(log std) per step."""
+    data = _ar1(20, 5, dim=2)
+    m = RecurrentModel(cell="gru", hidden_size=8, emission=emission, num_components=2).fit(
+        data, max_epochs=2, seed=0, progress=False
+    )
+    x = torch.stack(data[:4])  # [N, T, D]
+    mean, std = m._mean, m._std
+    net = m._eval_network()
+    with torch.no_grad():
+        params, _ = net((x - mean) / std)
+    z = (x - mean) / std
+    d = torch.distributions
+    if emission == "gaussian":
+        dist = d.Independent(d.Normal(params[..., :2], torch.nn.functional.softplus(
+            params[..., 2:]) + MIN_SCALE), 1)
+    else:
+        k = 2
+        means = params[..., k: k + 2 * k].unflatten(-1, (k, 2))
+        scales = torch.nn.functional.softplus(params[..., 3 * k:]).unflatten(-1, (k, 2))
+        dist = d.MixtureSameFamily(
+            d.Categorical(logits=params[..., :k]),
+            d.Independent(d.Normal(means, scales + MIN_SCALE), 1),
+        )
+    manual = (dist.log_prob(z) - torch.log(std).sum()).sum(-1)
+    torch.testing.assert_close(m.log_prob(list(x)), manual, rtol=0, atol=1e-10)
+    # The data's std is 2 per dimension, so the Jacobian is not negligible.
+    assert abs(float(torch.log(std).sum()) - 2 * math.log(2)) < 0.3
+
+
+def test_scaling_the_data_shifts_log_prob_by_the_jacobian():
+    """Fitted on 4x the data (a power of two: standardisation is bit-identical), the density
+    of 4x differs by exactly -T*D*log 4."""
+    data = _ar1(20, 6)
+    fit = {"max_epochs": 3, "seed": 0, "progress": False}
+    a = RecurrentModel(cell="lstm", hidden_size=8, emission="mixture").fit(data, **fit)
+    b = RecurrentModel(cell="lstm", hidden_size=8, emission="mixture").fit(
+        [4 * x for x in data], **fit)
+    test = _ar1(5, 6, seed=9)
+    torch.testing.assert_close(
+        b.log_prob([4 * x for x in test]), a.log_prob(test) - 6 * math.log(4), rtol=0,
+        atol=1e-10,
+    )
+
+
+# ------------------------------------------------------------------------ learning
+def _hmm_sample(n, t, g, init, trans, emit):
+    z = torch.multinomial(init, n, replacement=True, generator=g)
+    xs = []
+    for _ in range(t):
+        xs.append(torch.multinomial(emit[z], 1, generator=g).squeeze(-1))
+        z = torch.multinomial(trans[z], 1, generator=g).squeeze(-1)
+    return torch.stack(xs, 1)
+
+
+def _hmm_log_prob(x, init, trans, emit):
+    """Scaled forward recursion, written independently of probseq.hmm."""
+    alpha = init * emit[:, x[:, 0]].T  # [N, K]
+    total = alpha.sum(-1).log()
+    alpha = alpha / alpha.sum(-1, keepdim=True)
+    for s in range(1, x.shape[1]):
+        alpha = (alpha @ trans) * emit[:, x[:, s]].T
+        total += alpha.sum(-1).log()
+        alpha = alpha / alpha.sum(-1, keepdim=True)
+    return total
+
+
+def test_learns_a_hidden_markov_source():
+    init = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    trans = torch.tensor([[0.95, 0.05], [0.1, 0.9]], dtype=torch.float64)
+    emit = torch.tensor([[0.8, 0.15, 0.05], [0.1, 0.2, 0.7]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    train, test = _hmm_sample(400, 40, g, init, trans, emit), _hmm_sample(300, 40, g, init,
+                                                                            trans, emit)
+    m = RecurrentModel(cell="gru", hidden_size=16).fit(
+        Sequences.from_padded(train), max_epochs=25, learning_rate=1e-2, seed=0, progress=False
+    )
+    steps = test.numel()
+    model_nats = -float(m.log_prob(Sequences.from_padded(test)).sum()) / steps
+    true_nats = -float(_hmm_log_prob(test, init, trans, emit).sum()) / steps
+    unigram = torch.bincount(train.ravel(), minlength=3).double() / train.numel()
+    unigram_nats = -float(unigram.log()[test].sum()) / steps
+    assert unigram_nats - true_nats > 0.1  # the source's memory is worth learning...
+    assert model_nats - true_nats < 0.02, (model_nats, true_nats)  # ...and the GRU learns it
+
+
+# ------------------------------------------------------------------------ sampling
+@pytest.mark.parametrize("cell", ["gru", "transformer"])
+def test_samples_follow_log_prob(cell, discrete_models):
+    """Chi-square: the empirical law of x_3 given a prefix (x_1, x_2) against
+    exp(log_prob(x_1..x_3) - log_prob(x_1, x_2))."""
+    m = discrete_models[cell]
+    s = m.sample(6000, 3, prefix=[2, 0], seed=1)
+    assert s.values[:, :2].eq(torch.tensor([2, 0])).all()
+    observed = torch.bincount(s.values[:, 2], minlength=3).numpy()
+    cond = (m.log_prob([[2, 0, v] for v in range(3)]) - m.log_prob([2, 0])).exp().numpy()
+    assert abs(cond.sum() - 1) < 1e-12
+    assert stats.chisquare(observed, 6000 * cond).pvalue > 1e-3
+    # Without a prefix: the pairs (x_1, x_2).
+    s = m.sample(6000, 2, seed=2)
+    observed = torch.bincount(3 * s.values[:, 0] + s.values[:, 1], minlength=9).numpy()
+    probs = m.log_prob([list(p) for p in itertools.product(range(3), repeat=2)]).exp().numpy()
+    assert stats.chisquare(observed, 6000 * probs).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "mixture"])
+def test_continuous_samples_follow_the_density(emission):
+    """Kolmogorov-Smirnov: x_2 sampled after the prefix x_1 against the CDF of
+    exp(log_prob(x_1, x_2) - log_prob(x_1)) integrated on a grid."""
+    m = RecurrentModel(cell="rnn", hidden_size=8, emission=emission).fit(
+        _ar1(30, 5), max_epochs=3, seed=0, progress=False)
+    s = m.sample(3000, 2, prefix=[5.0], seed=3)
+    assert s.values[:, 0].eq(5.0).all()
+    grid = np.linspace(3 - 30, 3 + 30, 20001)
+    pairs = torch.from_numpy(np.stack([np.full_like(grid, 5.0), grid], 1))
+    dens = (m.log_prob(Sequences.from_padded(pairs)) - m.log_prob([5.0])).exp().numpy()
+    cdf = integrate.cumulative_trapezoid(dens, grid, initial=0.0)
+    assert abs(cdf[-1] - 1) < 1e-6
+    assert stats.kstest(s.values[:, 1].numpy(), lambda v: np.interp(v, grid, cdf)).pvalue > 1e-3
+
+
+def test_multivariate_samples_and_temperature(mixture_model):
+    m = mixture_model
+    prefix = torch.tensor([[3.0, 2.0], [4.0, 1.0]], dtype=torch.float64)
+    s = m.sample(50, 6, prefix=prefix, seed=0)
+    assert s.values.shape == (50, 6, 2) and torch.equal(s.values[:, :2], prefix.expand(50, 2, 2))
+    assert torch.isfinite(m.log_prob(s)).all()
+    cold = m.sample(2000, 3, seed=1, temperature=0.1).values
+    warm = m.sample(2000, 3, seed=1).values
+    assert float(cold[:, 2].std(0).max()) < float(warm[:, 2].std(0).min())
+
+
+def test_same_seed_same_fit_and_same_samples():
+    data = _symbols(30, 3, 9)
+    fit = {"max_epochs": 3, "seed": 7, "progress": False}
+    a = RecurrentModel(cell="lstm", hidden_size=8, dropout=0.2, num_layers=2).fit(data, **fit)
+    b = RecurrentModel(cell="lstm", hidden_size=8, dropout=0.2, num_layers=2).fit(data, **fit)
+    assert a.history_ == b.history_
+    for k, v in a._state_tensors().items():
+        assert torch.equal(v, b._state_tensors()[k]), k
+    assert a.sample(5, 10, prefix=[1], seed=3) == b.sample(5, 10, prefix=[1], seed=3)
+    assert a.sample(5, 10, seed=3) != a.sample(5, 10, seed=4)
+
+
+# ------------------------------------------------------------------------ files, size
+@pytest.mark.parametrize("make", [
+    lambda: _small("transformer").fit(_symbols(20, 2, 6), max_epochs=1, seed=0, progress=False),
+    lambda: RecurrentModel(cell="gru", hidden_size=8, emission="gaussian").fit(
+        _ar1(10, 5), max_epochs=1, seed=0, progress=False),
+    lambda: RecurrentModel(cell="rnn", hidden_size=8, emission="mixture").fit(
+        _ar1(10, 5, dim=3), max_epochs=1, seed=0, progress=False),
+])
+def test_save_load_reproduces_exactly(make, tmp_path):
+    m = make()
+    path = tmp_path / "model.pt"
+    m.save(path)
+    loaded = probseq.load(path)
+    data = m.sample(6, 5, seed=0)
+    assert torch.equal(loaded.log_prob(data), m.log_prob(data))
+    assert loaded.sample(3, 5, seed=1) == m.sample(3, 5, seed=1)
+    assert loaded.num_params == m.num_params and loaded.history_ == m.history_
+
+
+def test_num_params_matches_a_hand_count():
+    v, e, h = 5, 4, 6
+    m = RecurrentModel(cell="lstm", hidden_size=h, embedding_dim=e).fit(
+        [[0, 1, 2, 3, 4]], max_epochs=1, seed=0, progress=False)
+    lstm = 4 * h * (e + h) + 2 * 4 * h
+    assert m.num_params == v * e + e + lstm + h * v + v
+    m = RecurrentModel(cell="gru", hidden_size=h, emission="mixture", num_components=2).fit(
+        _ar1(3, 4, dim=2), max_epochs=1, seed=0, progress=False)
+    d, k = 2, 2
+    gru = 3 * h * (d + h) + 2 * 3 * h
+    assert m.num_params == d + gru + h * k * (1 + 2 * d) + k * (1 + 2 * d)
+
+
+# ------------------------------------------------------------------------ bad input
+def test_bad_input_raises_value_error(discrete_models, mixture_model):
+    m = discrete_models["gru"]
+    with pytest.raises(ValueError, match="float values but symbols are expected"):
+        m.log_prob([0.0, 1.0])
+    with pytest.raises(ValueError, match="sequence 1 contains symbol 3"):
+        m.log_prob([[0, 1], [1, 3]])
+    with pytest.raises(ValueError, match="NaN"):
+        mixture_model.log_prob(np.array([[1.0, np.nan], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="dimension D=2"):
+        mixture_model.log_prob(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="dimension D=2"):
+        mixture_model.sample(2, 4, prefix=[1.0, 2.0])
+    with pytest.raises(NotFittedError):
+        RecurrentModel().log_prob([0, 1])
+    with pytest.raises(ValueError, match="temperature"):
+        m.sample(2, 3, temperature=0.0)
+    with pytest.raises(ValueError, match="max_length=8"):
+        discrete_models["transformer"].log_prob(list(range(3)) * 3)
+    with pytest.raises(ValueError, match="max_length=8"):
+        discrete_models["transformer"].sample(1, 9)
+    with pytest.raises(ValueError, match="contains symbol 5"):
+        RecurrentModel(num_symbols=4).fit([[0, 5]])
+    with pytest.raises(ValueError, match="validation_data has D=2"):
+        RecurrentModel(emission="gaussian").fit(_ar1(2, 3, dim=3),
+                                                validation_data=_ar1(2, 3, dim=2))
+    with pytest.raises(ValueError, match="float values"):
+        RecurrentModel().fit([[0, 1]], validation_data=[[0.5, 1.0]])
+    with pytest.raises(ValueError, match="max_epochs"):
+        RecurrentModel().fit([[0, 1]], max_epochs=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cell": "elman"}, "cell must be one of"),
+    ({"emission": "poisson"}, "emission must be one of"),
+    ({"hidden_size": 0}, "hidden_size"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"emission": "gaussian", "num_symbols": 3}, "num_symbols is for"),
+    ({"cell": "transformer", "hidden_size": 10, "num_heads": 4}, "multiple of num_heads"),
+    ({"device": "nonsense"}, "not a torch device"),
+])
+def test_bad_options_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RecurrentModel(**kwargs)
+
+
+def test_the_caller_data_is_not_modified():
+    data = _ar1(5, 6)
+    copy = [x.clone() for x in data]
+    RecurrentModel(emission="gaussian", hidden_size=4).fit(data, max_epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(data, copy, strict=True))
+
+
+# ------------------------------------------------------------------------ training loop
+def test_early_stopping_keeps_the_best_epoch():
+    data = _symbols(40, 5, 10)
+    m = RecurrentModel(cell="gru", hidden_size=16).fit(
+        data[:30], validation_data=data[30:], max_epochs=40, learning_rate=0.05, patience=3,
+        seed=0, progress=False)
+    valid = m.history_["valid"]
+    assert len(valid) < 40  # random symbols: it overfits and stops early
+    assert m.best_epoch_ == int(np.argmin(valid)) + 1
+    assert len(valid) == m.best_epoch_ + 3
+    # The kept weights are those of the best epoch: re-scoring the validation data agrees.
+    steps = sum(len(x) for x in data[30:])
+    rescored = -float(m.log_prob(data[30:]).sum()) / steps
+    assert abs(rescored - min(valid)) < 1e-5
+
+
+def test_hold_out_without_validation_data():
+    m = RecurrentModel(cell="rnn", hidden_size=4).fit(_symbols(20, 3, 5), max_epochs=2,
+                                                     seed=0, progress=False)
+    assert len(m.history_["valid"]) == 2 and all(np.isfinite(m.history_["valid"]))
+    # One long sequence: validated on its last 10% of steps, trained on chunks.
+    one = torch.randint(0, 3, (200,), generator=torch.Generator().manual_seed(0))
+    m = RecurrentModel(cell="gru", hidden_size=4).fit(one, max_epochs=2, chunk_length=30,
+                                                     seed=0, progress=False)
+    assert all(np.isfinite(m.history_["valid"]))
+    m = RecurrentModel(cell="gru", hidden_size=4).fit(one, max_epochs=2, seed=0,
+                                                     validation_fraction=0.0, progress=False)
+    assert all(np.isnan(m.history_["valid"])) and m.best_epoch_ == 2
+
+
+def _toy_training(nan_from_epoch):
+    net = torch.nn.Linear(1, 1)
+    calls = {"epoch": 0}
+    sampler = ShuffleSampler(4, seed=0)
+
+    def loss_fn(network, values, lengths):
+        nll = ((network(values) - 1.0) ** 2).sum()
+        return nll * math.nan if sampler.epoch >= nan_from_epoch else nll
+
+    data = PaddedData.build(torch.randn(4, 3, 1), torch.full((4,), 3), torch.device("cpu"))
+    snapshots = []
+
+    class Recorder(ShuffleSampler):
+        def set_epoch(self, epoch):
+            snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
+            sampler.set_epoch(epoch)
+            super().set_epoch(epoch)
+
+    calls["result"] = train_network(
+        net, loss_fn, data, data, sampler=Recorder(4, seed=0), max_epochs=5, batch_size=2,
+        learning_rate=0.1, patience=None, clip_norm=1.0, progress=False)
+    return net, snapshots, calls["result"]
+
+
+def test_a_nan_loss_restores_the_last_good_weights():
+    with pytest.warns(RuntimeWarning, match="diverged .* epoch 3.*weights of epoch 2"):
+        net, snapshots, result = _toy_training(nan_from_epoch=3)
+    assert result.stopped == "diverged" and result.best_epoch == 2
+    # snapshots[2] is the state at the start of epoch 3, i.e. after epoch 2.
+    assert all(torch.equal(v, snapshots[2][k]) for k, v in net.state_dict().items())
+    with pytest.raises(FloatingPointError, match="before any epoch finished"):
+        _toy_training(nan_from_epoch=1)
+
+
+def test_sampler_order_depends_on_seed_and_epoch_only():
+    a, b = ShuffleSampler(50, seed=3), ShuffleSampler(50, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(50))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+# ------------------------------------------------------------------------ long range
+def test_long_range_memory_rnn_forgets_gated_cells_remember():
+    """Recall a symbol across a lag of 50 steps of noise: the gated cells learn it, the
+    vanilla RNN stays at chance; its gradient d loss_T / d h_t vanishes going back in time."""
+    res = long_range_experiment(lag=50, cells=("rnn", "gru"), seed=0)
+    chance = res.chance_nats
+    assert res.recall_nats["gru"] < 0.1 * chance
+    assert res.recall_nats["rnn"] > 0.9 * chance
+    g = res.grad_norms_init["rnn"]
+    assert g.shape == (52,) and g[-1] > 1e6 * g[0]
+
+
+def test_hidden_gradient_norms_last_step_by_hand(discrete_models):
+    """At the last state the gradient has a closed form: loss_T = -log softmax(W h + b)[x_T]
+    gives d loss_T / d h = W^T (softmax(W h + b) - onehot(x_T))."""
+    m = discrete_models["gru"]
+    x = torch.tensor([[0, 2, 1, 1, 0], [1, 1, 2, 0, 2]])
+    norms = hidden_gradient_norms(m, Sequences.from_padded(x))
+    assert norms.shape == (5,) and np.all(norms > 0)
+    net = m._eval_network()
+    with torch.no_grad():
+        _, h = net.core(torch.cat([net.start_inputs(2), net.embed(x[:, :-1])], 1))
+        w, b = net.head.weight, net.head.bias
+        p = torch.softmax(h[-1] @ w.T + b, -1)
+        grad = (p - torch.nn.functional.one_hot(x[:, -1], 3).double()) @ w
+    assert abs(norms[-1] - float(grad.norm(dim=-1).mean())) < 1e-12
+    with pytest.raises(ValueError, match="transformer"):
+        hidden_gradient_norms(discrete_models["transformer"], x[:1, 0])
