@@ -13,6 +13,7 @@ from probseq.deep_markov import DeepMarkovModel
 from probseq.hmm import HiddenMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
+from probseq.recurrent import RecurrentModel
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "HiddenMarkovModel",
     "AutoRegressive",
     "DeepMarkovModel",
+    "RecurrentModel",
     "compare",
     "datasets",
     "distributed",

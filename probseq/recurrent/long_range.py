@@ -133,16 +133,24 @@ def long_range_experiment(
     hidden_size: int = 32,
     num_train: int = 1000,
     num_test: int = 500,
-    max_epochs: int = 15,
+    max_epochs: int = 30,
     learning_rate: float = 1e-2,
     batch_size: int = 32,
+    patience: int | None = None,
     seed: int = 0,
     progress: bool | None = None,
 ) -> LongRangeResult:
     """Train each cell on :func:`long_range_task` and measure its memory.
 
     Each cell is a ``RecurrentModel(cell, hidden_size)`` fitted by the ordinary ``fit`` (10%
-    of the training sequences held out for early stopping, patience 5).
+    of the training sequences held out; by default no early stopping, because the validation
+    loss is dominated by the unpredictable filler steps and the recall step's gain is a small
+    part of it).
+
+    On a CPU budget (the defaults take a few minutes on 2 cores) the vanilla RNN stays at
+    chance, while whether a gated cell has found the memory solution within ``max_epochs``
+    depends on the seed (the GRU usually first, the LSTM later); more epochs, or more
+    training sequences, make it reliable.
 
     Returns:
         A :class:`LongRangeResult`.
@@ -159,7 +167,7 @@ def long_range_experiment(
             untrained._network = untrained._build_network().eval()
         result.grad_norms_init[cell] = hidden_gradient_norms(untrained, probe)
         model.fit(train, max_epochs=max_epochs, learning_rate=learning_rate,
-                  batch_size=batch_size, patience=5, seed=seed, progress=progress)
+                  batch_size=batch_size, patience=patience, seed=seed, progress=progress)
         last = model.log_prob_steps(test)[:, -1]
         result.recall_nats[cell] = -float(last.mean())
         result.recall_accuracy[cell] = float((last > math.log(0.5)).double().mean())

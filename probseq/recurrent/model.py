@@ -92,6 +92,18 @@ class RecurrentModel(SequenceModel):
         num_heads: attention heads (transformer; must divide ``hidden_size``).
         max_length: the transformer's longest sequence (None: the longest seen in ``fit``).
 
+    ``fit(data, validation_data=None, max_epochs=100, batch_size=32, learning_rate=3e-3,
+    seed=None, progress=None, patience=10, clip_norm=1.0, validation_fraction=0.1,
+    chunk_length=None)``: Adam on the mean NLL per step with gradient-norm clipping; early
+    stopping on the validation NLL restores the best epoch's weights. Without
+    ``validation_data`` a random ``validation_fraction`` of the sequences (at least one) is
+    held out; a single sequence is split in time (its last ``validation_fraction`` of steps,
+    scored from the start input, validates). ``validation_fraction=0`` trains ``max_epochs``
+    epochs and keeps the last weights. ``chunk_length`` cuts long sequences into pieces of at
+    most that many steps for training (each piece restarts from the start input); use it
+    for one long sequence. A non-finite loss stops training with a ``RuntimeWarning`` and
+    restores the last good weights. Deterministic for a given ``seed`` on the CPU.
+
     Attributes:
         history_: ``{"train": [...], "valid": [...]}`` nats per step per epoch.
         best_epoch_: the epoch whose weights were kept.
