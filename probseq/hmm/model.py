@@ -259,23 +259,34 @@ class HiddenMarkovModel(SequenceModel):
     def _log_lik(self, params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         return self._em.log_lik(params, seqs)
 
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+    def _scaled(self, params: dict[str, torch.Tensor], seqs: Sequences) -> inference.Scaled:
+        """The scaled emission likelihoods of a batch, as the NumPy kernels take them."""
+        if hasattr(self._em, "scaled_table"):
+            table, shift = self._em.scaled_table(params)
+            return inference.Scaled(seqs.lengths, table=table, shift=shift,
+                                    symbols=seqs.values)
+        b, m = inference.emission_scale(self._log_lik(params, seqs), seqs.mask)
+        return inference.Scaled(seqs.lengths, b=b, m=m)
+
+    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
         p = self._params
-        if hasattr(self._em, "scaled_lik"):
-            steps, _ = inference.hmm_filter(p["initial"], p["transition"], None, seqs.lengths,
-                                            self.chunk_size, filtered=False,
-                                            scaled=self._em.scaled_lik(p, seqs))
-        else:
-            steps, _ = inference.hmm_filter(p["initial"], p["transition"],
-                                            self._log_lik(p, seqs), seqs.lengths,
-                                            self.chunk_size, filtered=False)
-        return steps
+        return inference.hmm_log_prob(p["initial"], p["transition"], self._scaled(p, seqs),
+                                      self.chunk_size)
+
+    def _forward(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+        p = self._params
+        return inference.hmm_forward_backward(p["initial"], p["transition"],
+                                              self._scaled(p, seqs), backward=False,
+                                              chunk_size=self.chunk_size)
+
+    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        return self._forward(seqs)["steps"]
 
     def _posteriors(self, seqs: Sequences,
                     params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         p = self._params if params is None else params
-        return inference.hmm_posteriors(p["initial"], p["transition"], self._log_lik(p, seqs),
-                                        seqs.lengths, self.chunk_size)
+        return inference.hmm_forward_backward(p["initial"], p["transition"],
+                                              self._scaled(p, seqs), chunk_size=self.chunk_size)
 
     @torch.no_grad()
     def filter(self, data: Any) -> torch.Tensor:
@@ -287,9 +298,7 @@ class HiddenMarkovModel(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        p = self._params
-        _, u = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, seqs),
-                                    seqs.lengths, self.chunk_size)
+        u = self._forward(seqs)["filtered"]
         return u[0] if single else u
 
     @torch.no_grad()
@@ -435,33 +444,41 @@ class HiddenMarkovModel(SequenceModel):
                 tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
         steps = seqs.num_steps
         history: list[float] = []
-        good = params
-        for it in range(max_epochs + 1):
+        good = params  # the parameters whose log-likelihood history[-1] is
+        result = params
+        for it in range(max_epochs):
+            # One E-step per iteration: its forward pass gives the log-likelihood of the
+            # current parameters, which is what is recorded and checked (as hmmlearn does).
             stats = self.expected_stats(seqs, params)
             ll = float(stats["log_lik"])
             if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
                 warnings.warn(
                     f"HMM EM diverged at iteration {it} (log-likelihood {ll}); keeping the "
                     "last good parameters", RuntimeWarning, stacklevel=4)
+                result = good
                 break
             if history and ll < history[-1] - 1e-9 * max(1.0, abs(history[-1])):
                 warnings.warn(
                     f"HMM EM log-likelihood decreased at iteration {it} ({history[-1]:.6f} -> "
                     f"{ll:.6f}), a numerical problem; keeping the last good parameters",
                     RuntimeWarning, stacklevel=4)
+                result = good
                 break
             if history and ll <= history[-1]:
-                break  # converged to rounding: keep the previous (not worse) parameters
+                result = good  # converged to rounding: keep the previous (not worse) parameters
+                break
             history.append(ll)
             good = params
             bar.update(1)
             bar.set_postfix(nats_per_step=f"{-ll / steps:.5f}")
-            if len(history) > 1 and history[-1] - history[-2] < tol * steps:
-                break
-            if it == max_epochs:
-                break
             params = self.maximize(stats, params)
-        return good, history
+            # An M-step never lowers the likelihood, so its output is the result unless it
+            # is not finite.
+            finite = all(torch.isfinite(v).all() for v in params.values())
+            result = params if finite else good
+            if not finite or (len(history) > 1 and history[-1] - history[-2] < tol * steps):
+                break
+        return result, history
 
     # ------------------------------------------------------------------ gradient MLE
     def _unconstrained(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -555,7 +572,8 @@ class HiddenMarkovModel(SequenceModel):
                     break
         with torch.no_grad():
             final = {k: v.detach().clone() for k, v in self._constrained(raw).items()}
-            ll = float(self.expected_stats(seqs, final)["log_lik"])
+            ll = float(inference.hmm_log_prob(final["initial"], final["transition"],
+                                              self._scaled(final, seqs)).sum())
         if not math.isfinite(ll):
             return params, history
         history.append(ll)

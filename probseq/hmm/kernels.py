@@ -1,0 +1,368 @@
+"""NumPy kernels of the scaled forward and backward recursions (pure array functions).
+
+Shape letters: N rows (sequences, or chunks of a long sequence), T steps, K states. Arrays
+are float64 and time-major (``[T, N, K]``): the rows of one step are contiguous, so each
+step is one small matrix product plus one elementwise product on ``[N, K]`` buffers. For
+such small arrays a NumPy call costs a few microseconds against 5-19 for a torch op, and the
+number of calls per step is what sets the speed.
+
+Emission likelihoods come scaled, ``b_t = exp(log_lik_t - m_t)`` with ``max_k b_t[k] = 1``
+(see :func:`probseq.hmm.inference.emission_scale`), and are supplied block by block by a
+callable ``blocks(t0, t1, n) -> [t1 - t0, n, K]`` so that categorical emissions gather each
+block from a ``[V, K]`` table instead of materialising ``[T, N, K]``.
+
+Normalisation every step is not needed for exactness: with ``b <= 1`` and a stochastic
+transition matrix the mass ``sum_k alpha_t[k]`` of the unnormalised recursion
+``alpha_t = (alpha_(t-1) A) * b_t`` never increases. The kernels therefore normalise once per
+block of :data:`BLOCK` steps, after checking that the mass at the block's end is at least
+:data:`MIN_MASS`. Since the mass only decreases, every intermediate mass was at least that
+too, so the only effect of not normalising is that a component could meet the subnormal
+range, where rounding is absolute (at most ``2**-1075``) instead of relative; against a mass of
+at least ``MIN_MASS`` that is a relative error below ``1e-170`` per step, far under float64's
+own rounding. Rows whose mass falls below the threshold (improbable runs, or impossible
+steps with mass 0) are reported as not ``ok``; the caller recomputes them with the
+per-step-normalised recursion, which also handles probability-zero steps.
+
+Ragged batches are handled without masks: rows are sorted by decreasing length, so the rows
+alive at step ``t`` are a leading slice ``[:n_t]``; time is cut into segments where ``n_t``
+is constant, and padded steps are never computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+__all__ = [
+    "BLOCK",
+    "MIN_MASS",
+    "segments",
+    "forward_log_mass",
+    "forward_backward",
+    "speculative_log_mass",
+    "viterbi",
+    "hilbert_distance",
+]
+
+#: steps between normalisations.
+BLOCK = 16
+#: the smallest mass accepted at a normalisation (see the module docstring).
+MIN_MASS = 1e-150
+
+Blocks = Callable[[int, int, int], np.ndarray]
+
+
+def segments(lengths: np.ndarray, block: int = BLOCK) -> Iterator[tuple[int, int, int]]:
+    """Cut time into blocks ``[t0, t1)`` of at most ``block`` steps over which the number
+    ``n`` of rows still alive is constant.
+
+    Args:
+        lengths: ``[N]`` int lengths sorted in decreasing order (all positive).
+        block: the longest block.
+
+    Yields:
+        ``(t0, t1, n)``: the rows ``[:n]`` have length at least ``t1``.
+    """
+    t_max = int(lengths[0])
+    ends = sorted(set(int(v) for v in lengths))
+    t0, i = 0, 0
+    neg = -lengths
+    while t0 < t_max:
+        while ends[i] <= t0:
+            i += 1
+        t1 = min(t0 + block, ends[i])
+        n = int(np.searchsorted(neg, -t1, side="right"))
+        yield t0, t1, n
+        t0 = t1
+
+
+def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
+                     lengths: np.ndarray, block: int = BLOCK, states: bool = False,
+                     stop: Callable[[int, int, np.ndarray, np.ndarray], bool] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """``log sum_z p(x_1..x_T, z)`` of each row, up to the emission shifts ``m_t``.
+
+    Args:
+        initial: ``[K]`` or ``[N, K]`` predicted distribution at the first step.
+        transition: ``[K, K]``.
+        blocks: the scaled emission likelihoods, ``blocks(t0, t1, n) -> [t1 - t0, n, K]``.
+        lengths: ``[N]`` decreasing.
+        block: steps between normalisations.
+        states: also return, after every block, ``(t1, n, log_mass [n], state [n, K])``
+            (the normalised filtered distribution at step ``t1 - 1`` and the log mass so far).
+        stop: called after every block as ``stop(index, t1, log_mass [n], state [n, K])``;
+            True ends the pass there.
+
+    Returns:
+        ``(log_mass, ok, trace)``: ``log_mass [N]`` the sum of ``log c_t`` over the row's
+        steps, ``ok [N]`` False where a normalisation met a mass below :data:`MIN_MASS`
+        (those rows' ``log_mass`` is meaningless), and the trace (or None).
+    """
+    n_rows = lengths.shape[0]
+    k = transition.shape[0]
+    a = np.ascontiguousarray(transition, dtype=np.float64)
+    ones = np.ones(k)
+    buf = [np.empty((n_rows, k)), np.empty((n_rows, k))]
+    cur = 0
+    acc = np.zeros(n_rows)
+    mass = np.empty(n_rows)
+    ok = np.ones(n_rows, dtype=bool)
+    trace: list | None = [] if states else None
+    init = np.broadcast_to(np.asarray(initial, dtype=np.float64), (n_rows, k))
+    index = 0
+    for t0, t1, n in segments(lengths, block):
+        b = blocks(t0, t1, n)
+        v, w = buf[cur][:n], buf[1 - cur][:n]
+        j0 = 0
+        if t0 == 0:
+            np.multiply(init[:n], b[0], out=v)
+            j0 = 1
+        for j in range(j0, t1 - t0):
+            np.matmul(v, a, out=w)
+            np.multiply(w, b[j], out=w)
+            v, w = w, v
+            cur = 1 - cur
+        s = mass[:n]
+        np.matmul(v, ones, out=s)
+        low = s < MIN_MASS
+        if low.any():
+            ok[:n] &= ~low
+            s[low] = 1.0
+            v[low] = 1.0 / k
+        acc[:n] += np.log(s)
+        v /= s[:, None]
+        if trace is not None:
+            trace.append((t1, n, acc[:n].copy(), v.copy()))
+        if stop is not None and stop(index, t1, acc[:n], v):
+            break
+        index += 1
+    return acc, ok, trace
+
+
+def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
+                         lengths: np.ndarray, first: np.ndarray, previous: np.ndarray,
+                         tol: float = 1e-13, block: int = BLOCK) -> np.ndarray | None:
+    """Log masses of the chunks of long sequences, all chunks run at once.
+
+    Row ``r`` is a chunk; it continues row ``previous[r]`` unless ``first[r]`` (the first chunk
+    of a sequence, which starts from ``initial``). Pass 1 runs every chunk from a guess (the
+    uniform distribution). Pass 2 runs every chunk from the predicted distribution that its
+    predecessor hands over at the end of pass 1, block by block, until its filtered
+    distribution is within ``tol`` (Hilbert's projective distance) of pass 1's at the same
+    step; from there on, pass 1's trajectory is pass 2's up to that distance, so pass 1's
+    remaining log mass is used. Why that is exact: a chunk's log mass from step ``j`` on is
+    the log of a linear function of the (normalised) distribution at ``j``, which changes by at
+    most the Hilbert distance between two such distributions, and the filter never expands that
+    distance. So a chunk's total is off by at most ``tol`` for the coupling plus the distance
+    between its incoming distribution and the exact one, which is the coupling distance of its
+    predecessor (at most ``tol``), damped by the predecessor's forgetting. A chunk that ends
+    (its sequence's last) needs no coupling: pass 2 ran it whole from its incoming
+    distribution.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        blocks: scaled emission likelihoods of the chunks (see :func:`forward_log_mass`).
+        lengths: ``[R]`` the chunks' lengths, decreasing; a chunk shorter than the first must
+            be the last of its sequence.
+        first: ``[R]`` bool.
+        previous: ``[R]`` int, the preceding chunk's row (ignored where ``first``).
+        tol: the coupling tolerance.
+        block: steps between normalisations and coupling checks.
+
+    Returns:
+        ``[R]`` log masses, or None when a chunk did not couple (the chain forgets too
+        slowly for this chunk length) or a mass fell below :data:`MIN_MASS`; the caller then
+        uses a sequential method.
+    """
+    k = transition.shape[0]
+    rows = lengths.shape[0]
+    guess = np.full((rows, k), 1.0 / k)
+    guess[first] = initial
+    total1, ok, trace = forward_log_mass(guess, transition, blocks, lengths, block, states=True)
+    if not ok.all():
+        return None
+    last_state = np.empty((rows, k))
+    for _, n, _, v in trace:
+        last_state[:n] = v  # rows that end earlier keep their own final state
+    incoming = last_state[previous] @ transition
+    incoming[first] = initial
+    is_last = np.ones(rows, dtype=bool)
+    is_last[previous[~first]] = False
+    total = np.full(rows, np.nan)
+    done = np.zeros(rows, dtype=bool)
+    failed = []
+
+    def stop(index: int, t1: int, acc: np.ndarray, v: np.ndarray) -> bool:
+        n = acc.shape[0]
+        _, _, acc1, v1 = trace[index]
+        new = ~done[:n]
+        coupled = new & (hilbert_distance(v, v1) < tol)
+        total[:n][coupled] = acc[coupled] + (total1[:n][coupled] - acc1[coupled])
+        ending = new & ~coupled & (lengths[:n] == t1)
+        if (ending & ~is_last[:n]).any():
+            failed.append(index)
+            return True
+        total[:n][ending] = acc[ending]  # ran whole from its incoming distribution
+        done[:n] |= coupled | ending
+        return bool(done.all())
+
+    forward_log_mass(incoming, transition, blocks, lengths, block, stop=stop)
+    if failed or not done.all():
+        return None
+    return total
+
+
+def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
+                     lengths: np.ndarray, block: int = BLOCK,
+                     backward: bool = True) -> dict[str, np.ndarray]:
+    """Scaled forward-backward on a ragged batch sorted by decreasing length.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        blocks: the scaled emission likelihoods (see :func:`forward_log_mass`).
+        lengths: ``[N]`` decreasing.
+        block: steps between normalisations of the forward pass.
+        backward: False stops after the forward pass.
+
+    Returns:
+        A dict of time-major arrays, zero at padded steps: ``log_c [T, N]`` (the per-step
+        ``log c_t``, so that ``log p(x_t | x_<t) = log_c + m_t``), ``filtered [T, N, K]``,
+        ``ok [N]`` (False for rows to recompute with the guarded recursion) and, with the
+        backward pass, ``smoothed [T, N, K]`` and ``xi [K, K]`` (expected transition counts
+        summed over rows and steps).
+    """
+    n_rows = lengths.shape[0]
+    t_max = int(lengths[0])
+    k = transition.shape[0]
+    a = np.ascontiguousarray(transition, dtype=np.float64)
+    at = np.ascontiguousarray(a.T)
+    ones = np.ones(k)
+    alpha = np.zeros((t_max, n_rows, k))
+    bees = np.zeros((t_max, n_rows, k))
+    mass = np.ones((t_max, n_rows))  # sum of alpha_t
+    fresh = np.zeros(t_max, dtype=bool)  # the prediction at t was normalised
+    ok = np.ones(n_rows, dtype=bool)
+    pred = np.empty((n_rows, k))
+    init = np.asarray(initial, dtype=np.float64)
+    # Forward: alpha_t = (alpha_(t-1) A / s) * b_t, with s = mass_(t-1) at block starts
+    # (the carry is normalised there) and s = 1 inside blocks.
+    for t0, t1, n in segments(lengths, block):
+        b = bees[t0:t1, :n]
+        b[...] = blocks(t0, t1, n)
+        for t in range(t0, t1):
+            out = alpha[t, :n]
+            if t == 0:
+                np.multiply(init, b[0], out=out)
+            elif t == t0:
+                s = mass[t - 1, :n]
+                low = s < MIN_MASS
+                if low.any():
+                    ok[:n] &= ~low
+                    s = np.where(low, 1.0, s)
+                p = pred[:n]
+                np.matmul(alpha[t - 1, :n], a, out=p)
+                p /= s[:, None]
+                np.multiply(p, b[t - t0], out=out)
+            else:
+                np.matmul(alpha[t - 1, :n], a, out=out)
+                out *= b[t - t0]
+            np.matmul(out, ones, out=mass[t, :n])
+        fresh[t0] = True
+    ends = lengths - 1
+    rows = np.arange(n_rows)
+    ok &= mass[ends, rows] >= MIN_MASS
+    prev = np.ones((t_max, n_rows))
+    prev[1:] = mass[:-1]
+    prev[fresh] = 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = mass / prev
+        log_c = np.log(c)
+        filtered = np.divide(alpha, mass[..., None], out=alpha)
+    if not backward:
+        ok &= np.isfinite(log_c.sum(0))
+        return {"log_c": log_c, "filtered": filtered, "ok": ok}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Backward with the forward normalisers: beta_(t-1) = A (b_t * beta_t) / c_t.
+        bees /= c[..., None]
+    beta = np.zeros((t_max, n_rows, k))
+    w = bees  # becomes b_t * beta_t / c_t in place
+    segs = list(segments(lengths, block))
+    with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
+        for t0, t1, n in reversed(segs):
+            # rows [n_next:n] end at t1 - 1 and start their backward pass there.
+            beta[t1 - 1, :n][lengths[:n] == t1] = 1.0
+            for t in range(t1 - 1, t0 - 1, -1):
+                wt = w[t, :n]
+                wt *= beta[t, :n]
+                if t > 0:
+                    np.matmul(wt, at, out=beta[t - 1, :n])
+        smoothed = filtered * beta
+        xi = filtered[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
+            np.zeros((k, k)))
+    # Padded steps hold zeros throughout (alpha, beta and w were never written there, and
+    # mass = prev = 1 gives log c = 0).
+    ok &= np.isfinite(smoothed.sum((0, 2))) & np.isfinite(log_c.sum(0))
+    return {"log_c": log_c, "filtered": filtered, "smoothed": smoothed, "xi": xi, "ok": ok}
+
+
+def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
+            lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max-product on a ragged batch sorted by decreasing length (log space).
+
+    Args:
+        log_initial: ``[K]``.
+        log_transition: ``[K, K]``.
+        log_lik: ``[T, N, K]`` time-major emission log-likelihoods.
+        lengths: ``[N]`` decreasing.
+
+    Returns:
+        ``(paths [T, N], log_joint [N])``; paths hold -1 at padded steps. Ties go to the
+        lowest state index (``argmax`` returns the first maximum).
+    """
+    t_max, n_rows, k = log_lik.shape
+    back = np.zeros((t_max, n_rows, k), dtype=np.int64)
+    delta = log_initial + log_lik[0]
+    final = np.empty(n_rows)
+    final_arg = np.empty(n_rows, dtype=np.int64)
+    ends = lengths - 1
+    n = n_rows
+    for t in range(1, t_max):
+        n_alive = int(np.searchsorted(-lengths, -(t + 1), side="right"))
+        if n_alive < n:
+            d = delta[n_alive:n]
+            final_arg[n_alive:n] = d.argmax(-1)
+            final[n_alive:n] = d[np.arange(n - n_alive), final_arg[n_alive:n]]
+            n = n_alive
+            delta = delta[:n]
+        scores = delta[:, :, None] + log_transition
+        back[t, :n] = scores.argmax(1)
+        delta = scores.max(1) + log_lik[t, :n]
+    if n:
+        final_arg[:n] = delta.argmax(-1)
+        final[:n] = delta[np.arange(n), final_arg[:n]]
+    paths = np.full((t_max, n_rows), -1, dtype=np.int64)
+    cur = final_arg.copy()
+    all_rows = np.arange(n_rows)
+    for t in range(t_max - 1, -1, -1):
+        alive = ends >= t
+        paths[t, alive] = cur[alive]
+        if t > 0:
+            cur = np.where(alive, back[t, all_rows, cur], cur)
+    return paths, final
+
+
+def hilbert_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hilbert's projective distance ``max log(p/q) - min log(p/q)`` over the last axis.
+
+    Entries where both are zero are ignored; a zero facing a non-zero gives ``inf``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log(p) - np.log(q)
+    both = (p == 0) & (q == 0)
+    hi = np.where(both, -np.inf, r).max(-1)
+    lo = np.where(both, np.inf, r).min(-1)
+    d = hi - lo
+    return np.where(np.isnan(d), np.inf, d)
