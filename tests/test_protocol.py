@@ -1,0 +1,361 @@
+"""One registry of every model, many generic checks of CONTRACT.md's protocol.
+
+Each entry builds a model fitted on small data of its kind. The checks loop over the whole
+registry (torch's test_distributions.py style); capability flags select the checks that
+apply (exact likelihood, discrete or continuous, univariate or not).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import integrate
+
+import probseq as ps
+from probseq import Sequences
+from probseq.datasets import gaussian_hmm, hmm_symbols
+
+V = 3
+
+
+def _symbols(seed=0) -> list[np.ndarray]:
+    seqs, _ = hmm_symbols(24, 30, [0.6, 0.4], [[0.8, 0.2], [0.3, 0.7]],
+                          [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], seed=seed)
+    rng = np.random.default_rng(seed)
+    return [s[: rng.integers(8, 31)].numpy() for s in seqs]
+
+
+def _reals(seed=0) -> list[np.ndarray]:
+    seqs, _ = gaussian_hmm(24, 40, seed=seed)
+    rng = np.random.default_rng(seed)
+    return [s[: rng.integers(10, 41)].numpy() for s in seqs]
+
+
+def _reals2(seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in rng.integers(10, 41, size=20):
+        z = np.cumsum(rng.normal(0, 0.3, size=(n, 1)), axis=0)
+        out.append(np.hstack([z, -z]) + rng.normal(0, 0.5, size=(n, 2)))
+    return out
+
+
+def _counts(seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.poisson(rng.choice([1.0, 6.0], size=n)) for n in rng.integers(10, 31, size=20)]
+
+
+@dataclass
+class Entry:
+    name: str
+    build: Any  # () -> unfitted model
+    data: Any  # seed -> list of arrays
+    fit_kw: dict = field(default_factory=dict)
+    univariate: bool = True
+
+    @property
+    def kind(self) -> str:
+        return "continuous" if self.data in (_reals, _reals2) else "discrete"
+
+
+def _entries() -> list[Entry]:
+    quick_rnn = {"max_epochs": 3, "batch_size": 8, "seed": 0, "progress": False}
+    out = [
+        Entry("markov1", lambda: ps.MarkovChain(order=1, alpha=0.5), _symbols),
+        Entry("markov2_kn", lambda: ps.MarkovChain(order=2, smoothing="kneser-ney"), _symbols),
+        Entry("ar2", lambda: ps.AutoRegressive(order=2), _reals),
+        Entry("hmm_categorical", lambda: ps.HiddenMarkovModel(2, emission="categorical"),
+              _symbols, {"seed": 0, "max_epochs": 20}),
+        Entry("hmm_gaussian", lambda: ps.HiddenMarkovModel(2, emission="gaussian"), _reals,
+              {"seed": 0, "max_epochs": 20}),
+        Entry("hmm_gaussian_2d_diag",
+              lambda: ps.HiddenMarkovModel(2, emission="gaussian", covariance_type="diag"),
+              _reals2, {"seed": 0, "max_epochs": 20}, univariate=False),
+        Entry("hmm_poisson", lambda: ps.HiddenMarkovModel(2, emission="poisson"), _counts,
+              {"seed": 0, "max_epochs": 20}),
+        Entry("local_level", lambda: ps.LinearGaussianSSM.local_level(), _reals),
+        Entry("lgssm_2d", lambda: ps.LinearGaussianSSM(state_dim=1, obs_dim=2), _reals2,
+              {"max_epochs": 20, "seed": 0}, univariate=False),
+        Entry("dmm", lambda: ps.DeepMarkovModel(latent_dim=2, hidden_dim=8, rnn_dim=8),
+              _reals, {"max_epochs": 2, "seed": 0, "progress": False}),
+    ]
+    for cell in ("rnn", "lstm", "gru", "transformer"):
+        out.append(Entry(f"{cell}_categorical",
+                         lambda c=cell: ps.RecurrentModel(cell=c, hidden_size=8), _symbols,
+                         quick_rnn))
+    out += [
+        Entry("gru_gaussian",
+              lambda: ps.RecurrentModel(cell="gru", hidden_size=8, emission="gaussian"),
+              _reals, quick_rnn),
+        Entry("lstm_mixture_2d",
+              lambda: ps.RecurrentModel(cell="lstm", hidden_size=8, emission="mixture"),
+              _reals2, quick_rnn, univariate=False),
+    ]
+    return out
+
+
+ENTRIES = {e.name: e for e in _entries()}
+_FITTED: dict[str, Any] = {}
+
+
+def fitted(name: str):
+    """The registry's model, fitted once per session (fits are deterministic)."""
+    if name not in _FITTED:
+        e = ENTRIES[name]
+        _FITTED[name] = e.build().fit(e.data(0), **e.fit_kw)
+    return _FITTED[name]
+
+
+names = pytest.mark.parametrize("name", list(ENTRIES))
+
+
+def _exact(name):
+    return fitted(name).exact_likelihood
+
+
+# ------------------------------------------------------------------------ batches, padding
+@names
+def test_batch_equals_one_by_one(name):
+    m, data = fitted(name), ENTRIES[name].data(1)[:6]
+    batch = m.log_prob(data)
+    single = torch.stack([m.log_prob(x) for x in data])
+    torch.testing.assert_close(batch, single, rtol=1e-10, atol=1e-9)
+    assert batch.dtype == torch.float64 and batch.shape == (6,)
+
+
+@names
+def test_padding_values_and_order_change_nothing(name):
+    m, data = fitted(name), ENTRIES[name].data(2)[:6]
+    seqs = Sequences.from_list(data)
+    ref = m.log_prob(seqs)
+    garbage = seqs.values.clone()
+    fill = 2 if seqs.is_discrete else 1e6
+    garbage[~seqs.mask] = fill
+    padded = Sequences(garbage, seqs.lengths.clone())  # bypass zero padding on purpose
+    torch.testing.assert_close(m.log_prob(padded), ref, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(m.log_prob_steps(padded), m.log_prob_steps(seqs),
+                               rtol=1e-10, atol=1e-9)
+    perm = [3, 0, 5, 1, 4, 2]
+    torch.testing.assert_close(m.log_prob([data[i] for i in perm]), ref[perm],
+                               rtol=1e-10, atol=1e-9)
+
+
+@names
+def test_steps_sum_to_log_prob(name):
+    m, data = fitted(name), ENTRIES[name].data(3)[:6]
+    steps = m.log_prob_steps(data)
+    lengths = [len(x) for x in data]
+    assert steps.shape == (6, max(lengths))
+    for i, n in enumerate(lengths):
+        assert steps[i, n:].eq(0).all()
+    torch.testing.assert_close(steps.sum(-1), m.log_prob(data), rtol=1e-10, atol=1e-8)
+
+
+# ------------------------------------------------------------------------ sampling
+@names
+def test_samples_shape_prefix_and_finite_scores(name):
+    m, e = fitted(name), ENTRIES[name]
+    s = m.sample(4, 12, seed=0)
+    assert isinstance(s, Sequences) and len(s) == 4 and s.lengths.eq(12).all()
+    if e.kind == "continuous" and not e.univariate:
+        assert s.values.shape == (4, 12, 2)
+    else:
+        assert s.values.shape == (4, 12)
+    assert torch.isfinite(m.log_prob(s)).all()
+    prefix = e.data(4)[0][:5]
+    c = m.sample(3, 9, prefix=prefix, seed=1)
+    torch.testing.assert_close(c.values[:, :5], torch.as_tensor(prefix).expand_as(c.values[:, :5])
+                               .to(c.values.dtype), rtol=0, atol=0)
+
+
+@names
+def test_same_seed_same_samples(name):
+    m = fitted(name)
+    assert m.sample(3, 7, seed=11) == m.sample(3, 7, seed=11)
+    assert m.sample(3, 7, seed=11) != m.sample(3, 7, seed=12)
+
+
+# ------------------------------------------------------------------------ normalisation
+def _discrete(name):
+    return ENTRIES[name].kind == "discrete" and ENTRIES[name].data is _symbols
+
+
+@pytest.mark.parametrize("name", [n for n in ENTRIES if _discrete(n)])
+def test_discrete_probabilities_sum_to_one(name):
+    m = fitted(name)
+    for t in (1, 2, 3):
+        all_seqs = [np.array(x) for x in itertools.product(range(V), repeat=t)]
+        total = torch.logsumexp(m.log_prob(all_seqs), 0)
+        assert abs(float(total)) < 1e-9, f"T={t}: log total {float(total)}"
+
+
+def _integrate_1d(log_density, samples: np.ndarray) -> float:
+    """Integrate a univariate density on a fine grid covering 12 sample s.d. either side."""
+    centre, spread = samples.mean(), samples.std()
+    grid = np.linspace(centre - 12 * spread, centre + 12 * spread, 4001)
+    return float(integrate.simpson(np.exp(log_density(grid)), x=grid))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ENTRIES if ENTRIES[n].kind == "continuous" and ENTRIES[n].univariate]
+)
+def test_continuous_density_integrates_to_one_at_t2(name):
+    """p(x1, x2) = p(x1) p(x2 | x1): p(x1) integrates to 1, and so does p(x2 | x1) at five
+    values of x1 (grids placed by the model's own samples, so diffuse priors are covered)."""
+    m = fitted(name)
+    if not m.exact_likelihood:
+        pytest.skip("the likelihood is a bound, not a density")
+    first = m.sample(4000, 1, seed=0).values[:, 0].numpy()
+    total = _integrate_1d(lambda g: m.log_prob(Sequences.from_padded(g[:, None])).numpy(), first)
+    assert abs(total - 1) < 1e-4, f"p(x1) integrates to {total}"
+    for x1 in np.quantile(first, [0.02, 0.25, 0.5, 0.75, 0.98]):
+        second = m.sample(4000, 2, prefix=[float(x1)], seed=1).values[:, 1].numpy()
+
+        def cond(g, x1=x1):
+            pairs = np.stack([np.full_like(g, x1), g], axis=1)
+            return m.log_prob_steps(Sequences.from_padded(pairs))[:, 1].numpy()
+
+        total = _integrate_1d(cond, second)
+        assert abs(total - 1) < 1e-4, f"p(x2 | x1={x1:.3g}) integrates to {total}"
+
+
+@pytest.mark.parametrize("name", [n for n in ENTRIES if _discrete(n)])
+def test_sampler_frequencies_agree_with_log_prob(name):
+    m = fitted(name)
+    n = 20_000
+    s = m.sample(n, 3, seed=5).values.numpy()
+    codes = s @ np.array([V * V, V, 1])
+    freq = np.bincount(codes, minlength=V**3) / n
+    all_seqs = [np.array(x) for x in itertools.product(range(V), repeat=3)]
+    p = m.log_prob(all_seqs).exp().numpy()
+    tv = 0.5 * np.abs(freq - p).sum()
+    assert tv < 0.03, tv
+
+
+# ------------------------------------------------------------------------ files, seeds, inputs
+@names
+def test_save_load_reproduces_exactly(name, tmp_path):
+    m, data = fitted(name), ENTRIES[name].data(5)[:5]
+    m.save(tmp_path / "m.pt")
+    m2 = ps.load(tmp_path / "m.pt")
+    assert type(m2) is type(m) and m2.num_params == m.num_params
+    assert torch.equal(m.log_prob(data), m2.log_prob(data))
+    assert m.sample(2, 5, seed=3) == m2.sample(2, 5, seed=3)
+
+
+@names
+def test_same_seed_same_fit_and_caller_data_untouched(name):
+    e = ENTRIES[name]
+    data = e.data(0)
+    before = [x.copy() for x in data]
+    m2 = e.build().fit(data, **e.fit_kw)
+    for a, b in zip(data, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    probe = e.data(6)[:4]
+    assert torch.equal(fitted(name).log_prob(probe), m2.log_prob(probe))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ENTRIES if ENTRIES[n].kind == "continuous"]
+)
+def test_float32_input_is_scored_as_its_float64_value(name):
+    m, data = fitted(name), ENTRIES[name].data(7)[:4]
+    f32 = [x.astype(np.float32) for x in data]
+    f64 = [x.astype(np.float64) for x in f32]
+    assert torch.equal(m.log_prob(f32), m.log_prob(f64))
+
+
+def _bad_inputs(e: Entry, m) -> list[tuple[Any, str]]:
+    good = e.data(0)[0]
+    cases: list[tuple[Any, str]] = [
+        ([good, good[:0]], "sequence 1 is empty"),
+        ([good, "abc"], "sequence 1"),
+    ]
+    if e.kind == "discrete":
+        cases += [
+            ([good, good.astype(float)], "sequence 1 has float values"),
+            ([good, np.array([0, -1, 1])], "sequence 1 contains a negative symbol"),
+        ]
+        if m.num_symbols is not None and m.data_kind == "discrete":
+            cases.append(([good, np.array([0, m.num_symbols])], "sequence 1 contains symbol"))
+    else:
+        nan = good.copy()
+        nan[1] = np.nan
+        inf = good.copy()
+        inf[0] = np.inf
+        cases += [([good, nan], "sequence 1 contains NaN"), ([inf], "sequence 0 contains inf")]
+        if e.univariate:
+            cases.append(([np.stack([good, good], axis=-1)], "2-D|dimension|D="))
+        else:
+            cases.append(([good[:, 0]], "dimension|D=|1-D"))
+    if m.min_length > 1:
+        cases.append(([good[: m.min_length - 1]], "needs at least"))
+    return cases
+
+
+@names
+def test_bad_input_raises_value_error_naming_problem(name):
+    e, m = ENTRIES[name], fitted(name)
+    for data, message in _bad_inputs(e, m):
+        for method in (m.log_prob, m.log_prob_steps):
+            with pytest.raises(ValueError, match=message):
+                method(data)
+    for data, message in _bad_inputs(e, m)[:1]:
+        with pytest.raises(ValueError, match=message):
+            e.build().fit(data, **e.fit_kw)
+
+
+@names
+def test_unfitted_model_refuses(name):
+    m = ENTRIES[name].build()
+    with pytest.raises(ValueError, match="not fitted"):
+        m.log_prob(ENTRIES[name].data(0)[0])
+    with pytest.raises(ValueError, match="not fitted"):
+        m.sample(1, 3)
+
+
+# ------------------------------------------------------------------------ long sequences
+def _long_data(e: Entry, t: int) -> np.ndarray:
+    """One long sequence of the entry's kind, drawn with numpy (sampling 10^5 steps from a
+    sequential sampler would dominate the test)."""
+    rng = np.random.default_rng(0)
+    if e.data is _symbols:
+        return rng.integers(0, V, size=t)
+    if e.data is _counts:
+        return rng.poisson(3.0, size=t)
+    noise = rng.normal(size=(t, 1 if e.univariate else 2))
+    x = 0.3 * np.cumsum(noise, axis=0) / np.sqrt(np.arange(1, t + 1))[:, None] + noise
+    return x[:, 0] if e.univariate else x
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ENTRIES if n != "dmm" and not n.startswith("transformer")]
+)
+def test_long_sequence_is_finite_and_steps_agree(name):
+    """T = 10^5 for the exact classical models (2 * 10^4 for the neural ones)."""
+    m, e = fitted(name), ENTRIES[name]
+    neural = name.startswith(("lstm", "gru", "rnn"))
+    x = _long_data(e, 20_000 if neural else 100_000)
+    lp = m.log_prob(x)
+    assert torch.isfinite(lp)
+    torch.testing.assert_close(m.log_prob_steps(x).sum(), lp, rtol=1e-9, atol=1e-6)
+
+
+# ------------------------------------------------------------------------ property-based
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.integers(0, V - 1), min_size=1, max_size=15), min_size=1,
+                max_size=5),
+       st.sampled_from(["markov1", "markov2_kn", "hmm_categorical", "gru_categorical"]))
+def test_ragged_batches_property(lists, name):
+    m = fitted(name)
+    batch = m.log_prob(Sequences.from_list(lists))
+    single = torch.stack([m.log_prob(np.array(x)) for x in lists])
+    torch.testing.assert_close(batch, single, rtol=1e-10, atol=1e-9)
+    assert torch.isfinite(batch).all()
