@@ -160,11 +160,15 @@ class SequenceModel(abc.ABC):
             data: sequences (a ``Sequences``, a list, or one sequence).
             **options: model-specific keywords; iteratively fitted models take
                 ``max_epochs``, ``batch_size``, ``learning_rate``, ``seed``, ``progress``.
+                Under an active ``torch.distributed`` process group, the data-parallel
+                fits split ``data`` across ranks (see :mod:`probseq.distributed`).
 
         Returns:
             self.
         """
         seqs, _ = self._coerce(data, fitting=True)
+        if distributed.is_active() and options.get("seed") is None:
+            options["seed"] = distributed.common_seed()  # ranks must make the same choices
         with seeded(options.get("seed")):
             self._fit(seqs, **options)
         return self

@@ -32,6 +32,8 @@ __all__ = [
     "all_reduce_sum",
     "gather_in_order",
     "broadcast_tensors",
+    "common_seed",
+    "RankSampler",
 ]
 
 _state = threading.local()
@@ -142,3 +144,41 @@ def broadcast_tensors(tensors: dict[str, torch.Tensor], src: int = 0) -> None:
         dist.broadcast(buf, src=src)
         with torch.no_grad():
             t.copy_(buf.to(t.device))
+
+
+def common_seed() -> int:
+    """A random seed drawn on rank 0 and shared with every rank (so that random choices in
+    a fit, such as initialisations and validation splits, agree across ranks)."""
+    seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64)
+    if is_active():
+        buf = seed.to(_device())
+        dist.broadcast(buf, src=0)
+        seed = buf.cpu()
+    return int(seed)
+
+
+class RankSampler:
+    """This rank's part of another sampler's order, as ``DistributedSampler`` does it.
+
+    Each epoch the wrapped sampler's order (the same on every rank, since it is seeded by
+    ``(seed, epoch)``) is padded by repeating its beginning to a multiple of W, and rank r
+    takes positions ``r, r + W, ...``. Every rank therefore sees the same number of
+    sequences, so collective operations stay in step; the few repeated sequences weigh a
+    little more in that epoch.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.num = -(-len(sampler) // world_size())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        order = list(self.sampler)
+        total = self.num * world_size()
+        order += order[: total - len(order)]
+        return iter(order[rank():total:world_size()])
+
+    def __len__(self) -> int:
+        return self.num

@@ -41,3 +41,24 @@ def spine() -> dict:
         "sum": total["r"],
         "broadcast": t,
     }
+
+
+def _gru_data():
+    from probseq.datasets import hmm_symbols
+
+    params = ([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], [[0.8, 0.1, 0.1], [0.1, 0.2, 0.7]])
+    train, _ = hmm_symbols(96, 40, *params, seed=10)
+    test, _ = hmm_symbols(200, 40, *params, seed=11)
+    return train, test
+
+
+GRU_FIT = {"max_epochs": 8, "batch_size": 16, "learning_rate": 1e-2, "progress": False}
+
+
+def gru() -> dict:
+    """A data-parallel GRU fit (no seed given: the ranks must agree on one by themselves)."""
+    from probseq import RecurrentModel
+
+    train, test = _gru_data()
+    m = RecurrentModel(cell="gru", hidden_size=16).fit(train, **GRU_FIT)
+    return {"state": m._state_tensors(), "test_log_prob": m.log_prob(test)}

@@ -39,3 +39,21 @@ def test_sharded_log_prob_and_collectives(tmp_path):
         assert torch.equal(r["one_shard_empty"], m.log_prob([[0, 1, 1]]))
         assert torch.equal(r["local"], m.log_prob(data))
         assert r["sum"].item() == 3.0 and r["broadcast"].item() == 0.0
+
+
+def test_data_parallel_gru_matches_single_process_fit(tmp_path):
+    from probseq import RecurrentModel
+
+    r0, r1 = launch("gru", tmp_path)
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), f"ranks disagree on {k}"
+    assert torch.equal(r0["test_log_prob"], r1["test_log_prob"])
+    train, test = dist_workers._gru_data()
+    single = RecurrentModel(cell="gru", hidden_size=16).fit(train, seed=0,
+                                                            **dist_workers.GRU_FIT)
+    steps = test.num_steps
+    nats_dist = -float(r0["test_log_prob"].sum()) / steps
+    nats_single = -float(single.log_prob(test).sum()) / steps
+    # Different shards and batch compositions give different optimisation paths; both must
+    # reach the same held-out quality within noise (about 0.005 nats/step here).
+    assert abs(nats_dist - nats_single) < 0.02, (nats_dist, nats_single)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from probseq import distributed
 from probseq._utils import progress_bar
 
 __all__ = ["PaddedData", "ShuffleSampler", "TrainingResult", "train_network", "evaluate_nll"]
@@ -116,14 +117,18 @@ class TrainingResult:
 @torch.no_grad()
 def evaluate_nll(network: nn.Module, loss_fn: LossFn, data: PaddedData,
                  batch_size: int) -> float:
-    """Mean negative log-likelihood per step (nats) of ``data``, in evaluation mode."""
+    """Mean negative log-likelihood per step (nats) of ``data``, in evaluation mode.
+
+    Under an active process group each rank scores its shard and the sums are combined.
+    """
     was_training = network.training
     network.eval()
     total = torch.zeros((), dtype=torch.float64, device=data.values.device)
-    for index in _batches(range(len(data)), batch_size):
+    for index in _batches(distributed.shard_indices(len(data)).tolist(), batch_size):
         values, lengths, _ = data.batch(index)
         total += loss_fn(network, values, lengths).double()
     network.train(was_training)
+    total = distributed.all_reduce_sum({"nll": total})["nll"]
     return float(total) / data.num_steps
 
 
@@ -156,6 +161,13 @@ def train_network(
     and restored at the end, and training stops after ``patience`` epochs without improvement.
     Without validation data the final weights are kept.
 
+    Under an active ``torch.distributed`` process group the loop is data-parallel: the network
+    is wrapped in ``DistributedDataParallel`` (which starts every rank from rank 0's weights
+    and averages gradients), each rank takes its part of the sampler's order
+    (:class:`probseq.distributed.RankSampler`), the running and validation losses are summed
+    over ranks so that every rank takes the same early-stopping and divergence decisions, and
+    rank 0's kept weights are broadcast at the end.
+
     A non-finite loss or gradient norm stops training: the last good weights (the best so far,
     or those at the end of the last finished epoch) are restored with a ``RuntimeWarning``;
     if no epoch had finished, ``FloatingPointError`` is raised.
@@ -179,6 +191,12 @@ def train_network(
     Returns:
         A :class:`TrainingResult`; ``network`` holds the kept weights.
     """
+    forward = network
+    if distributed.is_active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        sampler = distributed.RankSampler(sampler)
+        forward = DistributedDataParallel(network)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     params = [p for p in network.parameters() if p.requires_grad]
     result = TrainingResult()
@@ -197,7 +215,7 @@ def train_network(
             steps = 0
             for b, index in enumerate(_batches(sampler, batch_size), start=1):
                 values, lengths, n_steps = train.batch(index)
-                nll = loss_fn(network, values, lengths)
+                nll = loss_fn(forward, values, lengths)
                 optimizer.zero_grad(set_to_none=True)
                 (nll / n_steps).backward()
                 norm = nn.utils.clip_grad_norm_(
@@ -208,7 +226,13 @@ def train_network(
                 running += nll.detach().double()
                 steps += n_steps
                 if b % sync_every == 0 or b == batches_per_epoch:
-                    train_nats = float(running) / steps
+                    totals = distributed.all_reduce_sum({
+                        "running": running,
+                        "steps": torch.tensor(float(steps), dtype=torch.float64, device=device),
+                        "bad": (~grad_ok).double(),
+                    })
+                    grad_ok = totals["bad"] == 0
+                    train_nats = float(totals["running"]) / float(totals["steps"])
                     if not (math.isfinite(train_nats) and bool(grad_ok)):
                         return _diverged(network, result, best_state, epoch)
                     bar.set_postfix(epoch=epoch, train=f"{train_nats:.4f}",
@@ -237,6 +261,7 @@ def train_network(
         bar.close()
     if best_state is not None:
         network.load_state_dict(best_state)
+    distributed.broadcast_tensors(network.state_dict())
     network.eval()
     return result
 
