@@ -467,3 +467,142 @@ def test_pyro_svi_map_is_meaningful():
                                               ("initial", "transition", "emission")})
     gap = (float(truth.log_prob(data).sum()) - float(fitted.log_prob(data).sum()))
     assert gap / data.num_steps < 0.01
+
+
+# ------------------------------------------------------------------------ NumPy kernels
+def _torch_reference(model: HiddenMarkovModel, seqs: Sequences) -> dict[str, torch.Tensor]:
+    """The per-step normalised torch recursions (the slow reference of the kernels)."""
+    p = model.params
+    return inference.hmm_posteriors(p["initial"], p["transition"],
+                                    model._log_lik(p, seqs), seqs.lengths, 0)
+
+
+@pytest.mark.parametrize("name", ["categorical", "gaussian_full", "poisson"])
+def test_kernels_match_per_step_recursion_on_ragged_batch(name):
+    # Lengths in no order, with ties, a length 1 and lengths that are not multiples of the
+    # kernels' block, so that rows drop out mid-block and the segments are exercised.
+    model = MODELS[name]()
+    raw = model.sample(7, 90, seed=13).to_list()
+    lengths = [90, 1, 37, 16, 90, 17, 64]
+    seqs = Sequences.from_list([s[:n] for s, n in zip(raw, lengths, strict=True)])
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    order = np.argsort(-scaled.lengths, kind="stable")
+    _, ok, _ = inference.kernels.forward_log_mass(
+        p["initial"].numpy(), p["transition"].numpy(), scaled.time_major(order),
+        scaled.lengths[order])
+    assert ok.all()  # the fast path itself is what is compared below
+    ref = _torch_reference(model, seqs)
+    torch.testing.assert_close(model.log_prob(seqs), ref["log_prob"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.log_prob_steps(seqs), ref["steps"], rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(model.filter(seqs), ref["filtered"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.smoother(seqs), ref["smoothed"], rtol=0, atol=1e-12)
+    stats = model.expected_stats(seqs, p)
+    for key in ("transition_counts", "initial_counts"):
+        torch.testing.assert_close(stats[key], ref[key], rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(stats["log_lik"], ref["log_prob"].sum(), rtol=1e-12, atol=0)
+    # Emission statistics against the slow definition: sums over the real steps.
+    mask = seqs.mask
+    w = ref["smoothed"][mask]  # [M, K]
+    if model.emission == "categorical":
+        onehot = torch.nn.functional.one_hot(seqs.values[mask], 4).to(F64)
+        torch.testing.assert_close(stats["emission_counts"], w.T @ onehot, rtol=1e-11,
+                                   atol=1e-11)
+    elif model.emission == "gaussian":
+        x = seqs.values3d()[mask]
+        torch.testing.assert_close(stats["sum_x"], w.T @ x, rtol=1e-11, atol=1e-10)
+        torch.testing.assert_close(stats["sum_xx"], torch.einsum("mk,mi,mj->kij", w, x, x),
+                                   rtol=1e-11, atol=1e-10)
+    else:
+        torch.testing.assert_close(stats["sum_x"], w.T @ seqs.values[mask].to(F64),
+                                   rtol=1e-11, atol=1e-10)
+
+
+def test_underflow_guard_sends_rows_to_the_per_step_recursion():
+    # Two sticky states that each nearly never emit the other's symbol: on alternating
+    # symbols every other step has probability ~1e-30, so a block of 16 steps has mass
+    # ~1e-240, under the kernels' guard (1e-150): that row must be refused and recomputed.
+    eps = 1e-30
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[1 - eps, eps], [eps, 1 - eps]],
+        emission=[[1 - eps, eps], [eps, 1 - eps]])
+    seqs = Sequences.from_list([np.arange(40) % 2, np.zeros(50, dtype=np.int64),
+                                np.r_[np.zeros(20, dtype=np.int64), np.arange(9) % 2]])
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    order = np.argsort(-scaled.lengths, kind="stable")
+    _, ok, _ = inference.kernels.forward_log_mass(
+        p["initial"].numpy(), p["transition"].numpy(), scaled.time_major(order),
+        scaled.lengths[order])
+    assert ok.tolist() == [True, False, True]  # rows by decreasing length: 50, 40, 29
+    ref = _torch_reference(model, seqs)
+    lp = model.log_prob(seqs)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(lp, ref["log_prob"], rtol=1e-12, atol=0)
+    ref_hl = _hmmlearn(model)
+    for i, s in enumerate(seqs.to_list()):
+        assert float(lp[i]) == pytest.approx(ref_hl.score(s.numpy()[:, None]), rel=1e-10)
+    torch.testing.assert_close(model.log_prob_steps(seqs), ref["steps"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(model.smoother(seqs), ref["smoothed"], rtol=0, atol=1e-12)
+    stats = model.expected_stats(seqs, p)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("sticky", [0.0, 500.0])
+def test_speculative_chunks_match_sequential_recursion(sticky):
+    # Two long sequences of different lengths (chunks of 128; the last chunks are short).
+    # sticky=500 barely forgets: chunks do not couple, and the exact fallback must be used.
+    model = _categorical(4, 5, seed=14, sticky=sticky)
+    p = model.params
+    g = torch.Generator().manual_seed(3)
+    seqs = Sequences.from_list([torch.randint(5, (5000,), generator=g),
+                                torch.randint(5, (3333,), generator=g)])
+    scaled = model._scaled(p, seqs)
+    ref = inference.hmm_filter(p["initial"], p["transition"], model._log_lik(p, seqs),
+                               seqs.lengths, 0, filtered=False)[0].sum(-1)
+    for chunk in (128, None):
+        lp = inference.hmm_log_prob(p["initial"], p["transition"], scaled, chunk)
+        torch.testing.assert_close(lp, ref, rtol=1e-12, atol=0)
+    # Whether the speculative kernel itself accepted: it must for the forgetting chain.
+    lengths = scaled.lengths
+    counts = -(-lengths // 128)
+    seq = np.repeat(np.arange(2), counts)
+    part = np.arange(seq.shape[0]) - (np.cumsum(counts) - counts)[seq]
+    clen = np.minimum(128, lengths[seq] - part * 128)
+    order = np.argsort(-clen, kind="stable")
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.shape[0])
+    mass = inference.kernels.speculative_log_mass(
+        p["initial"].numpy(), p["transition"].numpy(),
+        scaled.chunks(seq[order], (part * 128)[order], 128), clen[order], (part == 0)[order],
+        pos[np.maximum(order - 1, 0)])
+    assert (mass is None) == (sticky > 0)
+
+
+def test_em_iteration_runs_one_e_step(monkeypatch):
+    model = _categorical(3, 4, seed=15)
+    seqs = model.sample(10, 50, seed=2)
+    calls = []
+    original = HiddenMarkovModel.expected_stats
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HiddenMarkovModel, "expected_stats", counting)
+    model.fit(seqs, init="params", max_epochs=1, tol=0.0, progress=False)
+    assert len(calls) == 1
+    # history_ holds the log-likelihood of the starting parameters (as hmmlearn records)...
+    assert model.history_ == [pytest.approx(float(_categorical(3, 4, seed=15).log_prob(seqs)
+                                                  .sum()), rel=1e-12)]
+    # ...and the result is one M-step from them, as hmmlearn's fit(n_iter=1) gives.
+    ref = _hmmlearn(_categorical(3, 4, seed=15))
+    ref.n_iter, ref.tol, ref.init_params, ref.params = 1, 0.0, "", "ste"
+    x, lengths = _concat(seqs)
+    ref.fit(x, lengths)
+    np.testing.assert_allclose(model.params["transition"].numpy(), ref.transmat_, rtol=1e-9)
+    np.testing.assert_allclose(model.params["emission"].numpy(), ref.emissionprob_, rtol=1e-9)
+    np.testing.assert_allclose(model.params["initial"].numpy(), ref.startprob_, rtol=1e-9,
+                               atol=1e-12)

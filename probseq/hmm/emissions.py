@@ -40,10 +40,17 @@ class Categorical:
         return b, m
 
     @staticmethod
-    def stats(seqs: Sequences, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Expected counts ``emission_counts [K, V]`` from posterior weights ``[N, T, K]``."""
+    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
+        """``[steps * N]`` time-major symbols of the rows ``order`` (padding read as 0)."""
+        x = torch.where(seqs.mask, seqs.values, 0)[:, :steps]
+        return x.T[:, order].reshape(-1)
+
+    @staticmethod
+    def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Expected counts ``emission_counts [K, V]`` from symbols ``[M]`` and posterior
+        weights ``[M, K]`` (zero at padding)."""
         k = weights.shape[-1]
-        x = torch.where(seqs.mask, seqs.values, 0).reshape(-1).numpy()
+        x = values.numpy()
         v = int(x.max()) + 1
         # One bincount over (symbol, state) pairs: ~10x faster than index_add_ here.
         codes = (x[:, None] * k + np.arange(k)).reshape(-1)
@@ -103,15 +110,20 @@ class Gaussian:
         return out.transpose(0, 1)
 
     @staticmethod
-    def stats(seqs: Sequences, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = seqs.values3d()
-        k = weights.shape[-1]
-        w = weights.reshape(-1, k)
-        xf = x.reshape(-1, x.shape[-1])
+    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
+        """``[steps * N, D]`` time-major observations of the rows ``order``."""
+        x = torch.where(seqs.mask[..., None], seqs.values3d(), 0.0)[:, :steps]
+        return x.transpose(0, 1)[:, order].reshape(-1, x.shape[-1])
+
+    @staticmethod
+    def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``weight [K]``, ``sum_x [K, D]``, ``sum_xx [K, D, D]`` from observations ``[M, D]``
+        and posterior weights ``[M, K]``."""
+        w = weights.reshape(-1, weights.shape[-1])
         return {
             "weight": w.sum(0),
-            "sum_x": w.T @ xf,
-            "sum_xx": torch.einsum("nk,ni,nj->kij", w, xf, xf),
+            "sum_x": w.T @ values,
+            "sum_xx": torch.einsum("nk,ni,nj->kij", w, values, values),
         }
 
     @staticmethod
@@ -176,9 +188,16 @@ class Poisson:
         return out.transpose(0, 1)
 
     @staticmethod
-    def stats(seqs: Sequences, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = seqs.values.to(weights.dtype)
-        return {"weight": weights.sum((0, 1)), "sum_x": torch.einsum("ntk,nt->k", weights, x)}
+    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
+        """``[steps * N]`` time-major counts (float64) of the rows ``order``."""
+        x = torch.where(seqs.mask, seqs.values, 0)[:, :steps]
+        return x.T[:, order].reshape(-1).to(torch.float64)
+
+    @staticmethod
+    def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``weight [K]`` and ``sum_x [K]`` from counts ``[M]`` and weights ``[M, K]``."""
+        w = weights.reshape(-1, weights.shape[-1])
+        return {"weight": w.sum(0), "sum_x": values @ w}
 
     @staticmethod
     def m_step(stats: dict[str, torch.Tensor], old: dict[str, torch.Tensor],

@@ -629,70 +629,118 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     return result
 
 
+def _log_lik_of(b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``log b + m``: emission log-likelihoods back from their scaled form."""
+    log_b = torch.where(b > 0, torch.log(b), torch.full((), -math.inf, dtype=b.dtype))
+    return log_b + m[..., None]
+
+
 def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-                         backward: bool = True,
-                         chunk_size: int | None = None) -> dict[str, torch.Tensor]:
-    """The forward (and backward) pass by the NumPy kernels, in the input's row order.
+                         backward: bool = True, filtered: bool = True,
+                         chunk_size: int | None = None,
+                         time_major: bool = False) -> dict[str, torch.Tensor]:
+    """The forward (and backward) pass by the NumPy kernels.
+
+    Rows the kernels refuse (see :func:`hmm_log_prob`) are recomputed by the per-step
+    normalised torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`), as are long
+    sequences where the chunked scan is chosen.
 
     Args:
         initial: ``[K]``.
         transition: ``[K, K]``.
         scaled: the scaled emission likelihoods.
-        backward: False computes only ``steps``, ``log_prob`` and ``filtered``.
-        chunk_size: as in :func:`hmm_log_prob`; where it chooses the chunked scan, this
-            delegates to the torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`).
+        backward: False runs the forward pass only.
+        filtered: the forward pass also returns ``filtered``.
+        chunk_size: as in :func:`hmm_log_prob`.
+        time_major: with ``backward``, return the smoothed marginals as ``weights
+            [T_max, N, K]`` with their rows in the order ``order [N]`` (int64) instead of
+            ``smoothed [N, T_max, K]``: what summing sufficient statistics needs, without
+            reordering.
 
     Returns:
-        As :func:`hmm_posteriors` (``log_prob [N]``, ``steps [N, T_max]``, ``filtered``,
-        and with ``backward`` also ``smoothed [N, T_max, K]``, ``transition_counts [K, K]``,
-        ``initial_counts [K]``).
+        ``log_prob [N]``, ``steps [N, T_max]`` (0 at padding), with ``filtered`` also
+        ``filtered [N, T_max, K]``, and with ``backward`` ``smoothed [N, T_max, K]`` (or
+        ``weights`` and ``order``), ``transition_counts [K, K]`` and ``initial_counts [K]``,
+        as :func:`hmm_posteriors` defines them.
     """
     lengths = scaled.lengths
     n = lengths.shape[0]
     k = scaled.num_states
     t_max = int(lengths.max())
-    lengths_t = torch.from_numpy(lengths)
     if _use_chunks(n, t_max, k, chunk_size):
-        b, m = scaled.dense(np.arange(n))
-        log_lik = torch.where(b > 0, torch.log(b), torch.full((), -math.inf, dtype=b.dtype))
-        log_lik = log_lik + m[..., None]
-        if backward:
-            return hmm_posteriors(initial, transition, log_lik, lengths_t, chunk_size)
-        steps, u = hmm_filter(initial, transition, log_lik, lengths_t, chunk_size)
-        return {"log_prob": steps.sum(-1), "steps": steps, "filtered": u}
+        return _torch_passes(initial, transition, scaled, np.arange(n), backward, filtered,
+                             chunk_size, time_major)
     order = np.argsort(-lengths, kind="stable")
     res = kernels.forward_backward(initial.numpy(), transition.numpy(),
-                                   scaled.time_major(order), lengths[order], backward=backward)
+                                   scaled.time_major(order), lengths[order], backward=backward,
+                                   filtered=filtered)
+    if not res["ok"].all():
+        return _torch_passes(initial, transition, scaled, np.sort(order[~res["ok"]]), backward,
+                             filtered, 0, time_major, fast=res, order=order)
     inv = np.empty_like(order)
     inv[order] = np.arange(n)
-    steps = res["log_c"].T[inv] + scaled.shifts()
-    out = {"steps": steps, "filtered": res["filtered"].transpose(1, 0, 2)[inv]}
+    steps = torch.from_numpy(res["log_c"].T[inv] + scaled.shifts())
+    out = {"log_prob": steps.sum(-1), "steps": steps}
     if backward:
-        out["smoothed"] = res["smoothed"].transpose(1, 0, 2)[inv]
-    out = {key: torch.from_numpy(val) for key, val in out.items()}
-    bad = np.sort(order[~res["ok"]])
-    xi = torch.from_numpy(res["xi"]) if backward else None
-    if bad.size:
-        b, m = scaled.dense(bad)
-        log_lik = torch.where(b > 0, torch.log(b), torch.full((), -math.inf, dtype=b.dtype))
-        log_lik = log_lik + m[..., None]
-        idx = torch.from_numpy(bad)
-        if backward:
-            slow = hmm_posteriors(initial, transition, log_lik, lengths_t[idx], 0)
-            # Replace the bad rows' share of the transition counts: recompute the good rows'.
-            good = np.sort(order[res["ok"]])
-            xi = slow["transition_counts"]
-            if good.size:
-                fast = hmm_forward_backward(initial, transition, scaled.subset(good))
-                xi = xi + fast["transition_counts"]
-            out["smoothed"][idx] = slow["smoothed"]
+        out["transition_counts"] = torch.from_numpy(res["xi"])
+        out["initial_counts"] = torch.from_numpy(res["smoothed"][0].sum(0))
+        if time_major:
+            out["weights"] = torch.from_numpy(res["smoothed"])
+            out["order"] = torch.from_numpy(order)
         else:
-            slow_steps, slow_u = hmm_filter(initial, transition, log_lik, lengths_t[idx], 0)
-            slow = {"steps": slow_steps, "filtered": slow_u}
-        out["steps"][idx] = slow["steps"]
-        out["filtered"][idx] = slow["filtered"]
-    out["log_prob"] = out["steps"].sum(-1)
+            out["smoothed"] = torch.from_numpy(res["smoothed"].transpose(1, 0, 2)[inv])
+    elif filtered:
+        out["filtered"] = torch.from_numpy(res["filtered"].transpose(1, 0, 2)[inv])
+    return out
+
+
+def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
+                  rows: np.ndarray, backward: bool, filtered: bool, chunk_size: int | None,
+                  time_major: bool, fast: dict | None = None,
+                  order: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """:func:`hmm_forward_backward` by the torch recursions for ``rows``, and by the kernels'
+    results ``fast`` (rows in ``order``) for the others."""
+    n = scaled.lengths.shape[0]
+    b, m = scaled.dense(rows)
+    lengths = torch.from_numpy(scaled.lengths[rows])
+    log_lik = _log_lik_of(b, m)
     if backward:
-        out["transition_counts"] = xi
-        out["initial_counts"] = out["smoothed"][:, 0].sum(0)
+        slow = hmm_posteriors(initial, transition, log_lik, lengths, chunk_size)
+    else:
+        steps, u = hmm_filter(initial, transition, log_lik, lengths, chunk_size,
+                              filtered=filtered)
+        slow = {"steps": steps, "filtered": u}
+    if fast is None:
+        out = {"steps": slow["steps"]}
+        if backward:
+            out.update({key: slow[key] for key in
+                        ("smoothed", "transition_counts", "initial_counts")})
+        elif filtered:
+            out["filtered"] = slow["filtered"]
+    else:
+        inv = np.empty_like(order)
+        inv[order] = np.arange(n)
+        idx = torch.from_numpy(rows)
+        out = {"steps": torch.from_numpy(fast["log_c"].T[inv] + scaled.shifts())}
+        out["steps"][idx] = slow["steps"]
+        if backward:
+            smoothed = torch.from_numpy(fast["smoothed"].transpose(1, 0, 2)[inv])
+            smoothed[idx] = slow["smoothed"]
+            out["smoothed"] = smoothed
+            # The kernels' transition counts include the refused rows: recount the others.
+            good = np.setdiff1d(np.arange(n), rows)
+            counts = slow["transition_counts"]
+            if good.size:
+                again = hmm_forward_backward(initial, transition, scaled.subset(good), chunk_size=0)
+                counts = counts + again["transition_counts"]
+            out["transition_counts"] = counts
+            out["initial_counts"] = smoothed[:, 0].sum(0)
+        elif filtered:
+            u = torch.from_numpy(fast["filtered"].transpose(1, 0, 2)[inv])
+            u[idx] = slow["filtered"]
+            out["filtered"] = u
+    out["log_prob"] = out["steps"].sum(-1)
+    if backward and time_major:
+        out["weights"] = out.pop("smoothed").transpose(0, 1)
+        out["order"] = torch.arange(n)
     return out

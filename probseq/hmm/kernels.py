@@ -215,8 +215,8 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
 
 
 def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
-                     lengths: np.ndarray, block: int = BLOCK,
-                     backward: bool = True) -> dict[str, np.ndarray]:
+                     lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
+                     filtered: bool = True) -> dict[str, np.ndarray]:
     """Scaled forward-backward on a ragged batch sorted by decreasing length.
 
     Args:
@@ -226,6 +226,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         lengths: ``[N]`` decreasing.
         block: steps between normalisations of the forward pass.
         backward: False stops after the forward pass.
+        filtered: False skips normalising the filtered distributions (forward pass only;
+            ``filtered`` is then left out).
 
     Returns:
         A dict of time-major arrays, zero at padded steps: ``log_c [T, N]`` (the per-step
@@ -280,10 +282,13 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     with np.errstate(divide="ignore", invalid="ignore"):
         c = mass / prev
         log_c = np.log(c)
-        filtered = np.divide(alpha, mass[..., None], out=alpha)
+    ok &= np.isfinite(log_c.sum(0))
+    if not (backward or filtered):
+        return {"log_c": log_c, "ok": ok}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        filt = np.divide(alpha, mass[..., None], out=alpha)
     if not backward:
-        ok &= np.isfinite(log_c.sum(0))
-        return {"log_c": log_c, "filtered": filtered, "ok": ok}
+        return {"log_c": log_c, "filtered": filt, "ok": ok}
     with np.errstate(divide="ignore", invalid="ignore"):
         # Backward with the forward normalisers: beta_(t-1) = A (b_t * beta_t) / c_t.
         bees /= c[..., None]
@@ -299,13 +304,13 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
                 wt *= beta[t, :n]
                 if t > 0:
                     np.matmul(wt, at, out=beta[t - 1, :n])
-        smoothed = filtered * beta
-        xi = filtered[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
+        xi = filt[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
             np.zeros((k, k)))
+        smoothed = np.multiply(beta, filt, out=beta)
     # Padded steps hold zeros throughout (alpha, beta and w were never written there, and
     # mass = prev = 1 gives log c = 0).
-    ok &= np.isfinite(smoothed.sum((0, 2))) & np.isfinite(log_c.sum(0))
-    return {"log_c": log_c, "filtered": filtered, "smoothed": smoothed, "xi": xi, "ok": ok}
+    ok &= np.isfinite(smoothed.sum((0, 2)))
+    return {"log_c": log_c, "filtered": filt, "smoothed": smoothed, "xi": xi, "ok": ok}
 
 
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,

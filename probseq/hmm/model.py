@@ -273,14 +273,14 @@ class HiddenMarkovModel(SequenceModel):
         return inference.hmm_log_prob(p["initial"], p["transition"], self._scaled(p, seqs),
                                       self.chunk_size)
 
-    def _forward(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+    def _forward(self, seqs: Sequences, filtered: bool) -> dict[str, torch.Tensor]:
         p = self._params
         return inference.hmm_forward_backward(p["initial"], p["transition"],
                                               self._scaled(p, seqs), backward=False,
-                                              chunk_size=self.chunk_size)
+                                              filtered=filtered, chunk_size=self.chunk_size)
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        return self._forward(seqs)["steps"]
+        return self._forward(seqs, filtered=False)["steps"]
 
     def _posteriors(self, seqs: Sequences,
                     params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -298,7 +298,7 @@ class HiddenMarkovModel(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        u = self._forward(seqs)["filtered"]
+        u = self._forward(seqs, filtered=True)["filtered"]
         return u[0] if single else u
 
     @torch.no_grad()
@@ -340,14 +340,18 @@ class HiddenMarkovModel(SequenceModel):
         emission's statistics (categorical ``emission_counts [K, V]``; gaussian ``weight
         [K]``, ``sum_x [K, D]``, ``sum_xx [K, D, D]``; poisson ``weight [K]``, ``sum_x [K]``).
         """
-        post = self._posteriors(seqs, params)
+        post = inference.hmm_forward_backward(params["initial"], params["transition"],
+                                              self._scaled(params, seqs),
+                                              chunk_size=self.chunk_size, time_major=True)
         stats = {
             "log_lik": post["log_prob"].sum(),
             "num_sequences": torch.tensor(float(len(seqs)), dtype=torch.float64),
             "initial_counts": post["initial_counts"],
             "transition_counts": post["transition_counts"],
         }
-        stats.update(self._em.stats(seqs, post["smoothed"]))
+        weights = post["weights"]  # [T, N, K], rows in post["order"]
+        values = self._em.values(seqs, post["order"], weights.shape[0])
+        stats.update(self._em.stats(values, weights.reshape(-1, weights.shape[-1])))
         return stats
 
     def maximize(self, stats: dict[str, torch.Tensor],
