@@ -8,13 +8,14 @@ import torch
 import torch.distributed as dist
 
 
-def run(rank: int, world: int, port: int, fn_name: str, out_dir: str) -> None:
+def run(rank: int, world: int, port: int, fn_names: list[str], out_dir: str) -> None:
+    """Join a gloo group on loopback, run each named function, save its results per rank."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = globals()[fn_name]()
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        results = {name: globals()[name]() for name in fn_names}
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -62,3 +63,22 @@ def gru() -> dict:
     train, test = _gru_data()
     m = RecurrentModel(cell="gru", hidden_size=16).fit(train, **GRU_FIT)
     return {"state": m._state_tensors(), "test_log_prob": m.log_prob(test)}
+
+
+def _dmm_data():
+    from probseq.datasets import gaussian_hmm
+
+    train, _ = gaussian_hmm(24, 20, seed=20)
+    return train
+
+
+DMM_FIT = {"max_epochs": 2, "batch_size": 6, "seed": 3, "progress": False}
+
+
+def dmm() -> dict:
+    """A data-parallel deep Markov model fit: the ranks must end identical."""
+    from probseq import DeepMarkovModel
+
+    m = DeepMarkovModel(latent_dim=2, hidden_dim=8, rnn_dim=8, num_particles=8)
+    m.fit(_dmm_data(), **DMM_FIT)
+    return {"state": m._state_tensors(), "log_prob": m.log_prob(_dmm_data()[:5])}

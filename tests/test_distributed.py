@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import dist_workers
 import pytest
@@ -22,14 +21,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(fn_name: str, tmp_path: Path, world: int = 2) -> list[dict]:
-    mp.spawn(dist_workers.run, args=(world, _free_port(), fn_name, str(tmp_path)),
-             nprocs=world, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+WORKERS = ["spine", "gru", "dmm"]
 
 
-def test_sharded_log_prob_and_collectives(tmp_path):
-    r0, r1 = launch("spine", tmp_path)
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    """One launch of two processes runs every worker (process start-up dominates)."""
+    out = tmp_path_factory.mktemp("dist")
+    mp.spawn(dist_workers.run, args=(2, _free_port(), WORKERS, str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_sharded_log_prob_and_collectives(ranks):
+    r0, r1 = (r["spine"] for r in ranks)
     m = IIDCategorical(alpha=1.0).fit([[0, 1, 2, 2], [1, 1]])
     data = [[0, 1], [2, 2, 2], [1], [0, 0, 1, 2], [2]]
     for r in (r0, r1):
@@ -41,10 +45,10 @@ def test_sharded_log_prob_and_collectives(tmp_path):
         assert r["sum"].item() == 3.0 and r["broadcast"].item() == 0.0
 
 
-def test_data_parallel_gru_matches_single_process_fit(tmp_path):
+def test_data_parallel_gru_matches_single_process_fit(ranks):
     from probseq import RecurrentModel
 
-    r0, r1 = launch("gru", tmp_path)
+    r0, r1 = (r["gru"] for r in ranks)
     for k, v in r0["state"].items():
         assert torch.equal(v, r1["state"][k]), f"ranks disagree on {k}"
     assert torch.equal(r0["test_log_prob"], r1["test_log_prob"])
@@ -57,3 +61,11 @@ def test_data_parallel_gru_matches_single_process_fit(tmp_path):
     # Different shards and batch compositions give different optimisation paths; both must
     # reach the same held-out quality within noise (about 0.005 nats/step here).
     assert abs(nats_dist - nats_single) < 0.02, (nats_dist, nats_single)
+
+
+def test_data_parallel_deep_markov_ranks_agree(ranks):
+    r0, r1 = (r["dmm"] for r in ranks)
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), f"ranks disagree on {k}"
+    assert torch.equal(r0["log_prob"], r1["log_prob"])
+    assert torch.isfinite(r0["log_prob"]).all()

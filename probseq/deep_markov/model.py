@@ -13,9 +13,12 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.util import zero_grads
 from pyro.optim import ClippedAdam
 
+from probseq import distributed
 from probseq._utils import progress_bar, seeded
 from probseq.base import SequenceModel
 from probseq.data import Sequences
@@ -289,8 +292,9 @@ class DeepMarkovModel(SequenceModel):
         bar = progress_bar(max_epochs, progress, desc=self.name)
         try:
             with pyro.get_param_store().scope():
+                order_seed = int(torch.randint(0, 2**31 - 1, ()))
                 for epoch in range(max_epochs):
-                    total = self._epoch(svi, y_all, len_all, batch_size)
+                    total = self._epoch(svi, y_all, len_all, batch_size, order_seed + epoch)
                     if total is None:  # diverged: back to the last finished epoch
                         net.load_state_dict(good)
                         self._diverged(epoch)
@@ -318,19 +322,31 @@ class DeepMarkovModel(SequenceModel):
             net.load_state_dict(best)
 
     def _epoch(self, svi: SVI, y_all: torch.Tensor, len_all: torch.Tensor,
-               batch_size: int) -> float | None:
-        """One SVI pass over shuffled minibatches: the summed loss, None if it diverged."""
-        total = 0.0
-        for idx in torch.randperm(len(len_all)).split(batch_size):
+               batch_size: int, order_seed: int) -> float | None:
+        """One SVI pass over shuffled minibatches: the summed loss, None if it diverged.
+
+        The order comes from its own generator (``order_seed``), so that it is the same on
+        every rank of a process group; each rank then takes its part of it
+        (:class:`probseq.distributed.RankSampler`) and gradients are averaged over ranks
+        before each optimiser step.
+        """
+        total, ok = 0.0, True
+        sampler = distributed.RankSampler(_Permutation(len(len_all), order_seed))
+        for idx in torch.as_tensor(list(sampler), dtype=torch.int64).split(batch_size):
             idx = idx.to(len_all.device)
             lengths = len_all[idx]
-            loss = svi.step(y_all[idx, : int(lengths.max())], lengths)
-            if not math.isfinite(loss) or any(
-                not torch.isfinite(p).all() for p in self.net.parameters()
-            ):
+            loss = _svi_step(svi, y_all[idx, : int(lengths.max())], lengths)
+            ok = ok and math.isfinite(loss) and all(
+                torch.isfinite(p).all() for p in self.net.parameters()
+            )
+            if not distributed.is_active() and not ok:
                 return None
             total += loss
-        return total
+        summed = distributed.all_reduce_sum({
+            "total": torch.tensor(total, dtype=torch.float64),
+            "bad": torch.tensor(0.0 if ok else 1.0, dtype=torch.float64),
+        })
+        return float(summed["total"]) if summed["bad"] == 0 else None
 
     def _diverged(self, epoch: int) -> None:
         if epoch == 0:
@@ -512,3 +528,41 @@ def _check_positive_float(x: Any, what: str) -> float:
     if not (math.isfinite(float(x)) and float(x) > 0):
         raise ValueError(f"{what} must be a positive finite number, got {x!r}")
     return float(x)
+
+
+class _Permutation:
+    """A fresh random order of ``0..n-1`` from a seed (the sampler interface)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+
+    def set_epoch(self, epoch: int) -> None:  # the seed already names the epoch
+        pass
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _svi_step(svi: SVI, *args) -> float:
+    """``svi.step``, with gradients averaged over ranks when a process group is active."""
+    if not distributed.is_active():
+        return svi.step(*args)
+    with poutine.trace(param_only=True) as capture:
+        loss = svi.loss_and_grads(svi.model, svi.guide, *args)
+    named = sorted(
+        (name, site["value"].unconstrained()) for name, site in capture.trace.nodes.items()
+    )
+    grads = {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in named}
+    summed = distributed.all_reduce_sum(grads)
+    w = distributed.world_size()
+    params = [p for _, p in named]
+    for name, p in named:
+        p.grad = summed[name] / w
+    svi.optim(params)
+    zero_grads(params)
+    return float(loss)
