@@ -606,3 +606,18 @@ def test_em_iteration_runs_one_e_step(monkeypatch):
     np.testing.assert_allclose(model.params["emission"].numpy(), ref.emissionprob_, rtol=1e-9)
     np.testing.assert_allclose(model.params["initial"].numpy(), ref.startprob_, rtol=1e-9,
                                atol=1e-12)
+
+
+def test_viterbi_kernel_on_ragged_batch_matches_enumeration():
+    model = _categorical(3, 4, seed=16, sticky=1.0)
+    g = torch.Generator().manual_seed(4)
+    xs = [torch.randint(4, (n,), generator=g) for n in (5, 1, 7, 5, 3)]
+    p = model.params
+    seqs = Sequences.from_list(xs)
+    paths, log_joint = inference.hmm_viterbi(p["initial"], p["transition"],
+                                             model._log_lik(p, seqs), seqs.lengths)
+    for i, x in enumerate(xs):
+        all_paths, lj = _enumerate_paths(model, x)
+        assert paths[i, : len(x)].tolist() == all_paths[int(lj.argmax())].tolist()
+        assert (paths[i, len(x):] == -1).all()
+        assert float(log_joint[i]) == pytest.approx(float(lj.max()), rel=1e-12)

@@ -329,33 +329,35 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     """
     t_max, n_rows, k = log_lik.shape
     back = np.zeros((t_max, n_rows, k), dtype=np.int64)
-    delta = log_initial + log_lik[0]
+    delta = np.empty((n_rows, k))
+    scores = np.empty((n_rows, k, k))
     final = np.empty(n_rows)
     final_arg = np.empty(n_rows, dtype=np.int64)
-    ends = lengths - 1
-    n = n_rows
-    for t in range(1, t_max):
-        n_alive = int(np.searchsorted(-lengths, -(t + 1), side="right"))
-        if n_alive < n:
-            d = delta[n_alive:n]
-            final_arg[n_alive:n] = d.argmax(-1)
-            final[n_alive:n] = d[np.arange(n - n_alive), final_arg[n_alive:n]]
-            n = n_alive
-            delta = delta[:n]
-        scores = delta[:, :, None] + log_transition
-        back[t, :n] = scores.argmax(1)
-        delta = scores.max(1) + log_lik[t, :n]
-    if n:
-        final_arg[:n] = delta.argmax(-1)
-        final[:n] = delta[np.arange(n), final_arg[:n]]
+    np.add(log_initial, log_lik[0], out=delta)
+    log_transition_t = np.ascontiguousarray(log_transition.T)
+    alive = [int(np.searchsorted(-lengths, -(t + 1), side="right")) for t in range(t_max)]
+    for t in range(1, t_max + 1):
+        n_prev = alive[t - 1]
+        n = alive[t] if t < t_max else 0
+        if n < n_prev:  # rows [n:n_prev] ended at step t - 1
+            d = delta[n:n_prev]
+            final_arg[n:n_prev] = d.argmax(-1)
+            final[n:n_prev] = d.max(-1)
+        if n == 0:
+            break
+        s, dl = scores[:n], delta[:n]
+        np.add(dl[:, None, :], log_transition_t, out=s)  # s[n, to, from]
+        np.argmax(s, 2, out=back[t, :n])
+        np.max(s, 2, out=dl)
+        dl += log_lik[t, :n]
     paths = np.full((t_max, n_rows), -1, dtype=np.int64)
     cur = final_arg.copy()
-    all_rows = np.arange(n_rows)
+    rows = np.arange(n_rows)
     for t in range(t_max - 1, -1, -1):
-        alive = ends >= t
-        paths[t, alive] = cur[alive]
+        n = alive[t]
+        paths[t, :n] = cur[:n]
         if t > 0:
-            cur = np.where(alive, back[t, all_rows, cur], cur)
+            cur[:n] = back[t, rows[:n], cur[:n]]
     return paths, final
 
 
