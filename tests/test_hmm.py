@@ -477,7 +477,7 @@ def _torch_reference(model: HiddenMarkovModel, seqs: Sequences) -> dict[str, tor
                                     model._log_lik(p, seqs), seqs.lengths, 0)
 
 
-@pytest.mark.parametrize("name", ["categorical", "gaussian_full", "poisson"])
+@pytest.mark.parametrize("name", ["categorical", "gaussian_full", "gaussian_diag", "poisson"])
 def test_kernels_match_per_step_recursion_on_ragged_batch(name):
     # Lengths in no order, with ties, a length 1 and lengths that are not multiples of the
     # kernels' block, so that rows drop out mid-block and the segments are exercised.
@@ -621,3 +621,22 @@ def test_viterbi_kernel_on_ragged_batch_matches_enumeration():
         assert paths[i, : len(x)].tolist() == all_paths[int(lj.argmax())].tolist()
         assert (paths[i, len(x):] == -1).all()
         assert float(log_joint[i]) == pytest.approx(float(lj.max()), rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_diagonal_gaussian_log_lik_matches_scipy(d):
+    # The elementwise path for diagonal covariances against scipy's multivariate normal.
+    from scipy import stats
+
+    g = torch.Generator().manual_seed(5)
+    means = torch.randn(3, d, dtype=F64, generator=g)
+    var = 0.2 + torch.rand(3, d, dtype=F64, generator=g)
+    model = HiddenMarkovModel.from_params(initial=[0.2, 0.3, 0.5], transition=np.eye(3),
+                                          means=means, covariances=torch.diag_embed(var))
+    x = 2 * torch.randn(4, 6, d, dtype=F64, generator=g)
+    seqs = Sequences.from_padded(x[..., 0] if d == 1 else x)
+    ll = model._log_lik(model.params, seqs)
+    for k in range(3):
+        ref = stats.multivariate_normal(means[k].numpy(), np.diag(var[k].numpy())).logpdf(
+            x.reshape(-1, d).numpy()).reshape(4, 6)
+        np.testing.assert_allclose(ll[..., k].numpy(), ref, rtol=1e-13, atol=1e-13)

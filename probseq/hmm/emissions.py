@@ -100,6 +100,18 @@ class Gaussian:
         x = seqs.values3d().transpose(0, 1)  # [T, N, D]
         means, cov = params["means"], params["covariances"]
         d = means.shape[-1]
+        var = torch.diagonal(cov, dim1=-2, dim2=-1)  # [K, D]
+        if bool((cov == torch.diag_embed(var)).all()):
+            # Diagonal covariances: elementwise, without [T, N, K, D] matrix products.
+            if d == 1:
+                z = (x - means[:, 0]) * torch.rsqrt(var[:, 0])  # [T, N, K]
+                out = z * z
+            else:
+                z = (x[:, :, None, :] - means) * torch.rsqrt(var)
+                out = (z * z).sum(-1)
+            const = 0.5 * torch.log(var).sum(-1) + 0.5 * d * math.log(2 * math.pi)
+            out.mul_(-0.5).sub_(const)
+            return out.transpose(0, 1)
         chol = torch.linalg.cholesky(cov)
         eye = torch.eye(d, dtype=cov.dtype).expand_as(cov)
         inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)  # [K, D, D]

@@ -467,21 +467,21 @@ def _mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
 class Scaled:
     """Scaled emission likelihoods ``b = exp(log_lik - m)`` of a ragged batch, in one of two
     forms: a table ``[V, K]`` with shifts ``[V]`` gathered by symbols ``[N, T_max]``
-    (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense
-    ``b [N, T_max, K]`` and ``m [N, T_max]`` (as :func:`emission_scale` returns them).
+    (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense,
+    from the emission log-likelihoods ``[N, T_max, K]``, scaled as :func:`emission_scale` does
+    and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding).
 
     Args:
         lengths: ``[N]`` int64.
         table: ``[V, K]`` float64 with ``max_k table[v, k] = 1`` (or a zero row).
         shift: ``[V]`` float64.
         symbols: ``[N, T_max]`` int64 (padding may hold anything).
-        b: ``[N, T_max, K]``.
-        m: ``[N, T_max]``.
+        log_lik: ``[N, T_max, K]`` (padding may hold anything finite or not).
     """
 
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
                  shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
-                 b: torch.Tensor | None = None, m: torch.Tensor | None = None):
+                 log_lik: torch.Tensor | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
         t_max = int(self.lengths.max())
         mask = np.arange(t_max)[None, :] < self.lengths[:, None]
@@ -497,8 +497,19 @@ class Scaled:
             self.b = self.m = None
         else:
             self.table = None
-            self.b = b[:, :t_max].detach().cpu().numpy()
-            self.m = m[:, :t_max].detach().cpu().numpy()
+            # Time-major: log_lik is usually a transposed view of a time-major result.
+            ll = log_lik[:, :t_max].detach().cpu().transpose(0, 1).numpy()
+            k = ll.shape[-1]
+            m = ll[..., 0].copy()
+            for j in range(1, k):  # K maxima on [T, N] beat a reduction over a short axis
+                np.maximum(m, ll[..., j], out=m)
+            real = mask.T
+            m[~(np.isfinite(m) & real)] = 0.0
+            with np.errstate(invalid="ignore"):
+                b = np.exp(ll - m[..., None])
+            if not real.all():
+                b[~real] = 1.0
+            self.b_tm, self.m_tm = b, m
 
     def subset(self, rows: np.ndarray) -> Scaled:
         """The same for some rows only."""
@@ -508,18 +519,18 @@ class Scaled:
         if self.table is not None:
             out.symbols = self.symbols[rows]
         else:
-            out.b, out.m = self.b[rows], self.m[rows]
+            out.b_tm, out.m_tm = self.b_tm[:, rows], self.m_tm[:, rows]
         return out
 
     @property
     def num_states(self) -> int:
-        return (self.table if self.table is not None else self.b).shape[-1]
+        return (self.table if self.table is not None else self.b_tm).shape[-1]
 
     def shifts(self) -> np.ndarray:
         """``m [N, T_max]``, zero at padding."""
         if self.table is not None:
             return self.shift_table[self.symbols]
-        return np.where(self.mask, self.m, 0.0)
+        return self.m_tm.T
 
     def time_major(self, order: np.ndarray) -> kernels.Blocks:
         """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels)."""
@@ -527,7 +538,9 @@ class Scaled:
             x = np.ascontiguousarray(self.symbols.T[:, order])
             table = self.table
             return lambda t0, t1, n: np.take(table, x[t0:t1, :n], axis=0)
-        b = np.ascontiguousarray(self.b.transpose(1, 0, 2)[:, order])
+        b = self.b_tm
+        if not (order == np.arange(order.shape[0])).all():
+            b = b[:, order]
         return lambda t0, t1, n: b[t0:t1, :n]
 
     def chunks(self, seq: np.ndarray, start: np.ndarray, chunk: int) -> kernels.Blocks:
@@ -539,7 +552,8 @@ class Scaled:
             xs = np.ascontiguousarray(x[seq[None, :], idx])
             table = self.table
             return lambda t0, t1, n: np.take(table, xs[t0:t1, :n], axis=0)
-        b = np.pad(self.b, ((0, 0), (0, chunk), (0, 0)), constant_values=1.0)
+        b = np.pad(self.b_tm.transpose(1, 0, 2), ((0, 0), (0, chunk), (0, 0)),
+                   constant_values=1.0)
         bs = np.ascontiguousarray(b[seq[None, :], idx])
         return lambda t0, t1, n: bs[t0:t1, :n]
 
@@ -548,7 +562,8 @@ class Scaled:
         if self.table is not None:
             x = self.symbols[rows]
             return torch.from_numpy(self.table[x]), torch.from_numpy(self.shift_table[x])
-        return torch.from_numpy(self.b[rows]), torch.from_numpy(self.m[rows])
+        b = np.ascontiguousarray(self.b_tm[:, rows].transpose(1, 0, 2))
+        return torch.from_numpy(b), torch.from_numpy(np.ascontiguousarray(self.m_tm[:, rows].T))
 
 
 def _use_chunks(n: int, t_max: int, k: int, chunk_size: int | None) -> int:

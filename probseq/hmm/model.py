@@ -265,8 +265,7 @@ class HiddenMarkovModel(SequenceModel):
             table, shift = self._em.scaled_table(params)
             return inference.Scaled(seqs.lengths, table=table, shift=shift,
                                     symbols=seqs.values)
-        b, m = inference.emission_scale(self._log_lik(params, seqs), seqs.mask)
-        return inference.Scaled(seqs.lengths, b=b, m=m)
+        return inference.Scaled(seqs.lengths, log_lik=self._log_lik(params, seqs))
 
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
         p = self._params
