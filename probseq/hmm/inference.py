@@ -30,6 +30,14 @@ normalised.
 Padding is harmless by construction: padded steps get ``log_lik = 0`` (``b = 1``), they come
 after each sequence's end so they never influence a real step of the forward pass, and the
 backward pass runs on sequences reversed within their own lengths.
+
+The model calls the NumPy fast paths at the end of this module (:class:`Scaled`,
+:func:`hmm_log_prob`, :func:`hmm_forward_backward`, :func:`hmm_viterbi`), which run the same
+recursions with fewer, cheaper calls per step (:mod:`probseq.hmm.kernels`: normalisation
+once per block behind an underflow guard, rows sorted by length instead of masks, a
+speculative chunked scan with a coupling check for long sequences). Whatever they refuse
+(a mass below the guard, an impossible step, a chain that does not forget within a chunk)
+is recomputed by the torch recursions above, which are also the slow references of the tests.
 """
 
 from __future__ import annotations
