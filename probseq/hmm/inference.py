@@ -514,7 +514,8 @@ class Scaled:
             real = mask.T
             m[~(np.isfinite(m) & real)] = 0.0
             with np.errstate(invalid="ignore"):
-                b = np.exp(ll - m[..., None])
+                b = np.subtract(ll, m[..., None])
+                np.exp(b, out=b)
             if not real.all():
                 b[~real] = 1.0
             self.b_tm, self.m_tm = b, m
