@@ -82,3 +82,23 @@ def dmm() -> dict:
     m = DeepMarkovModel(latent_dim=2, hidden_dim=8, rnn_dim=8, num_particles=8)
     m.fit(_dmm_data(), **DMM_FIT)
     return {"state": m._state_tensors(), "log_prob": m.log_prob(_dmm_data()[:5])}
+
+
+def _hmm_data():
+    from probseq.datasets import hmm_symbols
+
+    params = ([0.6, 0.3, 0.1], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
+              [[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.2, 0.1], [0.0, 0.1, 0.3, 0.6]])
+    seqs, _ = hmm_symbols(41, 60, *params, seed=30)
+    return seqs
+
+
+HMM_FIT = {"max_epochs": 12, "num_restarts": 2, "tol": 0.0, "seed": 4, "progress": False}
+
+
+def hmm() -> dict:
+    """Data-parallel Baum-Welch: statistics of each rank's shard, summed over ranks."""
+    from probseq import HiddenMarkovModel
+
+    m = HiddenMarkovModel(num_states=3, emission="categorical").fit(_hmm_data(), **HMM_FIT)
+    return {"params": m.params, "history": m.history_}

@@ -21,7 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-WORKERS = ["spine", "gru", "dmm"]
+WORKERS = ["spine", "hmm", "gru", "dmm"]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,17 @@ def test_data_parallel_deep_markov_ranks_agree(ranks):
         assert torch.equal(v, r1["state"][k]), f"ranks disagree on {k}"
     assert torch.equal(r0["log_prob"], r1["log_prob"])
     assert torch.isfinite(r0["log_prob"]).all()
+
+
+def test_distributed_em_equals_single_process_em(ranks):
+    from probseq import HiddenMarkovModel
+
+    r0, r1 = (r["hmm"] for r in ranks)
+    single = HiddenMarkovModel(num_states=3, emission="categorical").fit(
+        dist_workers._hmm_data(), **dist_workers.HMM_FIT)
+    assert len(r0["history"]) == len(single.history_) == 12
+    for name, value in single.params.items():
+        assert torch.equal(r0["params"][name], r1["params"][name])
+        torch.testing.assert_close(r0["params"][name], value, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(r0["history"]), torch.tensor(single.history_),
+                               rtol=1e-12, atol=0)

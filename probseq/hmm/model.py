@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probseq import distributed
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
 from probseq.data import Sequences
@@ -400,6 +401,11 @@ class HiddenMarkovModel(SequenceModel):
             batch_size: gradient method with Adam: sequences per step (default all).
             progress: show a progress bar (None: when stderr is a terminal).
             seed: handled by the base class (the RNG is seeded around this call).
+
+        Under an active ``torch.distributed`` process group, EM is data-parallel: each rank
+        computes the expected sufficient statistics of its shard and they are summed over
+        ranks before every M-step (initialisations agree because the ranks share a seed). The
+        gradient method is not data-parallel.
         """
         if method not in ("em", "gradient"):
             raise ValueError(f"method must be 'em' or 'gradient', got {method!r}")
@@ -452,7 +458,7 @@ class HiddenMarkovModel(SequenceModel):
         for it in range(max_epochs):
             # One E-step per iteration: its forward pass gives the log-likelihood of the
             # current parameters, which is what is recorded and checked (as hmmlearn does).
-            stats = self.expected_stats(seqs, params)
+            stats = self._expected_stats_all_ranks(seqs, params)
             ll = float(stats["log_lik"])
             if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
                 warnings.warn(
@@ -482,6 +488,15 @@ class HiddenMarkovModel(SequenceModel):
             if not finite or (len(history) > 1 and history[-1] - history[-2] < tol * steps):
                 break
         return result, history
+
+    def _expected_stats_all_ranks(self, seqs: Sequences,
+                                  params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The E-step over all of ``seqs``; under an active process group each rank computes
+        the statistics of its shard and they are summed over ranks (EM is then the same
+        algorithm as on one process, up to the order of floating-point sums)."""
+        if not distributed.is_active() or len(seqs) < distributed.world_size():
+            return self.expected_stats(seqs, params)
+        return distributed.all_reduce_sum(self.expected_stats(distributed.shard(seqs), params))
 
     # ------------------------------------------------------------------ gradient MLE
     def _unconstrained(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
