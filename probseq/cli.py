@@ -250,7 +250,8 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
     save(plots.plot_step_log_lik(fitted, first, start=data.start), "step_log_lik.png")
     length = min(int(data.evaluate.lengths[0]), 200)
     save(plots.plot_samples(fitted, data.evaluate[:1] if data.decode is None else first,
-                            length=length, seed=seed, decode=data.decode), "samples.png")
+                            length=length, seed=seed, decode=data.decode, prefix_length=1),
+         "samples.png")
     if data.kind == "continuous" and data.start:
         y = data.evaluate[0].numpy()
         save(plots.plot_forecast(fitted, y[: data.start], len(y) - data.start,

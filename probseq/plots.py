@@ -50,24 +50,29 @@ def plot_comparison(table: pd.DataFrame, title: str | None = None):
 
 
 def plot_step_log_lik(models: Mapping[str, SequenceModel], sequence: Any, start: int = 0):
-    """Per-step log-likelihood ``log p(x_t | x_<t)`` of each model over one sequence.
+    """Per-step log-likelihood ``log p(x_t | x_<t)`` of each model over one sequence (top),
+    and each model's cumulative log-likelihood relative to the best one (bottom), which
+    shows where models gain or lose.
 
     Args:
         models: name -> fitted model.
         sequence: one sequence ``[T]`` or ``[T, D]``.
-        start: steps before ``start`` are drawn shaded (the conditioning history).
+        start: steps before ``start`` are shaded (the conditioning history) and the
+            cumulative sums begin there.
     """
     fig, (ax, ax2) = _figure(2, 1, figsize=(9, 5.5), sharex=True)
-    for name, m in models.items():
-        steps = m.log_prob_steps(sequence).numpy()
-        t = np.arange(len(steps))
-        ax.plot(t, steps, lw=0.8, label=name)
-        ax2.plot(t[start:], np.cumsum(steps[start:]) - 0, lw=1.2, label=name)
+    steps = {name: m.log_prob_steps(sequence).numpy() for name, m in models.items()}
+    cum = {name: np.cumsum(v[start:]) for name, v in steps.items()}
+    best = max(cum, key=lambda n: cum[n][-1])
+    for name, v in steps.items():
+        t = np.arange(len(v))
+        ax.plot(t, v, lw=0.8, label=name)
+        ax2.plot(t[start:], cum[name] - cum[best], lw=1.2, label=name)
     if start:
         for a in (ax, ax2):
             a.axvspan(-0.5, start - 0.5, color="0.9", zorder=0)
     ax.set_ylabel("log p(x_t | x_<t)")
-    ax2.set_ylabel("cumulative log-lik" + (" from start" if start else ""))
+    ax2.set_ylabel(f"cumulative log-lik\nminus {best}'s")
     ax2.set_xlabel("step t")
     ax.legend(fontsize=8, ncol=min(4, len(models)))
     ax.set_title("Per-step log-likelihood")
@@ -82,22 +87,26 @@ def plot_samples(
     num_samples: int = 3,
     seed: int | None = 0,
     decode=None,
+    prefix_length: int = 0,
 ):
     """Sample paths of each model beside the data.
 
     Continuous data are drawn as lines (the first dimension of multivariate data). Symbol
     data are drawn as coloured rasters, or, with ``decode`` (symbols -> str), as text.
+    With ``prefix_length > 0`` every sample continues the data's first steps (useful
+    for models whose initial distribution is diffuse).
     """
     seqs, _ = as_sequences(data)
     first = seqs[0].numpy()
     length = length or len(first)
+    prefix = seqs[0][:prefix_length] if prefix_length else None
     rows = len(models) + 1
     fig, axes = _figure(rows, 1, figsize=(9, 1.6 * rows + 0.5), sharex=decode is None,
                         squeeze=False)
     axes = axes[:, 0]
     panels = [("data", first[None])]
     for name, m in models.items():
-        s = m.sample(num_samples, length, seed=seed).values.numpy()
+        s = m.sample(num_samples, length, prefix=prefix, seed=seed).values.numpy()
         panels.append((name, s))
     for ax, (name, arr) in zip(axes, panels, strict=True):
         if decode is not None:
@@ -115,7 +124,8 @@ def plot_samples(
                 ax.plot(row[:length], lw=0.9, color="k" if name == "data" else None)
             ax.set_ylabel(name, rotation=0, ha="right")
     axes[-1].set_xlabel("step t")
-    fig.suptitle("Data and samples")
+    fig.suptitle("Data and samples" + (f" continuing its first {prefix_length} step(s)"
+                                        if prefix_length else ""))
     fig.tight_layout()
     return fig
 
