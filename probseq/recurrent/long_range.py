@@ -1,16 +1,25 @@
 """The long-range memory experiment: a vanilla RNN forgets, gated cells (LSTM, GRU) remember.
 
 The task: the first symbol ``s`` (one of ``num_signals``) must be recalled after ``lag``
-random filler symbols and a cue::
+filler symbols and a cue::
 
-    x = [s, f_1, ..., f_lag, CUE, s]        s ~ Uniform(signals), f_i ~ Uniform(fillers)
+    x = [s, f_1, ..., f_lag, CUE, s]        s ~ Uniform(signals)
 
-Everything but the last step is unpredictable noise (or the cue's position), so the last
-step isolates memory: a model that remembers ``s`` pays ~0 nats there, one that forgot pays
-``log(num_signals)`` (chance). :func:`hidden_gradient_norms` gives ``||d loss_T / d h_t||``
-over t, the quantity whose exponential decay (vanishing gradients) explains the difference.
+The fillers are a constant blank by default (as in :func:`probseq.datasets.copy_task`), so
+every step but the recall is learned within an epoch and the training signal is the recall
+alone; ``fillers="random"`` draws them uniformly from two symbols instead (noise that a
+likelihood model must also predict, which dilutes the recall step's gradient). With
+``min_lag`` the lag of each sequence is drawn uniformly from ``min_lag..lag``: short lags in
+the training data give a gradient signal from the start (a curriculum in the data), and the
+cue, not a step count, says when to recall.
 
-Shapes: N sequences, T steps, H hidden size.
+The last step isolates memory: a model that remembers ``s`` pays ~0 nats there, one that
+forgot pays ``log(num_signals)`` (chance). :func:`hidden_gradient_norms` gives
+``||d loss_T / d h_t||`` over t, whose exponential decay going back in time (vanishing
+gradients) explains why a vanilla RNN cannot learn the task; :func:`exploding_gradient_norms`
+shows the opposite failure, a recurrent matrix with spectral radius above 1.
+
+Shapes: N sequences, T steps, H hidden size, V symbols, S signals.
 """
 
 from __future__ import annotations
@@ -26,24 +35,161 @@ import torch
 from probseq._utils import seeded
 from probseq.data import Sequences, as_sequences
 from probseq.recurrent.model import RecurrentModel
+from probseq.recurrent.networks import SequenceNetwork, chrono_init_
 
-__all__ = ["LongRangeResult", "long_range_task", "long_range_experiment",
-           "hidden_gradient_norms"]
+__all__ = [
+    "LongRangeResult",
+    "InitRecurrentModel",
+    "long_range_task",
+    "long_range_experiment",
+    "recall_scores",
+    "hidden_gradient_norms",
+    "exploding_gradient_norms",
+]
+
+_FILLERS = ("blank", "random")
 
 
-def long_range_task(num_sequences: int, lag: int, num_signals: int = 2,
+def long_range_task(num_sequences: int, lag: int, num_signals: int = 4, *,
+                    min_lag: int | None = None, fillers: str = "blank",
                     seed: int | None = 0) -> Sequences:
-    """Sequences ``[s, fillers (lag), CUE, s]`` of length ``T = lag + 3``.
+    """Sequences ``[s, fillers (lag_i), CUE, s]`` of length ``lag_i + 3``.
 
-    Symbols: signals ``0..S-1``, two fillers ``S, S+1``, the cue ``S+2`` (V = S + 3).
+    Symbols: signals ``0..S-1``, fillers ``S`` (the blank) and ``S+1``, the cue ``S+2``
+    (V = S + 3 whatever the fillers).
+
+    Args:
+        num_sequences: N.
+        lag: the longest lag (every lag when ``min_lag`` is None).
+        num_signals: S >= 2.
+        min_lag: the shortest lag; each sequence's lag is uniform on ``min_lag..lag``
+            (ragged). None: every sequence has ``lag``.
+        fillers: ``"blank"`` (the symbol S throughout) or ``"random"`` (uniform on S, S+1).
+        seed: the random source (None: torch's global generator picks one).
+
+    Returns:
+        N sequences (padded to ``lag + 3``).
     """
+    for value, what, low in ((num_sequences, "num_sequences", 1), (lag, "lag", 1),
+                             (num_signals, "num_signals", 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+    if min_lag is None:
+        min_lag = lag
+    if isinstance(min_lag, bool) or not isinstance(min_lag, int) or not 1 <= min_lag <= lag:
+        raise ValueError(f"min_lag must be an integer in 1..lag={lag}, got {min_lag!r}")
+    if fillers not in _FILLERS:
+        raise ValueError(f"fillers must be one of {_FILLERS}, got {fillers!r}")
     g = torch.Generator()
     g.manual_seed(int(torch.randint(0, 2**31 - 1, ())) if seed is None else seed)
     s = num_signals
-    first = torch.randint(0, s, (num_sequences, 1), generator=g)
-    fillers = torch.randint(s, s + 2, (num_sequences, lag), generator=g)
-    cue = torch.full((num_sequences, 1), s + 2)
-    return Sequences.from_padded(torch.cat([first, fillers, cue, first], dim=1))
+    signal = torch.randint(0, s, (num_sequences,), generator=g)
+    lags = torch.randint(min_lag, lag + 1, (num_sequences,), generator=g)
+    if fillers == "blank":
+        values = torch.full((num_sequences, lag + 3), s)
+    else:
+        values = torch.randint(s, s + 2, (num_sequences, lag + 3), generator=g)
+    rows = torch.arange(num_sequences)
+    values[:, 0] = signal
+    values[rows, lags + 1] = s + 2
+    values[rows, lags + 2] = signal
+    return Sequences(values, lags + 3)
+
+
+class InitRecurrentModel(RecurrentModel):
+    """A :class:`RecurrentModel` whose network starts from a chosen initialisation.
+
+    Everything but the starting weights of ``fit`` is :class:`RecurrentModel`'s (the same
+    likelihood, training loop, sampling, save/load).
+
+    Args:
+        chrono: T_max for :func:`~probseq.recurrent.networks.chrono_init_` of the gate biases
+            (LSTM, GRU), or None for torch's default (and the LSTM's forget bias of 1).
+        recurrent_radius: rescale each layer's recurrent matrix ``W_hh`` (``cell="rnn"``) to
+            this spectral radius, or None to keep torch's ``U(-1/sqrt(H), 1/sqrt(H))``
+            (radius ~0.58).
+        input_scale: multiply the initial input embedding by this factor.
+        **kwargs: :class:`RecurrentModel`'s arguments.
+    """
+
+    def __init__(self, *, chrono: int | None = None, recurrent_radius: float | None = None,
+                 input_scale: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        if chrono is not None:
+            if self.cell not in ("lstm", "gru"):
+                raise ValueError(f"chrono initialisation needs cell='lstm' or 'gru', got "
+                                 f"{self.cell!r}")
+            if isinstance(chrono, bool) or not isinstance(chrono, int) or chrono < 2:
+                raise ValueError(f"chrono must be an integer >= 2, got {chrono!r}")
+        if recurrent_radius is not None and not (
+            isinstance(recurrent_radius, int | float) and recurrent_radius > 0
+        ):
+            raise ValueError(f"recurrent_radius must be a positive number, got "
+                             f"{recurrent_radius!r}")
+        if recurrent_radius is not None and self.cell != "rnn":
+            raise ValueError(f"recurrent_radius needs cell='rnn' (one square W_hh), got "
+                             f"{self.cell!r}")
+        if not (isinstance(input_scale, int | float) and math.isfinite(input_scale)):
+            raise ValueError(f"input_scale must be a finite number, got {input_scale!r}")
+        self.chrono = chrono
+        self.recurrent_radius = None if recurrent_radius is None else float(recurrent_radius)
+        self.input_scale = float(input_scale)
+
+    def _build_network(self) -> SequenceNetwork:
+        net = super()._build_network()
+        core = net.core
+        with torch.no_grad():
+            if self.chrono is not None:
+                chrono_init_(core, self.chrono)
+            if self.recurrent_radius is not None:
+                for layer in range(core.num_layers):
+                    w = getattr(core, f"weight_hh_l{layer}")
+                    radius = float(torch.linalg.eigvals(w.double()).abs().max())
+                    w.mul_(self.recurrent_radius / radius)
+            if self.input_scale != 1.0:
+                for p in net.encode.parameters():
+                    p.mul_(self.input_scale)
+                net.start.mul_(self.input_scale)
+        return net
+
+    def untrained(self, num_symbols: int, seed: int = 0) -> InitRecurrentModel:
+        """A copy with the network ``fit`` would start from with ``seed`` (categorical only)."""
+        model = type(self)(**self.get_config())
+        model.num_symbols = num_symbols
+        with seeded(seed):
+            model._network = model._build_network().to(model.device).eval()
+        return model
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "chrono": self.chrono,
+                "recurrent_radius": self.recurrent_radius, "input_scale": self.input_scale}
+
+
+def recall_scores(model: RecurrentModel, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recall step of each sequence: its loss and whether the model's best guess is right.
+
+    Scores every symbol ``v`` in place of the last one with ``model.log_prob_steps`` (V
+    evaluations), so the guess is ``argmax_v p(x_T = v | x_<T)`` over all V symbols.
+
+    Args:
+        model: a fitted categorical model.
+        data: N sequences (ragged allowed).
+
+    Returns:
+        ``(nats [N], correct [N] bool)``: ``-log p(x_T | x_<T)`` and ``argmax == x_T``.
+    """
+    seqs, _ = as_sequences(data, "discrete")
+    rows = torch.arange(len(seqs))
+    last = seqs.lengths - 1
+    scores = []
+    for v in range(model.num_symbols):
+        values = seqs.values.clone()
+        values[rows, last] = v
+        scores.append(model.log_prob_steps(Sequences(values, seqs.lengths))[rows, last])
+    scores = torch.stack(scores, 1)  # [N, V]
+    truth = seqs.values[rows, last]
+    nats = -scores[rows, truth]
+    return nats, scores.argmax(1) == truth
 
 
 def hidden_gradient_norms(model: RecurrentModel, data: Any) -> np.ndarray:
@@ -90,16 +236,41 @@ def hidden_gradient_norms(model: RecurrentModel, data: Any) -> np.ndarray:
     return norms.mean(1).cpu().numpy()
 
 
+def exploding_gradient_norms(radii: Sequence[float] = (0.5, 1.0, 2.0, 3.0), *, lag: int = 50,
+                             hidden_size: int = 32, num_signals: int = 4,
+                             num_sequences: int = 50, seed: int = 0) -> dict[float, np.ndarray]:
+    """``||d loss_T / d h_t||`` of untrained vanilla RNNs whose ``W_hh`` has spectral radius r.
+
+    The inputs are scaled down (``input_scale=0.1``) and the fillers are blank, so the state
+    stays near the tanh's linear range, where the backward recursion multiplies by about
+    ``W_hh^T`` at each step: the norms shrink like ``r^(T-t)`` for r < 1 (vanishing) and grow
+    like it for r > 1 (exploding).
+
+    Returns:
+        ``{r: [T] norms}`` with ``T = lag + 3``.
+    """
+    data = long_range_task(num_sequences, lag, num_signals, seed=seed + 1)
+    out = {}
+    for r in radii:
+        model = InitRecurrentModel(cell="rnn", hidden_size=hidden_size,
+                                   num_symbols=num_signals + 3, recurrent_radius=r,
+                                   input_scale=0.1)
+        out[r] = hidden_gradient_norms(model.untrained(num_signals + 3, seed), data)
+    return out
+
+
 @dataclass
 class LongRangeResult:
     """The outcome of :func:`long_range_experiment`.
 
     Attributes:
-        lag: filler steps between the signal and its recall.
+        lag: the longest lag, at which the cells are tested.
         chance_nats: ``log(num_signals)``, the recall loss of a model that forgot.
-        recall_nats: per cell, the held-out mean ``-log p(x_T | x_<T)``.
-        recall_accuracy: per cell, the fraction of held-out sequences where
-            ``p(x_T = s | x_<T) > 1/2``.
+        recall_nats: per cell, the held-out mean ``-log p(x_T | x_<T)`` at ``lag``.
+        recall_accuracy: per cell, the held-out fraction where ``argmax p(x_T | x_<T)`` is
+            the signal (chance: ``1 / num_signals``).
+        learning_rate: per cell, the learning rate kept.
+        tried: per cell, ``{learning_rate: validation recall nats}`` over the grid.
         grad_norms_init: per cell, ``[T]`` gradient norms of the untrained network.
         grad_norms_trained: per cell, ``[T]`` gradient norms after training.
         models: the fitted models.
@@ -109,6 +280,8 @@ class LongRangeResult:
     chance_nats: float
     recall_nats: dict[str, float] = field(default_factory=dict)
     recall_accuracy: dict[str, float] = field(default_factory=dict)
+    learning_rate: dict[str, float] = field(default_factory=dict)
+    tried: dict[str, dict[float, float]] = field(default_factory=dict)
     grad_norms_init: dict[str, np.ndarray] = field(default_factory=dict)
     grad_norms_trained: dict[str, np.ndarray] = field(default_factory=dict)
     models: dict[str, RecurrentModel] = field(default_factory=dict)
@@ -122,6 +295,7 @@ class LongRangeResult:
             "recall_nats": list(self.recall_nats.values()),
             "chance_nats": self.chance_nats,
             "recall_accuracy": list(self.recall_accuracy.values()),
+            "learning_rate": [self.learning_rate[c] for c in self.recall_nats],
         })
 
 
@@ -129,48 +303,70 @@ def long_range_experiment(
     lag: int = 50,
     cells: Sequence[str] = ("rnn", "lstm", "gru"),
     *,
-    num_signals: int = 2,
+    num_signals: int = 4,
+    min_lag: int | None = 1,
+    fillers: str = "blank",
+    chrono: bool = True,
     hidden_size: int = 32,
-    num_train: int = 1000,
-    num_test: int = 500,
+    num_train: int = 2000,
+    num_test: int = 300,
     max_epochs: int = 30,
-    learning_rate: float = 1e-2,
-    batch_size: int = 32,
-    patience: int | None = None,
+    learning_rate: float | Sequence[float] = 3e-2,
+    batch_size: int = 128,
     seed: int = 0,
     progress: bool | None = None,
 ) -> LongRangeResult:
-    """Train each cell on :func:`long_range_task` and measure its memory.
+    """Train each cell on :func:`long_range_task` and measure its memory at ``lag``.
 
-    Each cell is a ``RecurrentModel(cell, hidden_size)`` fitted by the ordinary ``fit`` (10%
-    of the training sequences held out; by default no early stopping, because the validation
-    loss is dominated by the unpredictable filler steps and the recall step's gain is a small
-    part of it).
+    Training data: ``num_train`` sequences with lags uniform on ``min_lag..lag``; test data:
+    ``num_test`` fresh sequences at exactly ``lag``. Each cell is an
+    :class:`InitRecurrentModel` (chrono-initialised gates for the LSTM and GRU when
+    ``chrono``, with T_max = lag + 3) fitted by the ordinary ``fit`` for ``max_epochs``
+    epochs, keeping the last weights (``validation_fraction=0``; gradient clipping at 1).
 
-    On a CPU budget (the defaults take a few minutes on 2 cores) the vanilla RNN stays at
-    chance, while whether a gated cell has found the memory solution within ``max_epochs``
-    depends on the seed (the GRU usually first, the LSTM later); more epochs, or more
-    training sequences, make it reliable.
+    With several learning rates, every cell is trained with each and keeps the one with
+    the lowest recall loss on a separate validation set (the same grid for every cell).
+
+    Measured with the defaults (a shared 2-core machine, one torch thread): at lag 50, seeds
+    0, 1 and 2, LSTM and GRU recall 100% of 300 held-out signals (0.002-0.04 nats), the RNN
+    stays at chance (0.23-0.34 accuracy, ~log 4 nats), also with each learning rate of the
+    grid ``(1e-3, 3e-3, 1e-2, 3e-2)``; each cell takes ~10-30 s. At lag 25 the same holds;
+    at lag 5 the RNN learns part of the task. Without chrono initialisation, with random
+    fillers or with a single fixed lag the LSTM often stays at chance at lag 50 within such
+    a budget.
 
     Returns:
         A :class:`LongRangeResult`.
     """
-    train = long_range_task(num_train, lag, num_signals, seed=seed)
-    test = long_range_task(num_test, lag, num_signals, seed=seed + 1)
+    v = num_signals + 3
+    train = long_range_task(num_train, lag, num_signals, min_lag=min_lag, fillers=fillers,
+                            seed=seed)
+    test = long_range_task(num_test, lag, num_signals, fillers=fillers, seed=seed + 1)
+    rates = [learning_rate] if isinstance(learning_rate, int | float) else list(learning_rate)
+    valid = (long_range_task(num_test, lag, num_signals, fillers=fillers, seed=seed + 2)
+             if len(rates) > 1 else None)
     result = LongRangeResult(lag=lag, chance_nats=math.log(num_signals))
     probe = test[: min(num_test, 100)]
     for cell in cells:
-        model = RecurrentModel(cell=cell, hidden_size=hidden_size, num_symbols=num_signals + 3)
-        with seeded(seed):
-            untrained = RecurrentModel(**model.get_config())
-            untrained.num_symbols = num_signals + 3
-            untrained._network = untrained._build_network().eval()
-        result.grad_norms_init[cell] = hidden_gradient_norms(untrained, probe)
-        model.fit(train, max_epochs=max_epochs, learning_rate=learning_rate,
-                  batch_size=batch_size, patience=patience, seed=seed, progress=progress)
-        last = model.log_prob_steps(test)[:, -1]
-        result.recall_nats[cell] = -float(last.mean())
-        result.recall_accuracy[cell] = float((last > math.log(0.5)).double().mean())
-        result.grad_norms_trained[cell] = hidden_gradient_norms(model, probe)
-        result.models[cell] = model
+        gated = chrono and cell in ("lstm", "gru")
+        model = InitRecurrentModel(cell=cell, hidden_size=hidden_size, num_symbols=v,
+                                   chrono=lag + 3 if gated else None)
+        result.grad_norms_init[cell] = hidden_gradient_norms(model.untrained(v, seed), probe)
+        best = None
+        result.tried[cell] = {}
+        for rate in rates:
+            fitted = InitRecurrentModel(**model.get_config()).fit(
+                train, max_epochs=max_epochs, learning_rate=rate, batch_size=batch_size,
+                validation_fraction=0.0, seed=seed, progress=progress,
+            )
+            score = float(recall_scores(fitted, valid)[0].mean()) if valid is not None else 0.0
+            result.tried[cell][rate] = score
+            if best is None or score < best[0]:
+                best = (score, rate, fitted)
+        _, result.learning_rate[cell], fitted = best
+        nats, correct = recall_scores(fitted, test)
+        result.recall_nats[cell] = float(nats.mean())
+        result.recall_accuracy[cell] = float(correct.double().mean())
+        result.grad_norms_trained[cell] = hidden_gradient_norms(fitted, probe)
+        result.models[cell] = fitted
     return result

@@ -23,11 +23,55 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SequenceNetwork", "CausalTransformer", "RECURRENT_CELLS"]
+__all__ = ["SequenceNetwork", "CausalTransformer", "RECURRENT_CELLS", "chrono_init_"]
 
 RECURRENT_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 State = Any  # an RNN's hidden state (a tensor, or (h, c) for an LSTM); None for a transformer
+
+
+def chrono_init_(core: nn.Module, max_length: int,
+                 generator: torch.Generator | None = None) -> nn.Module:
+    """Chrono initialisation of an LSTM's or GRU's gate biases, in place (Tallec & Ollivier,
+    "Can recurrent neural networks warp time?", ICLR 2018).
+
+    Each hidden unit draws a characteristic time ``tau ~ Uniform(1, max_length - 1)`` and its
+    "keep" gate gets the bias ``log(tau)``, so that at initialisation the unit forgets with a
+    time constant of about ``tau`` steps instead of a few steps:
+
+    - LSTM: forget-gate bias ``log(tau)``, input-gate bias ``-log(tau)``;
+    - GRU (``h' = (1 - z) * n + z * h`` in torch): update-gate bias ``log(tau)``.
+
+    The biases are written into ``bias_ih`` with the matching part of ``bias_hh`` set to zero
+    (torch adds the two). A vanilla ``nn.RNN`` has no gates and is refused.
+
+    Args:
+        core: an ``nn.LSTM`` or ``nn.GRU``.
+        max_length: T_max, the longest dependency the units should span at initialisation
+            (at least 2).
+        generator: the random source of ``tau`` (None: torch's global generator).
+
+    Returns:
+        ``core``.
+    """
+    if not isinstance(core, nn.LSTM | nn.GRU):
+        raise ValueError(f"chrono initialisation needs an LSTM or GRU core, got {type(core)}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    h = core.hidden_size
+    with torch.no_grad():
+        for layer in range(core.num_layers):
+            b_ih = getattr(core, f"bias_ih_l{layer}")
+            b_hh = getattr(core, f"bias_hh_l{layer}")
+            tau = 1.0 + torch.rand(h, generator=generator, dtype=torch.float64) * (max_length - 2)
+            keep = torch.log(tau).to(b_ih.dtype)
+            # LSTM gates are ordered (input, forget, cell, output); GRU's (reset, update, new).
+            b_ih[h: 2 * h] = keep
+            b_hh[h: 2 * h] = 0.0
+            if isinstance(core, nn.LSTM):
+                b_ih[:h] = -keep
+                b_hh[:h] = 0.0
+    return core
 
 
 class CausalTransformer(nn.Module):
