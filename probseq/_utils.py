@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -37,3 +38,16 @@ def progress_bar(total: int | None, progress: bool | None, desc: str, **kwargs: 
     if progress is None:
         progress = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, disable=not progress, leave=False, **kwargs)
+
+
+def param_array(x: Any, name: str) -> np.ndarray:
+    """A user-given parameter as a finite float64 array (a copy), or ``ValueError``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or an array of numbers") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr

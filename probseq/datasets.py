@@ -157,16 +157,10 @@ def markov_symbols(
     seed: int | None = 0,
 ) -> Sequences:
     """First-order Markov chain samples; ``transition [V, V]`` rows are "from" states."""
-    rng = _rng(seed)
     trans = np.asarray(transition, dtype=np.float64)
     v = trans.shape[0]
     init = np.full(v, 1.0 / v) if initial is None else np.asarray(initial, dtype=np.float64)
-    x = np.zeros((num_sequences, length), dtype=np.int64)
-    x[:, 0] = rng.choice(v, size=num_sequences, p=init)
-    cum = np.cumsum(trans, axis=1)
-    for t in range(1, length):
-        u = rng.random(num_sequences)
-        x[:, t] = np.minimum((u[:, None] > cum[x[:, t - 1]]).sum(1), v - 1)
+    x = _hmm_states(_rng(seed), num_sequences, length, init, trans)
     return Sequences.from_padded(x)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probseq._utils import param_array
 from probseq.autoregressive import likelihood
 from probseq.base import SequenceModel
 from probseq.data import Sequences
@@ -68,9 +69,9 @@ class AutoRegressive(SequenceModel):
                 values, or ``noise_var <= 0``. Non-stationary coefficients are accepted
                 (``log_prob`` then refuses).
         """
-        c = _as_array(intercept, "intercept")
-        phi = _as_array(coef, "coef")
-        s2 = _as_array(noise_var, "noise_var")
+        c = param_array(intercept, "intercept")
+        phi = param_array(coef, "coef")
+        s2 = param_array(noise_var, "noise_var")
         if c.ndim != 0:
             raise ValueError(f"intercept must be a scalar, got shape {c.shape}")
         if s2.ndim != 0:
@@ -235,13 +236,3 @@ class AutoRegressive(SequenceModel):
         self._set(float(tensors["intercept"]), coef, float(tensors["noise_var"]))
 
 
-def _as_array(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.array(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or an array of numbers") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probseq._utils import param_array
 from probseq.base import SequenceModel
 from probseq.data import Sequences, check_sequences
 from probseq.markov import counting
@@ -108,8 +109,8 @@ class MarkovChain(SequenceModel):
             ValueError: wrong shapes, negative or non-finite entries, or a vector/row whose
                 sum is not 1 within 1e-6.
         """
-        init = _as_float_array(initial, "initial")
-        trans = _as_float_array(transition, "transition")
+        init = param_array(initial, "initial")
+        trans = param_array(transition, "transition")
         if init.ndim != 1 or init.shape[0] < 1:
             raise ValueError(f"initial must be a vector [V], got shape {init.shape}")
         v = init.shape[0]
@@ -312,18 +313,6 @@ class MarkovChain(SequenceModel):
         """Bytes held by the stored n-gram tables."""
         self._check_fitted()
         return sum(a.nbytes for t in self._tables if t is not None for a in t.values())
-
-
-def _as_float_array(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.array(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an array of numbers") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
 
 
 def _check_probabilities(rows: np.ndarray, name: str) -> None:
