@@ -640,3 +640,57 @@ def test_diagonal_gaussian_log_lik_matches_scipy(d):
         ref = stats.multivariate_normal(means[k].numpy(), np.diag(var[k].numpy())).logpdf(
             x.reshape(-1, d).numpy()).reshape(4, 6)
         np.testing.assert_allclose(ll[..., k].numpy(), ref, rtol=1e-13, atol=1e-13)
+
+
+def _subnormal(x: np.ndarray) -> np.ndarray:
+    return (x != 0) & (np.abs(x) < np.finfo(np.float64).tiny)
+
+
+def test_kernels_form_no_subnormals_at_tiny_parameters():
+    # Parameters as EM reaches them on real data: transitions of 1e-160 and emissions of
+    # 1e-150 whose products (1e-310) are subnormal, which x86 computes ~100x more slowly.
+    # The kernels must choose the flushing mode, form no subnormal, and stay exact.
+    tiny_a, tiny_e = 1e-160, 1e-150
+    transition = np.array([[0.9, 0.1 - tiny_a, tiny_a], [0.3, 0.7 - tiny_a, tiny_a],
+                           [0.2, 0.3, 0.5]])
+    emission = np.array([[0.6, 0.4 - tiny_e, tiny_e], [0.5 - tiny_e, 0.5, tiny_e],
+                         [tiny_e, 0.5, 0.5 - tiny_e]])
+    model = HiddenMarkovModel.from_params(initial=[0.5, 0.5 - 1e-200, 1e-200],
+                                          transition=transition, emission=emission)
+    raw = model.sample(5, 70, seed=6).to_list()
+    xs = [s[:n] for s, n in zip(raw, (70, 33, 70, 1, 48), strict=True)]
+    seqs = Sequences.from_list(xs)
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    init, a = p["initial"].numpy(), p["transition"].numpy()
+    assert inference.kernels.needs_flush(init, a, scaled.min_positive())
+    assert not inference.kernels.needs_flush(MODELS["categorical"]().params["initial"].numpy(),
+                                             MODELS["categorical"]().params["transition"]
+                                             .numpy(), 1e-3)
+    order = np.argsort(-scaled.lengths, kind="stable")
+    res = inference.kernels.forward_backward(init, a, scaled.time_major(order),
+                                             scaled.lengths[order], flush=True)
+    assert res["ok"].all()
+    assert not _subnormal(res["filtered"]).any() and not _subnormal(res["smoothed"]).any()
+    _, ok, trace = inference.kernels.forward_log_mass(init, a, scaled.time_major(order),
+                                                      scaled.lengths[order], states=True,
+                                                      flush=True)
+    assert ok.all()
+    assert not any(_subnormal(v).any() for _, _, _, v in trace)
+    # The unflushed recursion does meet subnormals here (so the check above can fail)...
+    plain = inference.kernels.forward_backward(init, a, scaled.time_major(order),
+                                               scaled.lengths[order], flush=False)
+    assert _subnormal(plain["smoothed"]).any()
+    # ...and the flushed results equal the per-step recursion and hmmlearn.
+    ref = _torch_reference(model, seqs)
+    lp = model.log_prob(seqs)
+    torch.testing.assert_close(lp, ref["log_prob"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(model.log_prob_steps(seqs), ref["steps"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.smoother(seqs), ref["smoothed"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.filter(seqs), ref["filtered"], rtol=0, atol=1e-12)
+    stats = model.expected_stats(seqs, p)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-11, atol=1e-11)
+    ref_hl = _hmmlearn(model)
+    for i, x in enumerate(xs):
+        assert float(lp[i]) == pytest.approx(ref_hl.score(x.numpy()[:, None]), rel=1e-10)

@@ -531,6 +531,16 @@ class Scaled:
             out.b_tm, out.m_tm = self.b_tm[:, rows], self.m_tm[:, rows]
         return out
 
+    def min_positive(self) -> float:
+        """The smallest non-zero scaled likelihood (1 if none): what
+        :func:`probseq.hmm.kernels.needs_flush` takes."""
+        if self.table is not None:
+            x = self.table[np.unique(self.symbols)]
+        else:
+            x = self.b_tm
+        positive = x[x > 0]
+        return float(positive.min()) if positive.size else 1.0
+
     @property
     def num_states(self) -> int:
         return (self.table if self.table is not None else self.b_tm).shape[-1]
@@ -618,6 +628,7 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     init = initial.numpy()
     a = transition.numpy()
     shifts = scaled.shifts().sum(1)
+    flush = kernels.needs_flush(init, a, scaled.min_positive())
     chunk = _use_chunks(n, int(lengths.max()), k, chunk_size)
     out = np.empty(n)
     if chunk:
@@ -632,7 +643,8 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
         first = (part == 0)[order]
         previous = pos[np.maximum(order - 1, 0)]
         blocks = scaled.chunks(seq[order], (part * chunk)[order], chunk)
-        mass = kernels.speculative_log_mass(init, a, blocks, clen[order], first, previous)
+        mass = kernels.speculative_log_mass(init, a, blocks, clen[order], first, previous,
+                                            flush=flush)
         if mass is not None:
             out[:] = np.bincount(seq[order], weights=mass, minlength=n)
             return torch.from_numpy(out + shifts)
@@ -642,7 +654,8 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
                               filtered=False, scaled=(b, m))
         return steps.sum(-1)
     order = np.argsort(-lengths, kind="stable")
-    mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order])
+    mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order],
+                                           flush=flush)
     out[order] = mass
     bad = np.sort(order[~ok])
     out += shifts
@@ -695,9 +708,10 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         return _torch_passes(initial, transition, scaled, np.arange(n), backward, filtered,
                              chunk_size, time_major)
     order = np.argsort(-lengths, kind="stable")
-    res = kernels.forward_backward(initial.numpy(), transition.numpy(),
-                                   scaled.time_major(order), lengths[order], backward=backward,
-                                   filtered=filtered)
+    init, a = initial.numpy(), transition.numpy()
+    res = kernels.forward_backward(init, a, scaled.time_major(order), lengths[order],
+                                   backward=backward, filtered=filtered,
+                                   flush=kernels.needs_flush(init, a, scaled.min_positive()))
     if not res["ok"].all():
         return _torch_passes(initial, transition, scaled, np.sort(order[~res["ok"]]), backward,
                              filtered, 0, time_major, fast=res, order=order)

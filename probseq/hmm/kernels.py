@@ -23,6 +23,34 @@ own rounding. Rows whose mass falls below the threshold (improbable runs, or imp
 steps with mass 0) are reported as not ``ok``; the caller recomputes them with the
 per-step-normalised recursion, which also handles probability-zero steps.
 
+Subnormal numbers. Parameters that EM reaches on real data hold entries such as ``1e-74`` or
+``1e-300``; products of them fall into the subnormal range (below ``2**-1022``), which many
+x86 processors compute about a hundred times more slowly than normal numbers. The kernels
+therefore run in one of two modes, chosen per call by :func:`needs_flush` from the smallest
+transition probability and the smallest non-zero scaled emission likelihood ``b_min``:
+
+* Plain (every transition probability at least ``a_min > 0`` and ``a_min**2 * b_min >=``
+  :data:`MIN_MASS`): no subnormal can arise in a row that passes the mass guard. A predicted
+  distribution has every entry at least ``a_min`` times its mass, so every non-zero entry of
+  ``alpha_t`` is at least ``a_min * b_min`` times the mass at ``t - 1`` (at least
+  :data:`MIN_MASS`), every product inside the matrix products at least ``a_min`` times that,
+  and the same holds for the backward variables (``beta_t >= a_min``) and their products
+  with the filtered distributions.
+* Flushing (otherwise): transition probabilities and scaled emission likelihoods below
+  :data:`FLUSH` (``2**-340``, about ``4.5e-103``) are read as zero, and after every step the
+  entries of ``alpha_t`` (relative to a mass of 1 at the block's start) and of the scaled
+  ``beta_t`` below :data:`FLUSH` are set to zero. Every non-zero operand is then at least
+  :data:`FLUSH` and every product of three at least ``2**-1020``: no subnormal is formed.
+  The error: in the forward pass each step loses at most ``(2 K + 1) FLUSH`` of mass (the
+  dropped transitions carry at most ``K FLUSH`` of a mass at most 1, the dropped emissions
+  ``FLUSH``, the flushed entries ``K FLUSH``), and the mass guard of this mode is
+  :data:`MIN_MASS_FLUSH` (``1e-60``), so the relative error per step is below ``1e-40``: the
+  same kind of bound, relative to the mass, as the subnormal rounding argument above. In the
+  backward pass ``sum_k filtered_t[k] beta_t[k] = 1`` is kept by the recursion, so a flush at
+  step ``t`` changes each earlier smoothed distribution by at most :data:`FLUSH` in l1:
+  at most ``T * FLUSH`` in all. Rows below the stricter guard go to the per-step recursion
+  with the unflushed parameters, as in the plain mode.
+
 Ragged batches are handled without masks: rows are sorted by decreasing length, so the rows
 alive at step ``t`` are a leading slice ``[:n_t]``; time is cut into segments where ``n_t``
 is constant, and padded steps are never computed.
@@ -37,6 +65,9 @@ import numpy as np
 __all__ = [
     "BLOCK",
     "MIN_MASS",
+    "MIN_MASS_FLUSH",
+    "FLUSH",
+    "needs_flush",
     "segments",
     "forward_log_mass",
     "forward_backward",
@@ -50,7 +81,50 @@ BLOCK = 16
 #: the smallest mass accepted at a normalisation (see the module docstring).
 MIN_MASS = 1e-150
 
+#: in the flushing mode, operands and buffer entries below this are set to zero (``2**-340``).
+FLUSH = 2.0 ** -340
+#: the mass guard of the flushing mode.
+MIN_MASS_FLUSH = 1e-60
+
 Blocks = Callable[[int, int, int], np.ndarray]
+
+
+def needs_flush(initial: np.ndarray, transition: np.ndarray, b_min: float) -> bool:
+    """Whether the kernels must flush tiny values to keep subnormals out (module docstring).
+
+    Args:
+        initial: ``[K]`` or ``[N, K]`` predicted distribution(s) at the first step.
+        transition: ``[K, K]``.
+        b_min: the smallest non-zero scaled emission likelihood of the batch (1 if none).
+    """
+    a_min = float(np.min(transition))
+    init = np.asarray(initial)
+    positive = init[init > 0]
+    pi_min = float(positive.min()) if positive.size else 1.0
+    # The first step's products are pi * b * a; every later one is covered by a_min^2 b_min.
+    return not (a_min > 0 and a_min * a_min * b_min >= MIN_MASS
+                and pi_min * b_min * a_min >= MIN_MASS * MIN_MASS)
+
+
+def _flushed(transition: np.ndarray, blocks: Blocks, flush: bool
+             ) -> tuple[np.ndarray, Blocks, float]:
+    """The transition matrix, blocks and mass guard of the chosen mode."""
+    a = np.ascontiguousarray(transition, dtype=np.float64)
+    if not flush:
+        return a, blocks, MIN_MASS
+    a = np.where(a < FLUSH, 0.0, a)
+
+    def flushed_blocks(t0: int, t1: int, n: int) -> np.ndarray:
+        b = blocks(t0, t1, n)
+        return np.where(b < FLUSH, 0.0, b)
+
+    return a, flushed_blocks, MIN_MASS_FLUSH
+
+
+def _flush(x: np.ndarray, low: np.ndarray) -> None:
+    """Set the entries of ``x`` below :data:`FLUSH` to zero (``low`` a bool buffer)."""
+    np.less(x, FLUSH, out=low)
+    np.copyto(x, 0.0, where=low)
 
 
 def segments(lengths: np.ndarray, block: int = BLOCK) -> Iterator[tuple[int, int, int]]:
@@ -80,7 +154,7 @@ def segments(lengths: np.ndarray, block: int = BLOCK) -> Iterator[tuple[int, int
 def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, states: bool = False,
                      stop: Callable[[int, int, np.ndarray, np.ndarray], bool] | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray, list | None]:
+                     flush: bool = False) -> tuple[np.ndarray, np.ndarray, list | None]:
     """``log sum_z p(x_1..x_T, z)`` of each row, up to the emission shifts ``m_t``.
 
     Args:
@@ -93,23 +167,29 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
             (the normalised filtered distribution at step ``t1 - 1`` and the log mass so far).
         stop: called after every block as ``stop(index, t1, log_mass [n], state [n, K])``;
             True ends the pass there.
+        flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
 
     Returns:
         ``(log_mass, ok, trace)``: ``log_mass [N]`` the sum of ``log c_t`` over the row's
-        steps, ``ok [N]`` False where a normalisation met a mass below :data:`MIN_MASS`
+        steps, ``ok [N]`` False where a normalisation met a mass below the mode's guard
+        (:data:`MIN_MASS` or :data:`MIN_MASS_FLUSH`)
         (those rows' ``log_mass`` is meaningless), and the trace (or None).
     """
     n_rows = lengths.shape[0]
     k = transition.shape[0]
-    a = np.ascontiguousarray(transition, dtype=np.float64)
+    a, blocks, min_mass = _flushed(transition, blocks, flush)
     ones = np.ones(k)
     buf = [np.empty((n_rows, k)), np.empty((n_rows, k))]
+    low_buf = np.empty((n_rows, k), dtype=bool)
     cur = 0
     acc = np.zeros(n_rows)
     mass = np.empty(n_rows)
     ok = np.ones(n_rows, dtype=bool)
     trace: list | None = [] if states else None
-    init = np.broadcast_to(np.asarray(initial, dtype=np.float64), (n_rows, k))
+    init = np.asarray(initial, dtype=np.float64)
+    if flush:
+        init = np.where(init < FLUSH, 0.0, init)
+    init = np.broadcast_to(init, (n_rows, k))
     index = 0
     for t0, t1, n in segments(lengths, block):
         b = blocks(t0, t1, n)
@@ -117,15 +197,19 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         j0 = 0
         if t0 == 0:
             np.multiply(init[:n], b[0], out=v)
+            if flush:
+                _flush(v, low_buf[:n])
             j0 = 1
         for j in range(j0, t1 - t0):
             np.matmul(v, a, out=w)
             np.multiply(w, b[j], out=w)
+            if flush:
+                _flush(w, low_buf[:n])
             v, w = w, v
             cur = 1 - cur
         s = mass[:n]
         np.matmul(v, ones, out=s)
-        low = s < MIN_MASS
+        low = s < min_mass
         if low.any():
             ok[:n] &= ~low
             s[low] = 1.0
@@ -142,7 +226,8 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
 
 def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                          lengths: np.ndarray, first: np.ndarray, previous: np.ndarray,
-                         tol: float = 1e-13, block: int = BLOCK) -> np.ndarray | None:
+                         tol: float = 1e-13, block: int = BLOCK,
+                         flush: bool = False) -> np.ndarray | None:
     """Log masses of the chunks of long sequences, all chunks run at once.
 
     Row ``r`` is a chunk; it continues row ``previous[r]`` unless ``first[r]`` (the first chunk
@@ -170,17 +255,19 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
         previous: ``[R]`` int, the preceding chunk's row (ignored where ``first``).
         tol: the coupling tolerance.
         block: steps between normalisations and coupling checks.
+        flush: run the flushing mode (see :func:`forward_log_mass`).
 
     Returns:
         ``[R]`` log masses, or None when a chunk did not couple (the chain forgets too
-        slowly for this chunk length) or a mass fell below :data:`MIN_MASS`; the caller then
+        slowly for this chunk length) or a mass fell below the guard; the caller then
         uses a sequential method.
     """
     k = transition.shape[0]
     rows = lengths.shape[0]
     guess = np.full((rows, k), 1.0 / k)
     guess[first] = initial
-    total1, ok, trace = forward_log_mass(guess, transition, blocks, lengths, block, states=True)
+    total1, ok, trace = forward_log_mass(guess, transition, blocks, lengths, block, states=True,
+                                         flush=flush)
     if not ok.all():
         return None
     last_state = np.empty((rows, k))
@@ -208,7 +295,7 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
         done[:n] |= coupled | ending
         return bool(done.all())
 
-    forward_log_mass(incoming, transition, blocks, lengths, block, stop=stop)
+    forward_log_mass(incoming, transition, blocks, lengths, block, stop=stop, flush=flush)
     if failed or not done.all():
         return None
     return total
@@ -216,7 +303,7 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
 
 def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
-                     filtered: bool = True) -> dict[str, np.ndarray]:
+                     filtered: bool = True, flush: bool = False) -> dict[str, np.ndarray]:
     """Scaled forward-backward on a ragged batch sorted by decreasing length.
 
     Args:
@@ -228,6 +315,7 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         backward: False stops after the forward pass.
         filtered: False skips normalising the filtered distributions (forward pass only;
             ``filtered`` is then left out).
+        flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
 
     Returns:
         A dict of time-major arrays, zero at padded steps: ``log_c [T, N]`` (the per-step
@@ -239,8 +327,9 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     n_rows = lengths.shape[0]
     t_max = int(lengths[0])
     k = transition.shape[0]
-    a = np.ascontiguousarray(transition, dtype=np.float64)
+    a, blocks, min_mass = _flushed(transition, blocks, flush)
     at = np.ascontiguousarray(a.T)
+    low_buf = np.empty((n_rows, k), dtype=bool)
     ones = np.ones(k)
     alpha = np.zeros((t_max, n_rows, k))
     bees = np.zeros((t_max, n_rows, k))
@@ -249,6 +338,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     ok = np.ones(n_rows, dtype=bool)
     pred = np.empty((n_rows, k))
     init = np.asarray(initial, dtype=np.float64)
+    if flush:
+        init = np.where(init < FLUSH, 0.0, init)
     # Forward: alpha_t = (alpha_(t-1) A / s) * b_t, with s = mass_(t-1) at block starts
     # (the carry is normalised there) and s = 1 inside blocks.
     for t0, t1, n in segments(lengths, block):
@@ -260,7 +351,7 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
                 np.multiply(init, b[0], out=out)
             elif t == t0:
                 s = mass[t - 1, :n]
-                low = s < MIN_MASS
+                low = s < min_mass
                 if low.any():
                     ok[:n] &= ~low
                     s = np.where(low, 1.0, s)
@@ -271,11 +362,13 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
             else:
                 np.matmul(alpha[t - 1, :n], a, out=out)
                 out *= b[t - t0]
+            if flush:
+                _flush(out, low_buf[:n])
             np.matmul(out, ones, out=mass[t, :n])
         fresh[t0] = True
     ends = lengths - 1
     rows = np.arange(n_rows)
-    ok &= mass[ends, rows] >= MIN_MASS
+    ok &= mass[ends, rows] >= min_mass
     prev = np.ones((t_max, n_rows))
     prev[1:] = mass[:-1]
     prev[fresh] = 1.0
@@ -304,6 +397,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
                 wt *= beta[t, :n]
                 if t > 0:
                     np.matmul(wt, at, out=beta[t - 1, :n])
+                    if flush:
+                        _flush(beta[t - 1, :n], low_buf[:n])
         xi = filt[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
             np.zeros((k, k)))
         smoothed = np.multiply(beta, filt, out=beta)
