@@ -538,6 +538,9 @@ class Scaled:
             x = self.table[np.unique(self.symbols)]
         else:
             x = self.b_tm
+        low = float(x.min()) if x.size else 1.0
+        if low > 0:  # one reduction; zeros (rare outside tables) need the masked one
+            return low
         positive = x[x > 0]
         return float(positive.min()) if positive.size else 1.0
 
