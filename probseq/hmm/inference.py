@@ -533,11 +533,9 @@ class Scaled:
 
     def min_positive(self) -> float:
         """The smallest non-zero scaled likelihood (1 if none): what
-        :func:`probseq.hmm.kernels.needs_flush` takes."""
-        if self.table is not None:
-            x = self.table[np.unique(self.symbols)]
-        else:
-            x = self.b_tm
+        :func:`probseq.hmm.kernels.needs_flush` takes. For a table, over all its symbols
+        (a bound: symbols absent from the batch can only make it smaller)."""
+        x = self.table if self.table is not None else self.b_tm
         low = float(x.min()) if x.size else 1.0
         if low > 0:  # one reduction; zeros (rare outside tables) need the masked one
             return low
