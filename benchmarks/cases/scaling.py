@@ -13,9 +13,11 @@ from benchmarks.harness import Context, Unavailable, case, probseq_class
 
 Grid = tuple[list[int], int, list[int], int]
 
-#: lengths T (at fixed N) and batch sizes N (at fixed T); the quick grid is for smoke runs.
-HMM_GRID: Grid = ([250, 500, 1000, 2000, 4000], 50, [25, 50, 100, 200, 400], 500)
-LGSSM_GRID: Grid = ([500, 1000, 2000, 4000, 8000], 100, [50, 100, 200, 400, 800], 1000)
+#: lengths T (at fixed N) and batch sizes N (at fixed T), large enough that per-step overhead
+#: does not hide the growth (below N=400 at T=500 the HMM time is mostly per-step overhead);
+#: the quick grid is for smoke runs.
+HMM_GRID: Grid = ([1000, 2000, 4000, 8000, 16000], 50, [200, 400, 800, 1600, 3200], 500)
+LGSSM_GRID: Grid = ([2000, 4000, 8000, 16000, 32000], 100, [200, 400, 800, 1600, 3200], 1000)
 QUICK_GRID: Grid = ([32, 64, 128, 256], 4, [4, 8, 16, 32], 64)
 
 
