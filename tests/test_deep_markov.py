@@ -25,16 +25,6 @@ from probseq.deep_markov import model as dmm_module
 from probseq.deep_markov.inference import importance_log_weights, log_joint_steps, sample_guide
 from probseq.deep_markov.networks import MIN_SCALE, DMMNetwork
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: intra-op threads only add contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- LG special case
 # z_1 ~ N(MU0, P0^2), z_t = A z_(t-1) + B + N(0, Q^2), y_t = C z_t + C0 + N(0, R^2),
 # x = LOC + SCALE y

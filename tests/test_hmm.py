@@ -18,15 +18,6 @@ hmm = pytest.importorskip("hmmlearn.hmm")
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These small recursions run one torch op per step; on a busy machine a second
-    # intra-op thread makes each op wait for a descheduled worker (seen: 6x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _random_params(k: int, v: int, seed: int, sticky: float = 0.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

@@ -26,14 +26,6 @@ from probseq.recurrent.training import PaddedData, ShuffleSampler, train_network
 CELLS = ["rnn", "lstm", "gru", "transformer"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine is shared: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _symbols(n, lo, hi, v=3, seed=0):
     g = torch.Generator().manual_seed(seed)
