@@ -468,6 +468,17 @@ def _torch_reference(model: HiddenMarkovModel, seqs: Sequences) -> dict[str, tor
                                     model._log_lik(p, seqs), seqs.lengths, 0)
 
 
+def _kernel_rows_ok(model, seqs):
+    """Which rows (by decreasing length) the NumPy forward kernel accepts on its fast path."""
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    order = np.argsort(-scaled.lengths, kind="stable")
+    _, ok, _ = inference.kernels.forward_log_mass(
+        p["initial"].numpy(), p["transition"].numpy(), scaled.time_major(order),
+        scaled.lengths[order])
+    return ok
+
+
 @pytest.mark.parametrize("name", ["categorical", "gaussian_full", "gaussian_diag", "poisson"])
 def test_kernels_match_per_step_recursion_on_ragged_batch(name):
     # Lengths in no order, with ties, a length 1 and lengths that are not multiples of the
@@ -477,11 +488,7 @@ def test_kernels_match_per_step_recursion_on_ragged_batch(name):
     lengths = [90, 1, 37, 16, 90, 17, 64]
     seqs = Sequences.from_list([s[:n] for s, n in zip(raw, lengths, strict=True)])
     p = model.params
-    scaled = model._scaled(p, seqs)
-    order = np.argsort(-scaled.lengths, kind="stable")
-    _, ok, _ = inference.kernels.forward_log_mass(
-        p["initial"].numpy(), p["transition"].numpy(), scaled.time_major(order),
-        scaled.lengths[order])
+    ok = _kernel_rows_ok(model, seqs)
     assert ok.all()  # the fast path itself is what is compared below
     ref = _torch_reference(model, seqs)
     torch.testing.assert_close(model.log_prob(seqs), ref["log_prob"], rtol=1e-12, atol=1e-12)
@@ -521,11 +528,7 @@ def test_underflow_guard_sends_rows_to_the_per_step_recursion():
     seqs = Sequences.from_list([np.arange(40) % 2, np.zeros(50, dtype=np.int64),
                                 np.r_[np.zeros(20, dtype=np.int64), np.arange(9) % 2]])
     p = model.params
-    scaled = model._scaled(p, seqs)
-    order = np.argsort(-scaled.lengths, kind="stable")
-    _, ok, _ = inference.kernels.forward_log_mass(
-        p["initial"].numpy(), p["transition"].numpy(), scaled.time_major(order),
-        scaled.lengths[order])
+    ok = _kernel_rows_ok(model, seqs)
     assert ok.tolist() == [True, False, True]  # rows by decreasing length: 50, 40, 29
     ref = _torch_reference(model, seqs)
     lp = model.log_prob(seqs)
