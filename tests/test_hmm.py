@@ -688,3 +688,97 @@ def test_kernels_form_no_subnormals_at_tiny_parameters():
     ref_hl = _hmmlearn(model)
     for i, x in enumerate(xs):
         assert float(lp[i]) == pytest.approx(ref_hl.score(x.numpy()[:, None]), rel=1e-10)
+
+
+# ------------------------------------------------------------------------ scale and config
+def _two_regime_series(t: int = 400, d: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = np.cumsum(rng.random(t) < 0.05) % 2
+    x = np.where(z[:, None] == 1, 3.0, 0.0) + rng.normal(size=(t, d)) * np.where(
+        z[:, None] == 1, 0.5, 1.0)
+    if d > 1:
+        x[:, 1] += 0.5 * x[:, 0]
+    return x[:, 0] if d == 1 else x
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_gaussian_fit_is_scale_equivariant(d):
+    """Fitting c * x gives the model fitted to x, rescaled: covariances times c^2 and the
+    log-likelihood shifted by -T * D * log c. With the old absolute floor (1e-6 in data
+    units) the fit at c = 1e-6 collapsed to the floor."""
+    x = _two_regime_series(300, d)
+    t = x.shape[0]
+    base = HiddenMarkovModel(2, "gaussian").fit(x, seed=0, num_restarts=2)
+    y = _two_regime_series(100, d, seed=1)
+    ll = float(base.log_prob(y))
+    for c in (1e-6, 1e-3, 1e3, 1e6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no floor, no warning blaming numerics
+            m = HiddenMarkovModel(2, "gaussian").fit(c * x, seed=0, num_restarts=2)
+        # Same EM path up to rounding: parameters agree to ~1e-10 relative.
+        np.testing.assert_allclose(m.params["covariances"].numpy() / c**2,
+                                   base.params["covariances"].numpy(), rtol=1e-7)
+        np.testing.assert_allclose(m.params["means"].numpy() / c, base.params["means"].numpy(),
+                                   rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(float(m.log_prob(c * y)) + y.shape[0] * d * np.log(c), ll,
+                                   rtol=1e-9)
+        np.testing.assert_allclose(m.history_[-1] + t * d * np.log(c), base.history_[-1],
+                                   rtol=1e-9)
+        s = m.sample(2, 50, seed=3).values
+        s0 = base.sample(2, 50, seed=3).values
+        np.testing.assert_allclose(s.numpy() / c, s0.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_covariance_floor_regularises_with_a_warning():
+    # A state on repeated values collapses; the floor (relative to the data's variance)
+    # keeps it finite, and the fit says so.
+    x = [np.r_[np.zeros(20), np.linspace(0, 1, 20)] * 1e-5 for _ in range(2)]
+    with pytest.warns(RuntimeWarning, match="regularised"):
+        g = HiddenMarkovModel(3, "gaussian").fit(x, seed=0, num_restarts=1, max_epochs=40)
+    var = float(np.var(np.concatenate(x)))
+    assert float(torch.linalg.eigvalsh(g.params["covariances"]).min()) >= 0.9e-6 * var
+
+
+def test_too_few_steps_for_a_covariance_or_constant_data_is_refused():
+    with pytest.raises(ValueError, match="more observed steps than dimensions"):
+        HiddenMarkovModel(2, "gaussian").fit(np.random.default_rng(0).normal(size=(5, 100)))
+    with pytest.raises(ValueError, match="constant in dimension 1"):
+        HiddenMarkovModel(2, "gaussian").fit(np.c_[np.arange(10.0), np.ones(10)])
+
+
+def test_fit_keeps_the_constructor_config():
+    m = HiddenMarkovModel(2)
+    config = m.get_config()
+    m.fit([np.array([0, 1, 2, 1, 0] * 4)], seed=0, num_restarts=1)
+    assert m.get_config() == config and m.num_symbols == 3
+    big = [np.array([0, 1, 2, 3, 4, 5] * 4)]
+    m.fit(big, seed=0, num_restarts=1)  # a larger alphabet the second time
+    assert m.params["emission"].shape == (2, 6) and m.get_config() == config
+    fixed = HiddenMarkovModel(2, num_symbols=8)
+    fixed.fit(big, seed=0, num_restarts=1)
+    assert fixed.get_config()["num_symbols"] == 8 and fixed.params["emission"].shape == (2, 8)
+    g = HiddenMarkovModel(2, "gaussian")
+    config = g.get_config()
+    g.fit(np.random.default_rng(0).normal(size=(50, 2)), seed=0, num_restarts=1)
+    g.fit(np.random.default_rng(1).normal(size=(50, 3)), seed=0, num_restarts=1)
+    assert g.params["means"].shape == (2, 3) and g.get_config() == config
+
+
+def test_restart_log_likelihoods_survive_save_load(tmp_path):
+    m = HiddenMarkovModel(2).fit([np.array([0, 1, 1, 0, 2] * 5)], seed=0, num_restarts=3)
+    assert len(m.restart_log_likelihoods_) == 3
+    m.save(tmp_path / "m.pt")
+    again = load(tmp_path / "m.pt")
+    assert again.restart_log_likelihoods_ == m.restart_log_likelihoods_
+    assert again.history_ == m.history_ and again.get_config() == m.get_config()
+
+
+def test_covariance_checks_are_relative_to_the_scale():
+    tiny = 1e-14 * np.array([[[1.0, 0.5], [0.5, 1.0]]] * 2)
+    ok = HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                       means=np.zeros((2, 2)), covariances=tiny)
+    assert torch.isfinite(ok.log_prob(np.zeros((3, 2)))).all()
+    skew = 1e-14 * np.array([[[1.0, 0.5], [0.0, 1.0]]] * 2)
+    with pytest.raises(ValueError, match="symmetric"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                      means=np.zeros((2, 2)), covariances=skew)

@@ -149,12 +149,16 @@ class Gaussian:
         cov = 0.5 * (cov + cov.transpose(-1, -2))
         if options["covariance_type"] == "diag":
             cov = torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
-        # Floor the spectrum only where a state's covariance collapses.
+        # Floor the spectrum only where a state's covariance collapses, judged on the
+        # covariance standardised by the data's variance per dimension (scale-free).
         floor = options["min_covar"]
-        eig = torch.linalg.eigvalsh(cov)
-        low = eig.amin(-1) < floor
-        eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
-        cov = torch.where(low[:, None, None], cov + floor * eye, cov)
+        var = options["data_var"].to(cov.dtype)
+        sd = torch.sqrt(var)
+        eig = torch.linalg.eigvalsh(cov / (sd[:, None] * sd[None, :]))
+        low = (eig.amin(-1) < floor) & ok
+        cov = torch.where(low[:, None, None], cov + torch.diag(floor * var), cov)
+        if "floored" in options:
+            options["floored"].extend(int(i) for i in torch.nonzero(low).reshape(-1))
         means = torch.where(ok[:, None], means, old["means"])
         cov = torch.where(ok[:, None, None], cov, old["covariances"])
         return {"means": means, "covariances": cov}
@@ -177,7 +181,10 @@ class Gaussian:
         cov = torch.cov(x.T).reshape(d, d) if x.shape[0] > 1 else torch.eye(d, dtype=x.dtype)
         if options["covariance_type"] == "diag":
             cov = torch.diag_embed(torch.diagonal(cov))
-        cov = cov + options["min_covar"] * torch.eye(d, dtype=x.dtype)
+        var = options["data_var"]
+        if var is None:
+            var = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.ones(d, dtype=x.dtype)
+        cov = cov + torch.diag(options["min_covar"] * var.to(x.dtype))
         return {"means": means, "covariances": cov.expand(k, d, d).clone()}
 
     @staticmethod

@@ -24,7 +24,7 @@ import torch
 from probseq import distributed
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
-from probseq.data import Sequences
+from probseq.data import Sequences, check_sequences
 from probseq.hmm import inference
 from probseq.hmm.emissions import EMISSIONS
 
@@ -66,8 +66,11 @@ class HiddenMarkovModel(SequenceModel):
             ``[T]`` or multivariate ``[T, D]``) or ``"poisson"`` (non-negative counts).
         num_symbols: V for categorical emissions (inferred from the data when omitted).
         covariance_type: ``"full"`` or ``"diag"`` (Gaussian emissions).
-        min_covar: floor added to a Gaussian state's covariance diagonal when its smallest
-            eigenvalue falls below it during EM (a collapsing state), in data units squared.
+        min_covar: relative floor of a Gaussian state's covariance during fitting: when the
+            covariance standardised by the data's variance per dimension has an eigenvalue
+            below ``min_covar`` (a collapsing state), ``min_covar`` times the data's variance
+            is added to each diagonal entry. Relative, so that fitting ``c * x`` gives the
+            model fitted to ``x``, rescaled.
 
     Parameters (``.params``, ``from_params``): ``initial [K]``, ``transition [K, K]`` (rows:
     from); categorical ``emission [K, V]``; gaussian ``means [K, D]``, ``covariances
@@ -102,6 +105,8 @@ class HiddenMarkovModel(SequenceModel):
         self.num_states = num_states
         self.emission = emission
         self.num_symbols = num_symbols
+        #: the constructor's V (None: inferred at each fit); ``num_symbols`` is the fitted V.
+        self._config_num_symbols = num_symbols
         self.covariance_type = covariance_type
         self.min_covar = float(min_covar)
         self.data_kind = _KINDS[emission]
@@ -110,6 +115,10 @@ class HiddenMarkovModel(SequenceModel):
         self._params: dict[str, torch.Tensor] | None = None
         self.history_: list[float] = []
         self.restart_log_likelihoods_: list[float] = []
+        #: the data's variance per dimension [D] during a Gaussian fit (scales the floor).
+        self._data_var: torch.Tensor | None = None
+        #: states whose covariance the last M-step floored.
+        self._floored: list[int] = []
         #: chunk length of the forward scan: None chooses by a cost model, 0 is plain.
         self.chunk_size: int | None = None
 
@@ -224,7 +233,7 @@ class HiddenMarkovModel(SequenceModel):
         return {
             "num_states": self.num_states,
             "emission": self.emission,
-            "num_symbols": self.num_symbols,
+            "num_symbols": self._config_num_symbols,
             "covariance_type": self.covariance_type,
             "min_covar": self.min_covar,
         }
@@ -237,6 +246,7 @@ class HiddenMarkovModel(SequenceModel):
             "univariate": self._univariate,
             "obs_dim": self._obs_dim,
             "history": [float(v) for v in self.history_],
+            "restart_log_likelihoods": [float(v) for v in self.restart_log_likelihoods_],
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -248,12 +258,16 @@ class HiddenMarkovModel(SequenceModel):
         self._univariate = bool(meta.get("univariate", True))
         self._obs_dim = meta.get("obs_dim", self._obs_dim)
         self.history_ = list(meta.get("history", []))
+        self.restart_log_likelihoods_ = list(meta.get("restart_log_likelihoods", []))
+        if self.emission == "categorical":
+            self.num_symbols = int(self._params["emission"].shape[1])
 
     def _options(self) -> dict[str, Any]:
         return {
             "num_symbols": self.num_symbols,
             "covariance_type": self.covariance_type,
             "min_covar": self.min_covar,
+            "data_var": self._data_var,
         }
 
     # ------------------------------------------------------------------ likelihood
@@ -370,7 +384,13 @@ class HiddenMarkovModel(SequenceModel):
             params["transition"],
         )
         new = {"initial": initial, "transition": transition}
-        new.update(self._em.m_step(stats, params, self._options()))
+        options = self._options()
+        if self.emission == "gaussian" and options["data_var"] is None:
+            d = params["means"].shape[-1]
+            options["data_var"] = _pooled_variance(stats, d)
+        options["floored"] = []
+        new.update(self._em.m_step(stats, params, options))
+        self._floored = options["floored"]
         return new
 
     def _random_params(self, seqs: Sequences) -> dict[str, torch.Tensor]:
@@ -424,6 +444,7 @@ class HiddenMarkovModel(SequenceModel):
             else [self._random_params(seqs) for _ in range(num_restarts)]
         )
         results = []
+        self._restart_floored: list[list[int]] = []
         bar = progress_bar(len(starts) * max_epochs, progress, f"HMM {method}")
         try:
             for start in starts:
@@ -434,20 +455,53 @@ class HiddenMarkovModel(SequenceModel):
                         seqs, start, max_epochs, tol, learning_rate, optimizer, batch_size, bar))
         finally:
             bar.close()
+            self._data_var = None
         finals = [h[-1] if h else -math.inf for _, h in results]
         best = max(range(len(results)), key=lambda i: finals[i])
         if not math.isfinite(finals[best]):
             raise ValueError("every restart of the HMM fit failed (non-finite log-likelihood)")
         self._params, self.history_ = results[best]
         self.restart_log_likelihoods_ = finals
+        floored = self._restart_floored[best] if best < len(self._restart_floored) else []
+        if floored:
+            warnings.warn(
+                f"the covariance of state(s) {floored} collapsed during EM (fewer effective "
+                "steps than dimensions, or a state on repeated values) and was regularised: "
+                f"min_covar={self.min_covar:g} times the data's variance was added to its "
+                "diagonal", RuntimeWarning, stacklevel=3)
 
     def _prepare_data_shape(self, seqs: Sequences) -> None:
+        """Read V or D from the data (the constructor's ``num_symbols`` is checked, never
+        changed: ``get_config()`` is the same before and after a fit) and, for Gaussian
+        emissions, the data's variance per dimension that scales the covariance floor."""
         if self.emission == "categorical":
-            self.num_symbols = self._fit_num_symbols(seqs)
+            v = self._config_num_symbols
+            if v is None:
+                v = int(seqs.values[seqs.mask].max()) + 1
+            else:
+                check_sequences(seqs, model=self.name, num_symbols=v)
+            self.num_symbols = v
         elif self.emission == "gaussian":
-            d = self._fit_obs_dim(seqs)
+            d = seqs.dim
+            x = seqs.values3d()[seqs.mask]  # [S, D]
+            dims = x.shape[-1]
+            if self.covariance_type == "full" and x.shape[0] <= dims:
+                raise ValueError(
+                    f"a Gaussian HMM with full covariances needs more observed steps than "
+                    f"dimensions: the data have {x.shape[0]} steps of dimension {dims}, so no "
+                    "covariance can be estimated (if these are several univariate sequences in "
+                    "one [N, T] array, pass a list of sequences or Sequences.from_padded)")
+            var = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.zeros(dims,
+                                                                              dtype=x.dtype)
+            const = torch.nonzero(~(var > 0)).reshape(-1)
+            if const.numel():
+                raise ValueError(
+                    f"the data are constant in dimension {int(const[0])}: a Gaussian HMM has "
+                    "no finite maximum-likelihood estimate there (the likelihood grows "
+                    "without bound as a variance shrinks)")
             self._univariate = d is None
             self._obs_dim = 1 if d is None else d
+            self._data_var = var
 
     def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
                 tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
@@ -455,6 +509,8 @@ class HiddenMarkovModel(SequenceModel):
         history: list[float] = []
         good = params  # the parameters whose log-likelihood history[-1] is
         result = params
+        floored: list[int] = []  # states floored by the M-step that gave `params`
+        good_floored: list[int] = []
         for it in range(max_epochs):
             # One E-step per iteration: its forward pass gives the log-likelihood of the
             # current parameters, which is what is recorded and checked (as hmmlearn does).
@@ -467,9 +523,15 @@ class HiddenMarkovModel(SequenceModel):
                 result = good
                 break
             if history and ll < history[-1] - 1e-9 * max(1.0, abs(history[-1])):
+                if floored:
+                    why = (f"the covariance floor (min_covar={self.min_covar:g} times the data's "
+                           f"variance) was applied to state(s) {floored} in the M-step before, "
+                           "so that step did not maximise exactly")
+                else:
+                    why = "a numerical problem"
                 warnings.warn(
                     f"HMM EM log-likelihood decreased at iteration {it} ({history[-1]:.6f} -> "
-                    f"{ll:.6f}), a numerical problem; keeping the last good parameters",
+                    f"{ll:.6f}): {why}; keeping the last good parameters",
                     RuntimeWarning, stacklevel=4)
                 result = good
                 break
@@ -477,16 +539,18 @@ class HiddenMarkovModel(SequenceModel):
                 result = good  # converged to rounding: keep the previous (not worse) parameters
                 break
             history.append(ll)
-            good = params
+            good, good_floored = params, floored
             bar.update(1)
             bar.set_postfix(nats_per_step=f"{-ll / steps:.5f}")
             params = self.maximize(stats, params)
+            floored = list(self._floored)
             # An M-step never lowers the likelihood, so its output is the result unless it
             # is not finite.
             finite = all(torch.isfinite(v).all() for v in params.values())
             result = params if finite else good
             if not finite or (len(history) > 1 and history[-1] - history[-2] < tol * steps):
                 break
+        self._restart_floored.append(floored if result is params else good_floored)
         return result, history
 
     def _expected_stats_all_ranks(self, seqs: Sequences,
@@ -530,8 +594,11 @@ class HiddenMarkovModel(SequenceModel):
                 c = torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
             chol = c.tril(-1) + torch.diag_embed(torch.exp(torch.diagonal(c, dim1=-2, dim2=-1)))
             d = chol.shape[-1]
-            out["covariances"] = chol @ chol.transpose(-1, -2) + self.min_covar * 1e-3 * torch.eye(
+            var = self._data_var if self._data_var is not None else torch.ones(
                 d, dtype=chol.dtype)
+            # A floor relative to the data's variance keeps the fit scale-free.
+            out["covariances"] = chol @ chol.transpose(-1, -2) + torch.diag(
+                self.min_covar * 1e-3 * var)
         else:
             out["rates"] = torch.exp(raw["rates"])
         return out
@@ -687,7 +754,10 @@ class HiddenMarkovModel(SequenceModel):
             x = seqs.values3d()[seqs.mask]
             d = x.shape[-1]
             mu0 = x.mean(0)
-            sd0 = x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones(d, dtype=f64)
+            sd0 = x.std(0) if x.shape[0] > 1 else torch.zeros(d, dtype=f64)
+            # Constant dimensions: a prior scale relative to the values (1 for zeros).
+            level = torch.where(mu0 != 0, mu0.abs(), torch.ones((), dtype=f64))
+            sd0 = torch.where(sd0 > 0, sd0, level)
             means = pyro.sample("means", dist.Normal(mu0.expand(k, d), 3 * sd0.expand(k, d))
                                 .to_event(2))
             scales = pyro.sample("scales", dist.LogNormal(torch.log(sd0).expand(k, d),
@@ -709,8 +779,21 @@ class HiddenMarkovModel(SequenceModel):
         pyro.factor("log_lik", self._differentiable_log_prob(params, seqs).sum())
 
 
+def _pooled_variance(stats: dict[str, torch.Tensor], d: int) -> torch.Tensor:
+    """``[D]`` the data's variance per dimension from Gaussian E-step statistics (for a bare
+    ``maximize`` call outside ``fit``)."""
+    w = stats["weight"].sum()
+    mean = stats["sum_x"].sum(0) / w
+    second = torch.diagonal(stats["sum_xx"].sum(0), dim1=-2, dim2=-1) / w
+    var = (second - mean * mean).clamp_min(0.0)
+    return torch.where(var > 0, var, torch.ones((), dtype=var.dtype)).reshape(d)
+
+
 def _check_spd(cov: torch.Tensor) -> None:
-    if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-10, atol=1e-12):
+    # Symmetry relative to each matrix's own scale (covariances of data in tiny or huge
+    # units are legitimate).
+    scale = cov.abs().amax((-2, -1), keepdim=True)
+    if ((cov - cov.transpose(-1, -2)).abs() > 1e-10 * scale).any():
         raise ValueError("covariances must be symmetric")
     eig = torch.linalg.eigvalsh(cov)
     if (eig <= 0).any():
