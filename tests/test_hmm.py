@@ -782,3 +782,32 @@ def test_covariance_checks_are_relative_to_the_scale():
     with pytest.raises(ValueError, match="symmetric"):
         HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
                                       means=np.zeros((2, 2)), covariances=skew)
+
+
+@pytest.mark.parametrize("covariance_type,d", [("full", 1), ("full", 3), ("diag", 2)])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_scaled_gaussian_emissions_match_scipy(covariance_type, d, scale):
+    """The direct time-major path (whitening by one matrix product) against scipy, on a
+    ragged batch with far-off means (the centring must keep the subtraction accurate)."""
+    from scipy import stats
+
+    model = _gaussian(covariance_type, seed=7, k=3, d=d)
+    p = model.params
+    offset = 1e3 * scale  # data far from the origin relative to their spread
+    means, cov = p["means"] * scale + offset, p["covariances"] * scale**2
+    scaled = HiddenMarkovModel.from_params(initial=p["initial"], transition=p["transition"],
+                                           means=means, covariances=cov)
+    raw = model.sample(4, 9, seed=2).values3d() * scale + offset
+    lengths = torch.tensor([9, 3, 1, 6])
+    x = raw if d > 1 else raw[..., 0]
+    seqs = Sequences(x.clone(), lengths)
+    b, m = scaled._em.scaled_time_major(scaled.params, seqs)
+    mask = seqs.mask.T.numpy()
+    assert (b[~mask] == 1).all() and (m[~mask] == 0).all()
+    got = np.log(b) + m[..., None]  # [T, N, K]
+    for k in range(3):
+        ref = stats.multivariate_normal(means[k].numpy(), cov[k].numpy()).logpdf(
+            raw.transpose(0, 1).reshape(-1, d).numpy()).reshape(9, 4)
+        # Log-densities shift by -d log(scale); compare at the precision of the values.
+        tol = 1e-9 * (1 + abs(d * np.log(scale)))
+        np.testing.assert_allclose(got[..., k][mask], ref[mask], rtol=0, atol=tol)

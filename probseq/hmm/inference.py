@@ -485,11 +485,14 @@ class Scaled:
         shift: ``[V]`` float64.
         symbols: ``[N, T_max]`` int64 (padding may hold anything).
         log_lik: ``[N, T_max, K]`` (padding may hold anything finite or not).
+        time_major: ``(b [T_max, N, K], m [T_max, N])`` already scaled (1 and 0 at padding),
+            as an emission's ``scaled_time_major`` computes them.
     """
 
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
                  shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
-                 log_lik: torch.Tensor | None = None):
+                 log_lik: torch.Tensor | None = None,
+                 time_major: tuple[np.ndarray, np.ndarray] | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
         t_max = int(self.lengths.max())
         mask = np.arange(t_max)[None, :] < self.lengths[:, None]
@@ -503,6 +506,9 @@ class Scaled:
             x = symbols[:, :t_max].cpu().numpy()
             self.symbols = np.where(mask, x, v)
             self.b = self.m = None
+        elif time_major is not None:
+            self.table = None
+            self.b_tm, self.m_tm = time_major
         else:
             self.table = None
             # Time-major: log_lik is usually a transposed view of a time-major result.

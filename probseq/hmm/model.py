@@ -280,6 +280,9 @@ class HiddenMarkovModel(SequenceModel):
             table, shift = self._em.scaled_table(params)
             return inference.Scaled(seqs.lengths, table=table, shift=shift,
                                     symbols=seqs.values)
+        if hasattr(self._em, "scaled_time_major"):
+            return inference.Scaled(seqs.lengths,
+                                    time_major=self._em.scaled_time_major(params, seqs))
         return inference.Scaled(seqs.lengths, log_lik=self._log_lik(params, seqs))
 
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
