@@ -314,8 +314,8 @@ def test_bad_input_and_bad_params():
     gauss = _gaussian("full")
     with pytest.raises(ValueError, match="D=2"):
         gauss.log_prob(np.zeros((5, 3)))
-    with pytest.raises(ValueError, match="NaN"):
-        gauss.log_prob(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="inf"):  # NaN is a missing value, inf is refused
+        gauss.log_prob(np.array([[0.0, np.inf], [1.0, 2.0], [0.5, 0.5]]))
     with pytest.raises(ValueError, match="non-negative|negative"):
         _poisson().log_prob([1, -2, 3])
 
@@ -741,7 +741,8 @@ def test_covariance_floor_regularises_with_a_warning():
 
 def test_too_few_steps_for_a_covariance_or_constant_data_is_refused():
     with pytest.raises(ValueError, match="more observed steps than dimensions"):
-        HiddenMarkovModel(2, "gaussian").fit(np.random.default_rng(0).normal(size=(5, 100)))
+        # One sequence of 5 steps in dimension 100, given unambiguously (in a list).
+        HiddenMarkovModel(2, "gaussian").fit([np.random.default_rng(0).normal(size=(5, 100))])
     with pytest.raises(ValueError, match="constant in dimension 1"):
         HiddenMarkovModel(2, "gaussian").fit(np.c_[np.arange(10.0), np.ones(10)])
 
