@@ -812,3 +812,149 @@ def test_scaled_gaussian_emissions_match_scipy(covariance_type, d, scale):
         # Log-densities shift by -d log(scale); compare at the precision of the values.
         tol = 1e-9 * (1 + abs(d * np.log(scale)))
         np.testing.assert_allclose(got[..., k][mask], ref[mask], rtol=0, atol=tol)
+
+
+# ------------------------------------------------------------------------ missing values
+def test_missing_symbols_marginalised_by_enumeration():
+    model = _categorical(2, 3, seed=4)
+    x = np.array([0, 2, 1, 1, 0, 2, 2])
+    gaps = [1, 4, 5]
+    gappy = np.ma.masked_array(x, mask=np.isin(np.arange(7), gaps))
+    fills = []
+    for vals in itertools.product(range(3), repeat=len(gaps)):
+        y = x.copy()
+        y[gaps] = vals
+        fills.append(y)
+    lps = model.log_prob(Sequences.from_list(fills))
+    ref = torch.logsumexp(lps, 0)
+    assert float(model.log_prob(gappy)) == pytest.approx(float(ref), rel=1e-12)
+    steps = model.log_prob_steps(gappy)
+    assert (steps[gaps] == 0).all()
+    assert float(steps.sum()) == pytest.approx(float(ref), rel=1e-12)
+    # Smoothed marginals: P(z_t | x_obs) = sum over fills of P(z_t, x_fill) / P(x_obs).
+    w = torch.softmax(lps, 0)
+    post = model.smoother(Sequences.from_list(fills))
+    torch.testing.assert_close(model.smoother(gappy), (w[:, None, None] * post).sum(0),
+                               rtol=0, atol=1e-12)
+    # Filter at the last step = smoother there; Viterbi = the best path over fills' joint.
+    torch.testing.assert_close(model.filter(gappy)[-1], model.smoother(gappy)[-1],
+                               rtol=0, atol=1e-12)
+    li, la, le = (np.log(model.params[n].numpy()) for n in ("initial", "transition", "emission"))
+    best = max(
+        (li[z[0]] + sum(la[z[t - 1], z[t]] for t in range(1, 7))
+         + sum(le[z[t], x[t]] for t in range(7) if t not in gaps), z)
+        for z in itertools.product(range(2), repeat=7))
+    assert model.most_likely_states(gappy).tolist() == list(best[1])
+
+
+def test_missing_counts_marginalised_by_summation():
+    model = _poisson(seed=2)
+    x = np.array([1, 4, 0, 7, 2])
+    gappy = np.ma.masked_array(x, mask=[0, 1, 0, 0, 1])
+    total = []
+    for a in range(60):
+        for b in range(60):
+            y = x.copy()
+            y[1], y[4] = a, b
+            total.append(y)
+    ref = torch.logsumexp(model.log_prob(Sequences.from_list(total)), 0)
+    assert float(model.log_prob(gappy)) == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_missing_reals_marginalised_by_integration():
+    from scipy import integrate
+
+    model = _gaussian("full", seed=3, k=2, d=2)
+    x = model.sample(1, 4, seed=5).values[0].numpy()
+    y = x.copy()
+    y[1, 0] = np.nan  # one coordinate missing: integrate it out
+    y[2] = np.nan  # a whole step missing: factor 1
+    lp = float(model.log_prob(y))
+
+    def density(v: float) -> float:
+        z = x.copy()
+        z[1, 0] = v
+        return float(torch.exp(_joint_skip(model, z)))
+
+    val, _ = integrate.quad(density, -30, 30, epsabs=0, epsrel=1e-11, limit=200)
+    assert lp == pytest.approx(np.log(val), rel=1e-8)
+    steps = model.log_prob_steps(y)
+    assert float(steps[2]) == 0 and float(steps.sum()) == pytest.approx(lp, rel=1e-12)
+    # Univariate: one NaN integrated out.
+    uni = HiddenMarkovModel.from_params(initial=[0.3, 0.7], transition=[[0.9, 0.1], [0.2, 0.8]],
+                                        means=[-1.0, 2.0], covariances=[0.5, 2.0])
+    u = np.array([0.3, np.nan, 1.5])
+
+    def dens1(v: float) -> float:
+        return float(torch.exp(uni.log_prob(np.array([0.3, v, 1.5]))))
+
+    val, _ = integrate.quad(dens1, -40, 40, epsabs=0, epsrel=1e-11, limit=200)
+    assert float(uni.log_prob(u)) == pytest.approx(np.log(val), rel=1e-9)
+
+
+def _joint_skip(model: HiddenMarkovModel, z: np.ndarray) -> torch.Tensor:
+    """log p(x) of a sequence whose step 2 carries no emission, by path enumeration."""
+    from scipy import stats
+
+    p = model.params
+    k, t = model.num_states, z.shape[0]
+    dens = np.array([[0.0 if s == 2 else stats.multivariate_normal(
+        p["means"][j].numpy(), p["covariances"][j].numpy()).logpdf(z[s]) for j in range(k)]
+        for s in range(t)])
+    total = []
+    for path in itertools.product(range(k), repeat=t):
+        lp = np.log(p["initial"][path[0]].item()) + sum(
+            np.log(p["transition"][path[s - 1], path[s]].item()) for s in range(1, t))
+        total.append(lp + sum(dens[s, path[s]] for s in range(t)))
+    return torch.logsumexp(torch.tensor(total), 0)
+
+
+def test_trailing_gaps_equal_hmmlearn_on_the_observed_steps():
+    model = _gaussian("full", seed=1)
+    x = model.sample(1, 30, seed=2).values[0].numpy()
+    y = x.copy()
+    y[25:] = np.nan
+    ref = _hmmlearn(model).score(x[:25])
+    assert float(model.log_prob(y)) == pytest.approx(ref, rel=1e-11)
+    np.testing.assert_allclose(model.smoother(y)[:25].numpy(),
+                               _hmmlearn(model).predict_proba(x[:25]), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_em_on_gappy_data(name):
+    """EM with missing values never decreases the marginal likelihood (the E-step's
+    expectations over missing coordinates are exact), and data without gaps give the same
+    statistics as before."""
+    model = MODELS[name]()
+    seqs = model.sample(4, 60, seed=8)
+    rng = np.random.default_rng(0)
+    obs = torch.from_numpy(rng.random(tuple(seqs.values.shape)) > 0.2)
+    gappy = Sequences(seqs.values.clone(), seqs.lengths, observed=obs)
+    assert gappy.has_missing
+    fresh = HiddenMarkovModel(3, model.emission, covariance_type=model.covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.fit(gappy, seed=0, num_restarts=1, max_epochs=25, tol=0)
+    h = np.array(fresh.history_)
+    assert (np.diff(h) >= -1e-9 * np.abs(h[1:])).all()
+    # history_[-1] is at the parameters before the last M-step, which cannot lower it.
+    assert float(fresh.log_prob(gappy).sum()) >= h[-1] - 1e-9 * abs(h[-1])
+    # Only the observed emissions enter: dropping a fully missing sequence changes nothing.
+    blank = Sequences(seqs.values[:2].clone(), seqs.lengths[:2],
+                      observed=torch.cat([obs[:1], torch.zeros_like(obs[1:2])]))
+    s1 = fresh.expected_stats(blank, fresh.params)
+    s0 = fresh.expected_stats(gappy[:1], fresh.params)
+    for key in s0:
+        if key not in ("num_sequences", "initial_counts", "transition_counts"):
+            torch.testing.assert_close(s1[key], s0[key], rtol=1e-10, atol=1e-10)
+
+
+def test_sample_after_a_gappy_prefix_keeps_the_observed_values():
+    model = _gaussian("full", seed=2)
+    pre = model.sample(1, 6, seed=1).values[0].numpy()
+    pre[2, 1] = np.nan
+    pre[4] = np.nan
+    out = model.sample(5, 10, prefix=pre, seed=3).values
+    obs = ~np.isnan(pre)
+    assert np.array_equal(out[:, :6].numpy()[:, obs], np.broadcast_to(pre[obs], (5, obs.sum())))
+    assert torch.isfinite(out).all()

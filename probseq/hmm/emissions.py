@@ -26,7 +26,10 @@ class Categorical:
     def log_lik(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         """``[N, T_max, K]``; computed time-major in memory (faster for the forward pass)."""
         log_e = torch.log(params["emission"]).T  # [V, K]
-        return log_e[seqs.values.T].transpose(0, 1)
+        out = log_e[seqs.values.T].transpose(0, 1)
+        if seqs.has_missing:  # a missing symbol's emission factor is 1
+            out = torch.where(seqs.observed[..., None], out, torch.zeros((), dtype=out.dtype))
+        return out
 
     @staticmethod
     def scaled_table(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +80,7 @@ class Categorical:
     @staticmethod
     def init(seqs: Sequences, k: int, options: dict) -> dict[str, torch.Tensor]:
         v = options["num_symbols"]
-        freq = torch.bincount(seqs.values[seqs.mask], minlength=v).to(torch.float64) + 1.0
+        freq = torch.bincount(seqs.values[seqs.observed], minlength=v).to(torch.float64) + 1.0
         freq = freq / freq.sum()
         noise = torch.distributions.Dirichlet(torch.ones(k, v, dtype=torch.float64)).sample()
         e = 0.5 * freq + 0.5 * noise
@@ -97,6 +100,31 @@ class Gaussian:
 
     @staticmethod
     def log_lik(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
+        """``[N, T_max, K]``. Missing coordinates are marginalised exactly: a step with some
+        coordinates observed scores their marginal density ``N(x_o; mu_o, S_oo)``, a step
+        with none observed scores 0 (an emission factor of 1)."""
+        out = Gaussian._log_lik_complete(params, seqs)
+        if not seqs.has_missing:
+            return out
+        obs = observed3d(seqs)
+        full = obs.all(-1)
+        out = torch.where(full[..., None], out, torch.zeros((), dtype=out.dtype))
+        partial = obs.any(-1) & ~full & seqs.mask
+        if partial.any():
+            x = seqs.values3d()[partial]  # [S, D]
+            patterns, inverse = torch.unique(obs[partial], dim=0, return_inverse=True)
+            part = out[partial]
+            for j, pat in enumerate(patterns):
+                sel = inverse == j
+                mvn = torch.distributions.MultivariateNormal(
+                    params["means"][:, pat], params["covariances"][:, pat][:, :, pat])
+                part[sel] = mvn.log_prob(x[sel][:, pat][:, None, :])
+            out = out.clone()
+            out[partial] = part
+        return out
+
+    @staticmethod
+    def _log_lik_complete(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         x = seqs.values3d().transpose(0, 1)  # [T, N, D]
         means, cov = params["means"], params["covariances"]
         d = means.shape[-1]
@@ -189,6 +217,52 @@ class Gaussian:
         }
 
     @staticmethod
+    def stats_missing(params: dict[str, torch.Tensor], seqs: Sequences,
+                      weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The statistics of :meth:`stats` on data with missing coordinates: exact EM
+        expectations. Each state's missing coordinates enter through their conditional
+        mean given the observed ones, ``E[x_u | x_o, z = k]``, and ``sum_xx`` gains the
+        conditional covariance ``S_uu - S_uo S_oo^-1 S_ou`` on the missing block; steps with
+        nothing observed contribute nothing.
+
+        Args:
+            params: the current parameters (the E-step's).
+            seqs: the data.
+            weights: ``[N, T_max, K]`` smoothed marginals (zero at padding).
+        """
+        obs = observed3d(seqs)
+        x = seqs.values3d()
+        means, cov = params["means"], params["covariances"]
+        k, d = means.shape
+        full = obs.all(-1) & seqs.mask
+        wf, xf = weights[full], x[full]
+        weight = wf.sum(0)
+        sum_x = wf.T @ xf
+        sum_xx = torch.einsum("sk,si,sj->kij", wf, xf, xf)
+        partial = obs.any(-1) & ~obs.all(-1) & seqs.mask
+        if partial.any():
+            xp, wp = x[partial], weights[partial]
+            patterns, inverse = torch.unique(obs[partial], dim=0, return_inverse=True)
+            for j, o in enumerate(patterns):
+                u = ~o
+                sel = inverse == j
+                xo, w = xp[sel][:, o], wp[sel]  # [S, O], [S, K]
+                soo = cov[:, o][:, :, o]
+                suo = cov[:, u][:, :, o]
+                gain = torch.linalg.solve(soo, suo.transpose(-1, -2)).transpose(-1, -2)
+                cond = cov[:, u][:, :, u] - gain @ suo.transpose(-1, -2)  # [K, U, U]
+                xhat = xp[sel].expand(k, -1, -1).clone()  # [K, S, D]
+                xhat[:, :, u] = means[:, None, u] + torch.einsum(
+                    "kuo,kso->ksu", gain, xo[None] - means[:, None, o])
+                weight = weight + w.sum(0)
+                sum_x = sum_x + torch.einsum("sk,ksd->kd", w, xhat)
+                sum_xx = sum_xx + torch.einsum("sk,ksi,ksj->kij", w, xhat, xhat)
+                block = torch.zeros(k, d, d, dtype=cov.dtype)
+                block[:, u.nonzero()[:, 0][:, None], u.nonzero()[:, 0][None, :]] = cond
+                sum_xx = sum_xx + w.sum(0)[:, None, None] * block
+        return {"weight": weight, "sum_x": sum_x, "sum_xx": sum_xx}
+
+    @staticmethod
     def m_step(stats: dict[str, torch.Tensor], old: dict[str, torch.Tensor],
                options: dict) -> dict[str, torch.Tensor]:
         w = stats["weight"]
@@ -222,7 +296,7 @@ class Gaussian:
 
     @staticmethod
     def init(seqs: Sequences, k: int, options: dict) -> dict[str, torch.Tensor]:
-        x = seqs.values3d()[seqs.mask]  # [S, D]
+        x = imputed_steps(seqs)  # [S, D]
         d = x.shape[-1]
         idx = torch.randperm(x.shape[0])[:k]
         if idx.numel() < k:
@@ -254,6 +328,8 @@ class Poisson:
         x = seqs.values.T.to(torch.float64)[..., None]  # [T, N, 1]
         rates = params["rates"]
         out = torch.xlogy(x, rates) - rates - torch.lgamma(x + 1)
+        if seqs.has_missing:  # a missing count's emission factor is 1
+            out = torch.where(seqs.observed.T[..., None], out, torch.zeros((), dtype=out.dtype))
         return out.transpose(0, 1)
 
     @staticmethod
@@ -282,7 +358,7 @@ class Poisson:
 
     @staticmethod
     def init(seqs: Sequences, k: int, options: dict) -> dict[str, torch.Tensor]:
-        x = seqs.values[seqs.mask].to(torch.float64)
+        x = seqs.values[seqs.observed].to(torch.float64)
         q = torch.quantile(x, torch.linspace(0.1, 0.9, k, dtype=torch.float64))
         jitter = torch.exp(0.2 * torch.randn(k, dtype=torch.float64))
         return {"rates": (q + 0.1 * x.mean() + 1e-3) * jitter}
@@ -290,6 +366,37 @@ class Poisson:
     @staticmethod
     def num_params(params: dict[str, torch.Tensor], options: dict) -> int:
         return params["rates"].shape[0]
+
+
+def observed3d(seqs: Sequences) -> torch.Tensor:
+    """``[N, T_max, D]`` bool observed mask of real-valued data (D=1 for univariate)."""
+    obs = seqs.observed
+    return obs[..., None] if obs.dim() == 2 else obs
+
+
+def observed_variance(seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(var [D], count [D])``: each dimension's variance over its observed values (the
+    divisor is the count) and how many values it has."""
+    obs = observed3d(seqs)
+    x = seqs.values3d()
+    count = obs.sum((0, 1))
+    n = count.clamp_min(1).to(x.dtype)
+    mean = torch.where(obs, x, torch.zeros((), dtype=x.dtype)).sum((0, 1)) / n
+    dev = torch.where(obs, x - mean, torch.zeros((), dtype=x.dtype))
+    return (dev * dev).sum((0, 1)) / n, count
+
+
+def imputed_steps(seqs: Sequences) -> torch.Tensor:
+    """``[S, D]`` the steps with at least one observed value, missing coordinates replaced
+    by their dimension's observed mean (for initialisation only)."""
+    obs = observed3d(seqs)
+    x = seqs.values3d()
+    keep = obs.any(-1) & seqs.mask
+    if not seqs.has_missing:
+        return x[keep]
+    n = obs.sum((0, 1)).clamp_min(1).to(x.dtype)
+    mean = torch.where(obs, x, torch.zeros((), dtype=x.dtype)).sum((0, 1)) / n
+    return torch.where(obs, x, mean)[keep]
 
 
 EMISSIONS = {"categorical": Categorical, "gaussian": Gaussian, "poisson": Poisson}

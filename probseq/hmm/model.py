@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from probseq._utils import progress_bar
 from probseq.base import SequenceModel
 from probseq.data import Sequences, check_sequences
 from probseq.hmm import inference
-from probseq.hmm.emissions import EMISSIONS
+from probseq.hmm.emissions import EMISSIONS, imputed_steps, observed_variance
 
 __all__ = ["HiddenMarkovModel"]
 
@@ -83,6 +83,7 @@ class HiddenMarkovModel(SequenceModel):
     """
 
     data_kind = "discrete"
+    supports_missing: ClassVar[bool] = True
 
     def __init__(self, num_states: int = 2, emission: str = "categorical",
                  num_symbols: int | None = None, covariance_type: str = "full",
@@ -278,9 +279,11 @@ class HiddenMarkovModel(SequenceModel):
         """The scaled emission likelihoods of a batch, as the NumPy kernels take them."""
         if hasattr(self._em, "scaled_table"):
             table, shift = self._em.scaled_table(params)
-            return inference.Scaled(seqs.lengths, table=table, shift=shift,
-                                    symbols=seqs.values)
-        if hasattr(self._em, "scaled_time_major"):
+            symbols = seqs.values
+            if seqs.has_missing:  # symbol V is the table's row of ones (factor 1)
+                symbols = torch.where(seqs.observed, symbols, table.shape[0])
+            return inference.Scaled(seqs.lengths, table=table, shift=shift, symbols=symbols)
+        if hasattr(self._em, "scaled_time_major") and not seqs.has_missing:
             return inference.Scaled(seqs.lengths,
                                     time_major=self._em.scaled_time_major(params, seqs))
         return inference.Scaled(seqs.lengths, log_lik=self._log_lik(params, seqs))
@@ -367,7 +370,21 @@ class HiddenMarkovModel(SequenceModel):
             "transition_counts": post["transition_counts"],
         }
         weights = post["weights"]  # [T, N, K], rows in post["order"]
-        values = self._em.values(seqs, post["order"], weights.shape[0])
+        order = post["order"]
+        if seqs.has_missing and self.emission == "gaussian":
+            # Exact expectations over the missing coordinates (natural row order).
+            inv = torch.empty_like(order)
+            inv[order] = torch.arange(order.shape[0])
+            natural = weights.transpose(0, 1)[inv]
+            pad = seqs.max_length - natural.shape[1]
+            if pad:
+                natural = torch.nn.functional.pad(natural, (0, 0, 0, pad))
+            stats.update(self._em.stats_missing(params, seqs, natural))
+            return stats
+        if seqs.has_missing:  # only observed emissions enter the emission statistics
+            obs = seqs.step_observed[:, : weights.shape[0]].T[:, order]
+            weights = weights * obs[..., None]
+        values = self._em.values(seqs, order, weights.shape[0])
         stats.update(self._em.stats(values, weights.reshape(-1, weights.shape[-1])))
         return stats
 
@@ -486,16 +503,15 @@ class HiddenMarkovModel(SequenceModel):
             self.num_symbols = v
         elif self.emission == "gaussian":
             d = seqs.dim
-            x = seqs.values3d()[seqs.mask]  # [S, D]
-            dims = x.shape[-1]
-            if self.covariance_type == "full" and x.shape[0] <= dims:
+            var, count = observed_variance(seqs)
+            dims = var.shape[0]
+            steps = int(count.min())
+            if self.covariance_type == "full" and steps <= dims:
                 raise ValueError(
                     f"a Gaussian HMM with full covariances needs more observed steps than "
-                    f"dimensions: the data have {x.shape[0]} steps of dimension {dims}, so no "
-                    "covariance can be estimated (if these are several univariate sequences in "
-                    "one [N, T] array, pass a list of sequences or Sequences.from_padded)")
-            var = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.zeros(dims,
-                                                                              dtype=x.dtype)
+                    f"dimensions: the data have {steps} observed steps of dimension {dims}, so "
+                    "no covariance can be estimated (if these are several univariate sequences "
+                    "in one [N, T] array, pass a list of sequences or Sequences.from_padded)")
             const = torch.nonzero(~(var > 0)).reshape(-1)
             if const.numel():
                 raise ValueError(
@@ -691,7 +707,8 @@ class HiddenMarkovModel(SequenceModel):
         return (seqs, holder[0]) if return_states else seqs
 
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                _states_out: list | None = None, **options: Any) -> torch.Tensor:
+                _states_out: list | None = None, prefix_observed: torch.Tensor | None = None,
+                **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"unknown sample options {sorted(options)}")
         p = self._params
@@ -701,8 +718,12 @@ class HiddenMarkovModel(SequenceModel):
         if prefix is None:
             states[:, 0] = torch.multinomial(p["initial"].expand(n, k), 1).squeeze(1)
         else:
-            kind = "continuous" if self.emission == "gaussian" else self.data_kind
-            pre = Sequences.from_list([prefix], kind=kind)
+            if prefix_observed is None:
+                kind = "continuous" if self.emission == "gaussian" else self.data_kind
+                pre = Sequences.from_list([prefix], kind=kind)
+            else:
+                pre = Sequences(prefix[None], torch.tensor([prefix.shape[0]]),
+                                observed=prefix_observed[None])
             _, u = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, pre),
                                         pre.lengths)
             last = u[0, -1]
@@ -718,11 +739,46 @@ class HiddenMarkovModel(SequenceModel):
         if self.emission == "gaussian" and self._univariate:
             values = values.squeeze(-1)
         if prefix is not None:
-            values[:, : prefix.shape[0]] = prefix.to(values.dtype).reshape(
-                prefix.shape[0], *values.shape[2:])
+            given = prefix.to(values.dtype).reshape(prefix.shape[0], *values.shape[2:])
+            if prefix_observed is None:
+                values[:, : prefix.shape[0]] = given
+            else:
+                # Missing prefix values are draws given the states (and, for a Gaussian step
+                # with some coordinates observed, given those coordinates).
+                obs = prefix_observed.reshape(given.shape)
+                head = values[:, : prefix.shape[0]]
+                if self.emission == "gaussian" and not self._univariate:
+                    self._conditional_fill(head, given, obs, states[:, : prefix.shape[0]])
+                head[:, obs] = given[obs]
         if _states_out is not None:
             _states_out.append(states)
         return values
+
+    def _conditional_fill(self, values: torch.Tensor, given: torch.Tensor, obs: torch.Tensor,
+                          states: torch.Tensor) -> None:
+        """Redraw the missing coordinates of partially observed steps from their Gaussian
+        conditional given the observed ones and the state (in place).
+
+        Args:
+            values: ``[S, P, D]`` draws to correct.
+            given: ``[P, D]`` the prefix.
+            obs: ``[P, D]`` its observed mask.
+            states: ``[S, P]`` the drawn states.
+        """
+        means, cov = self._params["means"], self._params["covariances"]
+        for t in torch.nonzero(obs.any(-1) & ~obs.all(-1)).reshape(-1).tolist():
+            o = obs[t]
+            u = ~o
+            soo = cov[:, o][:, :, o]
+            suo = cov[:, u][:, :, o]
+            gain = torch.linalg.solve(soo, suo.transpose(-1, -2)).transpose(-1, -2)
+            cond = cov[:, u][:, :, u] - gain @ suo.transpose(-1, -2)
+            cond = 0.5 * (cond + cond.transpose(-1, -2))
+            mean = means[:, u] + (gain @ (given[t, o] - means[:, o])[:, None])[..., 0]  # [K, U]
+            z = states[:, t]
+            chol = torch.linalg.cholesky(cond)[z]  # [S, U, U]
+            eps = torch.randn(z.shape[0], int(u.sum()), 1, dtype=means.dtype)
+            values[:, t, u] = mean[z] + (chol @ eps)[..., 0]
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
@@ -754,7 +810,7 @@ class HiddenMarkovModel(SequenceModel):
             params["emission"] = pyro.sample(
                 "emission", dist.Dirichlet(torch.ones(k, v, dtype=f64)).to_event(1))
         elif self.emission == "gaussian":
-            x = seqs.values3d()[seqs.mask]
+            x = imputed_steps(seqs)
             d = x.shape[-1]
             mu0 = x.mean(0)
             sd0 = x.std(0) if x.shape[0] > 1 else torch.zeros(d, dtype=f64)
@@ -774,7 +830,7 @@ class HiddenMarkovModel(SequenceModel):
                 cov = torch.diag_embed(scales**2)
             params["means"], params["covariances"] = means, cov
         else:
-            x = seqs.values[seqs.mask].to(f64)
+            x = seqs.values[seqs.observed].to(f64)
             rate0 = 1.0 / max(float(x.mean()), 1e-3)
             params["rates"] = pyro.sample(
                 "rates", dist.Gamma(torch.ones(k, dtype=f64), torch.full((k,), rate0, dtype=f64))
