@@ -123,6 +123,43 @@ class HiddenMarkovModel(SequenceModel):
         #: chunk length of the forward scan: None chooses by a cost model, 0 is plain.
         self.chunk_size: int | None = None
 
+    def fit(self, data: Any, *, method: str = "em", max_epochs: int = 100, tol: float = 1e-6,
+            num_restarts: int = 3, init: str = "random", learning_rate: float | None = None,
+            optimizer: str = "adam", batch_size: int | None = None,
+            progress: bool | None = None, seed: int | None = None,
+            **unknown: Any) -> HiddenMarkovModel:
+        """Estimate the parameters by maximum likelihood.
+
+        Args:
+            data: the sequences (a ``Sequences``, a list, or one sequence); missing values
+                (NaN reals, masked symbols) are marginalised exactly.
+            method: ``"em"`` (Baum-Welch, default) or ``"gradient"`` (the exact
+                log-likelihood maximised by Adam or L-BFGS through autograd).
+            max_epochs: the most EM iterations (or optimizer steps) per restart (100).
+            tol: stop when the log-likelihood improves by less than ``tol`` nats per step
+                (1e-6).
+            num_restarts: random initialisations; the best final log-likelihood wins (3).
+            init: ``"random"`` (default), or ``"params"`` to start once from the current
+                parameters (a fitted model or one built with ``from_params``).
+            learning_rate: gradient method only (None: 0.05 for Adam, 1 for L-BFGS).
+            optimizer: gradient method: ``"adam"`` (default) or ``"lbfgs"``.
+            batch_size: gradient method with Adam: sequences per step (None: all).
+            progress: show a progress bar (None: when stderr is a terminal).
+            seed: makes the initialisations reproducible (None: not seeded).
+            **unknown: refused with a ``ValueError`` that lists the valid options; covariates
+                (``exog``) are not supported by the HMM.
+
+        Under an active ``torch.distributed`` process group, EM is data-parallel (each rank
+        computes the expected statistics of its shard; they are summed before every M-step).
+
+        Returns:
+            self, with ``history_`` and ``restart_log_likelihoods_`` set.
+        """
+        return super().fit(data, method=method, max_epochs=max_epochs, tol=tol,
+                           num_restarts=num_restarts, init=init, learning_rate=learning_rate,
+                           optimizer=optimizer, batch_size=batch_size, progress=progress,
+                           seed=seed, **unknown)
+
     # ------------------------------------------------------------------ parameters
     @property
     def _em(self):
