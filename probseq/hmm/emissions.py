@@ -43,10 +43,9 @@ class Categorical:
         return b, m
 
     @staticmethod
-    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
-        """``[steps * N]`` time-major symbols of the rows ``order`` (padding read as 0)."""
-        x = torch.where(seqs.mask, seqs.values, 0)[:, :steps]
-        return x.T[:, order].reshape(-1)
+    def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``[M]`` the symbols at the given (row, step) pairs."""
+        return seqs.values[rows, steps]
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -200,10 +199,9 @@ class Gaussian:
         return b.reshape(t_max, n, k), mm.reshape(t_max, n)
 
     @staticmethod
-    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
-        """``[steps * N, D]`` time-major observations of the rows ``order``."""
-        x = torch.where(seqs.mask[..., None], seqs.values3d(), 0.0)[:, :steps]
-        return x.transpose(0, 1)[:, order].reshape(-1, x.shape[-1])
+    def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``[M, D]`` the observations at the given (row, step) pairs."""
+        return seqs.values3d()[rows, steps]
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -333,10 +331,9 @@ class Poisson:
         return out.transpose(0, 1)
 
     @staticmethod
-    def values(seqs: Sequences, order: torch.Tensor, steps: int) -> torch.Tensor:
-        """``[steps * N]`` time-major counts (float64) of the rows ``order``."""
-        x = torch.where(seqs.mask, seqs.values, 0)[:, :steps]
-        return x.T[:, order].reshape(-1).to(torch.float64)
+    def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``[M]`` counts (float64) at the given (row, step) pairs."""
+        return seqs.values[rows, steps].to(torch.float64)
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:

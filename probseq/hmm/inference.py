@@ -552,6 +552,15 @@ class Scaled:
     def num_states(self) -> int:
         return (self.table if self.table is not None else self.b_tm).shape[-1]
 
+    def shift_sums(self, order: np.ndarray) -> np.ndarray:
+        """``[N]`` the sum of each row's shifts, rows in ``order`` (packed when
+        :meth:`time_major` was last called with the same order)."""
+        packed = getattr(self, "_packed", None)
+        if self.table is not None and packed is not None and packed[0] is order:
+            _, xp, row = packed
+            return np.bincount(row, weights=self.shift_table[xp], minlength=order.shape[0])
+        return self.shifts().sum(1)[order]
+
     def shifts(self) -> np.ndarray:
         """``m [N, T_max]``, zero at padding."""
         if self.table is not None:
@@ -559,11 +568,25 @@ class Scaled:
         return self.m_tm.T
 
     def time_major(self, order: np.ndarray) -> kernels.Blocks:
-        """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels)."""
+        """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels).
+
+        ``order`` must sort the rows by decreasing length and blocks are asked for with
+        ``n`` the rows alive over ``[t0, t1)`` (as :func:`probseq.hmm.kernels.segments`
+        cuts them): symbols are then gathered packed, without padding.
+        """
         if self.table is not None:
-            x = np.ascontiguousarray(self.symbols.T[:, order])
+            lengths = self.lengths[order]
+            alive = kernels.alive_counts(lengths)
+            off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+            np.cumsum(alive, out=off[1:])
+            step = np.repeat(np.arange(alive.shape[0]), alive)
+            row = np.arange(off[-1]) - off[step]
+            xp = self.symbols[order[row], step]
+            self._packed = (order, xp, row)
             table = self.table
-            return lambda t0, t1, n: np.take(table, x[t0:t1, :n], axis=0)
+            k = table.shape[1]
+            return lambda t0, t1, n: np.take(table, xp[off[t0]:off[t1]], axis=0).reshape(
+                t1 - t0, n, k)
         b = self.b_tm
         if not (order == np.arange(order.shape[0])).all():
             b = b[:, order]
@@ -696,16 +719,17 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         backward: False runs the forward pass only.
         filtered: the forward pass also returns ``filtered``.
         chunk_size: as in :func:`hmm_log_prob`.
-        time_major: with ``backward``, return the smoothed marginals as ``weights
-            [T_max, N, K]`` with their rows in the order ``order [N]`` (int64) instead of
-            ``smoothed [N, T_max, K]``: what summing sufficient statistics needs, without
-            reordering.
+        time_major: with ``backward``, return the smoothed marginals packed, as ``weights
+            [M, K]`` (``M`` real steps) with ``index``, a pair ``(rows [M], steps [M])`` of
+            int64 tensors saying which step of which sequence each entry is, instead of
+            ``smoothed [N, T_max, K]`` and ``steps``: what summing sufficient statistics
+            needs, without padding.
 
     Returns:
         ``log_prob [N]``, ``steps [N, T_max]`` (0 at padding), with ``filtered`` also
         ``filtered [N, T_max, K]``, and with ``backward`` ``smoothed [N, T_max, K]`` (or
-        ``weights`` and ``order``), ``transition_counts [K, K]`` and ``initial_counts [K]``,
-        as :func:`hmm_posteriors` defines them.
+        ``weights`` and ``index``), ``transition_counts [K, K]`` and
+        ``initial_counts [K]``, as :func:`hmm_posteriors` defines them.
     """
     lengths = scaled.lengths
     n = lengths.shape[0]
@@ -724,19 +748,46 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
                              filtered, 0, time_major, fast=res, order=order)
     inv = np.empty_like(order)
     inv[order] = np.arange(n)
-    steps = torch.from_numpy(res["log_c"].T[inv] + scaled.shifts())
-    out = {"log_prob": steps.sum(-1), "steps": steps}
+    if backward and time_major:  # EM: the total per row is all that is needed
+        log_prob = res["log_mass"] + scaled.shift_sums(order)
+        out = {"log_prob": torch.from_numpy(log_prob[inv])}
+    else:
+        steps = torch.from_numpy(_padded_steps(res, n)[inv] + scaled.shifts())
+        out = {"log_prob": steps.sum(-1), "steps": steps}
     if backward:
         out["transition_counts"] = torch.from_numpy(res["xi"])
-        out["initial_counts"] = torch.from_numpy(res["smoothed"][0].sum(0))
+        n0 = int(res["alive"][0])
+        out["initial_counts"] = torch.from_numpy(res["smoothed"][:n0].sum(0))
         if time_major:
             out["weights"] = torch.from_numpy(res["smoothed"])
-            out["order"] = torch.from_numpy(order)
+            out["index"] = (torch.from_numpy(order[res["row"]]), torch.from_numpy(res["step"]))
         else:
-            out["smoothed"] = torch.from_numpy(res["smoothed"].transpose(1, 0, 2)[inv])
+            out["smoothed"] = _unpack(res["smoothed"], res["alive"], inv)
     elif filtered:
-        out["filtered"] = torch.from_numpy(res["filtered"].transpose(1, 0, 2)[inv])
+        out["filtered"] = _unpack(res["filtered"], res["alive"], inv)
     return out
+
+
+def _padded_steps(res: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """``[N, T_max]`` per-step ``log c_t`` (zero at padding; rows sorted) from the kernels'
+    packed ``log_c``."""
+    full = np.zeros((res["alive"].shape[0], n))
+    full[_alive_mask(res["alive"], n)] = res["log_c"]
+    return full.T
+
+
+def _alive_mask(alive: np.ndarray, n: int) -> np.ndarray:
+    """``[T, N]`` bool, ``r < n_t``: where the packed rows of the kernels sit."""
+    return np.arange(n)[None, :] < alive[:, None]
+
+
+def _unpack(packed: np.ndarray, alive: np.ndarray, inv: np.ndarray) -> torch.Tensor:
+    """``[N, T_max, K]`` (zero at padding, rows in natural order) from the kernels' packed
+    ``[M, K]`` (rows sorted; ``inv`` undoes the sort)."""
+    n = inv.shape[0]
+    full = np.zeros((alive.shape[0], n, packed.shape[-1]))
+    full[_alive_mask(alive, n)] = packed
+    return torch.from_numpy(full.transpose(1, 0, 2)[inv])
 
 
 def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
@@ -766,10 +817,10 @@ def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scale
         inv = np.empty_like(order)
         inv[order] = np.arange(n)
         idx = torch.from_numpy(rows)
-        out = {"steps": torch.from_numpy(fast["log_c"].T[inv] + scaled.shifts())}
+        out = {"steps": torch.from_numpy(_padded_steps(fast, n)[inv] + scaled.shifts())}
         out["steps"][idx] = slow["steps"]
         if backward:
-            smoothed = torch.from_numpy(fast["smoothed"].transpose(1, 0, 2)[inv])
+            smoothed = _unpack(fast["smoothed"], fast["alive"], inv)
             smoothed[idx] = slow["smoothed"]
             out["smoothed"] = smoothed
             # The kernels' transition counts include the refused rows: recount the others.
@@ -781,11 +832,14 @@ def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scale
             out["transition_counts"] = counts
             out["initial_counts"] = smoothed[:, 0].sum(0)
         elif filtered:
-            u = torch.from_numpy(fast["filtered"].transpose(1, 0, 2)[inv])
+            u = _unpack(fast["filtered"], fast["alive"], inv)
             u[idx] = slow["filtered"]
             out["filtered"] = u
     out["log_prob"] = out["steps"].sum(-1)
     if backward and time_major:
-        out["weights"] = out.pop("smoothed").transpose(0, 1)
-        out["order"] = torch.arange(n)
+        smoothed = out.pop("smoothed")
+        steps, rows = np.nonzero(scaled.mask.T)
+        rows_t, steps_t = torch.from_numpy(rows), torch.from_numpy(steps)
+        out["weights"] = smoothed[rows_t, steps_t]
+        out["index"] = (rows_t, steps_t)
     return out

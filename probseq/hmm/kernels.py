@@ -71,6 +71,7 @@ __all__ = [
     "segments",
     "forward_log_mass",
     "forward_backward",
+    "alive_counts",
     "speculative_log_mass",
     "viterbi",
     "hilbert_distance",
@@ -301,10 +302,22 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
     return total
 
 
+def alive_counts(lengths: np.ndarray) -> np.ndarray:
+    """``n [T_max]``: how many rows (sorted by decreasing length) are alive at each step."""
+    t_max = int(lengths[0])
+    return np.searchsorted(-lengths, -(np.arange(t_max) + 1), side="right")
+
+
 def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
                      filtered: bool = True, flush: bool = False) -> dict[str, np.ndarray]:
     """Scaled forward-backward on a ragged batch sorted by decreasing length.
+
+    Arrays with a state axis are stored packed: step ``t``'s ``n_t`` alive rows follow step
+    ``t - 1``'s (``[M, K]`` with ``M`` the total number of real steps), as
+    ``x_time_major[alive]`` would select them from a padded ``[T, N, K]`` array with
+    ``alive[t, r] = r < n_t``. A ragged batch therefore costs its real steps, not
+    ``T_max * N``.
 
     Args:
         initial: ``[K]``.
@@ -318,11 +331,12 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
 
     Returns:
-        A dict of time-major arrays, zero at padded steps: ``log_c [T, N]`` (the per-step
-        ``log c_t``, so that ``log p(x_t | x_<t) = log_c + m_t``), ``filtered [T, N, K]``,
-        ``ok [N]`` (False for rows to recompute with the guarded recursion) and, with the
-        backward pass, ``smoothed [T, N, K]`` and ``xi [K, K]`` (expected transition counts
-        summed over rows and steps).
+        A dict: ``log_c [M]`` packed (the per-step ``log c_t``, so that ``log p(x_t | x_<t)
+        = log_c + m_t``), ``log_mass [N]`` (its sum per row), ``alive [T]`` (the ``n_t``),
+        ``row [M]`` and ``step [M]`` (where each packed entry sits), ``filtered [M, K]``
+        packed, ``ok [N]`` (False for rows to recompute with the guarded
+        recursion) and, with the backward pass, ``smoothed [M, K]`` packed and ``xi [K, K]``
+        (expected transition counts summed over rows and steps).
     """
     n_rows = lengths.shape[0]
     t_max = int(lengths[0])
@@ -331,81 +345,106 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     at = np.ascontiguousarray(a.T)
     low_buf = np.empty((n_rows, k), dtype=bool)
     ones = np.ones(k)
-    alpha = np.zeros((t_max, n_rows, k))
-    bees = np.zeros((t_max, n_rows, k))
-    mass = np.ones((t_max, n_rows))  # sum of alpha_t
+    alive = alive_counts(lengths)
+    off = np.zeros(t_max + 1, dtype=np.int64)
+    np.cumsum(alive, out=off[1:])
+    total = int(off[-1])
+    alpha = np.empty((total, k))
+    bees = np.empty((total, k))
+    mass = np.empty(total)  # sum of alpha_t, packed
     fresh = np.zeros(t_max, dtype=bool)  # the prediction at t was normalised
     ok = np.ones(n_rows, dtype=bool)
     pred = np.empty((n_rows, k))
     init = np.asarray(initial, dtype=np.float64)
     if flush:
         init = np.where(init < FLUSH, 0.0, init)
+    segs = list(segments(lengths, block))
     # Forward: alpha_t = (alpha_(t-1) A / s) * b_t, with s = mass_(t-1) at block starts
     # (the carry is normalised there) and s = 1 inside blocks.
-    for t0, t1, n in segments(lengths, block):
-        b = bees[t0:t1, :n]
+    for t0, t1, n in segs:
+        b = bees[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         b[...] = blocks(t0, t1, n)
+        al = alpha[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         for t in range(t0, t1):
-            out = alpha[t, :n]
+            out = al[t - t0]
             if t == 0:
                 np.multiply(init, b[0], out=out)
             elif t == t0:
-                s = mass[t - 1, :n]
+                s = mass[off[t - 1]:off[t - 1] + n]
+                np.matmul(alpha[off[t - 1]:off[t - 1] + n], ones, out=s)
                 low = s < min_mass
                 if low.any():
                     ok[:n] &= ~low
                     s = np.where(low, 1.0, s)
                 p = pred[:n]
-                np.matmul(alpha[t - 1, :n], a, out=p)
+                np.matmul(alpha[off[t - 1]:off[t - 1] + n], a, out=p)
                 p /= s[:, None]
                 np.multiply(p, b[t - t0], out=out)
             else:
-                np.matmul(alpha[t - 1, :n], a, out=out)
+                np.matmul(al[t - t0 - 1], a, out=out)
                 out *= b[t - t0]
             if flush:
                 _flush(out, low_buf[:n])
-            np.matmul(out, ones, out=mass[t, :n])
         fresh[t0] = True
-    ends = lengths - 1
-    rows = np.arange(n_rows)
-    ok &= mass[ends, rows] >= min_mass
-    prev = np.ones((t_max, n_rows))
-    prev[1:] = mass[:-1]
-    prev[fresh] = 1.0
+    # Every step's mass at once (the block ends were also summed above, before their
+    # normalisation, which divides the next block and not these).
+    np.matmul(alpha, ones, out=mass)
+    # Packed bookkeeping: the step of every packed entry and the entry of the same row at
+    # the step before (off[t] - off[t - 1] = n_(t-1)).
+    step = np.repeat(np.arange(t_max), alive)
+    ok &= mass[off[lengths - 1] + np.arange(n_rows)] >= min_mass
+    prev = np.ones(total)
+    later = ~fresh[step]
+    idx = np.nonzero(later)[0]
+    prev[idx] = mass[idx - alive[step[idx] - 1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = mass / prev
         log_c = np.log(c)
-    ok &= np.isfinite(log_c.sum(0))
+    row = np.arange(total) - off[step]
+    log_mass = np.bincount(row, weights=log_c, minlength=n_rows)
+    ok &= np.isfinite(log_mass)
+    out = {"log_c": log_c, "log_mass": log_mass, "alive": alive, "ok": ok, "row": row,
+           "step": step}
     if not (backward or filtered):
-        return {"log_c": log_c, "ok": ok}
+        return out
     with np.errstate(divide="ignore", invalid="ignore"):
-        filt = np.divide(alpha, mass[..., None], out=alpha)
+        filt = np.divide(alpha, mass[:, None], out=alpha)
+    out["filtered"] = filt
     if not backward:
-        return {"log_c": log_c, "filtered": filt, "ok": ok}
+        return out
     with np.errstate(divide="ignore", invalid="ignore"):
         # Backward with the forward normalisers: beta_(t-1) = A (b_t * beta_t) / c_t.
-        bees /= c[..., None]
-    beta = np.zeros((t_max, n_rows, k))
+        bees /= c[:, None]
+    beta = np.zeros((total, k))
     w = bees  # becomes b_t * beta_t / c_t in place
-    segs = list(segments(lengths, block))
+    xi = np.zeros((k, k))
     with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
         for t0, t1, n in reversed(segs):
             # rows [n_next:n] end at t1 - 1 and start their backward pass there.
-            beta[t1 - 1, :n][lengths[:n] == t1] = 1.0
+            beta[off[t1 - 1]:off[t1 - 1] + n][lengths[:n] == t1] = 1.0
             for t in range(t1 - 1, t0 - 1, -1):
-                wt = w[t, :n]
-                wt *= beta[t, :n]
+                wt = w[off[t]:off[t] + n]
+                wt *= beta[off[t]:off[t] + n]
                 if t > 0:
-                    np.matmul(wt, at, out=beta[t - 1, :n])
+                    nxt = beta[off[t - 1]:off[t - 1] + n]
+                    np.matmul(wt, at, out=nxt)
                     if flush:
-                        _flush(beta[t - 1, :n], low_buf[:n])
-        xi = filt[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
-            np.zeros((k, k)))
+                        _flush(nxt, low_buf[:n])
+            # Transition counts of the pairs (t - 1, t) for t in this segment.
+            first = max(t0, 1)
+            if first < t1:
+                head = filt[off[first - 1]:off[first - 1] + n]
+                rest = filt[off[first]:off[t1 - 1]]
+                f = head if first == t1 - 1 else np.concatenate([head, rest])
+                xi += f.T @ w[off[first]:off[t1]]
+        xi *= a
         smoothed = np.multiply(beta, filt, out=beta)
-    # Padded steps hold zeros throughout (alpha, beta and w were never written there, and
-    # mass = prev = 1 gives log c = 0).
-    ok &= np.isfinite(smoothed.sum((0, 2)))
-    return {"log_c": log_c, "filtered": filt, "smoothed": smoothed, "xi": xi, "ok": ok}
+    # Padded steps are not stored; log c = 0 there (mass = prev = 1).
+    bad = ~np.isfinite(smoothed.sum(1))
+    if bad.any():
+        ok[np.unique(row[bad])] = False
+    out.update({"smoothed": smoothed, "xi": xi})
+    return out
 
 
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,

@@ -406,23 +406,18 @@ class HiddenMarkovModel(SequenceModel):
             "initial_counts": post["initial_counts"],
             "transition_counts": post["transition_counts"],
         }
-        weights = post["weights"]  # [T, N, K], rows in post["order"]
-        order = post["order"]
+        weights = post["weights"]  # [M, K] packed: entry i is step steps[i] of rows[i]
+        rows, steps = post["index"]
         if seqs.has_missing and self.emission == "gaussian":
-            # Exact expectations over the missing coordinates (natural row order).
-            inv = torch.empty_like(order)
-            inv[order] = torch.arange(order.shape[0])
-            natural = weights.transpose(0, 1)[inv]
-            pad = seqs.max_length - natural.shape[1]
-            if pad:
-                natural = torch.nn.functional.pad(natural, (0, 0, 0, pad))
+            # Exact expectations over the missing coordinates.
+            natural = torch.zeros(len(seqs), seqs.max_length, weights.shape[-1],
+                                  dtype=weights.dtype)
+            natural[rows, steps] = weights
             stats.update(self._em.stats_missing(params, seqs, natural))
             return stats
         if seqs.has_missing:  # only observed emissions enter the emission statistics
-            obs = seqs.step_observed[:, : weights.shape[0]].T[:, order]
-            weights = weights * obs[..., None]
-        values = self._em.values(seqs, order, weights.shape[0])
-        stats.update(self._em.stats(values, weights.reshape(-1, weights.shape[-1])))
+            weights = weights * seqs.step_observed[rows, steps][:, None]
+        stats.update(self._em.stats(self._em.values(seqs, rows, steps), weights))
         return stats
 
     def maximize(self, stats: dict[str, torch.Tensor],
@@ -525,7 +520,7 @@ class HiddenMarkovModel(SequenceModel):
                 f"the covariance of state(s) {floored} collapsed during EM (fewer effective "
                 "steps than dimensions, or a state on repeated values) and was regularised: "
                 f"min_covar={self.min_covar:g} times the data's variance was added to its "
-                "diagonal", RuntimeWarning, stacklevel=3)
+                "diagonal", RuntimeWarning, stacklevel=4)
 
     def _prepare_data_shape(self, seqs: Sequences) -> None:
         """Read V or D from the data (the constructor's ``num_symbols`` is checked, never
@@ -575,7 +570,7 @@ class HiddenMarkovModel(SequenceModel):
             if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
                 warnings.warn(
                     f"HMM EM diverged at iteration {it} (log-likelihood {ll}); keeping the "
-                    "last good parameters", RuntimeWarning, stacklevel=4)
+                    "last good parameters", RuntimeWarning, stacklevel=5)
                 result = good
                 break
             if history and ll < history[-1] - 1e-9 * max(1.0, abs(history[-1])):
@@ -588,7 +583,7 @@ class HiddenMarkovModel(SequenceModel):
                 warnings.warn(
                     f"HMM EM log-likelihood decreased at iteration {it} ({history[-1]:.6f} -> "
                     f"{ll:.6f}): {why}; keeping the last good parameters",
-                    RuntimeWarning, stacklevel=4)
+                    RuntimeWarning, stacklevel=5)
                 result = good
                 break
             if history and ll <= history[-1]:
@@ -703,7 +698,7 @@ class HiddenMarkovModel(SequenceModel):
                     loss = -total() / steps
                 if not torch.isfinite(loss):
                     warnings.warn("HMM gradient fit diverged (non-finite loss); keeping the "
-                                  "last good parameters", RuntimeWarning, stacklevel=4)
+                                  "last good parameters", RuntimeWarning, stacklevel=5)
                     break
                 loss.backward()
                 opt.step()
