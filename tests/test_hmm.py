@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probseq import HiddenMarkovModel, Sequences, load
 from probseq.hmm import inference
@@ -958,3 +960,88 @@ def test_sample_after_a_gappy_prefix_keeps_the_observed_values():
     obs = ~np.isnan(pre)
     assert np.array_equal(out[:, :6].numpy()[:, obs], np.broadcast_to(pre[obs], (5, obs.sum())))
     assert torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------ differential fuzzing
+_FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow])
+
+
+def _fuzz_chain(rng: np.random.Generator, k: int, stay: float) -> tuple[np.ndarray, np.ndarray]:
+    """An initial distribution and a transition matrix that stays with probability ``stay``
+    (up to 1 - 1e-9: nearly deterministic)."""
+    initial = rng.dirichlet(np.ones(k))
+    off = rng.dirichlet(np.ones(max(k - 1, 1)), size=k)
+    a = np.zeros((k, k))
+    for i in range(k):
+        a[i, i] = stay if k > 1 else 1.0
+        others = [j for j in range(k) if j != i]
+        a[i, others] = (1 - stay) * off[i, : len(others)]
+    return initial, a / a.sum(1, keepdims=True)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), d=st.integers(1, 3),
+       log_scale=st.floats(-6, 6), log_cond=st.floats(0, 6), log_leave=st.floats(-9, -0.1))
+def test_fuzz_gaussian_against_hmmlearn(seed, k, d, log_scale, log_cond, log_leave):
+    """Random Gaussian HMMs over 12 orders of magnitude of scale, condition numbers up to
+    1e6 and nearly deterministic chains, against hmmlearn's score. Tolerance: both sides
+    round at ~cond * 1e-16 relative per step; 1e-7 of the sum of absolute per-step terms
+    leaves room for that at the worst condition number drawn."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0**log_scale
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    means = scale * 3 * rng.standard_normal((k, d))
+    cov = np.empty((k, d, d))
+    for j in range(k):
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        eig = scale**2 * 10.0 ** (-log_cond * rng.random(d))
+        eig[0] = scale**2
+        cov[j] = (q * eig) @ q.T
+        cov[j] = 0.5 * (cov[j] + cov[j].T)
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, means=means,
+                                          covariances=cov, covariance_type="full")
+    seqs = model.sample(2, 25, seed=seed % 1000)
+    ref = hmm.GaussianHMM(k, covariance_type="full", implementation="scaling")
+    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = initial, a, means, cov
+    x, lengths = _concat(seqs)
+    ours = model.log_prob(seqs).numpy()
+    steps = model.log_prob_steps(seqs).abs().sum(-1).numpy()
+    for i, (lp, n) in enumerate(zip(ours, lengths, strict=True)):
+        theirs = ref.score(x[sum(lengths[:i]): sum(lengths[:i]) + n])
+        assert abs(lp - theirs) <= 1e-7 * (steps[i] + n), (lp, theirs)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), v=st.integers(1, 4),
+       log_leave=st.floats(-9, -0.05), log_floor=st.floats(-12, -1))
+def test_fuzz_categorical_against_path_enumeration(seed, k, v, log_leave, log_floor):
+    """Nearly deterministic transitions and emission probabilities down to 1e-12, against
+    the brute-force sum over all K^T state paths (relative error 1e-10)."""
+    rng = np.random.default_rng(seed)
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    e = rng.dirichlet(np.ones(v), size=k) + 10.0**log_floor
+    e /= e.sum(1, keepdims=True)
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, emission=e)
+    x = rng.integers(0, v, size=6)
+    total = []
+    for path in itertools.product(range(k), repeat=6):
+        lp = np.log(initial[path[0]]) + sum(np.log(a[path[t - 1], path[t]]) for t in range(1, 6))
+        total.append(lp + sum(np.log(e[path[t], x[t]]) for t in range(6)))
+    ref = float(np.logaddexp.reduce(total))
+    assert float(model.log_prob(x)) == pytest.approx(ref, rel=1e-10, abs=1e-10)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), log_rate=st.floats(-3, 3),
+       log_leave=st.floats(-9, -0.1))
+def test_fuzz_poisson_against_hmmlearn(seed, k, log_rate, log_leave):
+    rng = np.random.default_rng(seed)
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    rates = 10.0 ** (log_rate + rng.uniform(-1, 1, size=k))
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, rates=rates)
+    x = model.sample(1, 30, seed=seed % 1000).values[0].numpy()
+    ref = hmm.PoissonHMM(k, implementation="scaling")
+    ref.startprob_, ref.transmat_, ref.lambdas_ = initial, a, rates[:, None]
+    lp = float(model.log_prob(x))
+    assert lp == pytest.approx(ref.score(x[:, None]), rel=1e-9, abs=1e-9)
