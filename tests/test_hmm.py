@@ -1045,3 +1045,35 @@ def test_fuzz_poisson_against_hmmlearn(seed, k, log_rate, log_leave):
     ref.startprob_, ref.transmat_, ref.lambdas_ = initial, a, rates[:, None]
     lp = float(model.log_prob(x))
     assert lp == pytest.approx(ref.score(x[:, None]), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("leave", [0.3, 1e-4, 0.0])
+def test_chunked_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
+    """Long sequences take the chunked max-product (all chunks at once, coupled by constant
+    score shifts); sticky chains need more passes, a chain that never moves between states
+    falls back to the sequential recursion. The path's own log joint must equal hmmlearn's
+    best (these emissions have exact ties, so the paths themselves may differ there)."""
+    k = 3
+    a = np.full((k, k), leave / (k - 1)) + np.eye(k) * (1 - leave - leave / (k - 1))
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.3, 0.2], transition=a,
+        emission=[[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
+    xs = [model.sample(1, n, seed=n).values[0] for n in (3000, 2500, 700, 2049)]
+    seqs = Sequences.from_list(xs)
+    assert inference._use_chunks(len(xs), 3000, k, None)  # the chunked path is taken
+    p = model.params
+    paths, joint = inference.hmm_viterbi(p["initial"], p["transition"],
+                                         model._log_lik(p, seqs), seqs.lengths)
+    ref = _hmmlearn(model)
+    for i, x in enumerate(xs):
+        best, _ = ref.decode(x.numpy()[:, None], algorithm="viterbi")
+        assert float(joint[i]) == pytest.approx(best, rel=1e-11)
+        ours = paths[i, : len(x)].numpy()
+        assert (paths[i, len(x):] == -1).all()
+        assert ((ours >= 0) & (ours < k)).all()
+        with np.errstate(divide="ignore"):
+            log_a = np.log(p["transition"].numpy())
+        lp = inference._path_log_joint(np.log(p["initial"].numpy()), log_a,
+                                       model._log_lik(p, Sequences.from_list([x])).numpy(),
+                                       ours[None], np.array([len(x)]))
+        assert float(lp[0]) == pytest.approx(best, rel=1e-11)

@@ -435,12 +435,81 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
     with np.errstate(divide="ignore"):
         log_init = np.log(initial.numpy())
         log_a = np.log(transition.numpy())
+    n = lengths_np.shape[0]
+    chunk = _use_chunks(n, t_max, log_lik.shape[-1], None)
+    if chunk:
+        out = _viterbi_chunked(log_init, log_a, log_lik[:, :t_max].detach().cpu().numpy(),
+                               lengths_np, chunk)
+        if out is not None:
+            paths = np.full((n, log_lik.shape[1]), -1, dtype=np.int64)
+            paths[:, :t_max] = out[0]
+            return torch.from_numpy(paths), torch.from_numpy(out[1])
     paths_tm, best = kernels.viterbi(log_init, log_a, x, lengths_np[order])
     paths = np.full((lengths_np.shape[0], log_lik.shape[1]), -1, dtype=np.int64)
     paths[order, :t_max] = paths_tm.T
     log_joint = np.empty(lengths_np.shape[0])
     log_joint[order] = best
     return torch.from_numpy(paths), torch.from_numpy(log_joint)
+
+
+def _viterbi_chunked(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
+                     lengths: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Viterbi of long sequences cut into chunks of ``chunk`` steps, all chunks at once
+    (:func:`probseq.hmm.kernels.viterbi_chunks`), then stitched from each sequence's end.
+
+    Returns ``(paths [N, T_max]`` with -1 at padding, ``log_joint [N])``, or None when the
+    chunks did not couple.
+    """
+    n, t_max, k = log_lik.shape
+    counts = -(-lengths // chunk)
+    seq = np.repeat(np.arange(n), counts)
+    first_row = np.cumsum(counts) - counts
+    part = np.arange(seq.shape[0]) - first_row[seq]
+    start = part * chunk
+    clen = np.minimum(chunk, lengths[seq] - start)
+    order = np.argsort(-clen, kind="stable")
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.shape[0])
+    first = (part == 0)[order]
+    previous = pos[np.maximum(order - 1, 0)]
+    steps = np.arange(chunk)
+    padded = np.concatenate([np.where(np.isfinite(log_lik), log_lik, -np.inf),
+                             np.zeros((n, chunk, k))], 1)
+    lc = np.ascontiguousarray(
+        padded[seq[order][None, :], start[order][None, :] + steps[:, None]])  # [L, R, K]
+    live = steps[:, None] < clen[order][None, :]
+    lc[~live] = 0.0
+    res = kernels.viterbi_chunks(log_init, log_a, lc, clen[order], first, previous)
+    if res is None:
+        return None
+    paths_all, boundary, final = res
+    end_state = np.zeros(order.shape[0], dtype=np.int64)
+    last = pos[first_row + counts - 1]
+    end_state[last] = final[last].argmax(1)
+    for p in range(int(counts.max()) - 1, 0, -1):
+        s = np.nonzero(counts > p)[0]
+        r, r_prev = pos[first_row[s] + p], pos[first_row[s] + p - 1]
+        s0 = paths_all[0, r, end_state[r]]
+        end_state[r_prev] = boundary[r, s0]
+    rows = np.arange(order.shape[0])
+    path_rows = paths_all[steps[:, None], rows[None, :], end_state[None, :]]  # [L, R]
+    paths = np.full((n, t_max), -1, dtype=np.int64)
+    seq_rows = np.broadcast_to(seq[order][None, :], live.shape)
+    cols = start[order][None, :] + steps[:, None]
+    paths[seq_rows[live], cols[live]] = path_rows[live]
+    return paths, _path_log_joint(log_init, log_a, log_lik, paths, lengths)
+
+
+def _path_log_joint(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
+                    paths: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[N]`` log p(x, z) of given state paths ``[N, T_max]`` (-1 at padding)."""
+    n, t_max = paths.shape
+    real = np.arange(t_max)[None, :] < lengths[:, None]
+    z = np.where(real, paths, 0)
+    rows = np.arange(n)[:, None]
+    emit = np.where(real, log_lik[rows, np.arange(t_max)[None, :], z], 0.0).sum(1)
+    moves = np.where(real[:, 1:], log_a[z[:, :-1], z[:, 1:]], 0.0).sum(1)
+    return log_init[z[:, 0]] + moves + emit
 
 
 def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torch.Tensor,

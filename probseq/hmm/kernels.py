@@ -61,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import torch
 
 __all__ = [
     "BLOCK",
@@ -74,6 +75,7 @@ __all__ = [
     "alive_counts",
     "speculative_log_mass",
     "viterbi",
+    "viterbi_chunks",
     "hilbert_distance",
 ]
 
@@ -470,6 +472,9 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     np.add(log_initial, log_lik[0], out=delta)
     log_transition_t = np.ascontiguousarray(log_transition.T)
     alive = [int(np.searchsorted(-lengths, -(t + 1), side="right")) for t in range(t_max)]
+    scores_t, delta_t, back_t = (torch.from_numpy(v) for v in (scores, delta, back))
+    lat_t = torch.from_numpy(log_transition_t)
+    ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
     for t in range(1, t_max + 1):
         n_prev = alive[t - 1]
         n = alive[t] if t < t_max else 0
@@ -479,11 +484,11 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
             final[n:n_prev] = d.max(-1)
         if n == 0:
             break
-        s, dl = scores[:n], delta[:n]
-        np.add(dl[:, None, :], log_transition_t, out=s)  # s[n, to, from]
-        np.argmax(s, 2, out=back[t, :n])
-        np.max(s, 2, out=dl)
-        dl += log_lik[t, :n]
+        # torch's max gives values and (first) indices in one pass over [n, K, K].
+        s, dl = scores_t[:n], delta_t[:n]
+        torch.add(dl[:, None, :], lat_t, out=s)  # s[n, to, from]
+        torch.max(s, 2, out=(dl, back_t[t, :n]))
+        dl += ll_t[t, :n]
     paths = np.full((t_max, n_rows), -1, dtype=np.int64)
     cur = final_arg.copy()
     rows = np.arange(n_rows)
@@ -493,6 +498,138 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
         if t > 0:
             cur[:n] = back[t, rows[:n], cur[:n]]
     return paths, final
+
+
+def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
+                   lengths: np.ndarray, first: np.ndarray, previous: np.ndarray,
+                   block: int = BLOCK, rtol: float = 1e-11,
+                   max_rounds: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Max-product over the chunks of long sequences, all chunks at once.
+
+    Row ``r`` is a chunk; it continues row ``previous[r]`` unless ``first[r]``. Pass 1 runs
+    every chunk from a guess (an incoming score of 0 for every state). Later passes run the
+    chunks again from their predecessor's final scores, block by block, until the new scores
+    differ from the stored ones by the same constant in every state (to ``rtol`` relative):
+    from there on every backpointer is the stored one, since adding a constant to all scores
+    changes no argmax. A chunk that ends before that changes its successor's incoming scores,
+    and another pass follows (at most ``max_rounds``; a chain that forgets too slowly gives
+    None, and the caller runs the sequential recursion).
+
+    Args:
+        log_initial: ``[K]``.
+        log_transition: ``[K, K]``.
+        log_lik: ``[L, R, K]`` time-major chunk emission log-likelihoods (padding finite).
+        lengths: ``[R]`` chunk lengths, decreasing.
+        first: ``[R]`` bool.
+        previous: ``[R]`` int (ignored where ``first``).
+        block: steps between coupling checks.
+        rtol: the coupling tolerance, relative to the scores' magnitude.
+        max_rounds: passes after the first.
+
+    Returns:
+        ``(paths_all [L, R, K], boundary [R, K], final [R, K])``: the state at each step of
+        the best path of each chunk that ends (at the chunk's last step) in each state; the
+        best predecessor state in the previous chunk of each first state; the final scores.
+        Or None.
+    """
+    steps, rows, k = log_lik.shape
+    lat = np.ascontiguousarray(log_transition.T)  # [to, from]
+    alive = alive_counts(lengths)
+    ends = lengths - 1
+    idx = np.arange(rows)
+    bp = np.zeros((steps, rows, k), dtype=np.int64)
+    deltas = np.empty((steps, rows, k))
+    scores = np.empty((rows, k, k))
+    boundary = np.zeros((rows, k), dtype=np.int64)
+    bp_t, deltas_t, scores_t = (torch.from_numpy(v) for v in (bp, deltas, scores))
+    lat_t = torch.from_numpy(lat)
+    ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
+
+    def start(incoming: np.ndarray) -> np.ndarray:
+        s = incoming[:, None, :] + lat  # [R, to, from]
+        np.argmax(s, 2, out=boundary)
+        d = s.max(2)
+        d[first] = log_initial
+        return d + log_lik[0]
+
+    def run(d0: np.ndarray, check: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Run from step 0. With ``check``, stop once every row's new scores are a constant
+        shift of the stored ones; returns which rows ended without coupling, and every
+        row's true final scores (stored ones plus the shift where the run stopped early)."""
+        coupled = np.zeros(rows, dtype=bool)
+        loose = np.zeros(rows, dtype=bool)
+        shift = np.zeros(rows)
+        stop = steps
+
+        def couple(t: int, n: int, new: np.ndarray, old: np.ndarray, rows_: np.ndarray):
+            ok = _constant_shift(new, old, rtol) & rows_
+            if ok.any():
+                with np.errstate(invalid="ignore"):
+                    d = np.where(np.isfinite(new) & np.isfinite(old), new - old, np.nan)
+                shift[:n][ok] = np.nanmean(d[ok], -1)
+                coupled[:n] |= ok
+            return ok
+
+        old0 = deltas[0].copy() if check else None
+        deltas[0] = d0
+        if check:
+            couple(0, rows, d0, old0, np.ones(rows, dtype=bool))
+            loose |= (ends == 0) & ~coupled
+        for t in range(1, steps):
+            n = int(alive[t])
+            if n == 0 or (check and (coupled[:n] | loose[:n]).all()):
+                stop = t
+                break
+            dt = deltas[t, :n]
+            old_t = dt.copy() if check else None
+            sc = scores_t[:n]
+            torch.add(deltas_t[t - 1, :n, None, :], lat_t, out=sc)
+            torch.max(sc, 2, out=(deltas_t[t, :n], bp_t[t, :n]))
+            deltas_t[t, :n] += ll_t[t, :n]
+            if check:
+                open_ = ~coupled[:n]
+                if (t + 1) % block == 0:
+                    couple(t, n, dt, old_t, open_)
+                ending = (ends[:n] == t) & ~coupled[:n]
+                if ending.any():
+                    loose[:n] |= ending & ~couple(t, n, dt, old_t, ending)
+        late = coupled & (ends >= stop)  # their stored scores after `stop` are the old ones
+        if late.any():
+            deltas[stop:, late] += shift[late][None, :, None]  # now the true scores
+        return loose, deltas[ends, idx].copy()
+
+    loose, final = run(start(np.zeros((rows, k))), check=False)
+    successors = np.zeros(rows, dtype=bool)
+    successors[previous[~first]] = True
+    for _ in range(max_rounds):
+        incoming = final[previous]
+        incoming[first] = 0.0
+        loose, final = run(start(incoming), check=True)
+        if not (loose & successors).any():
+            break
+    else:
+        return None
+    paths_all = np.empty((steps, rows, k), dtype=np.int64)
+    cur = np.broadcast_to(np.arange(k), (rows, k)).copy()
+    for t in range(steps - 1, -1, -1):
+        n = int(alive[t])
+        paths_all[t, :n] = cur[:n]
+        if t > 0:
+            cur[:n] = np.take_along_axis(bp[t, :n], cur[:n], 1)
+    return paths_all, boundary, final
+
+
+def _constant_shift(new: np.ndarray, old: np.ndarray, rtol: float) -> np.ndarray:
+    """``[n]`` whether ``new - old`` is the same in every state (to ``rtol`` of the scores'
+    magnitude); states at ``-inf`` in both are ignored, at ``-inf`` in one only are not."""
+    both = np.isneginf(new) & np.isneginf(old)
+    one = np.isneginf(new) ^ np.isneginf(old)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(both, np.nan, new - old)
+    hi = np.nanmax(np.where(np.isnan(diff), -np.inf, diff), -1)
+    lo = np.nanmin(np.where(np.isnan(diff), np.inf, diff), -1)
+    scale = np.maximum(1.0, np.max(np.where(np.isfinite(new), np.abs(new), 0.0), -1))
+    return ~one.any(-1) & (hi - lo <= rtol * scale)
 
 
 def hilbert_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
