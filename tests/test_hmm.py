@@ -804,7 +804,8 @@ def test_scaled_gaussian_emissions_match_scipy(covariance_type, d, scale):
     lengths = torch.tensor([9, 3, 1, 6])
     x = raw if d > 1 else raw[..., 0]
     seqs = Sequences(x.clone(), lengths)
-    b, m = scaled._em.scaled_time_major(scaled.params, seqs)
+    sc = scaled._scaled(scaled.params, seqs)
+    b, m = sc.b_tm, sc.m_tm  # the padded form, built from the packed real steps
     mask = seqs.mask.T.numpy()
     assert (b[~mask] == 1).all() and (m[~mask] == 0).all()
     got = np.log(b) + m[..., None]  # [T, N, K]

@@ -149,54 +149,45 @@ class Gaussian:
         return out.transpose(0, 1)
 
     @staticmethod
-    def scaled_time_major(params: dict[str, torch.Tensor],
-                          seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        """The scaled emission likelihoods as :class:`probseq.hmm.inference.Scaled` stores
-        them, computed directly: ``b [T_max, N, K] = exp(log_lik - m)`` and ``m [T_max, N]``
-        (the largest log-likelihood over states), time-major, 1 and 0 at padding.
+    def scaled_packed(params: dict[str, torch.Tensor], seqs: Sequences, rows: np.ndarray,
+                      steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scaled emission likelihoods of the given (row, step) pairs, as
+        :class:`probseq.hmm.inference.Scaled` takes them: ``b [M, K] = exp(log_lik - m)``
+        and ``m [M]`` (the largest log-likelihood over states).
 
         Every state's whitened residual ``L_k^-1 (x - mu_k)`` comes out of one matrix product
         ``(x - c) W - o`` with ``W [D, K D]`` the stacked ``L_k^-T`` and ``o = L_k^-1
         (mu_k - c)`` (``c`` the mean of the means, which keeps the subtraction well
         conditioned); the squared norms are a second product with a block-summing matrix.
-        Padded steps are not computed.
         """
+        values = seqs.values3d()
+        n, t_max = len(seqs), int(seqs.lengths.max())
+        if rows.shape[0] == n * t_max:  # equal lengths: the packed order is time-major
+            x = values[:, :t_max].transpose(0, 1).reshape(-1, values.shape[-1])
+        else:
+            x = values[torch.from_numpy(rows), torch.from_numpy(steps)]  # [M, D]
         means, cov = params["means"], params["covariances"]
         k, d = means.shape
-        lengths = seqs.lengths
-        t_max = int(lengths.max())
-        n = lengths.shape[0]
-        x = seqs.values3d()[:, :t_max].transpose(0, 1)  # [T, N, D] view
-        real = (torch.arange(t_max)[:, None] < lengths[None, :]).reshape(-1)  # time-major
-        dense = bool(real.all())
-        x = x.reshape(-1, d) if dense else x.reshape(-1, d)[real]
         center = means.mean(0)
         chol = torch.linalg.cholesky(cov)
         eye = torch.eye(d, dtype=cov.dtype).expand_as(cov)
         inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # [K, D, D]
         half_log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         const = -half_log_det - 0.5 * d * math.log(2 * math.pi)  # [K]
-        w = inv.permute(2, 0, 1).reshape(d, k * d)  # w[j, k D + i] = inv[k, i, j]
+        w = inv.permute(2, 0, 1).reshape(d, k * d).contiguous()  # w[j, k D + i] = inv[k, i, j]
         off = torch.einsum("kij,kj->ki", inv, means - center).reshape(k * d)
         if d == 1:  # elementwise: two fused passes instead of a product with inner size 1
-            y = torch.addcmul(-off, x - center, w[0])  # [S, K]
+            y = torch.addcmul(-off, x - center, w[0])  # [M, K]
             q = torch.addcmul(const, y, y, value=-0.5)
         else:
-            y = torch.addmm(-off, x - center, w)  # [S, K D]
+            y = torch.addmm(-off, x - center, w)  # [M, K D]
             y.square_()
             block = torch.kron(torch.eye(k, dtype=cov.dtype),
                                torch.full((d, 1), -0.5, dtype=cov.dtype))  # [K D, K]
             q = torch.addmm(const, y, block)
         m = q.amax(1)
         q.sub_(m[:, None]).exp_()
-        if dense:
-            return q.numpy().reshape(t_max, n, k), m.numpy().reshape(t_max, n)
-        b = np.ones((t_max * n, k))
-        mm = np.zeros(t_max * n)
-        idx = real.numpy()
-        b[idx] = q.numpy()
-        mm[idx] = m.numpy()
-        return b.reshape(t_max, n, k), mm.reshape(t_max, n)
+        return q.numpy(), m.numpy()
 
     @staticmethod
     def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ is recomputed by the torch recursions above, which are also the slow references 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -556,12 +557,33 @@ class Scaled:
         log_lik: ``[N, T_max, K]`` (padding may hold anything finite or not).
         time_major: ``(b [T_max, N, K], m [T_max, N])`` already scaled (1 and 0 at padding),
             as an emission's ``scaled_time_major`` computes them.
+        packed: ``fn(rows [M], steps [M]) -> (b [M, K], m [M])``, the scaled likelihoods of
+            the given (row, step) pairs (an emission's ``scaled_packed``); only the real steps
+            are computed and stored, the padded form is built if something asks for it.
     """
+
+    def __getattr__(self, name: str):
+        # The padded time-major form of a packed batch, built on first use.
+        if name in ("b_tm", "m_tm") and "_packed_dense" in self.__dict__:
+            order, _, row, step, b, m = self._packed_dense
+            t_max = int(self.lengths.max())
+            n = self.lengths.shape[0]
+            if name == "b_tm":
+                out = np.ones((t_max, n, b.shape[-1]))
+                out[step, order[row]] = b
+            else:
+                out = np.zeros((t_max, n))
+                out[step, order[row]] = m
+            setattr(self, name, out)
+            return out
+        raise AttributeError(name)
 
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
                  shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
                  log_lik: torch.Tensor | None = None,
-                 time_major: tuple[np.ndarray, np.ndarray] | None = None):
+                 time_major: tuple[np.ndarray, np.ndarray] | None = None,
+                 packed: Callable[[np.ndarray, np.ndarray],
+                                  tuple[np.ndarray, np.ndarray]] | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
         t_max = int(self.lengths.max())
         mask = np.arange(t_max)[None, :] < self.lengths[:, None]
@@ -575,6 +597,18 @@ class Scaled:
             x = symbols[:, :t_max].cpu().numpy()
             self.symbols = np.where(mask, x, v)
             self.b = self.m = None
+        elif packed is not None:
+            # Only the real steps, in the kernels' packed order (time-major, rows sorted by
+            # decreasing length): a ragged batch costs its steps, not T_max * N.
+            self.table = None
+            order = np.argsort(-self.lengths, kind="stable")
+            alive = kernels.alive_counts(self.lengths[order])
+            off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+            np.cumsum(alive, out=off[1:])
+            step = np.repeat(np.arange(alive.shape[0]), alive)
+            row = np.arange(off[-1]) - off[step]
+            b, m = packed(order[row], step)
+            self._packed_dense = (order, off, row, step, b, m)
         elif time_major is not None:
             self.table = None
             self.b_tm, self.m_tm = time_major
@@ -597,8 +631,11 @@ class Scaled:
 
     def subset(self, rows: np.ndarray) -> Scaled:
         """The same for some rows only."""
+        if self.table is None:
+            self.b_tm  # noqa: B018  (materialise the padded form before copying)
         out = object.__new__(Scaled)
         out.__dict__.update(self.__dict__)
+        out.__dict__.pop("_packed_dense", None)
         out.lengths, out.mask = self.lengths[rows], self.mask[rows]
         if self.table is not None:
             out.symbols = self.symbols[rows]
@@ -610,7 +647,12 @@ class Scaled:
         """The smallest non-zero scaled likelihood (1 if none): what
         :func:`probseq.hmm.kernels.needs_flush` takes. For a table, over all its symbols
         (a bound: symbols absent from the batch can only make it smaller)."""
-        x = self.table if self.table is not None else self.b_tm
+        if self.table is not None:
+            x = self.table
+        elif "_packed_dense" in self.__dict__:
+            x = self._packed_dense[4]
+        else:
+            x = self.b_tm
         low = float(x.min()) if x.size else 1.0
         if low > 0:  # one reduction; zeros (rare outside tables) need the masked one
             return low
@@ -619,15 +661,22 @@ class Scaled:
 
     @property
     def num_states(self) -> int:
-        return (self.table if self.table is not None else self.b_tm).shape[-1]
+        if self.table is not None:
+            return self.table.shape[-1]
+        if "_packed_dense" in self.__dict__:
+            return self._packed_dense[4].shape[-1]
+        return self.b_tm.shape[-1]
 
     def shift_sums(self, order: np.ndarray) -> np.ndarray:
         """``[N]`` the sum of each row's shifts, rows in ``order`` (packed when
         :meth:`time_major` was last called with the same order)."""
-        packed = getattr(self, "_packed", None)
+        packed = self.__dict__.get("_packed")
         if self.table is not None and packed is not None and packed[0] is order:
             _, xp, row = packed
             return np.bincount(row, weights=self.shift_table[xp], minlength=order.shape[0])
+        dense = self.__dict__.get("_packed_dense")
+        if dense is not None and np.array_equal(dense[0], order):
+            return np.bincount(dense[2], weights=dense[5], minlength=order.shape[0])
         return self.shifts().sum(1)[order]
 
     def shifts(self) -> np.ndarray:
@@ -656,6 +705,11 @@ class Scaled:
             k = table.shape[1]
             return lambda t0, t1, n: np.take(table, xp[off[t0]:off[t1]], axis=0).reshape(
                 t1 - t0, n, k)
+        dense = self.__dict__.get("_packed_dense")
+        if dense is not None and np.array_equal(dense[0], order):
+            off, bp = dense[1], dense[4]
+            k = bp.shape[-1]
+            return lambda t0, t1, n: bp[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         b = self.b_tm
         if not (order == np.arange(order.shape[0])).all():
             b = b[:, order]
@@ -726,7 +780,9 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     k = scaled.num_states
     init = initial.numpy()
     a = transition.numpy()
-    shifts = scaled.shifts().sum(1)
+    order = np.argsort(-lengths, kind="stable")
+    shifts = np.empty(n)
+    shifts[order] = scaled.shift_sums(order)
     flush = kernels.needs_flush(init, a, scaled.min_positive())
     chunk = _use_chunks(n, int(lengths.max()), k, chunk_size)
     out = np.empty(n)
@@ -752,7 +808,6 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
         steps, _ = hmm_filter(initial, transition, None, torch.from_numpy(lengths), chunk,
                               filtered=False, scaled=(b, m))
         return steps.sum(-1)
-    order = np.argsort(-lengths, kind="stable")
     mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order],
                                            flush=flush)
     out[order] = mass

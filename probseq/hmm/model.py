@@ -320,9 +320,11 @@ class HiddenMarkovModel(SequenceModel):
             if seqs.has_missing:  # symbol V is the table's row of ones (factor 1)
                 symbols = torch.where(seqs.observed, symbols, table.shape[0])
             return inference.Scaled(seqs.lengths, table=table, shift=shift, symbols=symbols)
-        if hasattr(self._em, "scaled_time_major") and not seqs.has_missing:
-            return inference.Scaled(seqs.lengths,
-                                    time_major=self._em.scaled_time_major(params, seqs))
+        if hasattr(self._em, "scaled_packed") and not seqs.has_missing:
+            em = self._em
+            return inference.Scaled(
+                seqs.lengths, packed=lambda rows, steps: em.scaled_packed(params, seqs, rows,
+                                                                          steps))
         return inference.Scaled(seqs.lengths, log_lik=self._log_lik(params, seqs))
 
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
