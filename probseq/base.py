@@ -22,13 +22,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
 from probseq import distributed
 from probseq._utils import seeded
 from probseq.data import DataKind, Sequences, as_sequences, check_sequences
+
+if TYPE_CHECKING:
+    from probseq.forecast import Forecast
 
 __all__ = ["SequenceModel", "NotFittedError", "load"]
 
@@ -242,6 +245,160 @@ class SequenceModel(abc.ABC):
         if pre.shape[0] > length:
             raise ValueError(f"prefix has {pre.shape[0]} steps, more than length={length}")
         return pre
+
+    # ---------------------------------------------------------------- forecasts
+    # Hooks (subclasses implement the first; the second where closed forms exist):
+    #
+    # _step_predictive(self, seqs, exog=None) -> torch.distributions.Distribution
+    #     The distribution of x_t given x_1..x_(t-1) at EVERY step t, batch shape
+    #     [N, T_max] (event shape () for symbols/univariate reals/counts, (D,) for
+    #     multivariate reals). Entries at t >= length are arbitrary (but finite). Symbols:
+    #     Categorical(probs [N, T_max, V]); Gaussian: Normal / MultivariateNormal /
+    #     Independent(Normal, 1); mixtures: MixtureSameFamily; Poisson HMM:
+    #     MixtureSameFamily(Categorical, Poisson). At every real step its log_prob of the
+    #     value equals _log_prob_steps (exact models; tested over the registry). Densities
+    #     are of the data as the user gave it (undo any internal standardisation).
+    #     exog [N, T_max, E] is passed only when the model takes covariates.
+    #
+    # _forecast(self, seqs, horizon, exog=None) -> Distribution | None
+    #     Optional: the exact marginal predictive distribution of x_(T_i + h) given the
+    #     whole sequence i, for h = 1..H, batch shape [N, H], same families as above.
+    #     exog [N, T_max + H, E] covers the future (only when the model takes covariates).
+    #     Returning None means "no closed form here" (the sampling fallback is used).
+    #
+    # Without _forecast, forecast() takes step 1 from _step_predictive evaluated on the
+    # data extended by one placeholder step (exact), and steps 2..H from num_samples paths
+    # of _sample(num_samples, T_i + H, prefix=sequence i).
+    def _step_predictive(self, seqs: Sequences, **kwargs: Any) -> torch.distributions.Distribution:
+        """``[N, T_max]`` one-step predictive distributions (see the hook notes above)."""
+        raise NotImplementedError(
+            f"{self.name} does not provide one-step predictive distributions "
+            "(_step_predictive), so it cannot forecast or predict"
+        )
+
+    def _forecast(self, seqs: Sequences, horizon: int,
+                  **kwargs: Any) -> torch.distributions.Distribution | None:
+        """Exact ``[N, H]`` marginal h-step predictives, or None (see the hook notes above)."""
+        return None
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        data: Any,
+        horizon: int,
+        *,
+        level: float = 0.95,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        exog: Any | None = None,
+    ) -> Forecast:
+        """Predictive distribution of the next ``horizon`` steps after each sequence.
+
+        Exact where the model has closed-form h-step marginals (``Forecast.method ==
+        "exact"``). Otherwise step 1 is the exact one-step predictive distribution and steps
+        2..H are estimated from ``num_samples`` sampled continuations of each sequence
+        (``"first step exact, then sampled"``; Monte Carlo error of a mean about
+        ``std / sqrt(num_samples)``).
+
+        Args:
+            data: the observed sequences (a pandas Series/DataFrame with a
+                ``DatetimeIndex``, ``PeriodIndex`` or ``RangeIndex`` gives ``Forecast.index``).
+            horizon: H >= 1.
+            level: coverage of the central prediction intervals, in (0, 1).
+            num_samples: sampled paths per sequence; default 1000 where sampling is needed
+                (H > 1 without exact marginals), none otherwise. Given explicitly, paths are
+                drawn for exact forecasts too (``Forecast.samples``).
+            seed: makes the sampled part reproducible.
+            exog: covariates covering the observed and the H future steps (models that
+                take covariates only).
+
+        Returns:
+            A :class:`~probseq.forecast.Forecast`; one sequence in drops the N axis.
+        """
+        from probseq.forecast import DEFAULT_NUM_SAMPLES, build_forecast, future_index
+
+        self._check_fitted()
+        h = _positive_int(horizon, "horizon")
+        if isinstance(level, bool) or not isinstance(level, int | float) or not (
+            0.0 < float(level) < 1.0
+        ):
+            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+        if num_samples is not None:
+            num_samples = _positive_int(num_samples, "num_samples")
+        index = future_index(data, h)
+        seqs, single = self._coerce(data)
+        kw = self._forecast_exog(seqs, exog, h)
+        with seeded(seed):
+            dist = self._forecast(seqs, h, **kw)
+            n_exact = h
+            if dist is None:
+                dist, n_exact = self._next_step_predictive(seqs, **kw), 1
+            samples = None
+            if n_exact < h or num_samples is not None:
+                samples = self._draw_continuations(
+                    seqs, h, num_samples or DEFAULT_NUM_SAMPLES, **kw)
+        return build_forecast(dist, n_exact, samples, h, float(level),
+                              discrete=self.data_kind == "discrete", single=single, index=index)
+
+    @torch.no_grad()
+    def predict(self, data: Any, *, exog: Any | None = None) -> torch.Tensor:
+        """One-step-ahead point predictions of every step given its past.
+
+        The predictive mean of ``x_t`` given ``x_1..x_(t-1)`` (for RMSE/MAE beside the
+        log score); for symbols, the most probable symbol.
+
+        Returns:
+            ``[N, T_max]`` (``[N, T_max, D]`` for multivariate data), 0 at padded steps;
+            one sequence in drops the N axis.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        kw = {} if exog is None else {"exog": self._coerce_exog_for(seqs, exog, 0)}
+        dist = self._step_predictive(seqs, **kw)
+        if isinstance(dist, torch.distributions.Categorical):
+            out = dist.probs.argmax(-1)
+        else:
+            out = dist.mean.to(torch.float64)
+        mask = seqs.mask if out.ndim == 2 else seqs.mask[..., None]
+        out = torch.where(mask, out, torch.zeros((), dtype=out.dtype))
+        return out[0] if single else out
+
+    def _forecast_exog(self, seqs: Sequences, exog: Any | None, horizon: int) -> dict[str, Any]:
+        return {} if exog is None else {"exog": self._coerce_exog_for(seqs, exog, horizon)}
+
+    def _coerce_exog_for(self, seqs: Sequences, exog: Any, extra_steps: int) -> torch.Tensor:
+        """Covariates ``[N, T_max + extra_steps, E]`` for a hook (models with covariates)."""
+        coerce = getattr(self, "_coerce_exog", None)
+        if coerce is None or not getattr(self, "supports_exog", False):
+            raise ValueError(f"{self.name} takes no covariates (exog)")
+        return coerce(exog, seqs, extra_steps)
+
+    def _extended(self, seqs: Sequences) -> Sequences:
+        """Each sequence extended by one placeholder step (zero: only x_<t is read)."""
+        pad = torch.zeros((len(seqs), 1, *seqs.values.shape[2:]), dtype=seqs.values.dtype)
+        return Sequences(torch.cat([seqs.values, pad], dim=1), seqs.lengths + 1)
+
+    def _next_step_predictive(self, seqs: Sequences, **kw: Any) -> torch.distributions.Distribution:
+        """``[N, 1]``: the exact predictive of the step after each sequence's last."""
+        from probseq.forecast import take_steps
+
+        if "exog" in kw:
+            kw = {"exog": kw["exog"][:, : seqs.max_length + 1]}
+        dist = self._step_predictive(self._extended(seqs), **kw)
+        return take_steps(dist, seqs.lengths)
+
+    def _draw_continuations(self, seqs: Sequences, horizon: int, num_samples: int,
+                            **kw: Any) -> torch.Tensor:
+        """``[N, S, H(, D)]`` sampled futures of each sequence (latent models filter first)."""
+        out = []
+        for i in range(len(seqs)):
+            t = int(seqs.lengths[i])
+            opts = {}
+            if "exog" in kw:
+                opts["exog"] = kw["exog"][i: i + 1, : t + horizon].expand(num_samples, -1, -1)
+            values = self._sample(num_samples, t + horizon, seqs[i], **opts)
+            out.append(values.detach().cpu()[:, t:])
+        return torch.stack(out)
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
