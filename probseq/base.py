@@ -66,6 +66,9 @@ class SequenceModel(abc.ABC):
     _obs_dim: int | None | Literal["any"] = "any"
     #: the shortest sequence the model can score.
     min_length: int = 1
+    #: False where ``_step_predictive`` is an approximation (its log density is then not
+    #: ``log_prob_steps``).
+    step_predictive_exact: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -330,7 +333,7 @@ class SequenceModel(abc.ABC):
         kw = self._forecast_exog(seqs, exog, h)
         with seeded(seed):
             dist = self._forecast(seqs, h, **kw)
-            n_exact = h
+            n_exact, from_hook = h, dist is not None
             if dist is None:
                 dist, n_exact = self._next_step_predictive(seqs, **kw), 1
             samples = None
@@ -338,7 +341,8 @@ class SequenceModel(abc.ABC):
                 samples = self._draw_continuations(
                     seqs, h, num_samples or DEFAULT_NUM_SAMPLES, **kw)
         return build_forecast(dist, n_exact, samples, h, float(level),
-                              discrete=self.data_kind == "discrete", single=single, index=index)
+                              discrete=self.data_kind == "discrete", single=single, index=index,
+                              first_step_exact=from_hook or self.step_predictive_exact)
 
     @torch.no_grad()
     def predict(self, data: Any, *, exog: Any | None = None) -> torch.Tensor:

@@ -31,12 +31,16 @@ from torch.distributions import (
     Poisson,
 )
 
-__all__ = ["Forecast", "EXACT", "FIRST_STEP_EXACT", "DEFAULT_NUM_SAMPLES"]
+__all__ = ["Forecast", "EXACT", "FIRST_STEP_EXACT", "APPROXIMATE_FIRST_STEP",
+           "DEFAULT_NUM_SAMPLES"]
 
 #: :attr:`Forecast.method` of a forecast whose every step is exact.
 EXACT = "exact"
 #: :attr:`Forecast.method` when step 1 is exact and later steps are estimated from samples.
 FIRST_STEP_EXACT = "first step exact, then sampled"
+#: :attr:`Forecast.method` when step 1 is a model's approximate one-step predictive (deep
+#: Markov: a particle approximation) and later steps are estimated from samples.
+APPROXIMATE_FIRST_STEP = "first step approximate, then sampled"
 #: sampled paths per sequence when a forecast needs samples and ``num_samples`` is None.
 DEFAULT_NUM_SAMPLES = 1000
 
@@ -64,7 +68,8 @@ class Forecast:
         index: a pandas index of the H future time points, continuing the index of a
             pandas input (``DatetimeIndex``, ``PeriodIndex``, ``RangeIndex``); ``None``
             otherwise.
-        method: ``"exact"`` or ``"first step exact, then sampled"``.
+        method: ``"exact"``, ``"first step exact, then sampled"`` or (deep Markov model)
+            ``"first step approximate, then sampled"``.
         num_exact_steps: how many leading steps come from exact distributions (H or 1).
     """
 
@@ -178,6 +183,7 @@ def build_forecast(
     discrete: bool,
     single: bool,
     index: pd.Index | None = None,
+    first_step_exact: bool = True,
 ) -> Forecast:
     """A :class:`Forecast` from exact marginals of the first steps plus samples of the rest.
 
@@ -190,6 +196,7 @@ def build_forecast(
         discrete: symbols (Categorical marginals and int samples).
         single: drop the N axis.
         index: the future time index.
+        first_step_exact: False when ``dist`` is an approximation.
     """
     h_exact = num_exact_steps
     if h_exact < horizon and samples is None:
@@ -230,9 +237,13 @@ def build_forecast(
         probs = None
         mean, std, lower, upper = (cat(p) for p in (mean_parts, std_parts, lo_parts, hi_parts))
         cov = cov_parts[0] if cov_parts and h_exact == horizon else None
+    if not first_step_exact:
+        method = APPROXIMATE_FIRST_STEP
+    else:
+        method = EXACT if h_exact == horizon else FIRST_STEP_EXACT
     fc = Forecast(
         mean=mean, std=std, lower=lower, upper=upper, level=float(level), cov=cov, probs=probs,
-        samples=samples, index=index, method=EXACT if h_exact == horizon else FIRST_STEP_EXACT,
+        samples=samples, index=index, method=method,
         num_exact_steps=h_exact, _dist=dist, _single=single,
     )
     if single:
