@@ -271,3 +271,86 @@ def test_mixture_quantiles_across_scales(scale):
         cdf = 0.3 * stats.norm.cdf(x, -scale, 0.5 * scale) + 0.7 * stats.norm.cdf(
             x, 2 * scale, 1.5 * scale)
         assert abs(cdf - q) < 1e-10
+
+
+# ------------------------------------------------------------------ scoring rules
+def _crps_by_integration(cdf, y: float, lo: float, hi: float) -> float:
+    from scipy import integrate
+
+    left = integrate.quad(lambda x: cdf(x) ** 2, lo, y, limit=200, epsabs=0, epsrel=1e-11)[0]
+    right = integrate.quad(lambda x: (cdf(x) - 1) ** 2, y, hi, limit=200, epsabs=0,
+                           epsrel=1e-11)[0]
+    return left + right
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_gaussian_crps_closed_form_library_and_integration_agree(scale):
+    import scoringrules as sr
+
+    from probseq.scoring import crps
+
+    mu, sd = 0.3 * scale, 1.7 * scale
+    for y in (-2.0 * scale, 0.3 * scale, 4.1 * scale):
+        z = (y - mu) / sd
+        closed = sd * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(
+            math.pi))
+        normal = torch.distributions.Normal(torch.tensor([mu], dtype=torch.float64), sd)
+        ours = float(crps(normal, torch.tensor([y], dtype=torch.float64))[0])
+        library = float(sr.crps_normal(y, mu, sd))
+        integral = _crps_by_integration(lambda x: stats.norm.cdf(x, mu, sd), y,
+                                        mu - 40 * sd, mu + 40 * sd)
+        assert ours == pytest.approx(closed, rel=1e-10)
+        assert library == pytest.approx(closed, rel=1e-10)
+        assert integral == pytest.approx(closed, rel=1e-7)
+
+
+def test_mixture_and_count_crps_equal_integration_and_sums():
+    from probseq.scoring import brier, crps, crps_samples, pit
+
+    fc = _hmm_gaussian().forecast(np.array([-1.5, 2.8, 3.3, -2.2]), 3)
+    d = fc.distribution
+    w = d.mixture_distribution.probs[0].numpy()
+    y = torch.tensor([[0.5, -3.0, 2.9]], dtype=torch.float64)
+    got = crps(d, y)[0].numpy()
+    for h in range(3):
+        def cdf(x, h=h):
+            return float((w[h] * stats.norm.cdf(x, [-2.0, 3.0], [1.0, 0.5])).sum())
+        ref = _crps_by_integration(cdf, float(y[0, h]), -30, 30)
+        assert got[h] == pytest.approx(ref, rel=1e-7)
+    np.testing.assert_allclose(pit(d, y)[0].numpy(), [
+        (w[h] * stats.norm.cdf(float(y[0, h]), [-2.0, 3.0], [1.0, 0.5])).sum()
+        for h in range(3)], atol=1e-12)
+    # from samples, within Monte Carlo error of the closed form (S = 20000, 5 SEs ~ 0.03)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        draws = d.sample((20000,))  # [S, 1, H]
+    est = crps_samples(draws[:, 0].T, y[0]).numpy()
+    np.testing.assert_allclose(est, got, atol=0.03)
+
+    fc = _hmm_poisson().forecast(np.array([0, 2, 11, 8]), 2)
+    d = fc.distribution
+    w = d.mixture_distribution.probs[0].numpy()
+    for y in (0, 4, 30):
+        obs = torch.tensor([[y, y]], dtype=torch.float64)
+        got = crps(d, obs)[0].numpy()
+        k = np.arange(0, 200)
+        cdf = (w[:, :, None] * stats.poisson.cdf(k, np.array([1.5, 9.0])[None, :, None])).sum(1)
+        ref = ((cdf - (y <= k)) ** 2).sum(-1)
+        np.testing.assert_allclose(got, ref, atol=1e-12)
+    probs = torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64)
+    b = brier(torch.distributions.Categorical(probs=probs), torch.tensor([1]))
+    assert float(b[0]) == pytest.approx(0.2**2 + 0.5**2 + 0.3**2)
+
+
+def test_step_scores_shapes_and_held_out_steps():
+    from probseq.scoring import step_scores
+
+    m = _hmm_gaussian()
+    seqs = ps.Sequences.from_list([np.array([-1.5, 2.8, 3.3, -2.2]), np.array([0.4, 0.1])])
+    s = step_scores(m, seqs, start=1)
+    assert set(s) == {"crps", "pit", "covered_90"}
+    assert s["crps"].shape == (2, 4)
+    assert float(s["crps"][:, 0].abs().sum()) == 0.0 and float(s["crps"][1, 2:].abs().sum()) == 0
+    assert bool((s["crps"][0, 1:] > 0).all())
+    assert set(step_scores(_hmm_categorical(), ps.Sequences.from_list([np.array([0, 2])]))) == {
+        "brier"}
