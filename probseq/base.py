@@ -437,7 +437,7 @@ class SequenceModel(abc.ABC):
         Returns:
             A :class:`~probseq.forecast.Forecast`; one sequence in drops the N axis.
         """
-        from probseq.forecast import DEFAULT_NUM_SAMPLES, build_forecast, future_index
+        from probseq.forecast import build_forecast, future_index
 
         self._check_fitted()
         h = _positive_int(horizon, "horizon")
@@ -451,17 +451,26 @@ class SequenceModel(abc.ABC):
         seqs, single = self._coerce(data)
         kw = _exog_kw(self._coerce_exog(exog, seqs, data, extra_steps=h))
         with seeded(seed):
-            dist = self._forecast(seqs, h, **kw)
-            n_exact, from_hook = h, dist is not None
-            if dist is None:
-                dist, n_exact = self._next_step_predictive(seqs, **kw), 1
-            samples = None
-            if n_exact < h or num_samples is not None:
-                samples = self._draw_continuations(
-                    seqs, h, num_samples or DEFAULT_NUM_SAMPLES, **kw)
+            dist, n_exact, samples, exact = self._predictive_batch(seqs, h, num_samples, **kw)
         return build_forecast(dist, n_exact, samples, h, float(level),
                               discrete=self.data_kind == "discrete", single=single, index=index,
-                              first_step_exact=from_hook or self.step_predictive_exact)
+                              first_step_exact=exact)
+
+    def _predictive_batch(
+        self, seqs: Sequences, horizon: int, num_samples: int | None, **kw: Any
+    ) -> tuple[torch.distributions.Distribution, int, torch.Tensor | None, bool]:
+        """``(dist [N, H_exact], H_exact, samples [N, S, H(, D)] or None, first step exact)``."""
+        from probseq.forecast import DEFAULT_NUM_SAMPLES
+
+        dist = self._forecast(seqs, horizon, **kw)
+        n_exact, from_hook = horizon, dist is not None
+        if dist is None:
+            dist, n_exact = self._next_step_predictive(seqs, **kw), 1
+        samples = None
+        if n_exact < horizon or num_samples is not None:
+            samples = self._draw_continuations(
+                seqs, horizon, num_samples or DEFAULT_NUM_SAMPLES, **kw)
+        return dist, n_exact, samples, from_hook or self.step_predictive_exact
 
     @torch.no_grad()
     def predict(self, data: Any, *, exog: Any | None = None) -> torch.Tensor:
