@@ -354,3 +354,43 @@ def test_step_scores_shapes_and_held_out_steps():
     assert bool((s["crps"][0, 1:] > 0).all())
     assert set(step_scores(_hmm_categorical(), ps.Sequences.from_list([np.array([0, 2])]))) == {
         "brier"}
+
+
+# ------------------------------------------------------------------ plots
+def test_plot_forecast_uses_a_period_index_and_forecast_objects():
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    idx = pd.period_range("2001-01", periods=24, freq="M")
+    y = pd.Series(np.sin(np.arange(24.0)), index=idx)
+    m = _hmm_gaussian()
+    fc = m.forecast(y, 6, level=0.8)
+    fig = ps.plots.plot_forecast({"hmm": fc, "model": m}, y, 6, actual=np.zeros(6))
+    for ax in fig.axes[:2]:
+        median = [ln for ln in ax.get_lines() if ln.get_label() == "median"][0]
+        xs = mdates.num2date(mdates.date2num(median.get_xdata()))
+        assert [pd.Timestamp(x).strftime("%Y-%m") for x in xs] == [
+            p.strftime("%Y-%m") for p in fc.index]
+        np.testing.assert_allclose(median.get_ydata(), fc.quantile(0.5).numpy(), atol=1e-9)
+    plt.close(fig)
+    # a model without forecast hooks falls back to sampled continuations
+    ar = ps.AutoRegressive(order=1).fit(_series_ar())
+    plt.close(ps.plots.plot_forecast({"ar": ar}, _series_ar(), 3, num_samples=100))
+
+
+def _series_ar() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.cumsum(rng.normal(size=40)) * 0.3
+
+
+def test_calibration_plot_coverage_of_a_correct_model():
+    import matplotlib.pyplot as plt
+
+    m = _hmm_gaussian()
+    data = m.sample(20, 100, seed=0)
+    fig = ps.plots.plot_calibration({"true": m}, data, levels=(0.5, 0.9))
+    cov = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "true"][0].get_ydata()
+    # 2000 steps from the model itself: coverage within 4 binomial standard errors
+    for lvl, c in zip((0.5, 0.9), cov, strict=True):
+        assert abs(c - lvl) < 4 * math.sqrt(lvl * (1 - lvl) / 2000)
+    plt.close(fig)
