@@ -139,3 +139,18 @@ def test_origins_split_across_ranks_give_the_single_process_table(monkeypatch):
         parts.append(part)
     merged = pd.concat(parts).sort_values(["model", "sequence", "origin", "h"], kind="stable")
     pd.testing.assert_frame_equal(merged.reset_index(drop=True), single)
+
+
+def test_cli_backtest_writes_tables_and_report(tmp_path, capsys):
+    from probseq.cli import main
+
+    out = tmp_path / "bt"
+    assert main(["backtest", "--dataset", "nile", "--models", "hmm2,ar1", "--horizon", "2",
+                 "--num-samples", "100", "--no-plots", "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["model"]) == {"hmm2", "ar1"} and set(summary["h"]) == {1, 2}
+    table = pd.read_csv(out / "backtest.csv")
+    assert len(table[(table["model"] == "hmm2") & (table["h"] == 1)]) == 20  # 100 - 80 origins
+    assert "# probseq backtest: nile" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["backtest", "--dataset", "nile", "--models", "nope", "--out", str(out)])
