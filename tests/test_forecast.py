@@ -394,3 +394,40 @@ def test_calibration_plot_coverage_of_a_correct_model():
     for lvl, c in zip((0.5, 0.9), cov, strict=True):
         assert abs(c - lvl) < 4 * math.sqrt(lvl * (1 - lvl) / 2000)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ covariates and gaps
+def _regression():
+    from toy import IIDRegression
+
+    class Reg(IIDRegression):
+        def _step_predictive(self, seqs, exog=None):
+            loc = self._loc(seqs.values.shape, exog)
+            return torch.distributions.Normal(loc, self.var.sqrt().expand(loc.shape))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 1))
+    y = 1.0 + 2.0 * x[:, 0] + 0.5 * rng.normal(size=60)
+    return Reg().fit(y[:50], exog=x[:50]), y, x
+
+
+def test_forecast_and_backtest_pass_covariates_and_handle_gaps():
+    m, y, x = _regression()
+    fc = m.forecast(y[:50], 3, exog=x[:53], num_samples=4000, seed=0)
+    want = m.mean + torch.from_numpy(x[50:53]) @ m.beta
+    assert torch.allclose(fc.mean[0], want[0], atol=1e-12)  # step 1 exact
+    sd = float(m.var.sqrt())
+    assert torch.all((fc.mean - want).abs() < 4.5 * sd / math.sqrt(4000))
+    with pytest.raises(ValueError):
+        m.forecast(y[:50], 3, exog=x[:51])  # covariates must cover the future
+    with pytest.raises(ValueError, match="covariates"):
+        _hmm_gaussian().forecast(y[:50], 2, exog=x[:52])
+    # gaps in the history: step 1 exact, later steps sampled around the observed values
+    gappy = y[:50].copy()
+    gappy[[3, 49]] = np.nan
+    fc = m.forecast(gappy, 2, exog=x[:52], num_samples=500, seed=0)
+    assert torch.isfinite(fc.mean).all() and fc.samples.shape == (500, 2)
+    fast, _ = ps.backtest({"reg": m}, y, initial=50, exog=x)
+    slow, _ = ps.backtest({"reg": m}, y, initial=50, horizon=2, exog=x, num_samples=200)
+    one = slow[slow["h"] == 1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(one, fast, rtol=1e-10, atol=1e-12)
