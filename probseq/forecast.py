@@ -47,7 +47,7 @@ DEFAULT_NUM_SAMPLES = 1000
 _BISECTION_STEPS = 80
 
 
-@dataclass
+@dataclass(eq=False)
 class Forecast:
     """Predictive distribution of the next H observations after each sequence.
 
