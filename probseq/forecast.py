@@ -47,7 +47,7 @@ DEFAULT_NUM_SAMPLES = 1000
 _BISECTION_STEPS = 80
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class Forecast:
     """Predictive distribution of the next H observations after each sequence.
 
