@@ -431,3 +431,17 @@ def test_forecast_and_backtest_pass_covariates_and_handle_gaps():
     slow, _ = ps.backtest({"reg": m}, y, initial=50, horizon=2, exog=x, num_samples=200)
     one = slow[slow["h"] == 1].reset_index(drop=True)
     pd.testing.assert_frame_equal(one, fast, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [1e-6, 1e6])
+def test_gaussian_hmm_forecast_is_scale_equivariant(c):
+    """Data and parameters scaled by c: means, spreads and quantiles scale by c."""
+    seq = np.array([-1.5, 2.8, 3.3, -2.2])
+    base = _hmm_gaussian().forecast(seq, 3, level=0.8)
+    scaled = ps.HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.2, 0.8]],
+        means=[[-2.0 * c], [3.0 * c]], covariances=[[[1.0 * c**2]], [[0.25 * c**2]]],
+    ).forecast(seq * c, 3, level=0.8)
+    for name in ("mean", "std", "lower", "upper"):
+        torch.testing.assert_close(getattr(scaled, name) / c, getattr(base, name),
+                                   rtol=1e-9, atol=1e-12)
