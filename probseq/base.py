@@ -369,30 +369,21 @@ class SequenceModel(abc.ABC):
         return pre, seqs.observed[0, : pre.shape[0]]
 
     # ---------------------------------------------------------------- forecasts
-    # Hooks (subclasses implement the first; the second where closed forms exist):
-    #
-    # _step_predictive(self, seqs, exog=None) -> torch.distributions.Distribution
-    #     The distribution of x_t given x_1..x_(t-1) at EVERY step t, batch shape
-    #     [N, T_max] (event shape () for symbols/univariate reals/counts, (D,) for
-    #     multivariate reals). Entries at t >= length are arbitrary (but finite). Symbols:
-    #     Categorical(probs [N, T_max, V]); Gaussian: Normal / MultivariateNormal /
-    #     Independent(Normal, 1); mixtures: MixtureSameFamily; Poisson HMM:
-    #     MixtureSameFamily(Categorical, Poisson). At every real step its log_prob of the
-    #     value equals _log_prob_steps (exact models; tested over the registry). Densities
-    #     are of the data as the user gave it (undo any internal standardisation).
-    #     exog [N, T_max, E] is passed only when the model takes covariates.
-    #
-    # _forecast(self, seqs, horizon, exog=None) -> Distribution | None
-    #     Optional: the exact marginal predictive distribution of x_(T_i + h) given the
-    #     whole sequence i, for h = 1..H, batch shape [N, H], same families as above.
-    #     exog [N, T_max + H, E] covers the future (only when the model takes covariates).
-    #     Returning None means "no closed form here" (the sampling fallback is used).
-    #
-    # Without _forecast, forecast() takes step 1 from _step_predictive evaluated on the
-    # data extended by one placeholder step (exact), and steps 2..H from num_samples paths
-    # of _sample(num_samples, T_i + H, prefix=sequence i).
     def _step_predictive(self, seqs: Sequences, **kwargs: Any) -> torch.distributions.Distribution:
-        """``[N, T_max]`` one-step predictive distributions (see the hook notes above)."""
+        """Hook: the one-step predictive distribution of every step.
+
+        The distribution of ``x_t`` given ``x_1..x_(t-1)`` at EVERY step t, batch shape
+        ``[N, T_max]``, event shape ``()`` (symbols, univariate reals, counts) or ``(D,)``
+        (multivariate reals). Entries at ``t >= length`` are arbitrary but finite. Symbols:
+        ``Categorical(probs [N, T_max, V])``; Gaussian: ``Normal``, ``MultivariateNormal``
+        or ``Independent(Normal, 1)``; mixtures: ``MixtureSameFamily`` of those; Poisson
+        HMM: ``MixtureSameFamily(Categorical, Poisson)``. Densities are of the data as the
+        user gave it (undo any internal standardisation). Where ``step_predictive_exact``
+        is True, its ``log_prob`` at every observed step equals ``_log_prob_steps``.
+        Models with covariates take ``exog [N, T_max, E]`` (passed only when given).
+        Used by :meth:`predict`, the first step of :meth:`forecast`, CRPS in
+        :func:`probseq.compare` and :func:`probseq.backtest`.
+        """
         raise NotImplementedError(
             f"{self.name} does not provide one-step predictive distributions "
             "(_step_predictive), so it cannot forecast or predict"
@@ -400,7 +391,15 @@ class SequenceModel(abc.ABC):
 
     def _forecast(self, seqs: Sequences, horizon: int,
                   **kwargs: Any) -> torch.distributions.Distribution | None:
-        """Exact ``[N, H]`` marginal h-step predictives, or None (see the hook notes above)."""
+        """Optional hook: exact marginal h-step predictive distributions.
+
+        The distribution of ``x_(T_i + h)`` given the whole sequence i, for h = 1..H, batch
+        shape ``[N, H]``, from the same families as :meth:`_step_predictive`. Models with
+        covariates take ``exog [N, T_max + H, E]`` covering the future (passed only when
+        given). Return None where no closed form applies: :meth:`forecast` then takes step
+        1 from :meth:`_step_predictive` (evaluated on the data extended by one placeholder
+        step) and steps 2..H from paths of ``_sample(num_samples, T_i + H, prefix=...)``.
+        """
         return None
 
     @torch.no_grad()
