@@ -445,3 +445,4 @@ def test_gaussian_hmm_forecast_is_scale_equivariant(c):
     for name in ("mean", "std", "lower", "upper"):
         torch.testing.assert_close(getattr(scaled, name) / c, getattr(base, name),
                                    rtol=1e-9, atol=1e-12)
+

@@ -545,8 +545,12 @@ def test_step_predictive_matches_log_prob_steps_and_predict_shape(name):
     assert torch.isfinite(lp).all()
     if m.step_predictive_exact:
         torch.testing.assert_close(lp, ref, rtol=1e-9, atol=1e-9)
+    else:  # an approximation (deep Markov: particle filter), reproducible call to call
+        assert torch.equal(m._step_predictive(seqs).log_prob(values), dist.log_prob(values))
     pred = m.predict(seqs)
     assert pred.shape == seqs.values.shape
     assert not pred[~seqs.mask].any()
     fc = m.forecast(e.data(1)[0], 3, num_samples=50, seed=0)
     assert fc.mean.shape[0] == 3 and torch.isfinite(fc.mean.to(torch.float64)).all()
+    if not m.step_predictive_exact:
+        assert fc.method == "first step approximate, then sampled"
