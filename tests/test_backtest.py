@@ -154,3 +154,25 @@ def test_cli_backtest_writes_tables_and_report(tmp_path, capsys):
     assert "# probseq backtest: nile" in (out / "report.md").read_text()
     with pytest.raises(SystemExit):
         main(["backtest", "--dataset", "nile", "--models", "nope", "--out", str(out)])
+
+
+def test_compare_brier_column_for_symbols_matches_backtest():
+    rng = np.random.default_rng(0)
+    train = [rng.integers(0, 3, size=40) for _ in range(4)]
+    test = [rng.integers(0, 3, size=n) for n in (30, 22, 27)]
+    models = {"mc1": ps.MarkovChain(order=1).fit(train),
+              "mc2": ps.MarkovChain(order=2, smoothing="kneser-ney").fit(train)}
+    ref = ps.compare(models, test, start=10)
+    table, _ = backtest(models, test, initial=10)
+    for name in models:
+        rows = table[table["model"] == name]
+        assert rows["brier"].mean() == pytest.approx(ref.loc[name, "brier"], rel=1e-12)
+        assert rows["log_score"].sum() == pytest.approx(ref.loc[name, "log_lik"], rel=1e-12)
+    best = ref.index[0]
+    other = ref.index[1]
+    d = (table[table["model"] == other].groupby("sequence")["brier"].sum().to_numpy()
+         - table[table["model"] == best].groupby("sequence")["brier"].sum().to_numpy())
+    n = len(table[table["model"] == best])
+    assert ref.loc[other, "brier_se"] == pytest.approx(d.std(ddof=1) * math.sqrt(3) / n,
+                                                       rel=1e-10)
+    assert "crps" not in ref.columns
