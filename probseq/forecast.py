@@ -71,6 +71,8 @@ class Forecast:
         method: ``"exact"``, ``"first step exact, then sampled"`` or (deep Markov model)
             ``"first step approximate, then sampled"``.
         num_exact_steps: how many leading steps come from exact distributions (H or 1).
+            Exact steps without a stored distribution are Gaussian with ``mean`` and
+            ``std``.
     """
 
     mean: torch.Tensor
@@ -126,6 +128,12 @@ class Forecast:
         parts = []
         if self._dist is not None and self.num_exact_steps > 0:
             parts.append(distribution_quantile(self._dist, q))
+        elif self.num_exact_steps > 0:  # built from Gaussian moments only
+            mean = self.mean if not self._single else self.mean.unsqueeze(0)
+            std = self.std if not self._single else self.std.unsqueeze(0)
+            z = Normal(torch.zeros((), dtype=torch.float64), 1.0).icdf(
+                torch.tensor(q, dtype=torch.float64))
+            parts.append((mean + z * std)[:, : self.num_exact_steps])
         if self.num_exact_steps < self.horizon:
             samples = self.samples if not self._single else self.samples.unsqueeze(0)
             parts.append(sample_quantile(samples[:, :, self.num_exact_steps:], q,

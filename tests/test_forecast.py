@@ -446,3 +446,13 @@ def test_gaussian_hmm_forecast_is_scale_equivariant(c):
         torch.testing.assert_close(getattr(scaled, name) / c, getattr(base, name),
                                    rtol=1e-9, atol=1e-12)
 
+
+
+def test_gaussian_forecast_from_moments_has_quantiles():
+    """A Forecast given only Gaussian moments (as the state-space model builds it)."""
+    mean = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    std = torch.tensor([0.5, 3.0], dtype=torch.float64)
+    fc = Forecast(mean=mean, std=std, lower=None, upper=None, level=0.9, num_exact_steps=2,
+                  _single=True)
+    np.testing.assert_allclose(fc.quantile(0.975).numpy(),
+                               stats.norm.ppf(0.975, [1.0, 2.0], [0.5, 3.0]), rtol=1e-12)
