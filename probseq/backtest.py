@@ -181,7 +181,7 @@ def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _one_step_rows(name, m, seqs: Sequences, data, exog, origins, level, discrete):
     """Every origin's one-step forecast from one pass (the one-step predictives)."""
     kw = _exog_kw(m._coerce_exog(exog, seqs, data))
-    log_steps = m.log_prob_steps(seqs, **({} if exog is None else {"exog": exog}))
+    log_steps = m.log_prob_steps(seqs, **kw)
     t_idx = torch.tensor(origins)
     keep = torch.zeros_like(seqs.mask)
     keep[:, t_idx] = True
