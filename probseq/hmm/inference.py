@@ -547,7 +547,9 @@ class Scaled:
     forms: a table ``[V, K]`` with shifts ``[V]`` gathered by symbols ``[N, T_max]``
     (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense,
     from the emission log-likelihoods ``[N, T_max, K]``, scaled as :func:`emission_scale` does
-    and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding).
+    and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding), or
+    packed (Gaussian emissions: computed for the real steps only, in the kernels' order; the
+    padded form is built only if asked for).
 
     Args:
         lengths: ``[N]`` int64.

@@ -76,6 +76,12 @@ class HiddenMarkovModel(SequenceModel):
     from); categorical ``emission [K, V]``; gaussian ``means [K, D]``, ``covariances
     [K, D, D]`` (D=1 for univariate data); poisson ``rates [K]``.
 
+    Missing values (NaN reals, masked or ``pd.NA`` symbols) are marginalised exactly: a
+    missing step's emission factor is 1, a Gaussian step with some coordinates observed
+    scores their marginal density, and EM uses only the observed emissions (with the exact
+    conditional expectations of missing Gaussian coordinates). ``log_prob_steps`` is 0 at
+    missing steps; ``filter``, ``smoother`` and ``most_likely_states`` accept gappy data.
+
     Attributes:
         history_: the log-likelihood (nats, summed over the data) at every EM iteration (or
             gradient epoch) of the best restart; EM never decreases it.
