@@ -1078,3 +1078,29 @@ def test_chunked_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
                                        model._log_lik(p, Sequences.from_list([x])).numpy(),
                                        ours[None], np.array([len(x)]))
         assert float(lp[0]) == pytest.approx(best, rel=1e-11)
+
+
+def test_packed_gaussian_rows_refused_by_the_guard_go_to_the_per_step_recursion():
+    """A regime switch under a chain that almost never switches drops one row's mass below
+    the kernels' guard: that row is recomputed by the per-step recursion from the packed
+    Gaussian emissions (materialised on demand), the others stay on the fast path."""
+    leave = 1e-200
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[1 - leave, leave], [leave, 1 - leave]],
+        means=[-5.0, 5.0], covariances=[1.0, 1.0])
+    rng = np.random.default_rng(0)
+    switch = np.r_[-5 + rng.normal(size=40), 5 + rng.normal(size=30)]
+    xs = [switch, -5 + rng.normal(size=25), 5 + rng.normal(size=50), np.array([0.3])]
+    seqs = Sequences.from_list(xs)
+    ok = _kernel_rows_ok(model, seqs)
+    assert not ok.all() and ok.any()  # both paths are exercised
+    ref = _torch_reference(model, seqs)
+    torch.testing.assert_close(model.log_prob(seqs), ref["log_prob"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(model.log_prob_steps(seqs), ref["steps"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(model.smoother(seqs), ref["smoothed"], rtol=0, atol=1e-12)
+    stats = model.expected_stats(seqs, model.params)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-10, atol=1e-10)
+    w = ref["smoothed"][seqs.mask]
+    torch.testing.assert_close(stats["sum_x"], w.T @ seqs.values3d()[seqs.mask], rtol=1e-10,
+                               atol=1e-10)

@@ -638,11 +638,14 @@ class Scaled:
         out = object.__new__(Scaled)
         out.__dict__.update(self.__dict__)
         out.__dict__.pop("_packed_dense", None)
-        out.lengths, out.mask = self.lengths[rows], self.mask[rows]
+        out.__dict__.pop("_packed", None)
+        out.lengths = self.lengths[rows]
+        t = int(out.lengths.max())  # the subset's own longest row
+        out.mask = self.mask[rows, :t]
         if self.table is not None:
-            out.symbols = self.symbols[rows]
+            out.symbols = self.symbols[rows, :t]
         else:
-            out.b_tm, out.m_tm = self.b_tm[:, rows], self.m_tm[:, rows]
+            out.b_tm, out.m_tm = self.b_tm[:t, rows], self.m_tm[:t, rows]
         return out
 
     def min_positive(self) -> float:
