@@ -449,6 +449,41 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     return out
 
 
+class _OneThread:
+    """Run small per-step torch ops on one thread (restored afterwards): for arrays of a few
+    thousand entries, handing work to a second thread costs more than it saves, and on a busy
+    machine waiting for it can cost a great deal more."""
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        if self.threads != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads != 1:
+            torch.set_num_threads(self.threads)
+
+
+def _viterbi_steps(t_max: int, alive: list[int], delta: np.ndarray, final: np.ndarray,
+                   final_arg: np.ndarray, scores_t: torch.Tensor, delta_t: torch.Tensor,
+                   back_t: torch.Tensor, lat_t: torch.Tensor, ll_t: torch.Tensor) -> None:
+    """The forward max-product steps of :func:`viterbi` (in place)."""
+    for t in range(1, t_max + 1):
+        n_prev = alive[t - 1]
+        n = alive[t] if t < t_max else 0
+        if n < n_prev:  # rows [n:n_prev] ended at step t - 1
+            d = delta[n:n_prev]
+            final_arg[n:n_prev] = d.argmax(-1)
+            final[n:n_prev] = d.max(-1)
+        if n == 0:
+            break
+        # torch's max gives values and (first) indices in one pass over [n, K, K].
+        s, dl = scores_t[:n], delta_t[:n]
+        torch.add(dl[:, None, :], lat_t, out=s)  # s[n, to, from]
+        torch.max(s, 2, out=(dl, back_t[t, :n]))
+        dl += ll_t[t, :n]
+
+
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
             lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max-product on a ragged batch sorted by decreasing length (log space).
@@ -475,20 +510,9 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     scores_t, delta_t, back_t = (torch.from_numpy(v) for v in (scores, delta, back))
     lat_t = torch.from_numpy(log_transition_t)
     ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
-    for t in range(1, t_max + 1):
-        n_prev = alive[t - 1]
-        n = alive[t] if t < t_max else 0
-        if n < n_prev:  # rows [n:n_prev] ended at step t - 1
-            d = delta[n:n_prev]
-            final_arg[n:n_prev] = d.argmax(-1)
-            final[n:n_prev] = d.max(-1)
-        if n == 0:
-            break
-        # torch's max gives values and (first) indices in one pass over [n, K, K].
-        s, dl = scores_t[:n], delta_t[:n]
-        torch.add(dl[:, None, :], lat_t, out=s)  # s[n, to, from]
-        torch.max(s, 2, out=(dl, back_t[t, :n]))
-        dl += ll_t[t, :n]
+    with _OneThread():
+        _viterbi_steps(t_max, alive, delta, final, final_arg, scores_t, delta_t, back_t, lat_t,
+                       ll_t)
     paths = np.full((t_max, n_rows), -1, dtype=np.int64)
     cur = final_arg.copy()
     rows = np.arange(n_rows)
@@ -598,17 +622,18 @@ def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik:
             deltas[stop:, late] += shift[late][None, :, None]  # now the true scores
         return loose, deltas[ends, idx].copy()
 
-    loose, final = run(start(np.zeros((rows, k))), check=False)
     successors = np.zeros(rows, dtype=bool)
     successors[previous[~first]] = True
-    for _ in range(max_rounds):
-        incoming = final[previous]
-        incoming[first] = 0.0
-        loose, final = run(start(incoming), check=True)
-        if not (loose & successors).any():
-            break
-    else:
-        return None
+    with _OneThread():
+        loose, final = run(start(np.zeros((rows, k))), check=False)
+        for _ in range(max_rounds):
+            incoming = final[previous]
+            incoming[first] = 0.0
+            loose, final = run(start(incoming), check=True)
+            if not (loose & successors).any():
+                break
+        else:
+            return None
     paths_all = np.empty((steps, rows, k), dtype=np.int64)
     cur = np.broadcast_to(np.arange(k), (rows, k)).copy()
     for t in range(steps - 1, -1, -1):
