@@ -6,6 +6,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 from statsmodels.regression.linear_model import OLS
 from statsmodels.tsa.ar_model import AutoReg
@@ -247,10 +249,148 @@ def test_bad_input_and_parameters():
         AutoRegressive.from_params(0.0, [np.nan], 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels: the design is rank-deficient
-        with pytest.raises(ValueError, match="no residual variance"):
+        with pytest.raises(ValueError, match="exactly predictable"):
             AutoRegressive(order=1).fit(np.ones(20))
     # Integers are promoted to reals (non-negative ones: the shared input layer refuses a
     # negative integer before it knows the model is continuous).
     ints = np.round(y * 10).astype(np.int64) + 100
     assert torch.equal(AutoRegressive(order=1).fit(ints).log_prob(ints),
                        AutoRegressive(order=1).fit(ints.astype(float)).log_prob(ints / 1.0))
+
+
+# ------------------------------------------------------------------ degenerate data (issue 12)
+DEGENERATE = {
+    "constant": lambda t: np.full(t, 2.5),
+    "constant_large": lambda t: np.full(t, -3.7e6),
+    "zeros_then_level": lambda t: np.zeros(t) + 1e-7,
+    "linear": lambda t: 3.0 + 2.5 * np.arange(t),
+    "linear_large": lambda t: 1e6 + 1e3 * np.arange(t),
+    "geometric": lambda t: 1.01 ** np.arange(t),
+    "alternating": lambda t: (-1.0) ** np.arange(t),
+    "quadratic": lambda t: np.arange(t, dtype=float) ** 2,
+}
+
+
+@pytest.mark.parametrize("kind", list(DEGENERATE))
+def test_exactly_predictable_data_are_refused(kind):
+    y = DEGENERATE[kind](50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels: the design is rank-deficient
+        for p in (1, 2, 3):
+            if kind == "quadratic" and p == 1:
+                continue  # a quadratic is not an exact AR(1): a fit with residuals
+            with pytest.raises(ValueError, match="exactly predictable by an AR"):
+                AutoRegressive(order=p).fit(y)
+            # The pooled path: several windows of the series.
+            with pytest.raises(ValueError, match="exactly predictable by an AR"):
+                AutoRegressive(order=p).fit([y, y[10:40], y[:20]])
+        if kind.startswith(("constant", "zeros")):
+            with pytest.raises(ValueError, match="exactly predictable by an AR"):
+                AutoRegressive(order=0).fit(y)
+
+
+def test_nearly_but_not_exactly_predictable_data_fit():
+    # A level of 1e6 with noise of sd 1e-3 (1e9 times below the level, 1e7 times above its
+    # rounding) is real data: it fits, and scores like the same data centred.
+    rng = np.random.default_rng(0)
+    noise = _simulate([0.5], 0.0, 1.0, 300, rng) * 1e-3
+    m = AutoRegressive(order=1).fit(1e6 + noise)
+    centred = AutoRegressive(order=1).fit(noise)
+    assert m.params["coef"].item() == pytest.approx(centred.params["coef"].item(), abs=1e-6)
+    assert m.log_prob(1e6 + noise).item() == pytest.approx(
+        centred.log_prob(noise).item(), rel=1e-6)
+
+
+def test_from_params_refuses_noise_below_rounding_of_the_level():
+    # The fit of np.ones(50) before the fix: noise_var 7.9e-31 around a level of 1.
+    with pytest.raises(ValueError, match="rounding level"):
+        AutoRegressive.from_params(1.0, [0.0], 7.9e-31)
+    with pytest.raises(ValueError, match="rounding level"):
+        AutoRegressive.from_params(0.5, [0.5], 1e-30)  # mean 1, sd 1e-15
+    # Scale-free: tiny noise around a tiny (or zero) level is a fine model.
+    m = AutoRegressive.from_params(1e-20, [0.5], 1e-40)
+    assert np.isfinite(m.log_prob([2e-20, 1.5e-20, 3e-20]).item())
+    AutoRegressive.from_params(0.0, [0.5], 1e-300)
+
+
+def test_short_and_length_one_sequences():
+    rng = np.random.default_rng(1)
+    # Only length-1 sequences: no regression rows for p >= 1.
+    with pytest.raises(ValueError, match="needs at least"):
+        AutoRegressive(order=1).fit([rng.normal(size=1) for _ in range(10)])
+    with pytest.raises(ValueError, match="needs at least"):
+        AutoRegressive(order=2).fit([rng.normal(size=2) for _ in range(10)])
+    # p = 0 on length-1 sequences is iid N(mu, s2): the sample mean and variance.
+    ones = [rng.normal(3.0, 2.0, size=1) for _ in range(30)]
+    m0 = AutoRegressive(order=0).fit(ones)
+    flat = np.concatenate(ones)
+    assert m0.params["intercept"].item() == pytest.approx(flat.mean(), rel=1e-12)
+    assert m0.params["noise_var"].item() == pytest.approx(flat.var(), rel=1e-10)
+    # Length-1 sequences beside long ones add nothing to the regression and are scored by
+    # the stationary marginal.
+    long = _simulate([0.6], 0.7, NOISE_VAR, 200, rng)
+    m = AutoRegressive(order=1).fit([long] + ones)
+    assert m.params["coef"].item() == pytest.approx(
+        AutoRegressive(order=1).fit(long).params["coef"].item(), abs=1e-10)
+    mu, var = m.stationary_mean, m.autocovariances(0).item()
+    assert m.log_prob(ones[0]).item() == pytest.approx(
+        stats.norm(mu, np.sqrt(var)).logpdf(ones[0][0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e3, 1e6])
+def test_scale_equivariance(scale):
+    rng = np.random.default_rng(2)
+    p = 2
+    intercept, coef = CASES[p]
+    x = [_simulate(coef, intercept, NOISE_VAR, n, rng) for n in (120, 80, 3)]
+    y = _simulate(coef, intercept, NOISE_VAR, 60, rng)
+    for data in (x[0], x):  # the single-series (AutoReg) and pooled paths
+        base = AutoRegressive(order=p).fit(data)
+        scaled_data = [scale * s for s in data] if isinstance(data, list) else scale * data
+        scaled = AutoRegressive(order=p).fit(scaled_data)
+        b, s = base.params, scaled.params
+        assert s["intercept"].item() == pytest.approx(scale * b["intercept"].item(), rel=1e-9)
+        assert np.allclose(s["coef"].numpy(), b["coef"].numpy(), rtol=1e-9, atol=1e-12)
+        assert s["noise_var"].item() == pytest.approx(scale**2 * b["noise_var"].item(),
+                                                      rel=1e-9)
+        # log p_c(c y) = log p(y) - T log c; relative to the size of the scores (up to
+        # |T log c| ~ 800 nats), the agreement is the rounding of the fits.
+        shift = -len(y) * np.log(scale)
+        assert scaled.log_prob(scale * y).item() == pytest.approx(
+            base.log_prob(y).item() + shift, abs=1e-7 * abs(shift) + 1e-8)
+        draws = scaled.sample(3, 10, seed=4).values / scale
+        assert torch.allclose(draws, base.sample(3, 10, seed=4).values, rtol=1e-8, atol=1e-8)
+
+
+# ------------------------------------------------------------------ differential fuzzing
+def _coef_from_inverse_roots(moduli, angles):
+    """AR coefficients whose characteristic inverse roots have the given moduli; an angle
+    of 0 gives a real root, any other a complex-conjugate pair (two roots)."""
+    roots = []
+    for r, a in zip(moduli, angles, strict=True):
+        roots += [r] if a == 0 else [r * np.exp(1j * a), r * np.exp(-1j * a)]
+    return -np.real(np.poly(roots))[1:]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    persistence=st.lists(st.floats(0.0, 3.5), min_size=1, max_size=2),
+    angles=st.lists(st.sampled_from([0.0, 0.3, 1.5, 3.0]), min_size=2, max_size=2),
+    log_scale=st.floats(-6.0, 6.0),
+    mean=st.floats(-10.0, 10.0),
+    length=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_log_prob_equals_arima_over_random_parameters(persistence, angles, log_scale, mean,
+                                                       length, seed):
+    # Inverse-root moduli 1 - 10^-k for k up to 3.5: roots as close as 3e-4 to the unit
+    # circle; noise sd from 1e-6 to 1e6 (and the mean with it); orders 1 to 4.
+    moduli = [1.0 - 10.0 ** -k for k in persistence]
+    coef = _coef_from_inverse_roots(moduli, angles[: len(moduli)])
+    scale = 10.0**log_scale
+    intercept = mean * scale * (1 - coef.sum())
+    m = AutoRegressive.from_params(intercept, coef, scale**2)
+    y = m.sample(1, length, seed=seed).values[0].numpy()
+    ref = _arima_loglike(y, intercept, coef, scale**2)
+    assert m.log_prob(y).item() == pytest.approx(ref, rel=1e-6, abs=1e-6 * length)

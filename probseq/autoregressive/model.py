@@ -14,6 +14,30 @@ from probseq.data import Sequences
 
 __all__ = ["AutoRegressive"]
 
+#: a residual sd at or below this fraction of the data's sd is an exact fit (rounding residue)
+_PREDICTABLE_TOL = 1e-9
+#: a noise sd at or below this fraction of the values' magnitude is below float64 rounding
+_ROUNDING_TOL = 1e-12
+
+
+def _check_not_exactly_predictable(noise_var: float, values: np.ndarray, order: int) -> None:
+    """Refuse a fit whose residual variance is a rounding residue.
+
+    Scale-free: the residual sd is compared with the sd of the data (an exact fit of a
+    non-constant series: linear, geometric, periodic) and with the magnitude of the values
+    (a constant series, whose own sd is a rounding residue too).
+    """
+    sd = float(np.sqrt(max(noise_var, 0.0)))
+    spread = float(values.std()) if values.size else 0.0
+    level = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+    if sd <= _PREDICTABLE_TOL * spread or sd <= _ROUNDING_TOL * level:
+        raise ValueError(
+            f"the data are exactly predictable by an AR({order}) (residual sd {sd:.3g} "
+            f"against a data sd of {spread:.3g} and magnitude {level:.3g}: constant, "
+            "linear or otherwise deterministic), so the noise variance would be a rounding "
+            "residue and every likelihood absurd"
+        )
+
 
 class AutoRegressive(SequenceModel):
     """Gaussian AR(p) with intercept, scored by its exact stationary joint likelihood.
@@ -31,7 +55,8 @@ class AutoRegressive(SequenceModel):
     p values) but ``log_prob`` refuses it.
 
     Fitting is conditional least squares, the conditional maximum likelihood given the first
-    p values of each sequence: one sequence is fitted with statsmodels'
+    p values of each sequence, on the data centred at their mean (the same problem, better
+    conditioned when the level dwarfs the noise): one sequence is fitted with statsmodels'
     ``AutoReg(y, lags=p, trend="c")``; several by least squares on the pooled lagged design
     (lags never cross a sequence boundary), solved by a block-wise Householder QR
     (:func:`probseq.autoregressive.likelihood.pooled_least_squares`; the tests check it
@@ -80,6 +105,16 @@ class AutoRegressive(SequenceModel):
             raise ValueError(f"coef must be a vector [p] (lag 1 first), got shape {phi.shape}")
         if not s2 > 0:
             raise ValueError(f"noise_var must be > 0, got {float(s2)}")
+        level = abs(float(c))
+        if likelihood.is_stationary(phi):
+            level = max(level, abs(likelihood.stationary_mean(float(c), phi)))
+        if np.sqrt(s2) <= _ROUNDING_TOL * level:
+            raise ValueError(
+                f"noise_var = {float(s2):.3g} is below the rounding level of the process "
+                f"(noise sd {np.sqrt(s2):.3g} against a level of {level:.3g}): float64 "
+                "values at that level cannot resolve the noise, so densities would be "
+                "rounding artefacts"
+            )
         model = cls(order=phi.shape[0])
         model._set(float(c), phi.copy(), float(s2))
         return model
@@ -108,21 +143,22 @@ class AutoRegressive(SequenceModel):
                 f"an AR({p}) fit needs at least {p + 2} values after the first {p} of each "
                 f"sequence ({p + 1} regressors and a residual), but the data gives {rows}"
             )
+        # Regress the centred data: the same least-squares problem, but a level far above
+        # the noise no longer ruins the conditioning of [1, lags].
+        centre = float(values[seqs.mask.numpy()].mean())
+        centred = values - centre
         if len(seqs) == 1:
             from statsmodels.tsa.ar_model import AutoReg
 
-            res = AutoReg(values[0, : lengths[0]], lags=p, trend="c").fit()
+            res = AutoReg(centred[0, : lengths[0]], lags=p, trend="c").fit()
             params, noise_var = np.asarray(res.params, dtype=np.float64), float(res.sigma2)
         else:
-            params, ssr, nobs = likelihood.pooled_least_squares(values, lengths, p)
+            params, ssr, nobs = likelihood.pooled_least_squares(centred, lengths, p)
             noise_var = ssr / nobs
+        params[0] += centre * (1.0 - params[1:].sum())
         if not (np.isfinite(params).all() and np.isfinite(noise_var)):
             raise ValueError(f"the AR({p}) fit gave non-finite parameters; is the data degenerate?")
-        if noise_var <= 0:
-            raise ValueError(
-                f"the AR({p}) fit leaves no residual variance (noise_var = {noise_var}): "
-                "the data are exactly predictable from their lags (constant?)"
-            )
+        _check_not_exactly_predictable(noise_var, values[seqs.mask.numpy()], p)
         self._set(float(params[0]), params[1:].copy(), noise_var)
 
     # ---------------------------------------------------------------- probabilities
