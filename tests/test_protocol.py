@@ -98,6 +98,8 @@ def _entries() -> list[Entry]:
               lambda: ps.RecurrentModel(cell="lstm", hidden_size=8, emission="mixture"),
               _reals2, quick_rnn, univariate=False),
     ]
+    out.append(Entry("var1_2d", lambda: ps.VectorAutoRegressive(order=1), _reals2,
+                     univariate=False))
     return out
 
 

@@ -1,0 +1,253 @@
+"""VectorAutoRegressive: the exact joint against a dense multivariate normal of the stacked
+sequence (scipy), fits against statsmodels VAR on macrodata and OLS, sampling, impulse
+responses, degenerate data, scale equivariance, files."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from statsmodels.regression.linear_model import OLS
+from statsmodels.tsa.api import VAR
+
+import probseq
+from probseq import Sequences, VectorAutoRegressive
+
+COEF = np.array([[[0.5, 0.1, 0.0], [-0.2, 0.3, 0.1], [0.05, 0.0, 0.4]],
+                 [[-0.1, 0.0, 0.05], [0.1, -0.2, 0.0], [0.0, 0.1, 0.1]]])
+INTERCEPT = np.array([0.3, -1.0, 2.0])
+NOISE = np.array([[1.0, 0.3, -0.2], [0.3, 0.8, 0.1], [-0.2, 0.1, 1.5]])
+
+
+def _simulate(intercept, coef, noise_cov, length, rng, burn=200):
+    p, d = coef.shape[0], intercept.shape[0]
+    y = np.zeros((length + burn, d))
+    e = rng.multivariate_normal(np.zeros(d), noise_cov, size=length + burn)
+    for t in range(p, length + burn):
+        y[t] = intercept + sum(coef[i] @ y[t - 1 - i] for i in range(p)) + e[t]
+    return y[burn:]
+
+
+def _dense_log_prob(y, intercept, coef, noise_cov):
+    """The whole stacked sequence as one multivariate normal: Gamma(h) from the MA(infinity)
+    weights Psi_j (Gamma(h) = sum_j Psi_{j+h} Sigma Psi_j^T), independent of probseq."""
+    p, d = coef.shape[0], intercept.shape[0]
+    t = y.shape[0]
+    # Truncating the MA(infinity) sum at 400 terms: the weights decay like radius^j with
+    # radius ~ 0.6 here, so the omitted terms are below 1e-80.
+    n_terms = 400
+    psi = [np.eye(d)]
+    while len(psi) < n_terms + t:
+        j = len(psi)
+        psi.append(sum((coef[i - 1] @ psi[j - i] for i in range(1, min(j, p) + 1)),
+                       np.zeros((d, d))))
+    gamma = [sum(psi[j + h] @ noise_cov @ psi[j].T for j in range(n_terms)) for h in range(t)]
+    cov = np.zeros((t * d, t * d))
+    for a in range(t):
+        for b in range(t):
+            cov[a * d:(a + 1) * d, b * d:(b + 1) * d] = gamma[a - b] if a >= b else gamma[b - a].T
+    mean = np.linalg.solve(np.eye(d) - coef.sum(0), intercept)
+    return stats.multivariate_normal(np.tile(mean, t), cov).logpdf(y.reshape(-1))
+
+
+@pytest.mark.parametrize("p", [0, 1, 2])
+def test_log_prob_equals_dense_multivariate_normal(p):
+    coef = COEF[:p]
+    m = VectorAutoRegressive.from_params(INTERCEPT, coef, NOISE)
+    rng = np.random.default_rng(p)
+    batch = [_simulate(INTERCEPT, coef, NOISE, t, rng) for t in (1, 2, 3, 6)]
+    lp = m.log_prob(batch)
+    ref = np.array([_dense_log_prob(y, INTERCEPT, coef, NOISE) for y in batch])
+    assert np.abs(lp.numpy() - ref).max() < 1e-9 * np.abs(ref).max()
+    steps = m.log_prob_steps(batch)
+    torch.testing.assert_close(steps.sum(-1), lp, rtol=0, atol=1e-10)
+    torch.testing.assert_close(lp, torch.stack([m.log_prob(y) for y in batch]), rtol=1e-13,
+                               atol=0)
+    assert m.num_params == 3 + p * 9 + 6
+
+
+def _macro_growth():
+    from statsmodels.datasets import macrodata
+
+    data = macrodata.load_pandas().data[["realgdp", "realcons", "realinv"]]
+    return np.diff(np.log(data.to_numpy()), axis=0)
+
+
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_fit_equals_statsmodels_var_on_macrodata(p):
+    y = _macro_growth()
+    m = VectorAutoRegressive(order=p).fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = VAR(y).fit(p, trend="c")
+    par = m.params
+    assert np.allclose(par["intercept"].numpy(), ref.intercept, rtol=1e-8, atol=1e-12)
+    assert np.allclose(par["coef"].numpy(), ref.coefs, rtol=1e-8, atol=1e-10)
+    assert np.allclose(par["noise_cov"].numpy(), ref.sigma_u_mle, rtol=1e-8, atol=1e-16)
+    # The conditional log-likelihood of statsmodels (given the first p vectors) is the sum of
+    # our steps after the first p.
+    steps = m.log_prob_steps(y).numpy()
+    assert steps[p:].sum() == pytest.approx(ref.llf, rel=1e-10)
+    # Impulse responses equal statsmodels' (plain, and orthogonalised by the Cholesky factor
+    # of the maximum-likelihood noise covariance; statsmodels' default uses the
+    # degrees-of-freedom-corrected one).
+    assert np.allclose(m.impulse_responses(8).numpy(), ref.irf(8).irfs, atol=1e-12)
+    chol = np.linalg.cholesky(ref.sigma_u_mle)
+    assert np.allclose(m.impulse_responses(8, orthogonal=True).numpy(),
+                       ref.orth_ma_rep(8, P=chol), atol=1e-12)
+
+
+def test_pooled_fit_equals_ols_on_a_hand_built_design():
+    rng = np.random.default_rng(3)
+    p = 2
+    series = [_simulate(INTERCEPT, COEF, NOISE, int(n), rng) for n in rng.integers(1, 40, 30)]
+    rows, targets = [], []
+    for y in series:
+        for t in range(p, len(y)):
+            rows.append(np.r_[1.0, y[t - 1], y[t - 2]])
+            targets.append(y[t])
+    design, targets = np.array(rows), np.array(targets)
+    m = VectorAutoRegressive(order=p).fit(series)
+    for k in range(3):
+        ref = OLS(targets[:, k], design).fit()
+        assert m.params["intercept"][k].item() == pytest.approx(ref.params[0], abs=1e-10)
+        fitted_row = m.params["coef"].numpy()[:, k, :].reshape(-1)
+        assert np.allclose(fitted_row, ref.params[1:], atol=1e-10)
+    resid = targets - design @ np.linalg.lstsq(design, targets, rcond=None)[0]
+    assert np.allclose(m.params["noise_cov"].numpy(), resid.T @ resid / len(targets),
+                       atol=1e-10)
+
+
+def test_short_sequences_and_a_single_vector():
+    m = VectorAutoRegressive.from_params(INTERCEPT, COEF, NOISE)
+    mean = m.stationary_mean.numpy()
+    assert np.allclose(mean, np.linalg.solve(np.eye(3) - COEF.sum(0), INTERCEPT))
+    one = np.array([[0.1, -0.5, 2.5]])
+    ref = _dense_log_prob(one, INTERCEPT, COEF, NOISE)
+    assert m.log_prob(one).item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_non_stationary_models_refuse_to_score():
+    explosive = np.array([[[1.05, 0.0], [0.0, 0.5]]])
+    m = VectorAutoRegressive.from_params([0.0, 0.0], explosive, np.eye(2))
+    with pytest.raises(ValueError, match="not stationary"):
+        m.log_prob(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="not stationary"):
+        m.sample(2, 4)
+    s = m.sample(2, 6, prefix=np.ones((2, 2)), seed=0)
+    assert s.values.shape == (2, 6, 2)
+    rng = np.random.default_rng(0)
+    growth = np.cumprod(np.full(150, 1.03))[:, None] * np.ones((1, 2)) + rng.normal(size=(150, 2))
+    fitted = VectorAutoRegressive(order=1).fit(growth)
+    with pytest.raises(ValueError, match="not stationary"):
+        fitted.log_prob(growth)
+
+
+def test_sampler_moments_and_prefix():
+    m = VectorAutoRegressive.from_params(INTERCEPT, COEF, NOISE)
+    n = 20_000
+    y = m.sample(n, 3, seed=0).values.numpy()  # [n, 3, D]
+    mean = m.stationary_mean.numpy()
+    cov = m._moments[1]  # [2 D, 2 D] stationary covariance of two consecutive vectors
+    sd = np.sqrt(np.diag(cov))
+    first = y[:, :2].reshape(n, -1)
+    assert np.abs(first.mean(0) - np.tile(mean, 2)).max() < 5 * sd.max() / np.sqrt(n)
+    assert np.abs(np.cov(first.T) - cov).max() < 5 * cov.max() * np.sqrt(2 / n)
+    prefix = np.array([[0.5, -1.0, 2.0], [0.1, 0.2, 0.3]])
+    s = m.sample(n, 3, prefix=prefix, seed=1).values.numpy()
+    assert np.array_equal(s[:, :2], np.broadcast_to(prefix, (n, 2, 3)))
+    expected = INTERCEPT + COEF[0] @ prefix[1] + COEF[1] @ prefix[0]
+    assert np.abs(s[:, 2].mean(0) - expected).max() < 5 * np.sqrt(NOISE.diagonal().max() / n)
+    assert np.abs(np.cov(s[:, 2].T) - NOISE).max() < 5 * NOISE.max() * np.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("kind", ["constant_coordinate", "exact_relation", "linear"])
+def test_exactly_predictable_data_are_refused(kind):
+    rng = np.random.default_rng(1)
+    y = _simulate(INTERCEPT[:2], COEF[:1, :2, :2], NOISE[:2, :2], 80, rng)
+    if kind == "constant_coordinate":
+        y[:, 1] = 4.2e5
+        match = "coordinate 1 of the data is constant"
+    elif kind == "exact_relation":
+        y = np.hstack([y, y[:, :1] - 2.0 * y[:, 1:]])
+        match = "exactly predictable by a VAR"
+    else:
+        y = np.hstack([y, 1e3 + 7.0 * np.arange(80.0)[:, None]])
+        match = "exactly predictable by a VAR"
+    with pytest.raises(ValueError, match=match):
+        VectorAutoRegressive(order=1).fit(y)
+    with pytest.raises(ValueError, match=match):
+        VectorAutoRegressive(order=1).fit([y, y[10:50]])
+    with pytest.raises(ValueError, match="needs at least"):
+        VectorAutoRegressive(order=2).fit(y[:5])
+
+
+def test_from_params_validates():
+    with pytest.raises(ValueError, match="not positive definite"):
+        VectorAutoRegressive.from_params([0, 0], np.zeros((1, 2, 2)), [[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(ValueError, match="not symmetric"):
+        VectorAutoRegressive.from_params([0, 0], np.zeros((1, 2, 2)), [[1.0, 0.5], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"coef must have shape \[p, 2, 2\]"):
+        VectorAutoRegressive.from_params([0, 0], np.zeros((2, 2)), np.eye(2))
+    with pytest.raises(ValueError, match="noise_cov must have shape"):
+        VectorAutoRegressive.from_params([0, 0], np.zeros((1, 2, 2)), np.eye(3))
+    with pytest.raises(ValueError, match="NaN"):
+        VectorAutoRegressive.from_params([0, np.nan], np.zeros((1, 2, 2)), np.eye(2))
+    with pytest.raises(ValueError, match="rounding level"):
+        VectorAutoRegressive.from_params([1.0, 0.0], np.zeros((1, 2, 2)), np.diag([1e-31, 1.0]))
+    m = VectorAutoRegressive.from_params([0, 0], np.zeros((1, 2, 2)), np.eye(2))
+    with pytest.raises(ValueError, match="D=2"):
+        m.log_prob(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e3, 1e6])
+def test_scale_equivariance(scale):
+    rng = np.random.default_rng(2)
+    x = [_simulate(INTERCEPT, COEF, NOISE, n, rng) for n in (90, 40)]
+    y = _simulate(INTERCEPT, COEF, NOISE, 30, rng)
+    for data in (x[0], x):
+        base = VectorAutoRegressive(order=2).fit(data)
+        scaled_data = [scale * s for s in data] if isinstance(data, list) else scale * data
+        scaled = VectorAutoRegressive(order=2).fit(scaled_data)
+        b, s = base.params, scaled.params
+        assert np.allclose(s["intercept"].numpy(), scale * b["intercept"].numpy(), rtol=1e-8)
+        assert np.allclose(s["coef"].numpy(), b["coef"].numpy(), rtol=1e-8, atol=1e-12)
+        assert np.allclose(s["noise_cov"].numpy(), scale**2 * b["noise_cov"].numpy(), rtol=1e-8)
+        shift = -y.size * np.log(scale)
+        assert scaled.log_prob(scale * y).item() == pytest.approx(
+            base.log_prob(y).item() + shift, abs=1e-7 * abs(shift) + 1e-8)
+
+
+def test_univariate_series_and_files(tmp_path):
+    rng = np.random.default_rng(4)
+    y = _simulate(np.array([0.5]), np.array([[[0.6]], [[-0.2]]]), np.eye(1), 200, rng)[:, 0]
+    m = VectorAutoRegressive(order=2).fit(y)
+    ar = probseq.AutoRegressive(order=2).fit([y, y[:1]])  # the pooled least squares path
+    assert m.params["coef"].numpy().reshape(-1) == pytest.approx(ar.params["coef"].numpy(),
+                                                                  abs=1e-10)
+    assert m.log_prob(y).item() == pytest.approx(ar.log_prob(y).item(), rel=1e-10)
+    assert m.sample(2, 5, seed=0).values.shape == (2, 5)
+    m.save(tmp_path / "var1.pt")
+    assert torch.equal(probseq.load(tmp_path / "var1.pt").log_prob(y), m.log_prob(y))
+    y3 = _macro_growth()
+    m3 = VectorAutoRegressive(order=2).fit(y3)
+    m3.save(tmp_path / "var.pt")
+    loaded = probseq.load(tmp_path / "var.pt")
+    assert torch.equal(loaded.log_prob(y3), m3.log_prob(y3))
+    assert loaded.sample(3, 6, seed=1) == m3.sample(3, 6, seed=1)
+    assert loaded.get_config() == m3.get_config() == {"order": 2}
+    padded = Sequences.from_list([y3[:10], y3[:4]])
+    torch.testing.assert_close(m3.log_prob(padded), torch.stack(
+        [m3.log_prob(y3[:10]), m3.log_prob(y3[:4])]), rtol=1e-13, atol=0)
+
+
+def test_select_var_order_finds_the_simulated_order():
+    from probseq.selection import select_var_order
+
+    rng = np.random.default_rng(6)
+    y = _simulate(INTERCEPT, COEF, NOISE, 600, rng)
+    sel = select_var_order(y, orders=range(1, 5))
+    assert sel.best == 2
+    assert sel.table.loc[2, "num_params"] == 3 + 2 * 9 + 6
+    assert sel.table.loc[2, "log_lik"] == pytest.approx(sel.model.log_prob(y).item(), rel=1e-12)
