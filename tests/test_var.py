@@ -62,7 +62,7 @@ def test_log_prob_equals_dense_multivariate_normal(p):
     assert np.abs(lp.numpy() - ref).max() < 1e-9 * np.abs(ref).max()
     steps = m.log_prob_steps(batch)
     torch.testing.assert_close(steps.sum(-1), lp, rtol=0, atol=1e-10)
-    torch.testing.assert_close(lp, torch.stack([m.log_prob(y) for y in batch]), rtol=1e-13,
+    torch.testing.assert_close(lp, torch.cat([m.log_prob([y]) for y in batch]), rtol=1e-13,
                                atol=0)
     assert m.num_params == 3 + p * 9 + 6
 
@@ -125,7 +125,7 @@ def test_short_sequences_and_a_single_vector():
     assert np.allclose(mean, np.linalg.solve(np.eye(3) - COEF.sum(0), INTERCEPT))
     one = np.array([[0.1, -0.5, 2.5]])
     ref = _dense_log_prob(one, INTERCEPT, COEF, NOISE)
-    assert m.log_prob(one).item() == pytest.approx(ref, rel=1e-10)
+    assert m.log_prob([one]).item() == pytest.approx(ref, rel=1e-10)  # [x]: one short sequence
 
 
 def test_non_stationary_models_refuse_to_score():
