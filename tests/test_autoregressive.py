@@ -231,10 +231,8 @@ def test_bad_input_and_parameters():
         AutoRegressive(order=1).fit(rng.normal(size=(50, 2)))
     with pytest.raises(ValueError, match="univariate"):
         m.log_prob(rng.normal(size=(50, 2)))
-    with pytest.raises(ValueError, match="NaN"):
-        m.log_prob(np.array([0.1, np.nan, 0.3]))
-    with pytest.raises(ValueError, match="NaN"):
-        AutoRegressive(order=1).fit(np.array([0.1, np.nan, 0.3, 0.2, 0.5]))
+    with pytest.raises(ValueError, match="inf"):
+        m.log_prob(np.array([0.1, np.inf, 0.3]))
     with pytest.raises(ValueError, match="needs at least"):
         AutoRegressive(order=3).fit([1.0, 2.0, 0.5, 0.1])
     with pytest.raises(ValueError, match="order"):

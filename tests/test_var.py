@@ -135,7 +135,7 @@ def test_non_stationary_models_refuse_to_score():
         m.log_prob(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="not stationary"):
         m.sample(2, 4)
-    s = m.sample(2, 6, prefix=np.ones((2, 2)), seed=0)
+    s = m.sample(2, 6, prefix=[np.ones((2, 2))], seed=0)
     assert s.values.shape == (2, 6, 2)
     rng = np.random.default_rng(0)
     growth = np.cumprod(np.full(150, 1.03))[:, None] * np.ones((1, 2)) + rng.normal(size=(150, 2))
@@ -155,7 +155,7 @@ def test_sampler_moments_and_prefix():
     assert np.abs(first.mean(0) - np.tile(mean, 2)).max() < 5 * sd.max() / np.sqrt(n)
     assert np.abs(np.cov(first.T) - cov).max() < 5 * cov.max() * np.sqrt(2 / n)
     prefix = np.array([[0.5, -1.0, 2.0], [0.1, 0.2, 0.3]])
-    s = m.sample(n, 3, prefix=prefix, seed=1).values.numpy()
+    s = m.sample(n, 3, prefix=[prefix], seed=1).values.numpy()
     assert np.array_equal(s[:, :2], np.broadcast_to(prefix, (n, 2, 3)))
     expected = INTERCEPT + COEF[0] @ prefix[1] + COEF[1] @ prefix[0]
     assert np.abs(s[:, 2].mean(0) - expected).max() < 5 * np.sqrt(NOISE.diagonal().max() / n)
