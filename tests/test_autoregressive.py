@@ -392,3 +392,232 @@ def test_log_prob_equals_arima_over_random_parameters(persistence, angles, log_s
     y = m.sample(1, length, seed=seed).values[0].numpy()
     ref = _arima_loglike(y, intercept, coef, scale**2)
     assert m.log_prob(y).item() == pytest.approx(ref, rel=1e-6, abs=1e-6 * length)
+
+
+# ------------------------------------------------------------------ missing values and exog
+def _arima(y, p, exog=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ARIMA(y, order=(p, 0, 0), trend="c", exog=exog)
+
+
+def _gappy(y, rng, pattern):
+    y = y.copy()
+    if pattern == "scattered":
+        y[rng.random(len(y)) < 0.3] = np.nan
+    elif pattern == "head_and_tail":
+        y[:3] = np.nan
+        y[-4:] = np.nan
+    elif pattern == "long_gap":
+        y[10:35] = np.nan
+        y[1] = np.nan
+    elif pattern == "alternating":
+        y[::2] = np.nan
+    return y
+
+
+@pytest.mark.parametrize("p", [0, 1, 2, 3])
+@pytest.mark.parametrize("pattern", ["scattered", "head_and_tail", "long_gap", "alternating"])
+def test_missing_values_equal_arima_with_nan(p, pattern):
+    intercept, coef = CASES[p]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+    rng = np.random.default_rng(20 + p)
+    y = _gappy(_simulate(coef, intercept, NOISE_VAR, 60, rng), rng, pattern)
+    mean = intercept / (1 - sum(coef))
+    ref_model = _arima(y, p)
+    params = np.r_[mean, coef, NOISE_VAR]
+    ref = ref_model.loglike(params)
+    got = m.log_prob(y).item()
+    assert got == pytest.approx(ref, rel=1e-10, abs=1e-10)
+    steps = m.log_prob_steps(y).numpy()
+    assert np.all(steps[np.isnan(y)] == 0.0)
+    assert steps.sum() == pytest.approx(got, rel=1e-10)
+    # Step by step: statsmodels' per-observation log-likelihoods (0 at NaN).
+    assert np.allclose(steps, ref_model.loglikeobs(params), rtol=1e-9, atol=1e-10)
+
+
+def test_missing_values_in_a_ragged_batch_and_unchanged_complete_rows():
+    intercept, coef = CASES[2]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+    rng = np.random.default_rng(30)
+    batch = [_simulate(coef, intercept, NOISE_VAR, int(n), rng) for n in (40, 3, 25, 1, 12)]
+    complete = m.log_prob(batch)
+    batch[0][[0, 5, 6, 39]] = np.nan
+    batch[2][10] = np.nan
+    batch[4][:11] = np.nan  # a single observed value
+    lp = m.log_prob(batch)
+    for i in (1, 3):
+        assert lp[i] == complete[i]  # rows without gaps: the complete-data path, bit for bit
+    for i, y in enumerate(batch):
+        ref = _arima(y, 2).loglike(np.r_[intercept / (1 - sum(coef)), coef, NOISE_VAR]) \
+            if len(y) > 1 else m.log_prob(y).item()
+        assert lp[i].item() == pytest.approx(ref, rel=1e-10)
+    torch.testing.assert_close(m.log_prob_steps(batch).sum(-1), lp, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_exact_fit_on_gappy_data_equals_arima_fit(p):
+    intercept, coef = CASES[p]
+    rng = np.random.default_rng(40 + p)
+    y = _gappy(_simulate(coef, intercept, NOISE_VAR, 300, rng), rng, "scattered")
+    m = AutoRegressive(order=p).fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = _arima(y, p).fit()
+    par = m.params
+    mean = par["intercept"].item() / (1 - par["coef"].sum().item())
+    # The same maximum: our log-likelihood is at least statsmodels' (both exact), and the
+    # parameters agree to the optimisers' precision.
+    assert m.log_prob(y).item() >= ref.llf - 1e-7
+    assert m.log_prob(y).item() == pytest.approx(ref.llf, abs=1e-4)
+    assert np.allclose(np.r_[mean, par["coef"].numpy(), par["noise_var"].item()], ref.params,
+                       rtol=2e-3, atol=2e-3)
+
+
+def _exog_data(rng, length, p=2):
+    intercept, coef = CASES[p]
+    x = np.column_stack([np.sin(np.arange(length) / 5.0), rng.normal(size=length) * 3.0])
+    beta = np.array([2.0, -0.7])
+    y = x @ beta + _simulate(coef, intercept, NOISE_VAR, length, rng)
+    return y, x, beta
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_regression_with_ar_errors_equals_arima_exog(gaps):
+    p = 2
+    intercept, coef = CASES[p]
+    rng = np.random.default_rng(50)
+    y, x, beta = _exog_data(rng, 200)
+    if gaps:
+        y = _gappy(y, rng, "scattered")
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR, exog_coef=beta)
+    mean = intercept / (1 - sum(coef))
+    ref_model = _arima(y, p, exog=x)
+    params = np.r_[mean, beta, coef, NOISE_VAR]
+    assert m.log_prob(y, exog=x).item() == pytest.approx(ref_model.loglike(params), rel=1e-10)
+    assert np.allclose(m.log_prob_steps(y, exog=x).numpy(), ref_model.loglikeobs(params),
+                       rtol=1e-9, atol=1e-10)
+    # The fit: statsmodels' exact maximum likelihood.
+    fitted = AutoRegressive(order=p).fit(y, exog=x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ref_model.fit()
+    par = fitted.params
+    ours = np.r_[par["intercept"].item() / (1 - par["coef"].sum().item()),
+                 par["exog_coef"].numpy(), par["coef"].numpy(), par["noise_var"].item()]
+    assert fitted.log_prob(y, exog=x).item() >= ref.llf - 1e-7
+    assert np.allclose(ours, ref.params, rtol=2e-3, atol=2e-3)
+    assert fitted.num_params == p + 2 + 2
+    with pytest.raises(ValueError, match="pass exog="):
+        fitted.log_prob(y)
+    with pytest.raises(ValueError, match="fitted with 2"):
+        fitted.log_prob(y, exog=x[:, :1])
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e3])
+def test_exact_fit_is_scale_equivariant(scale):
+    rng = np.random.default_rng(60)
+    y, x, _ = _exog_data(rng, 150)
+    y = _gappy(y, rng, "scattered")
+    base = AutoRegressive(order=2).fit(y, exog=x)
+    scaled = AutoRegressive(order=2).fit(scale * y, exog=x / scale)
+    b, s = base.params, scaled.params
+    assert s["intercept"].item() == pytest.approx(scale * b["intercept"].item(), rel=1e-5)
+    assert np.allclose(s["coef"].numpy(), b["coef"].numpy(), rtol=1e-5, atol=1e-7)
+    assert np.allclose(s["exog_coef"].numpy(), scale**2 * b["exog_coef"].numpy(), rtol=1e-5)
+    n_obs = int((~np.isnan(y)).sum())
+    assert scaled.log_prob(scale * y, exog=x / scale).item() == pytest.approx(
+        base.log_prob(y, exog=x).item() - n_obs * np.log(scale), rel=1e-7)
+
+
+def test_bad_exact_fit_inputs():
+    rng = np.random.default_rng(61)
+    y, x, _ = _exog_data(rng, 60)
+    with pytest.raises(ValueError, match="covariate 1 is constant"):
+        AutoRegressive(order=1).fit(y, exog=np.column_stack([x[:, 0], np.ones(60)]))
+    with pytest.raises(ValueError, match="method='cls' needs complete data"):
+        AutoRegressive(order=1).fit(y, exog=x, method="cls")
+    with pytest.raises(ValueError, match="exactly predictable"):
+        AutoRegressive(order=1).fit(np.r_[np.ones(30), np.nan, np.ones(30)])
+    # An exactly linear series with gaps: the exact likelihood keeps the model stationary,
+    # which cannot track the trend exactly, so the fit is a finite (poor) stationary model.
+    lin = 2.0 + 0.5 * np.arange(80.0)
+    lin[[3, 40]] = np.nan
+    m = AutoRegressive(order=1).fit(lin)
+    assert abs(m.params["coef"].item()) < 1 and m.params["noise_var"].item() > 1e-3
+    assert np.isfinite(m.log_prob(lin).item())
+    with pytest.raises(ValueError, match="no_such_option"):
+        AutoRegressive(order=1).fit(y, no_such_option=3)
+
+
+def test_gappy_prefix_is_filled_from_its_conditional():
+    p = 2
+    intercept, coef = CASES[p]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+    prefix = np.array([0.5, np.nan, 1.5, np.nan, np.nan, 2.0, np.nan])
+    n = 20_000
+    s = m.sample(n, 9, prefix=prefix, seed=3).values.numpy()
+    obs = ~np.isnan(prefix)
+    assert np.array_equal(s[:, :7][:, obs], np.broadcast_to(prefix[obs], (n, obs.sum())))
+    # The missing values (and the two new steps) given the observed ones: dense Gaussian
+    # conditioning with statsmodels' autocovariances.
+    gamma = _acov(coef, NOISE_VAR, 9)
+    cov = gamma[np.abs(np.subtract.outer(np.arange(9), np.arange(9)))]
+    mu = intercept / (1 - sum(coef))
+    o = np.flatnonzero(obs)
+    u = np.setdiff1d(np.arange(9), o)
+    gain = np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, u)]).T
+    cond_mean = mu + gain @ (prefix[o] - mu)
+    cond_cov = cov[np.ix_(u, u)] - gain @ cov[np.ix_(o, u)]
+    sd = np.sqrt(np.diag(cond_cov))
+    assert np.abs(s[:, u].mean(0) - cond_mean).max() < 5 * sd.max() / np.sqrt(n)
+    assert np.abs(np.cov(s[:, u].T) - cond_cov).max() < 5 * cond_cov.max() * np.sqrt(2 / n)
+
+
+# ------------------------------------------------------------------ predictive distributions
+def _forecast_reference(y, p, params, exog=None, future=None, horizon=12):
+    res = _arima(y, p, exog=exog).filter(params)
+    fc = res.get_forecast(horizon, exog=future)
+    return fc.predicted_mean, fc.var_pred_mean
+
+
+@pytest.mark.parametrize("case", ["plain", "gaps", "exog", "short"])
+def test_forecast_equals_statsmodels_get_forecast(case):
+    p = 3
+    intercept, coef = CASES[p]
+    rng = np.random.default_rng(70)
+    mean = intercept / (1 - sum(coef))
+    if case == "exog":
+        y, x_all, beta = _exog_data(rng, 92, p)
+        y, x, future = _gappy(y[:80], rng, "scattered"), x_all[:80], x_all[80:]
+        m = AutoRegressive.from_params(intercept, coef, NOISE_VAR, exog_coef=beta)
+        params = np.r_[mean, beta, coef, NOISE_VAR]
+    else:
+        y = _simulate(coef, intercept, NOISE_VAR, 2 if case == "short" else 80, rng)
+        if case == "gaps":
+            y[[10, 77, 79]] = np.nan
+        x = future = x_all = None
+        m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+        params = np.r_[mean, coef, NOISE_VAR]
+    ref_mean, ref_var = _forecast_reference(y, p, params, x, future)
+    seqs = Sequences.from_list([y])
+    ex = None if x_all is None else torch.from_numpy(x_all[None])
+    dist = m._forecast(seqs, 12, exog=ex)
+    assert dist.batch_shape == (1, 12)
+    assert np.allclose(dist.mean[0].numpy(), ref_mean, rtol=1e-9, atol=1e-9)
+    assert np.allclose(dist.variance[0].numpy(), ref_var, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_step_predictive_scores_the_steps(gaps):
+    intercept, coef = CASES[3]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+    rng = np.random.default_rng(80)
+    batch = [_simulate(coef, intercept, NOISE_VAR, int(n), rng) for n in (30, 2, 9)]
+    if gaps:
+        batch[0][[1, 2, 20]] = np.nan
+    seqs = Sequences.from_list(batch)
+    dist = m._step_predictive(seqs)
+    assert dist.batch_shape == (3, 30)
+    scores = torch.where(seqs.observed, dist.log_prob(seqs.values), 0.0)
+    torch.testing.assert_close(scores, m.log_prob_steps(seqs), rtol=1e-10, atol=1e-10)

@@ -18,7 +18,13 @@ joint density of ``y_1..y_T`` takes the first ``min(p, T)`` values from
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import (
+    cho_solve,
+    cho_solve_banded,
+    cholesky_banded,
+    solve_banded,
+    solve_triangular,
+)
 
 __all__ = [
     "max_root_inverse_modulus",
@@ -29,6 +35,12 @@ __all__ = [
     "log_prob_steps",
     "lagged_design",
     "pooled_least_squares",
+    "missing_log_prob",
+    "draw_missing",
+    "kalman_predictive",
+    "forecast_moments",
+    "coef_from_pacf",
+    "pacf_from_coef",
 ]
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -220,3 +232,234 @@ def _triangular_factor(a: np.ndarray) -> np.ndarray:
         pass
     tri = np.linalg.qr(a, mode="r")
     return np.vstack([tri, np.zeros((max(k - tri.shape[0], 0), k))])[:k]
+
+
+# ---------------------------------------------------------------------------- missing values
+def _precision_times(v: np.ndarray, coef: np.ndarray, noise_var: float,
+                     head_chol: np.ndarray) -> np.ndarray:
+    """``Q v`` for one sequence ``v [T]`` (centred), Q the precision of the stationary joint:
+    ``Q = blockdiag(Gamma_head^{-1}, 0) + A^T A / sigma2`` with A the ``[T - p, T]`` matrix
+    of the innovations ``e_t = v_t - sum_j phi_j v_{t-j}`` (``t > p``)."""
+    p, t = coef.shape[0], v.shape[0]
+    out = np.zeros(t)
+    head = head_chol.shape[0]
+    if head:
+        out[:head] = cho_solve((head_chol, True), v[:head])
+    if t > p:
+        e = v[p:].copy()
+        for lag in range(1, p + 1):
+            e -= coef[lag - 1] * v[p - lag : t - lag]
+        e /= noise_var
+        out[p:] += e
+        for lag in range(1, p + 1):
+            out[p - lag : t - lag] -= coef[lag - 1] * e
+    return out
+
+
+def _precision_band(missing: np.ndarray, length: int, coef: np.ndarray, noise_var: float,
+                    head_inv: np.ndarray) -> np.ndarray:
+    """``Q_MM`` in lower banded storage ``[p + 1, m]`` (``ab[k, c] = Q[M[c + k], M[c]]``) for
+    the sorted missing steps ``M``; the band is p wide since ``Q_ij = 0`` for ``|i - j| > p``.
+    """
+    p, m = coef.shape[0], missing.shape[0]
+    a = np.r_[1.0, -coef]  # innovation weights a_0..a_p
+    head = head_inv.shape[0]
+    ab = np.zeros((p + 1, m))
+    for k in range(min(p, m - 1) + 1):
+        i, j = missing[: m - k], missing[k:]  # i <= j
+        d = j - i
+        q = np.zeros(m - k)
+        ok = d <= p
+        for s in range(p + 1):  # t = j + s, weights a_{d+s} a_s, for p <= t < T, d+s <= p
+            t = j + s
+            valid = ok & (d + s <= p) & (t >= p) & (t < length)
+            q[valid] += a[np.minimum(d + s, p)[valid]] * a[s]
+        q /= noise_var
+        both = ok & (j < head)
+        q[both] += head_inv[i[both], j[both]]
+        ab[k, : m - k] = q
+    return ab
+
+
+def missing_log_prob(
+    u: np.ndarray,
+    observed: np.ndarray,
+    intercept: float,
+    coef: np.ndarray,
+    noise_var: float,
+    moments: tuple[float, np.ndarray],
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Exact ``log p(u_O)`` of the observed values of one stationary AR(p) sequence.
+
+    With Q the (banded) precision of the whole sequence, the missing values given the
+    observed are ``N(u_hat_M, Q_MM^{-1})``, ``u_hat_M = mu - Q_MM^{-1} Q_MO (u_O - mu)``, so
+    for the completed sequence ``u_hat`` (observed values, and ``u_hat_M`` at the gaps)::
+
+        log p(u_O) = log p(u_hat) - log p(u_hat_M | u_O)
+                   = log p(u_hat) + m log(2 pi) / 2 - log det(Q_MM) / 2
+
+    ``log p(u_hat)`` is the complete-data likelihood and ``Q_MM`` has bandwidth p, so the
+    cost is linear in T.
+
+    Args:
+        u: ``[T]`` values (anything at missing steps).
+        observed: ``[T]`` bool.
+        intercept, coef, noise_var: the AR(p).
+        moments: ``(mu, L)`` from :func:`stationary_moments`.
+
+    Returns:
+        ``(log p(u_O), u_hat [T], band)`` with ``band`` the lower banded Cholesky factor of
+        ``Q_MM`` (``[p + 1, m]``), for conditional draws of the missing values.
+    """
+    mu, chol = moments
+    t = u.shape[0]
+    head = min(coef.shape[0], t)
+    head_chol = chol[:head, :head]
+    missing = np.flatnonzero(~observed)
+    v = np.where(observed, u - mu, 0.0)
+    if missing.size:
+        head_inv = cho_solve((head_chol, True), np.eye(head)) if head else np.zeros((0, 0))
+        band = cholesky_banded(
+            _precision_band(missing, t, coef, noise_var, head_inv), lower=True)
+        g = _precision_times(v, coef, noise_var, head_chol)[missing]
+        v[missing] = -cho_solve_banded((band, True), g)
+        logdet = 2.0 * float(np.log(band[0]).sum())
+    else:
+        band, logdet = np.zeros((coef.shape[0] + 1, 0)), 0.0
+    filled = v + mu
+    complete = log_prob_steps(filled[None], np.array([t]), intercept, coef, noise_var,
+                              (mu, chol)).sum()
+    return float(complete + 0.5 * missing.size * _LOG_2PI - 0.5 * logdet), filled, band
+
+
+def draw_missing(filled: np.ndarray, observed: np.ndarray, band: np.ndarray,
+                 eps: np.ndarray) -> np.ndarray:
+    """Draws ``[S, T]`` of a sequence whose missing values are drawn from their conditional
+    given the observed ones: ``u_hat_M + L^{-T} eps`` with ``Q_MM = L L^T``.
+
+    Args:
+        filled: ``[T]`` the completed sequence of :func:`missing_log_prob`.
+        observed: ``[T]`` bool.
+        band: ``[p + 1, m]`` lower banded Cholesky factor of ``Q_MM``.
+        eps: ``[S, m]`` standard normal draws.
+    """
+    p1, m = band.shape
+    out = np.repeat(filled[None], eps.shape[0], axis=0)
+    if m == 0:
+        return out
+    upper = np.zeros_like(band)  # L^T in solve_banded's upper storage (0, p)
+    for k in range(p1):
+        upper[p1 - 1 - k, k:] = band[k, : m - k]
+    out[:, ~observed] += solve_banded((0, p1 - 1), upper, eps.T).T
+    return out
+
+
+def kalman_predictive(
+    u: np.ndarray,
+    observed: np.ndarray,
+    lengths: np.ndarray,
+    coef: np.ndarray,
+    noise_var: float,
+    mean: float,
+    gamma: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One-step predictive moments of ``u_t`` given the observed ``u_<t`` (Kalman filter of
+    the companion form, batched over sequences; a missing step skips its update).
+
+    The state is ``s_t = (u_t, ..., u_{t-r+1}) - mu`` with ``r = max(p, 1)``, started from
+    the stationary ``N(0, Toeplitz(gamma_0..gamma_{r-1}))``; observing ``u_t`` reads its first
+    coordinate without noise.
+
+    Args:
+        u: ``[N, T_max]`` values (anything at missing or padded steps).
+        observed: ``[N, T_max]`` bool (False at padding).
+        lengths: ``[N]``.
+        coef: ``[p]``; noise_var: sigma2; mean: mu; gamma: ``[>= r]`` autocovariances.
+
+    Returns:
+        ``(pred_mean [N, T_max], pred_var [N, T_max], state_mean [N, r], state_cov
+        [N, r, r])``: predictive moments at every step (values past a length are arbitrary),
+        and the filtered state after each sequence's last step.
+    """
+    n, t_max = u.shape
+    p = coef.shape[0]
+    r = max(p, 1)
+    phi = coef if p else np.zeros(1)
+    idx = np.abs(np.arange(r)[:, None] - np.arange(r)[None, :])
+    a = np.zeros((n, r))
+    cov = np.broadcast_to(gamma[idx], (n, r, r)).copy()
+    pred_mean = np.empty((n, t_max))
+    pred_var = np.empty((n, t_max))
+    end_a, end_p = np.zeros((n, r)), np.zeros((n, r, r))
+    v = u - mean
+    last = lengths - 1
+    for t in range(t_max):
+        f = cov[:, 0, 0].copy()
+        pred_mean[:, t] = a[:, 0] + mean
+        pred_var[:, t] = f
+        obs = observed[:, t]
+        if obs.any():
+            c_obs = cov[obs]  # [k, r, r]
+            gain = c_obs[:, :, 0] / f[obs, None]
+            a[obs] += gain * (v[obs, t] - a[obs, 0])[:, None]
+            c_obs = c_obs - gain[:, :, None] * c_obs[:, None, 0, :]
+            c_obs[:, 0, :] = 0.0  # the observed coordinate is known exactly
+            c_obs[:, :, 0] = 0.0
+            cov[obs] = c_obs
+        ends = last == t
+        if ends.any():
+            end_a[ends], end_p[ends] = a[ends], cov[ends]
+        a, cov = _predict_state(a, cov, phi, noise_var)
+    return pred_mean, pred_var, end_a, end_p
+
+
+def _predict_state(a: np.ndarray, cov: np.ndarray, phi: np.ndarray, noise_var: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One companion-form prediction ``a <- F a``, ``P <- F P F^T + sigma2 e_1 e_1^T``."""
+    new_a = np.empty_like(a)
+    new_a[:, 0] = a @ phi
+    new_a[:, 1:] = a[:, :-1]
+    fp = np.empty_like(cov)
+    fp[:, 0, :] = np.einsum("j,njk->nk", phi, cov)
+    fp[:, 1:, :] = cov[:, :-1, :]
+    new_p = np.empty_like(cov)
+    new_p[:, :, 0] = fp @ phi
+    new_p[:, :, 1:] = fp[:, :, :-1]
+    new_p[:, 0, 0] += noise_var
+    return new_a, 0.5 * (new_p + new_p.transpose(0, 2, 1))
+
+
+def forecast_moments(state_mean: np.ndarray, state_cov: np.ndarray, coef: np.ndarray,
+                     noise_var: float, mean: float, horizon: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [N, H], var [N, H])`` of ``u_{T+h}`` given a filtered state at step T."""
+    p = coef.shape[0]
+    phi = coef if p else np.zeros(1)
+    a, cov = state_mean, state_cov
+    means, variances = [], []
+    for _ in range(horizon):
+        a, cov = _predict_state(a, cov, phi, noise_var)
+        means.append(a[:, 0] + mean)
+        variances.append(cov[:, 0, 0].copy())
+    return np.stack(means, 1), np.stack(variances, 1)
+
+
+def coef_from_pacf(pacf: np.ndarray) -> np.ndarray:
+    """AR coefficients ``[p]`` from partial autocorrelations in (-1, 1) (Durbin-Levinson);
+    every such vector gives a stationary AR (Barndorff-Nielsen and Schou 1973)."""
+    phi = np.zeros(0)
+    for k, r in enumerate(pacf):
+        phi = np.r_[phi - r * phi[::-1], r] if k else np.array([r])
+    return phi
+
+
+def pacf_from_coef(coef: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`coef_from_pacf` (stationary coefficients only)."""
+    phi = np.asarray(coef, dtype=np.float64).copy()
+    out = np.zeros(phi.shape[0])
+    for k in range(phi.shape[0] - 1, -1, -1):
+        r = phi[k]
+        out[k] = r
+        if k:
+            phi = (phi[:k] + r * phi[:k][::-1]) / (1.0 - r * r)
+    return out
