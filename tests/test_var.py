@@ -29,14 +29,11 @@ def _simulate(intercept, coef, noise_cov, length, rng, burn=200):
     return y[burn:]
 
 
-def _dense_log_prob(y, intercept, coef, noise_cov):
-    """The whole stacked sequence as one multivariate normal: Gamma(h) from the MA(infinity)
-    weights Psi_j (Gamma(h) = sum_j Psi_{j+h} Sigma Psi_j^T), independent of probseq."""
-    p, d = coef.shape[0], intercept.shape[0]
-    t = y.shape[0]
-    # Truncating the MA(infinity) sum at 400 terms: the weights decay like radius^j with
-    # radius ~ 0.6 here, so the omitted terms are below 1e-80.
-    n_terms = 400
+def _stacked_cov(coef, noise_cov, t, n_terms=400):
+    """The covariance of t stacked vectors: Gamma(h) = sum_j Psi_{j+h} Sigma Psi_j^T from the
+    MA(infinity) weights Psi_j, truncated at 400 terms (the weights decay like radius^j with
+    radius ~ 0.6 here: the omitted terms are below 1e-80)."""
+    p, d = coef.shape[0], noise_cov.shape[0]
     psi = [np.eye(d)]
     while len(psi) < n_terms + t:
         j = len(psi)
@@ -47,8 +44,16 @@ def _dense_log_prob(y, intercept, coef, noise_cov):
     for a in range(t):
         for b in range(t):
             cov[a * d:(a + 1) * d, b * d:(b + 1) * d] = gamma[a - b] if a >= b else gamma[b - a].T
+    return cov
+
+
+def _dense_log_prob(y, intercept, coef, noise_cov):
+    """The whole stacked sequence as one multivariate normal (scipy), its covariance from the
+    MA(infinity) weights, independent of probseq."""
+    t, d = y.shape
     mean = np.linalg.solve(np.eye(d) - coef.sum(0), intercept)
-    return stats.multivariate_normal(np.tile(mean, t), cov).logpdf(y.reshape(-1))
+    return stats.multivariate_normal(np.tile(mean, t), _stacked_cov(coef, noise_cov, t)).logpdf(
+        y.reshape(-1))
 
 
 @pytest.mark.parametrize("p", [0, 1, 2])
@@ -251,3 +256,50 @@ def test_select_var_order_finds_the_simulated_order():
     assert sel.best == 2
     assert sel.table.loc[2, "num_params"] == 3 + 2 * 9 + 6
     assert sel.table.loc[2, "log_lik"] == pytest.approx(sel.model.log_prob(y).item(), rel=1e-12)
+
+
+# ------------------------------------------------------------------ predictive distributions
+def test_forecast_equals_statsmodels_var_forecast():
+    y = _macro_growth()
+    p, horizon = 2, 12
+    m = VectorAutoRegressive(order=p).fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = VAR(y).fit(p, trend="c")
+    dist = m._forecast(Sequences.from_list([y]), horizon)
+    assert dist.batch_shape == (1, horizon) and dist.event_shape == (3,)
+    assert np.allclose(dist.mean[0].numpy(), ref.forecast(y[-p:], horizon), rtol=1e-8,
+                       atol=1e-12)
+    # Forecast covariances sum_{j < h} Psi_j Sigma Psi_j^T from statsmodels' MA weights, with
+    # the maximum-likelihood Sigma (statsmodels' own mse() uses the df-corrected one).
+    psi = ref.ma_rep(horizon)
+    expected = np.cumsum([w @ ref.sigma_u_mle @ w.T for w in psi[:horizon]], axis=0)
+    assert np.allclose(dist.covariance_matrix[0].numpy(), expected, rtol=1e-8, atol=1e-14)
+
+
+def test_forecast_of_a_sequence_shorter_than_the_order():
+    m = VectorAutoRegressive.from_params(INTERCEPT, COEF, NOISE)
+    y = np.array([[0.2, -1.5, 3.0]])
+    horizon, d = 4, 3
+    dist = m._forecast(Sequences.from_list([y]), horizon)
+    cov = _stacked_cov(COEF, NOISE, 1 + horizon)
+    mean = np.tile(np.linalg.solve(np.eye(d) - COEF.sum(0), INTERCEPT), 1 + horizon)
+    known, rest = slice(0, d), slice(d, None)
+    gain = np.linalg.solve(cov[known, known], cov[known, rest]).T
+    cond_mean = mean[rest] + gain @ (y[0] - mean[known])
+    cond_cov = cov[rest, rest] - gain @ cov[known, rest]
+    for h in range(horizon):
+        block = slice(h * d, (h + 1) * d)
+        assert np.allclose(dist.mean[0, h].numpy(), cond_mean[block], atol=1e-10)
+        assert np.allclose(dist.covariance_matrix[0, h].numpy(), cond_cov[block, block],
+                           atol=1e-10)
+
+
+def test_step_predictive_scores_the_steps():
+    m = VectorAutoRegressive.from_params(INTERCEPT, COEF, NOISE)
+    rng = np.random.default_rng(9)
+    seqs = Sequences.from_list([_simulate(INTERCEPT, COEF, NOISE, n, rng) for n in (12, 1, 5)])
+    dist = m._step_predictive(seqs)
+    assert dist.batch_shape == (3, 12) and dist.event_shape == (3,)
+    scores = torch.where(seqs.mask, dist.log_prob(seqs.values), 0.0)
+    torch.testing.assert_close(scores, m.log_prob_steps(seqs), rtol=1e-10, atol=1e-10)

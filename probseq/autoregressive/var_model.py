@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.linalg import cho_solve
+from scipy.linalg import cho_solve, solve_triangular
 
 from probseq._utils import param_array
 from probseq.autoregressive import vector
@@ -312,6 +312,95 @@ class VectorAutoRegressive(SequenceModel):
         self._univariate = bool(meta.get("univariate", False))
         self._obs_dim = 1 if self._univariate else d
         self._set(c, a, s)
+
+    # ---------------------------------------------------------------- predictive distributions
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+        """``MultivariateNormal`` with batch shape ``[N, T_max]`` and event ``(D,)`` (a
+        ``Normal`` for a model of 1-D series): ``y_t`` given ``y_<t``, exact; arbitrary (but
+        valid) past each length."""
+        self._check_fitted()
+        self._check_stationary()
+        mean, _, chol = self._moments
+        y = seqs.values3d().numpy()
+        n, t_max, d = y.shape
+        p = self.order
+        loc = np.empty((n, t_max, d))
+        tril = np.empty((n, t_max, d, d))
+        head = min(p, t_max)
+        if head:
+            ch = chol[: head * d, : head * d]
+            centred = (y[:, :head] - mean).reshape(n, head * d)
+            z = solve_triangular(ch, centred.T, lower=True).T
+            for t in range(head):
+                block = slice(t * d, (t + 1) * d)
+                diag = ch[block, block]
+                loc[:, t] = y[:, t] - z[:, block] @ diag.T
+                tril[:, t] = diag
+        if t_max > p:
+            pred = np.broadcast_to(self._intercept, (n, t_max - p, d)).copy()
+            for lag in range(1, p + 1):
+                pred += y[:, p - lag : t_max - lag] @ self._coef[lag - 1].T
+            loc[:, p:] = pred
+            tril[:, p:] = self._noise_chol
+        if self._univariate:
+            return torch.distributions.Normal(torch.from_numpy(loc[..., 0]),
+                                              torch.from_numpy(tril[..., 0, 0]))
+        return torch.distributions.MultivariateNormal(torch.from_numpy(loc),
+                                                      scale_tril=torch.from_numpy(tril))
+
+    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
+        """Exact h-step predictive marginals of ``y_{T+h}`` given each sequence:
+        ``MultivariateNormal`` with batch shape ``[N, H]`` (a ``Normal`` for 1-D series).
+
+        From the companion state ``s_T`` (known when ``T >= p``; for a shorter sequence the
+        stationary start conditioned on its vectors), ``s <- F s + c``,
+        ``P <- F P F^T + blockdiag(Sigma, 0)``.
+        """
+        self._check_fitted()
+        p, d, h_max = self.order, self._intercept.shape[0], int(horizon)
+        y = seqs.values3d().numpy()
+        lengths = seqs.lengths.numpy()
+        n = y.shape[0]
+        means = np.empty((n, h_max, d))
+        covs = np.empty((n, h_max, d, d))
+        f = vector.companion(self._coef)
+        q = np.zeros((p * d, p * d))
+        q[:d, :d] = self._noise_cov
+        shift = np.zeros(p * d)
+        shift[:d] = self._intercept
+        for i in range(n):
+            length = int(lengths[i])
+            h0 = 0
+            if p == 0:
+                state, cov = np.zeros(0), np.zeros((0, 0))
+            elif length >= p:
+                state = y[i, length - p : length][::-1].reshape(-1)
+                cov = np.zeros((p * d, p * d))
+            else:  # the stationary start given the first T vectors: y_{T+1..p} are forecasts
+                self._check_stationary()
+                cond_mean, cond_cov = self._initial_conditional(y[i, :length], p)
+                h0 = p - length
+                for h in range(min(h0, h_max)):
+                    block = slice(h * d, (h + 1) * d)
+                    means[i, h], covs[i, h] = cond_mean[block], cond_cov[block, block]
+                mean_t = np.concatenate([y[i, :length].reshape(-1), cond_mean])
+                cov_t = np.zeros((p * d, p * d))
+                cov_t[length * d :, length * d :] = cond_cov
+                order = np.concatenate([np.arange(d) + d * (p - 1 - j) for j in range(p)])
+                state, cov = mean_t[order], cov_t[np.ix_(order, order)]
+            for h in range(h0, h_max):
+                if p == 0:
+                    means[i, h], covs[i, h] = self._intercept, self._noise_cov
+                    continue
+                state = f @ state + shift
+                cov = f @ cov @ f.T + q
+                means[i, h], covs[i, h] = state[:d], cov[:d, :d]
+        covs = 0.5 * (covs + covs.transpose(0, 1, 3, 2))
+        if self._univariate:
+            return torch.distributions.Normal(torch.from_numpy(means[..., 0]),
+                                              torch.from_numpy(np.sqrt(covs[..., 0, 0])))
+        return torch.distributions.MultivariateNormal(torch.from_numpy(means),
+                                                      covariance_matrix=torch.from_numpy(covs))
 
 
 def _check_not_exactly_predictable(resid: np.ndarray, observed: np.ndarray,
