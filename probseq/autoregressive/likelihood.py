@@ -38,6 +38,8 @@ __all__ = [
     "missing_log_prob",
     "draw_missing",
     "kalman_predictive",
+    "irregular_segments",
+    "predictive_moments",
     "forecast_moments",
     "coef_from_pacf",
     "pacf_from_coef",
@@ -391,26 +393,145 @@ def kalman_predictive(
     pred_mean = np.empty((n, t_max))
     pred_var = np.empty((n, t_max))
     end_a, end_p = np.zeros((n, r)), np.zeros((n, r, r))
-    v = u - mean
-    last = lengths - 1
+    v = np.where(observed, u - mean, 0.0)
+    seen = observed.astype(np.float64)
+    ends: dict[int, list[int]] = {}
+    for i, t in enumerate(lengths - 1):
+        ends.setdefault(int(t), []).append(i)
     for t in range(t_max):
         f = cov[:, 0, 0].copy()
-        pred_mean[:, t] = a[:, 0] + mean
+        pred_mean[:, t] = a[:, 0]
         pred_var[:, t] = f
-        obs = observed[:, t]
-        if obs.any():
-            c_obs = cov[obs]  # [k, r, r]
-            gain = c_obs[:, :, 0] / f[obs, None]
-            a[obs] += gain * (v[obs, t] - a[obs, 0])[:, None]
-            c_obs = c_obs - gain[:, :, None] * c_obs[:, None, 0, :]
-            c_obs[:, 0, :] = 0.0  # the observed coordinate is known exactly
-            c_obs[:, :, 0] = 0.0
-            cov[obs] = c_obs
-        ends = last == t
-        if ends.any():
-            end_a[ends], end_p[ends] = a[ends], cov[ends]
+        # Update (a no-op where u_t is missing: the gain is multiplied by 0 there).
+        gain = cov[:, :, 0] * (seen[:, t] / f)[:, None]
+        a += gain * (v[:, t] - a[:, 0])[:, None]
+        cov -= gain[:, :, None] * cov[:, None, 0, :]
+        keep = (1.0 - seen[:, t])[:, None]
+        cov[:, 0, :] *= keep  # the observed coordinate is known exactly
+        cov[:, :, 0] *= keep
+        if t in ends:
+            rows = ends[t]
+            end_a[rows], end_p[rows] = a[rows], cov[rows]
         a, cov = _predict_state(a, cov, phi, noise_var)
-    return pred_mean, pred_var, end_a, end_p
+    return pred_mean + mean, pred_var, end_a, end_p
+
+
+def irregular_segments(observed: np.ndarray, lengths: np.ndarray, order: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The steps whose predictive the complete-data formulas get wrong, and the windows a
+    Kalman filter needs to get them right.
+
+    Step t is *regular* when the values it conditions on in the complete-data formulas are
+    observed: ``y_{t-p}..y_{t-1}`` for ``t >= p``, ``y_0..y_{t-1}`` for ``t < p``. Every other
+    step inside the lengths is irregular. The predictive of an irregular step t given the
+    observed past only depends on the values since the last run of p observed values before
+    t (which pins the state down), so a filter started from the stationary distribution at
+    the start of that run (or at 0) is exact. Irregular steps sharing that start share a
+    window.
+
+    Returns:
+        ``(owner [N, T_max] int, rows [W], starts [W], ends [W])``: W windows
+        ``[start, end)`` of sequence ``row``; ``owner`` is the window of each irregular step
+        (-1 at regular steps).
+    """
+    n, t_max = observed.shape
+    owner = np.full((n, t_max), -1, dtype=np.int64)
+    rows, starts, ends = [], [], []
+    if order == 0:
+        return owner, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for i in range(n):
+        length = int(lengths[i])
+        o = observed[i, :length]
+        if o.all():
+            continue
+        missing_before = np.r_[0, np.cumsum(~o)]  # [length + 1]
+        t = np.arange(length)
+        lo = np.maximum(t - order, 0)
+        irr = np.flatnonzero((missing_before[t] - missing_before[lo]) > 0)
+        if not irr.size:
+            continue
+        e = np.arange(order, length + 1)
+        full_end = np.full(length + 1, -1)
+        full_end[order:] = np.where(missing_before[e] - missing_before[e - order] == 0, e, -1)
+        last_full_end = np.maximum.accumulate(full_end)[irr]
+        begin = np.where(last_full_end >= 0, last_full_end - order, 0)
+        # irr is sorted and begin is non-decreasing in it: one window per distinct begin.
+        first = np.r_[True, begin[1:] != begin[:-1]]
+        group = np.cumsum(first) - 1 + len(rows)
+        owner[i, irr] = group
+        last = np.r_[np.flatnonzero(first)[1:] - 1, irr.size - 1]
+        rows += [i] * int(first.sum())
+        starts += begin[first].tolist()
+        ends += (irr[last] + 1).tolist()
+    return owner, np.array(rows, np.int64), np.array(starts, np.int64), \
+        np.array(ends, np.int64)
+
+
+def windows(x: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``(x[rows, starts..ends] left-aligned [W, max width], width [W])``."""
+    width = ends - starts
+    cols = starts[:, None] + np.arange(int(width.max()))[None, :]
+    inside = cols < ends[:, None]
+    return x[rows[:, None], np.where(inside, cols, 0)], width
+
+
+def predictive_moments(
+    u: np.ndarray,
+    observed: np.ndarray | None,
+    lengths: np.ndarray,
+    intercept: float,
+    coef: np.ndarray,
+    noise_var: float,
+    moments: tuple[float, np.ndarray],
+    gamma: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [N, T_max], var [N, T_max])`` of ``u_t`` given the observed ``u_<t``, exact.
+
+    Regular steps (see :func:`irregular_segments`) by the complete-data formulas (the
+    stationary conditional for ``t < p``, ``c + sum_j phi_j u_{t-j}`` after); irregular ones
+    by the Kalman filter (:func:`kalman_predictive`) over the merged windows they need.
+    """
+    n, t_max = u.shape
+    p = coef.shape[0]
+    mu, chol = moments
+    mean = np.empty((n, t_max))
+    var = np.empty((n, t_max))
+    head = min(p, t_max)
+    if head:
+        ch = chol[:head, :head]
+        centred = u[:, :head] - mu
+        z = np.empty_like(centred)
+        for t in range(head):
+            z[:, t] = (centred[:, t] - z[:, :t] @ ch[t, :t]) / ch[t, t]
+        diag = np.diag(ch)
+        mean[:, :head] = u[:, :head] - diag * z
+        var[:, :head] = diag**2
+    if t_max > p:
+        pred = np.full((n, t_max - p), intercept)
+        for lag in range(1, p + 1):
+            pred += coef[lag - 1] * u[:, p - lag : t_max - lag]
+        mean[:, p:] = pred
+        var[:, p:] = noise_var
+    if observed is not None:
+        owner, rows, starts, ends = irregular_segments(observed, lengths, p)
+        width = ends - starts
+        # Windows in classes of similar width (factor 8), so a few long windows do not
+        # make every short one run as long.
+        classes = np.ceil(np.log2(np.maximum(width, 1)) / 3).astype(np.int64)
+        for cls in np.unique(classes):
+            pick = np.flatnonzero(classes == cls)
+            u_w, w = windows(u, rows[pick], starts[pick], ends[pick])
+            o_w, _ = windows(observed, rows[pick], starts[pick], ends[pick])
+            o_w &= np.arange(u_w.shape[1])[None, :] < w[:, None]
+            m_w, v_w, _, _ = kalman_predictive(u_w, o_w, w, coef, noise_var, mu, gamma)
+            # Scatter each window's own irregular steps.
+            i_idx, t_idx = np.nonzero(np.isin(owner, pick))
+            k = np.searchsorted(pick, owner[i_idx, t_idx])
+            col = t_idx - starts[pick][k]
+            mean[i_idx, t_idx] = m_w[k, col]
+            var[i_idx, t_idx] = v_w[k, col]
+    return mean, var
 
 
 def _predict_state(a: np.ndarray, cov: np.ndarray, phi: np.ndarray, noise_var: float

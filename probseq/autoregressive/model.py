@@ -355,9 +355,9 @@ class AutoRegressive(SequenceModel):
         if seqs.has_missing:
             obs = seqs.observed.numpy()
             rows = np.flatnonzero(obs.sum(1) < lengths)
-            mean, var, _, _ = likelihood.kalman_predictive(
-                u[rows], obs[rows], lengths[rows], self._coef, self._noise_var,
-                self._moments[0], self._kalman_gamma())
+            mean, var = likelihood.predictive_moments(
+                u[rows], obs[rows], lengths[rows], self._intercept, self._coef,
+                self._noise_var, self._moments, self._kalman_gamma())
             lp = -0.5 * (_LOG_2PI + np.log(var) + (u[rows] - mean) ** 2 / var)
             out[rows] = np.where(obs[rows], lp, 0.0)
         return out
@@ -506,35 +506,11 @@ class AutoRegressive(SequenceModel):
         values = seqs.values.numpy()
         u = self._errors(values, exog)
         shift = values - u
-        lengths = seqs.lengths.numpy()
-        n, t_max = u.shape
-        p = self.order
-        mu, chol = self._moments
-        loc = np.empty((n, t_max))
-        scale = np.empty((n, t_max))
-        head = min(p, t_max)
-        if head:
-            ch = chol[:head, :head]
-            centred = u[:, :head] - mu
-            z = np.empty_like(centred)
-            for t in range(head):
-                z[:, t] = (centred[:, t] - z[:, :t] @ ch[t, :t]) / ch[t, t]
-            diag = np.diag(ch)
-            loc[:, :head] = u[:, :head] - diag * z
-            scale[:, :head] = diag
-        if t_max > p:
-            pred = np.full((n, t_max - p), self._intercept)
-            for lag in range(1, p + 1):
-                pred += self._coef[lag - 1] * u[:, p - lag : t_max - lag]
-            loc[:, p:] = pred
-            scale[:, p:] = np.sqrt(self._noise_var)
-        if seqs.has_missing:
-            obs = seqs.observed.numpy()
-            rows = np.flatnonzero(obs.sum(1) < lengths)
-            mean, var, _, _ = likelihood.kalman_predictive(
-                u[rows], obs[rows], lengths[rows], self._coef, self._noise_var, mu,
-                self._kalman_gamma())
-            loc[rows], scale[rows] = mean, np.sqrt(var)
+        obs = seqs.observed.numpy() if seqs.has_missing else None
+        loc, var = likelihood.predictive_moments(
+            u, obs, seqs.lengths.numpy(), self._intercept, self._coef, self._noise_var,
+            self._moments, self._kalman_gamma())
+        scale = np.sqrt(var)
         return torch.distributions.Normal(torch.from_numpy(loc + shift),
                                           torch.from_numpy(scale))
 
