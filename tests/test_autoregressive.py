@@ -621,3 +621,45 @@ def test_step_predictive_scores_the_steps(gaps):
     assert dist.batch_shape == (3, 30)
     scores = torch.where(seqs.observed, dist.log_prob(seqs.values), 0.0)
     torch.testing.assert_close(scores, m.log_prob_steps(seqs), rtol=1e-10, atol=1e-10)
+
+
+def test_co2_with_its_gaps_equals_arima():
+    """The real weekly CO2 series (2,284 values, 59 NaN): the exact fit, its likelihood and
+    per-step scores, and its forecasts against statsmodels' ARIMA Kalman filter."""
+    from probseq.datasets import co2
+
+    y = co2().to_numpy()
+    assert np.isnan(y).sum() == 59
+    m = AutoRegressive(order=2).fit(y)
+    par = m.params
+    params = np.r_[par["intercept"].item() / (1 - par["coef"].sum().item()),
+                   par["coef"].numpy(), par["noise_var"].item()]
+    model = _arima(y, 2)
+    lp = m.log_prob(y).item()
+    assert lp == pytest.approx(model.loglike(params), rel=1e-11)
+    assert np.allclose(m.log_prob_steps(y).numpy(), model.loglikeobs(params), rtol=1e-9,
+                       atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = model.fit()
+    assert lp >= ref.llf - 1e-6  # statsmodels stops earlier near the unit root here
+    mean, var = _forecast_reference(y, 2, params)
+    dist = m._forecast(Sequences.from_list([y]), 12)
+    assert np.allclose(dist.mean[0].numpy(), mean, rtol=1e-10)
+    assert np.allclose(dist.variance[0].numpy(), var, rtol=1e-8)
+
+
+def test_sample_with_covariates_continues_the_regression():
+    rng = np.random.default_rng(90)
+    y, x, beta = _exog_data(rng, 12)
+    intercept, coef = CASES[2]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR, exog_coef=beta)
+    n = 20_000
+    s = m.sample(n, 12, prefix=y[:10], exog=x, seed=5).values.numpy()
+    assert np.array_equal(s[:, :10], np.broadcast_to(y[:10], (n, 10)))
+    u = y - x @ beta
+    expected = x[10] @ beta + intercept + coef[0] * u[9] + coef[1] * u[8]
+    assert abs(s[:, 10].mean() - expected) < 5 * np.sqrt(NOISE_VAR / n)
+    assert abs(s[:, 10].var() - NOISE_VAR) < 5 * NOISE_VAR * np.sqrt(2 / n)
+    with pytest.raises(ValueError, match="pass exog="):
+        m.sample(2, 5)
