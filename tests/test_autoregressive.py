@@ -379,11 +379,14 @@ def _coef_from_inverse_roots(moduli, angles):
     mean=st.floats(-10.0, 10.0),
     length=st.integers(1, 40),
     seed=st.integers(0, 2**16),
+    gaps=st.lists(st.booleans(), min_size=40, max_size=40),
 )
 def test_log_prob_equals_arima_over_random_parameters(persistence, angles, log_scale, mean,
-                                                       length, seed):
+                                                       length, seed, gaps):
     # Inverse-root moduli 1 - 10^-k for k up to 3.5: roots as close as 3e-4 to the unit
-    # circle; noise sd from 1e-6 to 1e6 (and the mean with it); orders 1 to 4.
+    # circle; noise sd from 1e-6 to 1e6 (and the mean with it); orders 1 to 4. Over 300
+    # random draws the largest relative difference was 1.5e-9 (with and without gaps);
+    # statsmodels' own error against a 50-digit evaluation reaches 2e-7 nats there.
     moduli = [1.0 - 10.0 ** -k for k in persistence]
     coef = _coef_from_inverse_roots(moduli, angles[: len(moduli)])
     scale = 10.0**log_scale
@@ -391,7 +394,16 @@ def test_log_prob_equals_arima_over_random_parameters(persistence, angles, log_s
     m = AutoRegressive.from_params(intercept, coef, scale**2)
     y = m.sample(1, length, seed=seed).values[0].numpy()
     ref = _arima_loglike(y, intercept, coef, scale**2)
-    assert m.log_prob(y).item() == pytest.approx(ref, rel=1e-6, abs=1e-6 * length)
+    assert m.log_prob(y).item() == pytest.approx(ref, rel=1e-8, abs=1e-8 * length)
+    # And with missing values (at least one value observed).
+    holes = np.array(gaps[:length])
+    holes[seed % length] = False
+    if holes.any():
+        y[holes] = np.nan
+        ref = _arima_loglike(y, intercept, coef, scale**2)
+        assert m.log_prob(y).item() == pytest.approx(ref, rel=1e-8, abs=1e-8 * length)
+        assert m.log_prob_steps(y).sum().item() == pytest.approx(ref, rel=1e-8,
+                                                                 abs=1e-8 * length)
 
 
 # ------------------------------------------------------------------ missing values and exog
@@ -456,11 +468,14 @@ def test_missing_values_in_a_ragged_batch_and_unchanged_complete_rows():
 
 
 @pytest.mark.parametrize("p", [1, 2])
-def test_exact_fit_on_gappy_data_equals_arima_fit(p):
+@pytest.mark.parametrize("gaps", [True, False])
+def test_exact_fit_equals_arima_fit(p, gaps):
     intercept, coef = CASES[p]
     rng = np.random.default_rng(40 + p)
-    y = _gappy(_simulate(coef, intercept, NOISE_VAR, 300, rng), rng, "scattered")
-    m = AutoRegressive(order=p).fit(y)
+    y = _simulate(coef, intercept, NOISE_VAR, 300, rng)
+    if gaps:
+        y = _gappy(y, rng, "scattered")
+    m = AutoRegressive(order=p).fit(y, method="mle")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = _arima(y, p).fit()

@@ -78,16 +78,26 @@ def autocovariances(coef: np.ndarray, noise_var: float) -> np.ndarray:
     """``[p + 1]`` autocovariances ``gamma_0..gamma_p`` of a stationary AR(p).
 
     Solves the ``p + 1`` Yule-Walker equations
-    ``gamma_h - sum_j phi_j gamma_{|h - j|} = sigma2 [h = 0]`` as one linear system.
+    ``gamma_h - sum_j phi_j gamma_{|h - j|} = sigma2 [h = 0]`` as one linear system, then
+    refines the solution with residuals computed in extended precision (``np.longdouble``):
+    near a unit root the system is ill-conditioned and the conditional variances of values
+    far apart (``gamma_0 - gamma_h^2 / gamma_0``) cancel most digits of gamma, so a plain
+    float64 solve costs up to ~1e-4 nats on 20 values with roots 4e-4 from the unit circle.
     """
     p = coef.shape[0]
-    system = np.eye(p + 1)
+    exact = np.eye(p + 1, dtype=np.longdouble)
+    phi = coef.astype(np.longdouble)
     for h in range(p + 1):
         for j in range(1, p + 1):
-            system[h, abs(h - j)] -= coef[j - 1]
-    rhs = np.zeros(p + 1)
+            exact[h, abs(h - j)] -= phi[j - 1]
+    system = exact.astype(np.float64)
+    rhs = np.zeros(p + 1, dtype=np.longdouble)
     rhs[0] = noise_var
-    return np.linalg.solve(system, rhs)
+    gamma = np.linalg.solve(system, rhs.astype(np.float64)).astype(np.longdouble)
+    for _ in range(3):  # iterative refinement
+        resid = rhs - exact @ gamma
+        gamma += np.linalg.solve(system, resid.astype(np.float64)).astype(np.longdouble)
+    return gamma.astype(np.float64)
 
 
 def stationary_cholesky(coef: np.ndarray, noise_var: float) -> np.ndarray:
