@@ -678,3 +678,21 @@ def test_sample_with_covariates_continues_the_regression():
     assert abs(s[:, 10].var() - NOISE_VAR) < 5 * NOISE_VAR * np.sqrt(2 / n)
     with pytest.raises(ValueError, match="pass exog="):
         m.sample(2, 5)
+
+
+def test_forecast_of_a_ragged_gappy_batch_equals_one_by_one():
+    intercept, coef = CASES[2]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR)
+    rng = np.random.default_rng(95)
+    batch = [_simulate(coef, intercept, NOISE_VAR, int(n), rng) for n in (30, 1, 7, 15)]
+    batch[0][[28, 29]] = np.nan  # trailing gaps: forecast targets of the filter
+    batch[2][[0, 3]] = np.nan
+    dist = m._forecast(Sequences.from_list(batch), 5)
+    for i, y in enumerate(batch):
+        one = m._forecast(Sequences.from_list([y]), 5)
+        torch.testing.assert_close(dist.mean[i], one.mean[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dist.stddev[i], one.stddev[0], rtol=1e-12, atol=1e-12)
+    mean, var = _forecast_reference(batch[0], 2, np.r_[intercept / (1 - sum(coef)), coef,
+                                                       NOISE_VAR], horizon=5)
+    assert np.allclose(dist.mean[0].numpy(), mean, rtol=1e-10)
+    assert np.allclose(dist.variance[0].numpy(), var, rtol=1e-10)
