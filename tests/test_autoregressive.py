@@ -696,3 +696,21 @@ def test_forecast_of_a_ragged_gappy_batch_equals_one_by_one():
                                                        NOISE_VAR], horizon=5)
     assert np.allclose(dist.mean[0].numpy(), mean, rtol=1e-10)
     assert np.allclose(dist.variance[0].numpy(), var, rtol=1e-10)
+
+
+def test_forecast_of_a_non_stationary_model_continues_the_recursion():
+    # A random walk with drift (statsmodels AutoReg forecasts it; no stationary start needed
+    # once p values are observed).
+    m = AutoRegressive.from_params(0.5, [1.0], 2.0)
+    y = np.array([1.0, 2.0, np.nan, 3.0, 4.5])
+    dist = m._forecast(Sequences.from_list([y]), 4)
+    assert np.allclose(dist.mean[0].numpy(), 4.5 + 0.5 * np.arange(1, 5))
+    assert np.allclose(dist.variance[0].numpy(), 2.0 * np.arange(1, 5))
+    explosive = AutoRegressive.from_params(0.0, [0.5, 0.6], 1.0)
+    y = np.array([0.3, -0.2, 1.0])
+    dist = explosive._forecast(Sequences.from_list([y]), 2)
+    assert dist.mean[0, 0].item() == pytest.approx(0.5 * 1.0 + 0.6 * -0.2)
+    assert dist.mean[0, 1].item() == pytest.approx(0.5 * dist.mean[0, 0].item() + 0.6 * 1.0)
+    assert dist.variance[0].numpy() == pytest.approx([1.0, 1.0 + 0.25])
+    with pytest.raises(ValueError, match="not stationary"):
+        explosive._forecast(Sequences.from_list([np.array([0.3, np.nan, 1.0])]), 2)

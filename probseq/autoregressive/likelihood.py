@@ -374,6 +374,7 @@ def kalman_predictive(
     noise_var: float,
     mean: float,
     gamma: np.ndarray,
+    drift: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One-step predictive moments of ``u_t`` given the observed ``u_<t`` (Kalman filter of
     the companion form, batched over sequences; a missing step skips its update).
@@ -387,6 +388,10 @@ def kalman_predictive(
         observed: ``[N, T_max]`` bool (False at padding).
         lengths: ``[N]``.
         coef: ``[p]``; noise_var: sigma2; mean: mu; gamma: ``[>= r]`` autocovariances.
+        drift: ``c - m (1 - sum(phi))`` when ``mean`` is a centre m other than mu (a model
+            without a stationary mean, whose windows begin with p observed values that pin
+            the state down whatever the prior; gamma then only needs to be positive
+            definite).
 
     Returns:
         ``(pred_mean [N, T_max], pred_var [N, T_max], state_mean [N, r], state_cov
@@ -422,7 +427,7 @@ def kalman_predictive(
         if t in ends:
             rows = ends[t]
             end_a[rows], end_p[rows] = a[rows], cov[rows]
-        a, cov = _predict_state(a, cov, phi, noise_var)
+        a, cov = _predict_state(a, cov, phi, noise_var, drift)
     return pred_mean + mean, pred_var, end_a, end_p
 
 
@@ -544,11 +549,12 @@ def predictive_moments(
     return mean, var
 
 
-def _predict_state(a: np.ndarray, cov: np.ndarray, phi: np.ndarray, noise_var: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One companion-form prediction ``a <- F a``, ``P <- F P F^T + sigma2 e_1 e_1^T``."""
+def _predict_state(a: np.ndarray, cov: np.ndarray, phi: np.ndarray, noise_var: float,
+                   drift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One companion-form prediction ``a <- F a + drift e_1``,
+    ``P <- F P F^T + sigma2 e_1 e_1^T``."""
     new_a = np.empty_like(a)
-    new_a[:, 0] = a @ phi
+    new_a[:, 0] = a @ phi + drift
     new_a[:, 1:] = a[:, :-1]
     fp = np.empty_like(cov)
     fp[:, 0, :] = np.einsum("j,njk->nk", phi, cov)
@@ -561,15 +567,16 @@ def _predict_state(a: np.ndarray, cov: np.ndarray, phi: np.ndarray, noise_var: f
 
 
 def forecast_moments(state_mean: np.ndarray, state_cov: np.ndarray, coef: np.ndarray,
-                     noise_var: float, mean: float, horizon: int
+                     noise_var: float, mean: float, horizon: int, drift: float = 0.0
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean [N, H], var [N, H])`` of ``u_{T+h}`` given a filtered state at step T."""
+    """``(mean [N, H], var [N, H])`` of ``u_{T+h}`` given a filtered state at step T (of
+    :func:`kalman_predictive` with the same ``mean`` and ``drift``)."""
     p = coef.shape[0]
     phi = coef if p else np.zeros(1)
     a, cov = state_mean, state_cov
     means, variances = [], []
     for _ in range(horizon):
-        a, cov = _predict_state(a, cov, phi, noise_var)
+        a, cov = _predict_state(a, cov, phi, noise_var, drift)
         means.append(a[:, 0] + mean)
         variances.append(cov[:, 0, 0].copy())
     return np.stack(means, 1), np.stack(variances, 1)

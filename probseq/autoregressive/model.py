@@ -520,7 +520,6 @@ class AutoRegressive(SequenceModel):
         ``y_{T+h}`` given each sequence's observed values (and the covariates, which ``exog``
         ``[N, T_max + H, E]`` gives for the future steps too)."""
         self._check_fitted()
-        self._check_stationary()
         values = seqs.values.numpy()
         n, t_max = values.shape
         lengths = seqs.lengths.numpy()
@@ -541,6 +540,8 @@ class AutoRegressive(SequenceModel):
                 continue
             runs = np.flatnonzero(np.convolve(o.astype(np.int64), np.ones(p, np.int64),
                                               mode="valid") == p)
+            if not runs.size:
+                self._check_stationary()  # the stationary start is needed
             starts[i] = runs[-1] if runs.size else 0
         width = lengths - starts
         w_max = int(width.max())
@@ -548,11 +549,15 @@ class AutoRegressive(SequenceModel):
         inside = np.arange(w_max)[None, :] < width[:, None]
         cols = np.where(inside, cols, 0)
         rows = np.arange(n)[:, None]
+        if self._moments is not None:
+            centre, gamma, drift = self._moments[0], self._kalman_gamma(), 0.0
+        else:  # every window begins with p observed values: any prior is forgotten exactly
+            centre, gamma, drift = 0.0, np.r_[self._noise_var, np.zeros(p)], self._intercept
         _, _, a, cov = likelihood.kalman_predictive(
             u[rows, cols], obs[rows, cols] & inside, width, self._coef, self._noise_var,
-            self._moments[0], self._kalman_gamma())
-        mean, var = likelihood.forecast_moments(a, cov, self._coef, self._noise_var,
-                                                self._moments[0], int(horizon))
+            centre, gamma, drift)
+        mean, var = likelihood.forecast_moments(a, cov, self._coef, self._noise_var, centre,
+                                                int(horizon), drift)
         if self._exog_coef is not None:
             future = lengths[:, None] + np.arange(int(horizon))[None, :]
             if future.max() >= full.shape[1]:
