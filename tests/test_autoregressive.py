@@ -714,3 +714,25 @@ def test_forecast_of_a_non_stationary_model_continues_the_recursion():
     assert dist.variance[0].numpy() == pytest.approx([1.0, 1.0 + 0.25])
     with pytest.raises(ValueError, match="not stationary"):
         explosive._forecast(Sequences.from_list([np.array([0.3, np.nan, 1.0])]), 2)
+
+
+def test_gappy_prefix_with_per_sample_covariates():
+    rng = np.random.default_rng(96)
+    intercept, coef = CASES[1]
+    m = AutoRegressive.from_params(intercept, coef, NOISE_VAR, exog_coef=[1.5])
+    n = 4000
+    paths = rng.normal(size=(2, 8, 1))
+    x = paths[np.arange(n) % 2]  # two covariate paths, alternating across the samples
+    prefix = np.array([0.2, np.nan, 1.0, np.nan])
+    s = m.sample(n, 8, prefix=prefix, exog=x, seed=0).values.numpy()
+    assert np.array_equal(s[:, [0, 2]], np.tile([0.2, 1.0], (n, 1)))
+    # Each sample's gap given its own covariates: for an AR(1) u_1 given u_0, u_2 has mean
+    # mu + phi (u_0 + u_2 - 2 mu) / (1 + phi^2) and variance sigma2 / (1 + phi^2).
+    mu, phi = intercept / (1 - coef[0]), coef[0]
+    sd = np.sqrt(NOISE_VAR / (1 + phi**2))
+    for k in range(2):
+        u0, u2 = 0.2 - 1.5 * paths[k, 0, 0], 1.0 - 1.5 * paths[k, 2, 0]
+        cond = mu + phi * (u0 + u2 - 2 * mu) / (1 + phi**2) + 1.5 * paths[k, 1, 0]
+        draws = s[k::2, 1]
+        assert abs(draws.mean() - cond) < 5 * sd / np.sqrt(n / 2)
+        assert abs(draws.std() - sd) < 5 * sd / np.sqrt(n)

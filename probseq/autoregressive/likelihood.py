@@ -36,6 +36,7 @@ __all__ = [
     "lagged_design",
     "pooled_least_squares",
     "missing_log_prob",
+    "conditional_fill",
     "draw_missing",
     "kalman_predictive",
     "irregular_segments",
@@ -249,22 +250,23 @@ def _triangular_factor(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- missing values
 def _precision_times(v: np.ndarray, coef: np.ndarray, noise_var: float,
                      head_chol: np.ndarray) -> np.ndarray:
-    """``Q v`` for one sequence ``v [T]`` (centred), Q the precision of the stationary joint:
-    ``Q = blockdiag(Gamma_head^{-1}, 0) + A^T A / sigma2`` with A the ``[T - p, T]`` matrix
-    of the innovations ``e_t = v_t - sum_j phi_j v_{t-j}`` (``t > p``)."""
-    p, t = coef.shape[0], v.shape[0]
-    out = np.zeros(t)
+    """``Q v`` for sequences ``v [..., T]`` (centred), Q the precision of the stationary
+    joint: ``Q = blockdiag(Gamma_head^{-1}, 0) + A^T A / sigma2`` with A the ``[T - p, T]``
+    matrix of the innovations ``e_t = v_t - sum_j phi_j v_{t-j}`` (``t > p``)."""
+    p, t = coef.shape[0], v.shape[-1]
+    out = np.zeros(v.shape)
     head = head_chol.shape[0]
     if head:
-        out[:head] = cho_solve((head_chol, True), v[:head])
+        flat = v[..., :head].reshape(-1, head).T
+        out[..., :head] = cho_solve((head_chol, True), flat).T.reshape(*v.shape[:-1], head)
     if t > p:
-        e = v[p:].copy()
+        e = v[..., p:].copy()
         for lag in range(1, p + 1):
-            e -= coef[lag - 1] * v[p - lag : t - lag]
+            e -= coef[lag - 1] * v[..., p - lag : t - lag]
         e /= noise_var
-        out[p:] += e
+        out[..., p:] += e
         for lag in range(1, p + 1):
-            out[p - lag : t - lag] -= coef[lag - 1] * e
+            out[..., p - lag : t - lag] -= coef[lag - 1] * e
     return out
 
 
@@ -323,25 +325,35 @@ def missing_log_prob(
         ``(log p(u_O), u_hat [T], band)`` with ``band`` the lower banded Cholesky factor of
         ``Q_MM`` (``[p + 1, m]``), for conditional draws of the missing values.
     """
-    mu, chol = moments
     t = u.shape[0]
+    filled, band = conditional_fill(u[None], observed, coef, noise_var, moments)
+    filled = filled[0]
+    logdet = 2.0 * float(np.log(band[0]).sum())
+    complete = log_prob_steps(filled[None], np.array([t]), intercept, coef, noise_var,
+                              moments).sum()
+    return float(complete + 0.5 * band.shape[1] * _LOG_2PI - 0.5 * logdet), filled, band
+
+
+def conditional_fill(u: np.ndarray, observed: np.ndarray, coef: np.ndarray,
+                     noise_var: float, moments: tuple[float, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(u_hat [S, T], band [p + 1, m])``: sequences ``u [S, T]`` sharing one pattern of
+    gaps ``observed [T]`` with each gap replaced by its conditional mean given the observed
+    values, ``u_hat_M = mu - Q_MM^{-1} Q_MO (u_O - mu)``, and the lower banded Cholesky
+    factor of ``Q_MM`` (the conditional precision of the gaps)."""
+    mu, chol = moments
+    t = u.shape[1]
     head = min(coef.shape[0], t)
     head_chol = chol[:head, :head]
     missing = np.flatnonzero(~observed)
     v = np.where(observed, u - mu, 0.0)
-    if missing.size:
-        head_inv = cho_solve((head_chol, True), np.eye(head)) if head else np.zeros((0, 0))
-        band = cholesky_banded(
-            _precision_band(missing, t, coef, noise_var, head_inv), lower=True)
-        g = _precision_times(v, coef, noise_var, head_chol)[missing]
-        v[missing] = -cho_solve_banded((band, True), g)
-        logdet = 2.0 * float(np.log(band[0]).sum())
-    else:
-        band, logdet = np.zeros((coef.shape[0] + 1, 0)), 0.0
-    filled = v + mu
-    complete = log_prob_steps(filled[None], np.array([t]), intercept, coef, noise_var,
-                              (mu, chol)).sum()
-    return float(complete + 0.5 * missing.size * _LOG_2PI - 0.5 * logdet), filled, band
+    if not missing.size:
+        return v + mu, np.zeros((coef.shape[0] + 1, 0))
+    head_inv = cho_solve((head_chol, True), np.eye(head)) if head else np.zeros((0, 0))
+    band = cholesky_banded(_precision_band(missing, t, coef, noise_var, head_inv), lower=True)
+    g = _precision_times(v, coef, noise_var, head_chol)[:, missing]
+    v[:, missing] = -cho_solve_banded((band, True), g.T).T
+    return v + mu, band
 
 
 def draw_missing(filled: np.ndarray, observed: np.ndarray, band: np.ndarray,
@@ -350,13 +362,13 @@ def draw_missing(filled: np.ndarray, observed: np.ndarray, band: np.ndarray,
     given the observed ones: ``u_hat_M + L^{-T} eps`` with ``Q_MM = L L^T``.
 
     Args:
-        filled: ``[T]`` the completed sequence of :func:`missing_log_prob`.
+        filled: ``[T]`` or ``[S, T]``: completed sequences (:func:`conditional_fill`).
         observed: ``[T]`` bool.
         band: ``[p + 1, m]`` lower banded Cholesky factor of ``Q_MM``.
         eps: ``[S, m]`` standard normal draws.
     """
     p1, m = band.shape
-    out = np.repeat(filled[None], eps.shape[0], axis=0)
+    out = np.broadcast_to(filled, (eps.shape[0], filled.shape[-1])).copy()
     if m == 0:
         return out
     upper = np.zeros_like(band)  # L^T in solve_banded's upper storage (0, p)

@@ -164,7 +164,8 @@ class AutoRegressive(SequenceModel):
                 ``ARIMA(p, 0, 0).fit()``), by L-BFGS over a stationary parametrisation
                 (partial autocorrelations) on standardised data. ``"auto"`` (default):
                 ``"cls"`` for complete data without covariates, else ``"mle"``.
-            max_iter: the iteration limit of the ``"mle"`` optimiser.
+            max_iter: the iteration limit of the ``"mle"`` optimiser (its result is kept as
+                ``fit_result_``, a ``scipy.optimize.OptimizeResult``).
             seed: accepted for a uniform interface; both fits are deterministic.
             progress: accepted for a uniform interface.
 
@@ -430,17 +431,10 @@ class AutoRegressive(SequenceModel):
             # Gaps in the prefix: draw them from their conditional given the observed values.
             self._check_stationary()
             obs = prefix_observed.numpy()
-            rows = range(n) if shift[:, :start].std(0).max() > 0 else range(1)
-            for i in rows:
-                _, filled, band = likelihood.missing_log_prob(
-                    u[i, :start], obs, c, phi, s2, self._moments)
-                eps = torch.randn(n if len(rows) == 1 else 1, int((~obs).sum()),
-                                  dtype=torch.float64).numpy()
-                draws = likelihood.draw_missing(filled, obs, band, eps)
-                if len(rows) == 1:
-                    u[:, :start] = draws
-                else:
-                    u[i, :start] = draws[0]
+            filled, band = likelihood.conditional_fill(u[:, :start], obs, phi, s2,
+                                                       self._moments)
+            eps = torch.randn(n, int((~obs).sum()), dtype=torch.float64).numpy()
+            u[:, :start] = likelihood.draw_missing(filled, obs, band, eps)
         head = min(p, length)
         if start < head:
             # The values before step p: the stationary Gaussian, conditioned on the prefix.
