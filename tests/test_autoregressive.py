@@ -457,6 +457,7 @@ def test_missing_values_in_a_ragged_batch_and_unchanged_complete_rows():
     batch[0][[0, 5, 6, 39]] = np.nan
     batch[2][10] = np.nan
     batch[4][:11] = np.nan  # a single observed value
+    assert m.log_prob(np.full(4, np.nan)).item() == 0.0  # nothing observed
     lp = m.log_prob(batch)
     for i in (1, 3):
         assert lp[i] == complete[i]  # rows without gaps: the complete-data path, bit for bit

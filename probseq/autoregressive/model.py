@@ -586,6 +586,8 @@ def _per_sequence_log_prob(u: np.ndarray, obs: np.ndarray, lengths: np.ndarray,
         out[full] = np.cumsum(steps, axis=1)[:, -1]
     for i in np.flatnonzero(missing_rows):
         t = int(lengths[i])
+        if not obs[i, :t].any():
+            continue  # nothing observed: log 1, exactly
         out[i] = likelihood.missing_log_prob(u[i, :t], obs[i, :t], intercept, coef, noise_var,
                                              moments)[0]
     return out
