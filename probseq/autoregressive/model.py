@@ -84,6 +84,7 @@ class AutoRegressive(SequenceModel):
         self._coef: np.ndarray | None = None
         self._noise_var: float | None = None
         self._exog_coef: np.ndarray | None = None
+        self.fit_result_: Any = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -189,6 +190,7 @@ class AutoRegressive(SequenceModel):
         self._fit_obs_dim(seqs, univariate_only=True)
         if method == "auto":
             method = "cls" if exog is None and not seqs.has_missing else "mle"
+        self.fit_result_ = None  # the "mle" optimiser's result
         if method == "cls":
             if exog is not None or seqs.has_missing:
                 raise ValueError(
