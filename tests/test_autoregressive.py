@@ -737,3 +737,41 @@ def test_gappy_prefix_with_per_sample_covariates():
         draws = s[k::2, 1]
         assert abs(draws.mean() - cond) < 5 * sd / np.sqrt(n / 2)
         assert abs(draws.std() - sd) < 5 * sd / np.sqrt(n)
+
+
+def test_public_forecast_and_predict_equal_statsmodels():
+    """Through the public API: ``forecast`` (exact, with the pandas index continued) on the
+    gappy co2 series and with covariates, and ``predict`` (one-step predictive means)."""
+    import pandas as pd
+
+    from probseq.datasets import co2
+
+    y = co2()
+    m = AutoRegressive(order=2).fit(y)
+    par = m.params
+    params = np.r_[par["intercept"].item() / (1 - par["coef"].sum().item()),
+                   par["coef"].numpy(), par["noise_var"].item()]
+    fc = m.forecast(y, 12)
+    res = _arima(y.to_numpy(), 2).filter(params)
+    ref = res.get_forecast(12)
+    assert fc.method == "exact"
+    assert np.allclose(fc.mean.numpy(), ref.predicted_mean, rtol=1e-10)
+    assert np.allclose(fc.std.numpy() ** 2, ref.var_pred_mean, rtol=1e-8)
+    assert fc.index[0] == y.index[-1] + y.index.freq and len(fc.index) == 12
+    # One-step predictions: statsmodels' one-step-ahead forecasts, gaps included.
+    pred = m.predict(y).numpy()
+    assert np.allclose(pred, res.fittedvalues, rtol=1e-10, atol=1e-8)
+    # With covariates covering the future.
+    rng = np.random.default_rng(97)
+    yx, x_all, beta = _exog_data(rng, 92, 2)
+    intercept, coef = CASES[2]
+    mx = AutoRegressive.from_params(intercept, coef, NOISE_VAR, exog_coef=beta)
+    idx = pd.period_range("2000Q1", periods=92, freq="Q")
+    fx = mx.forecast(pd.Series(yx[:80], index=idx[:80]), 12,
+                     exog=pd.DataFrame(x_all, index=idx))
+    refx = _arima(yx[:80], 2, exog=x_all[:80]).filter(
+        np.r_[intercept / (1 - sum(coef)), beta, coef, NOISE_VAR]).get_forecast(
+        12, exog=x_all[80:])
+    assert np.allclose(fx.mean.numpy(), refx.predicted_mean, rtol=1e-10)
+    assert np.allclose(fx.std.numpy() ** 2, refx.var_pred_mean, rtol=1e-10)
+    assert list(fx.index) == list(idx[80:])

@@ -353,3 +353,19 @@ def test_log_prob_equals_dense_normal_over_random_parameters(order, dim, radius,
     got = m.log_prob([y.reshape(length, dim)]).item()
     # Over 300 random draws the largest relative difference was 1.6e-11.
     assert got == pytest.approx(ref, rel=1e-8, abs=1e-8 * length * dim)
+
+
+def test_public_forecast_and_predict():
+    y = _macro_growth()
+    m = VectorAutoRegressive(order=2).fit(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = VAR(y).fit(2, trend="c")
+    fc = m.forecast(y, 6)
+    assert fc.method == "exact" and fc.mean.shape == (6, 3)
+    assert np.allclose(fc.mean.numpy(), ref.forecast(y[-2:], 6), rtol=1e-8, atol=1e-12)
+    psi = ref.ma_rep(6)
+    expected = np.cumsum([w @ ref.sigma_u_mle @ w.T for w in psi[:6]], axis=0)
+    assert np.allclose(fc.cov.numpy(), expected, rtol=1e-8, atol=1e-14)
+    pred = m.predict(y).numpy()
+    assert np.allclose(pred[2:], ref.fittedvalues, rtol=1e-8, atol=1e-12)
