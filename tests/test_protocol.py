@@ -100,6 +100,8 @@ def _entries() -> list[Entry]:
     ]
     out.append(Entry("var1_2d", lambda: ps.VectorAutoRegressive(order=1), _reals2,
                      univariate=False))
+    out.append(Entry("ar1_exact_mle", lambda: ps.AutoRegressive(order=1), _reals,
+                     {"method": "mle"}))
     return out
 
 
