@@ -13,6 +13,11 @@ has mean ``mu = c / (1 - sum(phi))`` and autocovariances ``gamma_h`` solving the
 equations ``gamma_h = sum_j phi_j gamma_{|h-j|} + sigma2 [h = 0]``, ``h = 0..p``. The exact
 joint density of ``y_1..y_T`` takes the first ``min(p, T)`` values from
 ``N(mu, Toeplitz(gamma_0..gamma_{p-1}))`` and each later value from its conditional Gaussian.
+
+With missing values the density of the observed values is exact two ways: the whole-sequence
+total from the banded precision of the joint (:func:`missing_log_prob`, linear in T), and the
+per-step predictives from a Kalman filter of the companion form (:func:`kalman_predictive`)
+run only over the windows that the steps after a gap need (:func:`predictive_moments`).
 """
 
 from __future__ import annotations
