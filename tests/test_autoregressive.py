@@ -551,17 +551,27 @@ def test_bad_exact_fit_inputs():
     y, x, _ = _exog_data(rng, 60)
     with pytest.raises(ValueError, match="covariate 1 is constant"):
         AutoRegressive(order=1).fit(y, exog=np.column_stack([x[:, 0], np.ones(60)]))
+    with pytest.raises(ValueError, match="exact linear function of the covariates"):
+        AutoRegressive(order=1).fit(3.0 + 2.0 * x[:, 0] - 0.5 * x[:, 1], exog=x)
     with pytest.raises(ValueError, match="method='cls' needs complete data"):
         AutoRegressive(order=1).fit(y, exog=x, method="cls")
     with pytest.raises(ValueError, match="exactly predictable"):
         AutoRegressive(order=1).fit(np.r_[np.ones(30), np.nan, np.ones(30)])
-    # An exactly linear series with gaps: the exact likelihood keeps the model stationary,
-    # which cannot track the trend exactly, so the fit is a finite (poor) stationary model.
-    lin = 2.0 + 0.5 * np.arange(80.0)
-    lin[[3, 40]] = np.nan
-    m = AutoRegressive(order=1).fit(lin)
-    assert abs(m.params["coef"].item()) < 1 and m.params["noise_var"].item() > 1e-3
-    assert np.isfinite(m.log_prob(lin).item())
+    # Exactly predictable series with gaps are refused as without gaps (their exact
+    # likelihood grows without bound towards a unit root).
+    for kind in ("linear", "geometric", "alternating", "quadratic"):
+        gappy = DEGENERATE[kind](80)
+        gappy[[3, 40]] = np.nan
+        with pytest.raises(ValueError, match="exactly predictable by an AR"):
+            AutoRegressive(order=2).fit(gappy)
+    sine = np.sin(0.3 * np.arange(80.0))
+    sine[[3, 40]] = np.nan
+    with pytest.raises(ValueError, match="exactly predictable by an AR"):
+        AutoRegressive(order=2).fit(sine)
+    # A sine plus a little noise is a sensible (persistent) stationary AR(2).
+    noisy = sine + 1e-3 * rng.normal(size=80)
+    m = AutoRegressive(order=2).fit(noisy)
+    assert m.params["noise_var"].item() > 1e-8 and np.isfinite(m.log_prob(noisy).item())
     with pytest.raises(ValueError, match="no_such_option"):
         AutoRegressive(order=1).fit(y, no_such_option=3)
 

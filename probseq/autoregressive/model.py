@@ -42,6 +42,26 @@ def _check_not_exactly_predictable(noise_var: float, values: np.ndarray, order: 
         )
 
 
+def _check_complete_windows(values: np.ndarray, observed: np.ndarray, order: int) -> None:
+    """Refuse gappy data that an AR(p) predicts exactly (the same rule as for complete data):
+    least squares of each value on its p lags over the windows of p + 1 observed values."""
+    t_max = values.shape[1]
+    if t_max <= order:
+        return
+    keep = observed[:, order:].copy()
+    for lag in range(1, order + 1):
+        keep &= observed[:, order - lag : t_max - lag]
+    rows = int(keep.sum())
+    if rows < order + 2:
+        return
+    design = np.ones((rows, order + 1))
+    for lag in range(1, order + 1):
+        design[:, lag] = values[:, order - lag : t_max - lag][keep]
+    target = values[:, order:][keep]
+    resid = target - design @ np.linalg.lstsq(design, target, rcond=None)[0]
+    _check_not_exactly_predictable(float(np.mean(resid**2)), values[observed], order)
+
+
 class AutoRegressive(SequenceModel):
     """Gaussian AR(p) with intercept, scored by its exact stationary joint likelihood.
 
@@ -250,6 +270,8 @@ class AutoRegressive(SequenceModel):
         if not y_scale > _ROUNDING_TOL * max(abs(y_loc), np.finfo(float).tiny):
             _check_not_exactly_predictable(0.0, y_obs, p)
         ys = np.where(obs, (y - y_loc) / y_scale, 0.0)
+        if x is None:
+            _check_complete_windows(ys, obs, p)
         xs = None
         if x is not None:
             x_obs = x[obs]
@@ -274,7 +296,7 @@ class AutoRegressive(SequenceModel):
             u = ys if xs is None else ys - xs @ beta
             total = _total_log_prob(u, obs, lengths, rows_missing, mu * (1 - coef.sum()),
                                     coef, s2)
-            return -total / n_obs
+            return -total / n_obs if np.isfinite(total) else 1e300
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -283,6 +305,15 @@ class AutoRegressive(SequenceModel):
         if not np.isfinite(res.fun):
             raise ValueError(f"the exact AR({p}) fit failed to find a finite likelihood")
         mu_s, b_s, coef, s2_s = unpack(res.x)
+        pacf = np.tanh(res.x[1 + e : 1 + e + p])
+        if p and np.abs(pacf).max() >= 1 - 1e-6:
+            raise ValueError(
+                f"the exact AR({p}) likelihood has no maximum inside the stationary region "
+                f"(a partial autocorrelation went to {pacf[np.abs(pacf).argmax()]:+.9f}): the "
+                "data are (nearly) exactly predictable by an AR with a root on the unit "
+                "circle (constant, alternating, sinusoidal, trending); difference the series "
+                "or model the trend"
+            )
         noise_var = s2_s * y_scale**2
         beta = None
         mu = y_loc + y_scale * mu_s
@@ -304,6 +335,12 @@ class AutoRegressive(SequenceModel):
         beta = np.linalg.lstsq(design, ys[obs], rcond=None)[0]
         resid = np.zeros_like(ys)
         resid[obs] = ys[obs] - design @ beta
+        if xs is not None and resid[obs].std() <= _PREDICTABLE_TOL:  # ys has sd 1
+            raise ValueError(
+                f"the data are an exact linear function of the covariates (residual sd "
+                f"{resid[obs].std():.3g} of the data's sd), so the noise variance would be a "
+                "rounding residue and every likelihood absurd"
+            )
         acov = np.zeros(p + 1)
         for k in range(p + 1):
             both = obs[:, k:] & obs[:, : ys.shape[1] - k]
@@ -566,9 +603,13 @@ def _total_log_prob(u: np.ndarray, obs: np.ndarray, lengths: np.ndarray,
                     missing_rows: np.ndarray, intercept: float, coef: np.ndarray,
                     noise_var: float) -> float:
     """Sum over sequences of the exact log-likelihood (the "mle" objective)."""
+    if not (likelihood.is_stationary(coef) and noise_var > 0):
+        return -np.inf
     try:
         moments = likelihood.stationary_moments(intercept, coef, noise_var)
-    except np.linalg.LinAlgError:
+    except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
+        return -np.inf
+    if not np.isfinite(moments[1]).all():
         return -np.inf
     return float(_per_sequence_log_prob(u, obs, lengths, missing_rows, intercept, coef,
                                         noise_var, moments).sum())
