@@ -144,6 +144,10 @@ def test_non_stationary_models_refuse_to_score():
         m.sample(2, 4)
     s = m.sample(2, 6, prefix=[np.ones((2, 2))], seed=0)
     assert s.values.shape == (2, 6, 2)
+    # Forecasts continue the recursion from the last p vectors (no stationary start needed).
+    fc = m.forecast([np.ones((3, 2))], 2)
+    assert np.allclose(fc.mean[0].numpy(), [[1.05, 0.5], [1.05**2, 0.25]])
+    assert np.allclose(fc.cov[0, 1].numpy(), np.diag([1 + 1.05**2, 1 + 0.25]))
     rng = np.random.default_rng(0)
     growth = np.cumprod(np.full(150, 1.03))[:, None] * np.ones((1, 2)) + rng.normal(size=(150, 2))
     fitted = VectorAutoRegressive(order=1).fit(growth)
