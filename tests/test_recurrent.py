@@ -10,6 +10,7 @@ here, torch.distributions for the emission densities, scipy.stats for the sample
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -382,11 +383,14 @@ def test_early_stopping_keeps_the_best_epoch():
     data = _symbols(40, 5, 10)
     m = RecurrentModel(cell="gru", hidden_size=16).fit(
         data[:30], validation_data=data[30:], max_epochs=40, learning_rate=0.05, patience=3,
-        seed=0, progress=False)
+        min_steps=0, seed=0, progress=False)
     valid = m.history_["valid"]
     assert len(valid) < 40  # random symbols: it overfits and stops early
     assert m.best_epoch_ == int(np.argmin(valid)) + 1
+    # 30 sequences in batches of 32: one optimiser step per epoch, so patience=3 steps
+    assert m.history_["steps"] == list(range(1, len(valid) + 1))
     assert len(valid) == m.best_epoch_ + 3
+    assert m.fit_result_["converged"] and m.fit_result_["stopped"] == "early_stopping"
     # The kept weights are those of the best epoch: re-scoring the validation data agrees.
     steps = sum(len(x) for x in data[30:])
     rescored = -float(m.log_prob(data[30:]).sum()) / steps
@@ -407,14 +411,64 @@ def test_hold_out_without_validation_data():
     assert all(np.isnan(m.history_["valid"])) and m.best_epoch_ == 2
 
 
+def test_one_short_series_trains_in_windows_and_converges():
+    """The Nile (one series of 100): cut into 16-step windows (6 optimiser steps an epoch),
+    stopped by validation after at least min_steps=300 steps, it beats an i.i.d. Gaussian
+    in-sample. Before training windows it stopped after ~11-25 steps (one step an epoch)."""
+    x = probseq.datasets.nile().to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "did not converge" warning
+        m = RecurrentModel(cell="lstm", hidden_size=32, emission="gaussian").fit(
+            x, seed=0, progress=False)
+    result = m.fit_result_
+    assert result["converged"] and result["stopped"] == "early_stopping"
+    assert result["window_length"] == 16 and result["iterations"] >= 300
+    assert np.all(np.diff([0, *m.history_["steps"]]) == 6)
+    iid = stats.norm(x.mean(), x.std()).logpdf(x).sum()  # the i.i.d. Gaussian MLE
+    assert float(m.log_prob(x)) > iid + 3.0, (float(m.log_prob(x)), iid)
+    # The held-out tail (last 10 steps) was scored given the 90 steps before it: the best
+    # epoch's validation NLL is the float64 conditional score of the tail (float32 training).
+    tail = -float(m.log_prob_steps(x)[90:].sum()) / 10
+    assert abs(tail - m.history_["valid"][m.best_epoch_ - 1]) < 1e-4
+
+
+def test_a_fit_cut_short_warns_that_it_did_not_converge():
+    x = torch.randn(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="did not converge.*max_steps"):
+        m = RecurrentModel(cell="gru", hidden_size=4, emission="gaussian").fit(
+            x, max_steps=5, seed=0, progress=False)
+    assert not m.fit_result_["converged"] and m.fit_result_["iterations"] == 5
+    assert m.fit_result_["stopped"] == "max_steps"
+    # one series of 270 training steps, batch 32: windows of ceil(270 / 8) = 34 steps;
+    # streams must be at least 4 windows long, so one stream walked in 8 windows
+    m = RecurrentModel(cell="gru", hidden_size=4, emission="gaussian").fit(
+        x, max_epochs=2, patience=None, seed=0, progress=False)
+    assert m.fit_result_["window_length"] == 34 and m.history_["steps"] == [8, 16]
+    # a longer series is also cut into streams: 1100 training steps, windows of 138,
+    # 1100 // (4 * 138) = 1 stream; with window_length=20: 13 streams of ~85 steps, one
+    # batch walked in 5 windows
+    y = torch.randn(1222, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m = RecurrentModel(cell="gru", hidden_size=4, emission="gaussian").fit(
+        y, max_epochs=1, window_length=20, patience=None, seed=0, progress=False)
+    assert m.history_["steps"] == [5]
+
+
+def test_min_steps_is_a_floor_for_early_stopping():
+    data = _symbols(40, 5, 10)
+    m = RecurrentModel(cell="gru", hidden_size=16).fit(
+        data[:30], validation_data=data[30:], max_epochs=40, learning_rate=0.05, patience=3,
+        min_steps=25, seed=0, progress=False)
+    assert len(m.history_["valid"]) >= 25
+
+
 def _toy_training(nan_from_epoch):
     net = torch.nn.Linear(1, 1)
     calls = {"epoch": 0}
     sampler = ShuffleSampler(4, seed=0)
 
-    def loss_fn(network, values, lengths):
+    def loss_fn(network, values, mask, state, previous, has_previous):
         nll = ((network(values) - 1.0) ** 2).sum()
-        return nll * math.nan if sampler.epoch >= nan_from_epoch else nll
+        return (nll * math.nan if sampler.epoch >= nan_from_epoch else nll), None
 
     g = torch.Generator().manual_seed(0)
     data = PaddedData.build(torch.randn(4, 3, 1, generator=g), torch.full((4,), 3),

@@ -359,7 +359,7 @@ def long_range_experiment(
         for rate in rates:
             fitted = InitRecurrentModel(**model.get_config()).fit(
                 train, max_epochs=max_epochs, learning_rate=rate, batch_size=batch_size,
-                validation_fraction=0.0, seed=seed, progress=progress,
+                validation_fraction=0.0, patience=None, seed=seed, progress=progress,
             )
             score = float(recall_scores(fitted, valid)[0].mean()) if valid is not None else 0.0
             result.tried[cell][rate] = score

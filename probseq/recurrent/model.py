@@ -8,11 +8,14 @@ Every conditional is a normalised distribution, so ``log_prob`` is exact.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import warnings
 from typing import Any
 
 import torch
 
+from probseq import distributed
 from probseq.base import SequenceModel
 from probseq.data import Sequences, as_sequences, check_sequences
 from probseq.recurrent.emissions import (
@@ -22,7 +25,13 @@ from probseq.recurrent.emissions import (
     MixtureEmission,
 )
 from probseq.recurrent.networks import RECURRENT_CELLS, SequenceNetwork
-from probseq.recurrent.training import PaddedData, ShuffleSampler, train_network
+from probseq.recurrent.training import (
+    LR_SCHEDULES,
+    PaddedData,
+    ShuffleSampler,
+    TrainingResult,
+    train_network,
+)
 
 __all__ = ["RecurrentModel"]
 
@@ -32,6 +41,8 @@ _EMISSIONS = ("categorical", "gaussian", "mixture")
 _EVAL_TOKENS = 1 << 16
 #: RNN evaluation walks long sequences in windows of this many steps, carrying the state.
 _EVAL_WINDOW = 4096
+#: a single sequence's held-out tail is validated given at most this many steps before it.
+_VALID_CONTEXT = 4096
 
 
 def _check_int(x: Any, what: str, minimum: int = 1) -> int:
@@ -171,8 +182,9 @@ class RecurrentModel(SequenceModel):
         self._mean: torch.Tensor | None = None  # [D] float64 (continuous)
         self._std: torch.Tensor | None = None  # [D] float64 (continuous)
         self._fitted_max_length: int | None = None
-        self.history_: dict[str, list[float]] = {"train": [], "valid": []}
+        self.history_: dict[str, list[float]] = {"train": [], "valid": [], "steps": []}
         self.best_epoch_: int | None = None
+        self.fit_result_: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- structure
     @property
@@ -229,46 +241,159 @@ class RecurrentModel(SequenceModel):
             )
 
     # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        data: Any,
+        *,
+        validation_data: Any = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = 5000,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        window_length: int | None = None,
+        patience: int | None = 200,
+        min_steps: int = 300,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
+        clip_norm: float | None = 1.0,
+        validation_fraction: float = 0.1,
+        chunk_length: int | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+        **unknown: Any,
+    ) -> RecurrentModel:
+        """Fit the network by Adam on the mean negative log-likelihood per step.
+
+        Training data is cut into *training windows*: each optimiser step reads a batch of
+        ``batch_size`` streams for ``window_length`` steps, and the network state is carried
+        (detached) into the next window of the same streams (truncated back-propagation
+        through time). When there are fewer sequences than ``batch_size`` (one long series, a
+        few sequences), long sequences are also cut into contiguous streams (each at least 4
+        windows long) so that a batch holds several of them; a stream that starts inside a
+        sequence reads the observation before it as its first input. So one long series gives
+        many optimiser steps per epoch. The transformer is trained on whole sequences.
+
+        Early stopping counts optimiser steps: after every epoch the monitored loss (the
+        validation NLL per step, or without validation the epoch's training NLL) is
+        measured; training ends when it has not improved for ``patience`` steps, but never
+        before ``min_steps`` steps, and at the latest after ``max_steps`` steps or
+        ``max_epochs`` epochs. With validation the best weights are restored. ``fit_result_``
+        says whether training converged (the monitored loss had stopped improving for
+        ``patience`` steps when it ended); a ``RuntimeWarning`` says when it did not. A
+        non-finite loss stops training with a ``RuntimeWarning`` and restores the last good
+        weights. Deterministic for a given ``seed`` on the CPU.
+
+        Args:
+            data: the training sequences (symbols for ``emission="categorical"``, reals
+                otherwise).
+            validation_data: sequences whose NLL decides early stopping and the weights
+                kept. Default None: a random ``validation_fraction`` of the sequences (at
+                least one) is held out; a single sequence is split in time, its last
+                ``validation_fraction`` of steps scored given everything before them.
+            max_epochs: the most passes over the training data (default None: no limit).
+            max_steps: the most optimiser steps (default 5000; None: no limit, then
+                ``max_epochs`` is required).
+            batch_size: streams per optimiser step (default 32).
+            learning_rate: Adam's step size (default 3e-3).
+            window_length: W, steps per optimiser step (default None: whole sequences up
+                to 256 steps when there are at least ``batch_size`` sequences, otherwise
+                ``ceil(T_max / 8)`` clamped to 16..256, so that an epoch of a few sequences is
+                several steps). A sequence longer than W is walked in windows with its state
+                carried.
+            patience: optimiser steps without improvement of the monitored loss before
+                training stops (default 200; None: never stop early).
+            min_steps: early stopping never ends training before this many optimiser steps
+                (default 300).
+            lr_schedule: ``"constant"`` (default), ``"cosine"`` (decays to 0 at
+                ``max_steps``) or ``"plateau"`` (halved after every epoch that does not
+                improve the monitored loss, down to ``learning_rate / 64``).
+            weight_decay: decoupled weight decay (AdamW) (default 0: plain Adam).
+            clip_norm: the largest L2 norm of the gradient (default 1.0; None: no clipping).
+            validation_fraction: the share held out when ``validation_data`` is None
+                (default 0.1; 0 trains on everything, monitors the training loss and keeps
+                the last weights).
+            chunk_length: cut every sequence into independent pieces of at most this many
+                steps, each restarting from the start input (default None). Mainly for the
+                transformer on one long series; recurrent cells carry their state across
+                windows instead.
+            seed: makes the fit reproducible on the CPU (default None).
+            progress: show a progress bar (default None: when stderr is a terminal).
+            **unknown: refused with ``ValueError``.
+
+        Returns:
+            self, with ``history_``, ``best_epoch_`` and ``fit_result_`` set.
+        """
+        return super().fit(
+            data, validation_data=validation_data, max_epochs=max_epochs, max_steps=max_steps,
+            batch_size=batch_size, learning_rate=learning_rate, window_length=window_length,
+            patience=patience, min_steps=min_steps, lr_schedule=lr_schedule,
+            weight_decay=weight_decay, clip_norm=clip_norm,
+            validation_fraction=validation_fraction, chunk_length=chunk_length, seed=seed,
+            progress=progress, **unknown,
+        )
+
     def _fit(
         self,
         seqs: Sequences,
         *,
         validation_data: Any = None,
-        max_epochs: int = 100,
+        max_epochs: int | None = None,
+        max_steps: int | None = 5000,
         batch_size: int = 32,
         learning_rate: float = 3e-3,
-        seed: int | None = None,
-        progress: bool | None = None,
-        patience: int | None = 10,
+        window_length: int | None = None,
+        patience: int | None = 200,
+        min_steps: int = 300,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
         clip_norm: float | None = 1.0,
         validation_fraction: float = 0.1,
         chunk_length: int | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
     ) -> None:
-        """Fit by Adam with early stopping; see :meth:`fit`."""
-        max_epochs = _check_int(max_epochs, "max_epochs")
+        """Fit by Adam over training windows with early stopping; see :meth:`fit`."""
+        if max_epochs is not None:
+            max_epochs = _check_int(max_epochs, "max_epochs")
+        if max_steps is not None:
+            max_steps = _check_int(max_steps, "max_steps")
+        if max_epochs is None and max_steps is None:
+            raise ValueError("max_epochs and max_steps are both None: give at least one")
         batch_size = _check_int(batch_size, "batch_size")
         learning_rate = _check_float(learning_rate, "learning_rate", 0.0, math.inf,
                                      low_open=True)
+        if window_length is not None:
+            window_length = _check_int(window_length, "window_length")
         if patience is not None:
             patience = _check_int(patience, "patience")
+        min_steps = _check_int(min_steps, "min_steps", minimum=0)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if lr_schedule == "cosine" and max_steps is None:
+            raise ValueError("lr_schedule='cosine' needs max_steps")
+        weight_decay = _check_float(weight_decay, "weight_decay", 0.0, math.inf)
         if clip_norm is not None:
             clip_norm = _check_float(clip_norm, "clip_norm", 0.0, math.inf, low_open=True)
         validation_fraction = _check_float(validation_fraction, "validation_fraction", 0.0, 1.0)
         if chunk_length is not None:
             chunk_length = _check_int(chunk_length, "chunk_length")
 
-        valid = None
+        valid_seqs = None
         if validation_data is not None:
-            valid, _ = as_sequences(validation_data, self.data_kind)
-            check_sequences(valid, model=self.name)
-        self._set_data_shape(seqs, valid)
-        if valid is None:
-            seqs, valid = _hold_out(seqs, validation_fraction)
-        longest = max(seqs.max_length, 0 if valid is None else valid.max_length)
+            valid_seqs, _ = as_sequences(validation_data, self.data_kind)
+            check_sequences(valid_seqs, model=self.name)
+        self._set_data_shape(seqs, valid_seqs)
+        recurrent = self.cell != "transformer"
+        split = None
+        if valid_seqs is None:
+            seqs, split = _hold_out(seqs, validation_fraction)
+        longest = max(seqs.max_length, 0 if valid_seqs is None else valid_seqs.max_length)
+        if split is not None:
+            longest = max(longest, split[0].max_length)
         self._fitted_max_length = self.max_length or longest
         if chunk_length is not None:
             seqs = _chunk(seqs, chunk_length)
-            valid = None if valid is None else _chunk(valid, chunk_length)
+            valid_seqs = None if valid_seqs is None else _chunk(valid_seqs, chunk_length)
         self._check_length(longest if chunk_length is None else min(longest, chunk_length))
 
         if self.data_kind == "continuous":
@@ -277,32 +402,45 @@ class RecurrentModel(SequenceModel):
             std = x.std(0, correction=0)
             self._std = torch.where(std > 0, std, torch.ones_like(std))
 
-        network = self._build_network().to(self.device)
-        emission = self._make_emission()
-        log_std_sum = self._log_std_sum
-
-        def loss_fn(net: SequenceNetwork, values: torch.Tensor, lengths: torch.Tensor):
-            params, _ = net(values)
-            logp = emission.log_prob(params, values)
-            mask = torch.arange(values.shape[1], device=values.device) < lengths[:, None]
-            nll = -torch.where(mask, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
-            return nll.sum() + lengths.sum() * log_std_sum
-
-        def to_device(s: Sequences) -> PaddedData:
+        def to_device(s: Sequences, previous: torch.Tensor | None = None,
+                      **kw: Any) -> PaddedData:
+            if previous is not None:  # [N(, D)] raw observations, standardised like values
+                previous = self._standardise(previous.unsqueeze(1), torch.float32)[:, 0]
             return PaddedData.build(self._standardise(s.values, torch.float32), s.lengths,
-                                    self.device)
+                                    self.device, previous=previous, **kw)
 
+        world = distributed.world_size()
+        if recurrent:
+            window = window_length or _auto_window(seqs, batch_size * world)
+            train = _streams(seqs, window, batch_size * world, to_device)
+        else:
+            window = None
+            train = to_device(seqs)
+        if split is not None:
+            valid = _tail_validation(split[0], split[1], chunk_length, recurrent, to_device)
+        elif valid_seqs is not None:
+            valid = to_device(valid_seqs)
+        else:
+            valid = None
+
+        network = self._build_network().to(self.device)
+        step_fn = self._step_fn()
         sampler_seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
         result = train_network(
             network,
-            loss_fn,
-            to_device(seqs),
-            None if valid is None else to_device(valid),
-            sampler=ShuffleSampler(len(seqs), sampler_seed),
+            step_fn,
+            train,
+            valid,
+            sampler=ShuffleSampler(len(train), sampler_seed),
             max_epochs=max_epochs,
+            max_steps=max_steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            window_length=window,
             patience=patience,
+            min_steps=min_steps,
+            lr_schedule=lr_schedule,
+            weight_decay=weight_decay,
             clip_norm=clip_norm,
             progress=progress,
             desc=f"{self.name}({self.cell})",
@@ -311,6 +449,33 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.fit_result_ = _fit_result(result, window, patience, valid is not None)
+        if not result.converged and result.stopped != "diverged" and patience is not None:
+            warnings.warn(
+                f"{self.name}(cell={self.cell!r}) did not converge: {self.fit_result_['message']}",
+                RuntimeWarning,
+                stacklevel=4,  # _fit, SequenceModel.fit, RecurrentModel.fit, caller
+            )
+
+    def _step_fn(self):
+        """The summed NLL of one training window (see ``probseq.recurrent.training.StepFn``)."""
+        emission = self._make_emission()
+        log_std_sum = self._log_std_sum
+
+        def step_fn(net: SequenceNetwork, x: torch.Tensor, mask: torch.Tensor, state: Any,
+                    previous: torch.Tensor | None, has_previous: torch.Tensor | None):
+            e = net.embed(x)
+            first = net.start_inputs(x.shape[0]).to(e.dtype)
+            if previous is not None:
+                first = torch.where(has_previous[:, None, None],
+                                    net.embed(previous.unsqueeze(1)).to(e.dtype), first)
+            params, state = net.run(torch.cat([first, e[:, :-1]], dim=1), state)
+            logp = emission.log_prob(params, x)
+            zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+            nll = -torch.where(mask, logp, zero).sum()
+            return nll + mask.sum() * log_std_sum, state
+
+        return step_fn
 
     def _set_data_shape(self, seqs: Sequences, valid: Sequences | None) -> None:
         """Fix V (categorical) or D (continuous) from the fit data; check validation data."""
@@ -440,6 +605,7 @@ class RecurrentModel(SequenceModel):
             "max_length": self._fitted_max_length,
             "history": self.history_,
             "best_epoch": self.best_epoch_,
+            "fit_result": self.fit_result_,
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -448,6 +614,7 @@ class RecurrentModel(SequenceModel):
         self._fitted_max_length = meta["max_length"]
         self.history_ = meta["history"]
         self.best_epoch_ = meta["best_epoch"]
+        self.fit_result_ = meta.get("fit_result")
         if self.data_kind == "continuous":
             self._mean = tensors.pop("standardise.mean").to(torch.float64)
             self._std = tensors.pop("standardise.std").to(torch.float64)
@@ -459,24 +626,113 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
 
 
-def _hold_out(seqs: Sequences, fraction: float) -> tuple[Sequences, Sequences | None]:
-    """Split off validation data: a random ``fraction`` of the sequences (at least one), or,
-    for a single sequence, its last ``fraction`` of steps (at least one step)."""
+def _hold_out(seqs: Sequences, fraction: float
+              ) -> tuple[Sequences, tuple[Sequences, int | None] | None]:
+    """Split off validation data.
+
+    Returns ``(train, split)``: with two or more sequences a random ``fraction`` of them (at
+    least one) is held out and ``split = (held_out, None)``; a single sequence is split in
+    time, ``train`` its first steps and ``split = (whole, t_train)``: its last ``fraction`` of
+    steps (at least one) are scored given the first ``t_train``. ``split`` is None when
+    nothing is held out.
+    """
     n = len(seqs)
     if fraction == 0:
         return seqs, None
     if n >= 2:
         n_valid = min(n - 1, max(1, round(fraction * n)))
         order = torch.randperm(n)
-        return seqs[order[n_valid:].sort().values], seqs[order[:n_valid].sort().values]
+        return seqs[order[n_valid:].sort().values], (seqs[order[:n_valid].sort().values], None)
     t = int(seqs.lengths[0])
     if t < 2:
         return seqs, None
     t_valid = min(t - 1, max(1, round(fraction * t)))
     whole = seqs.values[0]
     train = Sequences(whole[None, : t - t_valid].clone(), torch.tensor([t - t_valid]))
-    valid = Sequences(whole[None, t - t_valid: t].clone(), torch.tensor([t_valid]))
-    return train, valid
+    return train, (Sequences(whole[None, :t].clone(), torch.tensor([t])), t - t_valid)
+
+
+def _tail_validation(held: Sequences, t_train: int | None, chunk_length: int | None,
+                     recurrent: bool, to_device) -> PaddedData:
+    """Validation data from :func:`_hold_out`'s split.
+
+    Held-out sequences are scored whole. The tail of a single sequence is scored given its
+    past: the whole sequence for the transformer, at most ``_VALID_CONTEXT`` steps of context
+    (entered with the observation before them) for recurrent cells. With ``chunk_length``
+    the tail is scored on its own from the start input, in chunks.
+    """
+    if t_train is None:
+        return to_device(held if chunk_length is None else _chunk(held, chunk_length))
+    t = int(held.lengths[0])
+    if chunk_length is not None:
+        tail = Sequences(held.values[:, t_train:t].clone(), torch.tensor([t - t_train]))
+        return to_device(_chunk(tail, chunk_length))
+    begin = max(0, t_train - _VALID_CONTEXT) if recurrent else 0
+    piece = Sequences(held.values[:, begin:t].clone(), torch.tensor([t - begin]))
+    previous = held.values[:, begin - 1] if begin > 0 else held.values[:, 0]
+    return to_device(piece, score_from=torch.tensor([t_train - begin]),
+                     previous=previous, has_previous=torch.tensor([begin > 0]))
+
+
+def _auto_window(seqs: Sequences, num_streams: int) -> int:
+    """The default window length: see :meth:`RecurrentModel.fit`."""
+    t_max = seqs.max_length
+    if len(seqs) >= num_streams:
+        return max(1, min(256, t_max))
+    return min(256, max(16, math.ceil(t_max / 8)))
+
+
+def _streams(seqs: Sequences, window: int, num_streams: int, to_device) -> PaddedData:
+    """Training streams: the sequences, and with fewer than ``num_streams`` sequences the
+    long ones cut into contiguous pieces of at least ``4 * window`` steps (about
+    ``num_streams`` streams in all); a piece that starts inside a sequence carries the
+    observation before it."""
+    n = len(seqs)
+    if n >= num_streams:
+        return to_device(seqs)
+    per_seq = math.ceil(num_streams / n)
+    pieces, previous, has_previous = [], [], []
+    for s in seqs:
+        k = max(1, min(per_seq, s.shape[0] // (4 * window)))
+        bounds = torch.linspace(0, s.shape[0], k + 1).round().long().tolist()
+        for a, b in itertools.pairwise(bounds):
+            pieces.append(s[a:b])
+            previous.append(s[a - 1] if a > 0 else s[0])
+            has_previous.append(a > 0)
+    if len(pieces) == n:
+        return to_device(seqs)
+    lengths = torch.tensor([p.shape[0] for p in pieces], dtype=torch.int64)
+    values = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+    return to_device(Sequences(values, lengths), previous=torch.stack(previous),
+                     has_previous=torch.tensor(has_previous))
+
+
+def _fit_result(result: TrainingResult, window: int | None, patience: int | None,
+                validated: bool) -> dict[str, Any]:
+    monitored = "validation" if validated else "training"
+    if result.stopped == "diverged":
+        message = (f"training diverged after {result.num_steps} optimiser steps; kept the "
+                   f"weights of epoch {result.best_epoch}")
+    elif result.converged:
+        message = (f"the {monitored} loss stopped improving: best at optimiser step "
+                   f"{result.best_step}, no improvement in the {patience} steps after it")
+    elif patience is None:
+        message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps with "
+                   "patience=None, so convergence was not judged")
+    else:
+        message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps while "
+                   f"the {monitored} loss was still improving (best at step "
+                   f"{result.best_step}); raise max_steps or max_epochs")
+    return {
+        "converged": bool(result.converged),
+        "message": message,
+        "iterations": int(result.num_steps),
+        "epochs": len(result.history["train"]),
+        "stopped": result.stopped,
+        "best_epoch": int(result.best_epoch),
+        "window_length": window,
+        "monitored": monitored,
+    }
 
 
 def _chunk(seqs: Sequences, chunk_length: int) -> Sequences:
