@@ -199,6 +199,8 @@ def evaluate_nll(network: nn.Module, step_fn: StepFn, data: PaddedData, batch_si
     network.eval()
     total = torch.zeros((), dtype=torch.float64, device=data.values.device)
     for index in torch.split(distributed.shard_indices(len(data)), batch_size):
+        if len(index) == 0:  # an empty shard contributes nothing
+            continue
         part = data.rows(index)
         state = None
         for t0, t1 in _windows(part.values.shape[1], window):
