@@ -24,7 +24,7 @@ from probseq.recurrent.emissions import (
     GaussianEmission,
     MixtureEmission,
 )
-from probseq.recurrent.networks import RECURRENT_CELLS, SequenceNetwork
+from probseq.recurrent.networks import RECURRENT_CELLS, SequenceNetwork, chrono_init_
 from probseq.recurrent.training import (
     LR_SCHEDULES,
     PaddedData,
@@ -37,6 +37,7 @@ __all__ = ["RecurrentModel"]
 
 _CELLS = (*RECURRENT_CELLS, "transformer")
 _EMISSIONS = ("categorical", "gaussian", "mixture")
+_GATE_INITS = (None, "chrono")
 #: evaluation works on chunks of at most this many (sequence, step) cells at a time.
 _EVAL_TOKENS = 1 << 16
 #: RNN evaluation walks long sequences in windows of this many steps, carrying the state.
@@ -102,22 +103,21 @@ class RecurrentModel(SequenceModel):
             when available. Not saved with the model: a loaded model uses its own default.
         num_heads: attention heads (transformer; must divide ``hidden_size``).
         max_length: the transformer's longest sequence (None: the longest seen in ``fit``).
+        gate_init: None (torch's initialisation, with the LSTM's forget-gate bias at 1) or
+            ``"chrono"`` (LSTM, GRU): chrono initialisation of the gate biases (Tallec &
+            Ollivier, 2018; see :func:`~probseq.recurrent.networks.chrono_init_`) with T_max
+            the longest training sequence, so that units start with memory time constants
+            spread over 1..T_max steps; it helps long-range dependencies.
 
-    ``fit(data, validation_data=None, max_epochs=100, batch_size=32, learning_rate=3e-3,
-    seed=None, progress=None, patience=10, clip_norm=1.0, validation_fraction=0.1,
-    chunk_length=None)``: Adam on the mean NLL per step with gradient-norm clipping; early
-    stopping on the validation NLL restores the best epoch's weights. Without
-    ``validation_data`` a random ``validation_fraction`` of the sequences (at least one) is
-    held out; a single sequence is split in time (its last ``validation_fraction`` of steps,
-    scored from the start input, validates). ``validation_fraction=0`` trains ``max_epochs``
-    epochs and keeps the last weights. ``chunk_length`` cuts long sequences into pieces of at
-    most that many steps for training (each piece restarts from the start input); use it
-    for one long sequence. A non-finite loss stops training with a ``RuntimeWarning`` and
-    restores the last good weights. Deterministic for a given ``seed`` on the CPU.
+    :meth:`fit` trains by Adam over training windows (truncated back-propagation through
+    time) with early stopping counted in optimiser steps; its docstring lists every option.
 
     Attributes:
-        history_: ``{"train": [...], "valid": [...]}`` nats per step per epoch.
+        history_: ``{"train": [...], "valid": [...], "steps": [...]}``: nats per step per
+            epoch and the optimiser steps taken by the end of each epoch.
         best_epoch_: the epoch whose weights were kept.
+        fit_result_: ``{"converged", "message", "iterations" (optimiser steps), "epochs",
+            "stopped", "best_epoch", "window_length", "monitored"}`` from the last fit.
     """
 
     data_kind = "discrete"
@@ -135,6 +135,7 @@ class RecurrentModel(SequenceModel):
         device: str | torch.device | None = None,
         num_heads: int = 4,
         max_length: int | None = None,
+        gate_init: str | None = None,
     ):
         if cell not in _CELLS:
             raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
@@ -155,6 +156,11 @@ class RecurrentModel(SequenceModel):
                 f"hidden_size={hidden_size} must be a multiple of num_heads={num_heads}"
             )
         self.max_length = None if max_length is None else _check_int(max_length, "max_length")
+        if gate_init not in _GATE_INITS:
+            raise ValueError(f"gate_init must be one of {_GATE_INITS}, got {gate_init!r}")
+        if gate_init == "chrono" and cell not in ("lstm", "gru"):
+            raise ValueError(f"gate_init='chrono' needs cell='lstm' or 'gru', got {cell!r}")
+        self.gate_init = gate_init
         if emission == "categorical":
             self.data_kind = "discrete"
             self._num_symbols_arg = (
@@ -200,6 +206,12 @@ class RecurrentModel(SequenceModel):
         return MixtureEmission(self._dim, self.num_components)
 
     def _build_network(self) -> SequenceNetwork:
+        net = self._plain_network()
+        if self.gate_init == "chrono":
+            chrono_init_(net.core, max(2, self._fitted_max_length or 2))
+        return net
+
+    def _plain_network(self) -> SequenceNetwork:
         return SequenceNetwork(
             cell=self.cell,
             num_symbols=self.num_symbols if self.data_kind == "discrete" else None,
@@ -589,6 +601,7 @@ class RecurrentModel(SequenceModel):
             "embedding_dim": self.embedding_dim,
             "num_heads": self.num_heads,
             "max_length": self.max_length,
+            "gate_init": self.gate_init,
         }
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
