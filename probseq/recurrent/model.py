@@ -17,7 +17,7 @@ import torch
 
 from probseq import distributed
 from probseq.base import SequenceModel
-from probseq.data import Sequences, as_sequences, check_sequences
+from probseq.data import Sequences, as_exog, as_sequences, check_sequences
 from probseq.recurrent.emissions import (
     CategoricalEmission,
     Emission,
@@ -121,6 +121,7 @@ class RecurrentModel(SequenceModel):
     """
 
     data_kind = "discrete"
+    supports_exog = True
 
     def __init__(
         self,
@@ -188,6 +189,9 @@ class RecurrentModel(SequenceModel):
         self._mean: torch.Tensor | None = None  # [D] float64 (continuous)
         self._std: torch.Tensor | None = None  # [D] float64 (continuous)
         self._fitted_max_length: int | None = None
+        self._num_exog = 0  # E, covariates seen by fit
+        self._exog_mean: torch.Tensor | None = None  # [E] float64
+        self._exog_std: torch.Tensor | None = None  # [E] float64
         self.history_: dict[str, list[float]] = {"train": [], "valid": [], "steps": []}
         self.best_epoch_: int | None = None
         self.fit_result_: dict[str, Any] | None = None
@@ -223,6 +227,7 @@ class RecurrentModel(SequenceModel):
             num_outputs=self._make_emission().num_outputs,
             num_heads=self.num_heads,
             max_length=self._fitted_max_length or 0,
+            num_exog=self._num_exog,
         )
 
     def _eval_network(self) -> SequenceNetwork:
@@ -257,7 +262,9 @@ class RecurrentModel(SequenceModel):
         self,
         data: Any,
         *,
+        exog: Any = None,
         validation_data: Any = None,
+        validation_exog: Any = None,
         max_epochs: int | None = None,
         max_steps: int | None = 5000,
         batch_size: int = 32,
@@ -298,10 +305,18 @@ class RecurrentModel(SequenceModel):
         Args:
             data: the training sequences (symbols for ``emission="categorical"``, reals
                 otherwise).
+            exog: covariates ``[N, T, E]`` (``[T, E]`` or a DataFrame for one sequence)
+                aligned with ``data`` (default None). Standardised with the training steps'
+                mean and standard deviation and joined to the network's input at every step
+                (as DeepAR does): step t reads ``x_(t-1)`` and the covariates of step t. A
+                model fitted with covariates needs them in ``log_prob``, ``log_prob_steps``
+                and ``sample``.
             validation_data: sequences whose NLL decides early stopping and the weights
                 kept. Default None: a random ``validation_fraction`` of the sequences (at
                 least one) is held out; a single sequence is split in time, its last
                 ``validation_fraction`` of steps scored given everything before them.
+            validation_exog: the covariates of ``validation_data`` (needed exactly when
+                ``exog`` is given with ``validation_data``; default None).
             max_epochs: the most passes over the training data (default None: no limit).
             max_steps: the most optimiser steps (default 5000; None: no limit, then
                 ``max_epochs`` is required).
@@ -336,7 +351,8 @@ class RecurrentModel(SequenceModel):
             self, with ``history_``, ``best_epoch_`` and ``fit_result_`` set.
         """
         return super().fit(
-            data, validation_data=validation_data, max_epochs=max_epochs, max_steps=max_steps,
+            data, exog=exog, validation_data=validation_data, validation_exog=validation_exog,
+            max_epochs=max_epochs, max_steps=max_steps,
             batch_size=batch_size, learning_rate=learning_rate, window_length=window_length,
             patience=patience, min_steps=min_steps, lr_schedule=lr_schedule,
             weight_decay=weight_decay, clip_norm=clip_norm,
@@ -348,7 +364,9 @@ class RecurrentModel(SequenceModel):
         self,
         seqs: Sequences,
         *,
+        exog: torch.Tensor | None = None,
         validation_data: Any = None,
+        validation_exog: Any = None,
         max_epochs: int | None = None,
         max_steps: int | None = 5000,
         batch_size: int = 32,
@@ -390,22 +408,33 @@ class RecurrentModel(SequenceModel):
         if chunk_length is not None:
             chunk_length = _check_int(chunk_length, "chunk_length")
 
-        valid_seqs = None
+        valid_seqs = valid_exog = None
         if validation_data is not None:
             valid_seqs, _ = as_sequences(validation_data, self.data_kind)
             check_sequences(valid_seqs, model=self.name)
+            if (validation_exog is None) != (exog is None):
+                raise ValueError("give validation_exog with validation_data exactly when the "
+                                 "training data has covariates (exog)")
+            if validation_exog is not None:
+                valid_exog = as_exog(validation_exog, valid_seqs, data=validation_data)
+                if valid_exog.shape[-1] != exog.shape[-1]:
+                    raise ValueError(f"validation_exog has E={valid_exog.shape[-1]} covariates, "
+                                     f"exog has E={exog.shape[-1]}")
+        elif validation_exog is not None:
+            raise ValueError("validation_exog was given without validation_data")
         self._set_data_shape(seqs, valid_seqs)
         recurrent = self.cell != "transformer"
         split = None
         if valid_seqs is None:
-            seqs, split = _hold_out(seqs, validation_fraction)
+            seqs, exog, split = _hold_out(seqs, exog, validation_fraction)
         longest = max(seqs.max_length, 0 if valid_seqs is None else valid_seqs.max_length)
         if split is not None:
             longest = max(longest, split[0].max_length)
         self._fitted_max_length = self.max_length or longest
         if chunk_length is not None:
-            seqs = _chunk(seqs, chunk_length)
-            valid_seqs = None if valid_seqs is None else _chunk(valid_seqs, chunk_length)
+            seqs, exog = _chunk(seqs, exog, chunk_length)
+            if valid_seqs is not None:
+                valid_seqs, valid_exog = _chunk(valid_seqs, valid_exog, chunk_length)
         self._check_length(longest if chunk_length is None else min(longest, chunk_length))
 
         if self.data_kind == "continuous":
@@ -413,25 +442,33 @@ class RecurrentModel(SequenceModel):
             self._mean = x.mean(0)
             std = x.std(0, correction=0)
             self._std = torch.where(std > 0, std, torch.ones_like(std))
+        self._num_exog = 0 if exog is None else int(exog.shape[-1])
+        self._exog_mean = self._exog_std = None
+        if exog is not None:
+            z = exog[seqs.mask]  # [steps, E]
+            self._exog_mean = z.mean(0)
+            z_std = z.std(0, correction=0)
+            self._exog_std = torch.where(z_std > 0, z_std, torch.ones_like(z_std))
 
-        def to_device(s: Sequences, previous: torch.Tensor | None = None,
+        def to_device(s: Sequences, ex: torch.Tensor | None, previous: torch.Tensor | None = None,
                       **kw: Any) -> PaddedData:
             if previous is not None:  # [N(, D)] raw observations, standardised like values
                 previous = self._standardise(previous.unsqueeze(1), torch.float32)[:, 0]
             return PaddedData.build(self._standardise(s.values, torch.float32), s.lengths,
-                                    self.device, previous=previous, **kw)
+                                    self.device, previous=previous,
+                                    exog=self._standardise_exog(ex, torch.float32), **kw)
 
         world = distributed.world_size()
         if recurrent:
             window = window_length or _auto_window(seqs, batch_size * world)
-            train = _streams(seqs, window, batch_size * world, to_device)
+            train = _streams(seqs, exog, window, batch_size * world, to_device)
         else:
             window = None
-            train = to_device(seqs)
+            train = to_device(seqs, exog)
         if split is not None:
-            valid = _tail_validation(split[0], split[1], chunk_length, recurrent, to_device)
+            valid = _tail_validation(*split, chunk_length, recurrent, to_device)
         elif valid_seqs is not None:
-            valid = to_device(valid_seqs)
+            valid = to_device(valid_seqs, valid_exog)
         else:
             valid = None
 
@@ -475,19 +512,34 @@ class RecurrentModel(SequenceModel):
         log_std_sum = self._log_std_sum
 
         def step_fn(net: SequenceNetwork, x: torch.Tensor, mask: torch.Tensor, state: Any,
-                    previous: torch.Tensor | None, has_previous: torch.Tensor | None):
-            e = net.embed(x)
-            first = net.start_inputs(x.shape[0]).to(e.dtype)
-            if previous is not None:
-                first = torch.where(has_previous[:, None, None],
-                                    net.embed(previous.unsqueeze(1)).to(e.dtype), first)
-            params, state = net.run(torch.cat([first, e[:, :-1]], dim=1), state)
+                    previous: torch.Tensor | None, has_previous: torch.Tensor | None,
+                    exog: torch.Tensor | None = None):
+            params, state = net.run(net.inputs(x, previous, has_previous, exog), state)
             logp = emission.log_prob(params, x)
             zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
             nll = -torch.where(mask, logp, zero).sum()
             return nll + mask.sum() * log_std_sum, state
 
         return step_fn
+
+    def _standardise_exog(self, exog: torch.Tensor | None,
+                          dtype: torch.dtype) -> torch.Tensor | None:
+        """Covariates ``[N, T, E]`` standardised with the training steps' mean and std."""
+        if exog is None:
+            return None
+        return ((exog.to(torch.float64) - self._exog_mean) / self._exog_std).to(dtype)
+
+    def _check_exog(self, exog: torch.Tensor | None) -> None:
+        """Refuse covariates that do not match the fit's."""
+        if exog is None and self._num_exog:
+            raise ValueError(f"this {self.name} was fitted with {self._num_exog} covariate(s): "
+                             "pass exog= for every step")
+        if exog is not None and not self._num_exog:
+            raise ValueError(f"this {self.name} was fitted without covariates; exog= cannot be "
+                             "used (refit with fit(..., exog=...))")
+        if exog is not None and exog.shape[-1] != self._num_exog:
+            raise ValueError(f"exog has E={exog.shape[-1]} covariates, this {self.name} was "
+                             f"fitted with E={self._num_exog}")
 
     def _set_data_shape(self, seqs: Sequences, valid: Sequences | None) -> None:
         """Fix V (categorical) or D (continuous) from the fit data; check validation data."""
@@ -510,8 +562,11 @@ class RecurrentModel(SequenceModel):
             self._obs_dim = seqs.dim
 
     # ---------------------------------------------------------------- evaluation
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None
+                        ) -> torch.Tensor:
         self._check_length(seqs.max_length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
         net = self._eval_network()
         emission = self._make_emission()
         n, t_max = seqs.values.shape[:2]
@@ -524,10 +579,12 @@ class RecurrentModel(SequenceModel):
             t_rows = int(lengths.max())
             x = self._standardise(seqs.values[r0: r0 + rows, :t_rows], torch.float64)
             x = x.to(self.device)
+            zr = None if z is None else z[r0: r0 + rows, :t_rows].to(self.device)
             state, previous = None, None
             for t0 in range(0, t_rows, window):
                 xw = x[:, t0: t0 + window]
-                params, state = net(xw, state, previous)
+                zw = None if zr is None else zr[:, t0: t0 + window]
+                params, state = net(xw, state, previous, zw)
                 out[r0: r0 + rows, t0: t0 + xw.shape[1]] = emission.log_prob(params, xw).cpu()
                 previous = xw[:, -1]
         out -= self._log_std_sum
@@ -536,14 +593,25 @@ class RecurrentModel(SequenceModel):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                temperature: float = 1.0) -> torch.Tensor:
+                temperature: float = 1.0, exog: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral sampling, batched across sequences.
 
         ``temperature`` divides the categorical logits and the mixture logits, and multiplies
         the Gaussian standard deviations (in standardised units); 1 samples the model itself.
+        ``exog`` ``[N, length, E]``: the covariates of every step (models fitted with them).
         """
         temperature = _check_float(temperature, "temperature", 0.0, math.inf, low_open=True)
         self._check_length(length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
+        z = None if z is None else z.to(self.device)
+
+        def with_exog(inputs: torch.Tensor, t0: int) -> torch.Tensor:
+            """Join the covariates of steps t0.. to inputs for those steps."""
+            if z is None:
+                return inputs
+            return torch.cat([inputs, z[:, t0: t0 + inputs.shape[1]]], dim=-1)
+
         net = self._eval_network()
         emission = self._make_emission()
         n = num_sequences
@@ -558,14 +626,15 @@ class RecurrentModel(SequenceModel):
             done = prefix.shape[0]
             pre = self._standardise(prefix.unsqueeze(0), torch.float64).to(self.device)
             out[:, :done] = pre[0]
-            inputs = torch.cat([start, net.embed(pre).expand(n, -1, -1)], dim=1)
+            inputs = torch.cat([start, net.embed(pre).expand(n, -1, -1)], dim=1)[:, :length]
+        inputs = with_exog(inputs, 0)
         params, state = net.run(inputs)
         for t in range(done, length):
             x = emission.sample(params[:, -1], temperature)
             out[:, t] = x
             if t + 1 == length:
                 break
-            e = net.embed(x.unsqueeze(1))
+            e = with_exog(net.embed(x.unsqueeze(1)), t + 1)
             if self.cell == "transformer":
                 inputs = torch.cat([inputs, e], dim=1)
                 params, _ = net.run(inputs)
@@ -609,6 +678,9 @@ class RecurrentModel(SequenceModel):
         if self._mean is not None:
             tensors["standardise.mean"] = self._mean
             tensors["standardise.std"] = self._std
+        if self._exog_mean is not None:
+            tensors["exog.mean"] = self._exog_mean
+            tensors["exog.std"] = self._exog_std
         return tensors
 
     def _meta(self) -> dict[str, Any]:
@@ -619,6 +691,7 @@ class RecurrentModel(SequenceModel):
             "history": self.history_,
             "best_epoch": self.best_epoch_,
             "fit_result": self.fit_result_,
+            "num_exog": self._num_exog,
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -628,6 +701,10 @@ class RecurrentModel(SequenceModel):
         self.history_ = meta["history"]
         self.best_epoch_ = meta["best_epoch"]
         self.fit_result_ = meta.get("fit_result")
+        self._num_exog = int(meta.get("num_exog", 0))
+        if self._num_exog:
+            self._exog_mean = tensors.pop("exog.mean").to(torch.float64)
+            self._exog_std = tensors.pop("exog.std").to(torch.float64)
         if self.data_kind == "continuous":
             self._mean = tensors.pop("standardise.mean").to(torch.float64)
             self._std = tensors.pop("standardise.std").to(torch.float64)
@@ -639,34 +716,41 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
 
 
-def _hold_out(seqs: Sequences, fraction: float
-              ) -> tuple[Sequences, tuple[Sequences, int | None] | None]:
+def _hold_out(seqs: Sequences, exog: torch.Tensor | None, fraction: float):
     """Split off validation data.
 
-    Returns ``(train, split)``: with two or more sequences a random ``fraction`` of them (at
-    least one) is held out and ``split = (held_out, None)``; a single sequence is split in
-    time, ``train`` its first steps and ``split = (whole, t_train)``: its last ``fraction`` of
-    steps (at least one) are scored given the first ``t_train``. ``split`` is None when
-    nothing is held out.
+    Returns ``(train, train_exog, split)``: with two or more sequences a random ``fraction``
+    of them (at least one) is held out and ``split = (held_out, held_exog, None)``; a single
+    sequence is split in time, ``train`` its first steps and ``split = (whole, exog,
+    t_train)``: its last ``fraction`` of steps (at least one) are scored given the first
+    ``t_train``. ``split`` is None when nothing is held out.
     """
     n = len(seqs)
     if fraction == 0:
-        return seqs, None
+        return seqs, exog, None
     if n >= 2:
         n_valid = min(n - 1, max(1, round(fraction * n)))
         order = torch.randperm(n)
-        return seqs[order[n_valid:].sort().values], (seqs[order[:n_valid].sort().values], None)
+        keep, held = order[n_valid:].sort().values, order[:n_valid].sort().values
+        return (seqs[keep], _rows(exog, keep, seqs[keep].max_length),
+                (seqs[held], _rows(exog, held, seqs[held].max_length), None))
     t = int(seqs.lengths[0])
     if t < 2:
-        return seqs, None
+        return seqs, exog, None
     t_valid = min(t - 1, max(1, round(fraction * t)))
     whole = seqs.values[0]
     train = Sequences(whole[None, : t - t_valid].clone(), torch.tensor([t - t_valid]))
-    return train, (Sequences(whole[None, :t].clone(), torch.tensor([t])), t - t_valid)
+    train_exog = None if exog is None else exog[:, : t - t_valid]
+    whole_seq = Sequences(whole[None, :t].clone(), torch.tensor([t]))
+    return train, train_exog, (whole_seq, None if exog is None else exog[:, :t], t - t_valid)
 
 
-def _tail_validation(held: Sequences, t_train: int | None, chunk_length: int | None,
-                     recurrent: bool, to_device) -> PaddedData:
+def _rows(exog: torch.Tensor | None, index: torch.Tensor, t_max: int) -> torch.Tensor | None:
+    return None if exog is None else exog[index, :t_max]
+
+
+def _tail_validation(held: Sequences, held_exog: torch.Tensor | None, t_train: int | None,
+                     chunk_length: int | None, recurrent: bool, to_device) -> PaddedData:
     """Validation data from :func:`_hold_out`'s split.
 
     Held-out sequences are scored whole. The tail of a single sequence is scored given its
@@ -675,16 +759,20 @@ def _tail_validation(held: Sequences, t_train: int | None, chunk_length: int | N
     the tail is scored on its own from the start input, in chunks.
     """
     if t_train is None:
-        return to_device(held if chunk_length is None else _chunk(held, chunk_length))
+        if chunk_length is not None:
+            held, held_exog = _chunk(held, held_exog, chunk_length)
+        return to_device(held, held_exog)
     t = int(held.lengths[0])
     if chunk_length is not None:
         tail = Sequences(held.values[:, t_train:t].clone(), torch.tensor([t - t_train]))
-        return to_device(_chunk(tail, chunk_length))
+        tail_exog = None if held_exog is None else held_exog[:, t_train:t]
+        return to_device(*_chunk(tail, tail_exog, chunk_length))
     begin = max(0, t_train - _VALID_CONTEXT) if recurrent else 0
     piece = Sequences(held.values[:, begin:t].clone(), torch.tensor([t - begin]))
     previous = held.values[:, begin - 1] if begin > 0 else held.values[:, 0]
-    return to_device(piece, score_from=torch.tensor([t_train - begin]),
-                     previous=previous, has_previous=torch.tensor([begin > 0]))
+    return to_device(piece, None if held_exog is None else held_exog[:, begin:t],
+                     previous=previous, score_from=torch.tensor([t_train - begin]),
+                     has_previous=torch.tensor([begin > 0]))
 
 
 def _auto_window(seqs: Sequences, num_streams: int) -> int:
@@ -695,28 +783,32 @@ def _auto_window(seqs: Sequences, num_streams: int) -> int:
     return min(256, max(16, math.ceil(t_max / 8)))
 
 
-def _streams(seqs: Sequences, window: int, num_streams: int, to_device) -> PaddedData:
+def _streams(seqs: Sequences, exog: torch.Tensor | None, window: int, num_streams: int,
+             to_device) -> PaddedData:
     """Training streams: the sequences, and with fewer than ``num_streams`` sequences the
     long ones cut into contiguous pieces of at least ``4 * window`` steps (about
     ``num_streams`` streams in all); a piece that starts inside a sequence carries the
     observation before it."""
     n = len(seqs)
     if n >= num_streams:
-        return to_device(seqs)
+        return to_device(seqs, exog)
     per_seq = math.ceil(num_streams / n)
-    pieces, previous, has_previous = [], [], []
-    for s in seqs:
+    pieces, pieces_exog, previous, has_previous = [], [], [], []
+    for i, s in enumerate(seqs):
         k = max(1, min(per_seq, s.shape[0] // (4 * window)))
         bounds = torch.linspace(0, s.shape[0], k + 1).round().long().tolist()
         for a, b in itertools.pairwise(bounds):
             pieces.append(s[a:b])
+            if exog is not None:
+                pieces_exog.append(exog[i, a:b])
             previous.append(s[a - 1] if a > 0 else s[0])
             has_previous.append(a > 0)
     if len(pieces) == n:
-        return to_device(seqs)
+        return to_device(seqs, exog)
     lengths = torch.tensor([p.shape[0] for p in pieces], dtype=torch.int64)
     values = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
-    return to_device(Sequences(values, lengths), previous=torch.stack(previous),
+    ex = None if exog is None else torch.nn.utils.rnn.pad_sequence(pieces_exog, batch_first=True)
+    return to_device(Sequences(values, lengths), ex, previous=torch.stack(previous),
                      has_previous=torch.tensor(has_previous))
 
 
@@ -748,11 +840,16 @@ def _fit_result(result: TrainingResult, window: int | None, patience: int | None
     }
 
 
-def _chunk(seqs: Sequences, chunk_length: int) -> Sequences:
-    """Cut every sequence into consecutive pieces of at most ``chunk_length`` steps."""
+def _chunk(seqs: Sequences, exog: torch.Tensor | None,
+           chunk_length: int) -> tuple[Sequences, torch.Tensor | None]:
+    """Cut every sequence (and its covariates) into consecutive pieces of at most
+    ``chunk_length`` steps."""
     if seqs.max_length <= chunk_length:
-        return seqs
+        return seqs, exog
     pieces = [p for s in seqs for p in torch.split(s, chunk_length)]
     lengths = torch.tensor([p.shape[0] for p in pieces], dtype=torch.int64)
     values = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
-    return Sequences(values, lengths)
+    if exog is None:
+        return Sequences(values, lengths), None
+    ex = [p for i, s in enumerate(seqs) for p in torch.split(exog[i, : s.shape[0]], chunk_length)]
+    return Sequences(values, lengths), torch.nn.utils.rnn.pad_sequence(ex, batch_first=True)

@@ -33,11 +33,12 @@ from probseq._utils import progress_bar
 __all__ = ["PaddedData", "ShuffleSampler", "TrainingResult", "train_network", "evaluate_nll",
            "LR_SCHEDULES"]
 
-#: ``step_fn(network, x, mask, state, previous, has_previous) -> (summed NLL, state)``:
+#: ``step_fn(network, x, mask, state, previous, has_previous, exog) -> (summed NLL, state)``:
 #: ``x [B, W(, D)]`` one window, ``mask [B, W]`` the steps that count, ``state`` the network
 #: state after the step before the window (None at the start), ``previous [B(, D)]`` the
 #: observation before the window's first step (None: every row starts at its beginning) and
-#: ``has_previous [B]`` which rows have one (the others read the start input).
+#: ``has_previous [B]`` which rows have one (the others read the start input); ``exog``
+#: ``[B, W, E]`` the window's covariates or None.
 StepFn = Callable[..., tuple[torch.Tensor, Any]]
 
 #: the learning-rate schedules of :func:`train_network`.
@@ -58,6 +59,7 @@ class PaddedData:
             first step where the row continues a longer sequence, or None.
         has_previous: ``[N]`` bool on the device (rows without one read the start input), or
             None.
+        exog: ``[N, T_max, E]`` standardised covariates on the device, or None.
     """
 
     values: torch.Tensor
@@ -66,11 +68,13 @@ class PaddedData:
     score_from: torch.Tensor
     previous: torch.Tensor | None = None
     has_previous: torch.Tensor | None = None
+    exog: torch.Tensor | None = None
 
     @classmethod
     def build(cls, values: torch.Tensor, lengths: torch.Tensor, device: torch.device, *,
               score_from: torch.Tensor | None = None, previous: torch.Tensor | None = None,
-              has_previous: torch.Tensor | None = None) -> PaddedData:
+              has_previous: torch.Tensor | None = None,
+              exog: torch.Tensor | None = None) -> PaddedData:
         lengths_cpu = lengths.cpu().to(torch.int64)
         score_from = (torch.zeros_like(lengths_cpu) if score_from is None
                       else score_from.cpu().to(torch.int64))
@@ -78,7 +82,8 @@ class PaddedData:
             previous = has_previous = None
         return cls(values.to(device), lengths.to(device), lengths_cpu, score_from,
                    None if previous is None else previous.to(device),
-                   None if has_previous is None else has_previous.to(device))
+                   None if has_previous is None else has_previous.to(device),
+                   None if exog is None else exog.to(device))
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -98,6 +103,7 @@ class PaddedData:
             self.score_from[index],
             None if self.previous is None else self.previous[dev_index],
             None if self.has_previous is None else self.has_previous[dev_index],
+            None if self.exog is None else self.exog[dev_index, :t_max],
         )
 
     def window_steps(self, t0: int, t1: int) -> int:
@@ -177,6 +183,10 @@ def _previous_for(data: PaddedData, t0: int, x: torch.Tensor):
     return prev, torch.ones(prev.shape[0], dtype=torch.bool, device=prev.device)
 
 
+def _exog_window(data: PaddedData, t0: int, t1: int) -> torch.Tensor | None:
+    return None if data.exog is None else data.exog[:, t0:t1]
+
+
 def _detach(state: Any) -> Any:
     if state is None:
         return None
@@ -206,7 +216,7 @@ def evaluate_nll(network: nn.Module, step_fn: StepFn, data: PaddedData, batch_si
         for t0, t1 in _windows(part.values.shape[1], window):
             prev, has_prev = _previous_for(part, t0, part.values)
             nll, state = step_fn(network, part.values[:, t0:t1], part.mask(t0, t1), state,
-                                 prev, has_prev)
+                                 prev, has_prev, _exog_window(part, t0, t1))
             total += nll.double()
     network.train(was_training)
     total = distributed.all_reduce_sum({"nll": total})["nll"]
@@ -363,7 +373,7 @@ def train_network(
                     if len(part) and t0 < x.shape[1]:
                         prev, has_prev = _previous_for(part, t0, x)
                         nll, state = step_fn(network, x[:, t0:t1], part.mask(t0, t1), state,
-                                             prev, has_prev)
+                                             prev, has_prev, _exog_window(part, t0, t1))
                         state = _detach(state)
                         (nll / n_window).backward()
                         running += nll.detach().double()
