@@ -8,8 +8,10 @@ sequences, scipy's Simpson rule on a grid, a forward recursion for the source HM
 here, torch.distributions for the emission densities, scipy.stats for the sampler.
 """
 
+import ast
 import itertools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -585,3 +587,27 @@ def test_hidden_gradient_norms_last_step_by_hand(discrete_models):
     assert abs(norms[-1] - float(grad.norm(dim=-1).mean())) < 1e-12
     with pytest.raises(ValueError, match="transformer"):
         hidden_gradient_norms(discrete_models["transformer"], x[:1, 0])
+
+
+@pytest.mark.parametrize("cls", [RecurrentModel, probseq.DeepMarkovModel])
+def test_public_fit_documents_every_option_and_refuses_unknown_ones(cls):
+    """Every keyword of the public fit (= every option _fit takes) appears in its
+    docstring's Args with its default; an unknown one is refused naming the valid ones."""
+    import inspect
+
+    params = inspect.signature(cls.fit).parameters
+    options = [n for n, p in params.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "exog"]
+    hook = inspect.signature(cls._fit).parameters
+    assert set(options) == {n for n in hook if n not in ("self", "seqs", "exog")}
+    doc = inspect.getdoc(cls.fit)
+    for name in options:
+        entry = re.search(rf"\n    {name}: (.*?)(?=\n    \w+: |\n    \*\*|$)", doc, re.S)
+        assert entry, f"{name} is not documented"
+        stated = re.search(r"[Dd]efault ([^\s:;,)]+)", entry.group(1))
+        assert stated, f"{name}: no default stated"
+        value = ast.literal_eval(stated.group(1).strip("`").replace("``", ""))
+        assert value == params[name].default, (name, value, params[name].default)
+    data = [[0, 1, 2]] if cls is RecurrentModel else [[0.0, 1.0, 2.0]]
+    with pytest.raises(ValueError, match="unknown option.*'n_iter'.*valid options: .*max_epochs"):
+        cls().fit(data, n_iter=3)

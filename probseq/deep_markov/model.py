@@ -207,6 +207,55 @@ class DeepMarkovModel(SequenceModel):
         return -float(self._scale.log().sum())
 
     # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        data: Any,
+        *,
+        max_epochs: int = 200,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        seed: int | None = None,
+        progress: bool | None = None,
+        validation_data: Any | None = None,
+        clip_norm: float = 10.0,
+        patience: int | None = None,
+        **unknown: Any,
+    ) -> DeepMarkovModel:
+        """Fit by stochastic variational inference (``Trace_ELBO``, ``ClippedAdam``) over
+        minibatches of sequences.
+
+        Data is standardised per dimension with the training steps' mean and standard
+        deviation (the Jacobian is in every reported density). A non-finite ELBO stops
+        training with a ``RuntimeWarning`` and keeps the weights of the last finished epoch.
+        The fit runs in a fresh scope of Pyro's global param store, which is left exactly
+        as it was. Under an active ``torch.distributed`` process group each rank takes its
+        part of every epoch's order and gradients are averaged over ranks.
+
+        Args:
+            data: the training sequences (reals, ``[T]`` or ``[T, D]`` each).
+            max_epochs: passes over the data (default 200).
+            batch_size: sequences per SVI step (default 32).
+            learning_rate: Adam's step size (default 3e-3).
+            seed: makes the fit reproducible on the CPU (default None).
+            progress: show a progress bar with the ELBO in nats per step (default None: when
+                stderr is a terminal).
+            validation_data: sequences whose negative ELBO per step (with fixed evaluation
+                draws) is measured after every epoch; the weights of the best epoch are kept
+                (default None: the last epoch's).
+            clip_norm: ``ClippedAdam``'s gradient-norm clip (default 10.0).
+            patience: with ``validation_data``, stop after this many epochs without
+                improvement (default None: never stop early).
+            **unknown: refused with ``ValueError``.
+
+        Returns:
+            self, with ``history_`` set.
+        """
+        return super().fit(
+            data, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, progress=progress, validation_data=validation_data,
+            clip_norm=clip_norm, patience=patience, **unknown,
+        )
+
     def _fit(
         self,
         seqs: Sequences,

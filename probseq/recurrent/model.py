@@ -331,9 +331,10 @@ class RecurrentModel(SequenceModel):
                 training stops (default 200; None: never stop early).
             min_steps: early stopping never ends training before this many optimiser steps
                 (default 300).
-            lr_schedule: ``"constant"`` (default), ``"cosine"`` (decays to 0 at
-                ``max_steps``) or ``"plateau"`` (halved after every epoch that does not
-                improve the monitored loss, down to ``learning_rate / 64``).
+            lr_schedule: the learning-rate schedule (default ``"constant"``):
+                ``"constant"``, ``"cosine"`` (decays to 0 at ``max_steps``) or ``"plateau"``
+                (halved after every epoch that does not improve the monitored loss, down to
+                ``learning_rate / 64``).
             weight_decay: decoupled weight decay (AdamW) (default 0: plain Adam).
             clip_norm: the largest L2 norm of the gradient (default 1.0; None: no clipping).
             validation_fraction: the share held out when ``validation_data`` is None

@@ -8,8 +8,12 @@ gradient clipping, validation on the validation chunks after every epoch (the be
 weights are kept). It prints the validation and test bits per character and saves the
 model with :meth:`~probseq.base.SequenceModel.save` (loadable by :func:`probseq.load`).
 
-Measured numbers are in the module docstring of :mod:`probseq.recurrent` training notes of
-the project report; rerun this script to reproduce them.
+Measured with the defaults (one torch thread on a shared 2-core machine, 1882 s): the
+validation NLL fell every epoch (2.24 nats/char after epoch 1, 1.2819 after 18); held out,
+1.849 bits/char on the validation chunks and 1.882 on the test chunks, short of the
+order-7 modified Kneser-Ney chain's ~1.82 on the same test chunks: this recipe's budget
+is too small for the LSTM to win (training NLL 1.23 nats/char: it underfits, so more
+capacity and epochs are the next steps).
 """
 
 from __future__ import annotations
