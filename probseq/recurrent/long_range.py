@@ -323,6 +323,9 @@ def hidden_gradient_norms(model: RecurrentModel, data: Any) -> np.ndarray:
     model._check_fitted()
     if model.cell == "transformer":
         raise ValueError("hidden_gradient_norms needs a recurrent cell, not a transformer")
+    if model._num_exog:
+        raise ValueError("hidden_gradient_norms does not take covariates: the model was "
+                         "fitted with exog")
     seqs, _ = as_sequences(data, model.data_kind)
     if not bool((seqs.lengths == seqs.max_length).all()):
         raise ValueError("hidden_gradient_norms needs sequences of one common length")
