@@ -511,6 +511,12 @@ def test_covariates_that_drive_the_series_improve_held_out_scores(tmp_path):
         without.log_prob(x_test, exog=u_test)
     with pytest.raises(ValueError, match="E=2"):
         with_u.log_prob(x_test, exog=torch.cat([u_test, u_test], -1))
+    # the one-step predictive reads the covariates too; forecasts need the future ones
+    pred = with_u._step_predictive(x_test, exog=u_test)
+    torch.testing.assert_close(pred.log_prob(x_test.values), steps_lp)
+    future = torch.cat([u_test[0], torch.full((3, 1), 2.0, dtype=torch.float64)]).numpy()
+    fc = with_u.forecast(x_test[0].numpy(), 3, exog=future, seed=0)
+    assert torch.all((fc.mean - (3 + 2 * 2.0)).abs() < 1.0), fc.mean
     # samples follow the covariate path they are given
     path = torch.linspace(-2, 2, 40, dtype=torch.float64)[:, None]
     draws = with_u.sample(200, 40, exog=path, seed=0).values

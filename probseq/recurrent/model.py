@@ -717,9 +717,11 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
 
     # ---------------------------------------------------------------- forecasts
-    def _step_params(self, seqs: Sequences) -> torch.Tensor:
+    def _step_params(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, T_max, P]`` float64 emission parameters of every step (as in scoring)."""
         self._check_length(seqs.max_length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
         net = self._eval_network()
         n, t_max = seqs.values.shape[:2]
         out = torch.zeros(n, t_max, self._make_emission().num_outputs, dtype=torch.float64)
@@ -730,15 +732,18 @@ class RecurrentModel(SequenceModel):
             t_rows = int(seqs.lengths[r0: r0 + rows].max())
             x = self._standardise(seqs.values[r0: r0 + rows, :t_rows], torch.float64)
             x = x.to(self.device)
+            zr = None if z is None else z[r0: r0 + rows, :t_rows].to(self.device)
             state, previous = None, None
             for t0 in range(0, t_rows, window):
                 xw = x[:, t0: t0 + window]
-                params, state = net(xw, state, previous)
+                zw = None if zr is None else zr[:, t0: t0 + window]
+                params, state = net(xw, state, previous, zw)
                 out[r0: r0 + rows, t0: t0 + xw.shape[1]] = params.cpu()
                 previous = xw[:, -1]
         return out
 
-    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+    def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
+                         ) -> torch.distributions.Distribution:
         """``[N, T_max]``: the network's output distribution of every step, in data units.
 
         Categorical: the softmax; Gaussian: Normal (``Independent`` Normals for D > 1);
@@ -746,7 +751,7 @@ class RecurrentModel(SequenceModel):
         ``m + s * mean``, scales ``s * scale``), so densities include the Jacobian.
         """
         dist = torch.distributions
-        params = self._step_params(seqs)
+        params = self._step_params(seqs, exog)
         emission = self._make_emission()
         if self.data_kind == "discrete":
             return dist.Categorical(logits=params)
