@@ -557,8 +557,6 @@ class Scaled:
         shift: ``[V]`` float64.
         symbols: ``[N, T_max]`` int64 (padding may hold anything).
         log_lik: ``[N, T_max, K]`` (padding may hold anything finite or not).
-        time_major: ``(b [T_max, N, K], m [T_max, N])`` already scaled (1 and 0 at padding),
-            as an emission's ``scaled_time_major`` computes them.
         packed: ``fn(rows [M], steps [M]) -> (b [M, K], m [M])``, the scaled likelihoods of
             the given (row, step) pairs (an emission's ``scaled_packed``); only the real steps
             are computed and stored, the padded form is built if something asks for it.
@@ -583,7 +581,6 @@ class Scaled:
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
                  shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
                  log_lik: torch.Tensor | None = None,
-                 time_major: tuple[np.ndarray, np.ndarray] | None = None,
                  packed: Callable[[np.ndarray, np.ndarray],
                                   tuple[np.ndarray, np.ndarray]] | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
@@ -611,9 +608,6 @@ class Scaled:
             row = np.arange(off[-1]) - off[step]
             b, m = packed(order[row], step)
             self._packed_dense = (order, off, row, step, b, m)
-        elif time_major is not None:
-            self.table = None
-            self.b_tm, self.m_tm = time_major
         else:
             self.table = None
             # Time-major: log_lik is usually a transposed view of a time-major result.
