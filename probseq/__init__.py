@@ -14,6 +14,7 @@ from probseq.hmm import HiddenMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 from probseq.recurrent import RecurrentModel
+from probseq.switching import SwitchingAutoRegressive
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "AutoRegressive",
     "DeepMarkovModel",
     "RecurrentModel",
+    "SwitchingAutoRegressive",
     "compare",
     "datasets",
     "distributed",
