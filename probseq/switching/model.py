@@ -441,12 +441,7 @@ class SwitchingAutoRegressive(SequenceModel):
     def _fit(self, seqs: Sequences, *, conditional: bool = False, num_restarts: int = 5,
              max_epochs: int = 200, tol: float = 1e-6, polish: bool = True,
              max_polish_iter: int = 100, progress: bool | None = None,
-             seed: int | None = None, **unknown: Any) -> None:
-        if unknown:
-            raise ValueError(
-                f"SwitchingAutoRegressive.fit got unknown options {sorted(unknown)}; valid: "
-                "conditional, num_restarts, max_epochs, tol, polish, max_polish_iter, "
-                "progress, seed")
+             seed: int | None = None) -> None:
         for name, v in (("num_restarts", num_restarts), ("max_epochs", max_epochs)):
             _positive_int(v, name, 1)
         _positive_int(max_polish_iter, "max_polish_iter", 0)
@@ -480,6 +475,7 @@ class SwitchingAutoRegressive(SequenceModel):
         if not univariate:
             self._obs_dim = d
         zlong = fit_seqs[long]
+        self._refuse_exact_fit(zlong)
         scored = seqs.num_steps - (p * len(seqs) if conditional else 0)
         log_jac = float(torch.log(scale).sum()) * (
             int((seqs.lengths[long] - p).sum()) if conditional else seqs.num_steps)
@@ -511,6 +507,23 @@ class SwitchingAutoRegressive(SequenceModel):
         self._initial = None
         self.history_ = results[best][2]
         self.restart_log_likelihoods_ = finals
+
+    def _refuse_exact_fit(self, seqs: Sequences) -> None:
+        """Refuse data that a pooled VAR(p) with intercept predicts exactly (standardised
+        data: a residual variance below 1e-10 of the data's)."""
+        p = self.order
+        y = seqs.values3d()
+        d, t_max = y.shape[-1], y.shape[1]
+        mask = (torch.arange(p, t_max)[None, :] < seqs.lengths[:, None]).reshape(-1)
+        target = y[:, p:].reshape(-1, d)[mask]
+        design = torch.cat([torch.ones(target.shape[0], 1, dtype=torch.float64)]
+                           + [y[:, p - i : t_max - i].reshape(-1, d)[mask]
+                              for i in range(1, p + 1)], 1)
+        resid = target - design @ torch.linalg.lstsq(design, target).solution
+        if float(torch.linalg.eigvalsh(resid.T @ resid / resid.shape[0]).min()) < 1e-10:
+            raise ValueError(
+                f"the data are (nearly) exactly predictable from {p} lags (an AR({p}) leaves "
+                "no residual variance), so a switching AR has no finite maximum likelihood")
 
     def _objective(self, seqs: Sequences, p: dict[str, torch.Tensor], conditional: bool) -> float:
         with torch.no_grad():

@@ -1,0 +1,321 @@
+"""SwitchingAutoRegressive against statsmodels' MarkovAutoregression (Hamilton's conditional
+likelihood on Hamilton's GNP data and on macrodata) and against brute-force enumeration of all
+regime paths with one dense Gaussian per path (the exact joint)."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg, stats
+
+import probseq as ps
+from probseq.autoregressive.likelihood import autocovariances
+from probseq.switching import SwitchingAutoRegressive
+
+sm = pytest.importorskip("statsmodels.api")
+
+
+def _rgnp() -> np.ndarray:
+    from statsmodels.tsa.regime_switching.tests.test_markov_autoregression import rgnp
+
+    return np.asarray(rgnp, dtype=np.float64)
+
+
+def _gdp_growth() -> np.ndarray:
+    return ps.datasets.gdp_growth().to_numpy()
+
+
+def _statsmodels_fit(y, k, p, switching_ar, switching_variance):
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=k, order=p, switching_ar=switching_ar,
+                                      switching_variance=switching_variance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.random.seed(0)  # noqa: NPY002 (statsmodels search_reps draws from the global RNG)
+        res = mod.fit(disp=False, search_reps=5)
+    par = dict(zip(res.model.param_names, np.asarray(res.params), strict=True))
+    trans = res.model.regime_transition_matrix(res.params)[..., 0].T  # statsmodels: columns from
+    means = [par[f"const[{i}]"] for i in range(k)]
+    if switching_ar:
+        coef = [[par[f"ar.L{j + 1}[{i}]"] for j in range(p)] for i in range(k)]
+    else:
+        coef = [par[f"ar.L{j + 1}"] for j in range(p)]
+    var = [par[f"sigma2[{i}]"] for i in range(k)] if switching_variance else par["sigma2"]
+    model = SwitchingAutoRegressive.from_params(transition=trans, means=means, coef=coef,
+                                                noise_var=var)
+    return res.llf, model
+
+
+# Order 1 only for switching variances: for p >= 2 statsmodels (0.14) broadcasts the [K]
+# variances against the regime axis of S_(t-p+1) instead of S_t (checked on its own
+# _conditional_loglikelihoods), so its likelihood is not Hamilton's there.
+SETTINGS = [
+    ("rgnp", 2, 4, False, False),  # Hamilton (1989)
+    ("rgnp", 2, 1, True, False),
+    ("rgnp", 3, 1, False, True),
+    ("gdp", 2, 2, False, False),
+    ("gdp", 2, 1, True, True),
+]
+
+
+@pytest.mark.parametrize("data,k,p,sar,svar", SETTINGS)
+def test_conditional_log_prob_equals_statsmodels_llf(data, k, p, sar, svar):
+    y = _rgnp() if data == "rgnp" else _gdp_growth()
+    llf, model = _statsmodels_fit(y, k, p, sar, svar)
+    ours = float(model.conditional_log_prob(y))
+    assert ours == pytest.approx(llf, abs=1e-7 * abs(llf))
+    steps = model.log_prob_steps(y)
+    assert float(steps.sum()) == pytest.approx(float(model.log_prob(y)), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- brute force
+def _stationary_block(coef: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Cov of (y_1..y_p), oldest first, of a zero-mean VAR(p) ``coef [p, D, D]``."""
+    p, d = coef.shape[0], coef.shape[1]
+    if d == 1:
+        gamma = autocovariances(coef[:, 0, 0], float(cov[0, 0]))
+        gamma = np.concatenate([gamma, np.zeros(max(0, p - gamma.shape[0]))])
+        return gamma[np.abs(np.arange(p)[:, None] - np.arange(p)[None, :])]
+    f = np.zeros((p * d, p * d))
+    f[:d] = np.concatenate(list(coef), 1)
+    f[d:, : (p - 1) * d] = np.eye((p - 1) * d)
+    q = np.zeros((p * d, p * d))
+    q[:d, :d] = cov
+    x = linalg.solve_discrete_lyapunov(f, q)  # state (y_t, ..., y_(t-p+1))
+    rev = np.arange(p - 1, -1, -1)
+    return x.reshape(p, d, p, d)[rev][:, :, rev].reshape(p * d, p * d)
+
+
+def _brute_force(model: SwitchingAutoRegressive, y: np.ndarray):
+    """log p(y) summing over every regime path a dense Gaussian of the whole sequence, and
+    the posterior marginals of the regimes and the best path."""
+    prm = model._p
+    trans, loc = prm["transition"].numpy(), prm["loc"].numpy()
+    coef, cov = prm["coef"].numpy(), prm["cov"].numpy()
+    init = model.params["initial"].numpy()
+    y = y.reshape(y.shape[0], -1)
+    t_len, d = y.shape
+    k, p = loc.shape[0], coef.shape[1]
+    logs, paths = [], list(itertools.product(range(k), repeat=t_len))
+    for s in paths:
+        lp = np.log(init[s[0]]) + sum(np.log(trans[a, b]) for a, b in itertools.pairwise(s))
+        phi = np.eye(t_len * d)
+        offset = np.zeros(t_len * d)
+        big = np.zeros((t_len * d, t_len * d))
+        h = min(p, t_len)
+        if h:
+            gamma = _stationary_block(coef[s[0]], cov[s[0]])[: h * d, : h * d]
+            big[: h * d, : h * d] = gamma
+            if model.switching == "mean":
+                offset[: h * d] = 0.0
+            else:
+                level = np.linalg.solve(np.eye(d) - coef[s[0]].sum(0), loc[s[0]])
+                offset[: h * d] = np.tile(level, h)
+        for t in range(h, t_len):
+            r = s[t]
+            big[t * d : (t + 1) * d, t * d : (t + 1) * d] = cov[r]
+            for i in range(1, p + 1):
+                phi[t * d : (t + 1) * d, (t - i) * d : (t - i + 1) * d] = -coef[r, i - 1]
+            if model.switching == "intercept":
+                offset[t * d : (t + 1) * d] = loc[r]
+        inv = np.linalg.inv(phi)
+        mean = inv @ offset
+        dense = inv @ big @ inv.T
+        x = y.reshape(-1)
+        if model.switching == "mean":
+            x = x - loc[list(s)].reshape(-1)
+        logs.append(lp + stats.multivariate_normal(mean, dense).logpdf(x))
+    logs = np.array(logs)
+    total = np.logaddexp.reduce(logs)
+    post = np.exp(logs - total)
+    marg = np.zeros((t_len, k))
+    for w, s in zip(post, paths, strict=True):
+        marg[np.arange(t_len), list(s)] += w
+    return total, marg, np.array(paths[int(np.argmax(logs))])
+
+
+def _models():
+    t2 = [[0.85, 0.15], [0.3, 0.7]]
+    t3 = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.25, 0.25, 0.5]]
+    return {
+        "mean_p2": SwitchingAutoRegressive.from_params(
+            transition=t2, means=[-1.0, 1.5], coef=[0.5, -0.3], noise_var=0.6),
+        "mean_p2_switching": SwitchingAutoRegressive.from_params(
+            transition=t2, means=[-1.0, 1.5], coef=[[0.5, -0.3], [-0.2, 0.4]],
+            noise_var=[0.4, 1.3], initial=[0.3, 0.7]),
+        "mean_k3_p1": SwitchingAutoRegressive.from_params(
+            transition=t3, means=[-1.0, 0.5, 2.0], coef=[0.6], noise_var=[0.5, 1.0, 0.3]),
+        "intercept_p2": SwitchingAutoRegressive.from_params(
+            transition=t2, intercept=[0.3, -0.5], coef=[[0.5, -0.3], [-0.2, 0.4]],
+            noise_var=[0.4, 1.3]),
+        "intercept_2d": SwitchingAutoRegressive.from_params(
+            transition=t2, intercept=[[0.3, -0.2], [-0.5, 0.8]],
+            coef=[[[[0.5, 0.1], [-0.2, 0.3]]], [[[-0.3, 0.0], [0.2, 0.6]]]],
+            noise_cov=[[[0.5, 0.1], [0.1, 0.4]], [[1.0, -0.3], [-0.3, 0.8]]]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_exact_joint_equals_brute_force_over_regime_paths(name):
+    model = _models()[name]
+    d = 1 if model._univariate else 2
+    rng = np.random.default_rng(0)
+    for t_len in (1, 2, 6):
+        y = rng.normal(size=(t_len, d)) + 0.3
+        y = y[:, 0] if d == 1 else y
+        total, marg, best = _brute_force(model, y)
+        batch = [y]  # a list: one short [T, D] sequence is not mistaken for a batch
+        assert float(model.log_prob(batch)[0]) == pytest.approx(total, abs=1e-9)
+        assert float(model.log_prob_steps(batch).sum()) == pytest.approx(total, abs=1e-9)
+        np.testing.assert_allclose(model.smoother(batch)[0].numpy(), marg, atol=1e-9)
+        np.testing.assert_array_equal(model.most_likely_states(batch)[0].numpy(), best)
+    # The filter at the last step is the smoother there.
+    np.testing.assert_allclose(model.filter(batch)[0, -1].numpy(), marg[-1], atol=1e-9)
+
+
+def test_ragged_batch_and_step_predictive_agree():
+    model = _models()["mean_p2_switching"]
+    rng = np.random.default_rng(1)
+    data = [rng.normal(size=n) for n in (1, 3, 9, 5)]
+    batch = model.log_prob(data)
+    single = torch.stack([model.log_prob(x) for x in data])
+    torch.testing.assert_close(batch, single, rtol=1e-12, atol=1e-12)
+    seqs = ps.Sequences.from_list(data)
+    pred = model._step_predictive(seqs)
+    lp = pred.log_prob(seqs.values)
+    steps = model.log_prob_steps(seqs)
+    torch.testing.assert_close(torch.where(seqs.mask, lp, 0.0), steps, rtol=1e-10, atol=1e-10)
+    m2 = _models()["intercept_2d"]
+    seqs2 = ps.Sequences.from_list([rng.normal(size=(n, 2)) for n in (2, 6)])
+    lp2 = m2._step_predictive(seqs2).log_prob(seqs2.values)
+    torch.testing.assert_close(torch.where(seqs2.mask, lp2, 0.0), m2.log_prob_steps(seqs2),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_samples_follow_the_model():
+    """Moments of y_1 and y_2 (stationary start, mixed over regimes) match the parameters,
+    and a prefix is continued."""
+    model = _models()["mean_p2"]
+    s = model.sample(40_000, 3, seed=0).values.numpy()
+    pi = model.params["initial"].numpy()
+    mu = np.array([-1.0, 1.5])
+    gamma = autocovariances(np.array([0.5, -0.3]), 0.6)
+    mean = pi @ mu
+    var = gamma[0] + pi @ mu**2 - mean**2
+    assert abs(s[:, 0].mean() - mean) < 4 * np.sqrt(var / 40_000)
+    assert abs(s[:, 0].var() / var - 1) < 0.03
+    trans = model.params["transition"].numpy()
+    cov12 = gamma[1] + sum(pi[a] * trans[a, b] * mu[a] * mu[b] for a in range(2)
+                           for b in range(2)) - mean**2
+    assert abs(np.cov(s[:, 0], s[:, 1])[0, 1] - cov12) < 0.03
+    c = model.sample(5, 6, prefix=[0.2], seed=1).values
+    assert torch.all(c[:, 0] == 0.2)
+
+
+# ----------------------------------------------------------------------------- fitting
+def test_fit_conditional_reaches_statsmodels_maximum():
+    y = _rgnp()
+    llf, _ = _statsmodels_fit(y, 2, 1, True, False)
+    model = SwitchingAutoRegressive(2, 1, switching_ar=True).fit(
+        y, conditional=True, num_restarts=4, seed=0, progress=False)
+    assert float(model.conditional_log_prob(y)) >= llf - 1e-6
+    assert model.history_[-1] == pytest.approx(float(model.conditional_log_prob(y)), abs=1e-8)
+
+
+def test_fit_exact_joint_beats_the_conditional_fit_on_the_joint():
+    y = _gdp_growth()
+    cond = SwitchingAutoRegressive(2, 1).fit(y, conditional=True, num_restarts=2, seed=0,
+                                             progress=False)
+    joint = SwitchingAutoRegressive(2, 1).fit(y, num_restarts=2, seed=0, progress=False)
+    assert float(joint.log_prob(y)) >= float(cond.log_prob(y)) - 1e-6
+    assert float(cond.conditional_log_prob(y)) >= float(joint.conditional_log_prob(y)) - 1e-6
+    probs = joint.smoother(y)
+    assert probs.shape == (len(y), 2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(y), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("c", [1e-6, 1.0, 1e6])
+def test_fit_is_scale_equivariant(c):
+    base = _models()["mean_p2"].sample(3, 60, seed=3)
+    ref = SwitchingAutoRegressive(2, 2).fit(base, num_restarts=2, max_epochs=30, seed=0,
+                                            progress=False, max_polish_iter=30)
+    scaled = ps.Sequences(base.values * c, base.lengths)
+    m = SwitchingAutoRegressive(2, 2).fit(scaled, num_restarts=2, max_epochs=30, seed=0,
+                                          progress=False, max_polish_iter=30)
+    n = base.num_steps
+    assert float(m.log_prob(scaled).sum()) == pytest.approx(
+        float(ref.log_prob(base).sum()) - n * np.log(c), rel=1e-6)
+    torch.testing.assert_close(m.params["means"], ref.params["means"] * c, rtol=1e-5,
+                               atol=1e-5 * c)
+    torch.testing.assert_close(m.params["noise_var"], ref.params["noise_var"] * c**2,
+                               rtol=1e-5, atol=0)
+
+
+def test_intercept_form_multivariate_em_recovers_the_truth():
+    truth = _models()["intercept_2d"]
+    data = truth.sample(8, 150, seed=0)
+    m = SwitchingAutoRegressive(2, 1, switching="intercept", switching_ar=True,
+                                switching_variance=True).fit(data, num_restarts=3, seed=0,
+                                                             progress=False)
+    gain = float(m.log_prob(data).sum() - truth.log_prob(data).sum())
+    assert gain > -1.0 and gain < 0.01 * data.num_steps  # at the truth's level, no overfit
+    # Regimes match the truth's up to their labels.
+    order = torch.argsort(m.params["intercept"][:, 1])
+    ref = torch.argsort(truth.params["intercept"][:, 1])
+    torch.testing.assert_close(m.params["intercept"][order], truth.params["intercept"][ref],
+                               atol=0.25, rtol=0)
+    torch.testing.assert_close(m.params["coef"][order], truth.params["coef"][ref],
+                               atol=0.12, rtol=0)
+
+
+# ----------------------------------------------------------------------------- validation
+def test_from_params_validates():
+    good = {"transition": [[0.9, 0.1], [0.2, 0.8]], "means": [0.0, 1.0], "coef": [0.5],
+            "noise_var": 1.0}
+    SwitchingAutoRegressive.from_params(**good)
+    bad = [
+        ({"transition": [[0.9, 0.2], [0.2, 0.8]]}, "sum to 1"),
+        ({"transition": [[1.1, -0.1], [0.2, 0.8]]}, "negative"),
+        ({"noise_var": 0.0}, "noise_var must be > 0"),
+        ({"noise_var": [1.0, 1.0, 1.0]}, "noise_var must be"),
+        ({"coef": [1.2]}, "not stationary"),
+        ({"coef": [[0.5], [1.0]]}, "regime 1 is not stationary"),
+        ({"means": [0.0, 1.0, 2.0]}, "regimes"),
+        ({"initial": [0.5, 0.6]}, "initial must sum to 1"),
+        ({"means": [0.0, np.nan]}, "NaN"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SwitchingAutoRegressive.from_params(**{**good, **change})
+    with pytest.raises(ValueError, match="exactly one"):
+        SwitchingAutoRegressive.from_params(**good, intercept=[0.0, 1.0])
+    with pytest.raises(ValueError, match="switching"):
+        SwitchingAutoRegressive(2, 1, switching="trend")
+    m = SwitchingAutoRegressive.from_params(**good)
+    with pytest.raises(ValueError, match="sequence 1 has 1 steps"):
+        m.conditional_log_prob([np.zeros(3), np.zeros(1)])
+    with pytest.raises(ValueError, match="epochs"):
+        SwitchingAutoRegressive(2, 1).fit(np.random.default_rng(0).normal(size=50), epochs=3)
+    assert m.params["initial"].numpy() == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_pyro_model_factor_is_the_exact_log_prob():
+    import pyro
+    from pyro import poutine
+
+    model = _models()["mean_p2_switching"]
+    model._initial = None
+    y = np.random.default_rng(0).normal(size=12)
+    prm = model.params
+    from probseq.switching.model import _coef_to_pacf
+
+    pacf = torch.from_numpy(np.stack([_coef_to_pacf(c) for c in prm["coef"].numpy()]))
+    values = {"transition": prm["transition"], "means": prm["means"], "pacf": pacf,
+              "noise_var": prm["noise_var"]}
+    pyro.clear_param_store()
+    trace = poutine.trace(poutine.condition(model.pyro_model, data=values)).get_trace(y)
+    factor = trace.nodes["log_lik"]["fn"].log_prob(trace.nodes["log_lik"]["value"])
+    assert float(factor) == pytest.approx(float(model.log_prob(y)), abs=1e-9)
