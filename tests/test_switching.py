@@ -346,3 +346,22 @@ def test_gdp_dataset_and_cli_models():
         assert name in factories
     model, _ = factories["msar4"]()
     assert isinstance(model, SwitchingAutoRegressive) and model.order == 4
+
+
+def test_exact_forecast_matches_one_step_and_simulation():
+    model = _models()["mean_p2"]
+    y = np.array([0.3, -1.2, 0.8, 1.9, 1.1])
+    dist = model._forecast(ps.Sequences.from_list([y]), 3)
+    assert dist.batch_shape == (1, 3)
+    # Step 1 is the one-step predictive: its density is the last conditional of y + [x].
+    for x in (-2.0, 0.4, 3.0):
+        steps = model.log_prob_steps(np.append(y, x))
+        value = torch.full((1, 3), x, dtype=torch.float64)
+        assert float(dist.log_prob(value)[0, 0]) == pytest.approx(float(steps[-1]), abs=1e-10)
+    # Steps 2 and 3 against simulated continuations.
+    paths = model.sample(40_000, 8, prefix=y, seed=2).values[:, 5:].numpy()
+    for h in range(3):
+        sd = paths[:, h].std()
+        assert abs(float(dist.mean[0, h]) - paths[:, h].mean()) < 4 * sd / np.sqrt(40_000)
+        assert abs(float(dist.variance[0, h]) / sd**2 - 1) < 0.03
+    assert _models()["intercept_p2"]._forecast(ps.Sequences.from_list([y]), 2) is None

@@ -848,7 +848,7 @@ class SwitchingAutoRegressive(SequenceModel):
         pred = torch.cat([init.expand(len(seqs), 1, -1), u[:, :-1] @ trans], 1)
         ok = pred.sum(-1, keepdim=True) > 0
         pred = torch.where(ok, pred, init)
-        mix = torch.distributions.Categorical(probs=pred)
+        mix = _categorical(pred)
         if self._univariate:
             comp = torch.distributions.Normal(mean[..., 0], tril[None, ..., 0, 0].expand_as(
                 mean[..., 0]))
@@ -857,8 +857,73 @@ class SwitchingAutoRegressive(SequenceModel):
                 mean, scale_tril=tril[None].expand(mean.shape + (mean.shape[-1],)))
         return torch.distributions.MixtureSameFamily(mix, comp)
 
+    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
+        """Exact h-step marginals ``[N, H]`` where they have a closed form, else None.
+
+        Closed form: Hamilton's mean form with shared coefficients and variance. There the
+        deviations ``u_t = y_t - mu[S_t]`` are an AR(p) independent of the regimes, so
+        ``y_(T+h)`` given ``y_1..y_T`` is a mixture over the filtered window of regimes at T
+        (which fixes ``u_(T-p+1..T)``) and the regime ``S_(T+h)`` (``transition^h`` from
+        ``S_T``) of ``N(mu[S_(T+h)] + E[u_(T+h) | u_(<=T)], sum_(j<h) psi_j^2 sigma2)``
+        (``psi`` the AR's impulse responses): ``K^(p+2)`` Gaussians. Other forms (switching
+        coefficients or variances, the AR-HMM, sequences shorter than p) mix over every
+        future regime path; they are left to the sampling fallback (None).
+        """
+        if self.switching != "mean" or self.switching_ar or self.switching_variance:
+            return None
+        k, p = self.num_regimes, self.order
+        lengths = seqs.lengths
+        if int(lengths.min()) < max(p, 1):
+            return None
+        n = len(seqs)
+        init, trans = self._windows()
+        u = hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
+                                     filtered=True)["filtered"]
+        last = u[torch.arange(n), lengths - 1]  # [N, M]
+        mu = self._p["loc"][:, 0]
+        phi = self._p["coef"][0, :, 0, 0]
+        var = self._p["cov"][0, 0, 0]
+        dig = sw.window_digits(k, p + 1)
+        m = dig.shape[0]
+        idx = lengths[:, None] - 1 - torch.arange(p)[None, :]  # [N, p]: T, T-1, ..., T-p+1
+        recent = seqs.values.gather(1, idx)
+        state = recent[:, None, :] - mu[dig[:, p - torch.arange(p)]][None]  # [N, M, p]
+        companion = torch.zeros(p, p, dtype=torch.float64)
+        if p:
+            companion[0] = phi
+            companion[1:, :-1] = torch.eye(p - 1, dtype=torch.float64)
+        power = torch.eye(max(p, 1), dtype=torch.float64)
+        a_h = torch.eye(k, dtype=torch.float64)
+        means, sds, weights = [], [], []
+        spread = torch.zeros((), dtype=torch.float64)
+        for _ in range(horizon):
+            psi = power[0, 0] if p else torch.ones((), dtype=torch.float64)
+            spread = spread + psi**2 * var
+            if p:
+                state = state @ companion.T
+                power = companion @ power
+                dev = state[..., 0]  # [N, M]
+            else:
+                dev = torch.zeros(n, m, dtype=torch.float64)
+            a_h = a_h @ self._p["transition"]
+            weights.append((last[:, :, None] * a_h[dig[:, p]][None]).reshape(n, m * k))
+            means.append((dev[:, :, None] + mu[None, None, :]).reshape(n, m * k))
+            sds.append(spread.sqrt().expand(n, m * k))
+        return torch.distributions.MixtureSameFamily(
+            _categorical(torch.stack(weights, 1)),
+            torch.distributions.Normal(torch.stack(means, 1), torch.stack(sds, 1)))
+
 
 # ---------------------------------------------------------------------- M-step helpers
+def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
+    """Mixture weights by their logarithms: ``Categorical(probs=...)`` would clamp the
+    structural zeros (impossible windows of regimes) up to machine epsilon."""
+    probs = probs / probs.sum(-1, keepdim=True)
+    logits = torch.where(probs > 0, torch.log(probs), torch.full((), -math.inf,
+                                                                 dtype=probs.dtype))
+    return torch.distributions.Categorical(logits=logits)
+
+
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
