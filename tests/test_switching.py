@@ -365,3 +365,14 @@ def test_exact_forecast_matches_one_step_and_simulation():
         assert abs(float(dist.mean[0, h]) - paths[:, h].mean()) < 4 * sd / np.sqrt(40_000)
         assert abs(float(dist.variance[0, h]) / sd**2 - 1) < 0.03
     assert _models()["intercept_p2"]._forecast(ps.Sequences.from_list([y]), 2) is None
+
+
+def test_order_zero_is_a_gaussian_hmm():
+    trans = [[0.9, 0.1], [0.25, 0.75]]
+    model = SwitchingAutoRegressive.from_params(transition=trans, means=[-1.0, 2.0], coef=[],
+                                                noise_var=[0.5, 1.5])
+    hmm = ps.HiddenMarkovModel.from_params(initial=model.params["initial"], transition=trans,
+                                           means=[-1.0, 2.0], covariances=[0.5, 1.5])
+    data = [np.random.default_rng(0).normal(size=n) for n in (1, 7, 30)]
+    torch.testing.assert_close(model.log_prob(data), hmm.log_prob(data), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.smoother(data), hmm.smoother(data), rtol=1e-9, atol=1e-12)

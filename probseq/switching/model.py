@@ -63,7 +63,8 @@ class SwitchingAutoRegressive(SequenceModel):
 
     Attributes:
         history_: the conditional log-likelihood (nats, data units) at every EM iteration of
-            the best restart, then the fit objective after the L-BFGS polish.
+            the best restart, then the fit objective after EM, then after the L-BFGS polish
+            (when it ran on that restart); ``history_[-1]`` is the objective reached.
         restart_log_likelihoods_: the final objective of every restart.
     """
 
@@ -487,7 +488,7 @@ class SwitchingAutoRegressive(SequenceModel):
                 params, history = self._run_em(zlong, params, max_epochs, tol, bar)
                 history = [h - log_jac for h in history]
                 final = self._objective(fit_seqs, params, conditional) - log_jac
-                results.append([final, params, history])
+                results.append([final, params, history + [final]])
                 bar.set_postfix(nats_per_step=f"{-final / scored:.5f}")
             if polish and univariate and max_polish_iter > 0:
                 # The two best EM restarts (distinct optima are usually far apart in value).
@@ -495,7 +496,7 @@ class SwitchingAutoRegressive(SequenceModel):
                 for i in ranked[:2]:
                     params = self._polish(fit_seqs, results[i][1], conditional, max_polish_iter)
                     final = self._objective(fit_seqs, params, conditional) - log_jac
-                    results[i] = [final, params, results[i][2] + [final]]
+                    results[i] = [final, params, results[i][2] + [final]]  # after the polish
         finally:
             bar.close()
         finals = [r[0] for r in results]
