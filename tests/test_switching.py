@@ -376,3 +376,37 @@ def test_order_zero_is_a_gaussian_hmm():
     data = [np.random.default_rng(0).normal(size=n) for n in (1, 7, 30)]
     torch.testing.assert_close(model.log_prob(data), hmm.log_prob(data), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(model.smoother(data), hmm.smoother(data), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mean_p2_switching", "intercept_2d"])
+def test_m_step_statistics_add_up_across_shards(name):
+    """Data-parallel EM: two shards, each running the M-step on its own E-step and summing
+    the statistics with the other (threads standing in for ranks), give the M-step of the
+    whole data."""
+    import threading
+
+    model = _models()[name]
+    data = model.sample(6, 25, seed=4)
+    full = model._m_step(data, model._e_step(data, model._p), model._p)
+    shards = [data[[0, 2, 4]], data[[1, 3, 5]]]
+    barrier, slots, results = threading.Barrier(2), [None, None], [None, None]
+
+    def run(i):
+        def reduce(sums):
+            slots[i] = sums
+            barrier.wait()
+            out = {n: slots[0][n] + slots[1][n] for n in sums}
+            barrier.wait()
+            return out
+
+        part = shards[i]
+        results[i] = model._m_step(part, model._e_step(part, model._p), model._p, reduce)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        for key in full:
+            torch.testing.assert_close(got[key], full[key], rtol=1e-9, atol=1e-12)

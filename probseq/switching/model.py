@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from probseq import distributed
 from probseq._utils import param_array, progress_bar
 from probseq.base import SequenceModel
 from probseq.data import Sequences
@@ -431,6 +433,11 @@ class SwitchingAutoRegressive(SequenceModel):
             progress: show a progress bar (None: when stderr is a terminal).
             seed: makes the random initialisations reproducible.
 
+        Under an active ``torch.distributed`` process group, EM is data-parallel: each rank
+        runs the E-step on its shard of the sequences and the M-step sums the sufficient
+        statistics over ranks (initialisations agree because the ranks share a seed). The
+        polish is not data-parallel: every rank runs it on the whole data, to the same result.
+
         Returns:
             self.
         """
@@ -600,9 +607,12 @@ class SwitchingAutoRegressive(SequenceModel):
         steps = int((seqs.lengths - self.order).sum())
         history: list[float] = []
         good = params
+        parallel = distributed.is_active() and len(seqs) >= distributed.world_size()
+        local = distributed.shard(seqs) if parallel else seqs
+        reduce = _all_ranks if parallel else _no_reduce
         for _ in range(max_epochs):
-            stats = self._e_step(seqs, params)
-            ll = stats["log_lik"]
+            stats = self._e_step(local, params)
+            ll = float(reduce({"ll": np.array([stats["log_lik"]])})["ll"][0])
             if not math.isfinite(ll):
                 params = good
                 break
@@ -612,13 +622,16 @@ class SwitchingAutoRegressive(SequenceModel):
             history.append(ll)
             good = params
             bar.update(1)
-            params = self._m_step(seqs, stats, params)
+            params = self._m_step(local, stats, params, reduce)
             if len(history) > 1 and history[-1] - history[-2] < tol * steps:
                 break
         return params, history
 
-    def _m_step(self, seqs: Sequences, stats: dict[str, Any],
-                old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _m_step(self, seqs: Sequences, stats: dict[str, Any], old: dict[str, torch.Tensor],
+                reduce: Reduce | None = None) -> dict[str, torch.Tensor]:
+        """The M-step from the E-step of ``seqs``; ``reduce`` sums the sufficient statistics
+        of every shard of the data (data-parallel EM; the identity on one process)."""
+        reduce = _no_reduce if reduce is None else reduce
         k, p = self.num_regimes, self.order
         dig = sw.window_digits(k, p + 1).numpy()
         cur = dig[:, p]
@@ -631,6 +644,7 @@ class SwitchingAutoRegressive(SequenceModel):
         first = g[:, 0].sum(0)
         for j in range(p):
             np.add.at(counts, (dig[:, j], dig[:, j + 1]), first)
+        counts = reduce({"counts": counts})["counts"]
         old_t = old["transition"].numpy()
         rows = counts.sum(1, keepdims=True)
         trans = np.where(rows > 0, counts / np.where(rows > 0, rows, 1.0), old_t)
@@ -644,11 +658,11 @@ class SwitchingAutoRegressive(SequenceModel):
         if self.switching == "mean":
             loc, coef, cov = _m_step_mean(yt[..., 0], lags[..., 0], g, dig, loc[:, 0],
                                           coef[:, :, 0, 0], cov[:, 0, 0], self.switching_ar,
-                                          self.switching_variance)
+                                          self.switching_variance, reduce)
         else:
             gk = g.reshape(*g.shape[:2], -1, k).sum(2)  # [N, T', K]
             loc, coef, cov = _m_step_intercept(yt, lags, gk, loc, coef, cov, self.switching_ar,
-                                               self.switching_variance)
+                                               self.switching_variance, reduce)
         return {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc),
                 "coef": torch.from_numpy(coef), "cov": torch.from_numpy(cov)}
 
@@ -916,6 +930,20 @@ class SwitchingAutoRegressive(SequenceModel):
 
 
 # ---------------------------------------------------------------------- M-step helpers
+Reduce = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
+
+
+def _no_reduce(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return sums
+
+
+def _all_ranks(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sum statistics over the ranks of the active process group."""
+    out = distributed.all_reduce_sum({n: torch.from_numpy(np.ascontiguousarray(v))
+                                      for n, v in sums.items()})
+    return {n: v.numpy() for n, v in out.items()}
+
+
 def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
     """Mixture weights by their logarithms: ``Categorical(probs=...)`` would clamp the
     structural zeros (impossible windows of regimes) up to machine epsilon."""
@@ -955,7 +983,8 @@ def _stationary(coef: np.ndarray) -> bool:
 
 def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarray,
                  mu: np.ndarray, phi: np.ndarray, var: np.ndarray, switching_ar: bool,
-                 switching_variance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 switching_variance: bool, reduce: Reduce = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Conditional maximisation of the mean form (univariate): coefficients given the
     means, means given the coefficients, then variances.
 
@@ -966,32 +995,35 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
     k, p = mu.shape[0], phi.shape[1]
     cur = dig[:, p]
     rev = dig[:, :p][:, ::-1]  # the regimes at lags 1..p
+    reduce = _no_reduce if reduce is None else reduce
     w = g / var[cur]
     if p:
         u = yt[..., None] - mu[cur]  # [N, T', M]
         lag_u = lags[:, :, None, :] - mu[rev][None, None]  # [N, T', M, p]
         new = phi.copy()
         groups = [np.arange(k)] if not switching_ar else [[j] for j in range(k)]
-        for grp in groups:
+        sums = {}
+        for i, grp in enumerate(groups):
             sel = np.isin(cur, grp)
             uw = lag_u[:, :, sel] * w[:, :, sel, None]
-            a = np.einsum("ntmi,ntmj->ij", uw, lag_u[:, :, sel])
-            b = np.einsum("ntmi,ntm->i", uw, u[:, :, sel])
-            est = _ridge_solve(a, b, phi[grp[0]])
-            new[grp] = est
+            sums[f"a{i}"] = np.einsum("ntmi,ntmj->ij", uw, lag_u[:, :, sel])
+            sums[f"b{i}"] = np.einsum("ntmi,ntm->i", uw, u[:, :, sel])
+        sums = reduce(sums)
+        for i, grp in enumerate(groups):
+            new[grp] = _ridge_solve(sums[f"a{i}"], sums[f"b{i}"], phi[grp[0]])
         if _stationary(new[:, :, None, None]):
             phi = new
     # Means given the coefficients: ytil = y_t - sum_i phi_i y_(t-i) = X(window) mu + e.
     a_cur = phi[cur]  # [M, p]
     ytil = yt[..., None] - np.einsum("mi,nti->ntm", a_cur, lags)
     x = np.eye(k)[cur] - np.einsum("mi,mik->mk", a_cur, np.eye(k)[rev])
-    weight = w.sum((0, 1))  # [M]
-    a = (x * weight[:, None]).T @ x
-    b = x.T @ (w * ytil).sum((0, 1))
-    mu = _ridge_solve(a, b, mu)
+    sums = reduce({"weight": w.sum((0, 1)), "wy": (w * ytil).sum((0, 1))})  # [M] each
+    a = (x * sums["weight"][:, None]).T @ x
+    mu = _ridge_solve(a, x.T @ sums["wy"], mu)
     e2 = (ytil - (x @ mu)[None, None]) ** 2
-    num = np.bincount(cur, weights=(g * e2).sum((0, 1)), minlength=k)
-    den = np.bincount(cur, weights=g.sum((0, 1)), minlength=k)
+    sums = reduce({"num": np.bincount(cur, weights=(g * e2).sum((0, 1)), minlength=k),
+                   "den": np.bincount(cur, weights=g.sum((0, 1)), minlength=k)})
+    num, den = sums["num"], sums["den"]
     if switching_variance:
         var = np.where(den > 0, num / np.where(den > 0, den, 1.0), var)
     else:
@@ -1002,7 +1034,8 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
 
 def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.ndarray,
                       coef: np.ndarray, cov: np.ndarray, switching_ar: bool,
-                      switching_variance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      switching_variance: bool, reduce: Reduce = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generalised least squares of the AR-HMM given the regime weights, then covariances.
 
     Minimises ``sum_(t,k) gk[t,k] (y_t - B x_k(t))^T P_k (y_t - B x_k(t))`` over ``B``
@@ -1014,6 +1047,7 @@ def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.
         yt: ``[N, T', D]``; lags ``[N, T', p, D]``; gk ``[N, T', K]`` regime weights; loc
         ``[K, D]``; coef ``[K, p, D, D]``; cov ``[K, D, D]``.
     """
+    reduce = _no_reduce if reduce is None else reduce
     k, p, d = coef.shape[0], coef.shape[1], yt.shape[-1]
     y = yt.reshape(-1, d)
     lag = lags.reshape(y.shape[0], p * d)  # [R, pD], lag 1 first
@@ -1031,6 +1065,8 @@ def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.
         xw = x * weights[:, j : j + 1]
         lhs += np.kron(xw.T @ x, prec[j])
         rhs += prec[j] @ (y.T @ xw)
+    sums = reduce({"lhs": lhs, "rhs": rhs})
+    lhs, rhs = sums["lhs"], sums["rhs"]
     old = np.zeros((d, q))
     old[:, :k] = loc.T
     blocks = coef.transpose(0, 2, 1, 3).reshape(k, d, p * d)  # [K, D, pD]: B_k = [A_1..A_p]
@@ -1055,6 +1091,8 @@ def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.
         e = (yt - pred).reshape(-1, d)
         scatter[j] = (e * weights[:, j : j + 1]).T @ e
         total[j] = weights[:, j].sum()
+    sums = reduce({"scatter": scatter, "total": total})
+    scatter, total = sums["scatter"], sums["total"]
     if switching_variance:
         cov = np.where(total[:, None, None] > 0,
                        scatter / np.where(total > 0, total, 1.0)[:, None, None], cov)
