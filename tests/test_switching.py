@@ -245,21 +245,24 @@ def test_fit_exact_joint_beats_the_conditional_fit_on_the_joint():
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(y), dtype=torch.float64))
 
 
-@pytest.mark.parametrize("c", [1e-6, 1.0, 1e6])
-def test_fit_is_scale_equivariant(c):
+def test_fit_is_scale_equivariant():
+    """Fitting c * y gives the fit on y with means times c and variances times c^2, and
+    log-likelihoods shifted by -n log c (the protocol suite checks the AR-HMM and scores)."""
     base = _models()["mean_p2"].sample(3, 60, seed=3)
-    ref = SwitchingAutoRegressive(2, 2).fit(base, num_restarts=2, max_epochs=30, seed=0,
-                                            progress=False, max_polish_iter=30)
-    scaled = ps.Sequences(base.values * c, base.lengths)
-    m = SwitchingAutoRegressive(2, 2).fit(scaled, num_restarts=2, max_epochs=30, seed=0,
-                                          progress=False, max_polish_iter=30)
-    n = base.num_steps
-    assert float(m.log_prob(scaled).sum()) == pytest.approx(
-        float(ref.log_prob(base).sum()) - n * np.log(c), rel=1e-6)
-    torch.testing.assert_close(m.params["means"], ref.params["means"] * c, rtol=1e-5,
-                               atol=1e-5 * c)
-    torch.testing.assert_close(m.params["noise_var"], ref.params["noise_var"] * c**2,
-                               rtol=1e-5, atol=0)
+    kw = {"num_restarts": 2, "max_epochs": 30, "seed": 0, "progress": False,
+          "max_polish_iter": 30}
+    ref = SwitchingAutoRegressive(2, 2).fit(base, **kw)
+    for c in (1e-6, 1e6):
+        scaled = ps.Sequences(base.values * c, base.lengths)
+        m = SwitchingAutoRegressive(2, 2).fit(scaled, **kw)
+        assert float(m.log_prob(scaled).sum()) == pytest.approx(
+            float(ref.log_prob(base).sum()) - base.num_steps * np.log(c), rel=1e-6)
+        torch.testing.assert_close(m.params["means"], ref.params["means"] * c, rtol=1e-5,
+                                   atol=1e-5 * c)
+        torch.testing.assert_close(m.params["noise_var"], ref.params["noise_var"] * c**2,
+                                   rtol=1e-5, atol=0)
+        torch.testing.assert_close(m.params["transition"], ref.params["transition"],
+                                   rtol=1e-5, atol=1e-7)
 
 
 def test_intercept_form_multivariate_em_recovers_the_truth():
