@@ -413,3 +413,23 @@ def test_m_step_statistics_add_up_across_shards(name):
     for got in results:
         for key in full:
             torch.testing.assert_close(got[key], full[key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mean_p2_switching", "intercept_p2"])
+def test_sample_continues_a_prefix_shorter_than_the_order(name):
+    """A one-value prefix of an order-2 model: the sampled second value follows the exact
+    conditional density p(y_2 | y_1) (moments by quadrature of exp(log_prob_steps))."""
+    model = _models()[name]
+    y1 = 0.7
+    draws = model.sample(20_000, 2, prefix=[y1], seed=5).values[:, 1].numpy()
+    grid = np.linspace(draws.mean() - 12 * draws.std(), draws.mean() + 12 * draws.std(), 4001)
+    pairs = np.stack([np.full_like(grid, y1), grid], 1)
+    dens = np.exp(model.log_prob_steps(ps.Sequences.from_padded(pairs))[:, 1].numpy())
+    from scipy.integrate import simpson
+
+    mass = simpson(dens, x=grid)
+    mean = simpson(grid * dens, x=grid)
+    var = simpson((grid - mean) ** 2 * dens, x=grid)
+    assert abs(mass - 1) < 1e-6
+    assert abs(draws.mean() - mean) < 4 * np.sqrt(var / 20_000)
+    assert abs(draws.var() / var - 1) < 0.04
