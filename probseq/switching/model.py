@@ -212,7 +212,6 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _public(self, p: dict[str, torch.Tensor],
                 initial: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        k = self.num_regimes
         coef = p["coef"] if self.switching_ar else p["coef"][0]
         cov = p["cov"] if self.switching_variance else p["cov"][0]
         out = {"transition": p["transition"].clone()}
@@ -227,14 +226,14 @@ class SwitchingAutoRegressive(SequenceModel):
             out[name] = p["loc"].clone()
             out["coef"] = coef.clone()
             out["noise_cov"] = cov.clone()
-        del k
         return out
 
     def _initial_probs(self, p: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         p = self._p if p is None else p
         if self._initial is not None and p is self._p:
             return self._initial
-        return sw.stationary_distribution(p["transition"]).clamp_min(0)
+        pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
+        return pi / pi.sum()
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -294,8 +293,6 @@ class SwitchingAutoRegressive(SequenceModel):
                         head: bool = True) -> torch.Tensor:
         p = self._p if p is None else p
         y = seqs.values3d()
-        if not head:
-            y = y[:, : max(int(seqs.lengths.max()), self.order + 1)]
         mean, tril = sw.window_gaussians(y, self.switching, p["loc"], p["coef"], p["cov"],
                                          head=head)
         target = y if head else y[:, self.order :]
