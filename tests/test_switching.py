@@ -367,7 +367,10 @@ def test_exact_forecast_matches_one_step_and_simulation():
         sd = paths[:, h].std()
         assert abs(float(dist.mean[0, h]) - paths[:, h].mean()) < 4 * sd / np.sqrt(40_000)
         assert abs(float(dist.variance[0, h]) / sd**2 - 1) < 0.03
-    assert _models()["intercept_p2"]._forecast(ps.Sequences.from_list([y]), 2) is None
+    # Beyond 4096 future regime paths, or before p values, the sampling fallback (None).
+    other = _models()["intercept_p2"]
+    assert other._forecast(ps.Sequences.from_list([y]), 10) is None
+    assert other._forecast(ps.Sequences.from_list([y[:1]]), 2) is None
 
 
 def test_order_zero_is_a_gaussian_hmm():
@@ -433,3 +436,30 @@ def test_sample_continues_a_prefix_shorter_than_the_order(name):
     assert abs(mass - 1) < 1e-6
     assert abs(draws.mean() - mean) < 4 * np.sqrt(var / 20_000)
     assert abs(draws.var() / var - 1) < 0.04
+
+
+def test_forecast_by_regime_paths():
+    """Every future regime path as a component: equal to the closed form where that applies,
+    the one-step predictive at h = 1, and simulated continuations later (switching
+    coefficients and variances, and the multivariate AR-HMM)."""
+    y = np.array([0.3, -1.2, 0.8, 1.9, 1.1])
+    shared = _models()["mean_p2"]
+    seqs = ps.Sequences.from_list([y, y[:3] - 0.5])
+    a, b = shared._forecast_paths(seqs, 3), shared._forecast_shared(seqs, 3)
+    torch.testing.assert_close(a.mean, b.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a.variance, b.variance, rtol=1e-12, atol=1e-12)
+    rng = np.random.default_rng(3)
+    for name, x in (("mean_p2_switching", y), ("intercept_2d", rng.normal(size=(5, 2)))):
+        model = _models()[name]
+        dist = model._forecast(ps.Sequences.from_list([x]), 3)
+        assert dist is not None and dist.batch_shape == (1, 3)
+        nxt = rng.normal(size=x.shape[1:])
+        steps = model.log_prob_steps([np.concatenate([x, nxt[None]])])[0]
+        value = torch.as_tensor(np.broadcast_to(nxt, (1, 3) + x.shape[1:]).copy())
+        assert float(dist.log_prob(value)[0, 0]) == pytest.approx(float(steps[-1]), abs=1e-10)
+        paths = model.sample(20_000, 8, prefix=[x], seed=2).values[:, 5:].numpy()
+        for h in range(3):
+            sd = paths[:, h].std(0)
+            err = np.abs(dist.mean[0, h].numpy() - paths[:, h].mean(0)) / (sd / np.sqrt(20_000))
+            assert (err < 4).all()
+            np.testing.assert_allclose(dist.variance[0, h].numpy(), sd**2, rtol=0.04)

@@ -870,28 +870,99 @@ class SwitchingAutoRegressive(SequenceModel):
         return torch.distributions.MixtureSameFamily(mix, comp)
 
     def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
-        """Exact h-step marginals ``[N, H]`` where they have a closed form, else None.
+        """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None.
 
-        Closed form: Hamilton's mean form with shared coefficients and variance. There the
+        Given the windows of regimes at the last step T (filtered), the future is linear
+        Gaussian along each path of future regimes. Hamilton's mean form with shared
+        coefficients and variance has a closed form with ``K^(p+2)`` components: its
         deviations ``u_t = y_t - mu[S_t]`` are an AR(p) independent of the regimes, so
-        ``y_(T+h)`` given ``y_1..y_T`` is a mixture over the filtered window of regimes at T
-        (which fixes ``u_(T-p+1..T)``) and the regime ``S_(T+h)`` (``transition^h`` from
-        ``S_T``) of ``N(mu[S_(T+h)] + E[u_(T+h) | u_(<=T)], sum_(j<h) psi_j^2 sigma2)``
-        (``psi`` the AR's impulse responses): ``K^(p+2)`` Gaussians. Other forms (switching
-        coefficients or variances, the AR-HMM, sequences shorter than p) mix over every
-        future regime path; they are left to the sampling fallback (None).
+        ``y_(T+h)`` mixes, over the window at T (which fixes ``u_(T-p+1..T)``) and
+        ``S_(T+h)`` (``transition^h`` from ``S_T``), ``N(mu[S_(T+h)] + E[u_(T+h) | u_(<=T)],
+        sum_(j<h) psi_j^2 sigma2)`` (``psi`` the AR's impulse responses). Otherwise every
+        path of future regimes is a component (``K^(p+1+H)`` of them, propagated by the
+        Kalman prediction of the last p values); beyond 4096 components, or for sequences
+        shorter than p, the sampling fallback is used (None).
         """
-        if self.switching != "mean" or self.switching_ar or self.switching_variance:
+        if int(seqs.lengths.min()) < max(self.order, 1):
             return None
-        k, p = self.num_regimes, self.order
-        lengths = seqs.lengths
-        if int(lengths.min()) < max(p, 1):
-            return None
-        n = len(seqs)
+        if self.switching == "mean" and not (self.switching_ar or self.switching_variance):
+            return self._forecast_shared(seqs, horizon)
+        if self.num_regimes ** (self.order + 1 + horizon) <= _FORECAST_COMPONENTS:
+            return self._forecast_paths(seqs, horizon)
+        return None
+
+    def _last_windows(self, seqs: Sequences) -> torch.Tensor:
+        """``[N, M]`` filtered window probabilities at each sequence's last step."""
         init, trans = self._windows()
         u = hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
                                      filtered=True)["filtered"]
-        last = u[torch.arange(n), lengths - 1]  # [N, M]
+        return u[torch.arange(len(seqs)), seqs.lengths - 1]
+
+    def _forecast_paths(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
+        """Exact forecasts by enumerating the future regime paths (see :meth:`_forecast`)."""
+        k, p = self.num_regimes, self.order
+        prm = self._p
+        d = prm["loc"].shape[1]
+        n = len(seqs)
+        last = self._last_windows(seqs)  # [N, M]
+        dig = sw.window_digits(k, p + 1)
+        m = dig.shape[0]
+        paths = sw.window_digits(k, horizon)  # [P, H]
+        q = paths.shape[0]
+        # Path weights: P(window) P(S_(T+1..T+H) | S_T).
+        prob = last[:, :, None].expand(n, m, q).clone()
+        prev = dig[:, p][:, None].expand(m, q)
+        for h in range(horizon):
+            prob = prob * prm["transition"][prev, paths[None, :, h]][None]
+            prev = paths[None, :, h].expand(m, q)
+        # State: the last p values (most recent first), known at T; deviations u in the
+        # mean form (u_(T-i) = y_(T-i) - mu[S_(T-i)]), values y in the intercept form.
+        idx = seqs.lengths[:, None] - 1 - torch.arange(p)[None, :]  # [N, p]
+        y3 = seqs.values3d()
+        recent = y3[torch.arange(n)[:, None], idx]  # [N, p, D]
+        if self.switching == "mean":
+            recent = recent[:, None] - prm["loc"][dig[:, p - torch.arange(p)]][None]
+        else:
+            recent = recent[:, None].expand(n, m, p, d)
+        state = recent[:, :, None].expand(n, m, q, p, d).clone()  # [N, M, P, p, D]
+        cov = torch.zeros(m, q, p * d, p * d, dtype=torch.float64)
+        chol = torch.linalg.cholesky(prm["cov"])
+        means, trils = [], []
+        for h in range(horizon):
+            s = paths[:, h]  # [P]
+            a = prm["coef"][s]  # [P, p, D, D]
+            new = torch.einsum("qide,nmqie->nmqd", a, state)
+            if self.switching == "intercept":
+                new = new + prm["loc"][s][None, None]
+            top = torch.cat(list(a.unbind(1)), -1) if p else torch.zeros(q, d, 0,
+                                                                          dtype=torch.float64)
+            var = top[None] @ cov @ top.transpose(-1, -2)[None] + prm["cov"][s][None]
+            cross = top[None] @ cov  # [M, P, D, pD]: Cov(y_new, old state)
+            if p:
+                state = torch.cat([new[:, :, :, None], state[:, :, :, :-1]], 3)
+                cov = torch.cat([torch.cat([var, cross], -1),
+                                 torch.cat([cross.transpose(-1, -2), cov], -1)],
+                                -2)[..., : p * d, : p * d]
+            level = prm["loc"][s][None, None] if self.switching == "mean" else 0.0
+            means.append(new + level)
+            trils.append(torch.linalg.cholesky(var) if p else chol[s][None].expand(m, q, d, d))
+        weights = prob.reshape(n, m * q)[:, None].expand(n, horizon, m * q)
+        loc = torch.stack(means, 1).reshape(n, horizon, m * q, d)
+        tril = torch.stack(trils, 0).reshape(horizon, m * q, d, d)[None].expand(
+            n, horizon, m * q, d, d)
+        if self._univariate:
+            comp = torch.distributions.Normal(loc[..., 0], tril[..., 0, 0])
+        else:
+            comp = torch.distributions.MultivariateNormal(loc, scale_tril=tril)
+        return torch.distributions.MixtureSameFamily(_categorical(weights), comp)
+
+    def _forecast_shared(self, seqs: Sequences,
+                         horizon: int) -> torch.distributions.Distribution:
+        """The closed form of the mean form with shared coefficients and variance."""
+        k, p = self.num_regimes, self.order
+        lengths = seqs.lengths
+        n = len(seqs)
+        last = self._last_windows(seqs)  # [N, M]
         mu = self._p["loc"][:, 0]
         phi = self._p["coef"][0, :, 0, 0]
         var = self._p["cov"][0, 0, 0]
@@ -927,6 +998,8 @@ class SwitchingAutoRegressive(SequenceModel):
 
 
 # ---------------------------------------------------------------------- M-step helpers
+_FORECAST_COMPONENTS = 4096
+
 Reduce = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
 
 
