@@ -57,7 +57,7 @@ def _statsmodels_fit(y, k, p, switching_ar, switching_variance):
     return res.llf, model
 
 
-# Order 1 only for switching variances: for p >= 2 statsmodels (0.14) broadcasts the [K]
+# Order 1 only for switching variances: for p >= 2 statsmodels broadcasts the [K]
 # variances against the regime axis of S_(t-p+1) instead of S_t (checked on its own
 # _conditional_loglikelihoods), so its likelihood is not Hamilton's there.
 SETTINGS = [
