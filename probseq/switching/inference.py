@@ -50,6 +50,7 @@ __all__ = [
     "window_gaussians",
     "gaussian_log_lik",
     "regime_marginals",
+    "segment_predictive",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -275,3 +276,84 @@ def regime_marginals(window_probs: torch.Tensor, num_regimes: int) -> torch.Tens
 
 def as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
+
+
+def segment_predictive(
+    values: torch.Tensor,
+    observed: torch.Tensor,
+    regimes: torch.Tensor,
+    form: str,
+    loc: torch.Tensor,
+    coef: torch.Tensor,
+    cov: torch.Tensor,
+    start: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian of the last value of a segment given its observed coordinates before it,
+    for each path of regimes over the segment (exact marginalisation of missing values).
+
+    Given the regimes, the values are jointly Gaussian. The segment begins either at the
+    first step (``start``: its first ``min(p, S)`` values from the stationary start) or with
+    p fully observed values (an anchor: by the Markov property of the AR given the regimes,
+    nothing before them matters).
+
+    Args:
+        values: ``[S, D]`` the segment (missing entries anything finite).
+        observed: ``[S, D]`` bool.
+        regimes: ``[W, S]`` int64 regime paths over the segment.
+        form, loc, coef, cov: as in :func:`window_gaussians`.
+        start: the segment begins at the first step.
+
+    Returns:
+        ``(mean [W, D], cov [W, D, D])`` of the last value.
+    """
+    s_len, d = values.shape
+    w = regimes.shape[0]
+    p = coef.shape[1]
+    anchor = 0 if start else p
+    f = s_len - anchor  # free positions, the last f of the segment
+    dt = values.dtype
+    mu = loc[regimes] if form == "mean" else None  # [W, S, D]
+    x_known = values[:anchor][None].expand(w, -1, -1)
+    if form == "mean" and anchor:
+        x_known = x_known - mu[:, :anchor]
+    phi = torch.eye(f * d, dtype=dt).repeat(w, 1, 1)
+    b = torch.zeros(w, f * d, dtype=dt)
+    q = torch.zeros(w, f * d, f * d, dtype=dt)
+    h = min(p, f) if start else 0
+    if h:
+        first = regimes[:, 0]
+        gamma = stationary_covariance(coef, cov)[first][:, : h * d, : h * d]
+        q[:, : h * d, : h * d] = gamma
+        if form == "intercept":
+            eye = torch.eye(d, dtype=dt)
+            level = torch.linalg.solve(eye - coef.sum(1), loc[..., None])[..., 0]  # [K, D]
+            b[:, : h * d] = level[first].repeat(1, h)
+    for j in range(h, f):
+        r = regimes[:, anchor + j]
+        rows = slice(j * d, (j + 1) * d)
+        q[:, rows, rows] = cov[r]
+        if form == "intercept":
+            b[:, rows] += loc[r]
+        for i in range(1, p + 1):
+            a = coef[r, i - 1]  # [W, D, D]
+            if j - i >= 0:
+                phi[:, rows, (j - i) * d : (j - i + 1) * d] = -a
+            else:
+                b[:, rows] += (a @ x_known[:, anchor + j - i, :, None])[..., 0]
+    mean = torch.linalg.solve(phi, b[..., None])[..., 0]
+    inv = torch.linalg.inv(phi)
+    full = inv @ q @ inv.transpose(-1, -2)
+    if form == "mean":
+        mean = mean + mu[:, anchor:].reshape(w, f * d)
+    last = slice((f - 1) * d, f * d)
+    cond = observed[anchor:-1].reshape(-1)
+    m_t, c_t = mean[:, last], full[:, last, last]
+    if bool(cond.any()):
+        idx = torch.nonzero(cond)[:, 0]
+        c_oo = full[:, idx][:, :, idx]
+        c_to = full[:, last][:, :, idx]
+        y_o = values[anchor:-1].reshape(-1)[idx]
+        gain = torch.linalg.solve(c_oo, c_to.transpose(-1, -2)).transpose(-1, -2)  # [W, D, O]
+        m_t = m_t + (gain @ (y_o - mean[:, idx])[..., None])[..., 0]
+        c_t = c_t - gain @ c_to.transpose(-1, -2)
+    return m_t, 0.5 * (c_t + c_t.transpose(-1, -2))

@@ -71,6 +71,7 @@ class SwitchingAutoRegressive(SequenceModel):
     """
 
     data_kind = "continuous"
+    supports_missing = True
 
     def __init__(self, num_regimes: int = 2, order: int = 1, switching: str = "mean",
                  switching_ar: bool = False, switching_variance: bool = False):
@@ -301,14 +302,91 @@ class SwitchingAutoRegressive(SequenceModel):
     def _scaled(self, seqs: Sequences) -> hmm.Scaled:
         return hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs))
 
+    def _emissions(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+        """The HMM over windows of regimes for a batch: ``initial [W]``, ``transition
+        [W, W]``, ``log_lik [N, T_max, W]`` and the Gaussians ``mean [N, T_max, W, D]``,
+        ``scale_tril [N or 1, T_max, W, D, D]`` of each step given its past and the window.
+
+        Complete data use windows of ``p + 1`` regimes. With missing values, a step whose
+        last p values are not all observed is scored from the exact Gaussian of the segment
+        back to the latest p fully observed values (or to the first step), so the windows
+        grow to cover the longest such segment (at most 4096 windows).
+        """
+        k, p = self.num_regimes, self.order
+        prm = self._p
+        y = seqs.values3d()
+        mean, tril = sw.window_gaussians(y, self.switching, prm["loc"], prm["coef"], prm["cov"])
+        if not seqs.has_missing:
+            init, trans = self._windows()
+            return {"initial": init, "transition": trans,
+                    "log_lik": sw.gaussian_log_lik(y, mean, tril), "mean": mean,
+                    "scale_tril": tril[None]}
+        obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        full = obs.all(-1)
+        plan, need = [], p + 1
+        for n in range(len(seqs)):
+            f = full[n, : int(seqs.lengths[n])].tolist()
+            for t in range(len(f)):
+                if f[t] and all(f[max(0, t - p) : t]):
+                    continue
+                start, first = True, 0
+                for tau in range(t - 1, p - 2, -1):
+                    if all(f[tau - p + 1 : tau + 1]):
+                        start, first = False, tau - p + 1
+                        break
+                plan.append((n, t, first, start))
+                need = max(need, t - first + 1)
+                if k**need > _MISSING_WINDOWS:
+                    raise ValueError(
+                        f"sequence {n} has missing values too close together for exact "
+                        f"marginalisation: step {t} depends on the regimes of {need} steps "
+                        f"({k}^{need} windows, more than {_MISSING_WINDOWS})")
+        base = torch.arange(k**need) % k ** (p + 1)
+        dig = sw.window_digits(k, need)
+        mean = mean[:, :, base].clone()
+        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
+        for n, t, first, start in plan:
+            m_t, c_t = sw.segment_predictive(
+                y[n, first : t + 1], obs[n, first : t + 1], dig[:, need - (t - first + 1) :],
+                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
+            mean[n, t], tril[n, t] = m_t, torch.linalg.cholesky(c_t)
+        resid = y[:, :, None, :] - mean
+        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        d = y.shape[-1]
+        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
+        partial = (obs.any(-1) & ~full) & seqs.mask
+        for n, t in torch.nonzero(partial).tolist():
+            keep = torch.nonzero(obs[n, t])[:, 0]
+            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
+            ll[n, t] = torch.distributions.MultivariateNormal(
+                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
+        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
+        init = sw.window_start(self._initial_probs(), need - 1)
+        trans = sw.window_transition(prm["transition"], need - 1)
+        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
+                "scale_tril": tril}
+
+    def _refuse_missing(self, seqs: Sequences, what: str) -> None:
+        if seqs.has_missing:
+            i = int(torch.nonzero((~seqs.step_observed & seqs.mask).any(-1))[0, 0])
+            raise ValueError(
+                f"sequence {i} has missing values; {what} needs complete data "
+                f"({self.name}.log_prob, log_prob_steps, filter, smoother and "
+                "most_likely_states marginalise missing values)")
+
+    def _hmm(self, seqs: Sequences, **kw: Any) -> dict[str, torch.Tensor]:
+        e = self._emissions(seqs)
+        return hmm.hmm_forward_backward(e["initial"], e["transition"],
+                                        hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]), **kw)
+
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
-        init, trans = self._windows()
-        return hmm.hmm_log_prob(init, trans, self._scaled(seqs))
+        e = self._emissions(seqs)
+        return hmm.hmm_log_prob(e["initial"], e["transition"],
+                                hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]))
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        init, trans = self._windows()
-        return hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
-                                        filtered=False)["steps"]
+        return self._hmm(seqs, backward=False, filtered=False)["steps"]
 
     def _conditional_parts(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -346,6 +424,7 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        self._refuse_missing(seqs, "conditional_log_prob")
         self._check_conditional_lengths(seqs)
         init, trans, ll, lengths = self._conditional_parts(seqs)
         out = hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll))
@@ -361,9 +440,7 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        init, trans = self._windows()
-        u = hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
-                                     filtered=True)["filtered"]
+        u = self._hmm(seqs, backward=False, filtered=True)["filtered"]
         out = sw.regime_marginals(u, self.num_regimes)
         return out[0] if single else out
 
@@ -376,8 +453,7 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        init, trans = self._windows()
-        post = hmm.hmm_forward_backward(init, trans, self._scaled(seqs))
+        post = self._hmm(seqs)
         out = sw.regime_marginals(post["smoothed"], self.num_regimes)
         return out[0] if single else out
 
@@ -390,8 +466,8 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        init, trans = self._windows()
-        paths, _ = hmm.hmm_viterbi(init, trans, self._window_log_lik(seqs), seqs.lengths)
+        e = self._emissions(seqs)
+        paths, _ = hmm.hmm_viterbi(e["initial"], e["transition"], e["log_lik"], seqs.lengths)
         out = torch.where(paths >= 0, paths % self.num_regimes, paths)
         return out[0] if single else out
 
@@ -452,6 +528,7 @@ class SwitchingAutoRegressive(SequenceModel):
         _positive_int(max_polish_iter, "max_polish_iter", 0)
         if not (isinstance(tol, int | float) and tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        self._refuse_missing(seqs, "fit")
         if self.switching == "mean":
             self._fit_obs_dim(seqs, univariate_only=True)
             univariate, d = True, 1
@@ -825,6 +902,7 @@ class SwitchingAutoRegressive(SequenceModel):
         if not self._univariate:
             raise ValueError("pyro_model supports univariate models only")
         seqs, _ = self._coerce(data, fitting=not self._is_fitted())
+        self._refuse_missing(seqs, "pyro_model")
         k, p = self.num_regimes, self.order
         f64 = torch.float64
         x = seqs.values[seqs.mask]
@@ -850,23 +928,19 @@ class SwitchingAutoRegressive(SequenceModel):
     def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
         """The one-step predictive ``p(y_t | y_<t)`` at every step: a mixture over windows of
         regimes of the Gaussians given each window, ``[N, T_max]`` batch."""
-        init, trans = self._windows()
-        y = seqs.values3d()
-        mean, tril = sw.window_gaussians(y, self.switching, self._p["loc"], self._p["coef"],
-                                         self._p["cov"])
-        ll = sw.gaussian_log_lik(y, mean, tril)
-        u = hmm.hmm_forward_backward(init, trans, hmm.Scaled(seqs.lengths, log_lik=ll),
+        e = self._emissions(seqs)
+        init, trans, mean = e["initial"], e["transition"], e["mean"]
+        tril = e["scale_tril"].expand(mean.shape + (mean.shape[-1],))
+        u = hmm.hmm_forward_backward(init, trans, hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
                                      backward=False, filtered=True)["filtered"]
         pred = torch.cat([init.expand(len(seqs), 1, -1), u[:, :-1] @ trans], 1)
         ok = pred.sum(-1, keepdim=True) > 0
         pred = torch.where(ok, pred, init)
         mix = _categorical(pred)
         if self._univariate:
-            comp = torch.distributions.Normal(mean[..., 0], tril[None, ..., 0, 0].expand_as(
-                mean[..., 0]))
+            comp = torch.distributions.Normal(mean[..., 0], tril[..., 0, 0])
         else:
-            comp = torch.distributions.MultivariateNormal(
-                mean, scale_tril=tril[None].expand(mean.shape + (mean.shape[-1],)))
+            comp = torch.distributions.MultivariateNormal(mean, scale_tril=tril)
         return torch.distributions.MixtureSameFamily(mix, comp)
 
     def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
@@ -883,7 +957,7 @@ class SwitchingAutoRegressive(SequenceModel):
         Kalman prediction of the last p values); beyond 4096 components, or for sequences
         shorter than p, the sampling fallback is used (None).
         """
-        if int(seqs.lengths.min()) < max(self.order, 1):
+        if int(seqs.lengths.min()) < max(self.order, 1) or seqs.has_missing:
             return None
         if self.switching == "mean" and not (self.switching_ar or self.switching_variance):
             return self._forecast_shared(seqs, horizon)
@@ -999,6 +1073,7 @@ class SwitchingAutoRegressive(SequenceModel):
 
 # ---------------------------------------------------------------------- M-step helpers
 _FORECAST_COMPONENTS = 4096
+_MISSING_WINDOWS = 4096
 
 Reduce = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
 
