@@ -239,7 +239,8 @@ def test_fit_conditional_reaches_statsmodels_maximum():
 
 def test_fit_exact_joint_beats_the_conditional_fit_on_the_joint():
     y = _gdp_growth()
-    kw = {"num_restarts": 2, "max_polish_iter": 40, "seed": 0, "progress": False}
+    kw = {"num_restarts": 2, "max_epochs": 60, "max_polish_iter": 40, "seed": 0,
+          "progress": False}
     cond = SwitchingAutoRegressive(2, 1).fit(y, conditional=True, **kw)
     joint = SwitchingAutoRegressive(2, 1).fit(y, **kw)
     assert float(joint.log_prob(y)) >= float(cond.log_prob(y)) - 1e-6
@@ -469,7 +470,7 @@ def test_forecast_by_regime_paths():
             np.testing.assert_allclose(dist.variance[0, h].numpy(), sd**2, rtol=0.04)
 
 
-@pytest.mark.parametrize("name", list(_models()))
+@pytest.mark.parametrize("name", [n for n in _models() if n != "mean_p2"])
 def test_missing_values_are_marginalised_exactly(name):
     """NaN gaps (isolated, adjacent, at the start, in the head; one coordinate of a vector)
     against the dense Gaussian of the observed entries summed over every regime path."""

@@ -50,6 +50,13 @@ class SwitchingAutoRegressive(SequenceModel):
     :meth:`conditional_log_prob` is Hamilton's conditional likelihood of the steps after the
     first p, as statsmodels' ``MarkovAutoregression`` computes it.
 
+    Missing values (NaN, or single coordinates of a vector) are marginalised exactly by
+    ``log_prob``, ``log_prob_steps``, ``filter``, ``smoother``, ``most_likely_states`` and the
+    one-step predictive: a step whose last p values are not all observed is scored by the
+    exact Gaussian of the segment back to the latest p observed values, with the windows of
+    regimes grown to cover it (refused beyond 4096 windows). ``fit`` and
+    ``conditional_log_prob`` need complete data.
+
     Args:
         num_regimes: K >= 1.
         order: p >= 0.
