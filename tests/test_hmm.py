@@ -1104,3 +1104,91 @@ def test_packed_gaussian_rows_refused_by_the_guard_go_to_the_per_step_recursion(
     w = ref["smoothed"][seqs.mask]
     torch.testing.assert_close(stats["sum_x"], w.T @ seqs.values3d()[seqs.mask], rtol=1e-10,
                                atol=1e-10)
+
+
+def _chunk_reference(model, seqs, backward, time_major):
+    """The exact per-step torch recursions (no chunks, no block normalisation)."""
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    return inference._torch_passes(p["initial"], p["transition"], scaled,
+                                   np.arange(len(seqs)), backward, True, 0, time_major)
+
+
+def _gappy(seqs: Sequences, seed: int) -> Sequences:
+    """The same sequences with about one step in eight missing (every coordinate)."""
+    g = torch.Generator().manual_seed(seed)
+    drop = (torch.rand(seqs.mask.shape, generator=g) < 0.125) & seqs.mask
+    obs = seqs.mask & ~drop
+    if seqs.values.ndim == 3:
+        obs = obs[..., None].expand_as(seqs.values)
+    values = torch.where(obs, seqs.values, torch.zeros((), dtype=seqs.values.dtype))
+    return Sequences(values, seqs.lengths, observed=obs)
+
+
+@pytest.mark.parametrize("name,missing", [(n, False) for n in MODELS]
+                         + [("categorical", True), ("gaussian_full", True)])
+def test_chunked_forward_backward_matches_per_step_recursion(name, missing, monkeypatch):
+    """Long sequences cut into chunks run as extra rows (chunks of 64, the last ones short and
+    padded to whole blocks, sequences shorter than a chunk whole): smoothed and filtered
+    marginals, per-step conditionals, transition and initial counts and the packed EM
+    weights equal the exact per-step recursion on ragged batches, with missing values too."""
+    model = MODELS[name]()
+    lengths = [700, 50, 301, 1, 129, 128, 255, 64]
+    seqs = model.sample(len(lengths), max(lengths), seed=21)
+    seqs = Sequences.from_list([s[:n] for s, n in zip(seqs.to_list(), lengths, strict=True)])
+    if missing:
+        seqs = _gappy(seqs, seed=4)
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    assert inference._fb_chunk(scaled.lengths, 3, 64) == 64
+    refs = {(bw, tm): _chunk_reference(model, seqs, bw, tm)
+            for bw in (True, False) for tm in (True, False) if bw or not tm}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the chunked passes fell back to the torch recursions")
+
+    monkeypatch.setattr(inference, "_torch_passes", refuse)
+    for (bw, tm), ref in refs.items():
+        got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, backward=bw,
+                                             chunk_size=64, time_major=tm)
+        torch.testing.assert_close(got["log_prob"], ref["log_prob"], rtol=1e-12, atol=1e-10)
+        if not tm:
+            torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
+            key = "smoothed" if bw else "filtered"
+            torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-12)
+        else:  # packed weights: compare them placed at their (sequence, step)
+            def placed(out):
+                full = torch.zeros(len(seqs), seqs.max_length, 3, dtype=torch.float64)
+                full[out["index"][0], out["index"][1]] = out["weights"]
+                return full
+            torch.testing.assert_close(placed(got), placed(ref), rtol=0, atol=1e-12)
+            assert got["weights"].shape[0] == int(seqs.lengths.sum())
+        if bw:
+            for key in ("transition_counts", "initial_counts"):
+                torch.testing.assert_close(got[key], ref[key], rtol=1e-11, atol=1e-11)
+    # Through the model: expected statistics (all emissions) with and without chunks.
+    chunked = MODELS[name]()
+    chunked.chunk_size = 64
+    plain = MODELS[name]()
+    plain.chunk_size = 0
+    a, b = chunked.expected_stats(seqs, p), plain.expected_stats(seqs, p)
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-11, atol=1e-10)
+
+
+def test_chunked_forward_backward_falls_back_when_chunks_do_not_couple():
+    # A chain that barely forgets: the chunks do not couple within a few passes, and the
+    # exact sequential recursion is used instead.
+    model = _categorical(4, 5, seed=14, sticky=500.0)
+    p = model.params
+    g = torch.Generator().manual_seed(5)
+    seqs = Sequences.from_list([torch.randint(5, (n,), generator=g) for n in (900, 333, 40)])
+    scaled = model._scaled(p, seqs)
+    lay = inference._chunk_layout(scaled.lengths, 64)
+    assert inference._chunked_passes(p["initial"].numpy(), p["transition"].numpy(), scaled,
+                                     64, True, False, ("smoothed",)) is None
+    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, chunk_size=64)
+    ref = _chunk_reference(model, seqs, True, False)
+    torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
+    assert lay["padded"].max() == 64 and (lay["padded"] % 16 == 0).all()

@@ -728,6 +728,55 @@ class Scaled:
         bs = np.ascontiguousarray(b[seq[None, :], idx])
         return lambda t0, t1, n: bs[t0:t1, :n]
 
+    def gather(self, seq: np.ndarray, start: np.ndarray, lengths: np.ndarray,
+               real: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where the scaled likelihoods of some rows sit, in the kernels' packed order.
+
+        Row ``r`` covers steps ``start[r] .. start[r] + lengths[r] - 1`` of sequence
+        ``seq[r]`` (a whole sequence, or a chunk of one); rows must be sorted by decreasing
+        ``lengths``. With ``real [R]``, the steps of a row from ``real[r]`` on are padding
+        (likelihood 1, shift 0). Nothing of size ``T_max * N`` is built.
+
+        Returns:
+            ``(b, m, index, off)``: a source table ``b [X, K]`` with its shifts ``m [X]``,
+            ``index [M]`` the source entry of each packed (step, row) entry (step ``t``'s
+            ``n_t`` alive rows after step ``t - 1``'s), and ``off [L + 1]`` where each step
+            starts in the packed order.
+        """
+        alive = kernels.alive_counts(lengths)
+        off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+        np.cumsum(alive, out=off[1:])
+        step = np.repeat(np.arange(alive.shape[0]), alive)
+        row = np.arange(off[-1]) - off[step]
+        r_seq, r_step = seq[row], start[row] + step
+        pad = None if real is None else step >= real[row]
+        if pad is not None and not pad.any():
+            pad = None
+        if pad is not None:
+            r_step = np.where(pad, start[row], r_step)
+        if self.table is not None:
+            index = self.symbols[r_seq, r_step]
+            if pad is not None:
+                index[pad] = self.table.shape[0] - 1  # the row of ones
+            return self.table, self.shift_table, index, off
+        dense = self.__dict__.get("_packed_dense")
+        if dense is not None:
+            order, d_off, _, _, b, m = dense
+            pos = np.empty_like(order)
+            pos[order] = np.arange(order.shape[0])
+            index = d_off[r_step] + pos[r_seq]
+        else:
+            n = self.b_tm.shape[1]
+            b = np.ascontiguousarray(self.b_tm).reshape(-1, self.b_tm.shape[-1])
+            m = np.ascontiguousarray(self.m_tm).reshape(-1)
+            index = r_step * n + r_seq
+        if pad is not None:
+            index[pad] = b.shape[0]
+            b = np.concatenate([b, np.ones((1, b.shape[1]))])
+            m = np.concatenate([m, np.zeros(1)])
+        return b, m, index, off
+
     def dense(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, m)`` of the given rows as torch tensors (for the guarded recursion)."""
         if self.table is not None:
@@ -858,11 +907,19 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     n = lengths.shape[0]
     k = scaled.num_states
     t_max = int(lengths.max())
-    if _use_chunks(n, t_max, k, chunk_size):
-        return _torch_passes(initial, transition, scaled, np.arange(n), backward, filtered,
-                             chunk_size, time_major)
-    order = np.argsort(-lengths, kind="stable")
     init, a = initial.numpy(), transition.numpy()
+    chunk = _fb_chunk(lengths, k, chunk_size)
+    if chunk:
+        flush = kernels.needs_flush(init, a, scaled.min_positive())
+        keys = ("smoothed",) if backward else ("filtered",) if filtered else ()
+        res = _chunked_passes(init, a, scaled, chunk, backward, flush, keys)
+        if res is not None:
+            return _from_chunked(res, n, t_max, backward, filtered, time_major)
+        # The chunks did not couple (a chain that forgets too slowly) or a mass fell below
+        # the guard: the exact sequential torch recursions.
+        return _torch_passes(initial, transition, scaled, np.arange(n), backward, filtered,
+                             0, time_major)
+    order = np.argsort(-lengths, kind="stable")
     res = kernels.forward_backward(init, a, scaled.time_major(order), lengths[order],
                                    backward=backward, filtered=filtered,
                                    flush=kernels.needs_flush(init, a, scaled.min_positive()))
@@ -888,6 +945,206 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
             out["smoothed"] = _unpack(res["smoothed"], res["alive"], inv)
     elif filtered:
         out["filtered"] = _unpack(res["filtered"], res["alive"], inv)
+    return out
+
+
+def _fb_chunk(lengths: np.ndarray, k: int, chunk_size: int | None) -> int:
+    """The chunk length of :func:`_chunked_passes` for a forward-backward, or 0 for the
+    batched recursion over whole sequences."""
+    t_max = int(lengths.max())
+    if chunk_size is not None:
+        return int(chunk_size) if chunk_size and t_max > chunk_size else 0
+    if t_max < 1024:
+        return 0
+    # Rough cost model (seconds): a Python step of the kernels' loop (forward and backward)
+    # costs ~12 us whatever the rows, an entry (one row at one step) ~(0.1 + K^2 / 1250) us.
+    # The chunked passes run two loops of ``chunk`` steps and the chunked sequences twice.
+    step, entry = 12e-6, (0.1 + k * k / 1250) * 1e-6
+    total = float(lengths.sum())
+    best, best_cost = 0, 0.8 * (t_max * step + total * entry)
+    for chunk in (512, 1024, 2048):
+        if chunk >= t_max:
+            break
+        again = float(lengths[lengths > chunk].sum())
+        cost = 2 * chunk * step + (total + again) * entry
+        if cost < best_cost:
+            best, best_cost = chunk, cost
+    return best
+
+
+def _from_chunked(res: dict, n: int, t_max: int, backward: bool, filtered: bool,
+                  time_major: bool) -> dict[str, torch.Tensor]:
+    """:func:`hmm_forward_backward`'s output from :func:`_chunked_passes`'s packed one."""
+    seq, pos = res["seq"], res["pos"]
+    step_lp = res["log_c"] + res["m"]
+    out: dict[str, torch.Tensor] = {}
+    if backward and time_major:
+        out["log_prob"] = torch.from_numpy(np.bincount(seq, weights=step_lp, minlength=n))
+        out["weights"] = torch.from_numpy(res["smoothed"])
+        out["index"] = (torch.from_numpy(seq), torch.from_numpy(pos))
+    else:
+        flat = seq * t_max + pos
+        steps = np.zeros((n, t_max))
+        steps.reshape(-1)[flat] = step_lp
+        out["steps"] = torch.from_numpy(steps)
+        out["log_prob"] = out["steps"].sum(-1)
+        key = "smoothed" if backward else "filtered" if filtered else None
+        if key is not None:
+            k = res[key].shape[-1]
+            full = np.zeros((n, t_max, k)) if flat.shape[0] < n * t_max else np.empty(
+                (n, t_max, k))
+            full.reshape(-1, k)[flat] = res[key]
+            out[key] = torch.from_numpy(full)
+    if backward:
+        out["transition_counts"] = torch.from_numpy(res["xi"])
+        out["initial_counts"] = torch.from_numpy(res["initial_counts"])
+    return out
+
+
+def _chunk_layout(lengths: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
+    """Cut the sequences longer than ``chunk`` into chunks of ``chunk`` steps (the last one
+    shorter); every chunk, and every shorter sequence whole, is a row. Rows are sorted by
+    decreasing ``padded`` length (what the kernels take): ``seq``, ``start``, ``length``,
+    ``padded`` (a multiple of the kernels' block where the row ends its sequence), ``first``
+    (starts its sequence), ``last`` (ends it), ``prev`` / ``next`` (the row of the chunk
+    before / after, meaningless where ``first`` / ``last``)."""
+    n = lengths.shape[0]
+    counts = -(-lengths // chunk)
+    seq = np.repeat(np.arange(n), counts)
+    first_row = np.cumsum(counts) - counts
+    part = np.arange(seq.shape[0]) - first_row[seq]
+    start = part * chunk
+    length = np.minimum(chunk, lengths[seq] - start)
+    last = part == counts[seq] - 1
+    # A row that ends its sequence is padded to whole blocks with steps of likelihood 1,
+    # which change nothing before them (the backward variables stay ones, c = 1): the
+    # batch then has few distinct lengths, and the kernels few segments.
+    padded = np.where(last, -(-length // kernels.BLOCK) * kernels.BLOCK, length)
+    order = np.argsort(-padded, kind="stable")
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.shape[0])
+    rows = order.shape[0]
+    return {"seq": seq[order], "start": start[order], "length": length[order],
+            "padded": padded[order],
+            "first": (part == 0)[order], "last": last[order],
+            "prev": pos[np.maximum(order - 1, 0)], "next": pos[np.minimum(order + 1, rows - 1)]}
+
+
+def _chunked_passes(initial: np.ndarray, transition: np.ndarray, scaled: Scaled, chunk: int,
+                    backward: bool, flush: bool, keys: tuple[str, ...], tol: float = 1e-13,
+                    max_passes: int = 5) -> dict | None:
+    """Forward(-backward) of long sequences cut into chunks run as extra rows of one batch.
+
+    Pass 1 runs every row; a chunk starts from a guess (the uniform distribution forward, a
+    vector of ones backward) unless it starts (ends) its sequence. Each later pass runs the
+    chunks again from what their neighbours handed over in the pass before: the filtered
+    distribution at the predecessor's last step times ``A`` forward, ``A w0`` of the
+    successor backward (:func:`probseq.hmm.kernels.forward_backward`). When a pass's inputs
+    equal what it hands over (Hilbert's projective distance below ``tol`` at every chunk
+    boundary), it is the sequential recursion with perturbations below ``tol`` at the
+    boundaries, which the filter (and the backward recursion) never expands: the same
+    exactness argument as :func:`probseq.hmm.kernels.speculative_log_mass`. Sequences no
+    longer than ``chunk`` are exact after pass 1 and are not run again.
+
+    Returns:
+        A dict of packed results (``seq [M]``, ``pos [M]`` the step in its sequence,
+        ``log_c [M]``, ``m [M]`` the shifts, the per-step arrays named in ``keys``
+        (``filtered [M, K]``, ``smoothed [M, K]``) and with ``backward`` ``xi [K, K]`` and
+        ``initial_counts [K]``), or None when a pass
+        failed the kernels' guard or the chunks did not couple within ``max_passes``.
+    """
+    lay = _chunk_layout(scaled.lengths, chunk)
+    rows = lay["seq"].shape[0]
+    k = transition.shape[0]
+    first, last = lay["first"], lay["last"]
+    incoming = np.full((rows, k), 1.0 / k)
+    incoming[first] = initial
+    final = np.ones((rows, k))
+    filt_last = np.empty((rows, k))
+    w0 = np.empty((rows, k))
+    whole = first & last
+    run_rows = np.arange(rows)
+    done = whole if backward else first  # rows exact after pass 1
+    pass1: dict = {}
+    for p in range(max_passes):
+        idx_rows = run_rows
+        b, m, index, off = scaled.gather(lay["seq"][idx_rows], lay["start"][idx_rows],
+                                         lay["padded"][idx_rows], lay["length"][idx_rows])
+
+        def blocks(t0: int, t1: int, n: int, b=b, index=index, off=off) -> np.ndarray:
+            return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
+
+        nr = idx_rows.shape[0]
+        hi = lay["length"][idx_rows]
+        counted = (np.zeros(nr, np.int64), np.where(whole[idx_rows], hi, 0) if p == 0 else hi)
+        res = kernels.forward_backward(incoming[idx_rows], transition, blocks,
+                                       lay["padded"][idx_rows], backward=backward,
+                                       filtered=True, flush=flush,
+                                       final=final[idx_rows] if backward else None,
+                                       counted=counted)
+        if not res["ok"].all():
+            return None
+        filt_last[idx_rows] = res["filtered"][off[lay["length"][idx_rows] - 1] + np.arange(nr)]
+        if backward:
+            w0[idx_rows] = res["w0"]
+        res["index"], res["m_src"], res["rows"] = index, m, idx_rows
+        if p == 0:
+            pass1 = res
+            run_rows = np.nonzero(~done)[0]
+            if run_rows.size == 0:
+                return _chunked_result(lay, pass1, None, done, transition, backward, w0,
+                                       filt_last, keys)
+        new_in = filt_last[lay["prev"]] @ transition
+        moved = ~first & (kernels.hilbert_distance(new_in, incoming) >= tol)
+        incoming[~first] = new_in[~first]
+        if backward:
+            new_fin = w0[lay["next"]] @ transition.T
+            moved |= ~last & (kernels.hilbert_distance(new_fin, final) >= tol)
+            final[~last] = new_fin[~last]
+        if p > 0 and not moved.any():
+            return _chunked_result(lay, pass1, res, done, transition, backward, w0, filt_last,
+                                   keys)
+    return None
+
+
+def _chunked_result(lay: dict, p1: dict, res: dict | None, done: np.ndarray,
+                    transition: np.ndarray, backward: bool, w0: np.ndarray,
+                    filt_last: np.ndarray, keys: tuple[str, ...]) -> dict:
+    """Assemble :func:`_chunked_passes`'s packed output from pass 1's rows that were exact
+    there (``done``) and the last pass's others."""
+    first = lay["first"]
+    def real(r: dict, rows: np.ndarray) -> np.ndarray:
+        return r["step"] < lay["length"][rows]
+
+    g1 = p1["rows"][p1["row"]]
+    pieces = [(p1, np.nonzero(done[g1] & real(p1, g1))[0])]
+    if res is not None:
+        pieces.append((res, np.nonzero(real(res, res["rows"][res["row"]]))[0]))
+    cols: dict[str, list] = {key: [] for key in ("seq", "pos", "log_c", "m")}
+    for r, sel in pieces:
+        g = r["rows"][r["row"][sel]]
+        cols["seq"].append(lay["seq"][g])
+        cols["pos"].append(lay["start"][g] + r["step"][sel])
+        cols["log_c"].append(r["log_c"][sel])
+        cols["m"].append(r["m_src"][r["index"][sel]])
+    out = {key: v[0] if len(v) == 1 else np.concatenate(v) for key, v in cols.items()}
+    for key in keys:  # the large arrays: gathered straight into their place
+        full = np.empty((out["seq"].shape[0], transition.shape[0]))
+        at = 0
+        for r, sel in pieces:
+            np.take(r[key], sel, axis=0, out=full[at:at + sel.shape[0]])
+            at += sel.shape[0]
+        out[key] = full
+    if backward:
+        xi = p1["xi"] + (res["xi"] if res is not None else 0.0)
+        inner = ~first
+        if inner.any():  # transitions across chunk boundaries
+            xi = xi + (filt_last[lay["prev"][inner]].T @ w0[inner]) * transition
+        out["xi"] = xi
+        at0 = np.nonzero(first)[0]  # pass 1: step 0 of row r is packed entry r
+        out["initial_counts"] = p1["smoothed"][at0].sum(0) if res is None else (
+            p1["smoothed"][np.nonzero(first & done)[0]].sum(0)
+            + res["smoothed"][np.nonzero(first[res["rows"]])[0]].sum(0))
     return out
 
 

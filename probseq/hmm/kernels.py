@@ -312,7 +312,10 @@ def alive_counts(lengths: np.ndarray) -> np.ndarray:
 
 def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
-                     filtered: bool = True, flush: bool = False) -> dict[str, np.ndarray]:
+                     filtered: bool = True, flush: bool = False,
+                     final: np.ndarray | None = None,
+                     counted: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> dict[str, np.ndarray]:
     """Scaled forward-backward on a ragged batch sorted by decreasing length.
 
     Arrays with a state axis are stored packed: step ``t``'s ``n_t`` alive rows follow step
@@ -322,7 +325,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     ``T_max * N``.
 
     Args:
-        initial: ``[K]``.
+        initial: ``[K]``, or ``[N, K]`` one predicted distribution per row (a chunk of a
+            long sequence starts from what the chunk before it hands over).
         transition: ``[K, K]``.
         blocks: the scaled emission likelihoods (see :func:`forward_log_mass`).
         lengths: ``[N]`` decreasing.
@@ -331,14 +335,23 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         filtered: False skips normalising the filtered distributions (forward pass only;
             ``filtered`` is then left out).
         flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
+        final: ``[N, K]`` the backward variables at each row's last step, up to a positive
+            factor per row (None: all ones, the end of a sequence). They are rescaled so that
+            ``sum_k filtered[k] beta[k] = 1`` there, which the recursion then keeps: a chunk
+            that the rest of its sequence follows passes in ``A (b * beta / c)`` of the
+            successor's first step (its ``w0``).
+        counted: ``(lo [N], hi [N])``: only the transitions into steps ``lo <= t < hi`` of
+            each row (counted from 0 at the row's first step) enter ``xi`` (None: all).
 
     Returns:
         A dict: ``log_c [M]`` packed (the per-step ``log c_t``, so that ``log p(x_t | x_<t)
         = log_c + m_t``), ``log_mass [N]`` (its sum per row), ``alive [T]`` (the ``n_t``),
         ``row [M]`` and ``step [M]`` (where each packed entry sits), ``filtered [M, K]``
         packed, ``ok [N]`` (False for rows to recompute with the guarded
-        recursion) and, with the backward pass, ``smoothed [M, K]`` packed and ``xi [K, K]``
-        (expected transition counts summed over rows and steps).
+        recursion) and, with the backward pass, ``smoothed [M, K]`` packed, ``xi [K, K]``
+        (expected transition counts summed over rows and the counted steps), ``w [M, K]``
+        packed, ``b_t * beta_t / c_t`` (what the transition into step ``t`` is weighted by)
+        and ``w0 [N, K]``, its entries at each row's first step.
     """
     n_rows = lengths.shape[0]
     t_max = int(lengths[0])
@@ -420,10 +433,20 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     beta = np.zeros((total, k))
     w = bees  # becomes b_t * beta_t / c_t in place
     xi = np.zeros((k, k))
+    if final is not None:
+        ends = off[lengths - 1] + np.arange(n_rows)
+        with np.errstate(all="ignore"):
+            norm = np.einsum("nk,nk->n", filt[ends], final)
+            final = final / norm[:, None]
+        ok &= np.isfinite(norm) & (norm > 0)
     with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
         for t0, t1, n in reversed(segs):
             # rows [n_next:n] end at t1 - 1 and start their backward pass there.
-            beta[off[t1 - 1]:off[t1 - 1] + n][lengths[:n] == t1] = 1.0
+            ending = lengths[:n] == t1
+            if final is None:
+                beta[off[t1 - 1]:off[t1 - 1] + n][ending] = 1.0
+            elif ending.any():
+                beta[off[t1 - 1]:off[t1 - 1] + n][ending] = final[:n][ending]
             for t in range(t1 - 1, t0 - 1, -1):
                 wt = w[off[t]:off[t] + n]
                 wt *= beta[off[t]:off[t] + n]
@@ -438,14 +461,21 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
                 head = filt[off[first - 1]:off[first - 1] + n]
                 rest = filt[off[first]:off[t1 - 1]]
                 f = head if first == t1 - 1 else np.concatenate([head, rest])
-                xi += f.T @ w[off[first]:off[t1]]
+                ws = w[off[first]:off[t1]]
+                if counted is not None:
+                    tt = np.arange(first, t1)[:, None]
+                    keep = (tt >= counted[0][None, :n]) & (tt < counted[1][None, :n])
+                    if not keep.all():
+                        ws = (ws.reshape(-1, n, k) * keep[..., None]).reshape(-1, k)
+                xi += f.T @ ws
         xi *= a
+        w0 = w[:n_rows].copy()
         smoothed = np.multiply(beta, filt, out=beta)
     # Padded steps are not stored; log c = 0 there (mass = prev = 1).
     bad = ~np.isfinite(smoothed.sum(1))
     if bad.any():
         ok[np.unique(row[bad])] = False
-    out.update({"smoothed": smoothed, "xi": xi})
+    out.update({"smoothed": smoothed, "xi": xi, "w": w, "w0": w0})
     return out
 
 
