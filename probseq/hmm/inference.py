@@ -432,7 +432,9 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
     lengths_np = lengths.cpu().numpy().astype(np.int64)
     order = np.argsort(-lengths_np, kind="stable")
     t_max = int(lengths_np.max())
-    x = log_lik[:, :t_max].detach().cpu().numpy().transpose(1, 0, 2)[:, order]
+    x = log_lik[:, :t_max].detach().cpu().numpy().transpose(1, 0, 2)
+    if (order != np.arange(order.shape[0])).any():
+        x = x[:, order]
     with np.errstate(divide="ignore"):
         log_init = np.log(initial.numpy())
         log_a = np.log(transition.numpy())

@@ -494,23 +494,28 @@ class _OneThread:
             torch.set_num_threads(self.threads)
 
 
-def _viterbi_steps(t_max: int, alive: list[int], delta: np.ndarray, final: np.ndarray,
-                   final_arg: np.ndarray, scores_t: torch.Tensor, delta_t: torch.Tensor,
-                   back_t: torch.Tensor, lat_t: torch.Tensor, ll_t: torch.Tensor) -> None:
-    """The forward max-product steps of :func:`viterbi` (in place)."""
+def _viterbi_steps(t_max: int, alive: list[int], deltas: np.ndarray, final: np.ndarray,
+                   final_arg: np.ndarray, scores_t: torch.Tensor, deltas_t: torch.Tensor,
+                   la_t: torch.Tensor, ll_t: torch.Tensor) -> None:
+    """The forward max-product steps of :func:`viterbi` (in place): the scores only.
+
+    The maximum over the previous state is taken across the middle axis of ``[n, K(from),
+    K(to)]``, which vectorises over the last one (a reduction with indices over a short
+    contiguous axis costs about ten times more); the backpointers are recomputed along the
+    chosen path only, from the stored scores.
+    """
     for t in range(1, t_max + 1):
         n_prev = alive[t - 1]
         n = alive[t] if t < t_max else 0
         if n < n_prev:  # rows [n:n_prev] ended at step t - 1
-            d = delta[n:n_prev]
+            d = deltas[t - 1, n:n_prev]
             final_arg[n:n_prev] = d.argmax(-1)
             final[n:n_prev] = d.max(-1)
         if n == 0:
             break
-        # torch's max gives values and (first) indices in one pass over [n, K, K].
-        s, dl = scores_t[:n], delta_t[:n]
-        torch.add(dl[:, None, :], lat_t, out=s)  # s[n, to, from]
-        torch.max(s, 2, out=(dl, back_t[t, :n]))
+        s, dl = scores_t[:n], deltas_t[t, :n]
+        torch.add(deltas_t[t - 1, :n, :, None], la_t, out=s)  # s[n, from, to]
+        torch.amax(s, 1, out=dl)
         dl += ll_t[t, :n]
 
 
@@ -529,28 +534,29 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
         lowest state index (``argmax`` returns the first maximum).
     """
     t_max, n_rows, k = log_lik.shape
-    back = np.zeros((t_max, n_rows, k), dtype=np.int64)
-    delta = np.empty((n_rows, k))
+    deltas = np.empty((t_max, n_rows, k))
     scores = np.empty((n_rows, k, k))
     final = np.empty(n_rows)
     final_arg = np.empty(n_rows, dtype=np.int64)
-    np.add(log_initial, log_lik[0], out=delta)
-    log_transition_t = np.ascontiguousarray(log_transition.T)
-    alive = [int(np.searchsorted(-lengths, -(t + 1), side="right")) for t in range(t_max)]
-    scores_t, delta_t, back_t = (torch.from_numpy(v) for v in (scores, delta, back))
-    lat_t = torch.from_numpy(log_transition_t)
+    np.add(log_initial, log_lik[0], out=deltas[0])
+    la = np.ascontiguousarray(log_transition)
+    lat = np.ascontiguousarray(log_transition.T)
+    alive = alive_counts(lengths).tolist()
+    scores_t, deltas_t = torch.from_numpy(scores), torch.from_numpy(deltas)
     ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
     with _OneThread():
-        _viterbi_steps(t_max, alive, delta, final, final_arg, scores_t, delta_t, back_t, lat_t,
-                       ll_t)
+        _viterbi_steps(t_max, alive, deltas, final, final_arg, scores_t, deltas_t,
+                       torch.from_numpy(la), ll_t)
     paths = np.full((t_max, n_rows), -1, dtype=np.int64)
     cur = final_arg.copy()
-    rows = np.arange(n_rows)
     for t in range(t_max - 1, -1, -1):
         n = alive[t]
         paths[t, :n] = cur[:n]
         if t > 0:
-            cur[:n] = back[t, rows[:n], cur[:n]]
+            # The backpointer of the chosen state: the first maximiser of the same sums the
+            # forward pass maximised (bit for bit, so ties resolve as a stored argmax would).
+            cand = deltas[t - 1, :n] + lat[cur[:n]]
+            cur[:n] = cand.argmax(1)
     return paths, final
 
 
