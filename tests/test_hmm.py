@@ -1192,3 +1192,37 @@ def test_chunked_forward_backward_falls_back_when_chunks_do_not_couple():
     torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
     torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
     assert lay["padded"].max() == 64 and (lay["padded"] % 16 == 0).all()
+
+
+def _viterbi_stored_backpointers(log_init, log_a, log_lik):
+    """Textbook Viterbi of one sequence ``[T, K]``: backpointers stored at every step, the
+    first maximiser taken (lowest state index on ties)."""
+    delta = log_init + log_lik[0]
+    back = []
+    for t in range(1, log_lik.shape[0]):
+        s = delta[:, None] + log_a  # [from, to]
+        back.append(s.argmax(0))
+        delta = s.max(0) + log_lik[t]
+    path = [int(delta.argmax())]
+    for bp in reversed(back):
+        path.append(int(bp[path[-1]]))
+    return path[::-1], float(delta.max())
+
+
+def test_viterbi_ties_resolve_as_stored_backpointers():
+    # Exact ties everywhere: two identical states and probabilities that are powers of two,
+    # on a ragged batch (the recomputed backpointers must pick the same first maximiser).
+    half = [0.5, 0.25, 0.25]
+    model = HiddenMarkovModel.from_params(
+        initial=torch.tensor([0.25, 0.25, 0.5], dtype=F64),
+        transition=torch.tensor([half, [0.25, 0.5, 0.25], [0.25, 0.25, 0.5]], dtype=F64),
+        emission=torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.25, 0.75]], dtype=F64))
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randint(2, (n,), generator=g) for n in (40, 7, 1, 23)]
+    paths = model.most_likely_states(Sequences.from_list(xs))
+    p = model.params
+    log_e = torch.log(p["emission"]).T.numpy()
+    for i, x in enumerate(xs):
+        ref, _ = _viterbi_stored_backpointers(np.log(p["initial"].numpy()),
+                                              np.log(p["transition"].numpy()), log_e[x.numpy()])
+        assert paths[i, : len(x)].tolist() == ref
