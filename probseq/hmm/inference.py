@@ -565,6 +565,16 @@ class Scaled:
     """
 
     def __getattr__(self, name: str):
+        # The mask and the padded symbols (padding read as symbol V, the row of ones), built
+        # on first use: the kernels gather real steps only, and a ragged batch's padded
+        # [N, T_max] arrays can be many times its size.
+        if name == "mask":
+            t_max = int(self.lengths.max())
+            self.mask = np.arange(t_max)[None, :] < self.lengths[:, None]
+            return self.mask
+        if name == "symbols" and "_raw" in self.__dict__:
+            self.symbols = np.where(self.mask, self._raw, self.table.shape[0] - 1)
+            return self.symbols
         # The padded time-major form of a packed batch, built on first use.
         if name in ("b_tm", "m_tm") and "_packed_dense" in self.__dict__:
             order, _, row, step, b, m = self._packed_dense
@@ -587,18 +597,16 @@ class Scaled:
                                   tuple[np.ndarray, np.ndarray]] | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
         t_max = int(self.lengths.max())
-        mask = np.arange(t_max)[None, :] < self.lengths[:, None]
-        self.mask = mask
         if table is not None:
             k = table.shape[1]
-            v = table.shape[0]
             # Row V is the padding symbol: b = 1 and m = 0.
             self.table = np.concatenate([table.numpy(), np.ones((1, k))])
             self.shift_table = np.concatenate([shift.numpy(), np.zeros(1)])
-            x = symbols[:, :t_max].cpu().numpy()
-            self.symbols = np.where(mask, x, v)
+            # Symbols at real steps (padding holds anything; ``symbols`` reads it as V).
+            self._raw = symbols[:, :t_max].cpu().numpy()
             self.b = self.m = None
-        elif packed is not None:
+            return
+        if packed is not None:
             # Only the real steps, in the kernels' packed order (time-major, rows sorted by
             # decreasing length): a ragged batch costs its steps, not T_max * N.
             self.table = None
@@ -612,6 +620,7 @@ class Scaled:
             self._packed_dense = (order, off, row, step, b, m)
         else:
             self.table = None
+            mask = self.mask
             # Time-major: log_lik is usually a transposed view of a time-major result.
             ll = log_lik[:, :t_max].detach().cpu().transpose(0, 1).numpy()
             k = ll.shape[-1]
@@ -640,6 +649,7 @@ class Scaled:
         out.mask = self.mask[rows, :t]
         if self.table is not None:
             out.symbols = self.symbols[rows, :t]
+            out._raw = out.symbols
         else:
             out.b_tm, out.m_tm = self.b_tm[:t, rows], self.m_tm[:t, rows]
         return out
@@ -700,7 +710,7 @@ class Scaled:
             np.cumsum(alive, out=off[1:])
             step = np.repeat(np.arange(alive.shape[0]), alive)
             row = np.arange(off[-1]) - off[step]
-            xp = self.symbols[order[row], step]
+            xp = self._raw[order[row], step]
             self._packed = (order, xp, row)
             table = self.table
             k = table.shape[1]
@@ -758,7 +768,7 @@ class Scaled:
         if pad is not None:
             r_step = np.where(pad, start[row], r_step)
         if self.table is not None:
-            index = self.symbols[r_seq, r_step]
+            index = self._raw[r_seq, r_step]
             if pad is not None:
                 index[pad] = self.table.shape[0] - 1  # the row of ones
             return self.table, self.shift_table, index, off
