@@ -892,9 +892,11 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
                          time_major: bool = False) -> dict[str, torch.Tensor]:
     """The forward (and backward) pass by the NumPy kernels.
 
-    Rows the kernels refuse (see :func:`hmm_log_prob`) are recomputed by the per-step
-    normalised torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`), as are long
-    sequences where the chunked scan is chosen.
+    Batches whose longest sequence is much longer than the rest (or one long sequence) are
+    cut into chunks run as extra rows (:func:`_chunked_passes`), so that the Python loop runs
+    about a chunk's length instead of the longest sequence's. Rows the kernels refuse (see
+    :func:`hmm_log_prob`), and batches whose chunks do not couple, are recomputed by the
+    per-step normalised torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`).
 
     Args:
         initial: ``[K]``.
@@ -902,7 +904,8 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         scaled: the scaled emission likelihoods.
         backward: False runs the forward pass only.
         filtered: the forward pass also returns ``filtered``.
-        chunk_size: as in :func:`hmm_log_prob`.
+        chunk_size: None chooses by a cost model; 0 forces the batched recursion over whole
+            sequences; a positive length cuts sequences longer than it into chunks.
         time_major: with ``backward``, return the smoothed marginals packed, as ``weights
             [M, K]`` (``M`` real steps) with ``index``, a pair ``(rows [M], steps [M])`` of
             int64 tensors saying which step of which sequence each entry is, instead of
