@@ -1226,3 +1226,37 @@ def test_viterbi_ties_resolve_as_stored_backpointers():
         ref, _ = _viterbi_stored_backpointers(np.log(p["initial"].numpy()),
                                               np.log(p["transition"].numpy()), log_e[x.numpy()])
         assert paths[i, : len(x)].tolist() == ref
+
+
+def test_chunked_forward_backward_flushes_at_tiny_parameters(monkeypatch):
+    # The parameters of test_kernels_form_no_subnormals_at_tiny_parameters through chunks of
+    # 16 steps: flushing mode, no subnormal, and still the per-step recursion.
+    tiny_a, tiny_e = 1e-160, 1e-150
+    transition = np.array([[0.9, 0.1 - tiny_a, tiny_a], [0.3, 0.7 - tiny_a, tiny_a],
+                           [0.2, 0.3, 0.5]])
+    emission = np.array([[0.6, 0.4 - tiny_e, tiny_e], [0.5 - tiny_e, 0.5, tiny_e],
+                         [tiny_e, 0.5, 0.5 - tiny_e]])
+    model = HiddenMarkovModel.from_params(initial=[0.5, 0.5 - 1e-200, 1e-200],
+                                          transition=transition, emission=emission)
+    raw = model.sample(3, 400, seed=6).to_list()
+    seqs = Sequences.from_list([s[:n] for s, n in zip(raw, (400, 150, 9), strict=True)])
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    ref = _chunk_reference(model, seqs, True, False)
+    seen = []
+    original = inference.kernels.forward_backward
+
+    def checked(*args, **kwargs):
+        assert kwargs["flush"]
+        out = original(*args, **kwargs)
+        seen.append(not _subnormal(out["smoothed"]).any() and not _subnormal(out["w"]).any())
+        return out
+
+    monkeypatch.setattr(inference.kernels, "forward_backward", checked)
+    monkeypatch.setattr(inference, "_torch_passes", None)  # the chunks must couple
+    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, chunk_size=16)
+    assert seen and all(seen)
+    torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got["transition_counts"], ref["transition_counts"], rtol=1e-11,
+                               atol=1e-11)

@@ -438,6 +438,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         with np.errstate(all="ignore"):
             norm = np.einsum("nk,nk->n", filt[ends], final)
             final = final / norm[:, None]
+        if flush:  # as every later scaled beta_t is (see the module docstring)
+            final = np.where(final < FLUSH, 0.0, final)
         ok &= np.isfinite(norm) & (norm > 0)
     with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
         for t0, t1, n in reversed(segs):
