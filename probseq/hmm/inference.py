@@ -971,17 +971,20 @@ def _fb_chunk(lengths: np.ndarray, k: int, chunk_size: int | None) -> int:
         return int(chunk_size) if chunk_size and t_max > chunk_size else 0
     if t_max < 1024:
         return 0
-    # Rough cost model (seconds): a Python step of the kernels' loop (forward and backward)
-    # costs ~12 us whatever the rows, an entry (one row at one step) ~(0.1 + K^2 / 1250) us.
-    # The chunked passes run two loops of ``chunk`` steps and the chunked sequences twice.
-    step, entry = 12e-6, (0.1 + k * k / 1250) * 1e-6
+    # Rough cost model (seconds, measured on one core): a Python step of the kernels' loop
+    # (forward and backward) costs ~4 us with few rows alive, an entry (one row at one step)
+    # ~(0.1 + K^2 / 1250) us. The chunked passes run two loops of ``chunk`` steps, the
+    # chunked sequences twice, and gather their results (~0.1 us an entry). Rows sorted by
+    # length already make a ragged batch cost its real steps, so chunks pay only where few
+    # rows stay alive for many steps (one long sequence, a handful of them).
+    step, entry = 4e-6, (0.1 + k * k / 1250) * 1e-6
     total = float(lengths.sum())
     best, best_cost = 0, 0.8 * (t_max * step + total * entry)
     for chunk in (512, 1024, 2048):
         if chunk >= t_max:
             break
         again = float(lengths[lengths > chunk].sum())
-        cost = 2 * chunk * step + (total + again) * entry
+        cost = 2 * chunk * step + (total + again) * entry + total * 1e-7
         if cost < best_cost:
             best, best_cost = chunk, cost
     return best
