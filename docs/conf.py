@@ -1,7 +1,7 @@
 """Sphinx configuration of the probseq documentation (MyST-NB, furo, autodoc).
 
-The API page lists every name of ``probseq.__all__``: it is written at build time into
-``api.md`` (not tracked), so a new public name is documented without editing this site.
+The API page lists every name of ``probseq.__all__``: it is written at build time (and not
+tracked), so a new public name is documented without editing this site.
 Notebooks (``notebooks/``, stored without outputs) are executed by the build.
 """
 

@@ -1,4 +1,4 @@
-"""Sequences and input coercion: every accepted form, every refusal of CONTRACT.md."""
+"""Sequences and input coercion: every accepted form, every documented refusal."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""One registry of every model, many generic checks of CONTRACT.md's protocol.
+"""One registry of every model, many generic checks of the protocol (docs/protocol.md).
 
 Each entry builds a model fitted on small data of its kind. The checks loop over the whole
 registry (torch's test_distributions.py style); capability flags select the checks that

@@ -244,7 +244,7 @@ class LinearGaussianSSM(SequenceModel):
     # ------------------------------------------------------------------ protocol
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        """The parameters, named as in CONTRACT.md (copies)."""
+        """The parameters as a dict of tensors (copies), named as in the class docstring."""
         self._check_fitted()
         return {k: v.clone() for k, v in self._params.items()}
 
