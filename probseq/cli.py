@@ -247,10 +247,12 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
     first = data.evaluate[0]
     if data.kind == "discrete":
         first = first[:400]
-    save(plots.plot_step_log_lik(fitted, first, start=data.start), "step_log_lik.png")
+    save(plots.plot_step_log_lik(fitted, first, start=data.start, index=data.index),
+         "step_log_lik.png")
     length = min(int(data.evaluate.lengths[0]), 200)
     save(plots.plot_samples(fitted, data.evaluate[:1] if data.decode is None else first,
-                            length=length, seed=seed, decode=data.decode, prefix_length=1),
+                            length=length, seed=seed, decode=data.decode, prefix_length=1,
+                            index=data.index),
          "samples.png")
     if data.kind == "continuous" and data.start:
         y = data.evaluate[0].numpy()
