@@ -67,6 +67,8 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_attr_annotations = True
+# "Attributes:" sections as field lists: a documented property of the same name is no duplicate.
+napoleon_use_ivar = True
 
 
 def _api_page() -> str:
