@@ -27,9 +27,9 @@ MODEL_CLASSES = sorted(
     key=lambda c: c.__name__,
 )
 
-#: Public model classes without a ``fit`` of their own yet: ``help(cls.fit)`` shows only the
-#: generic base docstring. Strict: a class that gains one makes this test fail until it is
-#: taken off the list.
+#: Public model classes without a ``fit`` of their own yet (``help(cls.fit)`` shows only the
+#: generic base docstring): expected failures while they lack one. As soon as a class has
+#: its own ``fit`` the check runs for real, listed or not.
 NO_PUBLIC_FIT_YET = {
     "AutoRegressive",
     "DeepMarkovModel",
@@ -53,14 +53,12 @@ def test_model_classes_found():
     assert not unknown, f"not public model classes: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("cls", [
-    pytest.param(c, id=c.__name__, marks=pytest.mark.xfail(
-        strict=True, reason=f"{c.__name__} has no public fit of its own yet"))
-    if c.__name__ in NO_PUBLIC_FIT_YET else pytest.param(c, id=c.__name__)
-    for c in MODEL_CLASSES
-])
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=[c.__name__ for c in MODEL_CLASSES])
 def test_fit_docstring_names_every_option(cls):
-    assert "fit" in vars(cls), f"{cls.__name__}.fit is the base class's generic fit"
+    if "fit" not in vars(cls):
+        if cls.__name__ in NO_PUBLIC_FIT_YET:
+            pytest.xfail(f"{cls.__name__} has no public fit of its own yet")
+        pytest.fail(f"{cls.__name__}.fit is the base class's generic fit")
     doc = inspect.getdoc(cls.fit) or ""
     options = _fit_options(cls)
     assert options, f"{cls.__name__}.fit takes no keyword options"
