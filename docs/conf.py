@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 # Notebook kernels are subprocesses: they must import this checkout's probseq too.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+# Figures of the kernels go into the pages, whatever MPLBACKEND the caller set (e.g. Agg).
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 import probseq  # noqa: E402
 
