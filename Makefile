@@ -26,9 +26,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n auto
 	$(MAKE) docs
 
-# The documentation site (Sphinx + MyST-NB) in docs/_build/html; it executes every notebook
-# and fails on any warning or notebook error. PROBSEQ_NB_EXECUTION=cache reuses the outputs
-# of unchanged notebooks (docs/_build/.jupyter_cache), =off skips execution.
+# The documentation site (Sphinx + MyST-NB) in docs/_build/html. It executes every notebook
+# once, all in parallel, and fails on any warning or notebook error.
+# PROBSEQ_NB_EXECUTION=cache reuses the outputs of unchanged notebooks, =off skips execution.
 docs: $(STAMP)
 	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 

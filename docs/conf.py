@@ -50,8 +50,18 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # Notebooks: executed on every build (the repository keeps them output-free); an error in a
-# cell fails the build. PROBSEQ_NB_EXECUTION=off|cache skips or caches execution locally.
-nb_execution_mode = os.environ.get("PROBSEQ_NB_EXECUTION", "force")
+# cell fails the build. PROBSEQ_NB_EXECUTION picks how:
+#   "parallel" (default): every notebooks/*.ipynb runs afresh, all at once on the machine's
+#       cores, before Sphinx reads them (jupyter-cache's local-parallel executor); the pages
+#       then take their outputs from that cache. A notebook that failed there is run again
+#       while its page is read, and its error fails the build.
+#   "cache": keep the outputs of notebooks whose code did not change since the last build
+#       (quick local rebuilds; outputs may be stale after library changes);
+#   "off": no execution (pages without outputs).
+NB_EXECUTION = os.environ.get("PROBSEQ_NB_EXECUTION", "parallel")
+if NB_EXECUTION not in ("parallel", "cache", "off"):
+    raise ValueError(f"PROBSEQ_NB_EXECUTION must be parallel, cache or off, got {NB_EXECUTION!r}")
+nb_execution_mode = "off" if NB_EXECUTION == "off" else "cache"
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -120,5 +130,22 @@ def _write_api_page(app, config) -> None:
         page.write_text(text)
 
 
+def _execute_notebooks(app, config) -> None:
+    """Run every notebook at once, in a fresh cache that the pages then read."""
+    if NB_EXECUTION != "parallel":
+        return
+    import shutil
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    shutil.rmtree(nb_execution_cache_path, ignore_errors=True)
+    cache = get_cache(nb_execution_cache_path)
+    for path in sorted((DOCS / "notebooks").glob("*.ipynb")):
+        cache.add_nb_to_project(str(path))
+    load_executor("local-parallel", cache).run_and_cache(timeout=nb_execution_timeout)
+
+
 def setup(app):
     app.connect("config-inited", _write_api_page)
+    app.connect("config-inited", _execute_notebooks)
