@@ -418,3 +418,50 @@ def test_pyro_model_factor_is_exact_and_runs_inference():
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     est = guide.median()
     assert est["obs_var"] > 5000.0 and est["level_var"] < 5000.0
+
+
+# ------------------------------------------------------------------ scale edges (issue 12)
+def test_steady_state_shortcut_is_scale_free():
+    """Components of variance 1e12 and 1e-4: the small one must converge on its own scale
+    before the shortcut is taken (a max-relative test stopped at step 18, 0.1 nats off)."""
+    model = LinearGaussianSSM.from_params(
+        initial_mean=[0.0, 0.0], initial_cov=np.diag([1e12, 1e-4]),
+        transition_matrix=np.eye(2), transition_cov=np.diag([1e12, 1e-4]),
+        observation_matrix=np.eye(2), observation_cov=np.diag([1e12, 1e-2]),
+    )
+    y = model.sample(1, 3000, seed=0).values3d()
+    p = [model.params[k] for k in NAMES]
+    fast = inference.kalman_filter(y, *p)
+    plain = inference.kalman_filter(y, *p, steady_tol=None)
+    assert fast.covs.steady
+    assert abs(float(fast.log_prob_steps.sum() - plain.log_prob_steps.sum())) < 1e-7
+    np.testing.assert_allclose(fast.log_prob_steps, plain.log_prob_steps, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("c", [1e-6, 1e6])
+def test_param_checks_are_scale_free(c):
+    # asymmetry of 1e-3 relative to the entries' scale is refused at every scale
+    with pytest.raises(ValueError, match="symmetric"):
+        LinearGaussianSSM.from_params(
+            initial_mean=[0.0, 0.0], initial_cov=np.eye(2),
+            transition_matrix=np.eye(2), transition_cov=c * np.array([[1.0, 0.5], [0.501, 1.0]]),
+            observation_matrix=np.eye(2), observation_cov=np.eye(2))
+    # a correlation of 1.01 is not positive semi-definite whatever the units
+    with pytest.raises(ValueError, match="semi-definite"):
+        LinearGaussianSSM.from_params(
+            initial_mean=[0.0, 0.0], initial_cov=c * np.array([[1.0, 1.01], [1.01, 1.0]]),
+            transition_matrix=np.eye(2), transition_cov=np.eye(2),
+            observation_matrix=np.eye(2), observation_cov=np.eye(2))
+
+
+def test_fit_keeps_config_and_refits_other_dimensions():
+    g = np.random.default_rng(0)
+    model = LinearGaussianSSM(state_dim=1)
+    config = model.get_config()
+    model.fit(g.normal(size=(60, 2)), max_epochs=5)
+    assert model.get_config() == config and model.params["observation_matrix"].shape == (2, 1)
+    model.fit(g.normal(size=(60, 3)), max_epochs=5)
+    assert model.get_config() == config and model.params["observation_matrix"].shape == (3, 1)
+    assert model.log_prob(g.normal(size=(10, 3))).shape == ()
+    with pytest.raises(ValueError, match="dimension"):
+        LinearGaussianSSM(state_dim=1, obs_dim=2).fit(g.normal(size=(60, 3)))

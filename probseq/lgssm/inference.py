@@ -138,8 +138,9 @@ def riccati(
         A, Q: ``[S, S]`` transition matrix and noise covariance.
         C: ``[D, S]`` observation matrix; R: ``[D, D]`` observation noise covariance.
         num_steps: T.
-        steady_tol: stop once ``max|P_(t+1) - P_t| <= steady_tol * max|P_t|``; None runs
-            every step.
+        steady_tol: stop once every entry satisfies ``|P_(t+1) - P_t|_ij <= steady_tol *
+            d_i d_j`` with ``d_i`` the larger of the two standard deviations of state i (a
+            scale-free test: each entry is judged on its own scale); None runs every step.
     """
     S, D = A.shape[0], C.shape[0]
     needs_grad = torch.is_grad_enabled() and any(
@@ -167,15 +168,25 @@ def riccati(
         if t == num_steps - 1:
             break
         P_next = _sym(A @ Pf @ At + Q)
-        if steady_tol is not None:
-            change = float((P_next - P).detach().abs().max())
-            if change <= steady_tol * float(P.detach().abs().max()):
-                steady = True
-                break
+        if steady_tol is not None and _converged(P.detach(), P_next.detach(), steady_tol):
+            steady = True
+            break
         P = P_next
     return CovarianceSequence(
         torch.stack(preds), torch.stack(filts), torch.stack(innovs), torch.stack(gains), steady
     )
+
+
+def _converged(P: torch.Tensor, P_next: torch.Tensor, tol: float) -> bool:
+    """Scale-free fixed-point test: every entry's change is small relative to its own scale.
+
+    ``|P_next[i, j] - P[i, j]| <= tol * d_i * d_j`` with ``d_i = sqrt(max(P[i, i],
+    P_next[i, i]))`` (the correlation scale of the entry), so a state with variance 1e-4 is
+    judged on its own scale and not against one with variance 1e12. Entries of a state with
+    zero variance must not change at all.
+    """
+    d = torch.maximum(torch.diagonal(P), torch.diagonal(P_next)).clamp(min=0).sqrt()
+    return bool(((P_next - P).abs() <= tol * torch.outer(d, d)).all())
 
 
 def _riccati_scalar(
@@ -196,7 +207,7 @@ def _riccati_scalar(
         if t == num_steps - 1:
             break
         p_next = a * pf * a + q
-        if steady_tol is not None and abs(p_next - p) <= steady_tol * abs(p):
+        if steady_tol is not None and abs(p_next - p) <= steady_tol * max(abs(p), abs(p_next)):
             steady = True
             break
         p = p_next

@@ -11,7 +11,7 @@ import torch
 
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
-from probseq.data import Sequences
+from probseq.data import Sequences, check_sequences
 from probseq.lgssm import inference
 
 __all__ = ["LinearGaussianSSM", "StatePosterior", "Forecast"]
@@ -252,13 +252,20 @@ class LinearGaussianSSM(SequenceModel):
     def num_params(self) -> int:
         if self.structure is not None:
             return len(self._free_names())
-        S, D = self.state_dim, self.obs_dim
-        if D is None:
-            self._check_fitted()
+        S, D = self.state_dim, self._dim
         return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S
 
     def _is_fitted(self) -> bool:
         return self._params is not None
+
+    @property
+    def _dim(self) -> int:
+        """D of the fitted parameters (or of the constructor)."""
+        if self._params is not None:
+            return int(self._params["observation_matrix"].shape[0])
+        if self.obs_dim is None:
+            self._check_fitted()
+        return self.obs_dim
 
     def get_config(self) -> dict[str, Any]:
         return {"state_dim": self.state_dim, "obs_dim": self.obs_dim, "structure": self.structure}
@@ -268,9 +275,11 @@ class LinearGaussianSSM(SequenceModel):
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         params = _check_params({k: tensors[k] for k in PARAM_NAMES})
-        if params["observation_matrix"].shape != (self.obs_dim, self.state_dim):
+        D, S = params["observation_matrix"].shape
+        if S != self.state_dim or (self.obs_dim is not None and D != self.obs_dim):
             raise ValueError("saved parameters do not match the saved configuration")
         self._params = params
+        self._obs_dim = D
 
     def _matrices(self, params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         p = self._params if params is None else params
@@ -340,7 +349,7 @@ class LinearGaussianSSM(SequenceModel):
         z = float(norm.ppf(0.5 + 0.5 * float(level)))
         lower, upper = obs_mean - z * std, obs_mean + z * std
         outs = [obs_mean, std, lower, upper]
-        if self.obs_dim == 1:
+        if self._dim == 1:
             outs = [o[..., 0] for o in outs]
         if single:
             outs = [o[0] for o in outs]
@@ -354,7 +363,7 @@ class LinearGaussianSSM(SequenceModel):
         if options:
             raise ValueError(f"unknown sample options: {sorted(options)}")
         m0, P0, A, Q, C, R = self._matrices()
-        S, D = self.state_dim, self.obs_dim
+        S, D = self.state_dim, self._dim
         n = num_sequences
         if prefix is None:
             start = m0 + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(P0).T
@@ -448,9 +457,12 @@ class LinearGaussianSSM(SequenceModel):
         unknown.pop("learning_rate", None)
         if unknown:
             raise ValueError(f"unknown fit options for {self.name}: {sorted(unknown)}")
-        D = self._fit_obs_dim(seqs) or 1
-        if self.obs_dim is None:
-            self.obs_dim, self._obs_dim = D, D
+        # the constructor's obs_dim is checked, never overwritten (get_config is unchanged
+        # by fit, and a model built with obs_dim=None can be refitted to other data)
+        if self.obs_dim is not None:
+            check_sequences(seqs, model=self.name, dim=self.obs_dim)
+        D = self.obs_dim or seqs.dim or 1
+        self._obs_dim = D
         y = seqs.values3d()
         mask = seqs.mask
         n_steps = seqs.num_steps
@@ -567,7 +579,7 @@ class LinearGaussianSSM(SequenceModel):
         import pyro
         import pyro.distributions as dist
 
-        seqs, _ = self._coerce(data, fitting=self.obs_dim is None)
+        seqs, _ = self._coerce(data, fitting=self._obs_dim == "any")
         y, mask = seqs.values3d(), seqs.mask
         scale = float(prior_scale) if prior_scale is not None else _diff_variance(seqs)
         if not scale > 0:
@@ -580,7 +592,8 @@ class LinearGaussianSSM(SequenceModel):
         else:
             self._check_fitted()
             names = []
-        S, D = self.state_dim, self.obs_dim
+        S = self.state_dim
+        D = self.obs_dim or seqs.dim or 1
 
         def model() -> None:
             half_cauchy = dist.HalfCauchy(torch.tensor(scale, dtype=torch.float64))
@@ -731,16 +744,25 @@ def _check_params(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
             )
     for k in ("initial_cov", "transition_cov", "observation_cov"):
         M = p[k]
-        scale = max(1.0, float(M.abs().max()))
-        if float((M - M.T).abs().max()) > _SYM_TOL * scale:
+        # Scale-free checks: every entry is judged on its correlation scale d_i d_j, so a
+        # state in units of 1e-6 is checked as strictly as one in units of 1e6.
+        if bool((torch.diagonal(M) < 0).any()):
+            kind = "definite" if k == "observation_cov" else "semi-definite"
+            raise ValueError(f"{k} is not positive {kind} (a negative variance)")
+        d = torch.diagonal(M).sqrt()
+        dd = torch.outer(d, d)
+        if bool(((M - M.T).abs() > _SYM_TOL * dd).any()):
             raise ValueError(f"{k} is not symmetric")
         M = 0.5 * (M + M.T)
         p[k] = M
         if k == "observation_cov":
             if int(torch.linalg.cholesky_ex(M)[1]) != 0:
                 raise ValueError(f"{k} is not positive definite")
-        elif float(torch.linalg.eigvalsh(M).min()) < -1e-12 * scale:
-            raise ValueError(f"{k} is not positive semi-definite")
+        else:
+            live = d > 0
+            corr = M[live][:, live] / dd[live][:, live]
+            if corr.numel() and float(torch.linalg.eigvalsh(corr).min()) < -1e-12 * len(d):
+                raise ValueError(f"{k} is not positive semi-definite")
     return p
 
 
@@ -753,7 +775,7 @@ def _unstructured_parametrisation(seqs: Sequences, S: int, D: int):
     y = seqs.values3d()
     obs = y[seqs.mask]  # [sum T, D]
     cov = torch.atleast_2d(torch.cov(obs.T)) if obs.shape[0] > 1 else torch.eye(D)
-    cov = cov + 1e-6 * float(torch.diagonal(cov).mean().clamp(min=1e-12)) * torch.eye(D)
+    cov = cov + 1e-6 * float(torch.diagonal(cov).mean().clamp(min=1e-300)) * torch.eye(D)
     vals, vecs = torch.linalg.eigh(cov)
     order = torch.argsort(vals, descending=True)
     C0 = torch.randn(D, S, dtype=torch.float64) * 0.1 * vals.mean().sqrt()
