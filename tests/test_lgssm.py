@@ -208,27 +208,30 @@ def test_forecast_matches_statsmodels():
 # ------------------------------------------------------------------ fitting
 def test_fit_nile_matches_statsmodels():
     y = _nile()
+    # (1) default: exact diffuse initialisation, the objective statsmodels maximises
     model = LinearGaussianSSM.local_level().fit(y)
+    assert model.initialization == "diffuse" and model.num_diffuse_steps == 1
     q = model.params["transition_cov"].item()
     r = model.params["observation_cov"].item()
-    # (1) The same objective in statsmodels: the prior our fit chose (mean of the first
-    # value, variance 1e6 x the data variance), every observation scored. statsmodels is
-    # optimised hard from its own start; both must reach the same maximum.
+    mod = sm.tsa.UnobservedComponents(y, "local level", use_exact_diffuse=True)
+    ref = mod.fit(disp=0, method="nm", maxiter=5000, xtol=1e-10, ftol=1e-14)
+    burn = mod.loglikeobs(ref.params)[0]  # statsmodels' -log(2 pi F_inf) / 2 of step 0
+    assert model.log_prob(y).item() >= ref.llf - burn - 1e-8
+    assert r == pytest.approx(ref.params[0], rel=1e-4)
+    assert q == pytest.approx(ref.params[1], rel=1e-4)
+    # Durbin & Koopman (2012), section 2.10.3: 15099 and 1469.1
+    assert (r, q) == (pytest.approx(15099, abs=0.5), pytest.approx(1469.1, abs=0.1))
+    # (2) the nearly diffuse proper prior: every observation scored, as statsmodels with the
+    # known initialisation our fit chose
+    proper = LinearGaussianSSM.local_level(initialization="proper").fit(y)
+    p = proper.params
     mod = sm.tsa.UnobservedComponents(y, "local level")
-    p = model.params
     mod.ssm.initialize_known(p["initial_mean"].numpy(), p["initial_cov"].numpy())
     mod.loglikelihood_burn = 0
     ref = mod.fit(disp=0, method="nm", maxiter=5000, xtol=1e-10, ftol=1e-14)
-    assert model.log_prob(y).item() >= ref.llf - 1e-8
-    assert r == pytest.approx(ref.params[0], rel=1e-4)
-    assert q == pytest.approx(ref.params[1], rel=1e-4)
-    # (2) statsmodels' exact diffuse initialisation (Durbin & Koopman: 15099, 1469.1): our
-    # proper prior is 2.9e10 wide, which moves the estimates by a relative ~1e-6.
-    diffuse = sm.tsa.UnobservedComponents(y, "local level")
-    diffuse.ssm.initialize_diffuse()
-    dres = diffuse.fit(disp=0, method="nm", maxiter=5000, xtol=1e-10, ftol=1e-14)
-    assert r == pytest.approx(dres.params[0], rel=1e-3)
-    assert q == pytest.approx(dres.params[1], rel=1e-3)
+    assert proper.log_prob(y).item() >= ref.llf - 1e-8
+    assert p["observation_cov"].item() == pytest.approx(ref.params[0], rel=1e-4)
+    assert p["transition_cov"].item() == pytest.approx(ref.params[1], rel=1e-4)
 
 
 def test_fit_partially_structured_estimates_only_free_variances():
@@ -236,10 +239,7 @@ def test_fit_partially_structured_estimates_only_free_variances():
     model = LinearGaussianSSM.local_level(obs_var=15000.0).fit(y)
     assert model.num_params == 1
     assert model.params["observation_cov"].item() == 15000.0
-    mod = sm.tsa.UnobservedComponents(y, "local level")
-    p = model.params
-    mod.ssm.initialize_known(p["initial_mean"].numpy(), p["initial_cov"].numpy())
-    mod.loglikelihood_burn = 0
+    mod = sm.tsa.UnobservedComponents(y, "local level", use_exact_diffuse=True)
     with mod.fix_params({"sigma2.irregular": 15000.0}):
         ref = mod.fit(disp=0, method="nm", maxiter=5000, xtol=1e-10, ftol=1e-14)
     assert model.params["transition_cov"].item() == pytest.approx(ref.params[1], rel=1e-4)
@@ -396,13 +396,14 @@ def test_pyro_model_factor_is_exact_and_runs_inference():
     from pyro.optim import Adam
 
     y = _nile()
-    structured = LinearGaussianSSM.local_level()
+    structured = LinearGaussianSSM.local_level(initialization="proper")
     model_fn = structured.pyro_model(y)
     fixed = {"level_var": torch.tensor(1500.0, dtype=torch.float64),
              "obs_var": torch.tensor(15000.0, dtype=torch.float64)}
     trace = pyro.poutine.trace(pyro.poutine.condition(model_fn, fixed)).get_trace()
     factor = trace.nodes["log_lik"]["fn"].log_prob(trace.nodes["log_lik"]["value"])
-    fitted_prior = LinearGaussianSSM.local_level().fit(y, max_epochs=1).params
+    fitted_prior = LinearGaussianSSM.local_level(initialization="proper").fit(
+        y, max_epochs=1).params
     ref = LinearGaussianSSM.local_level(
         1500.0, 15000.0, initial_mean=fitted_prior["initial_mean"].item(),
         initial_var=fitted_prior["initial_cov"].item(),
@@ -465,3 +466,69 @@ def test_fit_keeps_config_and_refits_other_dimensions():
     assert model.log_prob(g.normal(size=(10, 3))).shape == ()
     with pytest.raises(ValueError, match="dimension"):
         LinearGaussianSSM(state_dim=1, obs_dim=2).fit(g.normal(size=(60, 3)))
+
+
+# ------------------------------------------------------------------ exact diffuse (issue 11)
+def _gdp_growth() -> np.ndarray:
+    gdp = sm.datasets.macrodata.load_pandas().data["realgdp"].to_numpy(dtype=float)
+    return 100.0 * np.diff(np.log(gdp))  # quarterly growth in percent
+
+
+@pytest.mark.parametrize("case", ["nile_level", "gdp_level", "gdp_trend"])
+def test_exact_diffuse_matches_statsmodels(case):
+    if case == "nile_level":
+        y, kind, params = _nile(), "local level", (15099.0, 1469.1)
+        model = LinearGaussianSSM.local_level(1469.1, 15099.0)
+    elif case == "gdp_level":
+        y, kind, params = _gdp_growth(), "local level", (0.6, 0.02)
+        model = LinearGaussianSSM.local_level(0.02, 0.6)
+    else:
+        y, kind, params = _gdp_growth(), "local linear trend", (0.6, 0.02, 1e-4)
+        model = LinearGaussianSSM.local_linear_trend(0.02, 1e-4, 0.6)
+    d = 1 if kind == "local level" else 2
+    assert model.initialization == "diffuse" and model.num_diffuse_steps == d
+    mod = sm.tsa.UnobservedComponents(y, kind, use_exact_diffuse=True)
+    mod.ssm.tolerance = 0.0  # statsmodels' own steady-state switch is off by ~1e-8 nats here
+    res = mod.smooth(np.array(params))
+    ours = model.log_prob_steps(y).numpy()
+    assert (ours[:d] == 0).all()
+    np.testing.assert_allclose(ours[d:], res.llf_obs[d:], rtol=1e-9, atol=0)
+    # statsmodels' llf adds -log(2 pi F_inf) / 2 for each diffuse step (F_inf = 1 here)
+    assert model.log_prob(y).item() == pytest.approx(res.llf + d * 0.5 * math.log(2 * math.pi),
+                                                     rel=1e-10)
+    filt = model.filter(y)
+    np.testing.assert_allclose(filt.mean.numpy()[d - 1:], res.filtered_state.T[d - 1:],
+                               rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(filt.cov.numpy()[d - 1:],
+                               res.filtered_state_cov.transpose(2, 0, 1)[d - 1:], rtol=1e-8,
+                               atol=1e-10)
+    smooth = model.smoother(y)
+    scale = res.smoothed_state_cov.max()
+    np.testing.assert_allclose(smooth.mean.numpy(), res.smoothed_state.T, rtol=1e-8,
+                               atol=1e-8 * np.abs(y).max())
+    np.testing.assert_allclose(smooth.cov.numpy(), res.smoothed_state_cov.transpose(2, 0, 1),
+                               rtol=1e-8, atol=1e-8 * scale)
+    # forecasts h = 1..12 (issue 13): means and variances of statsmodels' get_forecast
+    fc = model.forecast(y, horizon=12)
+    ref = res.get_forecast(12)
+    np.testing.assert_allclose(fc.mean.numpy(), ref.predicted_mean, rtol=1e-9)
+    np.testing.assert_allclose(fc.std.numpy() ** 2, ref.var_pred_mean, rtol=1e-9)
+
+
+def test_diffuse_short_sequences_and_options():
+    model = LinearGaussianSSM.local_linear_trend(0.5, 0.01, 1.0)
+    # a sequence of d steps or fewer has nothing left to score
+    assert model.log_prob([1.0, 2.0]).item() == 0.0
+    with pytest.raises(ValueError, match="too few"):
+        model.forecast([1.0], 3)
+    assert LinearGaussianSSM.local_level(1.0, 1.0, initial_var=10.0).num_diffuse_steps == 0
+    assert LinearGaussianSSM.local_level(1.0, 1.0, initialization="proper").initialization \
+        == "proper"
+    with pytest.raises(ValueError, match="initialization"):
+        LinearGaussianSSM.local_level(1.0, 1.0, initialization="exact")
+    # a state the observations never reach cannot be diffuse
+    with pytest.raises(ValueError, match="identify"):
+        LinearGaussianSSM.from_params(
+            initial_mean=[0.0, 0.0], initial_cov=np.eye(2), transition_matrix=np.eye(2),
+            transition_cov=np.eye(2), observation_matrix=[[1.0, 0.0]], observation_cov=[[1.0]],
+            initialization="diffuse")

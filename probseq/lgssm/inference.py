@@ -43,6 +43,7 @@ __all__ = [
     "riccati",
     "filtered_means",
     "kalman_filter",
+    "diffuse_kalman_filter",
     "rts_smoother",
     "em_m_step",
     "forecast_moments",
@@ -67,6 +68,11 @@ class CovarianceSequence:
         innov_cov: ``[U, D, D]`` innovation covariances ``F_t = C P_(t|t-1) C' + R``.
         gain: ``[U, S, D]`` Kalman gains ``K_t``.
         steady: True when the recursion reached its fixed point at entry ``U - 1``.
+        num_diffuse: d, the exact diffuse steps at the start (0 for a proper prior). At those
+            steps ``pred_cov``/``filt_cov``/``innov_cov`` hold the finite parts ``P_*`` and
+            ``F_*`` (Durbin & Koopman's notation), ``pred_cov_inf``/``filt_cov_inf``
+            ``[d, S, S]`` the diffuse parts ``P_inf`` (the covariance is ``P_* + kappa P_inf``
+            with kappa -> inf) and ``gain`` the filtered gain of the step.
     """
 
     pred_cov: torch.Tensor
@@ -74,6 +80,9 @@ class CovarianceSequence:
     innov_cov: torch.Tensor
     gain: torch.Tensor
     steady: bool
+    num_diffuse: int = 0
+    pred_cov_inf: torch.Tensor | None = None
+    filt_cov_inf: torch.Tensor | None = None
 
     @property
     def num_unique(self) -> int:
@@ -253,7 +262,7 @@ def filtered_means(
 
     Args:
         y: ``[N, T, D]`` observations (padding allowed; it only affects padded steps).
-        initial_mean: ``[S]``; A: ``[S, S]``; C: ``[D, S]``.
+        initial_mean: ``[S]``, or ``[N, S]`` (one per sequence); A: ``[S, S]``; C: ``[D, S]``.
         covs: from :func:`riccati` for at least ``min(T, U)`` steps.
 
     Returns:
@@ -270,7 +279,7 @@ def filtered_means(
         u = y * K_t[:, 0]  # [N, T, 1]
     else:
         u = torch.einsum("tsd,ntd->nts", K_t, y)  # [N, T, S]
-    mu0 = (eye - K[0] @ C) @ initial_mean  # the prior's share of m_0
+    mu0 = initial_mean @ (eye - K[0] @ C).T  # the prior's share of m_0: [S] or [N, S]
     t_steady = max(U - 1, 1) if covs.steady else T
     t_loop = min(t_steady, T)
     needs_grad = torch.is_grad_enabled() and any(
@@ -288,7 +297,8 @@ def filtered_means(
         if t_loop < T:
             rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
             filt = torch.cat([filt, rest], dim=1)
-    pred = torch.cat([initial_mean.expand(N, 1, S), _times(filt[:, :-1], A)], dim=1)
+    pred = torch.cat([initial_mean.reshape(-1, 1, S).expand(N, 1, S), _times(filt[:, :-1], A)],
+                     dim=1)
     return filt, pred
 
 
@@ -303,7 +313,7 @@ def _means_state1_numpy(
     ln = L[:, 0, 0].numpy()
     N, T = un.shape
     out = np.empty((N, T))
-    m = un[:, 0] + float(mu0[0])
+    m = un[:, 0] + mu0[..., 0].numpy()
     out[:, 0] = m
     for t in range(1, t_loop):
         m = m * ln[t] + un[:, t]
@@ -354,6 +364,133 @@ def kalman_filter(
     covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol)
     filt, pred = filtered_means(y, initial_mean, A, C, covs)
     return FilterResult(_innovation_log_prob(y, pred, C, covs), filt, pred, covs)
+
+
+def _diffuse_steps(
+    y: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor, R: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The exact initial Kalman filter (Durbin & Koopman 2012, section 5.2) for D = 1.
+
+    Every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the predicted
+    covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``. Step t has
+    ``F_inf = C P_inf C'``; while ``F_inf > 0`` the observation only pins down the diffuse
+    directions and contributes no term to the diffuse log-likelihood (0 here); a step with
+    ``F_inf = 0`` inside the diffuse period contributes ``log N(v; 0, F_*)``. The period ends
+    when ``P_inf`` vanishes; from then on the ordinary filter applies.
+
+    Returns:
+        ``(steps, mean, cov)``: per-step tensors (``lp [N, d]``, ``filt_mean``/``pred_mean``
+        ``[N, d, S]``, ``pred_star``/``filt_star``/``pred_inf``/``filt_inf`` ``[d, S, S]``,
+        ``innov`` ``[d]`` (``F_*``), ``gain`` ``[d, S]``), and the predicted state at step d:
+        ``mean [N, S]``, ``cov [S, S]`` (proper unless the T steps ran out first).
+    """
+    N, T, _ = y.shape
+    S = A.shape[0]
+    dtype = A.dtype
+    c, h = C[0], R[0, 0]
+    scale = float((c.detach() ** 2).sum())
+    a = torch.zeros(N, S, dtype=dtype)
+    P_inf = torch.eye(S, dtype=dtype)
+    P_st = torch.zeros(S, S, dtype=dtype)
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in (
+        "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
+        "innov", "gain")}
+    for t in range(T):
+        if float(P_inf.detach().abs().max()) <= _DIFFUSE_TOL:
+            break
+        v = y[:, t, 0] - a @ c
+        M_inf, M_st = P_inf @ c, P_st @ c
+        f_inf, f_st = c @ M_inf, c @ M_st + h
+        if float(f_inf.detach()) > _DIFFUSE_TOL * scale:
+            f1 = 1.0 / f_inf
+            gain = M_inf * f1
+            Pinf_f = P_inf - torch.outer(M_inf, M_inf) * f1
+            Pst_f = (P_st - (torch.outer(M_st, M_inf) + torch.outer(M_inf, M_st)) * f1
+                     + torch.outer(M_inf, M_inf) * (f_st * f1 * f1))
+            lp = torch.zeros(N, dtype=dtype)
+        else:
+            gain = M_st / f_st
+            Pinf_f = P_inf
+            Pst_f = P_st - torch.outer(M_st, M_st) / f_st
+            lp = -0.5 * (_LOG_2PI + torch.log(f_st) + v * v / f_st)
+        a_f = a + v[:, None] * gain
+        for k, x in (("lp", lp), ("filt_mean", a_f), ("pred_mean", a), ("pred_star", P_st),
+                     ("filt_star", _sym(Pst_f)), ("pred_inf", P_inf), ("filt_inf", _sym(Pinf_f)),
+                     ("innov", f_st), ("gain", gain)):
+            out[k].append(x)
+        a = a_f @ A.T
+        P_inf = _sym(A @ Pinf_f @ A.T)
+        P_st = _sym(A @ Pst_f @ A.T + Q)
+    steps = {k: torch.stack(v, dim=1 if k in ("lp", "filt_mean", "pred_mean") else 0)
+             for k, v in out.items()}
+    return steps, a, P_st
+
+
+#: P_inf entries (and F_inf relative to |C|^2) below this count as zero: P_inf starts at I and
+#: is dimensionless up to the state's units, which structured models fix at 1.
+_DIFFUSE_TOL = 1e-10
+
+
+def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000) -> int:
+    """d: the steps of a fully observed sequence until the diffuse part ``P_inf`` vanishes
+    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise)."""
+    S = A.shape[0]
+    y = torch.zeros(1, max_steps, 1, dtype=A.dtype)
+    Q = torch.zeros(S, S, dtype=A.dtype)
+    R = torch.ones(1, 1, dtype=A.dtype)
+    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R)
+    d = int(steps["lp"].shape[1])
+    if d == max_steps:
+        raise ValueError(
+            f"the observations do not identify the diffuse initial state within {max_steps} "
+            "steps; use initialization='proper' (a proper prior) for this model"
+        )
+    return d
+
+
+def diffuse_kalman_filter(
+    y: torch.Tensor,
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
+) -> FilterResult:
+    """The Kalman filter under exact diffuse initialisation (every state diffuse), D = 1.
+
+    The first d steps run the exact initial filter (see :func:`_diffuse_steps`); their
+    ``log_prob_steps`` are 0 (their terms are not densities), and the remaining steps are the
+    ordinary filter started from the proper state at step d, so the row sums are the diffuse
+    log-likelihood ``log p(x_d..x_(T-1) | x_0..x_(d-1))`` that statsmodels reports with
+    ``loglikelihood_burn = d``. Differentiable.
+
+    Args:
+        y: ``[N, T, 1]`` observations.
+        A, Q, C, R: the parameters (see the module docstring).
+        steady_tol: see :func:`riccati` (used after the diffuse steps).
+
+    Returns:
+        A :class:`FilterResult` whose ``covs.num_diffuse`` is d.
+    """
+    if C.shape[0] != 1:
+        raise ValueError("exact diffuse initialisation is implemented for D = 1 only")
+    N, T, _ = y.shape
+    st, mean, cov = _diffuse_steps(y, A, Q, C, R)
+    d = st["lp"].shape[1]
+    parts = [(st["lp"], st["filt_mean"], st["pred_mean"])]
+    covs = [(st["pred_star"], st["filt_star"], st["innov"].reshape(-1, 1, 1),
+             st["gain"].unsqueeze(-1))]
+    steady = False
+    if T > d:
+        res = kalman_filter(y[:, d:], mean, cov, A, Q, C, R, steady_tol)
+        parts.append((res.log_prob_steps, res.filt_mean, res.pred_mean))
+        c = res.covs
+        covs.append((c.pred_cov, c.filt_cov, c.innov_cov, c.gain))
+        steady = c.steady
+    lp, filt, pred = (torch.cat(z, dim=1) for z in zip(*parts, strict=True))
+    pc, fc, ic, g = (torch.cat(z, dim=0) for z in zip(*covs, strict=True))
+    return FilterResult(lp, filt, pred, CovarianceSequence(
+        pc, fc, ic, g, steady, d, st["pred_inf"], st["filt_inf"]))
 
 
 def rts_smoother(

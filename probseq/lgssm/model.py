@@ -109,6 +109,7 @@ class LinearGaussianSSM(SequenceModel):
         state_dim: int = 1,
         obs_dim: int | None = None,
         structure: dict[str, Any] | None = None,
+        initialization: str = "proper",
     ):
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
             raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
@@ -121,6 +122,12 @@ class LinearGaussianSSM(SequenceModel):
         self.structure = _check_structure(structure, state_dim, obs_dim)
         if self.structure is not None:
             self.obs_dim = len(self.structure["observation_matrix"])
+        if initialization not in ("proper", "diffuse"):
+            raise ValueError(
+                f"initialization must be 'proper' or 'diffuse', got {initialization!r}")
+        if initialization == "diffuse" and self.obs_dim not in (None, 1):
+            raise ValueError("exact diffuse initialization is implemented for obs_dim = 1 only")
+        self.initialization = initialization
         self._obs_dim = self.obs_dim if self.obs_dim is not None else "any"
         self._params: dict[str, torch.Tensor] | None = None
         self.fit_result_: dict[str, Any] | None = None
@@ -135,8 +142,13 @@ class LinearGaussianSSM(SequenceModel):
         transition_cov: Any,
         observation_matrix: Any,
         observation_cov: Any,
+        *,
+        initialization: str = "proper",
     ) -> LinearGaussianSSM:
         """A fitted model from explicit parameters (see the class docstring for shapes).
+
+        ``initialization="diffuse"`` (D = 1 only) scores with an exact diffuse initial state
+        instead of ``N(initial_mean, initial_cov)``; see the class docstring.
 
         ``observation_cov`` must be symmetric positive definite; ``initial_cov`` and
         ``transition_cov`` symmetric positive semi-definite (a known initial state or a
@@ -158,8 +170,9 @@ class LinearGaussianSSM(SequenceModel):
             )
         )
         S, D = params["observation_matrix"].shape[1], params["observation_matrix"].shape[0]
-        model = cls(state_dim=S, obs_dim=D)
+        model = cls(state_dim=S, obs_dim=D, initialization=initialization)
         model._params = params
+        model.num_diffuse_steps  # noqa: B018 (refuses a diffuse state the data cannot identify)
         return model
 
     @classmethod
@@ -170,6 +183,7 @@ class LinearGaussianSSM(SequenceModel):
         *,
         initial_mean: float | None = None,
         initial_var: float | None = None,
+        initialization: str | None = None,
     ) -> LinearGaussianSSM:
         """The local level model (random walk plus noise), S = D = 1.
 
@@ -179,17 +193,30 @@ class LinearGaussianSSM(SequenceModel):
         estimated by ``fit`` (the others stay fixed), as in statsmodels'
         ``UnobservedComponents``.
 
-        The initial level has a *proper* prior, so that ``log_prob`` is an exact density of
-        all T observations (statsmodels' exact diffuse likelihood instead drops the first
-        observation's term, which is not a density). ``initial_mean=None`` and
-        ``initial_var=None`` choose a nearly diffuse prior: at ``fit`` time the mean of the
-        sequences' first observations and ``1e6`` times the data's variance; for a model
-        built with both variances given, ``0`` and ``1e6 * max(level_var, obs_var)``. The
-        chosen prior is stored with the model and used for every later ``log_prob``.
+        Initialisation (``initialization``):
+
+        * ``"diffuse"`` (the default when no ``initial_mean``/``initial_var`` is given): the
+          exact diffuse initial state of Durbin & Koopman, as statsmodels'
+          ``UnobservedComponents(..., use_exact_diffuse=True)``. The first observation only
+          locates the level (``num_diffuse_steps = 1``); ``log_prob`` is the exact conditional
+          density ``log p(x_1..x_(T-1) | x_0)`` (statsmodels' diffuse log-likelihood without
+          the first step's ``-log(2 pi F_inf) / 2``, which depends on the arbitrary scale of
+          the diffuse prior), ``log_prob_steps`` is 0 at the diffuse step, and ``fit``
+          maximises it (Durbin & Koopman's estimates on the Nile: 15099, 1469.1).
+        * ``"proper"`` (the default when ``initial_mean`` or ``initial_var`` is given): the
+          level starts from ``N(initial_mean, initial_var)`` and ``log_prob`` is the density of
+          all T observations. ``initial_mean=None`` / ``initial_var=None`` then choose a
+          nearly diffuse prior: at ``fit`` time the mean of the sequences' first observations
+          and ``1e6`` times the data's variance; for a model built with both variances given,
+          ``0`` and ``1e6 * max(level_var, obs_var)``. Its first step then costs a number of
+          nats that depends on that factor.
+
+        Either way the stored ``initial_mean``/``initial_cov`` (the nearly diffuse prior when
+        not given) are what ``sample`` without a prefix starts from.
         """
         return cls._structured(
             [[1.0]], [[1.0]], [["level_var", level_var]], [["obs_var", obs_var]],
-            initial_mean, initial_var,
+            initial_mean, initial_var, initialization,
         )
 
     @classmethod
@@ -201,22 +228,30 @@ class LinearGaussianSSM(SequenceModel):
         *,
         initial_mean: Any | None = None,
         initial_var: float | None = None,
+        initialization: str | None = None,
     ) -> LinearGaussianSSM:
         """The local linear trend model, S = 2 (level, slope), D = 1.
 
         ``level_t = level_(t-1) + slope_(t-1) + N(0, level_var)``,
         ``slope_t = slope_(t-1) + N(0, slope_var)``, ``x_t = level_t + N(0, obs_var)``.
-        ``slope_var=0`` gives the smooth-trend model. Unknown variances and the prior work as
-        in :meth:`local_level` (the initial mean defaults to ``[first value, 0]``).
+        ``slope_var=0`` gives the smooth-trend model. Unknown variances, the prior and
+        ``initialization`` work as in :meth:`local_level`; under the default exact diffuse
+        initialisation the first two observations locate the level and slope
+        (``num_diffuse_steps = 2``) and ``log_prob`` is ``log p(x_2..x_(T-1) | x_0, x_1)``.
+        The nearly diffuse proper prior's mean defaults to ``[first value, 0]``.
         """
         return cls._structured(
             [[1.0, 1.0], [0.0, 1.0]], [[1.0, 0.0]],
             [["level_var", level_var], ["slope_var", slope_var]], [["obs_var", obs_var]],
-            initial_mean, initial_var,
+            initial_mean, initial_var, initialization,
         )
 
     @classmethod
-    def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var) -> LinearGaussianSSM:
+    def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var,
+                    initialization) -> LinearGaussianSSM:
+        if initialization is None:
+            given = initial_mean is not None or initial_var is not None
+            initialization = "proper" if given else "diffuse"
         if initial_mean is not None:
             initial_mean = np.atleast_1d(np.asarray(initial_mean, dtype=float)).tolist()
         if initial_var is not None:
@@ -229,7 +264,8 @@ class LinearGaussianSSM(SequenceModel):
             "initial_mean": initial_mean,
             "initial_var": initial_var,
         }
-        model = cls(state_dim=len(A), obs_dim=len(C), structure=structure)
+        model = cls(state_dim=len(A), obs_dim=len(C), structure=structure,
+                    initialization=initialization)
         if not model._free_names():
             variances = [v for _, v in tvars + ovars]
             scale = max(variances) if max(variances) > 0 else 1.0
@@ -268,7 +304,8 @@ class LinearGaussianSSM(SequenceModel):
         return self.obs_dim
 
     def get_config(self) -> dict[str, Any]:
-        return {"state_dim": self.state_dim, "obs_dim": self.obs_dim, "structure": self.structure}
+        return {"state_dim": self.state_dim, "obs_dim": self.obs_dim, "structure": self.structure,
+                "initialization": self.initialization}
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self._params)
@@ -281,12 +318,38 @@ class LinearGaussianSSM(SequenceModel):
         self._params = params
         self._obs_dim = D
 
+    @property
+    def num_diffuse_steps(self) -> int:
+        """d: the initial steps that only locate the diffuse state and are not scored.
+
+        0 under a proper prior; under exact diffuse initialisation the steps until the
+        observations identify the state (local level 1, local linear trend 2). ``compare``
+        conditions every model it scores on the first d steps.
+        """
+        if self.initialization == "proper":
+            return 0
+        if self.structure is not None:
+            A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
+            C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
+        else:
+            self._check_fitted()
+            A, C = self._params["transition_matrix"], self._params["observation_matrix"]
+        return inference.diffuse_num_steps(A, C)
+
+    def _filter(self, y: torch.Tensor,
+                params: dict[str, torch.Tensor] | None = None) -> inference.FilterResult:
+        """The Kalman filter of ``y [N, T, D]`` under this model's initialisation."""
+        m0, P0, A, Q, C, R = self._matrices(params)
+        if self.initialization == "diffuse":
+            return inference.diffuse_kalman_filter(y, A, Q, C, R)
+        return inference.kalman_filter(y, m0, P0, A, Q, C, R)
+
     def _matrices(self, params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         p = self._params if params is None else params
         return tuple(p[k] for k in PARAM_NAMES)
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        res = inference.kalman_filter(seqs.values3d(), *self._matrices())
+        res = self._filter(seqs.values3d())
         return torch.where(seqs.mask, res.log_prob_steps, torch.zeros((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ posterior
@@ -294,16 +357,27 @@ class LinearGaussianSSM(SequenceModel):
     def filter(self, data: Any) -> StatePosterior:
         """Filtered state marginals ``p(z_t | x_0..x_t)``.
 
+        Under exact diffuse initialisation a direction of the state that the observations up
+        to step t do not locate yet (the slope of the local linear trend after one
+        observation) has an infinite variance.
+
         Returns:
             A :class:`StatePosterior` with ``mean [N, T_max, S]`` and ``cov [N, T_max, S, S]``
             (``[T, S]``, ``[T, S, S]`` for one sequence).
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        res = inference.kalman_filter(seqs.values3d(), *self._matrices())
+        res = self._filter(seqs.values3d())
         t_idx = _carry_index(seqs)  # [N, T]
         mean = torch.gather(res.filt_mean, 1, t_idx.unsqueeze(-1).expand_as(res.filt_mean))
-        cov = res.covs.filt_cov[res.covs.index(seqs.max_length)[t_idx]]
+        table = res.covs.filt_cov
+        d = res.covs.num_diffuse
+        if d:  # directions still diffuse after step t have infinite variance
+            table = table.clone()
+            diag = torch.diagonal(table[:d], dim1=-2, dim2=-1)
+            diffuse = torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1) > 0
+            diag[diffuse] = math.inf
+        cov = table[res.covs.index(seqs.max_length)[t_idx]]
         out = StatePosterior(mean, cov)
         return StatePosterior(mean[0], cov[0]) if single else out
 
@@ -311,12 +385,18 @@ class LinearGaussianSSM(SequenceModel):
     def smoother(self, data: Any) -> StatePosterior:
         """Smoothed state marginals ``p(z_t | x_0..x_(T-1))`` (Rauch-Tung-Striebel).
 
+        Under exact diffuse initialisation the steps whose filtered state is still diffuse
+        (the first step of the local linear trend) are smoothed through proper priors
+        ``kappa`` = 1e5 and 2e5 times wider than the located state's variance, extrapolated
+        to kappa -> inf (Richardson; within about 1e-9 times the largest state variance of
+        the exact diffuse smoother); every other step is exact.
+
         Returns:
             A :class:`StatePosterior` shaped as in :meth:`filter`.
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        mean, cov, _, _ = _smoothed(seqs, self._params)
+        mean, cov, _, _ = self._smoothed(seqs, self._params)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     @torch.no_grad()
@@ -340,10 +420,8 @@ class LinearGaussianSSM(SequenceModel):
             raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
         seqs, single = self._coerce(data)
         m0, P0, A, Q, C, R = self._matrices()
-        res = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R)
-        last = seqs.lengths - 1
-        mean = res.filt_mean[torch.arange(len(seqs)), last]
-        cov = res.covs.filt_cov[res.covs.index(seqs.max_length)[last]]
+        res = self._filter(seqs.values3d())
+        mean, cov = _last_state(res, seqs.lengths)
         obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
         std = torch.diagonal(obs_cov, dim1=-2, dim2=-1).sqrt()
         z = float(norm.ppf(0.5 + 0.5 * float(level)))
@@ -370,9 +448,8 @@ class LinearGaussianSSM(SequenceModel):
             steps = length
         else:
             pre = prefix.to(torch.float64).reshape(prefix.shape[0], D)
-            res = inference.kalman_filter(pre.unsqueeze(0), m0, P0, A, Q, C, R)
-            mf = res.filt_mean[0, -1]
-            Pf = res.covs.filt_cov[res.covs.index(pre.shape[0])[-1]]
+            res = self._filter(pre.unsqueeze(0))
+            mf, Pf = (x[0] for x in _last_state(res, torch.tensor([pre.shape[0]])))
             last = mf + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Pf).T
             steps = length - pre.shape[0]
             start = last @ A.T + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Q).T
@@ -490,7 +567,7 @@ class LinearGaussianSSM(SequenceModel):
             theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
             with torch.enable_grad():
                 params = build(theta)
-                res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
+                res = self._filter(y, params)
                 loss = -torch.where(mask, res.log_prob_steps, 0.0).sum() / n_steps
                 if not torch.isfinite(loss):
                     return 1e10, np.zeros_like(theta_np)
@@ -532,7 +609,7 @@ class LinearGaussianSSM(SequenceModel):
             try:
                 for epoch in range(1, max_epochs + 1):
                     iterations = epoch
-                    mean, cov, cross, log_lik = _smoothed(seqs, params)
+                    mean, cov, cross, log_lik = self._smoothed(seqs, params)
                     total = float(log_lik.sum()) / n_steps
                     new = inference.em_m_step(y, mask, mean, cov, cross)
                     # keep the state covariances positive definite (a degenerate P0 or Q
@@ -557,6 +634,32 @@ class LinearGaussianSSM(SequenceModel):
             "iterations": iterations,
             "log_lik": float(self._log_prob(seqs).sum()),
         }
+
+    def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor]):
+        res = self._filter(seqs.values3d(), params)
+        out = _smoothed_from(seqs, params, res)
+        d = res.covs.num_diffuse
+        located = [t for t in range(d) if not bool(res.covs.filt_cov_inf[t].abs().max() > 0)]
+        t0 = located[0] if located else d  # first step whose filtered state is proper
+        if t0 > 0:
+            # The steps before t0 need the diffuse limit of the backward pass. It is taken
+            # numerically: proper priors N(0, kappa I) with kappa = k and 2k (k = 1e5 times the
+            # largest variance of the located state) give moments f(kappa) = f + c / kappa +
+            # O(1 / kappa^2); Richardson's 2 f(2k) - f(k) removes the 1 / kappa term (error
+            # about 1e-9 of the largest variance; tested against statsmodels' diffuse smoother).
+            k = 1e5 * (float(torch.diagonal(res.covs.pred_cov[d]).max()) if (
+                res.covs.num_unique > d) else 1.0)
+            S = self.state_dim
+            near = []
+            for kappa in (k, 2.0 * k):
+                approx = dict(params, initial_mean=torch.zeros(S, dtype=torch.float64),
+                              initial_cov=kappa * torch.eye(S, dtype=torch.float64))
+                m0, P0, A, Q, C, R = self._matrices(approx)
+                filt = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R)
+                near.append(_smoothed_from(seqs, approx, filt))
+            for full, f1, f2 in zip(out[:3], near[0][:3], near[1][:3], strict=True):
+                full[:, :t0] = 2.0 * f2[:, :t0] - f1[:, :t0]
+        return out
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any, *, prior_scale: float | None = None):
@@ -605,19 +708,19 @@ class LinearGaussianSSM(SequenceModel):
                 r = pyro.sample("observation_var", half_cauchy.expand([D]).to_event(1))
                 params = dict(self._params, transition_cov=torch.diag(q.double()),
                               observation_cov=torch.diag(r.double()))
-            res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
+            res = self._filter(y, params)
             pyro.factor("log_lik", torch.where(mask, res.log_prob_steps, 0.0).sum())
 
         return model
 
 
 # ---------------------------------------------------------------------- helpers
-def _smoothed(seqs: Sequences, params: dict[str, torch.Tensor]):
+def _smoothed_from(seqs: Sequences, params: dict[str, torch.Tensor],
+                  res: inference.FilterResult):
     """Smoothed means ``[N, T, S]``, covariances ``[N, T, S, S]``, lag-one cross-covariances
     ``[N, T - 1, S, S]`` (padding repeats the last step, cross-covariances are 0 there) and
-    the log-likelihood ``[N]``. The backward pass runs once per distinct length."""
-    y = seqs.values3d()
-    res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
+    the log-likelihood ``[N]``, from the filter's result ``res``. The backward pass runs once
+    per distinct length."""
     A = params["transition_matrix"]
     N, T, S = res.filt_mean.shape
     mean = torch.empty(N, T, S, dtype=torch.float64)
@@ -635,6 +738,25 @@ def _smoothed(seqs: Sequences, params: dict[str, torch.Tensor]):
         cross[rows, : length - 1] = X
     log_lik = torch.where(seqs.mask, res.log_prob_steps, 0.0).sum(-1)
     return mean, cov, cross, log_lik
+
+
+def _last_state(res: inference.FilterResult,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered mean ``[N, S]`` and covariance ``[N, S, S]`` at each sequence's last step.
+
+    Raises:
+        ValueError: a sequence ends while its state is still diffuse (too short to locate it).
+    """
+    last = lengths - 1
+    covs = res.covs
+    if covs.num_diffuse:
+        for i, t in enumerate(last.tolist()):
+            if t < covs.num_diffuse and bool(covs.filt_cov_inf[t].abs().max() > 0):
+                raise ValueError(
+                    f"sequence {i} has {t + 1} observations, too few to locate the diffuse "
+                    f"initial state (this model needs {covs.num_diffuse})")
+    mean = res.filt_mean[torch.arange(len(lengths)), last]
+    return mean, covs.filt_cov[covs.index(res.filt_mean.shape[1])[last]]
 
 
 def _carry_index(seqs: Sequences) -> torch.Tensor:
