@@ -136,11 +136,20 @@ def riccati(
     R: torch.Tensor,
     num_steps: int,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
 ) -> CovarianceSequence:
     """The covariance recursion of the Kalman filter (Joseph form, symmetrised).
 
-    Differentiable (torch autograd) in every input. Uses plain Python floats when S = D = 1
-    and no gradient is needed, which removes the per-step tensor overhead.
+    Differentiable (torch autograd) in every input. Uses plain Python floats when D = 1,
+    S <= 2 and no gradient is needed (NumPy for S <= 8), which removes the per-step tensor
+    overhead.
+
+    Missing values (``observed``): a step with nothing observed skips the update (gain 0,
+    ``P_(t|t) = P_(t|t-1)``; its ``innov_cov`` is a placeholder 1); a partially observed
+    step updates on its observed coordinates only (the missing rows of C are zeroed and
+    their block of R replaced by the identity, which leaves the update and the density of
+    the observed coordinates exact). The steady-state shortcut is only taken after the last
+    gap.
 
     Args:
         initial_cov: ``[S, S]`` covariance of the state at the first observation.
@@ -150,26 +159,50 @@ def riccati(
         steady_tol: stop once every entry satisfies ``|P_(t+1) - P_t|_ij <= steady_tol *
             d_i d_j`` with ``d_i`` the larger of the two standard deviations of state i (a
             scale-free test: each entry is judged on its own scale); None runs every step.
+        observed: ``[T]`` (D = 1) or ``[T, D]`` bool, the observation pattern shared by the
+            sequences filtered together; None: everything observed.
     """
     S, D = A.shape[0], C.shape[0]
+    obs = None
+    after = 0  # the shortcut may be taken from this step on (after the last gap)
+    if observed is not None:
+        obs = observed.reshape(observed.shape[0], -1)[:num_steps]
+        gaps = torch.nonzero(~obs.all(-1))
+        after = int(gaps[-1, 0]) + 1 if len(gaps) else 0
+        if not len(gaps):
+            obs = None
+    obs1 = None if obs is None else obs[:, 0].tolist() if D == 1 else None
     needs_grad = torch.is_grad_enabled() and any(
         x.requires_grad for x in (initial_cov, A, Q, C, R)
     )
     if S == 1 and D == 1 and not needs_grad:
         return _riccati_scalar(
-            float(initial_cov), float(A), float(Q), float(C), float(R), num_steps, steady_tol
+            float(initial_cov), float(A), float(Q), float(C), float(R), num_steps, steady_tol,
+            obs1, after,
         )
+    if D == 1 and S == 2 and not needs_grad:
+        return _riccati_two(initial_cov.tolist(), A.tolist(), Q.tolist(), C[0].tolist(),
+                            float(R), num_steps, steady_tol, obs1, after)
+    if D == 1 and S <= _SMALL_STATE and not needs_grad:
+        return _riccati_small(initial_cov.numpy(), A.numpy(), Q.numpy(), C.numpy()[0],
+                              float(R), num_steps, steady_tol, obs1, after)
     eye = torch.eye(S, dtype=A.dtype)
     At, Ct = A.T, C.T
     P = _sym(initial_cov)
     preds, filts, innovs, gains = [], [], [], []
     steady = False
     for t in range(num_steps):
-        PCt = P @ Ct
-        F = _sym(C @ PCt + R)
+        Ce, Re, Cte = C, R, Ct
+        if obs is not None and not bool(obs[t].all()):
+            o = obs[t].to(A.dtype)
+            Ce = C * o[:, None]
+            Re = R * torch.outer(o, o) + torch.diag(1.0 - o)
+            Cte = Ce.T
+        PCt = P @ Cte
+        F = _sym(Ce @ PCt + Re)
         K = PCt / F if D == 1 else torch.linalg.solve(F, PCt.T).T
-        IKC = eye - K @ C
-        Pf = _sym(IKC @ P @ IKC.T + K @ R @ K.T)
+        IKC = eye - K @ Ce
+        Pf = _sym(IKC @ P @ IKC.T + K @ Re @ K.T)
         preds.append(P)
         filts.append(Pf)
         innovs.append(F)
@@ -177,12 +210,110 @@ def riccati(
         if t == num_steps - 1:
             break
         P_next = _sym(A @ Pf @ At + Q)
-        if steady_tol is not None and _converged(P.detach(), P_next.detach(), steady_tol):
+        if (steady_tol is not None and t >= after
+                and _converged(P.detach(), P_next.detach(), steady_tol)):
             steady = True
             break
         P = P_next
     return CovarianceSequence(
         torch.stack(preds), torch.stack(filts), torch.stack(innovs), torch.stack(gains), steady
+    )
+
+
+#: D = 1 models with at most this many states run the covariance recursion in NumPy when no
+#: gradient is needed (a few microseconds a step instead of tens with torch's small ops).
+_SMALL_STATE = 8
+
+
+def _riccati_small(P: np.ndarray, A: np.ndarray, Q: np.ndarray, c: np.ndarray, r: float,
+                   num_steps: int, steady_tol: float | None, obs: list | None = None,
+                   after: int = 0) -> CovarianceSequence:
+    """:func:`riccati` for D = 1 in NumPy: the same Joseph-form operations, same test."""
+    S = A.shape[0]
+    eye = np.eye(S)
+    P = 0.5 * (P + P.T)
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    At = A.T
+    for t in range(num_steps):
+        if obs is not None and not obs[t]:
+            f, k, Pf = 1.0, np.zeros(S), P
+        else:
+            Pc = P @ c
+            f = float(c @ Pc) + r
+            k = Pc / f
+            ikc = eye - np.outer(k, c)
+            Pf = ikc @ P @ ikc.T + r * np.outer(k, k)
+            Pf = 0.5 * (Pf + Pf.T)
+        preds.append(P)
+        filts.append(Pf)
+        innovs.append(f)
+        gains.append(k)
+        if t == num_steps - 1:
+            break
+        P_next = A @ Pf @ At + Q
+        P_next = 0.5 * (P_next + P_next.T)
+        if steady_tol is not None and t >= after:
+            dg = np.sqrt(np.maximum(np.maximum(np.diagonal(P), np.diagonal(P_next)), 0.0))
+            if (np.abs(P_next - P) <= steady_tol * np.outer(dg, dg)).all():
+                steady = True
+                break
+        P = P_next
+    return CovarianceSequence(
+        torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(filts)),
+        torch.tensor(innovs, dtype=torch.float64).reshape(-1, 1, 1),
+        torch.from_numpy(np.stack(gains)).unsqueeze(-1), steady,
+    )
+
+
+def _riccati_two(P: list, A: list, Q: list, c: list, r: float, num_steps: int,
+                 steady_tol: float | None, obs: list | None = None,
+                 after: int = 0) -> CovarianceSequence:
+    """:func:`riccati` for S = 2, D = 1 in Python floats (the local linear trend): the
+    Joseph-form update written out, ``Pf = P - k Pc' - Pc k' + f k k'``, and the same
+    scale-free steady-state test."""
+    (a00, a01), (a10, a11) = A
+    q00, q01, q11 = Q[0][0], 0.5 * (Q[0][1] + Q[1][0]), Q[1][1]
+    c0, c1 = c
+    p00, p01, p11 = P[0][0], 0.5 * (P[0][1] + P[1][0]), P[1][1]
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    for t in range(num_steps):
+        if obs is not None and not obs[t]:
+            f, k0, k1, f00, f01, f11 = 1.0, 0.0, 0.0, p00, p01, p11
+        else:
+            g0 = p00 * c0 + p01 * c1
+            g1 = p01 * c0 + p11 * c1
+            f = c0 * g0 + c1 * g1 + r
+            k0, k1 = g0 / f, g1 / f
+            f00 = p00 - 2.0 * k0 * g0 + f * k0 * k0
+            f01 = p01 - k0 * g1 - g0 * k1 + f * k0 * k1
+            f11 = p11 - 2.0 * k1 * g1 + f * k1 * k1
+        preds.append(((p00, p01), (p01, p11)))
+        filts.append(((f00, f01), (f01, f11)))
+        innovs.append(f)
+        gains.append((k0, k1))
+        if t == num_steps - 1:
+            break
+        b00, b01 = a00 * f00 + a01 * f01, a00 * f01 + a01 * f11
+        b10, b11 = a10 * f00 + a11 * f01, a10 * f01 + a11 * f11
+        n00 = b00 * a00 + b01 * a01 + q00
+        n01 = b00 * a10 + b01 * a11 + q01
+        n11 = b10 * a10 + b11 * a11 + q11
+        if steady_tol is not None and t >= after:
+            d0 = math.sqrt(max(p00, n00, 0.0))
+            d1 = math.sqrt(max(p11, n11, 0.0))
+            if (abs(n00 - p00) <= steady_tol * d0 * d0
+                    and abs(n01 - p01) <= steady_tol * d0 * d1
+                    and abs(n11 - p11) <= steady_tol * d1 * d1):
+                steady = True
+                break
+        p00, p01, p11 = n00, n01, n11
+    f64 = torch.float64
+    return CovarianceSequence(
+        torch.tensor(preds, dtype=f64), torch.tensor(filts, dtype=f64),
+        torch.tensor(innovs, dtype=f64).reshape(-1, 1, 1),
+        torch.tensor(gains, dtype=f64).unsqueeze(-1), steady,
     )
 
 
@@ -199,16 +330,20 @@ def _converged(P: torch.Tensor, P_next: torch.Tensor, tol: float) -> bool:
 
 
 def _riccati_scalar(
-    p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None
+    p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None,
+    obs: list | None = None, after: int = 0,
 ) -> CovarianceSequence:
     """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead)."""
     preds, filts, innovs, gains = [], [], [], []
     steady = False
     for t in range(num_steps):
-        f = c * p * c + r
-        k = p * c / f
-        ikc = 1.0 - k * c
-        pf = ikc * p * ikc + k * r * k
+        if obs is not None and not obs[t]:
+            f, k, pf = 1.0, 0.0, p
+        else:
+            f = c * p * c + r
+            k = p * c / f
+            ikc = 1.0 - k * c
+            pf = ikc * p * ikc + k * r * k
         preds.append(p)
         filts.append(pf)
         innovs.append(f)
@@ -216,7 +351,8 @@ def _riccati_scalar(
         if t == num_steps - 1:
             break
         p_next = a * pf * a + q
-        if steady_tol is not None and abs(p_next - p) <= steady_tol * max(abs(p), abs(p_next)):
+        if (steady_tol is not None and t >= after
+                and abs(p_next - p) <= steady_tol * max(abs(p), abs(p_next))):
             steady = True
             break
         p = p_next
@@ -247,6 +383,36 @@ def linear_recurrence(u: torch.Tensor, L: torch.Tensor, start: torch.Tensor) -> 
     while k < T:
         x = torch.cat([x[:, :k], x[:, k:] + x[:, :-k] @ power.T], dim=1)
         power = power @ power
+        k *= 2
+    return x
+
+
+#: transients longer than this run as an associative scan instead of a per-step loop.
+_SCAN_FROM = 16
+
+
+def linear_recurrence_varying(u: torch.Tensor, L: torch.Tensor,
+                              start: torch.Tensor) -> torch.Tensor:
+    """Solve ``m_t = L_t m_(t-1) + u_t`` (t >= 1), ``m_0 = u_0 + start``, without a
+    per-step loop: a doubling scan over the affine maps, ``ceil(log2 T)`` rounds of batched
+    ``[T, S, S]`` products (differentiable).
+
+    Args:
+        u: ``[N, T, S]``; L: ``[T, S, S]`` (``L[0]`` unused); start: ``[S]`` or ``[N, S]``.
+
+    Returns:
+        ``[N, T, S]``.
+    """
+    x = torch.cat([u[:, :1] + start.reshape(-1, 1, u.shape[-1]), u[:, 1:]], dim=1)
+    M = L.clone()
+    M[0] = 0.0
+    T = x.shape[1]
+    k = 1
+    while k < T:
+        # x_t <- x_t + M_t x_(t-k);  M_t <- M_t M_(t-k): the map from step t-2k to t
+        x = torch.cat([x[:, :k], x[:, k:] + torch.einsum("tij,ntj->nti", M[k:], x[:, :-k])],
+                      dim=1)
+        M = torch.cat([M[:k], M[k:] @ M[:-k]], dim=0)
         k *= 2
     return x
 
@@ -287,6 +453,12 @@ def filtered_means(
     )
     if S == 1 and not needs_grad:
         filt = _means_state1_numpy(u, mu0, L, t_loop)
+    elif t_loop > _SCAN_FROM:
+        # the transient by an associative scan over the affine maps (L_t, u_t)
+        filt = linear_recurrence_varying(u[:, :t_loop], L[:t_loop], mu0)
+        if t_loop < T:
+            rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
+            filt = torch.cat([filt, rest], dim=1)
     else:
         m = u[:, 0] + mu0
         out = [m]
@@ -327,18 +499,28 @@ def _means_state1_numpy(
 
 
 def _innovation_log_prob(
-    y: torch.Tensor, pred_mean: torch.Tensor, C: torch.Tensor, covs: CovarianceSequence
+    y: torch.Tensor, pred_mean: torch.Tensor, C: torch.Tensor, covs: CovarianceSequence,
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)``."""
+    """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)`` over the observed coordinates (0 at
+    steps with nothing observed)."""
     T, D = y.shape[1], y.shape[2]
     v = y - _times(pred_mean, C)  # [N, T, D]
     if D == 1:
         f = covs.per_step(covs.innov_cov[:, 0, 0], T)
-        return -0.5 * (_LOG_2PI + torch.log(f) + v[..., 0] ** 2 / f)
+        out = -0.5 * (_LOG_2PI + torch.log(f) + v[..., 0] ** 2 / f)
+        if observed is not None:
+            out = torch.where(observed.reshape(1, T), out, torch.zeros((), dtype=out.dtype))
+        return out
+    n_obs = torch.full((T,), float(D), dtype=y.dtype)
+    if observed is not None:
+        o = observed.reshape(T, D)
+        v = v * o.to(v.dtype)  # missing coordinates: unit variance, zero innovation
+        n_obs = o.sum(-1).to(y.dtype)
     chol = torch.linalg.cholesky(covs.innov_cov)  # [U, D, D]
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     white = torch.linalg.solve_triangular(covs.per_step(chol, T), v.unsqueeze(-1), upper=False)
-    return -0.5 * (D * _LOG_2PI + covs.per_step(logdet, T) + white.squeeze(-1).pow(2).sum(-1))
+    return -0.5 * (n_obs * _LOG_2PI + covs.per_step(logdet, T) + white.squeeze(-1).pow(2).sum(-1))
 
 
 def kalman_filter(
@@ -350,26 +532,35 @@ def kalman_filter(
     C: torch.Tensor,
     R: torch.Tensor,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
 ) -> FilterResult:
     """The Kalman filter and its prediction-error decomposition of the likelihood.
 
     Step t contributes ``log N(x_t; C m_(t|t-1), C P_(t|t-1) C' + R)``; the sum over steps is
-    the exact log density of the sequence. Differentiable.
+    the exact log density of the sequence. Differentiable. Missing values are marginalised
+    exactly (skipped or partial updates, see :func:`riccati`): the steps then contribute the
+    density of their observed coordinates, 0 when nothing is observed.
 
     Args:
-        y: ``[N, T, D]`` float64 observations.
+        y: ``[N, T, D]`` float64 observations (0 at missing values).
         initial_mean, initial_cov, A, Q, C, R: the parameters (see the module docstring).
         steady_tol: see :func:`riccati`.
+        observed: ``[T]`` or ``[T, D]`` bool, the observation pattern the N sequences
+            share; None when nothing is missing.
     """
-    covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol)
+    covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol, observed)
     filt, pred = filtered_means(y, initial_mean, A, C, covs)
-    return FilterResult(_innovation_log_prob(y, pred, C, covs), filt, pred, covs)
+    return FilterResult(_innovation_log_prob(y, pred, C, covs, observed), filt, pred, covs)
 
 
 def _diffuse_steps(
-    y: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor, R: torch.Tensor
+    y: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor, R: torch.Tensor,
+    observed: list | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """The exact initial Kalman filter (Durbin & Koopman 2012, section 5.2) for D = 1.
+
+    A missing step (``observed[t]`` False) skips the update, so gaps lengthen the diffuse
+    period.
 
     Every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the predicted
     covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``. Step t has
@@ -401,7 +592,12 @@ def _diffuse_steps(
         v = y[:, t, 0] - a @ c
         M_inf, M_st = P_inf @ c, P_st @ c
         f_inf, f_st = c @ M_inf, c @ M_st + h
-        if float(f_inf.detach()) > _DIFFUSE_TOL * scale:
+        if observed is not None and not observed[t]:
+            gain = torch.zeros(S, dtype=dtype)
+            Pinf_f, Pst_f = P_inf, P_st
+            f_st = torch.ones((), dtype=dtype)
+            lp = torch.zeros(N, dtype=dtype)
+        elif float(f_inf.detach()) > _DIFFUSE_TOL * scale:
             f1 = 1.0 / f_inf
             gain = M_inf * f1
             Pinf_f = P_inf - torch.outer(M_inf, M_inf) * f1
@@ -455,6 +651,7 @@ def diffuse_kalman_filter(
     C: torch.Tensor,
     R: torch.Tensor,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
 ) -> FilterResult:
     """The Kalman filter under exact diffuse initialisation (every state diffuse), D = 1.
 
@@ -468,6 +665,7 @@ def diffuse_kalman_filter(
         y: ``[N, T, 1]`` observations.
         A, Q, C, R: the parameters (see the module docstring).
         steady_tol: see :func:`riccati` (used after the diffuse steps).
+        observed: ``[T]`` bool pattern shared by the sequences (see :func:`kalman_filter`).
 
     Returns:
         A :class:`FilterResult` whose ``covs.num_diffuse`` is d.
@@ -475,14 +673,16 @@ def diffuse_kalman_filter(
     if C.shape[0] != 1:
         raise ValueError("exact diffuse initialisation is implemented for D = 1 only")
     N, T, _ = y.shape
-    st, mean, cov = _diffuse_steps(y, A, Q, C, R)
+    obs = None if observed is None else observed.reshape(T).tolist()
+    st, mean, cov = _diffuse_steps(y, A, Q, C, R, obs)
     d = st["lp"].shape[1]
     parts = [(st["lp"], st["filt_mean"], st["pred_mean"])]
     covs = [(st["pred_star"], st["filt_star"], st["innov"].reshape(-1, 1, 1),
              st["gain"].unsqueeze(-1))]
     steady = False
     if T > d:
-        res = kalman_filter(y[:, d:], mean, cov, A, Q, C, R, steady_tol)
+        rest = None if observed is None else observed.reshape(T)[d:]
+        res = kalman_filter(y[:, d:], mean, cov, A, Q, C, R, steady_tol, rest)
         parts.append((res.log_prob_steps, res.filt_mean, res.pred_mean))
         c = res.covs
         covs.append((c.pred_cov, c.filt_cov, c.innov_cov, c.gain))
@@ -491,6 +691,26 @@ def diffuse_kalman_filter(
     pc, fc, ic, g = (torch.cat(z, dim=0) for z in zip(*covs, strict=True))
     return FilterResult(lp, filt, pred, CovarianceSequence(
         pc, fc, ic, g, steady, d, st["pred_inf"], st["filt_inf"]))
+
+
+def innovation_sums(
+    y: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor,
+    R: torch.Tensor, observed: torch.Tensor | None = None,
+) -> tuple[float, float, int]:
+    """``(sum v_t^2 / F_t, sum log F_t, n)`` over the scored steps of the diffuse filter of
+    ``y [N, T, 1]`` (D = 1; ``mask [N, T]`` real steps): what a likelihood with the scale
+    concentrated out needs. Scored steps are those after the diffuse ones."""
+    res = diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
+    d = res.covs.num_diffuse
+    T = y.shape[1]
+    f = res.covs.per_step(res.covs.innov_cov[:, 0, 0], T)[d:]
+    v = (y[:, d:, 0] - _times(res.pred_mean[:, d:], C)[..., 0])
+    keep = mask[:, d:]
+    if observed is not None:
+        keep = keep & observed.reshape(1, T)[:, d:]
+    quad = float(torch.where(keep, v * v / f, 0.0).sum())
+    logdet = float((torch.log(f) * keep.sum(0)).sum())
+    return quad, logdet, int(keep.sum())
 
 
 def rts_smoother(

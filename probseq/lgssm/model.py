@@ -27,6 +27,7 @@ PARAM_NAMES = (
 #: a "diffuse" prior is proper: its variance is this many times the data's (or noise's) scale.
 DIFFUSE_FACTOR = 1e6
 _SYM_TOL = 1e-8
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class LinearGaussianSSM(SequenceModel):
     """
 
     data_kind = "continuous"
+    supports_missing = True
 
     def __init__(
         self,
@@ -336,21 +338,44 @@ class LinearGaussianSSM(SequenceModel):
             A, C = self._params["transition_matrix"], self._params["observation_matrix"]
         return inference.diffuse_num_steps(A, C)
 
-    def _filter(self, y: torch.Tensor,
-                params: dict[str, torch.Tensor] | None = None) -> inference.FilterResult:
-        """The Kalman filter of ``y [N, T, D]`` under this model's initialisation."""
+    def _filter(self, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
+                observed: torch.Tensor | None = None) -> inference.FilterResult:
+        """The Kalman filter of ``y [N, T, D]`` (sharing the observation pattern
+        ``observed``, None: no gaps) under this model's initialisation."""
         m0, P0, A, Q, C, R = self._matrices(params)
         if self.initialization == "diffuse":
-            return inference.diffuse_kalman_filter(y, A, Q, C, R)
-        return inference.kalman_filter(y, m0, P0, A, Q, C, R)
+            return inference.diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
+        return inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=observed)
+
+    def _filter_groups(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None
+                       ) -> list[tuple[torch.Tensor, Sequences, inference.FilterResult]]:
+        """The filter over groups of sequences that share an observation pattern: the
+        covariance recursion depends on where the gaps are. ``(rows, sub-batch, result)``."""
+        y = seqs.values3d()
+        out = []
+        for rows, pattern in _patterns(seqs):
+            sub = seqs[rows] if len(rows) != len(seqs) else seqs
+            yr = y[rows] if len(rows) != len(seqs) else y
+            out.append((rows, sub, self._filter(yr, params, pattern)))
+        return out
+
+    def _total_log_lik(self, seqs: Sequences,
+                       params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Sum of ``log_prob`` over the batch (differentiable in ``params``)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for _, sub, res in self._filter_groups(seqs, params):
+            total = total + torch.where(sub.mask, res.log_prob_steps, 0.0).sum()
+        return total
 
     def _matrices(self, params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         p = self._params if params is None else params
         return tuple(p[k] for k in PARAM_NAMES)
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        res = self._filter(seqs.values3d())
-        return torch.where(seqs.mask, res.log_prob_steps, torch.zeros((), dtype=torch.float64))
+        out = torch.zeros(seqs.mask.shape, dtype=torch.float64)
+        for rows, _, res in self._filter_groups(seqs):
+            out[rows] = res.log_prob_steps
+        return torch.where(seqs.mask, out, torch.zeros((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ posterior
     @torch.no_grad()
@@ -367,19 +392,22 @@ class LinearGaussianSSM(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        res = self._filter(seqs.values3d())
-        t_idx = _carry_index(seqs)  # [N, T]
-        mean = torch.gather(res.filt_mean, 1, t_idx.unsqueeze(-1).expand_as(res.filt_mean))
-        table = res.covs.filt_cov
-        d = res.covs.num_diffuse
-        if d:  # directions still diffuse after step t have infinite variance
-            table = table.clone()
-            diag = torch.diagonal(table[:d], dim1=-2, dim2=-1)
-            diffuse = torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1) > 0
-            diag[diffuse] = math.inf
-        cov = table[res.covs.index(seqs.max_length)[t_idx]]
-        out = StatePosterior(mean, cov)
-        return StatePosterior(mean[0], cov[0]) if single else out
+        S, T = self.state_dim, seqs.max_length
+        mean = torch.empty(len(seqs), T, S, dtype=torch.float64)
+        cov = torch.empty(len(seqs), T, S, S, dtype=torch.float64)
+        for rows, sub, res in self._filter_groups(seqs):
+            t_idx = _carry_index(sub)  # [n, T]
+            mean[rows] = torch.gather(res.filt_mean, 1,
+                                      t_idx.unsqueeze(-1).expand_as(res.filt_mean))
+            table = res.covs.filt_cov
+            d = res.covs.num_diffuse
+            if d:  # directions still diffuse after step t have infinite variance
+                table = table.clone()
+                diag = torch.diagonal(table[:d], dim1=-2, dim2=-1)
+                diffuse = torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1) > 0
+                diag[diffuse] = math.inf
+            cov[rows] = table[res.covs.index(T)[t_idx]]
+        return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     @torch.no_grad()
     def smoother(self, data: Any) -> StatePosterior:
@@ -420,8 +448,11 @@ class LinearGaussianSSM(SequenceModel):
             raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
         seqs, single = self._coerce(data)
         m0, P0, A, Q, C, R = self._matrices()
-        res = self._filter(seqs.values3d())
-        mean, cov = _last_state(res, seqs.lengths)
+        S = self.state_dim
+        mean = torch.empty(len(seqs), S, dtype=torch.float64)
+        cov = torch.empty(len(seqs), S, S, dtype=torch.float64)
+        for rows, sub, res in self._filter_groups(seqs):
+            mean[rows], cov[rows] = _last_state(res, sub.lengths)
         obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
         std = torch.diagonal(obs_cov, dim1=-2, dim2=-1).sqrt()
         z = float(norm.ppf(0.5 + 0.5 * float(level)))
@@ -472,14 +503,19 @@ class LinearGaussianSSM(SequenceModel):
         return [name for name, value in slots if value is None]
 
     def _structured_params(
-        self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor
+        self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor,
+        unit: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """Parameters of a structured model from its free variances (differentiable)."""
+        """Parameters of a structured model from its free variances (differentiable).
+
+        Fixed variances are divided by ``unit**2`` (the fit works in data units of ``unit``).
+        """
         st = self.structure
         it = iter(free.unbind(0)) if free.numel() else iter(())
-        tv = [next(it) if v is None else torch.tensor(v, dtype=torch.float64)
+        u2 = unit * unit
+        tv = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
               for _, v in st["transition_vars"]]
-        ov = [next(it) if v is None else torch.tensor(v, dtype=torch.float64)
+        ov = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
               for _, v in st["observation_vars"]]
         S = self.state_dim
         return {
@@ -491,21 +527,76 @@ class LinearGaussianSSM(SequenceModel):
             "observation_cov": torch.diag(torch.stack(ov)),
         }
 
-    def _data_prior(self, seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
-        """The structured model's initial mean and variance (given, or chosen from data)."""
+    def _data_prior(self, seqs: Sequences, unit: float = 1.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The structured model's initial mean and variance (given, or chosen from data), in
+        data units of ``unit``."""
         st = self.structure
         y = seqs.values3d()
+        obs = seqs.step_observed
         if st["initial_mean"] is not None:
-            mean = torch.tensor(st["initial_mean"], dtype=torch.float64)
+            mean = torch.tensor(st["initial_mean"], dtype=torch.float64) / unit
         else:
             C = torch.tensor(st["observation_matrix"], dtype=torch.float64)
-            mean = torch.linalg.pinv(C) @ y[:, 0].mean(0)
+            first = torch.stack([y[i, int(torch.nonzero(obs[i])[0, 0])]
+                                 if bool(obs[i].any()) else y[i, 0] for i in range(len(seqs))])
+            mean = torch.linalg.pinv(C) @ first.mean(0)
         if st["initial_var"] is not None:
-            var = torch.tensor(st["initial_var"], dtype=torch.float64)
+            var = torch.tensor(st["initial_var"] / unit**2, dtype=torch.float64)
         else:
-            scale = float(y[seqs.mask].var()) if seqs.num_steps > 1 else 0.0
+            vals = y[obs]
+            scale = float(vals.var()) if vals.numel() > 1 else 0.0
             var = torch.tensor(DIFFUSE_FACTOR * (scale if scale > 0 else 1.0), dtype=torch.float64)
         return mean, var
+
+    def fit(
+        self,
+        data: Any,
+        *,
+        max_epochs: int = 500,
+        tol: float = 1e-10,
+        em_epochs: int = 0,
+        seed: int | None = None,
+        progress: bool | None = None,
+        **unknown: Any,
+    ) -> LinearGaussianSSM:
+        """Maximum likelihood estimation of the parameters.
+
+        Structured models (:meth:`local_level`, :meth:`local_linear_trend`) estimate their
+        free variances; other models every parameter (``initial_mean``, ``initial_cov``,
+        ``transition_matrix``, ``transition_cov``, ``observation_matrix``,
+        ``observation_cov``). The likelihood maximised is ``log_prob`` under the model's
+        ``initialization`` (under exact diffuse initialisation: the diffuse log-likelihood,
+        as statsmodels' ``UnobservedComponents``). The fit is scale-equivariant: the data are
+        divided by a power of two near their standard deviation before optimising and the
+        estimates scaled back, so fitting ``c * x`` gives the fit on ``x`` rescaled.
+
+        Structured models under exact diffuse initialisation whose fixed variances are all 0
+        (the usual case: every variance free) are fitted on a concentrated likelihood: the
+        observation variance is profiled out in closed form and the ratios of the other
+        variances to it are optimised by L-BFGS-B (bounded Brent's method for one ratio) with
+        the plain NumPy filter. Other models use L-BFGS-B with exact gradients (torch
+        autograd) on an unconstrained parametrisation (log variances; Cholesky factors with
+        log diagonals).
+
+        Args:
+            data: the sequences (``Sequences``, a list, or one sequence ``[T]`` / ``[T, D]``).
+            max_epochs: the most optimiser iterations (default 500).
+            tol: stop when the objective (nats per scored step) changes by less than this,
+                relatively (default 1e-10).
+            em_epochs: unstructured models only: EM (Shumway-Stoffer) iterations that
+                warm-start L-BFGS (default 0).
+            seed: seeds the random start of unstructured models (default None).
+            progress: a progress bar (default None: when stderr is a terminal).
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: bad data, an unknown option, or data of the wrong dimension.
+        """
+        return super().fit(data, max_epochs=max_epochs, tol=tol, em_epochs=em_epochs,
+                           seed=seed, progress=progress, **unknown)
 
     def _fit(
         self,
@@ -516,59 +607,140 @@ class LinearGaussianSSM(SequenceModel):
         progress: bool | None = None,
         tol: float = 1e-10,
         em_epochs: int = 0,
-        **unknown: Any,
     ) -> None:
-        """Maximum likelihood by L-BFGS-B (scipy) with exact gradients (torch autograd).
-
-        Options:
-            max_epochs: the most L-BFGS iterations.
-            seed: seeds the random start of unstructured models.
-            progress: a progress bar (None: when stderr is a terminal).
-            tol: stop when the objective (nats per step) changes by less than this,
-                relatively.
-            em_epochs: unstructured models only: EM iterations that warm-start L-BFGS.
-        """
-        from scipy.optimize import minimize
-
-        unknown.pop("batch_size", None)
-        unknown.pop("learning_rate", None)
-        if unknown:
-            raise ValueError(f"unknown fit options for {self.name}: {sorted(unknown)}")
         # the constructor's obs_dim is checked, never overwritten (get_config is unchanged
         # by fit, and a model built with obs_dim=None can be refitted to other data)
         if self.obs_dim is not None:
             check_sequences(seqs, model=self.name, dim=self.obs_dim)
         D = self.obs_dim or seqs.dim or 1
-        self._obs_dim = D
-        y = seqs.values3d()
-        mask = seqs.mask
-        n_steps = seqs.num_steps
+        if self.initialization == "diffuse" and D != 1:
+            raise ValueError("exact diffuse initialization is implemented for D = 1 only")
+        unit = _unit(seqs)
+        scaled = Sequences(seqs.values / unit, seqs.lengths,
+                           seqs.observed if seqs.has_missing else None)
         if self.structure is not None:
-            prior_mean, prior_var = self._data_prior(seqs)
-            names = self._free_names()
-            if not names:
-                self._params = self._structured_params(torch.zeros(0), prior_mean, prior_var)
-                return
-            scale = _diff_variance(seqs)
-            x0 = np.full(len(names), math.log(0.5))
-            bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
-
-            def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
-                return self._structured_params(scale * torch.exp(theta), prior_mean, prior_var)
+            params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
         else:
-            unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
-            if em_epochs > 0:
-                self._fit_em(seqs, D, em_epochs, tol, progress)
-                x0 = pack(self._params)
-            bounds = None
-            build = unpack
+            params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
+        self._params = _check_params(_rescale(params, unit, self.structure is not None))
+        self._obs_dim = D
+        if info is not None:
+            info["log_lik"] = float(self._log_prob(seqs).sum())
+        self.fit_result_ = info
+
+    def _fit_structured(self, seqs: Sequences, unit: float, max_epochs: int, tol: float,
+                        progress: bool | None):
+        """Structured fit on data in units of ``unit`` (parameters in those units)."""
+        prior_mean, prior_var = self._data_prior(seqs, unit)
+        names = self._free_names()
+        if not names:
+            return self._structured_params(torch.zeros(0), prior_mean, prior_var, unit), None
+        fixed = [v for _, v in self.structure["transition_vars"]
+                 + self.structure["observation_vars"] if v is not None]
+        if (self.initialization == "diffuse" and all(v == 0.0 for v in fixed)
+                and self.structure["observation_vars"][0][1] is None):
+            free, info = self._fit_concentrated(seqs, names, max_epochs, tol)
+            return self._structured_params(free, prior_mean, prior_var, unit), info
+        scale = _diff_variance(seqs)
+        x0 = np.full(len(names), math.log(0.5))
+        bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
+
+        def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return self._structured_params(scale * torch.exp(theta), prior_mean, prior_var, unit)
+
+        return self._minimize(seqs, build, x0, bounds, max_epochs, tol, progress)
+
+    def _fit_concentrated(self, seqs: Sequences, names: list[str], max_epochs: int,
+                          tol: float) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Profile likelihood of a diffuse structured model: every free variance is
+        ``sigma2 * ratio`` with the observation variance's ratio 1; ``sigma2`` has the closed
+        form ``mean(v_t^2 / F_t)`` over the scored steps."""
+        from scipy.optimize import minimize, minimize_scalar
+
+        st = self.structure
+        A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
+        C = torch.tensor(st["observation_matrix"], dtype=torch.float64)
+        slots = st["transition_vars"] + st["observation_vars"]
+        free_idx = [i for i, (_, v) in enumerate(slots) if v is None]
+        obs_slot = len(st["transition_vars"])  # the observation variance (free here)
+        others = [i for i in free_idx if i != obs_slot]
+        y = seqs.values3d()
+        S = self.state_dim
+        n_scored = None
+        groups = _patterns(seqs)
+
+        def profile(log_ratios: np.ndarray) -> tuple[float, float]:
+            nonlocal n_scored
+            var = np.zeros(len(slots))
+            var[obs_slot] = 1.0
+            var[others] = np.exp(log_ratios)
+            Q = torch.diag(torch.tensor(var[:S], dtype=torch.float64))
+            R = torch.tensor([[1.0]], dtype=torch.float64)
+            with torch.no_grad():
+                quad, logdet, n = 0.0, 0.0, 0
+                for rows, pattern in groups:
+                    q_, l_, n_ = inference.innovation_sums(y[rows], seqs.mask[rows], A, Q, C, R,
+                                                           pattern)
+                    quad, logdet, n = quad + q_, logdet + l_, n + n_
+            n_scored = n
+            if n == 0:
+                return 0.0, 1.0
+            sigma2 = quad / n
+            if not sigma2 > 0:
+                return math.inf, 0.0
+            return 0.5 * (n * (_LOG_2PI + math.log(sigma2) + 1.0) + logdet), sigma2
+
+        lo, hi = math.log(1e-10), math.log(1e10)
+        if len(others) == 1:
+            res = minimize_scalar(lambda z: profile(np.array([z]))[0], bounds=(lo, hi),
+                                  method="bounded",
+                                  options={"xatol": 1e-9, "maxiter": max(max_epochs, 50)})
+            x, ok, nit, msg = np.array([res.x]), bool(res.success), int(res.nfev), str(res.message)
+        elif not others:
+            x, ok, nit, msg = np.zeros(0), True, 0, "closed form"
+        else:
+            x0 = np.zeros(len(others))
+            # start from the best of a coarse grid (the profile is often flat in one ratio)
+            grid = [np.full(len(others), g) for g in (-9.0, -4.0, 0.0)]
+            x0 = min(grid, key=lambda g: profile(g)[0])
+            scale = 1.0 / max(n_scored or 1, 1)  # nats per scored step
+            res = minimize(lambda z: scale * profile(z)[0], x0, method="L-BFGS-B",
+                           bounds=[(lo, hi)] * len(others),
+                           options={"maxiter": max_epochs, "ftol": tol, "gtol": 1e-6,
+                                    "eps": 1e-7})
+            x, ok, nit, msg = res.x, bool(res.success), int(res.nit), str(res.message)
+        _, sigma2 = profile(x)
+        var = np.zeros(len(slots))
+        var[obs_slot] = sigma2
+        var[others] = sigma2 * np.exp(x)
+        free = torch.tensor(var[free_idx], dtype=torch.float64)
+        info = {"converged": ok, "message": f"concentrated likelihood: {msg}",
+                "iterations": nit, "scored_steps": n_scored}
+        return free, info
+
+    def _fit_full(self, seqs: Sequences, D: int, max_epochs: int, tol: float, em_epochs: int,
+                  progress: bool | None):
+        unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
+        if em_epochs > 0 and seqs.has_missing:
+            raise ValueError("em_epochs needs data without missing values (the EM M-step "
+                             "here uses complete observations); use em_epochs=0")
+        if em_epochs > 0:
+            params = self._fit_em(seqs, D, em_epochs, tol, progress)
+            x0 = pack(params)
+        return self._minimize(seqs, unpack, x0, None, max_epochs, tol, progress)
+
+    def _minimize(self, seqs: Sequences, build, x0: np.ndarray, bounds, max_epochs: int,
+                  tol: float, progress: bool | None):
+        """L-BFGS-B on ``-log_prob / scored steps`` with torch gradients."""
+        from scipy.optimize import minimize
+
+        n_steps = max(seqs.num_observed - self.num_diffuse_steps * len(seqs), 1)
 
         def objective(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
             theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
             with torch.enable_grad():
                 params = build(theta)
-                res = self._filter(y, params)
-                loss = -torch.where(mask, res.log_prob_steps, 0.0).sum() / n_steps
+                loss = -self._total_log_lik(seqs, params) / n_steps
                 if not torch.isfinite(loss):
                     return 1e10, np.zeros_like(theta_np)
                 loss.backward()
@@ -585,16 +757,12 @@ class LinearGaussianSSM(SequenceModel):
             bar.close()
         with torch.no_grad():
             params = build(torch.tensor(result.x, dtype=torch.float64))
-        self._params = _check_params({k: v.detach() for k, v in params.items()})
-        self.fit_result_ = {
-            "converged": bool(result.success),
-            "message": str(result.message),
-            "iterations": int(result.nit),
-            "log_lik": -float(result.fun) * n_steps,
-        }
+        info = {"converged": bool(result.success), "message": str(result.message),
+                "iterations": int(result.nit)}
+        return {k: v.detach() for k, v in params.items()}, info
 
     def _fit_em(self, seqs: Sequences, D: int, max_epochs: int, tol: float,
-                progress: bool | None) -> None:
+                progress: bool | None) -> dict[str, torch.Tensor]:
         """EM (Shumway-Stoffer) for the full model: closed-form M-steps on smoothed
         moments; the log-likelihood never decreases."""
         unpack, x0, _ = _unstructured_parametrisation(seqs, self.state_dim, D)
@@ -602,13 +770,10 @@ class LinearGaussianSSM(SequenceModel):
         y, mask, n_steps = seqs.values3d(), seqs.mask, seqs.num_steps
         eye_s = torch.eye(self.state_dim, dtype=torch.float64)
         prev = -math.inf
-        converged = False
         bar = progress_bar(max_epochs, progress, f"{self.name} fit (EM)")
-        iterations = 0
         with torch.no_grad():
             try:
-                for epoch in range(1, max_epochs + 1):
-                    iterations = epoch
+                for _ in range(max_epochs):
                     mean, cov, cross, log_lik = self._smoothed(seqs, params)
                     total = float(log_lik.sum()) / n_steps
                     new = inference.em_m_step(y, mask, mean, cov, cross)
@@ -621,22 +786,30 @@ class LinearGaussianSSM(SequenceModel):
                     candidate = dict(params, **new)
                     bar.update(1)
                     if abs(total - prev) < tol * max(1.0, abs(total)):
-                        converged = True
                         break
                     prev = total
                     params = candidate
             finally:
                 bar.close()
-        self._params = _check_params(params)
-        self.fit_result_ = {
-            "converged": converged,
-            "message": "EM",
-            "iterations": iterations,
-            "log_lik": float(self._log_prob(seqs).sum()),
-        }
+        return _check_params(params)
 
     def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor]):
-        res = self._filter(seqs.values3d(), params)
+        groups = self._filter_groups(seqs, params)
+        if len(groups) == 1:
+            return self._smoothed_group(seqs, params, groups[0][2], _patterns(seqs)[0][1])
+        N, T, S = len(seqs), seqs.max_length, self.state_dim
+        outs = (torch.empty(N, T, S, dtype=torch.float64),
+                torch.empty(N, T, S, S, dtype=torch.float64),
+                torch.zeros(N, max(T - 1, 0), S, S, dtype=torch.float64),
+                torch.empty(N, dtype=torch.float64))
+        for rows, sub, res in groups:
+            part = self._smoothed_group(sub, params, res, _patterns(sub)[0][1])
+            for full, p in zip(outs, part, strict=True):
+                full[rows] = p
+        return outs
+
+    def _smoothed_group(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                        res: inference.FilterResult, pattern: torch.Tensor | None):
         out = _smoothed_from(seqs, params, res)
         d = res.covs.num_diffuse
         located = [t for t in range(d) if not bool(res.covs.filt_cov_inf[t].abs().max() > 0)]
@@ -655,7 +828,8 @@ class LinearGaussianSSM(SequenceModel):
                 approx = dict(params, initial_mean=torch.zeros(S, dtype=torch.float64),
                               initial_cov=kappa * torch.eye(S, dtype=torch.float64))
                 m0, P0, A, Q, C, R = self._matrices(approx)
-                filt = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R)
+                filt = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R,
+                                               observed=pattern)
                 near.append(_smoothed_from(seqs, approx, filt))
             for full, f1, f2 in zip(out[:3], near[0][:3], near[1][:3], strict=True):
                 full[:, :t0] = 2.0 * f2[:, :t0] - f1[:, :t0]
@@ -683,7 +857,6 @@ class LinearGaussianSSM(SequenceModel):
         import pyro.distributions as dist
 
         seqs, _ = self._coerce(data, fitting=self._obs_dim == "any")
-        y, mask = seqs.values3d(), seqs.mask
         scale = float(prior_scale) if prior_scale is not None else _diff_variance(seqs)
         if not scale > 0:
             raise ValueError(f"prior_scale must be positive, got {prior_scale!r}")
@@ -708,8 +881,7 @@ class LinearGaussianSSM(SequenceModel):
                 r = pyro.sample("observation_var", half_cauchy.expand([D]).to_event(1))
                 params = dict(self._params, transition_cov=torch.diag(q.double()),
                               observation_cov=torch.diag(r.double()))
-            res = self._filter(y, params)
-            pyro.factor("log_lik", torch.where(mask, res.log_prob_steps, 0.0).sum())
+            pyro.factor("log_lik", self._total_log_lik(seqs, params))
 
         return model
 
@@ -740,6 +912,30 @@ def _smoothed_from(seqs: Sequences, params: dict[str, torch.Tensor],
     return mean, cov, cross, log_lik
 
 
+def _patterns(seqs: Sequences) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Groups of rows that share an observation pattern: ``(rows, pattern)`` with pattern
+    ``[T_max]`` (univariate) or ``[T_max, D]`` bool, None for rows without gaps (padding
+    counts as observed: it comes after the real steps and is masked out)."""
+    N = len(seqs)
+    if not seqs.has_missing:
+        return [(torch.arange(N), None)]
+    obs = seqs.observed
+    pad = ~seqs.mask
+    obs = obs | (pad if obs.dim() == 2 else pad.unsqueeze(-1))
+    flat = obs.reshape(N, -1)
+    full = flat.all(1)
+    groups: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    if bool(full.any()):
+        groups.append((torch.nonzero(full)[:, 0], None))
+    rest = torch.nonzero(~full)[:, 0]
+    if len(rest):
+        uniq, inv = torch.unique(flat[rest], dim=0, return_inverse=True)
+        for g in range(len(uniq)):
+            rows = rest[inv == g]
+            groups.append((rows, obs[rows[0]]))
+    return groups
+
+
 def _last_state(res: inference.FilterResult,
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Filtered mean ``[N, S]`` and covariance ``[N, S, S]`` at each sequence's last step.
@@ -759,6 +955,35 @@ def _last_state(res: inference.FilterResult,
     return mean, covs.filt_cov[covs.index(res.filt_mean.shape[1])[last]]
 
 
+def _unit(seqs: Sequences) -> float:
+    """The power of two nearest the observed values' standard deviation (their largest
+    magnitude when constant, 1 when all zero): dividing by it is exact in floating point."""
+    vals = seqs.values3d()[seqs.step_observed]
+    scale = float(vals.std()) if vals.numel() > 1 else 0.0
+    if not scale > 0:
+        scale = float(vals.abs().max()) if vals.numel() else 0.0
+    if not (scale > 0 and math.isfinite(scale)):
+        return 1.0
+    return 2.0 ** round(math.log2(scale))
+
+
+def _rescale(params: dict[str, torch.Tensor], unit: float,
+             state_in_data_units: bool) -> dict[str, torch.Tensor]:
+    """Parameters fitted to ``x / unit`` turned into those of ``x``: structured models keep
+    their state in data units (means times ``unit``, covariances times ``unit**2``); other
+    models keep the state and scale the observation matrix."""
+    p = dict(params)
+    u2 = unit * unit
+    p["observation_cov"] = p["observation_cov"] * u2
+    if state_in_data_units:
+        p["initial_mean"] = p["initial_mean"] * unit
+        p["initial_cov"] = p["initial_cov"] * u2
+        p["transition_cov"] = p["transition_cov"] * u2
+    else:
+        p["observation_matrix"] = p["observation_matrix"] * unit
+    return p
+
+
 def _carry_index(seqs: Sequences) -> torch.Tensor:
     """``[N, T_max]`` time index that repeats each sequence's last step over its padding."""
     t = torch.arange(seqs.max_length)
@@ -768,13 +993,14 @@ def _carry_index(seqs: Sequences) -> torch.Tensor:
 def _diff_variance(seqs: Sequences) -> float:
     """A scale for noise variances: the mean variance of the first differences (or values)."""
     y = seqs.values3d()
+    obs = seqs.step_observed
     if seqs.max_length > 1:
-        both = seqs.mask[:, 1:] & seqs.mask[:, :-1]
+        both = obs[:, 1:] & obs[:, :-1]
         if int(both.sum()) > 1:
             v = float((y[:, 1:] - y[:, :-1])[both].var(0).mean())
             if v > 0:
                 return v
-    v = float(y[seqs.mask].var(0).mean()) if seqs.num_steps > 1 else 0.0
+    v = float(y[obs].var(0).mean()) if int(obs.sum()) > 1 else 0.0
     return v if v > 0 else 1.0
 
 
@@ -895,7 +1121,7 @@ def _unstructured_parametrisation(seqs: Sequences, S: int, D: int):
     diagonals. Returns ``(unpack, theta0, pack)``.
     """
     y = seqs.values3d()
-    obs = y[seqs.mask]  # [sum T, D]
+    obs = y[seqs.step_observed]  # [observed steps, D]
     cov = torch.atleast_2d(torch.cov(obs.T)) if obs.shape[0] > 1 else torch.eye(D)
     cov = cov + 1e-6 * float(torch.diagonal(cov).mean().clamp(min=1e-300)) * torch.eye(D)
     vals, vecs = torch.linalg.eigh(cov)
