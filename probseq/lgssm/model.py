@@ -568,8 +568,8 @@ class LinearGaussianSSM(SequenceModel):
         ``observation_cov``). The likelihood maximised is ``log_prob`` under the model's
         ``initialization`` (under exact diffuse initialisation: the diffuse log-likelihood,
         as statsmodels' ``UnobservedComponents``). The fit is scale-equivariant: the data are
-        divided by a power of two near their standard deviation before optimising and the
-        estimates scaled back, so fitting ``c * x`` gives the fit on ``x`` rescaled.
+        divided by their standard deviation before optimising and the estimates scaled
+        back, so fitting ``c * x`` gives the fit on ``x`` rescaled.
 
         Structured models under exact diffuse initialisation whose fixed variances are all 0
         (the usual case: every variance free) are fitted on a concentrated likelihood: the
@@ -615,6 +615,10 @@ class LinearGaussianSSM(SequenceModel):
         D = self.obs_dim or seqs.dim or 1
         if self.initialization == "diffuse" and D != 1:
             raise ValueError("exact diffuse initialization is implemented for D = 1 only")
+        vals = seqs.values3d()[seqs.step_observed]
+        if vals.shape[0] > 1 and bool((vals.std(0) == 0).any()):
+            raise ValueError("the data are constant (in some coordinate): the likelihood of a "
+                             f"{self.name} is unbounded there; add noise or drop it")
         unit = _unit(seqs)
         scaled = Sequences(seqs.values / unit, seqs.lengths,
                            seqs.observed if seqs.has_missing else None)
@@ -622,11 +626,27 @@ class LinearGaussianSSM(SequenceModel):
             params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
         else:
             params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
+        with torch.no_grad():
+            self._refuse_degenerate(scaled, params)
         self._params = _check_params(_rescale(params, unit, self.structure is not None))
         self._obs_dim = D
         if info is not None:
             info["log_lik"] = float(self._log_prob(seqs).sum())
         self.fit_result_ = info
+
+    def _refuse_degenerate(self, seqs: Sequences, params: dict[str, torch.Tensor]) -> None:
+        """Refuse a fit whose one-step predictions are (nearly) exact: on data in units of
+        their scale an innovation variance below 1e-10 means the likelihood is unbounded
+        (constant or exactly linear data) and every score would be absurd."""
+        for _, _, res in self._filter_groups(seqs, params):
+            d = res.covs.num_diffuse
+            innov = torch.diagonal(res.covs.innov_cov[d:], dim1=-2, dim2=-1)
+            if innov.numel() and float(innov.min()) < 1e-10:
+                raise ValueError(
+                    f"{self.name} predicts these data exactly (one-step variance "
+                    f"{float(innov.min()):.2g} of the data's variance): constant or exactly "
+                    "predictable series have an unbounded likelihood; add noise or use a "
+                    "simpler model")
 
     def _fit_structured(self, seqs: Sequences, unit: float, max_epochs: int, tol: float,
                         progress: bool | None):
@@ -710,6 +730,15 @@ class LinearGaussianSSM(SequenceModel):
                                     "eps": 1e-7})
             x, ok, nit, msg = res.x, bool(res.success), int(res.nit), str(res.message)
         _, sigma2 = profile(x)
+        if not n_scored:
+            raise ValueError(
+                f"no sequence is longer than the {self.num_diffuse_steps} diffuse step(s) of "
+                "this model: nothing is left to fit the variances to")
+        if not sigma2 > 0:
+            raise ValueError(
+                f"{self.name} predicts these data exactly (every innovation is 0): constant or "
+                "exactly predictable series have an unbounded likelihood; add noise or use a "
+                "simpler model")
         var = np.zeros(len(slots))
         var[obs_slot] = sigma2
         var[others] = sigma2 * np.exp(x)
@@ -956,15 +985,16 @@ def _last_state(res: inference.FilterResult,
 
 
 def _unit(seqs: Sequences) -> float:
-    """The power of two nearest the observed values' standard deviation (their largest
-    magnitude when constant, 1 when all zero): dividing by it is exact in floating point."""
+    """The observed values' standard deviation (their largest magnitude when constant, 1
+    when all zero): the fit runs on the data divided by it, so that the data ``c * x`` and
+    ``x`` give the same numbers to the optimiser (up to rounding)."""
     vals = seqs.values3d()[seqs.step_observed]
     scale = float(vals.std()) if vals.numel() > 1 else 0.0
     if not scale > 0:
         scale = float(vals.abs().max()) if vals.numel() else 0.0
     if not (scale > 0 and math.isfinite(scale)):
         return 1.0
-    return 2.0 ** round(math.log2(scale))
+    return scale
 
 
 def _rescale(params: dict[str, torch.Tensor], unit: float,
@@ -1123,7 +1153,9 @@ def _unstructured_parametrisation(seqs: Sequences, S: int, D: int):
     y = seqs.values3d()
     obs = y[seqs.step_observed]  # [observed steps, D]
     cov = torch.atleast_2d(torch.cov(obs.T)) if obs.shape[0] > 1 else torch.eye(D)
-    cov = cov + 1e-6 * float(torch.diagonal(cov).mean().clamp(min=1e-300)) * torch.eye(D)
+    # the fit passes data in units of their standard deviation (or magnitude), so a jitter
+    # of 1e-6 is relative to the data's scale (and keeps constant data usable)
+    cov = cov + 1e-6 * torch.eye(D, dtype=torch.float64)
     vals, vecs = torch.linalg.eigh(cov)
     order = torch.argsort(vals, descending=True)
     C0 = torch.randn(D, S, dtype=torch.float64) * 0.1 * vals.mean().sqrt()
