@@ -628,7 +628,14 @@ class LinearGaussianSSM(SequenceModel):
             params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
         with torch.no_grad():
             self._refuse_degenerate(scaled, params)
-        self._params = _check_params(_rescale(params, unit, self.structure is not None))
+        params = _rescale(params, unit, self.structure is not None)
+        if self.structure is not None:  # fixed variances exactly as given (no rounding)
+            for key, slots in (("transition_cov", "transition_vars"),
+                               ("observation_cov", "observation_vars")):
+                for i, (_, v) in enumerate(self.structure[slots]):
+                    if v is not None:
+                        params[key][i, i] = v
+        self._params = _check_params(params)
         self._obs_dim = D
         if info is not None:
             info["log_lik"] = float(self._log_prob(seqs).sum())
