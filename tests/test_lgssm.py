@@ -605,3 +605,40 @@ def test_fit_on_gappy_co2_reaches_statsmodels_optimum():
     # statsmodels' default optimiser stops a little short of the maximum
     assert model.log_prob(y).item() >= ref.llf - burn - 1e-6
     assert model.params["transition_cov"].item() == pytest.approx(ref.params[1], rel=1e-3)
+
+
+# ------------------------------------------------------------------ covariates (issue 14)
+def test_exog_regression_matches_unobserved_components():
+    g = np.random.default_rng(0)
+    T = 150
+    X = g.normal(size=(T, 2)).cumsum(0) * 0.3
+    y = np.cumsum(g.normal(size=T)) + X @ np.array([1.5, -0.7]) + g.normal(size=T)
+    y[[10, 50, 51]] = np.nan
+    mod = sm.tsa.UnobservedComponents(y, "local level", exog=X, use_exact_diffuse=True)
+    mod.ssm.tolerance = 0.0
+    p = np.array([1.1, 0.9, 1.4, -0.6])  # sigma2.irregular, sigma2.level, beta.x1, beta.x2
+    ref = mod.loglikeobs(p)
+    model = LinearGaussianSSM.from_params(
+        initial_mean=[0.0], initial_cov=[[1.0]], transition_matrix=[[1.0]],
+        transition_cov=[[0.9]], observation_matrix=[[1.0]], observation_cov=[[1.1]],
+        initialization="diffuse", exog_coef=[[1.4, -0.6]])
+    steps = model.log_prob_steps(y, exog=X).numpy()
+    np.testing.assert_allclose(steps[1:], np.where(np.isnan(y), 0.0, ref)[1:], rtol=1e-10,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="exog"):
+        model.log_prob(y)
+    # the fit estimates the coefficients with the variances: statsmodels' optimum
+    fitted = LinearGaussianSSM.local_level().fit(y, exog=X)
+    res = mod.fit(disp=0)
+    assert fitted.log_prob(y, exog=X).item() >= res.llf - ref[0] - 1e-6
+    np.testing.assert_allclose(fitted.params["exog_coef"][0].numpy(), res.params[2:],
+                               rtol=1e-3)
+    assert fitted.num_params == 4
+    # forecasts add the future regression term; samples too
+    fc = fitted.forecast(y[:-5], 5, exog=X)
+    no_reg = LinearGaussianSSM.from_params(**{k: v for k, v in fitted.params.items()
+                                              if k != "exog_coef"}, initialization="diffuse")
+    base = no_reg.forecast(y[:-5] - X[:-5] @ fitted.params["exog_coef"][0].numpy(), 5)
+    np.testing.assert_allclose(fc.mean.numpy(), base.mean.numpy() + X[-5:] @ res.params[2:],
+                               rtol=1e-3)
+    assert fitted.sample(2, 10, exog=X[:10], seed=0).values.shape == (2, 10)

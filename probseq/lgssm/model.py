@@ -105,6 +105,7 @@ class LinearGaussianSSM(SequenceModel):
 
     data_kind = "continuous"
     supports_missing = True
+    supports_exog = True
 
     def __init__(
         self,
@@ -132,6 +133,7 @@ class LinearGaussianSSM(SequenceModel):
         self.initialization = initialization
         self._obs_dim = self.obs_dim if self.obs_dim is not None else "any"
         self._params: dict[str, torch.Tensor] | None = None
+        self._fit_exog: torch.Tensor | None = None
         self.fit_result_: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction
@@ -146,11 +148,14 @@ class LinearGaussianSSM(SequenceModel):
         observation_cov: Any,
         *,
         initialization: str = "proper",
+        exog_coef: Any = None,
     ) -> LinearGaussianSSM:
         """A fitted model from explicit parameters (see the class docstring for shapes).
 
         ``initialization="diffuse"`` (D = 1 only) scores with an exact diffuse initial state
-        instead of ``N(initial_mean, initial_cov)``; see the class docstring.
+        instead of ``N(initial_mean, initial_cov)``; see the class docstring. ``exog_coef``
+        ``[D, E]`` adds the regression term ``exog_coef @ u_t`` on covariates ``u_t`` to the
+        observation equation (the model then needs ``exog=`` wherever it takes data).
 
         ``observation_cov`` must be symmetric positive definite; ``initial_cov`` and
         ``transition_cov`` symmetric positive semi-definite (a known initial state or a
@@ -169,6 +174,7 @@ class LinearGaussianSSM(SequenceModel):
                 transition_cov=transition_cov,
                 observation_matrix=observation_matrix,
                 observation_cov=observation_cov,
+                exog_coef=exog_coef,
             )
         )
         S, D = params["observation_matrix"].shape[1], params["observation_matrix"].shape[0]
@@ -288,10 +294,13 @@ class LinearGaussianSSM(SequenceModel):
 
     @property
     def num_params(self) -> int:
+        extra = 0
+        if self._params is not None and "exog_coef" in self._params:
+            extra = self._params["exog_coef"].numel()
         if self.structure is not None:
-            return len(self._free_names())
+            return len(self._free_names()) + extra
         S, D = self.state_dim, self._dim
-        return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S
+        return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S + extra
 
     def _is_fitted(self) -> bool:
         return self._params is not None
@@ -313,7 +322,8 @@ class LinearGaussianSSM(SequenceModel):
         return dict(self._params)
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        params = _check_params({k: tensors[k] for k in PARAM_NAMES})
+        params = _check_params({k: tensors[k] for k in (*PARAM_NAMES, "exog_coef")
+                                if k in tensors})
         D, S = params["observation_matrix"].shape
         if S != self.state_dim or (self.obs_dim is not None and D != self.obs_dim):
             raise ValueError("saved parameters do not match the saved configuration")
@@ -347,11 +357,32 @@ class LinearGaussianSSM(SequenceModel):
             return inference.diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
         return inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=observed)
 
-    def _filter_groups(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None
+    def _residual(self, seqs: Sequences, exog: torch.Tensor | None,
+                  params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``[N, T_max, D]`` the data minus the regression term ``exog_coef @ u_t`` (the data
+        themselves for a model without covariates); differentiable in ``exog_coef``."""
+        p = self._params if params is None else params
+        y = seqs.values3d()
+        B = p.get("exog_coef")
+        if B is None and exog is None:
+            return y
+        if B is None:
+            raise ValueError(f"this {self.name} was fitted without covariates; fit it with "
+                             "exog= to use them")
+        if exog is None:
+            raise ValueError(f"this {self.name} has a regression on {B.shape[1]} covariate(s); "
+                             "pass exog=")
+        if exog.shape[-1] != B.shape[1]:
+            raise ValueError(f"exog has {exog.shape[-1]} covariate(s), the model was fitted "
+                             f"with {B.shape[1]}")
+        return y - exog[:, : y.shape[1]] @ B.T
+
+    def _filter_groups(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                       exog: torch.Tensor | None = None,
                        ) -> list[tuple[torch.Tensor, Sequences, inference.FilterResult]]:
         """The filter over groups of sequences that share an observation pattern: the
         covariance recursion depends on where the gaps are. ``(rows, sub-batch, result)``."""
-        y = seqs.values3d()
+        y = self._residual(seqs, exog, params)
         out = []
         for rows, pattern in _patterns(seqs):
             sub = seqs[rows] if len(rows) != len(seqs) else seqs
@@ -359,11 +390,11 @@ class LinearGaussianSSM(SequenceModel):
             out.append((rows, sub, self._filter(yr, params, pattern)))
         return out
 
-    def _total_log_lik(self, seqs: Sequences,
-                       params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def _total_log_lik(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                       exog: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of ``log_prob`` over the batch (differentiable in ``params``)."""
         total = torch.zeros((), dtype=torch.float64)
-        for _, sub, res in self._filter_groups(seqs, params):
+        for _, sub, res in self._filter_groups(seqs, params, exog):
             total = total + torch.where(sub.mask, res.log_prob_steps, 0.0).sum()
         return total
 
@@ -371,20 +402,21 @@ class LinearGaussianSSM(SequenceModel):
         p = self._params if params is None else params
         return tuple(p[k] for k in PARAM_NAMES)
 
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.zeros(seqs.mask.shape, dtype=torch.float64)
-        for rows, _, res in self._filter_groups(seqs):
+        for rows, _, res in self._filter_groups(seqs, exog=exog):
             out[rows] = res.log_prob_steps
         return torch.where(seqs.mask, out, torch.zeros((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ posterior
     @torch.no_grad()
-    def filter(self, data: Any) -> StatePosterior:
+    def filter(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Filtered state marginals ``p(z_t | x_0..x_t)``.
 
         Under exact diffuse initialisation a direction of the state that the observations up
         to step t do not locate yet (the slope of the local linear trend after one
-        observation) has an infinite variance.
+        observation) has an infinite variance. Missing values are skipped (the filter
+        predicts through them); ``exog`` are the covariates of a model fitted with them.
 
         Returns:
             A :class:`StatePosterior` with ``mean [N, T_max, S]`` and ``cov [N, T_max, S, S]``
@@ -392,10 +424,11 @@ class LinearGaussianSSM(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        ex = self._coerce_exog(exog, seqs, data)
         S, T = self.state_dim, seqs.max_length
         mean = torch.empty(len(seqs), T, S, dtype=torch.float64)
         cov = torch.empty(len(seqs), T, S, S, dtype=torch.float64)
-        for rows, sub, res in self._filter_groups(seqs):
+        for rows, sub, res in self._filter_groups(seqs, exog=ex):
             t_idx = _carry_index(sub)  # [n, T]
             mean[rows] = torch.gather(res.filt_mean, 1,
                                       t_idx.unsqueeze(-1).expand_as(res.filt_mean))
@@ -410,7 +443,7 @@ class LinearGaussianSSM(SequenceModel):
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     @torch.no_grad()
-    def smoother(self, data: Any) -> StatePosterior:
+    def smoother(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Smoothed state marginals ``p(z_t | x_0..x_(T-1))`` (Rauch-Tung-Striebel).
 
         Under exact diffuse initialisation the steps whose filtered state is still diffuse
@@ -424,17 +457,21 @@ class LinearGaussianSSM(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        mean, cov, _, _ = self._smoothed(seqs, self._params)
+        ex = self._coerce_exog(exog, seqs, data)
+        mean, cov, _, _ = self._smoothed(seqs, self._params, ex)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     @torch.no_grad()
-    def forecast(self, data: Any, horizon: int, level: float = 0.95) -> Forecast:
+    def forecast(self, data: Any, horizon: int, level: float = 0.95, *,
+                 exog: Any = None) -> Forecast:
         """Predictive means and intervals of the next ``horizon`` observations.
 
         Args:
             data: the observed sequences; each forecast starts after its last step.
             horizon: H >= 1.
             level: coverage of the central prediction intervals, in (0, 1).
+            exog: a model with covariates needs them for the observed and the H future
+                steps.
 
         Returns:
             A :class:`Forecast`.
@@ -447,13 +484,8 @@ class LinearGaussianSSM(SequenceModel):
         if not 0.0 < float(level) < 1.0:
             raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
         seqs, single = self._coerce(data)
-        m0, P0, A, Q, C, R = self._matrices()
-        S = self.state_dim
-        mean = torch.empty(len(seqs), S, dtype=torch.float64)
-        cov = torch.empty(len(seqs), S, S, dtype=torch.float64)
-        for rows, sub, res in self._filter_groups(seqs):
-            mean[rows], cov[rows] = _last_state(res, sub.lengths)
-        obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
+        ex = self._coerce_exog(exog, seqs, data, extra_steps=horizon)
+        obs_mean, obs_cov = self._forecast_moments(seqs, horizon, ex)
         std = torch.diagonal(obs_cov, dim1=-2, dim2=-1).sqrt()
         z = float(norm.ppf(0.5 + 0.5 * float(level)))
         lower, upper = obs_mean - z * std, obs_mean + z * std
@@ -466,20 +498,43 @@ class LinearGaussianSSM(SequenceModel):
         m, s, lo, up = outs
         return Forecast(m, obs_cov, s, lo, up, float(level))
 
+    def _forecast_moments(self, seqs: Sequences, horizon: int,
+                          exog: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact predictive moments ``[N, H, D]``, ``[N, H, D, D]`` after each sequence
+        (``exog`` ``[N, T_max + H, E]`` when the model has covariates)."""
+        m0, P0, A, Q, C, R = self._matrices()
+        S = self.state_dim
+        mean = torch.empty(len(seqs), S, dtype=torch.float64)
+        cov = torch.empty(len(seqs), S, S, dtype=torch.float64)
+        for rows, sub, res in self._filter_groups(seqs, exog=exog):
+            mean[rows], cov[rows] = _last_state(res, sub.lengths)
+        obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
+        if exog is not None:  # the regression term at the future steps of each sequence
+            t = seqs.lengths[:, None] + torch.arange(horizon)[None, :]  # [N, H]
+            future = torch.gather(exog, 1, t.unsqueeze(-1).expand(-1, -1, exog.shape[-1]))
+            obs_mean = obs_mean + future @ self._params["exog_coef"].T
+        return obs_mean, obs_cov
+
     # ------------------------------------------------------------------ sampling
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                **options: Any) -> torch.Tensor:
+                exog: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"unknown sample options: {sorted(options)}")
         m0, P0, A, Q, C, R = self._matrices()
         S, D = self.state_dim, self._dim
         n = num_sequences
+        B = self._params.get("exog_coef")
+        if (B is None) != (exog is None):
+            raise ValueError("exog= is needed exactly when the model has a regression on "
+                             "covariates" + ("" if B is None else f" ({B.shape[1]} here)"))
+        shift = None if B is None else exog @ B.T  # [n, length, D]
         if prefix is None:
             start = m0 + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(P0).T
             steps = length
         else:
             pre = prefix.to(torch.float64).reshape(prefix.shape[0], D)
-            res = self._filter(pre.unsqueeze(0))
+            resid = pre if shift is None else pre - shift[0, : pre.shape[0]]
+            res = self._filter(resid.unsqueeze(0))
             mf, Pf = (x[0] for x in _last_state(res, torch.tensor([pre.shape[0]])))
             last = mf + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Pf).T
             steps = length - pre.shape[0]
@@ -491,6 +546,8 @@ class LinearGaussianSSM(SequenceModel):
             x = z @ C.T + torch.randn(n, steps, D, dtype=torch.float64) @ _psd_sqrt(R).T
         else:
             x = torch.zeros(n, 0, D, dtype=torch.float64)
+        if shift is not None:
+            x = x + shift[:, length - x.shape[1]:]
         if prefix is not None:
             x = torch.cat([pre.expand(n, -1, -1), x], dim=1)
         return x[..., 0] if D == 1 else x
@@ -553,6 +610,7 @@ class LinearGaussianSSM(SequenceModel):
         self,
         data: Any,
         *,
+        exog: Any = None,
         max_epochs: int = 500,
         tol: float = 1e-10,
         em_epochs: int = 0,
@@ -580,7 +638,12 @@ class LinearGaussianSSM(SequenceModel):
         log diagonals).
 
         Args:
-            data: the sequences (``Sequences``, a list, or one sequence ``[T]`` / ``[T, D]``).
+            data: the sequences (``Sequences``, a list, or one sequence ``[T]`` / ``[T, D]``);
+                missing values (NaN) are marginalised exactly.
+            exog: covariates ``[N, T, E]`` (``[T, E]``, a DataFrame, ... for one sequence):
+                adds a regression term ``exog_coef @ u_t`` to the observation equation (as
+                statsmodels' ``UnobservedComponents(exog=...)``), its coefficients
+                ``exog_coef [D, E]`` estimated with the other parameters (default None).
             max_epochs: the most optimiser iterations (default 500).
             tol: stop when the objective (nats per scored step) changes by less than this,
                 relatively (default 1e-10).
@@ -595,8 +658,8 @@ class LinearGaussianSSM(SequenceModel):
         Raises:
             ValueError: bad data, an unknown option, or data of the wrong dimension.
         """
-        return super().fit(data, max_epochs=max_epochs, tol=tol, em_epochs=em_epochs,
-                           seed=seed, progress=progress, **unknown)
+        return super().fit(data, exog=exog, max_epochs=max_epochs, tol=tol,
+                           em_epochs=em_epochs, seed=seed, progress=progress, **unknown)
 
     def _fit(
         self,
@@ -607,6 +670,7 @@ class LinearGaussianSSM(SequenceModel):
         progress: bool | None = None,
         tol: float = 1e-10,
         em_epochs: int = 0,
+        exog: torch.Tensor | None = None,
     ) -> None:
         # the constructor's obs_dim is checked, never overwritten (get_config is unchanged
         # by fit, and a model built with obs_dim=None can be refitted to other data)
@@ -622,12 +686,18 @@ class LinearGaussianSSM(SequenceModel):
         unit = _unit(seqs)
         scaled = Sequences(seqs.values / unit, seqs.lengths,
                            seqs.observed if seqs.has_missing else None)
-        if self.structure is not None:
-            params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
-        else:
-            params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
-        with torch.no_grad():
-            self._refuse_degenerate(scaled, params)
+        if exog is not None and em_epochs > 0:
+            raise ValueError("em_epochs is not available with covariates; use em_epochs=0")
+        self._fit_exog = exog
+        try:
+            if self.structure is not None:
+                params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
+            else:
+                params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
+            with torch.no_grad():
+                self._refuse_degenerate(scaled, params)
+        finally:
+            self._fit_exog = None
         params = _rescale(params, unit, self.structure is not None)
         if self.structure is not None:  # fixed variances exactly as given (no rounding)
             for key, slots in (("transition_cov", "transition_vars"),
@@ -638,14 +708,15 @@ class LinearGaussianSSM(SequenceModel):
         self._params = _check_params(params)
         self._obs_dim = D
         if info is not None:
-            info["log_lik"] = float(self._log_prob(seqs).sum())
+            info["log_lik"] = float(self._log_prob(seqs, **({} if exog is None else
+                                                           {"exog": exog})).sum())
         self.fit_result_ = info
 
     def _refuse_degenerate(self, seqs: Sequences, params: dict[str, torch.Tensor]) -> None:
         """Refuse a fit whose one-step predictions are (nearly) exact: on data in units of
         their scale an innovation variance below 1e-10 means the likelihood is unbounded
         (constant or exactly linear data) and every score would be absurd."""
-        for _, _, res in self._filter_groups(seqs, params):
+        for _, _, res in self._filter_groups(seqs, params, self._fit_exog):
             d = res.covs.num_diffuse
             innov = torch.diagonal(res.covs.innov_cov[d:], dim1=-2, dim2=-1)
             if innov.numel() and float(innov.min()) < 1e-10:
@@ -665,17 +736,46 @@ class LinearGaussianSSM(SequenceModel):
         fixed = [v for _, v in self.structure["transition_vars"]
                  + self.structure["observation_vars"] if v is not None]
         if (self.initialization == "diffuse" and all(v == 0.0 for v in fixed)
+                and self._fit_exog is None
                 and self.structure["observation_vars"][0][1] is None):
             free, info = self._fit_concentrated(seqs, names, max_epochs, tol)
             return self._structured_params(free, prior_mean, prior_var, unit), info
         scale = _diff_variance(seqs)
         x0 = np.full(len(names), math.log(0.5))
         bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
+        k = len(names)
 
         def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
-            return self._structured_params(scale * torch.exp(theta), prior_mean, prior_var, unit)
+            return self._structured_params(scale * torch.exp(theta[:k]), prior_mean,
+                                           prior_var, unit)
 
+        build, x0, bounds = self._with_exog_coef(seqs, build, x0, bounds, k)
         return self._minimize(seqs, build, x0, bounds, max_epochs, tol, progress)
+
+    def _with_exog_coef(self, seqs: Sequences, build, x0: np.ndarray, bounds, k: int):
+        """Append the regression coefficients ``[D, E]`` (started at the least-squares fit
+        of the first differences) to an unconstrained parameter vector of size k."""
+        exog = self._fit_exog
+        if exog is None:
+            return build, x0, bounds
+        y = seqs.values3d()
+        D, E = y.shape[-1], exog.shape[-1]
+        obs = seqs.step_observed
+        pair = obs[:, 1:] & obs[:, :-1]
+        dy = (y[:, 1:] - y[:, :-1])[pair]
+        dx = (exog[:, 1 : y.shape[1]] - exog[:, : y.shape[1] - 1])[pair]
+        if dx.shape[0] > E:
+            B0 = torch.linalg.lstsq(dx, dy).solution.T  # [D, E]
+        else:
+            B0 = torch.zeros(D, E, dtype=torch.float64)
+
+        def with_b(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return dict(build(theta), exog_coef=theta[k:].reshape(D, E))
+
+        x0 = np.concatenate([x0, B0.reshape(-1).numpy()])
+        if bounds is not None:
+            bounds = list(bounds) + [(None, None)] * (D * E)
+        return with_b, x0, bounds
 
     def _fit_concentrated(self, seqs: Sequences, names: list[str], max_epochs: int,
                           tol: float) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -757,13 +857,19 @@ class LinearGaussianSSM(SequenceModel):
     def _fit_full(self, seqs: Sequences, D: int, max_epochs: int, tol: float, em_epochs: int,
                   progress: bool | None):
         unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
+        k = len(x0)
         if em_epochs > 0 and seqs.has_missing:
             raise ValueError("em_epochs needs data without missing values (the EM M-step "
                              "here uses complete observations); use em_epochs=0")
         if em_epochs > 0:
             params = self._fit_em(seqs, D, em_epochs, tol, progress)
             x0 = pack(params)
-        return self._minimize(seqs, unpack, x0, None, max_epochs, tol, progress)
+
+        def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return unpack(theta[:k])
+
+        build, x0, _ = self._with_exog_coef(seqs, build, x0, None, k)
+        return self._minimize(seqs, build, x0, None, max_epochs, tol, progress)
 
     def _minimize(self, seqs: Sequences, build, x0: np.ndarray, bounds, max_epochs: int,
                   tol: float, progress: bool | None):
@@ -776,7 +882,7 @@ class LinearGaussianSSM(SequenceModel):
             theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
             with torch.enable_grad():
                 params = build(theta)
-                loss = -self._total_log_lik(seqs, params) / n_steps
+                loss = -self._total_log_lik(seqs, params, self._fit_exog) / n_steps
                 if not torch.isfinite(loss):
                     return 1e10, np.zeros_like(theta_np)
                 loss.backward()
@@ -829,8 +935,13 @@ class LinearGaussianSSM(SequenceModel):
                 bar.close()
         return _check_params(params)
 
-    def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor]):
-        groups = self._filter_groups(seqs, params)
+    def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                  exog: torch.Tensor | None = None):
+        y = self._residual(seqs, exog, params)
+        seqs = Sequences(y if seqs.values.dim() == 3 else y[..., 0], seqs.lengths,
+                         seqs.observed if seqs.has_missing else None)
+        groups = self._filter_groups(seqs, {k: v for k, v in params.items()
+                                            if k != "exog_coef"})
         if len(groups) == 1:
             return self._smoothed_group(seqs, params, groups[0][2], _patterns(seqs)[0][1])
         N, T, S = len(seqs), seqs.max_length, self.state_dim
@@ -1012,6 +1123,8 @@ def _rescale(params: dict[str, torch.Tensor], unit: float,
     p = dict(params)
     u2 = unit * unit
     p["observation_cov"] = p["observation_cov"] * u2
+    if "exog_coef" in p:
+        p["exog_coef"] = p["exog_coef"] * unit
     if state_in_data_units:
         p["initial_mean"] = p["initial_mean"] * unit
         p["initial_cov"] = p["initial_cov"] * u2
@@ -1107,6 +1220,15 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 def _check_params(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Validate and copy LGSSM parameters (float64); raise ValueError naming the problem."""
     p = {k: _as_tensor(raw[k], k) for k in PARAM_NAMES}
+    if raw.get("exog_coef") is not None:
+        B = _as_tensor(raw["exog_coef"], "exog_coef")
+        D0 = _as_tensor(raw["observation_matrix"], "observation_matrix")
+        D0 = D0.reshape(1, 1) if D0.ndim == 0 else D0
+        B = B.reshape(D0.shape[0], -1) if B.ndim < 2 else B
+        if B.ndim != 2 or B.shape[0] != D0.shape[0]:
+            raise ValueError(f"exog_coef must be [D, E] with D={D0.shape[0]}, got shape "
+                             f"{tuple(B.shape)}")
+        p["exog_coef"] = B
     for k in ("initial_cov", "transition_matrix", "transition_cov", "observation_matrix",
               "observation_cov"):
         if p[k].ndim == 0:
