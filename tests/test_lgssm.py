@@ -642,3 +642,29 @@ def test_exog_regression_matches_unobserved_components():
     np.testing.assert_allclose(fc.mean.numpy(), base.mean.numpy() + X[-5:] @ res.params[2:],
                                rtol=1e-3)
     assert fitted.sample(2, 10, exog=X[:10], seed=0).values.shape == (2, 10)
+
+
+# ------------------------------------------------------------------ forecast hooks (issue 13)
+def test_step_predictive_and_forecast_hooks():
+    from probseq.data import as_sequences
+
+    model = _random_model(2, 2, seed=80)
+    y = model.sample(1, 60, seed=81)[0].numpy()
+    y[[5, 20], 0] = np.nan
+    y[30] = np.nan
+    seqs, _ = as_sequences([y, y[:40]], "continuous")
+    pred = model._step_predictive(seqs)
+    steps = model.log_prob_steps(seqs)
+    obs = seqs.step_observed
+    torch.testing.assert_close(pred.log_prob(seqs.values)[obs], steps[obs], rtol=1e-10, atol=0)
+    fc = model._forecast(seqs, 12)
+    ref = model.forecast([y, y[:40]], 12)
+    torch.testing.assert_close(fc.mean, ref.mean, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fc.covariance_matrix, ref.cov, rtol=1e-12, atol=0)
+    # diffuse local level: the scored steps agree, the diffuse step has infinite variance
+    ll = LinearGaussianSSM.local_level(1469.1, 15099.0)
+    nile, _ = as_sequences(_nile(), "continuous")
+    pred = ll._step_predictive(nile)
+    assert math.isinf(float(pred.scale[0, 0]))
+    torch.testing.assert_close(pred.log_prob(nile.values)[0, 1:], ll.log_prob_steps(_nile())[1:],
+                               rtol=1e-10, atol=0)

@@ -1033,6 +1033,48 @@ class LinearGaussianSSM(SequenceModel):
         return model
 
 
+    # ------------------------------------------------------------------ forecast hooks
+    def _step_predictive(self, seqs: Sequences,
+                         exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """One-step predictive distributions ``p(x_t | x_0..x_(t-1))``, batch ``[N, T_max]``:
+        ``Normal`` (D = 1) or ``MultivariateNormal`` (D >= 2) with mean
+        ``C m_(t|t-1) (+ exog_coef @ u_t)`` and covariance ``C P_(t|t-1) C' + R`` (over
+        missing values the filter predicts through). Under exact diffuse initialisation the
+        first ``num_diffuse_steps`` steps have an infinite variance (they are not scored)."""
+        m0, P0, A, Q, C, R = self._matrices()
+        N, T, D = len(seqs), seqs.max_length, self._dim
+        loc = torch.zeros(N, T, D, dtype=torch.float64)
+        cov = torch.zeros(N, T, D, D, dtype=torch.float64)
+        for rows, _, res in self._filter_groups(seqs, exog=exog):
+            loc[rows] = res.pred_mean @ C.T
+            P = res.covs.per_step(res.covs.pred_cov, T)  # [T, S, S]
+            F = C @ P @ C.T + R
+            d = res.covs.num_diffuse
+            if d:
+                inf_part = C @ res.covs.pred_cov_inf @ C.T  # [d, D, D]
+                diffuse = torch.diagonal(inf_part, dim1=-2, dim2=-1) > 0
+                F = F.clone()
+                diag = torch.diagonal(F[:d], dim1=-2, dim2=-1)
+                diag[diffuse] = math.inf
+            cov[rows] = F
+        if exog is not None:
+            loc = loc + exog[:, :T] @ self._params["exog_coef"].T
+        if D == 1:
+            return torch.distributions.Normal(loc[..., 0], cov[..., 0, 0].sqrt(),
+                                              validate_args=False)
+        return torch.distributions.MultivariateNormal(loc, cov, validate_args=False)
+
+    def _forecast(self, seqs: Sequences, horizon: int,
+                  exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """Exact marginal h-step predictive distributions after each sequence, batch
+        ``[N, H]``: ``Normal`` (D = 1) or ``MultivariateNormal`` (D >= 2); ``exog``
+        ``[N, T_max + H, E]`` covers the future steps of a model with covariates."""
+        mean, cov = self._forecast_moments(seqs, horizon, exog)
+        if self._dim == 1:
+            return torch.distributions.Normal(mean[..., 0], cov[..., 0, 0].sqrt())
+        return torch.distributions.MultivariateNormal(mean, cov)
+
+
 # ---------------------------------------------------------------------- helpers
 def _smoothed_from(seqs: Sequences, params: dict[str, torch.Tensor],
                   res: inference.FilterResult):
