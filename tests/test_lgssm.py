@@ -668,3 +668,37 @@ def test_step_predictive_and_forecast_hooks():
     assert math.isinf(float(pred.scale[0, 0]))
     torch.testing.assert_close(pred.log_prob(nile.values)[0, 1:], ll.log_prob_steps(_nile())[1:],
                                rtol=1e-10, atol=0)
+
+
+# ------------------------------------------------------------------ fast paths (issue 16)
+@pytest.mark.parametrize("S", [1, 2, 3])
+def test_fast_smoother_equals_plain_recursion(S):
+    """The steady-state smoother (one gain, backward scan or lfilter, covariances recursed
+    until they stop changing) against the per-step recursion on a filter without shortcut."""
+    if S == 1:
+        model = LinearGaussianSSM.local_level(0.05, 1.0, initial_mean=0.0, initial_var=10.0)
+    elif S == 2:
+        model = LinearGaussianSSM.local_linear_trend(0.1, 1e-3, 1.0, initial_mean=[0.0, 0.0],
+                                                     initial_var=10.0)
+    else:
+        model = _random_model(3, 1, seed=90)
+    y = model.sample(2, 3000, seed=91).values3d()
+    p = [model.params[k] for k in NAMES]
+    fast = inference.kalman_filter(y, *p)
+    plain = inference.kalman_filter(y, *p, steady_tol=None)
+    assert fast.covs.steady and fast.covs.num_unique < 1500
+    A = p[2]
+    fm, fc, fx = inference.rts_smoother(fast.filt_mean, fast.pred_mean, fast.covs, A)
+    pm, pc, px = inference.rts_smoother(plain.filt_mean, plain.pred_mean, plain.covs, A,
+                                        steady_tol=None)
+    scale = float(pc.abs().max())
+    np.testing.assert_allclose(fm, pm, rtol=1e-9, atol=1e-9 * float(pm.abs().max()))
+    np.testing.assert_allclose(fc, pc, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(fx, px, rtol=1e-9, atol=1e-12 * scale)
+    # the scan, the transient and the NumPy/Python-float Riccati paths against autograd's
+    q = [x.clone().requires_grad_() for x in p]
+    tensor_path = inference.kalman_filter(y, *q)
+    np.testing.assert_allclose(tensor_path.log_prob_steps.detach(), plain.log_prob_steps,
+                               rtol=1e-11)
+    np.testing.assert_allclose(tensor_path.filt_mean.detach(), plain.filt_mean, rtol=1e-9,
+                               atol=1e-9)

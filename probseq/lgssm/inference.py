@@ -718,39 +718,106 @@ def rts_smoother(
     pred_mean: torch.Tensor,
     covs: CovarianceSequence,
     A: torch.Tensor,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rauch-Tung-Striebel smoother for sequences that all have the same length T.
+
+    ``G_t = P_(t|t) A' P_(t+1|t)^-1``, ``m_t = m_(t|t) + G_t (m_(t+1) - m_(t+1|t))``,
+    ``P_t = P_(t|t) + G_t (P_(t+1) - P_(t+1|t)) G_t'``. Where the filter is steady the
+    gain is one matrix: the means are then one backward linear recurrence (a doubling scan,
+    ``scipy.signal.lfilter`` when S = 1) and the smoothed covariances, which converge going
+    backwards, are recursed only until they stop changing (the scale-free test of
+    :func:`riccati`; ``steady_tol=None`` recurses every step). The transient steps at the
+    start run one by one.
 
     Args:
         filt_mean, pred_mean: ``[N, T, S]`` from :func:`kalman_filter`.
         covs: the filter's covariances.
         A: ``[S, S]``.
+        steady_tol: see above.
 
     Returns:
         ``(means [N, T, S], covs [T, S, S], cross [T - 1, S, S])``: ``E[z_t | x_0..x_(T-1)]``,
         the shared smoothed covariances and the lag-one cross-covariances
         ``Cov(z_(t+1), z_t | x_0..x_(T-1))``.
     """
-    T = filt_mean.shape[1]
-    idx = covs.index(T).tolist()
+    N, T, S = filt_mean.shape
+    U = covs.num_unique
     Pf, Pp = covs.filt_cov, covs.pred_cov
-    gain_cache: dict[tuple[int, int], torch.Tensor] = {}
-    ms = filt_mean[:, T - 1]
-    Ps = Pf[idx[T - 1]]
-    means, cov_out, cross = [ms], [Ps], []
-    for t in range(T - 2, -1, -1):
-        a, b = idx[t], idx[t + 1]
-        if (a, b) not in gain_cache:  # G_t = Pf_t A' Pp_(t+1)^-1 depends on t only
-            gain_cache[(a, b)] = _solve_psd(Pp[b], A @ Pf[a]).T
-        G = gain_cache[(a, b)]
-        cross.append(Ps @ G.T)
-        ms = filt_mean[:, t] + (ms - pred_mean[:, t + 1]) @ G.T
-        Ps = _sym(Pf[a] + G @ (Ps - Pp[b]) @ G.T)
-        means.append(ms)
-        cov_out.append(Ps)
-    S = A.shape[0]
-    cross_t = torch.stack(cross[::-1]) if cross else torch.zeros(0, S, S, dtype=A.dtype)
-    return torch.stack(means[::-1], dim=1), torch.stack(cov_out[::-1]), cross_t
+    # steps t >= t_ss (t <= T - 2) use the steady pair (U - 1, U - 1)
+    t_ss = min(U - 1, T - 1) if covs.steady else T - 1
+    n_tr = t_ss  # transient gains G_0..G_(t_ss - 1), pairs (t, t + 1)
+    if n_tr > 0:
+        G_tr = _solve_psd_batch(Pp[1 : n_tr + 1], A @ Pf[:n_tr]).transpose(-1, -2)
+    else:
+        G_tr = torch.zeros(0, S, S, dtype=A.dtype)
+    G_ss = _solve_psd(Pp[U - 1], A @ Pf[U - 1]).T if t_ss < T - 1 else None
+    # --- covariances, backwards
+    Ps_last = Pf[min(T - 1, U - 1)]
+    tail: list[torch.Tensor] = []  # Ps_t for t = T-1, T-2, ... down to t_ss
+    Ps = Ps_last
+    tail.append(Ps)
+    flat_from = None  # smoothed covariance constant for t_ss <= t <= flat_from
+    if G_ss is not None:
+        Pf_ss, Pp_ss = Pf[U - 1], Pp[U - 1]
+        for t in range(T - 2, t_ss - 1, -1):
+            nxt = _sym(Pf_ss + G_ss @ (Ps - Pp_ss) @ G_ss.T)
+            if steady_tol is not None and _converged(Ps, nxt, steady_tol):
+                flat_from = t
+                break
+            Ps = nxt
+            tail.append(Ps)
+    if flat_from is not None:
+        n_flat = flat_from - t_ss + 1
+        steady_part = Ps.expand(n_flat, S, S)
+    else:
+        steady_part = torch.zeros(0, S, S, dtype=A.dtype)
+    head: list[torch.Tensor] = []  # Ps_t for t = t_ss - 1 down to 0
+    Ps_next = Ps if flat_from is not None else tail[-1]
+    for t in range(n_tr - 1, -1, -1):
+        G = G_tr[t]
+        Ps_next = _sym(Pf[t] + G @ (Ps_next - Pp[t + 1]) @ G.T)
+        head.append(Ps_next)
+    parts = [torch.stack(head[::-1])] if head else []
+    parts += [steady_part, torch.stack(tail[::-1])]
+    cov_out = torch.cat(parts, dim=0)
+    # --- means, backwards: m_t = G_t m_(t+1) + (m_(t|t) - G_t m_(t+1|t))
+    means = torch.empty(N, T, S, dtype=filt_mean.dtype)
+    means[:, T - 1] = filt_mean[:, T - 1]
+    if G_ss is not None:
+        b = filt_mean[:, t_ss : T - 1] - pred_mean[:, t_ss + 1 : T] @ G_ss.T  # [N, n, S]
+        rev = b.flip(1)
+        if S == 1 and not torch.is_grad_enabled():
+            from scipy.signal import lfilter
+
+            g = float(G_ss[0, 0])
+            out, _ = lfilter([1.0], [1.0, -g], rev[..., 0].numpy(), axis=1,
+                             zi=(g * filt_mean[:, T - 1, 0].numpy())[:, None])
+            sol = torch.from_numpy(out).unsqueeze(-1)
+        else:
+            sol = linear_recurrence(rev, G_ss, filt_mean[:, T - 1])
+        means[:, t_ss : T - 1] = sol.flip(1)
+    m = means[:, t_ss]
+    for t in range(n_tr - 1, -1, -1):
+        G = G_tr[t]
+        m = filt_mean[:, t] + (m - pred_mean[:, t + 1]) @ G.T
+        means[:, t] = m
+    # --- lag-one cross-covariances Cov(z_(t+1), z_t) = P_(t+1) G_t'
+    if T > 1:
+        G_all = G_tr if G_ss is None else torch.cat(
+            [G_tr, G_ss.expand(T - 1 - n_tr, S, S)], dim=0)
+        cross = cov_out[1:] @ G_all.transpose(-1, -2)
+    else:
+        cross = torch.zeros(0, S, S, dtype=A.dtype)
+    return means, cov_out, cross
+
+
+def _solve_psd_batch(P: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``P^-1 B`` for a batch of positive semi-definite P (pseudo-inverse where singular)."""
+    chol, info = torch.linalg.cholesky_ex(P)
+    if bool((info == 0).all()):
+        return torch.cholesky_solve(B, chol)
+    return torch.linalg.pinv(P, hermitian=True) @ B
 
 
 def em_m_step(
