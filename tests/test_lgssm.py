@@ -770,8 +770,9 @@ def test_fit_is_scale_equivariant(kind):
                 factor = c**2
             else:
                 factor = 1.0  # the full model keeps its state in the fit's units
-            # a variance at its lower bound (the slope's, ~1e-12 of the level's) is not
-            # identified beyond 1e-6 of the largest one: absolute tolerance there
+            # estimates agree to the optimiser's stopping point (1e-4 relative where the
+            # profile is flat); a variance at its lower bound (the slope's, ~1e-12 of the
+            # level's) is not identified beyond 1e-6 of the largest one
             big = float(ref.params[k].abs().max())
             np.testing.assert_allclose(m.params[k].numpy(), factor * ref.params[k].numpy(),
-                                       rtol=1e-5, atol=1e-6 * factor * big)
+                                       rtol=1e-4, atol=1e-6 * factor * big)
