@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from probseq import datasets
+from probseq import _backtest_cli, datasets
 from probseq.data import Sequences
 
 __all__ = ["main", "build_parser", "load_dataset", "model_factories"]
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("models", help="list the model names --models accepts")
     lst.add_argument("--dataset", default=None, choices=datasets.DATASETS)
     sub.add_parser("datasets", help="list the built-in datasets")
+    _backtest_cli.add_parser(sub)
     return parser
 
 
@@ -310,4 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in kinds:
             print(f"{kind}: {', '.join(model_factories(kind))}")
         return 0
+    if args.command == "backtest":
+        return _backtest_cli.run(args, args.subparser)
     return run_compare(args, args.subparser)

@@ -30,6 +30,7 @@ from scipy import stats
 
 from probseq.base import SequenceModel
 from probseq.data import Sequences, as_sequences
+from probseq.scoring import compare_columns
 
 __all__ = ["compare", "per_sequence_log_prob"]
 
@@ -94,6 +95,8 @@ def compare(
         A DataFrame indexed by model name with columns ``model``, ``log_lik``,
         ``nats_per_step`` (and ``bits_per_step`` for discrete data), ``num_params``, ``aic``,
         ``bic``, ``delta_vs_best``, ``delta_se``, ``p_value``, ``significant``, ``exact``.
+        With ``start > 0`` also ``crps`` or ``brier`` and their paired ``*_se`` (see
+        :func:`probseq.scoring.compare_columns`).
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> fitted model")
@@ -122,6 +125,8 @@ def compare(
         fit_ll, n_fit = totals, n_steps
     best = max(totals, key=lambda k: (totals[k], -models[k].num_params))
 
+    # one-step CRPS (continuous) / Brier (symbols) of a held-out tail, paired like the log score
+    scores = compare_columns(models, seqs, start, best, units) if start > 0 else {}
     rows = []
     for name, m in models.items():
         k = int(m.num_params)
@@ -143,6 +148,7 @@ def compare(
             significant=bool(p < 0.05) if not math.isnan(p) else False,
             exact=bool(m.exact_likelihood),
         )
+        row.update(scores.get(name, {}))
         rows.append(row)
     df = pd.DataFrame(rows).set_index(pd.Index([r["model"] for r in rows], name=None))
     order = sorted(df.index, key=lambda n: (-totals[n], models[n].num_params))

@@ -12,6 +12,7 @@ import torch
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
 from probseq.data import Sequences, check_sequences
+from probseq.forecast import Forecast
 from probseq.lgssm import inference
 
 __all__ = ["LinearGaussianSSM", "StatePosterior", "Forecast"]
@@ -43,28 +44,6 @@ class StatePosterior:
 
     mean: torch.Tensor
     cov: torch.Tensor
-
-
-@dataclass
-class Forecast:
-    """Predictive distribution of the next H observations after each sequence.
-
-    Attributes:
-        mean: ``[N, H, D]``; ``[N, H]`` when D = 1; the N axis is dropped for one sequence.
-        cov: ``[N, H, D, D]`` predictive covariance of each future observation (marginal in
-            time).
-        std: like ``mean``: the marginal standard deviations.
-        lower, upper: like ``mean``: the central ``level`` prediction interval of each
-            coordinate.
-        level: the interval's coverage.
-    """
-
-    mean: torch.Tensor
-    cov: torch.Tensor
-    std: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    level: float
 
 
 class LinearGaussianSSM(SequenceModel):
@@ -460,43 +439,6 @@ class LinearGaussianSSM(SequenceModel):
         ex = self._coerce_exog(exog, seqs, data)
         mean, cov, _, _ = self._smoothed(seqs, self._params, ex)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
-
-    @torch.no_grad()
-    def forecast(self, data: Any, horizon: int, level: float = 0.95, *,
-                 exog: Any = None) -> Forecast:
-        """Predictive means and intervals of the next ``horizon`` observations.
-
-        Args:
-            data: the observed sequences; each forecast starts after its last step.
-            horizon: H >= 1.
-            level: coverage of the central prediction intervals, in (0, 1).
-            exog: a model with covariates needs them for the observed and the H future
-                steps.
-
-        Returns:
-            A :class:`Forecast`.
-        """
-        from scipy.stats import norm
-
-        self._check_fitted()
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        if not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
-        seqs, single = self._coerce(data)
-        ex = self._coerce_exog(exog, seqs, data, extra_steps=horizon)
-        obs_mean, obs_cov = self._forecast_moments(seqs, horizon, ex)
-        std = torch.diagonal(obs_cov, dim1=-2, dim2=-1).sqrt()
-        z = float(norm.ppf(0.5 + 0.5 * float(level)))
-        lower, upper = obs_mean - z * std, obs_mean + z * std
-        outs = [obs_mean, std, lower, upper]
-        if self._dim == 1:
-            outs = [o[..., 0] for o in outs]
-        if single:
-            outs = [o[0] for o in outs]
-            obs_cov = obs_cov[0]
-        m, s, lo, up = outs
-        return Forecast(m, obs_cov, s, lo, up, float(level))
 
     def _forecast_moments(self, seqs: Sequences, horizon: int,
                           exog: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
