@@ -776,3 +776,24 @@ def test_fit_is_scale_equivariant(kind):
             big = float(ref.params[k].abs().max())
             np.testing.assert_allclose(m.params[k].numpy(), factor * ref.params[k].numpy(),
                                        rtol=1e-4, atol=1e-6 * factor * big)
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_concentrated_fast_path_equals_general_filter(S):
+    """The Python-float / lfilter profile of the structured fits against the general filter
+    (diffuse steps, transient and steady parts, each a different code path)."""
+    y = _nile() / 150.0
+    if S == 1:
+        A, c, qs = np.eye(1), np.ones(1), [np.array([0.1]), np.array([1e-8]), np.array([1e4])]
+    else:
+        A, c = np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([1.0, 0.0])
+        qs = [np.array([0.1, 1e-3]), np.array([0.5, 0.3]), np.array([1e-9, 1e-9])]
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    for q in qs:
+        fast = inference.innovation_sums_small(y, A, c, q)
+        with torch.no_grad():
+            ref = inference.innovation_sums(t(y).reshape(1, -1, 1), torch.ones(1, len(y),
+                                            dtype=torch.bool), t(A), torch.diag(t(q)),
+                                            t(c).reshape(1, -1), t([[1.0]]), None)
+        assert fast[2] == ref[2]
+        np.testing.assert_allclose(fast[:2], ref[:2], rtol=1e-11)

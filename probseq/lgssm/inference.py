@@ -899,3 +899,118 @@ def forecast_moments(
         means.append(m @ C.T)
         covs.append(_sym(C @ P @ C.T + R))
     return torch.stack(means, dim=1), torch.stack(covs, dim=1)
+
+
+def innovation_sums_small(y: np.ndarray, A: np.ndarray, c: np.ndarray, q: np.ndarray,
+                          steady_tol: float = DEFAULT_STEADY_TOL) -> tuple[float, float, int]:
+    """:func:`innovation_sums` for one fully observed sequence ``y [T]`` of a model with
+    S <= 2, D = 1, diagonal ``Q = diag(q)`` and ``R = 1``, in Python floats and SciPy.
+
+    The diffuse steps and the transient of the covariance recursion run as scalar loops;
+    once the gain is steady, the innovations are a fixed rational filter of the data
+    (``v = H(z) y`` with ``H(z) = 1 - c (zI - L)^-1 A k``, ``L = A (I - k c)``), applied by
+    ``scipy.signal.lfilter``, plus the free response ``-c L^t a`` of the state there (by the
+    Cayley-Hamilton recurrence). The same numbers as the general filter (tested)."""
+    from scipy.signal import lfilter, lfiltic
+
+    S = A.shape[0]
+    T = y.shape[0]
+    Af = A.tolist()
+    cf = c.tolist()
+    # --- exact diffuse steps (all states diffuse), Python floats via small numpy
+    a = np.zeros(S)
+    P_inf = np.eye(S)
+    P_st = np.zeros((S, S))
+    Qm = np.diag(q)
+    scale = float(c @ c)
+    t = 0
+    quad = logdet = 0.0
+    n = 0
+    while t < T and np.abs(P_inf).max() > _DIFFUSE_TOL:
+        v = y[t] - a @ c
+        M_inf, M_st = P_inf @ c, P_st @ c
+        f_inf, f_st = float(c @ M_inf), float(c @ M_st) + 1.0
+        if f_inf > _DIFFUSE_TOL * scale:
+            gain = M_inf / f_inf
+            Pinf_f = P_inf - np.outer(M_inf, M_inf) / f_inf
+            Pst_f = (P_st - (np.outer(M_st, M_inf) + np.outer(M_inf, M_st)) / f_inf
+                     + np.outer(M_inf, M_inf) * (f_st / f_inf**2))
+        else:
+            gain = M_st / f_st
+            Pinf_f = P_inf
+            Pst_f = P_st - np.outer(M_st, M_st) / f_st
+            quad += v * v / f_st
+            logdet += math.log(f_st)
+            n += 1
+        a = A @ (a + v * gain)
+        P_inf = A @ Pinf_f @ A.T
+        P_inf = 0.5 * (P_inf + P_inf.T)
+        P_st = A @ Pst_f @ A.T + Qm
+        P_st = 0.5 * (P_st + P_st.T)
+        t += 1
+    if t >= T:
+        return quad, logdet, n
+    rest = T - t
+    if S == 1:
+        covs = _riccati_scalar(float(P_st[0, 0]), Af[0][0], float(q[0]), cf[0], 1.0, rest,
+                               steady_tol)
+    else:
+        covs = _riccati_two(P_st.tolist(), Af, Qm.tolist(), cf, 1.0, rest, steady_tol)
+    f = covs.innov_cov[:, 0, 0].numpy()
+    K = covs.gain[..., 0].numpy()  # [U, S]
+    U = len(f)
+    t_loop = U - 1 if covs.steady else rest
+    yy = y[t:]
+    # transient: scalar loop in Python floats
+    fl, Kl, yl = f.tolist(), K.tolist(), yy.tolist()
+    if S == 1:
+        a0, aa, c0 = float(a[0]), Af[0][0], cf[0]
+        for s in range(t_loop):
+            v = yl[s] - c0 * a0
+            quad += v * v / fl[s]
+            logdet += math.log(fl[s])
+            a0 = aa * (a0 + v * Kl[s][0])
+        a = np.array([a0])
+    else:
+        (a00, a01), (a10, a11) = Af
+        c0, c1 = cf
+        x0, x1 = float(a[0]), float(a[1])
+        for s in range(t_loop):
+            v = yl[s] - c0 * x0 - c1 * x1
+            quad += v * v / fl[s]
+            logdet += math.log(fl[s])
+            k0, k1 = Kl[s]
+            f0, f1 = x0 + v * k0, x1 + v * k1
+            x0, x1 = a00 * f0 + a01 * f1, a10 * f0 + a11 * f1
+        a = np.array([x0, x1])
+    n += t_loop
+    if t_loop < rest:
+        k = K[U - 1]
+        fs = float(f[U - 1])
+        L = A @ (np.eye(S) - np.outer(k, c))
+        b = A @ k
+        ys = yy[t_loop:]
+        m = len(ys)
+        if S == 1:
+            lam = float(L[0, 0])
+            num, den = [1.0, -(lam + cf[0] * float(b[0]))], [1.0, -lam]
+            free = cf[0] * float(a[0]) * lam ** np.arange(m)
+        else:
+            tr, det = float(L[0, 0] + L[1, 1]), float(L[0, 0] * L[1, 1] - L[0, 1] * L[1, 0])
+            cb = float(c @ b)
+            e = (-cf[0] * L[1, 1] * b[0] + cf[0] * L[0, 1] * b[1] + cf[1] * L[1, 0] * b[0]
+                 - cf[1] * L[0, 0] * b[1])
+            num, den = [1.0, -(tr + cb), det - float(e)], [1.0, -tr, det]
+            s0, s1 = float(c @ a), float(c @ (L @ a))
+            free = np.empty(m)
+            free[0] = s0
+            if m > 1:
+                free[1] = s1
+            if m > 2:
+                zi = lfiltic([1.0], den, [s1, s0])
+                free[2:], _ = lfilter([1.0], den, np.zeros(m - 2), zi=zi)
+        v = lfilter(num, den, ys) - free
+        quad += float(v @ v) / fs
+        logdet += m * math.log(fs)
+        n += m
+    return quad, logdet, n

@@ -737,20 +737,31 @@ class LinearGaussianSSM(SequenceModel):
         S = self.state_dim
         n_scored = None
         groups = _patterns(seqs)
+        small = None
+        if S <= 2 and not seqs.has_missing:
+            small = [row[:n].numpy() for row, n in zip(y[..., 0], seqs.lengths.tolist(),
+                                                         strict=True)]
+            A_np, c_np = A.numpy(), C[0].numpy()
 
         def profile(log_ratios: np.ndarray) -> tuple[float, float]:
             nonlocal n_scored
             var = np.zeros(len(slots))
             var[obs_slot] = 1.0
             var[others] = np.exp(log_ratios)
-            Q = torch.diag(torch.tensor(var[:S], dtype=torch.float64))
-            R = torch.tensor([[1.0]], dtype=torch.float64)
-            with torch.no_grad():
+            if small is not None:  # Python floats and lfilter, one sequence at a time
                 quad, logdet, n = 0.0, 0.0, 0
-                for rows, pattern in groups:
-                    q_, l_, n_ = inference.innovation_sums(y[rows], seqs.mask[rows], A, Q, C, R,
-                                                           pattern)
+                for row in small:
+                    q_, l_, n_ = inference.innovation_sums_small(row, A_np, c_np, var[:S])
                     quad, logdet, n = quad + q_, logdet + l_, n + n_
+            else:
+                Q = torch.diag(torch.tensor(var[:S], dtype=torch.float64))
+                R = torch.tensor([[1.0]], dtype=torch.float64)
+                quad, logdet, n = 0.0, 0.0, 0
+                with torch.no_grad():
+                    for rows, pattern in groups:
+                        q_, l_, n_ = inference.innovation_sums(y[rows], seqs.mask[rows], A, Q,
+                                                               C, R, pattern)
+                        quad, logdet, n = quad + q_, logdet + l_, n + n_
             n_scored = n
             if n == 0:
                 return 0.0, 1.0
