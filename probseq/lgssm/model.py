@@ -781,7 +781,11 @@ class LinearGaussianSSM(SequenceModel):
         else:
             x0 = np.zeros(len(others))
             # start from the best of a coarse grid (the profile is often flat in one ratio)
-            grid = [np.full(len(others), g) for g in (-9.0, -4.0, 0.0)]
+            levels = (-20.0, -9.0, -4.0, 0.0)
+            if len(others) == 2:  # every pair: a ratio is often at its lower end
+                grid = [np.array([a, b]) for a in levels for b in levels]
+            else:
+                grid = [np.full(len(others), g) for g in levels]
             x0 = min(grid, key=lambda g: profile(g)[0])
             scale = 1.0 / max(n_scored or 1, 1)  # nats per scored step
             res = minimize(lambda z: scale * profile(z)[0], x0, method="L-BFGS-B",
