@@ -268,7 +268,7 @@ def _riccati_small(P: np.ndarray, A: np.ndarray, Q: np.ndarray, c: np.ndarray, r
 
 def _riccati_two(P: list, A: list, Q: list, c: list, r: float, num_steps: int,
                  steady_tol: float | None, obs: list | None = None,
-                 after: int = 0) -> CovarianceSequence:
+                 after: int = 0, raw: bool = False):
     """:func:`riccati` for S = 2, D = 1 in Python floats (the local linear trend): the
     Joseph-form update written out, ``Pf = P - k Pc' - Pc k' + f k k'``, and the same
     scale-free steady-state test."""
@@ -309,6 +309,8 @@ def _riccati_two(P: list, A: list, Q: list, c: list, r: float, num_steps: int,
                 steady = True
                 break
         p00, p01, p11 = n00, n01, n11
+    if raw:  # (innovation variances, gains, steady) as lists, for the float profile
+        return innovs, gains, steady
     f64 = torch.float64
     return CovarianceSequence(
         torch.tensor(preds, dtype=f64), torch.tensor(filts, dtype=f64),
@@ -331,9 +333,10 @@ def _converged(P: torch.Tensor, P_next: torch.Tensor, tol: float) -> bool:
 
 def _riccati_scalar(
     p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None,
-    obs: list | None = None, after: int = 0,
-) -> CovarianceSequence:
-    """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead)."""
+    obs: list | None = None, after: int = 0, raw: bool = False,
+):
+    """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead);
+    ``raw`` returns ``(innovation variances, gains, steady)`` as lists."""
     preds, filts, innovs, gains = [], [], [], []
     steady = False
     for t in range(num_steps):
@@ -356,6 +359,8 @@ def _riccati_scalar(
             steady = True
             break
         p = p_next
+    if raw:
+        return innovs, [(k,) for k in gains], steady
 
     def col(v: list[float]) -> torch.Tensor:
         return torch.tensor(v, dtype=torch.float64).reshape(-1, 1, 1)
@@ -952,17 +957,16 @@ def innovation_sums_small(y: np.ndarray, A: np.ndarray, c: np.ndarray, q: np.nda
         return quad, logdet, n
     rest = T - t
     if S == 1:
-        covs = _riccati_scalar(float(P_st[0, 0]), Af[0][0], float(q[0]), cf[0], 1.0, rest,
-                               steady_tol)
+        fl, Kl, steady = _riccati_scalar(float(P_st[0, 0]), Af[0][0], float(q[0]), cf[0], 1.0,
+                                         rest, steady_tol, raw=True)
     else:
-        covs = _riccati_two(P_st.tolist(), Af, Qm.tolist(), cf, 1.0, rest, steady_tol)
-    f = covs.innov_cov[:, 0, 0].numpy()
-    K = covs.gain[..., 0].numpy()  # [U, S]
-    U = len(f)
-    t_loop = U - 1 if covs.steady else rest
+        fl, Kl, steady = _riccati_two(P_st.tolist(), Af, Qm.tolist(), cf, 1.0, rest,
+                                      steady_tol, raw=True)
+    U = len(fl)
+    t_loop = U - 1 if steady else rest
     yy = y[t:]
     # transient: scalar loop in Python floats
-    fl, Kl, yl = f.tolist(), K.tolist(), yy.tolist()
+    yl = yy[:t_loop].tolist()
     if S == 1:
         a0, aa, c0 = float(a[0]), Af[0][0], cf[0]
         for s in range(t_loop):
@@ -985,8 +989,8 @@ def innovation_sums_small(y: np.ndarray, A: np.ndarray, c: np.ndarray, q: np.nda
         a = np.array([x0, x1])
     n += t_loop
     if t_loop < rest:
-        k = K[U - 1]
-        fs = float(f[U - 1])
+        k = np.array(Kl[U - 1])
+        fs = float(fl[U - 1])
         L = A @ (np.eye(S) - np.outer(k, c))
         b = A @ k
         ys = yy[t_loop:]
