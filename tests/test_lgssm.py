@@ -797,3 +797,16 @@ def test_concentrated_fast_path_equals_general_filter(S):
                                             t(c).reshape(1, -1), t([[1.0]]), None)
         assert fast[2] == ref[2]
         np.testing.assert_allclose(fast[:2], ref[:2], rtol=1e-11)
+
+
+def test_row_blocks_equal_one_pass(monkeypatch):
+    """log_prob_steps in blocks of rows (cache-sized) equals one pass, ragged and gappy."""
+    from probseq.lgssm import model as lgssm_model
+
+    model = LinearGaussianSSM.local_level(0.5, 1.0)
+    seqs = [s.numpy() for s in model.sample(7, 50, seed=3)]
+    seqs[2] = seqs[2][:20]
+    seqs[4][[3, 10]] = np.nan
+    whole = model.log_prob_steps(seqs)
+    monkeypatch.setattr(lgssm_model, "_BLOCK", 60)  # one row of 50 steps per block
+    torch.testing.assert_close(model.log_prob_steps(seqs), whole, rtol=0, atol=0)

@@ -29,6 +29,8 @@ PARAM_NAMES = (
 DIFFUSE_FACTOR = 1e6
 _SYM_TOL = 1e-8
 _LOG_2PI = math.log(2.0 * math.pi)
+#: values per block of rows in log_prob_steps (keeps the per-step temporaries in cache).
+_BLOCK = 1 << 18
 
 
 @dataclass
@@ -382,6 +384,23 @@ class LinearGaussianSSM(SequenceModel):
         return tuple(p[k] for k in PARAM_NAMES)
 
     def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        N, T = seqs.mask.shape
+        rows_per_block = max(1, _BLOCK // max(T, 1))
+        if N > rows_per_block:
+            # blocks of rows whose [rows, T] temporaries stay in cache: the time per value
+            # then stays flat as N and T grow (the shared covariance recursion is cheap
+            # to repeat per block)
+            out = torch.zeros(N, T, dtype=torch.float64)
+            for start in range(0, N, rows_per_block):
+                idx = torch.arange(start, min(start + rows_per_block, N))
+                sub = seqs[idx]
+                ex = None if exog is None else exog[idx, : sub.max_length]
+                out[idx, : sub.max_length] = self._log_prob_steps_block(sub, ex)
+            return out
+        return self._log_prob_steps_block(seqs, exog)
+
+    def _log_prob_steps_block(self, seqs: Sequences,
+                              exog: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.zeros(seqs.mask.shape, dtype=torch.float64)
         for rows, _, res in self._filter_groups(seqs, exog=exog):
             out[rows] = res.log_prob_steps
