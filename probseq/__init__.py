@@ -5,7 +5,7 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 """
 
 from probseq import datasets, distributed, plots, selection
-from probseq.autoregressive import AutoRegressive
+from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
 from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
@@ -28,6 +28,7 @@ __all__ = [
     "MarkovChain",
     "HiddenMarkovModel",
     "AutoRegressive",
+    "VectorAutoRegressive",
     "DeepMarkovModel",
     "RecurrentModel",
     "compare",
