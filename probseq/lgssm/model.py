@@ -72,6 +72,19 @@ class LinearGaussianSSM(SequenceModel):
     ``LinearGaussianSSM(state_dim=S).fit(data)`` (maximum likelihood over every parameter,
     L-BFGS on an unconstrained parametrisation).
 
+    Initialisation: ``"proper"`` scores every step with ``z_0 ~ N(initial_mean,
+    initial_cov)``, so ``log_prob`` is the density of all T observations. ``"diffuse"``
+    (D = 1; the default of :meth:`local_level` and :meth:`local_linear_trend`) is Durbin &
+    Koopman's exact diffuse initialisation: the first ``num_diffuse_steps`` observations only
+    locate the state and are not scored (``log_prob_steps`` 0 there), and ``log_prob`` is the
+    exact conditional density of the rest given them, which is statsmodels' diffuse
+    log-likelihood without its ``-log(2 pi F_inf) / 2`` terms (they depend on the arbitrary
+    scale of the diffuse prior). ``compare`` conditions every model on those steps.
+
+    Missing values (NaN) are marginalised exactly: a step with nothing observed skips the
+    update, a partially observed step updates on its observed coordinates. Covariates
+    (``exog=``) add a regression term ``exog_coef @ u_t`` to the observation equation.
+
     Args:
         state_dim: S.
         obs_dim: D; None infers it from the data at ``fit``.
@@ -82,6 +95,7 @@ class LinearGaussianSSM(SequenceModel):
             (None = estimated by ``fit``), and ``initial_mean`` (list or None) and
             ``initial_var`` (number or None; ``initial_cov = initial_var * I``), where None
             means chosen from the data at fit time (see :meth:`local_level`).
+        initialization: ``"proper"`` (default) or ``"diffuse"`` (exact diffuse, D = 1 only).
     """
 
     data_kind = "continuous"
