@@ -810,3 +810,18 @@ def test_row_blocks_equal_one_pass(monkeypatch):
     whole = model.log_prob_steps(seqs)
     monkeypatch.setattr(lgssm_model, "_BLOCK", 60)  # one row of 50 steps per block
     torch.testing.assert_close(model.log_prob_steps(seqs), whole, rtol=0, atol=0)
+
+
+def test_restarts_keep_the_best_start():
+    truth = _random_model(2, 2, seed=95)
+    data = truth.sample(2, 30, seed=96)
+    one = LinearGaussianSSM(state_dim=2).fit(data, seed=1, max_epochs=15)
+    three = LinearGaussianSSM(state_dim=2).fit(data, seed=1, max_epochs=15, restarts=3)
+    scores = three.fit_result_["restart_objectives"]
+    assert len(scores) == 3
+    # the first start is the single fit's (same seed); the kept one is the best of three
+    assert scores[0] == pytest.approx(-one.fit_result_["objective"], rel=1e-12)
+    assert three.log_prob(data).sum() >= one.log_prob(data).sum() - 1e-9
+    assert three.fit_result_["objective"] == pytest.approx(-max(scores), rel=1e-12)
+    with pytest.raises(ValueError, match="restarts"):
+        LinearGaussianSSM(state_dim=1).fit(data, restarts=0)

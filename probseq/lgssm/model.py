@@ -589,6 +589,7 @@ class LinearGaussianSSM(SequenceModel):
         max_epochs: int = 500,
         tol: float = 1e-10,
         em_epochs: int = 0,
+        restarts: int = 1,
         seed: int | None = None,
         progress: bool | None = None,
         **unknown: Any,
@@ -624,6 +625,10 @@ class LinearGaussianSSM(SequenceModel):
                 relatively (default 1e-10).
             em_epochs: unstructured models only: EM (Shumway-Stoffer) iterations that
                 warm-start L-BFGS (default 0).
+            restarts: unstructured models only: fit from this many random starts and keep
+                the best (default 1; the full-parameter likelihood of S >= 2 models can
+                have local maxima). ``fit_result_["restart_objectives"]`` lists each
+                start's maximum in nats per scored step.
             seed: seeds the random start of unstructured models (default None).
             progress: a progress bar (default None: when stderr is a terminal).
 
@@ -634,7 +639,8 @@ class LinearGaussianSSM(SequenceModel):
             ValueError: bad data, an unknown option, or data of the wrong dimension.
         """
         return super().fit(data, exog=exog, max_epochs=max_epochs, tol=tol,
-                           em_epochs=em_epochs, seed=seed, progress=progress, **unknown)
+                           em_epochs=em_epochs, restarts=restarts, seed=seed,
+                           progress=progress, **unknown)
 
     def _fit(
         self,
@@ -645,8 +651,11 @@ class LinearGaussianSSM(SequenceModel):
         progress: bool | None = None,
         tol: float = 1e-10,
         em_epochs: int = 0,
+        restarts: int = 1,
         exog: torch.Tensor | None = None,
     ) -> None:
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
         # the constructor's obs_dim is checked, never overwritten (get_config is unchanged
         # by fit, and a model built with obs_dim=None can be refitted to other data)
         if self.obs_dim is not None:
@@ -668,7 +677,8 @@ class LinearGaussianSSM(SequenceModel):
             if self.structure is not None:
                 params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
             else:
-                params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress)
+                params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress,
+                                              restarts)
             with torch.no_grad():
                 self._refuse_degenerate(scaled, params)
         finally:
@@ -845,7 +855,21 @@ class LinearGaussianSSM(SequenceModel):
         return free, info
 
     def _fit_full(self, seqs: Sequences, D: int, max_epochs: int, tol: float, em_epochs: int,
-                  progress: bool | None):
+                  progress: bool | None, restarts: int = 1):
+        """Full-parameter fit; with ``restarts > 1`` the best of that many random starts."""
+        best = None
+        scores = []
+        for _ in range(restarts):
+            params, info = self._fit_full_once(seqs, D, max_epochs, tol, em_epochs, progress)
+            scores.append(-info["objective"])
+            if best is None or info["objective"] < best[1]["objective"]:
+                best = (params, info)
+        params, info = best
+        info["restart_objectives"] = scores  # nats per scored step, per start
+        return params, info
+
+    def _fit_full_once(self, seqs: Sequences, D: int, max_epochs: int, tol: float,
+                       em_epochs: int, progress: bool | None):
         unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
         k = len(x0)
         if em_epochs > 0 and seqs.has_missing:
@@ -890,7 +914,7 @@ class LinearGaussianSSM(SequenceModel):
         with torch.no_grad():
             params = build(torch.tensor(result.x, dtype=torch.float64))
         info = {"converged": bool(result.success), "message": str(result.message),
-                "iterations": int(result.nit)}
+                "iterations": int(result.nit), "objective": float(result.fun)}
         return {k: v.detach() for k, v in params.items()}, info
 
     def _fit_em(self, seqs: Sequences, D: int, max_epochs: int, tol: float,
