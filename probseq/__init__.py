@@ -16,6 +16,7 @@ from probseq.hmm import HiddenMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 from probseq.recurrent import RecurrentModel
+from probseq.switching import SwitchingAutoRegressive
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "VectorAutoRegressive",
     "DeepMarkovModel",
     "RecurrentModel",
+    "SwitchingAutoRegressive",
     "compare",
     "backtest",
     "Forecast",
