@@ -63,6 +63,17 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
             f"fitted on the first {cut}, judged on the last {len(y) - cut} one step ahead",
             index=list(series.index),
         )
+    if name == "gdp":
+        series = datasets.gdp_growth()
+        y = series.to_numpy()
+        cut = int(round(0.8 * len(y)))
+        return Dataset(
+            name, Sequences.from_list([y[:cut]]), Sequences.from_list([y]), cut, "continuous",
+            f"gdp: quarterly US real GDP growth in percent, {len(y)} values "
+            f"({series.index[0]}-{series.index[-1]}, statsmodels macrodata); fitted on the "
+            f"first {cut}, judged on the last {len(y) - cut} one step ahead",
+            index=[str(q) for q in series.index],
+        )
     if name == "regimes":
         seqs, _ = datasets.gaussian_hmm(240, 100, seed=seed)
         return Dataset(
@@ -112,6 +123,8 @@ def model_factories(kind: str) -> dict[str, Callable[[], tuple[Any, dict[str, An
             "local_linear_trend": lambda: (ps.LinearGaussianSSM.local_linear_trend(), {}),
             "ar5": lambda: (ps.AutoRegressive(order=5), {}),
             "dmm": lambda: (ps.DeepMarkovModel(), {"max_epochs": 100}),
+            "msar1": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=1), {}),
+            "msar4": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=4), {}),
         }
     return {
         "markov1": lambda: (ps.MarkovChain(order=1, alpha=0.5), {}),
@@ -137,6 +150,8 @@ DEFAULT_MODELS = {
     "continuous": ["ar1", "ar2", "ar3", "local_level", "hmm2", "gru", "lstm"],
     "discrete": ["markov1", "markov2", "markov3", "markov5", "hmm16", "rnn", "lstm", "gru"],
 }
+#: datasets whose default models differ from their kind's.
+DATASET_MODELS = {"gdp": "ar1,ar3,msar1,msar4,local_level,gru"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +204,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from probseq._utils import progress_bar
 
     data = load_dataset(args.dataset, seed=args.seed)
-    names = _choose_models(parser, data.kind, args.models)
+    names = _choose_models(parser, data.kind, args.models or DATASET_MODELS.get(args.dataset))
     factories = model_factories(data.kind)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
