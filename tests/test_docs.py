@@ -31,12 +31,7 @@ MODEL_CLASSES = sorted(
 #: generic base docstring): expected failures while they lack one. As soon as a class has
 #: its own ``fit`` the check runs for real, listed or not.
 NO_PUBLIC_FIT_YET = {
-    "AutoRegressive",
-    "DeepMarkovModel",
-    "HiddenMarkovModel",
-    "LinearGaussianSSM",
     "MarkovChain",
-    "RecurrentModel",
 }
 
 
