@@ -14,9 +14,8 @@ from probseq.markov import counting
 
 __all__ = ["MarkovChain"]
 
-_SMOOTHINGS = ("additive", "kneser-ney")
+_SMOOTHINGS = ("modified-kneser-ney", "kneser-ney", "additive")
 _DEFAULT_ALPHA = 0.5
-_TABLE_FIELDS = ("ngram_keys", "ngram_counts", "ctx_keys", "ctx_totals", "ctx_types")
 
 
 class MarkovChain(SequenceModel):
@@ -37,18 +36,27 @@ class MarkovChain(SequenceModel):
     Each conditional is a distribution over the V symbols, so the probabilities of all
     ``V**T`` sequences of a given length T sum to 1 (the length is given, not modelled).
 
-    Smoothing:
+    Smoothing (the default is interpolated modified Kneser-Ney):
 
+    * ``"modified-kneser-ney"``: interpolated modified Kneser-Ney (Chen and Goodman 1998),
+      the standard of n-gram language modelling. Each order m has three discounts ``D1``,
+      ``D2``, ``D3+`` (for n-grams seen once, twice, three times or more) estimated from that
+      order's count-of-counts (see
+      :func:`probseq.markov.counting.modified_kneser_ney_discounts`). The order-k counts are
+      raw counts; lower orders use continuation counts (the number of distinct symbols, BOS
+      included, seen before the n-gram); the order-0 distribution is interpolated with the
+      uniform one, so no probability is ever 0. A context never seen in training backs off
+      to its longest seen suffix, in :meth:`log_prob` and in :meth:`sample` alike, so higher
+      orders cost little where data is thin.
+    * ``"kneser-ney"``: interpolated Kneser-Ney with one discount per order,
+      ``D_m = n1 / (n1 + 2 n2)``; otherwise as above.
     * ``"additive"``: ``p(w | h) = (c(h, w) + alpha) / (c(h) + V alpha)`` on the order-k
       counts; a context never seen in training gives the uniform distribution (also with
-      ``alpha=0``, where seen contexts give the maximum-likelihood estimate).
-    * ``"kneser-ney"``: interpolated Kneser-Ney (Chen and Goodman 1998) with one discount per
-      order, ``D_m = n1 / (n1 + 2 n2)`` from that order's count-of-counts. The order-k
-      counts are raw counts; lower orders use continuation counts (the number of distinct
-      symbols, BOS included, seen before the n-gram); the order-0 distribution is
-      interpolated with the uniform one, so no probability is ever 0. An unseen context
-      backs off to the longest suffix seen. See
-      :func:`probseq.markov.counting.conditional_probs` for the formula.
+      ``alpha=0``, where seen contexts give the maximum-likelihood estimate). This does not
+      back off: past an unseen context an additive chain predicts (and samples) uniform
+      noise, so high orders are much worse than low ones on held-out data.
+
+    See :func:`probseq.markov.counting.conditional_probs` for the formulas.
 
     Storage is sparse: only observed n-grams and contexts, as sorted int64 keys (base
     ``V + 1`` numbers) looked up with ``np.searchsorted``. ``(V + 1) ** (k + 1)`` must stay
@@ -57,7 +65,9 @@ class MarkovChain(SequenceModel):
     Args:
         order: k >= 0 (0 is an i.i.d. categorical model).
         num_symbols: V; inferred from the data when None.
-        smoothing: ``"additive"`` or ``"kneser-ney"``.
+        smoothing: ``"modified-kneser-ney"``, ``"kneser-ney"`` or ``"additive"``. None (the
+            default) means ``"modified-kneser-ney"``, or ``"additive"`` when ``alpha`` is
+            given.
         alpha: the additive pseudo-count (default 0.5, the Krichevsky-Trofimov estimator);
             only for ``"additive"``.
     """
@@ -68,9 +78,11 @@ class MarkovChain(SequenceModel):
         self,
         order: int = 1,
         num_symbols: int | None = None,
-        smoothing: str = "additive",
+        smoothing: str | None = None,
         alpha: float | None = None,
     ):
+        if smoothing is None:
+            smoothing = "modified-kneser-ney" if alpha is None else "additive"
         if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
             raise ValueError(f"order must be a non-negative integer, got {order!r}")
         if num_symbols is not None and (
@@ -126,13 +138,32 @@ class MarkovChain(SequenceModel):
         ctx, sym = np.nonzero(rows)
         keys = ctx.astype(np.int64) * (v + 1) + sym
         model._tables = [None, counting.make_table(keys, rows[ctx, sym], v)]
-        model._discounts = np.zeros(2)
+        model._discounts = np.zeros((2, 3))
         return model
 
-    def _fit(self, seqs: Sequences, **options: Any) -> None:
-        unknown = set(options) - {"seed", "progress"}
+    def fit(self, data: Any, *, seed: int | None = None, progress: bool | None = None,
+            **unknown: Any) -> MarkovChain:
+        """Count the n-grams of ``data`` and estimate the smoothed conditionals.
+
+        The fit is closed-form (counting); the smoothing is chosen in the constructor.
+
+        Args:
+            data: sequences of symbols ``0..V-1`` (a ``Sequences``, a list of sequences, or
+                one sequence); every sequence needs at least one symbol.
+            seed: accepted for a uniform interface; counting uses no randomness.
+            progress: accepted for a uniform interface; counting shows no progress bar.
+            **unknown: refused with a ``ValueError`` listing the valid options.
+
+        Returns:
+            self.
+        """
+        return super().fit(data, seed=seed, progress=progress, **unknown)
+
+    def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None,
+             **unknown: Any) -> None:
         if unknown:
-            raise ValueError(f"MarkovChain.fit got unknown options {sorted(unknown)}")
+            raise ValueError(f"MarkovChain.fit got unknown options {sorted(unknown)}; "
+                             "valid options: seed, progress")
         values = np.ascontiguousarray(seqs.values.numpy())
         # Padding is stored as 0, so the padded maximum is the largest symbol (one fast pass;
         # the base's masked version copies the data).
@@ -148,15 +179,27 @@ class MarkovChain(SequenceModel):
         top = counting.make_table(*counting.count_keys(keys, base ** (self.order + 1)), v)
         tables: list[dict[str, np.ndarray] | None] = [None] * (self.order + 1)
         tables[self.order] = top
-        discounts = np.zeros(self.order + 1)
-        if self.smoothing == "kneser-ney":
+        discounts = np.zeros((self.order + 1, 3))
+        if self.smoothing != "additive":
             for m in range(self.order - 1, -1, -1):
                 tables[m] = counting.continuation_table(tables[m + 1], m, v)
             for m in range(self.order + 1):
-                discounts[m] = counting.kneser_ney_discount(tables[m]["ngram_counts"])
+                counts = tables[m]["ngram_counts"]
+                if self.smoothing == "modified-kneser-ney":
+                    discounts[m] = counting.modified_kneser_ney_discounts(counts)
+                else:
+                    discounts[m] = counting.kneser_ney_discount(counts)
         self.num_symbols = v
         self._tables = tables
         self._discounts = discounts
+
+    @property
+    def discounts(self) -> torch.Tensor:
+        """``[k + 1, 3]`` the Kneser-Ney discounts ``(D1, D2, D3+)`` of orders ``0..k``
+        (row m: contexts of length m; all three equal for ``"kneser-ney"``; zeros for
+        ``"additive"``)."""
+        self._check_fitted()
+        return torch.from_numpy(self._discounts.copy())
 
     # ---------------------------------------------------------------- probabilities
     @property
@@ -266,17 +309,25 @@ class MarkovChain(SequenceModel):
     # ---------------------------------------------------------------- bookkeeping
     @property
     def num_params(self) -> int:
-        """Free parameters: ``V**(k+1) - 1`` for orders 0 and 1 (order 1: ``(V - 1) +
-        V (V - 1)``, every row of ``initial`` and ``transition``); for order k >= 2,
-        ``(V - 1)`` per order-k context seen in training (start-of-sequence contexts
-        included), the rows the data actually pins down (the full count ``V**(k+1) - 1``
-        would swamp any information criterion). Kneser-Ney's lower orders are not counted.
+        """Free parameters, one definition at every order and for every smoothing.
+
+        The chain is counted as the table of the n-grams its training data contains: one
+        probability per distinct order-k n-gram ``(h, w)`` seen in training (start-of-
+        sequence contexts included), minus one per distinct context ``h`` seen (each row
+        sums to 1)::
+
+            num_params = sum over seen contexts h of (N1+(h .) - 1)
+
+        so order 0 counts the symbols seen, minus 1, and a fully observed first-order chain
+        over V symbols counts ``(V + 1)(V - 1)`` (every row of ``initial`` and
+        ``transition``). Symbols of the alphabet that never occur after ``h``, rows never
+        seen, the smoothing's lower-order tables and its discounts are not counted: they are
+        determined by the same counts, not free. For a chain built by :meth:`from_params`
+        the count is over the non-zero entries of ``initial`` and ``transition``.
         """
         self._check_fitted()
-        v = self.num_symbols
-        if self.order <= 1:
-            return v ** (self.order + 1) - 1
-        return (v - 1) * int(self._tables[self.order]["ctx_keys"].shape[0])
+        top = self._tables[self.order]
+        return int(top["ngram_keys"].shape[0] - top["ctx_keys"].shape[0])
 
     def _is_fitted(self) -> bool:
         return self._tables is not None
@@ -293,20 +344,25 @@ class MarkovChain(SequenceModel):
         out = {"discounts": torch.from_numpy(self._discounts.copy())}
         for m, table in enumerate(self._tables):
             if table is not None:
-                for field in _TABLE_FIELDS:
+                for field in ("ngram_keys", "ngram_counts"):
                     out[f"order{m}_{field}"] = torch.from_numpy(table[field].copy())
         return out
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        v = self.num_symbols
         tables: list[dict[str, np.ndarray] | None] = []
         for m in range(self.order + 1):
             if f"order{m}_ngram_keys" in tensors:
-                tables.append({f: tensors[f"order{m}_{f}"].numpy() for f in _TABLE_FIELDS})
+                tables.append(counting.make_table(tensors[f"order{m}_ngram_keys"].numpy(),
+                                                  tensors[f"order{m}_ngram_counts"].numpy(), v))
             else:
                 tables.append(None)
         if tables[self.order] is None:
             raise KeyError(f"order{self.order}_ngram_keys")
-        self._discounts = tensors["discounts"].numpy()
+        discounts = tensors["discounts"].numpy().astype(np.float64)
+        if discounts.ndim == 1:  # files written when Kneser-Ney had one discount per order
+            discounts = np.repeat(discounts[:, None], 3, axis=1)
+        self._discounts = discounts
         self._tables = tables
 
     def memory_bytes(self) -> int:
