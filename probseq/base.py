@@ -18,6 +18,7 @@ sampled with :meth:`~SequenceModel.sample`. Data is validated once, here, on the
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 import os
 import tempfile
@@ -28,7 +29,7 @@ import torch
 
 from probseq import distributed
 from probseq._utils import seeded
-from probseq.data import DataKind, Sequences, as_sequences, check_sequences
+from probseq.data import DataKind, Sequences, as_exog, as_sequences, check_sequences
 
 __all__ = ["SequenceModel", "NotFittedError", "load"]
 
@@ -47,6 +48,19 @@ class SequenceModel(abc.ABC):
     ``_log_prob``), ``_sample``, ``num_params``, ``get_config``, ``_state_tensors`` and
     ``_load_state``.
 
+    Capabilities are declared once, on the class, and read by the shared code (refusals name
+    the models that have the capability):
+
+    * ``supports_missing``: the hooks receive batches with missing values
+      (:attr:`Sequences.observed`) and marginalise them exactly; otherwise data with gaps
+      is refused.
+    * ``supports_exog``: the hooks ``_fit``, ``_log_prob_steps``, ``_log_prob``,
+      ``_sample`` (and the forecast hooks) take the keyword ``exog``, a float64 tensor
+      ``[N, T_max, E]`` aligned with the data (``[N, length, E]`` in ``_sample``), passed
+      only when the caller gave covariates; otherwise ``exog=`` is refused.
+    * ``num_diffuse_steps``: the initial steps the model cannot score properly (diffuse
+      initial states); :func:`probseq.compare` conditions every model on them.
+
     Attributes:
         data_kind: ``"discrete"`` (symbols ``0..V-1``), ``"count"`` (non-negative integers)
             or ``"continuous"`` (reals).
@@ -56,6 +70,10 @@ class SequenceModel(abc.ABC):
 
     data_kind: ClassVar[DataKind]
     exact_likelihood: ClassVar[bool] = True
+    supports_missing: ClassVar[bool] = False
+    supports_exog: ClassVar[bool] = False
+    #: initial steps the model cannot score properly (diffuse initial states).
+    num_diffuse_steps: int = 0
     _registry: ClassVar[dict[str, type[SequenceModel]]] = {}
 
     num_symbols: int | None = None
@@ -78,9 +96,9 @@ class SequenceModel(abc.ABC):
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
         """``[N, T_max]`` float64 per-step conditionals, zero at padded steps."""
 
-    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
+    def _log_prob(self, seqs: Sequences, **exog: torch.Tensor) -> torch.Tensor:
         """``[N]`` float64 joint log density; by default the sum of the steps."""
-        return self._log_prob_steps(seqs).sum(-1)
+        return self._log_prob_steps(seqs, **exog).sum(-1)
 
     @abc.abstractmethod
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
@@ -116,6 +134,11 @@ class SequenceModel(abc.ABC):
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def score_kind(self) -> str:
+        """What ``log_prob`` is: ``"exact"``, or ``"bound"`` (a lower bound)."""
+        return "exact" if self.exact_likelihood else "bound"
+
     def _check_fitted(self) -> None:
         if not self._is_fitted():
             raise NotFittedError(
@@ -124,8 +147,11 @@ class SequenceModel(abc.ABC):
             )
 
     def _coerce(self, data: Any, *, fitting: bool = False) -> tuple[Sequences, bool]:
-        """Validate data for this model: kind, symbols, dimension and length."""
-        seqs, single = as_sequences(data, self.data_kind)
+        """Validate data for this model: kind, symbols, dimension, length and gaps."""
+        try:
+            seqs, single = as_sequences(data, self.data_kind)
+        except ValueError as err:
+            raise ValueError(self._hint(str(err))) from None
         check_sequences(
             seqs,
             model=self.name,
@@ -133,7 +159,56 @@ class SequenceModel(abc.ABC):
             dim="any" if fitting else self._obs_dim,
             min_length=self.min_length,
         )
+        if seqs.has_missing and not self.supports_missing:
+            i, t = (int(v) for v in torch.nonzero(~seqs.step_observed & seqs.mask)[0])
+            raise ValueError(
+                f"sequence {i} has a missing value at step {t}; {self.name} cannot "
+                "marginalise missing values. Models that can: "
+                + _capable("supports_missing")
+            )
         return seqs, single
+
+    def _hint(self, message: str) -> str:
+        """Point a 'floats where symbols are expected' error at the likely fix."""
+        if self.data_kind in ("discrete", "count") and "symbols are expected" in message:
+            params = inspect.signature(type(self)).parameters
+            fix = (
+                f'{self.name}(..., emission="gaussian") models real values'
+                if "emission" in params
+                else "real-valued data needs a continuous model (AutoRegressive, "
+                "LinearGaussianSSM, HiddenMarkovModel(emission=\"gaussian\"), ...)"
+            )
+            return f"{message}. {self.name} models symbols: if the data are real values, {fix}"
+        return message
+
+    def _coerce_exog(
+        self, exog: Any, seqs: Sequences, data: Any = None, extra_steps: int = 0
+    ) -> torch.Tensor | None:
+        """``exog`` as a float64 tensor ``[N, T_max + extra_steps, E]``, or None."""
+        if exog is None:
+            return None
+        if not self.supports_exog:
+            raise ValueError(
+                f"{self.name} does not take covariates (exog=); models that do: "
+                + _capable("supports_exog")
+            )
+        return as_exog(exog, seqs, data=data, extra_steps=extra_steps)
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Refuse unknown ``fit`` keywords, listing the valid ones."""
+        params = inspect.signature(self._fit).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [
+            n for n, p in params.items()
+            if n not in ("seqs", "exog") and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{self.name}.fit got unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"valid options: {', '.join(valid) if valid else 'none'}"
+            )
 
     def _fit_num_symbols(self, seqs: Sequences) -> int:
         """V for a fit: the constructor's ``num_symbols``, checked, or inferred from data."""
@@ -153,29 +228,41 @@ class SequenceModel(abc.ABC):
         return seqs.dim
 
     # ---------------------------------------------------------------- public protocol
-    def fit(self, data: Any, **options: Any) -> SequenceModel:
+    def fit(self, data: Any, *, exog: Any = None, **options: Any) -> SequenceModel:
         """Estimate parameters from data.
 
         Args:
             data: sequences (a ``Sequences``, a list, or one sequence).
-            **options: model-specific keywords; iteratively fitted models take
-                ``max_epochs``, ``batch_size``, ``learning_rate``, ``seed``, ``progress``.
-                Under an active ``torch.distributed`` process group, the data-parallel
-                fits split ``data`` across ranks (see :mod:`probseq.distributed`).
+            exog: covariates ``[N, T, E]``, ``[T, E]`` or a DataFrame aligned with the data,
+                for models with ``supports_exog``.
+            **options: model-specific keywords (each model's ``fit`` lists them; an unknown
+                keyword raises ``ValueError`` naming the valid ones); iteratively fitted
+                models take ``max_epochs``, ``batch_size``, ``learning_rate``, ``seed``,
+                ``progress``. Under an active ``torch.distributed`` process group, the
+                data-parallel fits split ``data`` across ranks (see
+                :mod:`probseq.distributed`).
 
         Returns:
             self.
         """
+        self._check_options(options)
         seqs, _ = self._coerce(data, fitting=True)
+        ex = self._coerce_exog(exog, seqs, data)
         if distributed.is_active() and options.get("seed") is None:
             options["seed"] = distributed.common_seed()  # ranks must make the same choices
         with seeded(options.get("seed")):
-            self._fit(seqs, **options)
+            self._fit(seqs, **options, **_exog_kw(ex))
         return self
 
     @torch.no_grad()
-    def log_prob(self, data: Any) -> torch.Tensor:
+    def log_prob(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """Joint log density ``log p(x_1..x_T)`` of each sequence, in nats.
+
+        Missing values are marginalised (models with ``supports_missing``).
+
+        Args:
+            data: sequences.
+            exog: covariates aligned with the data (models with ``supports_exog``).
 
         Returns:
             ``[N]`` float64, or a 0-d tensor when one sequence was given. Under an active
@@ -184,22 +271,29 @@ class SequenceModel(abc.ABC):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = _sharded(self._log_prob, seqs).to(torch.float64)
+        ex = self._coerce_exog(exog, seqs, data)
+        out = _sharded(self._log_prob, seqs, ex).to(torch.float64)
         _refuse_nan(out, self.name)
         return out[0] if single else out
 
     @torch.no_grad()
-    def log_prob_steps(self, data: Any) -> torch.Tensor:
+    def log_prob_steps(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """Per-step conditionals ``log p(x_t | x_1..x_{t-1})``.
 
+        Args:
+            data: sequences.
+            exog: covariates aligned with the data (models with ``supports_exog``).
+
         Returns:
-            ``[N, T_max]`` float64, zero at padded steps (``[T]`` for one sequence). Each row
-            sums to ``log_prob``.
+            ``[N, T_max]`` float64, zero at padded steps and at missing steps (``[T]`` for one
+            sequence). Each row sums to ``log_prob``.
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = _sharded(self._log_prob_steps, seqs, steps=True).to(torch.float64)
-        out = torch.where(seqs.mask, out, torch.zeros((), dtype=out.dtype))
+        ex = self._coerce_exog(exog, seqs, data)
+        out = _sharded(self._log_prob_steps, seqs, ex, steps=True).to(torch.float64)
+        keep = seqs.step_any_observed if seqs.has_missing else seqs.mask
+        out = torch.where(keep, out, torch.zeros((), dtype=out.dtype))
         _refuse_nan(out, self.name)
         return out[0] if single else out
 
@@ -211,6 +305,7 @@ class SequenceModel(abc.ABC):
         *,
         prefix: Any | None = None,
         seed: int | None = None,
+        exog: Any = None,
         **options: Any,
     ) -> Sequences:
         """Ancestral samples.
@@ -219,29 +314,53 @@ class SequenceModel(abc.ABC):
             num_sequences: N, how many sequences.
             length: T, the length of each sample, prefix included.
             prefix: one sequence that every sample continues (latent models filter on it
-                first); the samples begin with it.
+                first); the samples begin with it. Its missing values (models with
+                ``supports_missing``) are filled with draws given the observed ones.
             seed: makes the draw reproducible.
+            exog: covariates for all ``length`` steps, ``[T, E]`` (shared by the samples) or
+                ``[N, T, E]`` (models with ``supports_exog``).
 
         Returns:
             A ``Sequences`` of N sequences of length T.
         """
         self._check_fitted()
         n, length = _positive_int(num_sequences, "num_sequences"), _positive_int(length, "length")
-        pre = self._coerce_prefix(prefix, length)
+        pre, pre_obs = self._coerce_prefix(prefix, length)
+        ex = None
+        if exog is not None:
+            shape_ref = Sequences(torch.zeros(n, length), torch.full((n,), length))
+            try:
+                ex = self._coerce_exog(exog, shape_ref)
+            except ValueError:
+                one = self._coerce_exog(exog, shape_ref[:1])
+                ex = one.expand(n, -1, -1)
+        kw = _exog_kw(ex)
+        if pre_obs is not None:
+            kw["prefix_observed"] = pre_obs
         with seeded(seed):
-            values = self._sample(n, length, pre, **options)
+            values = self._sample(n, length, pre, **options, **kw)
         return Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
 
-    def _coerce_prefix(self, prefix: Any | None, length: int) -> torch.Tensor | None:
+    def _coerce_prefix(
+        self, prefix: Any | None, length: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The prefix tensor, and its observed mask when it has gaps (else None)."""
         if prefix is None:
-            return None
+            return None, None
         seqs, single = self._coerce(prefix)
         if not single and len(seqs) != 1:
             raise ValueError("prefix must be one sequence")
         pre = seqs[0]
         if pre.shape[0] > length:
             raise ValueError(f"prefix has {pre.shape[0]} steps, more than length={length}")
-        return pre
+        if not seqs.has_missing:
+            return pre, None
+        if "prefix_observed" not in inspect.signature(self._sample).parameters:
+            raise ValueError(
+                f"{self.name} cannot yet sample after a prefix with missing values; "
+                "fill or drop them first"
+            )
+        return pre, seqs.observed[0, : pre.shape[0]]
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
@@ -305,14 +424,34 @@ def load(path: str | os.PathLike) -> SequenceModel:
     return model
 
 
-def _sharded(fn, seqs: Sequences, steps: bool = False) -> torch.Tensor:
+def _sharded(fn, seqs: Sequences, exog: torch.Tensor | None = None,
+             steps: bool = False) -> torch.Tensor:
     """``fn(seqs)``, computed shard by shard across ranks when a process group is active."""
     if not distributed.is_active():
-        return fn(seqs)
-    part = distributed.shard(seqs)
+        return fn(seqs, **_exog_kw(exog))
+    idx = distributed.shard_indices(len(seqs))
+    part = seqs[idx]
     empty = (0, seqs.max_length) if steps else (0,)
-    local = fn(part) if len(part) else torch.zeros(empty, dtype=torch.float64)
+    if not len(part):
+        local = torch.zeros(empty, dtype=torch.float64)
+    else:
+        local = fn(part, **_exog_kw(None if exog is None else exog[idx, : part.max_length]))
     return distributed.gather_in_order(local, len(seqs))
+
+
+def _exog_kw(exog: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Hooks receive ``exog`` only when covariates were given."""
+    return {} if exog is None else {"exog": exog}
+
+
+def _capable(flag: str) -> str:
+    """The public model classes with a capability flag, for refusal messages."""
+    names = sorted(
+        name for name, cls in SequenceModel._registry.items()
+        if getattr(cls, flag, False) and cls.__module__.startswith("probseq.")
+        and not name.startswith("_")
+    )
+    return ", ".join(names) if names else "none yet"
 
 
 def _positive_int(x: Any, what: str) -> int:

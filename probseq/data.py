@@ -7,11 +7,16 @@ A :class:`Sequences` holds ``values`` padded to ``[N, T_max]`` (symbols, int64, 
 reals, float64) or ``[N, T_max, D]`` (multivariate reals, float64) and ``lengths [N]``; the
 mask is derived from the lengths. Padding is always stored as zeros, so padding never changes
 a result.
+
+Missing values: a missing real is ``NaN``; a missing symbol is a masked entry of a
+``numpy.ma.MaskedArray`` or ``pd.NA`` in a pandas nullable-integer Series. A batch keeps an
+``observed`` mask beside its lengths (padding stays separate from missingness); missing
+entries are stored as zeros, like padding, so no ``NaN`` ever reaches a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,15 +24,19 @@ import torch
 
 DataKind = Literal["discrete", "count", "continuous"]
 
-__all__ = ["Sequences", "as_sequences", "check_sequences", "DataKind"]
+__all__ = ["Sequences", "as_sequences", "as_exog", "check_sequences", "DataKind"]
 
 
 def _describe(x: Any) -> str:
     return type(x).__name__
 
 
-def _to_numpy(x: Any, index: int) -> np.ndarray:
-    """One sequence as a numpy array (a copy is made later, never a view of the caller's)."""
+def _to_numpy(x: Any, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One sequence as a numpy array, and its missing entries (``None`` when there are none).
+
+    Missing entries (NaN reals, masked or ``pd.NA`` symbols) are set to 0 in the returned
+    array, which is always a fresh copy where it differs from the caller's data.
+    """
     if isinstance(x, Sequences):
         raise ValueError(
             f"sequence {index} is itself a Sequences batch; pass the batch directly "
@@ -38,23 +47,40 @@ def _to_numpy(x: Any, index: int) -> np.ndarray:
             f"sequence {index} is a string; encode it as symbols first "
             "(for example probseq.datasets.encode_text)"
         )
+    if isinstance(x, Mapping):
+        raise ValueError(
+            f"sequence {index} is a {_describe(x)}; pass arrays, lists or pandas Series, not a "
+            "mapping (for a dict of sequences pass list(d.values()))"
+        )
+    missing = None
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
+    elif isinstance(x, np.ma.MaskedArray):
+        missing = np.ma.getmaskarray(x).copy()
+        x = x.filled(0) if x.dtype.kind in "iub" else x.filled(np.nan)
     elif hasattr(x, "to_numpy") and callable(x.to_numpy):  # pandas Series / DataFrame
-        x = x.to_numpy()
+        x = _pandas_to_numpy(x)
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as err:
         raise ValueError(f"sequence {index} could not be read as an array: {err}") from None
     if arr.dtype == object:
-        # A list holding numbers of mixed Python types is still fine; anything else is not.
+        # A list holding numbers of mixed Python types (or None / pd.NA for a gap) is fine.
+        flat = arr.ravel().tolist()
+        gaps = np.array([_is_na(v) for v in flat], dtype=bool).reshape(arr.shape)
         try:
-            arr = np.asarray(arr.tolist(), dtype=float)
+            vals = np.asarray([0 if g else v for v, g in zip(flat, gaps.ravel(), strict=True)])
+            vals = vals.reshape(arr.shape)
+            if vals.dtype == object or vals.dtype.kind not in "iufb":
+                vals = vals.astype(float)
         except (ValueError, TypeError):
             raise ValueError(
                 f"sequence {index} holds non-numeric values ({_describe(x)} of objects); "
                 "sequences must be numbers"
             ) from None
+        arr = vals
+        if gaps.any():
+            missing = gaps if missing is None else missing | gaps
     if arr.dtype.kind in "USV":
         raise ValueError(
             f"sequence {index} holds strings ({arr.dtype}); encode them as integer symbols first"
@@ -68,7 +94,41 @@ def _to_numpy(x: Any, index: int) -> np.ndarray:
         )
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"sequence {index} has unsupported dtype {arr.dtype}")
-    return arr
+    if arr.dtype.kind == "f":
+        nan = np.isnan(arr)
+        if nan.any():
+            missing = nan if missing is None else missing | nan
+    if missing is not None:
+        if missing.shape != arr.shape:
+            missing = np.broadcast_to(missing, arr.shape)
+        if missing.any():
+            arr = np.where(missing, np.zeros((), dtype=arr.dtype), arr)
+        else:
+            missing = None
+    return arr, missing
+
+
+def _is_na(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        import pandas as pd
+
+        return v is pd.NA or v is pd.NaT
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
+
+
+def _pandas_to_numpy(x: Any) -> np.ndarray:
+    """A pandas Series/DataFrame as numpy; nullable integers keep their NA as a masked array."""
+    dtypes = [x.dtype] if hasattr(x, "dtype") else list(getattr(x, "dtypes", []))
+    nullable_int = any(getattr(d, "kind", "") in "iu" and hasattr(d, "na_value") for d in dtypes)
+    if nullable_int:
+        na = np.asarray(x.isna())
+        if na.any():
+            return np.ma.MaskedArray(x.fillna(0).to_numpy(dtype=np.int64), mask=na)
+        return x.to_numpy(dtype=np.int64)
+    return x.to_numpy()
 
 
 def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
@@ -83,12 +143,12 @@ def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
     if arr.ndim == 2 and arr.shape[1] == 0:
         raise ValueError(f"sequence {index} has zero observation dimensions")
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
+        bad = np.isinf(arr)
         if bad.any():
             step = int(np.argwhere(bad)[0][0])
-            what = "NaN" if np.isnan(arr).any() else "inf"
             raise ValueError(
-                f"sequence {index} contains {what} (first non-finite value at step {step})"
+                f"sequence {index} contains inf (first infinite value at step {step}); "
+                "a missing value is NaN"
             )
     elif symbols:
         if arr.ndim != 1:
@@ -102,6 +162,12 @@ def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
                 f"sequence {index} contains a negative symbol {int(arr[step])} at step {step}; "
                 "symbols are 0..V-1"
             )
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            step = int(np.argmax(arr > np.iinfo(np.int64).max))
+            raise ValueError(
+                f"sequence {index} contains symbol {int(arr[step])} at step {step}, too large "
+                "for a symbol index (symbols are 0..V-1)"
+            )
 
 
 class Sequences:
@@ -109,19 +175,84 @@ class Sequences:
 
     Attributes:
         values: ``[N, T_max]`` int64 symbols or float64 reals, or ``[N, T_max, D]`` float64.
-            Padding is zero.
+            Padding and missing entries are stored as zero.
         lengths: ``[N]`` int64, the single source of truth for where each sequence ends.
+        observed: bool, the shape of ``values``: True where a value is present (False at
+            missing values and at padding).
 
     Build one with :meth:`from_list` or :meth:`from_padded`; both validate their input and
-    copy it, so nothing the caller passed is modified or aliased.
+    copy it, so nothing the caller passed is modified or aliased. ``Sequences(values,
+    lengths)`` validates too (lengths in ``1..T_max``, non-negative symbols, no inf; NaN
+    reals inside the lengths are missing values).
     """
 
-    __slots__ = ("values", "lengths")
+    __slots__ = ("values", "lengths", "_observed")
 
-    def __init__(self, values: torch.Tensor, lengths: torch.Tensor):
-        # Internal constructor: trusted tensors, already validated and zero-padded.
+    def __init__(
+        self, values: Any, lengths: Any, observed: torch.Tensor | None = None
+    ) -> None:
+        values = _as_tensor(values, "values")
+        lengths = _as_tensor(lengths, "lengths")
+        if values.dim() not in (2, 3):
+            raise ValueError(
+                f"values must have shape [N, T_max] or [N, T_max, D], got {tuple(values.shape)}"
+            )
+        if lengths.is_floating_point() or lengths.dtype == torch.bool or lengths.is_complex():
+            raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+        n, t_max = values.shape[:2]
+        if lengths.shape != (n,):
+            raise ValueError(f"lengths has shape {tuple(lengths.shape)}, expected ({n},)")
+        lengths = lengths.to(torch.int64)
+        bad = torch.nonzero((lengths < 1) | (lengths > t_max))
+        if bad.numel():
+            i = int(bad[0])
+            raise ValueError(f"sequence {i} has length {int(lengths[i])}, outside 1..{t_max}")
+        if values.is_complex() or values.dtype == torch.bool:
+            raise ValueError(f"values have unsupported dtype {values.dtype}")
+        mask = torch.arange(t_max, device=lengths.device)[None, :] < lengths[:, None]
+        vmask = mask if values.dim() == 2 else mask.unsqueeze(-1)
+        if values.is_floating_point():
+            if values.dtype != torch.float64:
+                values = values.to(torch.float64)
+            finite = torch.isfinite(values)
+            if not bool(finite.all()):
+                inf = torch.isinf(values) & vmask
+                if inf.any():
+                    i, t = (int(v) for v in torch.nonzero(inf)[0][:2])
+                    raise ValueError(f"sequence {i} contains inf at step {t}")
+                nan = torch.isnan(values) & vmask
+                if nan.any():
+                    observed = ~nan if observed is None else observed & ~nan
+                values = torch.where(finite, values, torch.zeros((), dtype=values.dtype))
+        else:
+            if values.dtype != torch.int64:
+                if values.dtype == torch.uint64 and bool((values > 2**63 - 1).any()):
+                    raise ValueError("values hold a symbol too large for a symbol index")
+                values = values.to(torch.int64)
+            neg = (values < 0) & vmask
+            if neg.any():
+                i, t = (int(v) for v in torch.nonzero(neg)[0][:2])
+                raise ValueError(
+                    f"sequence {i} contains a negative symbol {int(values[i, t])} at step {t}; "
+                    "symbols are 0..V-1"
+                )
+        pad = ~vmask.expand_as(values)
+        if bool((values[pad] != 0).any()):
+            values = values.masked_fill(pad, 0)  # a copy: the caller's tensor is untouched
+        if observed is not None:
+            observed = _as_tensor(observed, "observed").to(torch.bool)
+            if observed.shape != values.shape:
+                raise ValueError(
+                    f"observed has shape {tuple(observed.shape)}, expected {tuple(values.shape)}"
+                )
+            observed = observed & vmask.expand_as(values)
+            if bool((observed | pad).all()):
+                observed = None  # nothing is missing
+            else:
+                values = values.masked_fill(~observed, 0)
         self.values = values
         self.lengths = lengths
+        self._observed = observed
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -129,7 +260,8 @@ class Sequences:
         """Pad a list of sequences (arrays, tensors, lists or pandas Series).
 
         Args:
-            sequences: N sequences, each ``[T_i]`` or ``[T_i, D]``.
+            sequences: N sequences, each ``[T_i]`` or ``[T_i, D]``. Missing values: NaN for
+                reals, masked entries (``numpy.ma``) or ``pd.NA`` for symbols.
             kind: ``"discrete"``/``"count"`` requires integer symbols, ``"continuous"``
                 promotes integers to float64; ``None`` infers (all integer means discrete).
 
@@ -138,9 +270,16 @@ class Sequences:
         """
         if isinstance(sequences, str | bytes):
             raise ValueError("a string is not a list of sequences; encode it as symbols first")
-        arrays = [_to_numpy(s, i) for i, s in enumerate(sequences)]
-        if not arrays:
+        if isinstance(sequences, Mapping):
+            raise ValueError(
+                f"a {_describe(sequences)} is not a list of sequences; pass "
+                "list(d.values()) for a dict of sequences"
+            )
+        pairs = [_to_numpy(s, i) for i, s in enumerate(sequences)]
+        if not pairs:
             raise ValueError("no sequences were given (an empty list)")
+        arrays = [a for a, _ in pairs]
+        gaps = [m for _, m in pairs]
         is_float = [a.dtype.kind == "f" for a in arrays]
         if kind is None:
             kind = "continuous" if any(is_float) else "discrete"
@@ -151,7 +290,8 @@ class Sequences:
                 if f:
                     raise ValueError(
                         f"sequence {i} has float values but symbols are expected; symbols must "
-                        "have an integer dtype (use .astype(int) if they are whole numbers)"
+                        "have an integer dtype (use .astype(int) if they are whole numbers; "
+                        "mark missing symbols with numpy.ma or pandas' Int64 dtype, not NaN)"
                     )
         ndims = {a.ndim for a in arrays}
         if len(ndims) > 1:
@@ -174,10 +314,21 @@ class Sequences:
             shape = (len(arrays), t_max) + arrays[0].shape[1:]
             values = np.zeros(shape, dtype=np.float64)
         else:
-            values = np.zeros((len(arrays), t_max), dtype=np.int64)
+            shape = (len(arrays), t_max)
+            values = np.zeros(shape, dtype=np.int64)
         for i, a in enumerate(arrays):
             values[i, : a.shape[0]] = a
-        return cls(torch.from_numpy(values), torch.from_numpy(lengths))
+        observed = None
+        if any(g is not None for g in gaps):
+            observed = np.zeros(shape, dtype=bool)
+            for i, (a, g) in enumerate(zip(arrays, gaps, strict=True)):
+                observed[i, : a.shape[0]] = True if g is None else ~g
+            observed = torch.from_numpy(observed)
+        out = cls.__new__(cls)  # already validated: skip the constructor's checks
+        out.values = torch.from_numpy(values)
+        out.lengths = torch.from_numpy(lengths)
+        out._observed = observed
+        return out
 
     @classmethod
     def from_padded(
@@ -187,40 +338,41 @@ class Sequences:
 
         Args:
             values: ``[N, T_max]`` or ``[N, T_max, D]``. Values past each length are ignored
-                (they may be anything, NaN included).
+                (they may be anything, NaN included); NaN inside a length is a missing value.
             lengths: ``[N]`` integers in ``1..T_max``; ``None`` means every row is full.
             kind: as in :meth:`from_list`.
         """
-        arr = _to_numpy(values, 0)
+        arr, gaps = _to_numpy(values, 0)
         if arr.ndim not in (2, 3):
             raise ValueError(
                 f"from_padded needs values of shape [N, T_max] or [N, T_max, D], got {arr.shape}"
             )
         n, t_max = arr.shape[:2]
-        if lengths is None:
-            lens = np.full(n, t_max, dtype=np.int64)
-        else:
-            if isinstance(lengths, torch.Tensor):
-                lengths = lengths.detach().cpu().numpy()
-            lens = np.asarray(lengths)
-            if lens.dtype.kind not in "iu":
-                raise ValueError(f"lengths must be integers, got dtype {lens.dtype}")
-            if lens.shape != (n,):
-                raise ValueError(f"lengths has shape {lens.shape}, expected ({n},)")
-            lens = lens.astype(np.int64)
-        bad = np.flatnonzero((lens < 1) | (lens > t_max))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"sequence {i} has length {int(lens[i])}, outside 1..{t_max}")
-        return cls.from_list([arr[i, : lens[i]] for i in range(n)], kind=kind)
+        lens = _check_lengths(lengths, n, t_max)
+        rows = []
+        for i in range(n):
+            row = arr[i, : lens[i]]
+            if gaps is not None and gaps[i, : lens[i]].any():
+                g = gaps[i, : lens[i]]
+                row = np.ma.MaskedArray(row, mask=g) if row.dtype.kind in "iu" else (
+                    np.where(g, np.nan, row)
+                )
+            rows.append(row)
+        return cls.from_list(rows, kind=kind)
 
     @classmethod
     def from_concatenated(cls, x: Any, lengths: Sequence[int], kind: DataKind | None = None):
         """hmmlearn's format: all sequences concatenated along time, plus their lengths."""
-        arr = _to_numpy(x, 0)
-        lens = np.asarray(lengths, dtype=np.int64)
+        arr, gaps = _to_numpy(x, 0)
+        if arr.ndim == 0:
+            raise ValueError("x is a scalar, not concatenated sequences")
+        lens = _check_lengths(lengths, None, arr.shape[0])
         if lens.sum() != arr.shape[0]:
             raise ValueError(f"lengths sum to {int(lens.sum())} but x has {arr.shape[0]} steps")
+        if gaps is not None:
+            arr = np.ma.MaskedArray(arr, mask=gaps) if arr.dtype.kind in "iu" else (
+                np.where(gaps, np.nan, arr)
+            )
         return cls.from_list(np.split(arr, np.cumsum(lens)[:-1]), kind=kind)
 
     # -- views --------------------------------------------------------------------------------
@@ -229,6 +381,40 @@ class Sequences:
         """``[N, T_max]`` bool, True at real (unpadded) steps."""
         t = torch.arange(self.values.shape[1], device=self.lengths.device)
         return t[None, :] < self.lengths[:, None]
+
+    @property
+    def observed(self) -> torch.Tensor:
+        """Bool, the shape of ``values``: True where a value is present (not missing, not
+        padding)."""
+        if self._observed is not None:
+            return self._observed
+        m = self.mask
+        return m if self.values.dim() == 2 else m.unsqueeze(-1).expand_as(self.values)
+
+    @property
+    def has_missing(self) -> bool:
+        """True when some value inside the lengths is missing."""
+        return self._observed is not None
+
+    @property
+    def step_observed(self) -> torch.Tensor:
+        """``[N, T_max]`` bool: every coordinate of the step is observed."""
+        obs = self.observed
+        return obs if obs.dim() == 2 else obs.all(-1)
+
+    @property
+    def step_any_observed(self) -> torch.Tensor:
+        """``[N, T_max]`` bool: at least one coordinate of the step is observed (the step
+        contributes to the likelihood)."""
+        obs = self.observed
+        return obs if obs.dim() == 2 else obs.any(-1)
+
+    @property
+    def num_observed(self) -> int:
+        """Number of steps with at least one observed value (``num_steps`` without gaps)."""
+        if self._observed is None:
+            return self.num_steps
+        return int(self.step_any_observed.sum())
 
     @property
     def is_discrete(self) -> bool:
@@ -259,7 +445,13 @@ class Sequences:
         idx = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index)
         lengths = self.lengths[idx]
         t_max = int(lengths.max()) if lengths.numel() else 0
-        return Sequences(self.values[idx, :t_max].clone(), lengths.clone())
+        out = Sequences.__new__(Sequences)  # a sub-batch of a valid batch is valid
+        out.values = self.values[idx, :t_max].clone()
+        out.lengths = lengths.clone()
+        obs = None if self._observed is None else self._observed[idx, :t_max].clone()
+        out._observed = obs if obs is not None and not bool(
+            (obs | ~_value_mask(out)).all()) else None
+        return out
 
     def __iter__(self):
         for i in range(len(self)):
@@ -270,7 +462,11 @@ class Sequences:
         return [self[i] for i in range(len(self))]
 
     def to(self, device: torch.device | str) -> Sequences:
-        return Sequences(self.values.to(device), self.lengths.to(device))
+        out = Sequences.__new__(Sequences)
+        out.values = self.values.to(device)
+        out.lengths = self.lengths.to(device)
+        out._observed = None if self._observed is None else self._observed.to(device)
+        return out
 
     def values3d(self) -> torch.Tensor:
         """Real values as ``[N, T_max, D]`` (D=1 for univariate data)."""
@@ -279,9 +475,11 @@ class Sequences:
     def __repr__(self) -> str:
         kind = "symbols" if self.is_discrete else "reals"
         d = f", D={self.dim}" if self.dim is not None else ""
+        gaps = f", missing={self.num_steps - int(self.step_observed.sum())} steps" if (
+            self.has_missing) else ""
         return (
             f"Sequences(N={len(self)}, T_max={self.max_length}, steps={self.num_steps}, "
-            f"{kind}{d})"
+            f"{kind}{d}{gaps})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -291,9 +489,46 @@ class Sequences:
             and self.values.dtype == other.values.dtype
             and torch.equal(self.lengths, other.lengths)
             and torch.equal(self.values, other.values)
+            and torch.equal(self.observed, other.observed)
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _as_tensor(x: Any, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{what} could not be read as an array: {err}") from None
+
+
+def _value_mask(seqs: Sequences) -> torch.Tensor:
+    m = seqs.mask
+    return m if seqs.values.dim() == 2 else m.unsqueeze(-1).expand_as(seqs.values)
+
+
+def _check_lengths(lengths: Any, n: int | None, t_max: int) -> np.ndarray:
+    """Validated lengths as int64: integers in ``1..t_max`` (``None``: all ``t_max``)."""
+    if lengths is None:
+        if n is None:
+            raise ValueError("lengths are required")
+        return np.full(n, t_max, dtype=np.int64)
+    if isinstance(lengths, torch.Tensor):
+        lengths = lengths.detach().cpu().numpy()
+    lens = np.asarray(lengths)
+    if lens.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be integers, got {lens.dtype} values {lens.tolist()}")
+    if lens.ndim != 1 or (n is not None and lens.shape != (n,)):
+        raise ValueError(f"lengths has shape {lens.shape}, expected ({n if n else 'N'},)")
+    if lens.size == 0:
+        raise ValueError("lengths is empty: no sequences")
+    bad = np.flatnonzero((lens < 1) | (lens > t_max))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"sequence {i} has length {int(lens[i])}, outside 1..{t_max}")
+    return lens.astype(np.int64)
 
 
 def _is_scalar(x: Any) -> bool:
@@ -319,12 +554,21 @@ def as_sequences(data: Any, kind: DataKind | None = None) -> tuple[Sequences, bo
                 "an integer dtype (use .astype(int) if they are whole numbers)"
             )
         if kind == "continuous" and data.is_discrete:
-            return Sequences(data.values.to(torch.float64), data.lengths.clone()), False
+            out = Sequences.__new__(Sequences)
+            out.values = data.values.to(torch.float64)
+            out.lengths = data.lengths.clone()
+            out._observed = data._observed
+            return out, False
         return data, False
     if data is None:
         raise ValueError("no data was given (None)")
     if isinstance(data, str | bytes):
         raise ValueError("a string is not a sequence of symbols; encode it first")
+    if isinstance(data, Mapping):
+        raise ValueError(
+            f"a {_describe(data)} is not a sequence or a list of sequences; pass "
+            "list(d.values()) for a dict of sequences"
+        )
     if isinstance(data, list | tuple):
         if len(data) == 0:
             raise ValueError("no sequences were given (an empty list)")
@@ -337,7 +581,7 @@ def as_sequences(data: Any, kind: DataKind | None = None) -> tuple[Sequences, bo
             )
         return Sequences.from_list(data, kind), False
     if hasattr(data, "to_numpy") and not isinstance(data, torch.Tensor | np.ndarray):
-        data = data.to_numpy()
+        data = _pandas_to_numpy(data)
     if isinstance(data, torch.Tensor | np.ndarray):
         if data.ndim == 1:
             return Sequences.from_list([data], kind), True
@@ -350,6 +594,14 @@ def as_sequences(data: Any, kind: DataKind | None = None) -> tuple[Sequences, bo
                     f"a 2-D integer array {tuple(data.shape)} is ambiguous: use "
                     "Sequences.from_padded(values, lengths) for a padded batch of symbol "
                     "sequences, or pass a list of 1-D sequences"
+                )
+            t, d = data.shape
+            if t < d:
+                raise ValueError(
+                    f"a 2-D float array of shape {tuple(data.shape)} is read as ONE sequence of "
+                    f"T={t} steps of dimension D={d}, fewer steps than dimensions. If its {t} "
+                    "rows are separate sequences, pass Sequences.from_padded(x) or list(x); if "
+                    "it really is one short multivariate sequence, pass it in a list: [x]"
                 )
             return Sequences.from_list([data], kind), True
         if data.ndim == 0:
@@ -415,3 +667,94 @@ def check_sequences(
                 f"sequence {i} has length {int(seqs.lengths[i])}, but {model} needs at least "
                 f"{min_length} steps"
             )
+
+
+def as_exog(
+    exog: Any, seqs: Sequences, *, data: Any = None, extra_steps: int = 0
+) -> torch.Tensor:
+    """Covariates aligned with a batch, validated.
+
+    Args:
+        exog: ``[N, T, E]``, or for one sequence ``[T, E]`` / ``[T]`` (E=1), a pandas
+            DataFrame or Series, or a list of N per-sequence arrays ``[T_i, E]``. Each
+            sequence needs covariates for its ``T_i + extra_steps`` steps.
+        seqs: the batch the covariates belong to.
+        data: the data as the caller passed it; when it and ``exog`` are both pandas objects,
+            ``exog``'s index must start with the data's index.
+        extra_steps: future steps that also need covariates (forecasts).
+
+    Returns:
+        ``[N, T_max + extra_steps, E]`` float64, zero past each sequence's needed steps.
+
+    Raises:
+        ValueError: non-numeric or non-finite covariates, the wrong number of sequences, too
+            few steps, or a pandas index that does not line up with the data's.
+    """
+    n, t_max = len(seqs), seqs.max_length
+    need = seqs.lengths + extra_steps
+    if isinstance(exog, list | tuple) and exog and not _is_scalar(exog[0]):
+        rows = [_exog_array(e, f"exog of sequence {i}") for i, e in enumerate(exog)]
+        if len(rows) != n:
+            raise ValueError(f"exog has covariates for {len(rows)} sequences, the data has {n}")
+    else:
+        if hasattr(exog, "index") and hasattr(data, "index"):
+            _check_index(exog.index, data.index)
+        arr = _exog_array(exog, "exog")
+        if arr.ndim == 3:
+            if arr.shape[0] != n:
+                raise ValueError(
+                    f"exog has covariates for {arr.shape[0]} sequences, the data has {n}"
+                )
+            rows = list(arr)
+        elif n == 1:
+            rows = [arr]
+        else:
+            raise ValueError(
+                f"exog of shape {arr.shape} is for one sequence but the data has {n}; "
+                "pass [N, T, E] or a list of N arrays [T_i, E]"
+            )
+    dims = {r.shape[1] for r in rows}
+    if len(dims) != 1:
+        raise ValueError(f"exog has different numbers of covariates per sequence: {sorted(dims)}")
+    e = dims.pop()
+    out = np.zeros((n, t_max + extra_steps, e), dtype=np.float64)
+    for i, r in enumerate(rows):
+        k = int(need[i])
+        if r.shape[0] < k:
+            future = f" ({extra_steps} future steps included)" if extra_steps else ""
+            raise ValueError(
+                f"exog for sequence {i} has {r.shape[0]} steps, but the sequence needs {k}"
+                f"{future}"
+            )
+        out[i, :k] = r[:k]
+    return torch.from_numpy(out)
+
+
+def _exog_array(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    elif hasattr(x, "to_numpy") and callable(x.to_numpy):
+        x = x.to_numpy(dtype=float, na_value=np.nan) if hasattr(x, "dtypes") or hasattr(
+            x, "dtype") else x.to_numpy()
+    try:
+        arr = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers (floats)") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim not in (2, 3) or arr.shape[-1] == 0:
+        raise ValueError(f"{what} has shape {arr.shape}; expected [T, E] or [N, T, E]")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{what} has a non-finite value (NaN or inf) at {where}")
+    return arr
+
+
+def _check_index(exog_index: Any, data_index: Any) -> None:
+    k = len(data_index)
+    if len(exog_index) < k or not exog_index[:k].equals(data_index):
+        raise ValueError(
+            "exog's index does not line up with the data's index: its first "
+            f"{k} labels must equal the data's ({data_index[0]} .. {data_index[-1]})"
+        )

@@ -25,6 +25,7 @@ __all__ = [
     "hmm_symbols",
     "gaussian_hmm",
     "copy_task",
+    "co2",
     "DATASETS",
 ]
 
@@ -247,3 +248,17 @@ def copy_task(
 
 #: names accepted by ``python -m probseq compare --dataset``.
 DATASETS = ("nile", "sunspots", "text", "regimes")
+
+
+def co2() -> pd.Series:
+    """Weekly atmospheric CO2 at Mauna Loa, March 1958 - December 2001 (ppm), 2,284 values
+    with 59 missing (NaN); bundled with statsmodels.
+
+    A real series with gaps: models with ``supports_missing`` marginalise them exactly.
+    """
+    from statsmodels.datasets import co2 as _co2
+
+    df = _co2.load_pandas().data
+    return pd.Series(df["co2"].to_numpy(np.float64), index=df.index, name="co2").rename_axis(
+        "week"
+    )

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from toy import IIDCategorical, IIDGaussian
+from toy import IIDCategorical, IIDGaussian, IIDRegression
 
 import probseq
 from probseq import NotFittedError, Sequences
@@ -106,3 +106,47 @@ def test_fit_does_not_modify_caller_data():
     IIDCategorical().fit(seqs)
     assert x.tolist() == [0, 1, 1, 2] and t.tolist() == [2, 2, 0]
     assert torch.equal(seqs.values, before)
+
+
+def test_hint_for_real_data_given_to_a_symbol_model_names_the_fix():
+    import probseq as ps
+
+    x = ps.datasets.sunspots().to_numpy()
+    with pytest.raises(ValueError, match='emission="gaussian"'):
+        ps.HiddenMarkovModel(2).fit(x)
+    with pytest.raises(ValueError, match="continuous model"):
+        ps.MarkovChain(order=1).fit(x)
+
+
+def test_missing_values_refusal_names_the_models_that_can():
+    import probseq as ps
+
+    m = ps.RecurrentModel(cell="gru", hidden_size=4, emission="gaussian")
+    with pytest.raises(ValueError, match="sequence 0 has a missing value at step 1.*can"):
+        m.fit(np.array([1.0, np.nan, 2.0, 3.0]), max_epochs=1, progress=False)
+
+
+def test_exog_and_missing_values_reach_the_hooks():
+    rng = np.random.default_rng(0)
+    ex = rng.normal(size=(200, 1))
+    y = 1.0 + 3.0 * ex[:, 0] + rng.normal(0, 0.1, size=200)
+    y_gap = y.copy()
+    y_gap[[5, 50]] = np.nan
+    m = IIDRegression().fit(y_gap, exog=ex)
+    assert abs(float(m.beta[0]) - 3.0) < 0.05
+    steps = m.log_prob_steps(y_gap, exog=ex)
+    assert steps[5] == 0 and steps[50] == 0
+    full = m.log_prob_steps(y, exog=ex)
+    keep = np.ones(200, bool)
+    keep[[5, 50]] = False
+    torch.testing.assert_close(steps[keep], full[keep])
+    assert torch.isclose(m.log_prob(y_gap, exog=ex), steps.sum())
+    with pytest.raises(ValueError, match="needs 200"):
+        m.log_prob(y, exog=ex[:100])
+    s = m.sample(4, 10, exog=np.zeros((10, 1)), prefix=np.array([1.0, np.nan]), seed=0)
+    assert s.values.shape == (4, 10) and torch.all(s.values[:, 0] == 1.0)
+    assert torch.all(s.values[:, 1] != s.values[0, 1]) or len(set(s.values[:, 1].tolist())) > 1
+    with pytest.raises(ValueError, match="unknown option.*'shrinkage'.*valid options: shrink"):
+        IIDRegression().fit(y, exog=ex, shrinkage=0.1)
+    with pytest.raises(ValueError, match="does not take covariates"):
+        IIDGaussian().fit(y, exog=ex)

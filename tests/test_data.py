@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probseq import Sequences
-from probseq.data import as_sequences, check_sequences
+from probseq.data import as_exog, as_sequences, check_sequences
 
 
 def test_from_list_pads_and_keeps_lengths():
@@ -66,7 +66,6 @@ def test_accepted_inputs(data, single):
 @pytest.mark.parametrize(
     "data, kind, message",
     [
-        ([np.array([1.0, np.nan])], None, "sequence 0 contains NaN"),
         ([[1.0], [2.0, np.inf]], None, "sequence 1 contains inf"),
         ([[0, 1], [1.0, 2.0]], "discrete", "sequence 1 has float values"),
         (np.array([1.0, 2.0]), "discrete", r"\.astype\(int\)"),
@@ -125,3 +124,130 @@ def test_negative_integers_are_fine_as_reals():
     assert s.values.dtype == torch.float64 and s[0].tolist() == [-5.0, 3.0]
     s2, _ = as_sequences([np.array([[-1, 2], [3, -4]])], "continuous")
     assert s2.dim == 2
+
+
+# ------------------------------------------------------------------------ missing values
+def test_nan_reals_are_missing_values_stored_as_zero():
+    x = np.array([1.0, np.nan, 3.0])
+    seqs, single = as_sequences(x, "continuous")
+    assert single and seqs.has_missing
+    assert seqs.observed.tolist() == [[True, False, True]]
+    assert seqs.values.tolist() == [[1.0, 0.0, 3.0]]
+    assert np.isnan(x[1])  # the caller's array is untouched
+    assert seqs.num_observed == 2 and seqs.num_steps == 3
+
+
+def test_masked_and_pandas_na_symbols_are_missing():
+    masked = np.ma.MaskedArray([0, 1, 2, 1], mask=[0, 1, 0, 0])
+    seqs, _ = as_sequences(masked, "discrete")
+    assert seqs.observed.tolist() == [[True, False, True, True]]
+    assert seqs.values.dtype == torch.int64 and seqs.values[0, 1] == 0
+    series = pd.Series([1, pd.NA, 2], dtype="Int64")
+    seqs, _ = as_sequences(series, "discrete")
+    assert seqs.observed.tolist() == [[True, False, True]]
+    assert seqs.values.tolist() == [[1, 0, 2]]
+    seqs, _ = as_sequences([[0, None, 1], [2]], "discrete")
+    assert seqs.observed.tolist() == [[True, False, True], [True, False, False]]
+
+
+def test_padding_is_separate_from_missingness():
+    seqs = Sequences.from_list([np.array([1.0, np.nan]), np.array([2.0])])
+    assert seqs.mask.tolist() == [[True, True], [True, False]]
+    assert seqs.observed.tolist() == [[True, False], [True, False]]
+    assert seqs.step_any_observed.tolist() == [[True, False], [True, False]]
+    sub = seqs[[1]]
+    assert not sub.has_missing and sub.observed.tolist() == [[True]]
+    assert seqs[[0]].has_missing
+
+
+def test_partially_observed_multivariate_steps():
+    x = np.array([[1.0, 2.0], [np.nan, 3.0], [np.nan, np.nan]])
+    seqs, _ = as_sequences(x, "continuous")
+    assert seqs.step_observed.tolist() == [[True, False, False]]
+    assert seqs.step_any_observed.tolist() == [[True, True, False]]
+    assert seqs.num_observed == 2
+
+
+def test_floats_with_nan_where_symbols_are_expected_point_to_masked_arrays():
+    with pytest.raises(ValueError, match="numpy.ma"):
+        as_sequences(np.array([0.0, np.nan]), "discrete")
+
+
+# ------------------------------------------------------------------------ unchecked doors
+@pytest.mark.parametrize(
+    "values, lengths, message",
+    [
+        (torch.tensor([[0, -1, 2]]), torch.tensor([3]), "negative symbol -1"),
+        (torch.tensor([[0, 1, 2]]), torch.tensor([4]), "length 4, outside 1..3"),
+        (torch.tensor([[0, 1, 2]]), torch.tensor([0]), "length 0"),
+        (torch.tensor([[0.0, np.inf]]), torch.tensor([2]), "inf"),
+        (torch.tensor([[0, 1]]), torch.tensor([1.5]), "integers"),
+        (torch.tensor([[0, 1]]), torch.tensor([2, 2]), "shape"),
+    ],
+)
+def test_constructor_validates(values, lengths, message):
+    with pytest.raises(ValueError, match=message):
+        Sequences(values, lengths)
+
+
+def test_constructor_reads_nan_as_missing_and_ignores_padding():
+    values = torch.tensor([[1.0, np.nan, 2.0], [1.0, np.nan, 7.0]])
+    seqs = Sequences(values, torch.tensor([3, 1]))
+    assert seqs.observed.tolist() == [[True, False, True], [True, False, False]]
+    assert seqs.values[1].tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(values[0, 1].item()) and values[1, 2] == 7.0  # caller's tensor untouched
+
+
+@pytest.mark.parametrize("lengths, message", [([-1, 6], "length -1"), ([2.5, 2.5], "integers"),
+                                              ([1, 1], "sum to 2")])
+def test_from_concatenated_validates_lengths(lengths, message):
+    with pytest.raises(ValueError, match=message):
+        Sequences.from_concatenated(np.arange(5), lengths)
+
+
+def test_uint64_symbols_beyond_int64_are_refused():
+    with pytest.raises(ValueError, match="too large"):
+        as_sequences(np.array([1, 2**63 + 3], dtype=np.uint64), "discrete")
+
+
+def test_float_batch_read_as_one_short_multivariate_sequence_is_called_out():
+    with pytest.raises(ValueError, match=r"ONE sequence of T=5 steps of dimension D=100"):
+        as_sequences(np.random.default_rng(0).normal(size=(5, 100)), "continuous")
+    seqs, _ = as_sequences([np.zeros((2, 3))], "continuous")  # explicit: one [T, D] sequence
+    assert seqs.dim == 3
+
+
+def test_a_dict_is_not_read_as_strings():
+    with pytest.raises(ValueError, match="list\\(d.values\\(\\)\\)"):
+        as_sequences({"a": [1, 2]})
+
+
+# ------------------------------------------------------------------------ covariates
+def test_exog_shapes_are_aligned_and_validated():
+    seqs, _ = as_sequences([np.zeros(3), np.zeros(2)], "continuous")
+    ex = as_exog(np.arange(12.0).reshape(2, 3, 2), seqs)
+    assert ex.shape == (2, 3, 2) and ex.dtype == torch.float64
+    assert ex[1, 2].tolist() == [0.0, 0.0]  # zero past the sequence's steps
+    ex = as_exog([np.ones((3, 1)), np.ones((2, 1))], seqs)
+    assert ex.shape == (2, 3, 1)
+    with pytest.raises(ValueError, match="sequence 1 has 1 steps, but the sequence needs 2"):
+        as_exog([np.ones((3, 1)), np.ones((1, 1))], seqs)
+    with pytest.raises(ValueError, match="2 future steps included"):
+        as_exog(np.ones((2, 3, 1)), seqs, extra_steps=2)
+    with pytest.raises(ValueError, match="non-finite"):
+        as_exog(np.full((2, 3, 1), np.nan), seqs)
+    with pytest.raises(ValueError, match="for one sequence but the data has 2"):
+        as_exog(np.ones((3, 1)), seqs)
+
+
+def test_exog_pandas_index_must_line_up():
+    idx = pd.period_range("2000Q1", periods=4, freq="Q")
+    y = pd.Series([1.0, 2.0, 3.0, 4.0], index=idx)
+    seqs, _ = as_sequences(y, "continuous")
+    good = pd.DataFrame({"x": np.arange(6.0)}, index=pd.period_range("2000Q1", periods=6,
+                                                                     freq="Q"))
+    assert as_exog(good, seqs, data=y, extra_steps=2)[0, :, 0].tolist() == list(range(6))
+    bad = pd.DataFrame({"x": np.arange(4.0)}, index=pd.period_range("1999Q1", periods=4,
+                                                                    freq="Q"))
+    with pytest.raises(ValueError, match="does not line up"):
+        as_exog(bad, seqs, data=y)
