@@ -8,8 +8,9 @@ Statistics (n = number of scored time steps, k = ``num_params``):
   ``t >= c`` of each sequence (0-based), ``c = max(start, max_m d_m)``, conditioning on the
   first c. ``c`` is stated in the ``conditioned_on`` column and in ``table.attrs``.
 * ``log_lik`` = the sum over sequences of ``sum_{t >= c} log p(x_t | x_<t)``;
-  ``nats_per_step`` = ``-log_lik / n``; ``bits_per_step`` = ``nats_per_step / log 2``
-  (discrete data only).
+  ``nats_per_step`` = ``-log_lik / n``, n counting the steps with an observed value (missing
+  values are marginalised by the models that can; a step with nothing observed scores 0);
+  ``bits_per_step`` = ``nats_per_step / log 2`` (discrete data only).
 * ``aic`` = ``2k - 2 LL``, ``bic`` = ``k log n - 2 LL``, with LL and n taken on ``fit_data``
   when given (the data the models were fitted on), else on ``data``, conditioned on the
   first ``max_m d_m`` steps of each sequence. NaN where they are not meaningful: for a
@@ -47,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from probseq.base import SequenceModel
@@ -103,7 +105,8 @@ def conditioning_steps(models: Mapping[str, SequenceModel]) -> int:
 
 
 def per_sequence_log_prob(
-    model: SequenceModel, seqs: Sequences, start: int = 0, units: str = "sequences"
+    model: SequenceModel, seqs: Sequences, start: int = 0, units: str = "sequences",
+    exog: Any = None,
 ) -> np.ndarray:
     """Log-likelihood units, counting only steps ``t >= start`` (0-based).
 
@@ -112,19 +115,29 @@ def per_sequence_log_prob(
 
     Returns:
         ``[N]`` per-sequence totals, or with ``units="steps"`` the scored per-step
-        conditionals of all sequences, flattened.
+        conditionals of all sequences, flattened (steps with no observed value left out).
     """
+    kw = {} if exog is None else {"exog": exog}
     if units == "steps":
-        steps = model.log_prob_steps(seqs)
+        steps = model.log_prob_steps(seqs, **kw)
         if steps.ndim == 1:
             steps = steps[None]
-        return steps[:, start:][seqs.mask[:, start:]].numpy()
+        return steps[:, start:][_scored(seqs)[:, start:]].numpy()
     if start == 0:
-        return np.atleast_1d(model.log_prob(seqs).numpy())
-    steps = model.log_prob_steps(seqs)
+        return np.atleast_1d(model.log_prob(seqs, **kw).numpy())
+    steps = model.log_prob_steps(seqs, **kw)
     if steps.ndim == 1:
         steps = steps[None]
     return steps[:, start:].sum(-1).numpy()
+
+
+def _scored(seqs: Sequences) -> torch.Tensor:
+    """``[N, T_max]`` bool: the steps that carry a score (inside the lengths, observed)."""
+    return seqs.step_any_observed if seqs.has_missing else seqs.mask
+
+
+def _num_scored(seqs: Sequences, start: int) -> int:
+    return int(_scored(seqs)[:, start:].sum())
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -156,6 +169,8 @@ def compare(
     start: int = 0,
     units: Literal["sequences", "steps"] | None = None,
     level: float = 0.05,
+    exog: Any = None,
+    fit_exog: Any = None,
 ) -> pd.DataFrame:
     """Rank fitted models by their log-likelihood of ``data``, best first, with a verdict.
 
@@ -173,6 +188,8 @@ def compare(
             ``"sequences"`` with several sequences and ``"steps"`` with one; pairing
             ``"sequences"`` on one sequence is refused.
         level: the family-wise level of the Holm-corrected paired tests against the best.
+        exog: covariates aligned with ``data``, passed to every model (all must take them).
+        fit_exog: covariates aligned with ``fit_data``.
 
     Returns:
         A DataFrame indexed by model name, best first, with columns ``model``, ``log_lik``,
@@ -221,22 +238,25 @@ def compare(
             "standard error to compute; use units='steps' (the default for one sequence) to "
             "pair one-step-ahead scores"
         )
-    n_steps = int((seqs.lengths - cond).sum())
+    n_steps = _num_scored(seqs, cond)
     fit_seqs = as_sequences(fit_data, kind)[0] if fit_data is not None else None
+    if fit_exog is not None and fit_data is None:
+        raise ValueError("fit_exog is given but fit_data is not")
 
-    per_unit = {name: per_sequence_log_prob(m, seqs, cond, units) for name, m in models.items()}
+    per_unit = {name: per_sequence_log_prob(m, seqs, cond, units, exog)
+                for name, m in models.items()}
     totals = {name: float(ll.sum()) for name, ll in per_unit.items()}
     kinds = {name: score_kind(m, conditioned=cond > 0) for name, m in models.items()}
     if fit_seqs is not None:
         fit_cond = min(diffuse, int(fit_seqs.lengths.min()) - 1)
-        fit_ll = {name: float(per_sequence_log_prob(m, fit_seqs, fit_cond).sum())
+        fit_ll = {name: float(per_sequence_log_prob(m, fit_seqs, fit_cond, exog=fit_exog).sum())
                   for name, m in models.items()}
-        n_fit = int((fit_seqs.lengths - fit_cond).sum())
+        n_fit = _num_scored(fit_seqs, fit_cond)
         fit_kinds = {name: score_kind(m, conditioned=fit_cond > 0) for name, m in models.items()}
-        n_fitted_values = fit_seqs.num_steps
+        n_fitted_values = _num_scored(fit_seqs, 0)
     else:
         fit_ll, n_fit, fit_kinds = totals, n_steps, kinds
-        n_fitted_values = seqs.num_steps
+        n_fitted_values = _num_scored(seqs, 0)
     best = max(totals, key=lambda k: (totals[k], -models[k].num_params))
 
     paired = {name: _paired(per_unit[name], per_unit[best], name == best) for name in models}

@@ -159,11 +159,8 @@ class MarkovChain(SequenceModel):
         """
         return super().fit(data, seed=seed, progress=progress, **unknown)
 
-    def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None,
-             **unknown: Any) -> None:
-        if unknown:
-            raise ValueError(f"MarkovChain.fit got unknown options {sorted(unknown)}; "
-                             "valid options: seed, progress")
+    def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None
+             ) -> None:
         values = np.ascontiguousarray(seqs.values.numpy())
         # Padding is stored as 0, so the padded maximum is the largest symbol (one fast pass;
         # the base's masked version copies the data).
