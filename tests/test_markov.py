@@ -452,3 +452,59 @@ def test_degenerate_data_give_finite_correct_likelihoods(order, options):
                 assert torch.isfinite(lp).all()
     with pytest.raises(ValueError, match="empty"):
         MarkovChain(order=order, **options).fit([[0, 1], []])
+
+
+def _masked(x, missing):
+    x = np.asarray(x)
+    return np.ma.MaskedArray(x, mask=np.isin(np.arange(len(x)), missing))
+
+
+@pytest.mark.parametrize("options", SMOOTHINGS[:2] + SMOOTHINGS[3:5])
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_missing_symbols_are_marginalised_exactly_by_brute_force(order, options):
+    m = MarkovChain(order=order, **options).fit(_corpus())
+    x = np.array([2, 0, 1, 1, 0, 2, 1, 0, 0, 1])
+    # Gaps at the start, adjacent gaps, gaps closer than k apart, a gap at the end.
+    for missing in ([0], [3], [1, 2], [2, 4], [0, 1, 2, 3], [5, 9], [9], [1, 3, 5, 7]):
+        gappy = _masked(x, missing)
+        fills = itertools.product(range(V), repeat=len(missing))
+        batch = []
+        for fill in fills:
+            y = x.copy()
+            y[missing] = fill
+            batch.append(y)
+        reference = torch.logsumexp(m.log_prob(np.stack(batch).tolist()), 0)
+        got = m.log_prob(gappy)
+        steps = m.log_prob_steps(gappy)
+        assert got.item() == pytest.approx(reference.item(), abs=1e-12), missing
+        assert (steps[missing] == 0).all()
+        assert steps.sum().item() == pytest.approx(got.item(), abs=1e-12)
+        # Each observed step is log p(x_t | the observed x_<t): a ratio of two marginals.
+        t = max(set(range(len(x))) - set(missing))
+        head = _masked(x[: t + 1], [j for j in missing if j <= t])
+        prev = _masked(x[:t], [j for j in missing if j < t]) if t else None
+        expected = m.log_prob(head) - (m.log_prob(prev) if prev is not None else 0)
+        if torch.isfinite(expected):
+            assert steps[t].item() == pytest.approx(expected.item(), abs=1e-12)
+    # Batches mix gappy and complete sequences; padding changes nothing.
+    batch = [_masked(x, [3, 4]), x[:6], _masked(x[:4], [0])]
+    lp = m.log_prob(batch)
+    one = torch.stack([m.log_prob(s) for s in batch])
+    assert torch.allclose(lp, one, rtol=0, atol=1e-12)
+
+
+def test_fit_with_missing_symbols_counts_the_complete_windows():
+    x = _masked([0, 1, 1, 2, 0, 1, 2], [2])
+    m = MarkovChain(order=1, smoothing="additive", alpha=0.0).fit(x)
+    # n-grams kept: (BOS, 0), (0, 1), (2, 0), (0, 1), (1, 2), (1, 2)... not (1, --), (--, 2).
+    assert torch.allclose(m.conditional([1]), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(m.conditional([0]), torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    assert np.isfinite(MarkovChain(order=2).fit([x, [2, 2, 0]]).log_prob(x).item())
+
+
+def test_missing_symbols_refused_where_the_forward_pass_is_too_large():
+    v = 2100  # two gaps in a row at order 2: 2100 contexts x 2100 symbols > 4,000,000
+    m = MarkovChain(order=2, num_symbols=v).fit([[0, 1, 2, 3]])
+    assert np.isfinite(m.log_prob(_masked([0, 1, 2, 3], [1])).item())  # one gap is fine
+    with pytest.raises(ValueError, match="sequence 0.*more than MarkovChain's limit"):
+        m.log_prob(_masked([0, 1, 2, 3], [1, 2]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ __all__ = ["MarkovChain"]
 
 _SMOOTHINGS = ("modified-kneser-ney", "kneser-ney", "additive")
 _DEFAULT_ALPHA = 0.5
+#: the most (context state, symbol) pairs the missing-symbol forward pass may hold at a step.
+MAX_MISSING_WORK = 4_000_000
 
 
 class MarkovChain(SequenceModel):
@@ -62,6 +64,17 @@ class MarkovChain(SequenceModel):
     ``V + 1`` numbers) looked up with ``np.searchsorted``. ``(V + 1) ** (k + 1)`` must stay
     below ``2**62``.
 
+    Missing symbols (masked entries of a ``numpy.ma`` array, or ``pd.NA``) are marginalised
+    exactly in :meth:`log_prob` by a forward pass over the possible contexts: after a missing
+    symbol the chain's state is a distribution over the last k symbols (up to ``V**r``
+    contexts, r the number of missing symbols among them), which collapses again once k
+    observed symbols follow. :meth:`log_prob_steps` is 0 at a missing step and gives
+    ``log p(x_t | observed x_<t)`` elsewhere. The pass is refused with a ``ValueError`` where
+    it would hold more than ``MAX_MISSING_WORK`` = 4,000,000 (context, symbol) pairs at one
+    step (e.g. V = 100 with 3 or more missing symbols within k >= 3 steps). :meth:`fit` on
+    data with gaps counts only the n-grams whose k + 1 symbols are all observed (a
+    complete-window estimate, not the maximum-likelihood estimate under the gaps).
+
     Args:
         order: k >= 0 (0 is an i.i.d. categorical model).
         num_symbols: V; inferred from the data when None.
@@ -73,6 +86,7 @@ class MarkovChain(SequenceModel):
     """
 
     data_kind = "discrete"
+    supports_missing: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -173,6 +187,8 @@ class MarkovChain(SequenceModel):
         counting.check_key_space(v, self.order)
         base = v + 1
         keys = counting.ngram_keys(values, seqs.lengths.numpy(), self.order, v)
+        if seqs.has_missing:
+            keys = keys[_complete_windows(seqs, self.order)]
         top = counting.make_table(*counting.count_keys(keys, base ** (self.order + 1)), v)
         tables: list[dict[str, np.ndarray] | None] = [None] * (self.order + 1)
         tables[self.order] = top
@@ -234,7 +250,68 @@ class MarkovChain(SequenceModel):
         mask = seqs.mask.numpy()
         out = np.zeros(values.shape, dtype=np.float64)
         out[mask] = logp
+        if seqs.has_missing:
+            observed = seqs.observed.numpy()
+            for i in np.flatnonzero((mask & ~observed).any(axis=1)):
+                self._marginalise(i, values[i, : lengths[i]], observed[i, : lengths[i]], out[i])
         return out
+
+    def _marginalise(self, i: int, row: np.ndarray, observed: np.ndarray, out: np.ndarray
+                     ) -> None:
+        """Overwrite ``out [T]`` around the missing symbols of one sequence by a forward pass.
+
+        Only the missing steps and the k steps after each have uncertain contexts; every other
+        step keeps its plain conditional. Each stretch of such steps (a cluster) starts from
+        the one known context before it and ends where k observed symbols have followed.
+        """
+        k, v = self.order, self.num_symbols
+        base, top = v + 1, (v + 1) ** k
+        length = row.shape[0]
+        missing = np.flatnonzero(~observed)
+        clusters = []
+        start, end = int(missing[0]), int(missing[0]) + k
+        for t in missing[1:]:
+            if t <= end:
+                end = int(t) + k
+            else:
+                clusters.append((start, end))
+                start, end = int(t), int(t) + k
+        clusters.append((start, end))
+        symbols_all = np.arange(v, dtype=np.int64)
+        for start, end in clusters:
+            key = 0
+            for j in range(start - k, start):
+                key = key * base + (v if j < 0 else int(row[j]))
+            states = np.array([key], dtype=np.int64)
+            weights = np.ones(1)
+            for t in range(start, min(end, length - 1) + 1):
+                if not observed[t]:
+                    if states.shape[0] * v > MAX_MISSING_WORK:
+                        raise ValueError(
+                            f"sequence {i}: marginalising its missing symbols exactly near "
+                            f"step {t} needs {states.shape[0]} possible contexts x {v} symbols, "
+                            f"more than MarkovChain's limit of {MAX_MISSING_WORK:,}; use a "
+                            "lower order or fewer consecutive gaps"
+                        )
+                    probs = self._next_distributions(states)
+                    new_w = (weights[:, None] * probs).reshape(-1)
+                    new_s = ((states * base)[:, None] + symbols_all[None, :]).reshape(-1) % top
+                    out[t] = 0.0
+                else:
+                    x = int(row[t])
+                    contexts = np.stack([states % base**m for m in range(k)] + [states])
+                    p = self._probs(contexts, np.full(states.shape, x, dtype=np.int64))
+                    total = float(weights @ p)
+                    if total <= 0.0:
+                        out[t] = -np.inf  # the observed symbol is impossible: log p = -inf
+                        break
+                    out[t] = np.log(total)
+                    new_w = weights * p / total
+                    new_s = (states * base + x) % top
+                keep = new_w > 0
+                states, inverse = np.unique(new_s[keep], return_inverse=True)
+                weights = np.bincount(inverse.reshape(-1), weights=new_w[keep],
+                                      minlength=states.shape[0])
 
     def conditional(self, context: Any = ()) -> torch.Tensor:
         """The distribution of the next symbol after ``context``.
@@ -332,7 +409,7 @@ class MarkovChain(SequenceModel):
     def get_config(self) -> dict[str, Any]:
         return {
             "order": self.order,
-            "num_symbols": self.num_symbols,
+            "num_symbols": self._num_symbols_arg,
             "smoothing": self.smoothing,
             "alpha": self.alpha,
         }
@@ -345,7 +422,11 @@ class MarkovChain(SequenceModel):
                     out[f"order{m}_{field}"] = torch.from_numpy(table[field].copy())
         return out
 
+    def _meta(self) -> dict[str, Any]:
+        return {"num_symbols": self.num_symbols}
+
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.num_symbols = int(meta.get("num_symbols", self.num_symbols))
         v = self.num_symbols
         tables: list[dict[str, np.ndarray] | None] = []
         for m in range(self.order + 1):
@@ -366,6 +447,16 @@ class MarkovChain(SequenceModel):
         """Bytes held by the stored n-gram tables."""
         self._check_fitted()
         return sum(a.nbytes for t in self._tables if t is not None for a in t.values())
+
+
+def _complete_windows(seqs: Sequences, order: int) -> np.ndarray:
+    """``[sum(lengths)]`` bool, row-major over real steps: the n-gram ending at the step (its
+    k + 1 symbols, BOS aside) has no missing symbol."""
+    observed = seqs.observed.numpy() | ~seqs.mask.numpy()
+    ok = observed.copy()
+    for lag in range(1, order + 1):
+        ok[:, lag:] &= observed[:, :-lag]
+    return ok[seqs.mask.numpy()]
 
 
 def _check_probabilities(rows: np.ndarray, name: str) -> None:
