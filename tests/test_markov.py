@@ -85,9 +85,8 @@ def test_maximum_likelihood_equals_hand_counts():
     assert torch.allclose(m.params["transition"], expected_transition, atol=1e-15)
     assert m.log_prob([0, 1, 2]).item() == pytest.approx(np.log(2 / 3 * 1 * 1 / 4), abs=1e-12)
     assert m.log_prob([2, 0]).item() == -np.inf  # the MLE gives the unseen start symbol 0
-    # Seen (context, symbol) pairs minus seen contexts: BOS -> {0, 1}, 0 -> {1},
-    # 1 -> {0, 1, 2}: 6 - 3.
-    assert m.num_params == 3
+    # (symbols used - 1) x seen contexts (BOS, 0, 1; nothing leaves 2): 2 x 3.
+    assert m.num_params == 6
 
 
 def test_second_order_maximum_likelihood_equals_hand_counts():
@@ -315,9 +314,9 @@ def test_num_params_is_one_definition_at_every_order(order, options):
     data = _corpus()
     m = MarkovChain(order=order, **options).fit(data)
     padded = [["<s>"] * order + [int(x) for x in s] for s in data]
-    grams = {(tuple(p[t - order : t]), p[t]) for p in padded for t in range(order, len(p))}
-    contexts = {h for h, _ in grams}
-    assert m.num_params == len(grams) - len(contexts)
+    contexts = {tuple(p[t - order : t]) for p in padded for t in range(order, len(p))}
+    used = {int(x) for s in data for x in s}
+    assert m.num_params == (len(used) - 1) * len(contexts)
 
 
 def test_num_params_of_a_full_first_order_chain_and_of_unused_symbols():
@@ -326,10 +325,13 @@ def test_num_params_of_a_full_first_order_chain_and_of_unused_symbols():
     assert m.num_params == (4 - 1) + 4 * (4 - 1)  # every row of initial and transition
     # Symbols of the alphabet that never occur add nothing: the same data in V = 3 or 40.
     data = _corpus()
-    for order in (0, 1, 2):
+    counts = []
+    for order in range(5):
         small = MarkovChain(order=order).fit(data)
         large = MarkovChain(order=order, num_symbols=40).fit(data)
         assert small.num_params == large.num_params
+        counts.append(small.num_params)
+    assert counts == sorted(counts)  # never decreases with the order
 
 
 @pytest.mark.parametrize("options", SMOOTHINGS + [{"order": 0}, {"order": 4}])

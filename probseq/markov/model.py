@@ -385,23 +385,24 @@ class MarkovChain(SequenceModel):
     def num_params(self) -> int:
         """Free parameters, one definition at every order and for every smoothing.
 
-        The chain is counted as the table of the n-grams its training data contains: one
-        probability per distinct order-k n-gram ``(h, w)`` seen in training (start-of-
-        sequence contexts included), minus one per distinct context ``h`` seen (each row
-        sums to 1)::
+        One categorical row over the symbols the training data uses per context seen in
+        training (start-of-sequence contexts included)::
 
-            num_params = sum over seen contexts h of (N1+(h .) - 1)
+            num_params = (V_used - 1) * C_seen
 
-        so order 0 counts the symbols seen, minus 1, and a fully observed first-order chain
-        over V symbols counts ``(V + 1)(V - 1)`` (every row of ``initial`` and
-        ``transition``). Symbols of the alphabet that never occur after ``h``, rows never
-        seen, the smoothing's lower-order tables and its discounts are not counted: they are
-        determined by the same counts, not free. For a chain built by :meth:`from_params`
-        the count is over the non-zero entries of ``initial`` and ``transition``.
+        with ``V_used`` the number of distinct symbols in the training data and ``C_seen``
+        the number of distinct order-k contexts. Order 0 counts ``V_used - 1``; a fully
+        observed first-order chain over V symbols counts ``(V - 1)(V + 1)`` (every row of
+        ``initial`` and ``transition``); the count never decreases with the order. Symbols
+        of the alphabet that never occur, contexts never seen, the smoothing's lower-order
+        tables and its discounts are not counted: they carry no free parameter of their own.
+        For a chain built by :meth:`from_params`, ``V_used`` counts the symbols with a
+        non-zero probability somewhere and every row is a seen context.
         """
         self._check_fitted()
         top = self._tables[self.order]
-        return int(top["ngram_keys"].shape[0] - top["ctx_keys"].shape[0])
+        used = np.unique(top["ngram_keys"] % (self.num_symbols + 1)).shape[0]
+        return int((used - 1) * top["ctx_keys"].shape[0])
 
     def _is_fitted(self) -> bool:
         return self._tables is not None
