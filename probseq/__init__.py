@@ -6,10 +6,12 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 
 from probseq import datasets, distributed, plots, selection
 from probseq.autoregressive import AutoRegressive
+from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
 from probseq.data import Sequences
 from probseq.deep_markov import DeepMarkovModel
+from probseq.forecast import Forecast
 from probseq.hmm import HiddenMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
@@ -29,6 +31,8 @@ __all__ = [
     "DeepMarkovModel",
     "RecurrentModel",
     "compare",
+    "backtest",
+    "Forecast",
     "datasets",
     "distributed",
     "plots",

@@ -23,13 +23,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
 from probseq import distributed
 from probseq._utils import seeded
 from probseq.data import DataKind, Sequences, as_exog, as_sequences, check_sequences
+
+if TYPE_CHECKING:
+    from probseq.forecast import Forecast
 
 __all__ = ["SequenceModel", "NotFittedError", "load"]
 
@@ -81,6 +84,9 @@ class SequenceModel(abc.ABC):
     _obs_dim: int | None | Literal["any"] = "any"
     #: the shortest sequence the model can score.
     min_length: int = 1
+    #: False where ``_step_predictive`` is an approximation (its log density is then not
+    #: ``log_prob_steps``).
+    step_predictive_exact: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -361,6 +367,170 @@ class SequenceModel(abc.ABC):
                 "fill or drop them first"
             )
         return pre, seqs.observed[0, : pre.shape[0]]
+
+    # ---------------------------------------------------------------- forecasts
+    def _step_predictive(self, seqs: Sequences, **kwargs: Any) -> torch.distributions.Distribution:
+        """Hook: the one-step predictive distribution of every step.
+
+        The distribution of ``x_t`` given ``x_1..x_(t-1)`` at EVERY step t, batch shape
+        ``[N, T_max]``, event shape ``()`` (symbols, univariate reals, counts) or ``(D,)``
+        (multivariate reals). Entries at ``t >= length`` are arbitrary but finite. Symbols:
+        ``Categorical(probs [N, T_max, V])``; Gaussian: ``Normal``, ``MultivariateNormal``
+        or ``Independent(Normal, 1)``; mixtures: ``MixtureSameFamily`` of those; Poisson
+        HMM: ``MixtureSameFamily(Categorical, Poisson)``. Densities are of the data as the
+        user gave it (undo any internal standardisation). Where ``step_predictive_exact``
+        is True, its ``log_prob`` at every observed step equals ``_log_prob_steps``.
+        Models with covariates take ``exog [N, T_max, E]`` (passed only when given).
+        Used by :meth:`predict`, the first step of :meth:`forecast`, CRPS in
+        :func:`probseq.compare` and :func:`probseq.backtest`.
+        """
+        raise NotImplementedError(
+            f"{self.name} does not provide one-step predictive distributions "
+            "(_step_predictive), so it cannot forecast or predict"
+        )
+
+    def _forecast(self, seqs: Sequences, horizon: int,
+                  **kwargs: Any) -> torch.distributions.Distribution | None:
+        """Optional hook: exact marginal h-step predictive distributions.
+
+        The distribution of ``x_(T_i + h)`` given the whole sequence i, for h = 1..H, batch
+        shape ``[N, H]``, from the same families as :meth:`_step_predictive`. Models with
+        covariates take ``exog [N, T_max + H, E]`` covering the future (passed only when
+        given). Return None where no closed form applies: :meth:`forecast` then takes step
+        1 from :meth:`_step_predictive` (evaluated on the data extended by one placeholder
+        step) and steps 2..H from paths of ``_sample(num_samples, T_i + H, prefix=...)``.
+        """
+        return None
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        data: Any,
+        horizon: int,
+        *,
+        level: float = 0.95,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        exog: Any | None = None,
+    ) -> Forecast:
+        """Predictive distribution of the next ``horizon`` steps after each sequence.
+
+        Exact where the model has closed-form h-step marginals (``Forecast.method ==
+        "exact"``). Otherwise step 1 is the exact one-step predictive distribution and steps
+        2..H are estimated from ``num_samples`` sampled continuations of each sequence
+        (``"first step exact, then sampled"``; Monte Carlo error of a mean about
+        ``std / sqrt(num_samples)``).
+
+        Args:
+            data: the observed sequences (a pandas Series/DataFrame with a
+                ``DatetimeIndex``, ``PeriodIndex`` or ``RangeIndex`` gives ``Forecast.index``).
+            horizon: H >= 1.
+            level: coverage of the central prediction intervals, in (0, 1).
+            num_samples: sampled paths per sequence; default 1000 where sampling is needed
+                (H > 1 without exact marginals), none otherwise. Given explicitly, paths are
+                drawn for exact forecasts too (``Forecast.samples``).
+            seed: makes the sampled part reproducible.
+            exog: covariates covering the observed and the H future steps (models that
+                take covariates only).
+
+        Returns:
+            A :class:`~probseq.forecast.Forecast`; one sequence in drops the N axis.
+        """
+        from probseq.forecast import build_forecast, future_index
+
+        self._check_fitted()
+        h = _positive_int(horizon, "horizon")
+        if isinstance(level, bool) or not isinstance(level, int | float) or not (
+            0.0 < float(level) < 1.0
+        ):
+            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+        if num_samples is not None:
+            num_samples = _positive_int(num_samples, "num_samples")
+        index = future_index(data, h)
+        seqs, single = self._coerce(data)
+        kw = _exog_kw(self._coerce_exog(exog, seqs, data, extra_steps=h))
+        with seeded(seed):
+            dist, n_exact, samples, exact = self._predictive_batch(seqs, h, num_samples, **kw)
+        return build_forecast(dist, n_exact, samples, h, float(level),
+                              discrete=self.data_kind == "discrete", single=single, index=index,
+                              first_step_exact=exact)
+
+    def _predictive_batch(
+        self, seqs: Sequences, horizon: int, num_samples: int | None, **kw: Any
+    ) -> tuple[torch.distributions.Distribution, int, torch.Tensor | None, bool]:
+        """``(dist [N, H_exact], H_exact, samples [N, S, H(, D)] or None, first step exact)``."""
+        from probseq.forecast import DEFAULT_NUM_SAMPLES
+
+        dist = self._forecast(seqs, horizon, **kw)
+        n_exact, from_hook = horizon, dist is not None
+        if dist is None:
+            dist, n_exact = self._next_step_predictive(seqs, **kw), 1
+        samples = None
+        if n_exact < horizon or num_samples is not None:
+            samples = self._draw_continuations(
+                seqs, horizon, num_samples or DEFAULT_NUM_SAMPLES, **kw)
+        return dist, n_exact, samples, from_hook or self.step_predictive_exact
+
+    @torch.no_grad()
+    def predict(self, data: Any, *, exog: Any | None = None) -> torch.Tensor:
+        """One-step-ahead point predictions of every step given its past.
+
+        The predictive mean of ``x_t`` given ``x_1..x_(t-1)`` (for RMSE/MAE beside the
+        log score); for symbols, the most probable symbol.
+
+        Returns:
+            ``[N, T_max]`` (``[N, T_max, D]`` for multivariate data), 0 at padded steps;
+            one sequence in drops the N axis.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        dist = self._step_predictive(seqs, **_exog_kw(self._coerce_exog(exog, seqs, data)))
+        if isinstance(dist, torch.distributions.Categorical):
+            out = dist.probs.argmax(-1)
+        else:
+            out = dist.mean.to(torch.float64)
+        mask = seqs.mask if out.ndim == 2 else seqs.mask[..., None]
+        out = torch.where(mask, out, torch.zeros((), dtype=out.dtype))
+        return out[0] if single else out
+
+    def _extended(self, seqs: Sequences) -> Sequences:
+        """Each sequence extended by one placeholder step (zero: only x_<t is read)."""
+        pad = torch.zeros((len(seqs), 1, *seqs.values.shape[2:]), dtype=seqs.values.dtype)
+        values = torch.cat([seqs.values, pad], dim=1)
+        lengths = seqs.lengths + 1
+        observed = None
+        if seqs.has_missing:
+            observed = torch.cat([seqs.observed, torch.ones_like(pad, dtype=torch.bool)], dim=1)
+            observed[torch.arange(len(seqs)), seqs.lengths] = True
+        return Sequences(values, lengths, observed)
+
+    def _next_step_predictive(self, seqs: Sequences, **kw: Any) -> torch.distributions.Distribution:
+        """``[N, 1]``: the exact predictive of the step after each sequence's last."""
+        from probseq.forecast import take_steps
+
+        if "exog" in kw:
+            kw = {"exog": kw["exog"][:, : seqs.max_length + 1]}
+        dist = self._step_predictive(self._extended(seqs), **kw)
+        return take_steps(dist, seqs.lengths)
+
+    def _draw_continuations(self, seqs: Sequences, horizon: int, num_samples: int,
+                            **kw: Any) -> torch.Tensor:
+        """``[N, S, H(, D)]`` sampled futures of each sequence (latent models filter first)."""
+        out = []
+        for i in range(len(seqs)):
+            t = int(seqs.lengths[i])
+            opts = {}
+            if "exog" in kw:
+                opts["exog"] = kw["exog"][i: i + 1, : t + horizon].expand(num_samples, -1, -1)
+            if seqs.has_missing and not bool(seqs.observed[i, :t].all()):
+                if "prefix_observed" not in inspect.signature(self._sample).parameters:
+                    raise ValueError(
+                        f"sequence {i} has missing values and {self.name} cannot yet sample "
+                        "after them; fill or drop them to forecast more than one step")
+                opts["prefix_observed"] = seqs.observed[i, :t]
+            values = self._sample(num_samples, t + horizon, seqs[i], **opts)
+            out.append(values.detach().cpu()[:, t:])
+        return torch.stack(out)
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:

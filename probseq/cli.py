@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from probseq import datasets
+from probseq import _backtest_cli, datasets
 from probseq.data import Sequences
 
 __all__ = ["main", "build_parser", "load_dataset", "model_factories"]
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("models", help="list the model names --models accepts")
     lst.add_argument("--dataset", default=None, choices=datasets.DATASETS)
     sub.add_parser("datasets", help="list the built-in datasets")
+    _backtest_cli.add_parser(sub)
     return parser
 
 
@@ -368,4 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             default = ", ".join(DEFAULT_MODELS[kind])
             print(f"{kind}: {', '.join(model_factories(kind))} (default: {default})")
         return 0
+    if args.command == "backtest":
+        return _backtest_cli.run(args, args.subparser)
     return run_compare(args, args.subparser)

@@ -53,6 +53,7 @@ from scipy import stats
 
 from probseq.base import SequenceModel
 from probseq.data import Sequences, as_sequences
+from probseq.scoring import compare_columns
 
 __all__ = ["compare", "per_sequence_log_prob", "holm", "score_kind", "conditioning_steps"]
 
@@ -196,9 +197,11 @@ def compare(
         ``nats_per_step`` (and ``bits_per_step`` for discrete data), ``num_params``, ``aic``,
         ``bic``, ``delta_vs_best``, ``delta_se``, ``p_value``, ``p_adjusted``,
         ``significant``, ``indistinguishable``, ``simplest``, ``params_exceed_data``,
-        ``score_kind``, ``exact``, ``conditioned_on``, ``scored_steps``. ``table.attrs``
-        holds ``conditioned_on``, ``units``, ``level``, ``correction``, ``best``,
-        ``indistinguishable`` (a list), ``simplest`` and ``verdict`` (a sentence).
+        ``score_kind``, ``exact``, ``conditioned_on``, ``scored_steps``. With ``start > 0``
+        also ``crps`` or ``brier`` and their paired ``*_se`` on the same scored steps (see
+        :func:`probseq.scoring.compare_columns`). ``table.attrs`` holds ``conditioned_on``,
+        ``units``, ``level``, ``correction``, ``best``, ``indistinguishable`` (a list),
+        ``simplest`` and ``verdict`` (a sentence).
 
     Raises:
         ValueError: mixed data kinds, unfitted models, ``start`` or the conditioning leaving
@@ -262,6 +265,8 @@ def compare(
     paired = {name: _paired(per_unit[name], per_unit[best], name == best) for name in models}
     names = list(models)
     adjusted = dict(zip(names, holm(np.array([paired[n][2] for n in names])), strict=True))
+    # one-step CRPS (continuous) / Brier (symbols) of a held-out tail, paired like the log score
+    scores = compare_columns(models, seqs, cond, best, units) if start > 0 else {}
     rows = []
     for name, m in models.items():
         k = int(m.num_params)
@@ -293,6 +298,7 @@ def compare(
             conditioned_on=cond,
             scored_steps=n_steps,
         )
+        row.update(scores.get(name, {}))
         rows.append(row)
     df = pd.DataFrame(rows).set_index(pd.Index([r["model"] for r in rows], name=None))
     order = sorted(df.index, key=lambda n: (-totals[n], models[n].num_params))

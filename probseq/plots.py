@@ -13,7 +13,8 @@ import torch
 from probseq.base import SequenceModel
 from probseq.data import as_sequences
 
-__all__ = ["plot_comparison", "plot_step_log_lik", "plot_samples", "plot_forecast"]
+__all__ = ["plot_comparison", "plot_step_log_lik", "plot_samples", "plot_forecast",
+           "plot_calibration"]
 
 
 def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
@@ -131,44 +132,156 @@ def plot_samples(
 
 
 def plot_forecast(
-    models: Mapping[str, SequenceModel],
+    models: Mapping[str, Any] | Any,
     history: Any,
-    horizon: int,
+    horizon: int | None = None,
     actual: Any | None = None,
     num_samples: int = 500,
     level: float = 0.9,
     seed: int | None = 0,
-    index: Sequence | None = None,
+    index: Sequence | pd.Index | None = None,
 ):
-    """Forecast fans: each model's median and central ``level`` interval of ``horizon``
-    future values, estimated from ``num_samples`` sampled continuations of ``history``.
+    """Forecast fans: each model's median and central ``level`` interval of the next
+    ``horizon`` values after ``history``.
 
-    Sampling works for every model (latent ones filter on the history first), so the fans
-    of different families are comparable. Univariate continuous data only.
+    Args:
+        models: name -> fitted model or :class:`~probseq.forecast.Forecast` (one ``Forecast``
+            alone is also accepted). Models are asked for ``forecast(history, horizon)``
+            (exact where they can, sampled otherwise, ``num_samples`` paths); a model
+            without a forecast falls back to quantiles of sampled continuations.
+        history: one univariate series (array, tensor or pandas Series).
+        horizon: H; taken from the forecasts when only Forecast objects are given.
+        actual: the values that followed, drawn dashed.
+        num_samples: sampled paths where sampling is needed.
+        level: the interval's coverage.
+        seed: makes sampled parts reproducible.
+        index: x positions of history and future (``len(history) + H``): any sequence or a
+            pandas ``DatetimeIndex`` / ``PeriodIndex``. By default a pandas ``history``
+            provides them (its index continued by the forecast's), else ``0..T+H-1``.
     """
+    from probseq.forecast import Forecast
+
+    if isinstance(models, Forecast):
+        models = {"forecast": models}
     hist = np.asarray(as_sequences(history, "continuous")[0][0], dtype=float)
     if hist.ndim != 1:
         raise ValueError("plot_forecast draws univariate series only")
     t0 = len(hist)
-    x = np.asarray(index) if index is not None else np.arange(t0 + horizon)
-    shown = max(0, t0 - max(3 * horizon, 30))  # the recent history only
-    ncols = min(3, len(models))
-    nrows = math.ceil(len(models) / ncols)
+    fcs: dict[str, Forecast] = {}
+    for name, m in models.items():
+        if isinstance(m, Forecast):
+            if m.mean.ndim != 1:
+                raise ValueError(f"forecast {name!r} is not of one univariate series")
+            fcs[name] = m
+        else:
+            if horizon is None:
+                raise ValueError("horizon is needed to forecast with models")
+            fcs[name] = _forecast_of(m, history, hist, horizon, level, num_samples, seed)
+    h = horizon if horizon is not None else max(int(f.mean.shape[0]) for f in fcs.values())
+    x = _x_positions(index, history, fcs, t0, h)
+    shown = max(0, t0 - max(3 * h, 30))  # the recent history only
+    ncols = min(3, len(fcs))
+    nrows = math.ceil(len(fcs) / ncols)
     fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, (name, m) in zip(axes.flat, models.items(), strict=False):
-        s = m.sample(num_samples, t0 + horizon, prefix=torch.as_tensor(hist), seed=seed)
-        fut = s.values.numpy()[:, t0:]
-        lo, med, hi = np.quantile(fut, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+    for ax, (name, fc) in zip(axes.flat, fcs.items(), strict=False):
+        hh = min(h, int(fc.mean.shape[0]))
+        lvl = fc.level
+        lo, med, hi = (fc.quantile(q).numpy()[:hh] for q in (0.5 - lvl / 2, 0.5, 0.5 + lvl / 2))
         ax.plot(x[shown:t0], hist[shown:], color="k", lw=1)
-        ax.fill_between(x[t0:], lo, hi, alpha=0.3, label=f"{int(level * 100)}% interval")
-        ax.plot(x[t0:], med, lw=1.5, label="median")
+        ax.fill_between(x[t0:t0 + hh], lo, hi, alpha=0.3, label=f"{lvl:.0%} interval")
+        ax.plot(x[t0:t0 + hh], med, lw=1.5, label="median")
         if actual is not None:
-            ax.plot(x[t0:], np.asarray(actual, dtype=float)[:horizon], "k--", lw=1,
-                    label="actual")
+            act = np.asarray(actual, dtype=float)[:hh]
+            ax.plot(x[t0:t0 + len(act)], act, "k--", lw=1, label="actual")
         ax.set_title(name)
-    for ax in list(axes.flat)[len(models):]:
+        if np.issubdtype(np.asarray(x).dtype, np.datetime64):
+            fig.autofmt_xdate()
+    for ax in list(axes.flat)[len(fcs):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Forecasts, {horizon} steps ahead")
+    fig.suptitle(f"Forecasts, {h} steps ahead")
+    fig.tight_layout()
+    return fig
+
+
+def _forecast_of(model, history, hist: np.ndarray, horizon: int, level: float,
+                 num_samples: int, seed: int | None):
+    """``model.forecast``, or quantiles of sampled continuations for a model without one."""
+    from probseq.forecast import build_forecast
+
+    try:
+        return model.forecast(history, horizon, level=level, num_samples=num_samples,
+                              seed=seed)
+    except (NotImplementedError, TypeError):
+        s = model.sample(num_samples, len(hist) + horizon, prefix=torch.as_tensor(hist),
+                         seed=seed)
+        fut = s.values[:, len(hist):].unsqueeze(0)
+        return build_forecast(None, 0, fut, horizon, level, discrete=False, single=True)
+
+
+def _x_positions(index, history, fcs, t0: int, h: int) -> np.ndarray:
+    """x values of the T + H points: the given index, a pandas history's continued, or
+    positions. Periods become timestamps (matplotlib draws dates, not Periods)."""
+    if index is None and isinstance(history, pd.Series | pd.DataFrame):
+        future = next((f.index for f in fcs.values() if f.index is not None), None)
+        if future is not None and len(future) >= h:
+            index = history.index.append(future[:h])
+    if index is None:
+        return np.arange(t0 + h)
+    idx = index if isinstance(index, pd.Index) else pd.Index(list(index))
+    if isinstance(idx, pd.PeriodIndex):
+        idx = idx.to_timestamp()
+    elif idx.dtype == object and len(idx) and isinstance(idx[0], pd.Period):
+        idx = pd.PeriodIndex(idx).to_timestamp()
+    if len(idx) < t0 + h:
+        raise ValueError(f"index has {len(idx)} entries; history plus horizon need {t0 + h}")
+    return idx.to_numpy()[: t0 + h]
+
+
+def plot_calibration(
+    models: Mapping[str, SequenceModel],
+    data: Any,
+    *,
+    start: int = 0,
+    levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 0.99),
+    bins: int = 10,
+):
+    """Calibration of the one-step-ahead predictives of continuous (or count) models.
+
+    Left: the histogram of PIT values ``F(x_t)`` of every step ``t >= start`` (flat for a
+    calibrated model; U-shaped: too narrow; hump-shaped: too wide). Right: the empirical
+    coverage of the central intervals against their nominal levels (on the diagonal for a
+    calibrated model).
+    """
+    from probseq.scoring import covered, pit
+
+    seqs = as_sequences(data, "continuous")[0]
+    keep = seqs.mask.clone()
+    keep[:, :start] = False
+    fig, (ax_pit, ax_cov) = _figure(1, 2, figsize=(9, 3.6))
+    edges = np.linspace(0, 1, bins + 1)
+    for name, m in models.items():
+        dist = m._step_predictive(seqs)
+        values = seqs.values.to(torch.float64)
+        u = pit(dist, values)
+        u = (u[..., 0] if u.ndim == 3 else u)[keep].numpy()
+        ax_pit.hist(u, bins=edges, density=True, histtype="step", lw=1.5, label=name)
+        cov = []
+        for lvl in levels:
+            c = covered(dist, values, lvl)
+            c = c[..., 0] if c.ndim == 3 else c
+            cov.append(float(c[keep].to(torch.float64).mean()))
+        ax_cov.plot(levels, cov, "o-", label=name)
+    ax_pit.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax_pit.set_xlabel("PIT")
+    ax_pit.set_ylabel("density")
+    ax_pit.set_title("PIT histogram")
+    ax_cov.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
+    ax_cov.set_xlim(min(levels) - 0.05, 1.0)
+    ax_cov.set_ylim(min(levels) - 0.05, 1.0)
+    ax_cov.set_xlabel("nominal coverage")
+    ax_cov.set_ylabel("empirical coverage")
+    ax_cov.set_title("Interval coverage")
+    ax_cov.legend(fontsize=7)
     fig.tight_layout()
     return fig

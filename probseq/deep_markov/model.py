@@ -504,6 +504,58 @@ class DeepMarkovModel(SequenceModel):
         self.history = {k: list(v) for k, v in meta["history"].items()}
 
 
+    # ---------------------------------------------------------------- forecasts
+    #: the one-step predictive is a particle approximation, not exact.
+    step_predictive_exact = False
+
+    @torch.no_grad()
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+        """``[N, T_max]`` APPROXIMATE one-step predictives from a bootstrap particle filter.
+
+        ``num_particles`` particles start from the initial state distribution; before each
+        step they are resampled by their weights (multinomial) and moved through the
+        transition, and the predictive of ``x_t`` is the equal-weight mixture of their
+        emission Gaussians (in data units). It converges to ``p(x_t | x_<t)`` as the number
+        of particles grows, but its log density is not ``log_prob_steps`` (an IWAE estimate
+        with the guide as proposal). Draws come from a generator seeded by ``eval_seed``,
+        so repeated calls agree.
+        """
+        dist = torch.distributions
+        net, k, s = self.net, self.num_particles, self.latent_dim
+        y, _ = self._standardise(seqs)
+        n, t_max, d = y.shape
+        g = torch.Generator(device=self._device).manual_seed(int(self.eval_seed))
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g, dtype=torch.float64, device=self._device)
+
+        loc0, scale0 = net.initial()
+        z = loc0 + scale0 * normal(k, n, s)  # [K, N, S]
+        log_w = torch.zeros(k, n, dtype=torch.float64, device=self._device)
+        locs = torch.empty(n, t_max, k, d, dtype=torch.float64)
+        scales = torch.empty_like(locs)
+        rows = torch.arange(n, device=self._device)
+        for t in range(t_max):
+            if t > 0:
+                probs = torch.softmax(log_w, dim=0).T  # [N, K]
+                pick = torch.multinomial(probs, k, replacement=True, generator=g)  # [N, K]
+                z = z[pick.T, rows[None, :]]
+                log_w = torch.zeros_like(log_w)
+                loc, scale = net.transition(z)
+                z = loc + scale * normal(k, n, s)
+            x_loc, x_scale = net.emitter(z)  # [K, N, D]
+            locs[:, t] = x_loc.transpose(0, 1).cpu()
+            scales[:, t] = x_scale.transpose(0, 1).cpu()
+            z_score = (y[:, t].unsqueeze(0) - x_loc) / x_scale
+            log_w = log_w + (-0.5 * z_score**2 - x_scale.log()).sum(-1)
+        locs = self._loc + self._scale * locs
+        scales = self._scale * scales
+        mix = dist.Categorical(probs=torch.full((n, t_max, k), 1.0 / k, dtype=torch.float64))
+        if self._univariate:
+            return dist.MixtureSameFamily(mix, dist.Normal(locs[..., 0], scales[..., 0]))
+        return dist.MixtureSameFamily(mix, dist.Independent(dist.Normal(locs, scales), 1))
+
+
 def _unique_pyro_name() -> str:
     return f"DeepMarkovModel_{uuid.uuid4().hex}"
 

@@ -708,6 +708,62 @@ class HiddenMarkovModel(SequenceModel):
                 .to_event(1))
         pyro.factor("log_lik", self._differentiable_log_prob(params, seqs).sum())
 
+    # ------------------------------------------------------------------ forecasts
+    def _emission_predictive(self, weights: torch.Tensor) -> torch.distributions.Distribution:
+        """The observation distribution when the state has probabilities ``weights [..., K]``.
+
+        Categorical: ``Categorical(weights @ emission)``; Gaussian: a mixture of the states'
+        Normals (MultivariateNormals for D > 1); Poisson: a mixture of Poissons.
+        """
+        p = self._params
+        dist = torch.distributions
+        if self.emission == "categorical":
+            probs = (weights @ p["emission"]).clamp_min(0)
+            return dist.Categorical(probs=probs / probs.sum(-1, keepdim=True))
+        mix = dist.Categorical(probs=weights)
+        batch = weights.shape
+        if self.emission == "poisson":
+            return dist.MixtureSameFamily(mix, dist.Poisson(p["rates"].expand(batch)))
+        if self._univariate:
+            comp = dist.Normal(p["means"][:, 0].expand(batch),
+                               p["covariances"][:, 0, 0].sqrt().expand(batch))
+        else:
+            comp = dist.MultivariateNormal(p["means"], p["covariances"]).expand(batch)
+        return dist.MixtureSameFamily(mix, comp)
+
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+        """``[N, T_max]``: the emission mixture under ``P(z_t | x_<t)`` (the filtered state of
+        step t-1 pushed through the transition; the initial distribution at t = 1).
+
+        After a step of probability zero the conditionals are undefined; those steps (and
+        padding) use the uniform state distribution so the result stays a distribution.
+        """
+        p = self._params
+        filtered = self._forward(seqs, filtered=True)["filtered"]  # [N, T_max, K]
+        k = self.num_states
+        pred = torch.empty_like(filtered)
+        pred[:, 0] = p["initial"]
+        pred[:, 1:] = filtered[:, :-1] @ p["transition"]
+        dead = pred.sum(-1, keepdim=True) <= 0
+        pred = torch.where(dead, torch.full((), 1.0 / k, dtype=pred.dtype), pred)
+        return self._emission_predictive(pred / pred.sum(-1, keepdim=True))
+
+    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
+        """Exact ``[N, H]`` marginals: ``P(z_(T+h) | x_1..x_T) = filtered_T A^h`` mixed over
+        the states' emission distributions."""
+        p = self._params
+        filtered = self._forward(seqs, filtered=True)["filtered"]
+        state = filtered[torch.arange(len(seqs)), seqs.lengths - 1]  # [N, K]
+        if (state.sum(-1) <= 0).any():
+            i = int(torch.nonzero(state.sum(-1) <= 0)[0])
+            raise ValueError(f"sequence {i} has probability zero under this model")
+        steps = []
+        for _ in range(horizon):
+            state = state @ p["transition"]
+            steps.append(state)
+        weights = torch.stack(steps, dim=1)
+        return self._emission_predictive(weights / weights.sum(-1, keepdim=True))
+
 
 def _check_spd(cov: torch.Tensor) -> None:
     if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-10, atol=1e-12):

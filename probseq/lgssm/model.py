@@ -12,6 +12,7 @@ import torch
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
 from probseq.data import Sequences
+from probseq.forecast import Forecast
 from probseq.lgssm import inference
 
 __all__ = ["LinearGaussianSSM", "StatePosterior", "Forecast"]
@@ -42,28 +43,6 @@ class StatePosterior:
 
     mean: torch.Tensor
     cov: torch.Tensor
-
-
-@dataclass
-class Forecast:
-    """Predictive distribution of the next H observations after each sequence.
-
-    Attributes:
-        mean: ``[N, H, D]``; ``[N, H]`` when D = 1; the N axis is dropped for one sequence.
-        cov: ``[N, H, D, D]`` predictive covariance of each future observation (marginal in
-            time).
-        std: like ``mean``: the marginal standard deviations.
-        lower, upper: like ``mean``: the central ``level`` prediction interval of each
-            coordinate.
-        level: the interval's coverage.
-    """
-
-    mean: torch.Tensor
-    cov: torch.Tensor
-    std: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    level: float
 
 
 class LinearGaussianSSM(SequenceModel):
@@ -346,7 +325,8 @@ class LinearGaussianSSM(SequenceModel):
             outs = [o[0] for o in outs]
             obs_cov = obs_cov[0]
         m, s, lo, up = outs
-        return Forecast(m, obs_cov, s, lo, up, float(level))
+        return Forecast(mean=m, std=s, lower=lo, upper=up, level=float(level), cov=obs_cov,
+                        num_exact_steps=horizon, _single=single)
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,

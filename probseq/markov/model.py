@@ -449,6 +449,51 @@ class MarkovChain(SequenceModel):
         self._check_fitted()
         return sum(a.nbytes for t in self._tables if t is not None for a in t.values())
 
+    # ---------------------------------------------------------------- forecasts
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Categorical:
+        """``Categorical [N, T_max]``: ``p(x_t | context)`` at every step (uniform at padding)."""
+        values = np.ascontiguousarray(seqs.values.numpy())
+        contexts, _ = counting.context_keys(values, seqs.lengths.numpy(), self.order,
+                                            self.num_symbols)
+        unique, inverse = np.unique(contexts[self.order], return_inverse=True)
+        rows = self._next_distributions(unique)[inverse.reshape(-1)]
+        v = self.num_symbols
+        probs = np.full((*values.shape, v), 1.0 / v)
+        probs[seqs.mask.numpy()] = rows
+        return torch.distributions.Categorical(probs=torch.from_numpy(probs))
+
+    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Categorical | None:
+        """Exact h-step marginals by propagating the distribution over the last-k context.
+
+        ``P(context_(h+1))`` is pushed through the next-symbol distributions one step at a
+        time (contexts as sparse keys, merged at each step). Returns None (sampling is used
+        instead) when the reachable contexts times V would exceed ``2**22``.
+        """
+        v, k = self.num_symbols, self.order
+        base = v + 1
+        keep = base ** (k - 1) if k > 0 else 1
+        out = np.zeros((len(seqs), horizon, v))
+        for i in range(len(seqs)):
+            seq = seqs[i].numpy()
+            last = np.concatenate([np.full(k, v, dtype=np.int64), seq])[len(seq):]
+            key = 0
+            for sym in last:
+                key = key * base + int(sym)
+            keys, weights = np.array([key], dtype=np.int64), np.ones(1)
+            for h in range(horizon):
+                if keys.shape[0] * v > 2**22:
+                    return None
+                rows = self._next_distributions(keys)  # [C, V]
+                joint = weights[:, None] * rows
+                out[i, h] = joint.sum(0)
+                if k == 0 or h + 1 == horizon:
+                    continue
+                new = (keys[:, None] % keep) * base + np.arange(v)[None, :]
+                keys, inverse = np.unique(new.reshape(-1), return_inverse=True)
+                weights = np.bincount(inverse.reshape(-1), weights=joint.reshape(-1),
+                                      minlength=keys.shape[0])
+        return torch.distributions.Categorical(probs=torch.from_numpy(out))
+
 
 def _complete_windows(seqs: Sequences, order: int) -> np.ndarray:
     """``[sum(lengths)]`` bool, row-major over real steps: the n-gram ending at the step (its

@@ -458,6 +458,54 @@ class RecurrentModel(SequenceModel):
         self._network = network.to(self.device).eval()
         self._network64 = None
 
+    # ---------------------------------------------------------------- forecasts
+    def _step_params(self, seqs: Sequences) -> torch.Tensor:
+        """``[N, T_max, P]`` float64 emission parameters of every step (as in scoring)."""
+        self._check_length(seqs.max_length)
+        net = self._eval_network()
+        n, t_max = seqs.values.shape[:2]
+        out = torch.zeros(n, t_max, self._make_emission().num_outputs, dtype=torch.float64)
+        recurrent = self.cell != "transformer"
+        window = min(t_max, _EVAL_WINDOW) if recurrent else t_max
+        rows = max(1, _EVAL_TOKENS // window)
+        for r0 in range(0, n, rows):
+            t_rows = int(seqs.lengths[r0: r0 + rows].max())
+            x = self._standardise(seqs.values[r0: r0 + rows, :t_rows], torch.float64)
+            x = x.to(self.device)
+            state, previous = None, None
+            for t0 in range(0, t_rows, window):
+                xw = x[:, t0: t0 + window]
+                params, state = net(xw, state, previous)
+                out[r0: r0 + rows, t0: t0 + xw.shape[1]] = params.cpu()
+                previous = xw[:, -1]
+        return out
+
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+        """``[N, T_max]``: the network's output distribution of every step, in data units.
+
+        Categorical: the softmax; Gaussian: Normal (``Independent`` Normals for D > 1);
+        mixture: ``MixtureSameFamily`` of those. Standardisation is undone (means
+        ``m + s * mean``, scales ``s * scale``), so densities include the Jacobian.
+        """
+        dist = torch.distributions
+        params = self._step_params(seqs)
+        emission = self._make_emission()
+        if self.data_kind == "discrete":
+            return dist.Categorical(logits=params)
+        univariate = self._obs_dim is None
+        if self.emission == "gaussian":
+            mean, scale = emission._split(params)
+            mean, scale = self._mean + self._std * mean, self._std * scale
+            if univariate:
+                return dist.Normal(mean[..., 0], scale[..., 0])
+            return dist.Independent(dist.Normal(mean, scale), 1)
+        logits, means, scales = emission._split(params)  # [N, T, K], [N, T, K, D]
+        means, scales = self._mean + self._std * means, self._std * scales
+        mix = dist.Categorical(logits=logits)
+        if univariate:
+            return dist.MixtureSameFamily(mix, dist.Normal(means[..., 0], scales[..., 0]))
+        return dist.MixtureSameFamily(mix, dist.Independent(dist.Normal(means, scales), 1))
+
 
 def _hold_out(seqs: Sequences, fraction: float) -> tuple[Sequences, Sequences | None]:
     """Split off validation data: a random ``fraction`` of the sequences (at least one), or,
