@@ -510,3 +510,28 @@ def test_missing_symbols_refused_where_the_forward_pass_is_too_large():
     assert np.isfinite(m.log_prob(_masked([0, 1, 2, 3], [1])).item())  # one gap is fine
     with pytest.raises(ValueError, match="sequence 0.*more than MarkovChain's limit"):
         m.log_prob(_masked([0, 1, 2, 3], [1, 2]))
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_predictive_and_forecast_condition_on_gappy_data_exactly(order):
+    m = MarkovChain(order=order).fit(_corpus())
+    x = np.array([2, 0, 1, 1, 0, 2])
+    gappy = _masked(x, [1, 5])  # a gap inside and a gap at the end
+    # One-step predictives at observed steps reproduce log_prob_steps.
+    dist = m._step_predictive(m._coerce(gappy)[0])
+    steps = m.log_prob_steps(gappy)
+    for t in (0, 2, 3, 4):
+        assert np.log(dist.probs[0, t, x[t]].item()) == pytest.approx(steps[t].item(), abs=1e-12)
+        assert dist.probs[0, t].sum().item() == pytest.approx(1.0, abs=1e-12)
+    # Two-step forecast after the gappy sequence: brute force over the missing symbols.
+    fc = m.forecast(gappy, 2).probs.reshape(2, V).numpy()
+    base = m.log_prob(gappy).item()
+    for a in range(V):
+        fills = [np.concatenate([x[:1], [f1], x[2:5], [f5], [a]])
+                 for f1 in range(V) for f5 in range(V)]
+        assert fc[0, a] == pytest.approx(np.exp(torch.logsumexp(m.log_prob(fills), 0).item()
+                                                - base), abs=1e-12)
+        marginal = sum(np.exp(torch.logsumexp(m.log_prob(
+            [np.concatenate([x[:1], [f1], x[2:5], [f5], [c, a]])
+             for f1 in range(V) for f5 in range(V)]), 0).item() - base) for c in range(V))
+        assert fc[1, a] == pytest.approx(marginal, abs=1e-12)

@@ -256,13 +256,23 @@ class MarkovChain(SequenceModel):
                 self._marginalise(i, values[i, : lengths[i]], observed[i, : lengths[i]], out[i])
         return out
 
-    def _marginalise(self, i: int, row: np.ndarray, observed: np.ndarray, out: np.ndarray
-                     ) -> None:
+    def _marginalise(self, i: int, row: np.ndarray, observed: np.ndarray, out: np.ndarray,
+                     predictive: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Overwrite ``out [T]`` around the missing symbols of one sequence by a forward pass.
 
         Only the missing steps and the k steps after each have uncertain contexts; every other
         step keeps its plain conditional. Each stretch of such steps (a cluster) starts from
         the one known context before it and ends where k observed symbols have followed.
+
+        Args:
+            predictive: ``[T, V]``; when given, its rows in the clusters are overwritten by
+                ``p(x_t = . | observed x_<t)``.
+
+        Returns:
+            ``(context keys [C], probabilities [C])``: the distribution of the context after
+            the last step when the last cluster reaches the end of the sequence, else None
+            (the final context is then known).
         """
         k, v = self.order, self.num_symbols
         base, top = v + 1, (v + 1) ** k
@@ -278,6 +288,7 @@ class MarkovChain(SequenceModel):
                 start, end = int(t), int(t) + k
         clusters.append((start, end))
         symbols_all = np.arange(v, dtype=np.int64)
+        final = None
         for start, end in clusters:
             key = 0
             for j in range(start - k, start):
@@ -285,6 +296,8 @@ class MarkovChain(SequenceModel):
             states = np.array([key], dtype=np.int64)
             weights = np.ones(1)
             for t in range(start, min(end, length - 1) + 1):
+                if predictive is not None:
+                    predictive[t] = weights @ self._next_distributions(states)
                 if not observed[t]:
                     if states.shape[0] * v > MAX_MISSING_WORK:
                         raise ValueError(
@@ -312,6 +325,9 @@ class MarkovChain(SequenceModel):
                 states, inverse = np.unique(new_s[keep], return_inverse=True)
                 weights = np.bincount(inverse.reshape(-1), weights=new_w[keep],
                                       minlength=states.shape[0])
+            if end >= length - 1:
+                final = (states, weights)
+        return final
 
     def conditional(self, context: Any = ()) -> torch.Tensor:
         """The distribution of the next symbol after ``context``.
@@ -460,6 +476,13 @@ class MarkovChain(SequenceModel):
         v = self.num_symbols
         probs = np.full((*values.shape, v), 1.0 / v)
         probs[seqs.mask.numpy()] = rows
+        if seqs.has_missing:  # contexts with gaps: mixtures over the possible contexts
+            mask, observed = seqs.mask.numpy(), seqs.observed.numpy()
+            lengths = seqs.lengths.numpy()
+            scratch = np.zeros(values.shape[1])
+            for i in np.flatnonzero((mask & ~observed).any(axis=1)):
+                n = lengths[i]
+                self._marginalise(i, values[i, :n], observed[i, :n], scratch[:n], probs[i, :n])
         return torch.distributions.Categorical(probs=torch.from_numpy(probs))
 
     def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Categorical | None:
@@ -480,6 +503,13 @@ class MarkovChain(SequenceModel):
             for sym in last:
                 key = key * base + int(sym)
             keys, weights = np.array([key], dtype=np.int64), np.ones(1)
+            if seqs.has_missing:
+                n = int(seqs.lengths[i])
+                observed = seqs.observed[i, :n].numpy()
+                if not observed.all():  # start from the filtered context distribution
+                    final = self._marginalise(i, seq, observed, np.zeros(n))
+                    if final is not None:
+                        keys, weights = final
             for h in range(horizon):
                 if keys.shape[0] * v > 2**22:
                     return None
