@@ -220,11 +220,12 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     out.mkdir(parents=True, exist_ok=True)
     print(data.description, file=sys.stderr)
 
-    fitted, seconds = {}, {}
+    fitted, seconds, options = {}, {}, {}
     bar = progress_bar(len(names), None, "fitting")
     for name in names:
         bar.set_postfix_str(name)
         model, fit_kw = factories[name]()
+        options[name] = ", ".join(f"{k}={v!r}" for k, v in fit_kw.items())
         tic = time.perf_counter()
         model.fit(data.fit, seed=args.seed, **fit_kw)
         seconds[name] = time.perf_counter() - tic
@@ -238,7 +239,8 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     _print_table(table)
     print("\n" + table.attrs["verdict"])
     figures = [] if args.no_plots else _write_figures(fitted, table, data, out, args.seed)
-    _write_report(out / "report.md", table, data, figures)
+    _write_report(out / "report.md", table, data, figures,
+                  {n: repr(m) for n, m in fitted.items()}, options)
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'report.md'}"
           + (f" and {len(figures)} figures" if figures else ""), file=sys.stderr)
     return 0
@@ -287,7 +289,8 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
     return written
 
 
-def _write_report(path: Path, table, data: Dataset, figures: list[str]) -> None:
+def _write_report(path: Path, table, data: Dataset, figures: list[str],
+                  fitted_repr: dict[str, str], fit_options: dict[str, Any]) -> None:
     attrs = table.attrs
     tied, simplest, best = attrs["indistinguishable"], attrs["simplest"], attrs["best"]
     units = ("held-out sequences" if attrs["units"] == "sequences"
@@ -315,12 +318,19 @@ def _write_report(path: Path, table, data: Dataset, figures: list[str]) -> None:
         ("- Best model: **" + best + "**, significantly better than every other model."
          if len(tied) == 1 else
          f"- Indistinguishable from the best ({best}): **{', '.join(tied)}**."),
-        f"- Simplest adequate model (fewest parameters among those): **{simplest}** "
-        f"({int(table.loc[simplest, 'num_params'])} parameters).",
+        (f"- Simplest adequate model (fewest parameters among those): **{simplest}** "
+         f"({int(table.loc[simplest, 'num_params'])} parameters)." if len(tied) > 1 else
+         f"- Simplest adequate model: **{simplest}**, the only one not significantly worse "
+         "than the best."),
         f"- Tests: paired t-tests of the log-likelihood difference to the best over {units}, "
         f"Holm-corrected for {len(table) - 1} comparisons at {attrs['level']:.0%}.",
         f"- Conditioning: {conditioning}.",
         "- More parameters than fitted values: " + (", ".join(over) if over else "none") + ".",
+        "",
+        "## Models",
+        "",
+        *(f"- {name}: `{fitted_repr[name]}`, fitted with {fit_options[name] or 'defaults'} "
+          f"in {table.loc[name, 'fit_seconds']:.1f} s" for name in table.index),
         "",
         "## Table",
         "",

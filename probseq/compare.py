@@ -367,7 +367,8 @@ def _verdict(df: pd.DataFrame, best: str, tied: list[str], simplest: str, cond: 
     over = [n for n in df.index if df.loc[n, "params_exceed_data"]]
     if over:
         parts.append(f"{_join(over)} {'has' if len(over) == 1 else 'have'} more parameters "
-                     "than fitted values.")
+                     "than fitted values: in-sample fit and AIC/BIC say little there; the "
+                     "held-out scores are the evidence.")
     not_exact = [n for n in df.index if df.loc[n, "score_kind"] != "exact"]
     if not_exact:
         parts.append("Scores that are not exact likelihoods: " + ", ".join(
