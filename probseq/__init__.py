@@ -5,7 +5,7 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 """
 
 from probseq import datasets, distributed, plots, selection
-from probseq.autoregressive import AutoRegressive
+from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
 from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
 from probseq.compare import compare
@@ -16,6 +16,7 @@ from probseq.hmm import HiddenMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 from probseq.recurrent import RecurrentModel
+from probseq.switching import SwitchingAutoRegressive
 
 __version__ = "0.1.0"
 
@@ -28,8 +29,10 @@ __all__ = [
     "MarkovChain",
     "HiddenMarkovModel",
     "AutoRegressive",
+    "VectorAutoRegressive",
     "DeepMarkovModel",
     "RecurrentModel",
+    "SwitchingAutoRegressive",
     "compare",
     "backtest",
     "Forecast",

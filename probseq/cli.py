@@ -69,6 +69,17 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
             f"fitted on the first {cut}, judged on the last {len(y) - cut} one step ahead",
             index=list(series.index),
         )
+    if name == "gdp":
+        series = datasets.gdp_growth()
+        y = series.to_numpy()
+        cut = int(round(0.8 * len(y)))
+        return Dataset(
+            name, Sequences.from_list([y[:cut]]), Sequences.from_list([y]), cut, "continuous",
+            f"gdp: quarterly US real GDP growth in percent, {len(y)} values "
+            f"({series.index[0]}-{series.index[-1]}, statsmodels macrodata); fitted on the "
+            f"first {cut}, judged on the last {len(y) - cut} one step ahead",
+            index=[str(q) for q in series.index],
+        )
     if name == "regimes":
         seqs, _ = datasets.gaussian_hmm(240, 100, seed=seed)
         return Dataset(
@@ -122,6 +133,8 @@ def model_factories(kind: str, num_symbols: int | None = None
             "local_linear_trend": lambda: (ps.LinearGaussianSSM.local_linear_trend(), {}),
             "ar5": lambda: (ps.AutoRegressive(order=5), {}),
             "dmm": lambda: (ps.DeepMarkovModel(), {"max_epochs": 100}),
+            "msar1": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=1), {}),
+            "msar4": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=4), {}),
         }
     v = num_symbols
 
@@ -159,6 +172,8 @@ DEFAULT_MODELS = {
     "discrete": ["markov1", "markov2", "markov3", "markov4", "markov5", "markov6", "gru"],
 }
 DEFAULT_DATASET = "text"
+#: datasets whose default models differ from their kind's.
+DATASET_MODELS = {"gdp": "ar1,ar3,msar1,msar4,local_level,gru"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +229,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from probseq._utils import progress_bar
 
     data = load_dataset(args.dataset, seed=args.seed)
-    names = _choose_models(parser, data.kind, args.models)
+    names = _choose_models(parser, data.kind, args.models or DATASET_MODELS.get(args.dataset))
     factories = model_factories(data.kind, data.num_symbols)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

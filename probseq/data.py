@@ -697,7 +697,7 @@ def as_exog(
         if len(rows) != n:
             raise ValueError(f"exog has covariates for {len(rows)} sequences, the data has {n}")
     else:
-        if hasattr(exog, "index") and hasattr(data, "index"):
+        if _is_pandas(exog) and _is_pandas(data):
             _check_index(exog.index, data.index)
         arr = _exog_array(exog, "exog")
         if arr.ndim == 3:
@@ -749,6 +749,10 @@ def _exog_array(x: Any, what: str) -> np.ndarray:
         where = tuple(int(v) for v in np.argwhere(bad)[0])
         raise ValueError(f"{what} has a non-finite value (NaN or inf) at {where}")
     return arr
+
+
+def _is_pandas(x: Any) -> bool:
+    return hasattr(x, "index") and hasattr(x, "iloc")
 
 
 def _check_index(exog_index: Any, data_index: Any) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "gaussian_hmm",
     "copy_task",
     "co2",
+    "gdp_growth",
     "DATASETS",
 ]
 
@@ -247,7 +248,7 @@ def copy_task(
 
 
 #: names accepted by ``python -m probseq compare --dataset``.
-DATASETS = ("nile", "sunspots", "text", "regimes")
+DATASETS = ("nile", "sunspots", "text", "regimes", "gdp")
 
 
 def co2() -> pd.Series:
@@ -262,3 +263,20 @@ def co2() -> pd.Series:
     return pd.Series(df["co2"].to_numpy(np.float64), index=df.index, name="co2").rename_axis(
         "week"
     )
+
+
+def gdp_growth() -> pd.Series:
+    """Quarterly growth of US real GDP, 1959Q2-2009Q3, in percent (202 values).
+
+    ``100 * log(realgdp_t / realgdp_(t-1))`` of statsmodels' bundled ``macrodata`` (real GDP
+    in billions of chained 2005 dollars, seasonally adjusted); the index holds the quarters.
+    The classic data of Markov-switching models of the business cycle.
+    """
+    from statsmodels.datasets import macrodata
+
+    df = macrodata.load_pandas().data
+    gdp = df["realgdp"].to_numpy(np.float64)
+    index = pd.PeriodIndex.from_fields(year=df["year"].astype(int).to_numpy(),
+                                       quarter=df["quarter"].astype(int).to_numpy(), freq="Q")
+    growth = 100.0 * np.diff(np.log(gdp))
+    return pd.Series(growth, index=index[1:], name="gdp_growth").rename_axis("quarter")

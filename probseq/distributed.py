@@ -70,8 +70,10 @@ def local() -> Iterator[None]:
 
 
 def shard_indices(n: int) -> torch.Tensor:
-    """This rank's sequence indices: ``rank, rank + W, ...`` (all of them when inactive)."""
-    return torch.arange(rank(), n, world_size())
+    """This rank's sequence indices: ``rank, rank + W, ...`` (all of them when inactive;
+    empty when ``n <= rank``)."""
+    r = rank()
+    return torch.arange(r, max(n, r), world_size())
 
 
 def shard(seqs: Sequences) -> Sequences:
@@ -129,7 +131,7 @@ def gather_in_order(local_values: torch.Tensor, n: int) -> torch.Tensor:
     dist.all_gather(gathered, buf)
     out = torch.zeros((n, *full_trailing), dtype=local_values.dtype)
     for r, g in enumerate(gathered):
-        idx = torch.arange(r, n, w)
+        idx = torch.arange(r, max(n, r), w)
         out[idx] = g[: len(idx)].cpu()
     return out
 

@@ -41,6 +41,7 @@ __all__ = [
     "select_markov_order",
     "select_ar_order",
     "select_hmm_states",
+    "select_var_order",
 ]
 
 Criterion = Literal["crossval", "heldout", "bic", "aic"]
@@ -301,3 +302,18 @@ def select_hmm_states(
         num_states, data, criterion=criterion, validation_data=validation_data,
         fit_options=fit_options, num_folds=num_folds, tail=tail, seed=seed,
     )
+
+
+def select_var_order(
+    data: Any,
+    orders: Iterable[int] = range(1, 9),
+    *,
+    criterion: Criterion = "bic",
+    validation_data: Any | None = None,
+) -> Selection:
+    """Choose the order p of a :class:`~probseq.VectorAutoRegressive` model (BIC counts
+    ``D + p D^2 + D (D + 1) / 2`` parameters and n = number of time steps)."""
+    from probseq.autoregressive import VectorAutoRegressive
+
+    return select(lambda p: VectorAutoRegressive(order=p), orders, data, criterion=criterion,
+                  validation_data=validation_data)

@@ -65,6 +65,30 @@ def gru() -> dict:
     return {"state": m._state_tensors(), "test_log_prob": m.log_prob(test)}
 
 
+FEW_FIT = {"max_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "seed": 5,
+           "patience": None, "progress": False}
+
+
+def _few_data():
+    """Two sequences (fewer than the ranks once one is held out) and one long series."""
+    train, test = _gru_data()
+    return [train[0], train[1]], torch.cat([train[i] for i in range(20)]), test[:5]
+
+
+def gru_few() -> dict:
+    """Data-parallel fits where some ranks have no sequence: two sequences (one trains),
+    and one long series cut into training streams shared by the ranks."""
+    from probseq import RecurrentModel
+
+    two, series, test = _few_data()
+    out = {}
+    for name, data, extra in (("two", two, {}), ("one", series, {"window_length": 20})):
+        m = RecurrentModel(cell="gru", hidden_size=8).fit(data, **FEW_FIT, **extra)
+        out[name] = {"state": m._state_tensors(), "log_prob": m.log_prob(test),
+                     "steps": m.history_["steps"], "valid": m.history_["valid"]}
+    return out
+
+
 def _dmm_data():
     from probseq.datasets import gaussian_hmm
 

@@ -251,3 +251,9 @@ def test_exog_pandas_index_must_line_up():
                                                                     freq="Q"))
     with pytest.raises(ValueError, match="does not line up"):
         as_exog(bad, seqs, data=y)
+
+
+def test_exog_as_tensors_for_a_tensor_sequence():
+    seqs, _ = as_sequences(torch.zeros(4, dtype=torch.float64), "continuous")
+    ex = as_exog(torch.ones(4, 2), seqs, data=torch.zeros(4))
+    assert ex.shape == (1, 4, 2)

@@ -15,14 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from probseq import Sequences
+from probseq import RecurrentModel, Sequences
 from probseq.recurrent import hidden_gradient_norms
 from probseq.recurrent.long_range import (
-    InitRecurrentModel,
     exploding_gradient_norms,
     long_range_experiment,
     long_range_task,
     recall_scores,
+    sgd_step,
+    untrained_model,
 )
 from probseq.recurrent.networks import chrono_init_
 
@@ -97,24 +98,53 @@ def test_chrono_biases_are_the_keep_gates(cell):
         chrono_init_(core, 1)
 
 
-def test_init_model_options_are_validated_and_saved(tmp_path):
+def test_gate_init_and_untrained_model_options_are_validated_and_saved(tmp_path):
     with pytest.raises(ValueError, match="chrono"):
-        InitRecurrentModel(cell="rnn", chrono=10)
+        RecurrentModel(cell="rnn", gate_init="chrono")
+    with pytest.raises(ValueError, match="gate_init"):
+        RecurrentModel(cell="gru", gate_init="orthogonal")
     with pytest.raises(ValueError, match="recurrent_radius"):
-        InitRecurrentModel(cell="gru", recurrent_radius=2.0)
-    m = InitRecurrentModel(cell="rnn", hidden_size=6, recurrent_radius=1.5, input_scale=0.5)
-    u = m.untrained(num_symbols=4, seed=0)
+        untrained_model("gru", recurrent_radius=2.0)
+    with pytest.raises(ValueError, match="max_length"):
+        untrained_model("gru", gate_init="chrono")
+    u = untrained_model("rnn", 6, 4, recurrent_radius=1.5, input_scale=0.5)
     radius = torch.linalg.eigvals(u._network.core.weight_hh_l0.detach().double()).abs().max()
     assert abs(float(radius) - 1.5) < 1e-5
     x = long_range_task(30, 4, 2, seed=0)
-    fitted = InitRecurrentModel(cell="gru", hidden_size=6, chrono=7).fit(
-        x, max_epochs=1, seed=0, progress=False)
+    # chrono with T_max = the longest training sequence (lag + 3 = 7): keep-gate biases
+    # log(tau), tau in 1..6, before training (0 epochs is not possible: compare the
+    # untrained network fit starts from with the same seed)
+    u = untrained_model("gru", 6, 5, gate_init="chrono", max_length=7)
+    tau = u._network.core.bias_ih_l0[6:12].detach().exp()
+    assert bool((tau >= 1).all() and (tau <= 6).all())
+    fitted = RecurrentModel(cell="gru", hidden_size=6, gate_init="chrono").fit(
+        x, max_epochs=1, patience=None, seed=0, progress=False)
+    assert fitted.get_config()["gate_init"] == "chrono"
     fitted.save(tmp_path / "m.pt")
     import probseq
 
     loaded = probseq.load(tmp_path / "m.pt")
     assert loaded.get_config() == fitted.get_config()
     assert torch.equal(loaded.log_prob(x), fitted.log_prob(x))
+
+
+def test_sgd_step_clips_the_step_and_leaves_the_model_alone():
+    """One plain step on an exploding RNN (radius 3): the gradient norm is the unclipped
+    one both times; clipped, the step is exactly learning_rate * clip_norm long."""
+    model = untrained_model("rnn", 16, 7, recurrent_radius=3.0, input_scale=0.1)
+    batch = long_range_task(32, 20, 4, min_lag=1, seed=0)
+    weights = {k: v.clone() for k, v in model._network.state_dict().items()}
+    free, info = sgd_step(model, batch, learning_rate=0.1)
+    clipped, info_c = sgd_step(model, batch, learning_rate=0.1, clip_norm=1.0)
+    assert all(torch.equal(v, model._network.state_dict()[k]) for k, v in weights.items())
+    assert info["gradient_norm"] == pytest.approx(info_c["gradient_norm"], rel=1e-6)
+    assert info["gradient_norm"] > 1.0
+    assert info["step_size"] == pytest.approx(0.1 * info["gradient_norm"], rel=1e-5)
+    assert info_c["step_size"] == pytest.approx(0.1, rel=1e-5)
+    # loss_before is the model's own mean NLL per step (float32 vs float64)
+    nats = -float(model.log_prob(batch).sum()) / batch.num_steps
+    assert info["loss_before"] == pytest.approx(nats, rel=1e-5)
+    assert clipped.log_prob(batch).sum() != model.log_prob(batch).sum()
 
 
 # ------------------------------------------------------------------------ gradient norms
@@ -146,7 +176,7 @@ def _unrolled_norms(model, x):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_hidden_gradient_norms_match_an_unrolled_autograd(cell):
     data = long_range_task(40, lag=4, num_signals=2, fillers="random", seed=3)
-    model = InitRecurrentModel(cell=cell, hidden_size=3, num_symbols=5).fit(
+    model = RecurrentModel(cell=cell, hidden_size=3, num_symbols=5).fit(
         data, max_epochs=2, learning_rate=0.05, seed=0, progress=False)
     x = data.values[:6]
     norms = hidden_gradient_norms(model, Sequences.from_padded(x))
@@ -168,7 +198,7 @@ def test_exploding_and_vanishing_with_the_spectral_radius():
 
 def test_recall_scores_match_the_network_softmax():
     data = long_range_task(30, lag=3, num_signals=3, min_lag=1, seed=0)
-    model = InitRecurrentModel(cell="lstm", hidden_size=4, num_symbols=6).fit(
+    model = RecurrentModel(cell="lstm", hidden_size=4, num_symbols=6).fit(
         data, max_epochs=2, seed=0, progress=False)
     nats, correct = recall_scores(model, data)
     net = model._eval_network()

@@ -54,7 +54,7 @@ class DeepMarkovModel(SequenceModel):
     Data is standardised internally, per dimension, with the mean and standard deviation of
     the training steps: ``y = (x - m) / s``. Every density this model reports is of x as the
     user gave it: ``log p(x_t | ...) = log p(y_t | ...) - sum_d log s_d`` (the Jacobian is in
-    every step, in ``log_prob``, ``log_prob_steps`` and the ELBO in ``history``).
+    every step, in ``log_prob``, ``log_prob_steps`` and the ELBO in ``history_``).
 
     The likelihood is intractable, so ``log_prob`` is the importance-weighted bound (IWAE,
     Burda et al. 2016) with the guide as proposal and ``num_particles`` particles:
@@ -62,7 +62,8 @@ class DeepMarkovModel(SequenceModel):
     expectation is below ``log p(x)`` and rises towards it as K grows, but one draw can land
     above. To make it a deterministic function of the model and the sequence, the standard
     normal draws of each sequence come from a generator seeded by a hash of that sequence's
-    standardised values and ``eval_seed``: repeated calls agree exactly, and a sequence's
+    standardised values (rounded to float32, so that rescaled data gets the same draws) and
+    ``eval_seed``: repeated calls agree exactly, and a sequence's
     score does not depend on the batch it is in, its position or its padding. Particles are
     nested: the first K of K' > K particles are the same draws.
 
@@ -74,12 +75,13 @@ class DeepMarkovModel(SequenceModel):
         emission: ``"gaussian"`` (the only one for now).
         num_particles: K for ``log_prob``, ``log_prob_steps`` and filtering a prefix in
             ``sample``; also an attribute that may be changed after fitting.
-        device: where to fit and evaluate (``None``: CPU).
+        device: where to fit and evaluate (``None``: CPU). Not saved with the model: a
+            loaded model uses its own default (CPU).
 
     Attributes:
-        history: ``{"train_loss": [...], "val_loss": [...]}``, the negative ELBO in nats per
+        history_: ``{"train_loss": [...], "val_loss": [...]}``, the negative ELBO in nats per
             step (data units) of each epoch; ``val_loss`` is filled when ``validation_data``
-            is given to ``fit``.
+            is given to ``fit``. (``history`` is a deprecated alias.)
         eval_seed: the seed mixed into every sequence's evaluation draws (default 0).
         net: the :class:`~probseq.deep_markov.networks.DMMNetwork` once fitted.
     """
@@ -118,7 +120,7 @@ class DeepMarkovModel(SequenceModel):
         self._scale: torch.Tensor | None = None
         self._univariate = False
         self.eval_seed = 0
-        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.history_: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         # A unique name in Pyro's param store, for users who run pyro_model/guide themselves.
         self.pyro_name = _unique_pyro_name()
 
@@ -130,6 +132,13 @@ class DeepMarkovModel(SequenceModel):
     @num_particles.setter
     def num_particles(self, value: int) -> None:
         self._num_particles = _check_positive_int(value, "num_particles")
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Deprecated alias of ``history_`` (the name every other model uses)."""
+        warnings.warn("DeepMarkovModel.history is deprecated; use history_", DeprecationWarning,
+                      stacklevel=2)
+        return self.history_
 
     # ---------------------------------------------------------------- Pyro programs
     def _model(self, y: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -198,6 +207,55 @@ class DeepMarkovModel(SequenceModel):
         return -float(self._scale.log().sum())
 
     # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        data: Any,
+        *,
+        max_epochs: int = 200,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        seed: int | None = None,
+        progress: bool | None = None,
+        validation_data: Any | None = None,
+        clip_norm: float = 10.0,
+        patience: int | None = None,
+        **unknown: Any,
+    ) -> DeepMarkovModel:
+        """Fit by stochastic variational inference (``Trace_ELBO``, ``ClippedAdam``) over
+        minibatches of sequences.
+
+        Data is standardised per dimension with the training steps' mean and standard
+        deviation (the Jacobian is in every reported density). A non-finite ELBO stops
+        training with a ``RuntimeWarning`` and keeps the weights of the last finished epoch.
+        The fit runs in a fresh scope of Pyro's global param store, which is left exactly
+        as it was. Under an active ``torch.distributed`` process group each rank takes its
+        part of every epoch's order and gradients are averaged over ranks.
+
+        Args:
+            data: the training sequences (reals, ``[T]`` or ``[T, D]`` each).
+            max_epochs: passes over the data (default 200).
+            batch_size: sequences per SVI step (default 32).
+            learning_rate: Adam's step size (default 3e-3).
+            seed: makes the fit reproducible on the CPU (default None).
+            progress: show a progress bar with the ELBO in nats per step (default None: when
+                stderr is a terminal).
+            validation_data: sequences whose negative ELBO per step (with fixed evaluation
+                draws) is measured after every epoch; the weights of the best epoch are kept
+                (default None: the last epoch's).
+            clip_norm: ``ClippedAdam``'s gradient-norm clip (default 10.0).
+            patience: with ``validation_data``, stop after this many epochs without
+                improvement (default None: never stop early).
+            **unknown: refused with ``ValueError``.
+
+        Returns:
+            self, with ``history_`` set.
+        """
+        return super().fit(
+            data, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, progress=progress, validation_data=validation_data,
+            clip_norm=clip_norm, patience=patience, **unknown,
+        )
+
     def _fit(
         self,
         seqs: Sequences,
@@ -242,7 +300,7 @@ class DeepMarkovModel(SequenceModel):
         del seed  # the base already seeded torch's RNG with it
 
         previous = (self.net, self._loc, self._scale, self._univariate, self._obs_dim,
-                    self.history)
+                    self.history_)
         self._obs_dim = self.obs_dim if self.obs_dim is not None else "any"
         try:
             self._fit_fresh(seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
@@ -250,7 +308,7 @@ class DeepMarkovModel(SequenceModel):
         except BaseException:
             # a failed (re)fit leaves the model as it was
             (self.net, self._loc, self._scale, self._univariate, self._obs_dim,
-             self.history) = previous
+             self.history_) = previous
             raise
 
     def _fit_fresh(self, seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
@@ -267,7 +325,7 @@ class DeepMarkovModel(SequenceModel):
         self.net.to(device=self._device, dtype=torch.float64)
         # new networks, new name: never matched to a user's param-store entries of old ones
         self.pyro_name = _unique_pyro_name()
-        self.history = {"train_loss": [], "val_loss": []}
+        self.history_ = {"train_loss": [], "val_loss": []}
         self._train(seqs, val_seqs, max_epochs, batch_size, learning_rate, clip_norm, patience,
                     progress)
 
@@ -300,13 +358,13 @@ class DeepMarkovModel(SequenceModel):
                         self._diverged(epoch)
                         break
                     train_loss = total / seqs.num_steps - jac
-                    self.history["train_loss"].append(train_loss)
+                    self.history_["train_loss"].append(train_loss)
                     good = copy.deepcopy(net.state_dict())
                     postfix = {"elbo_nats_per_step": f"{-train_loss:.4f}"}
                     if val is not None:
                         with seeded(self.eval_seed):
                             val_loss = svi.evaluate_loss(*val) / val_seqs.num_steps - jac
-                        self.history["val_loss"].append(val_loss)
+                        self.history_["val_loss"].append(val_loss)
                         postfix["val_elbo"] = f"{-val_loss:.4f}"
                         if val_loss < best_loss:
                             best, best_loss, since_best = good, val_loss, 0
@@ -471,7 +529,6 @@ class DeepMarkovModel(SequenceModel):
             "obs_dim": self.obs_dim,
             "emission": self.emission,
             "num_particles": self.num_particles,
-            "device": self.device,
         }
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
@@ -485,10 +542,13 @@ class DeepMarkovModel(SequenceModel):
             "obs_dim": int(self._loc.shape[0]),
             "univariate": self._univariate,
             "eval_seed": self.eval_seed,
-            "history": self.history,
+            "history": self.history_,
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if self._device.type == "cuda" and not torch.cuda.is_available():
+            # files written before the device was left out of the configuration
+            self._device, self.device = torch.device("cpu"), None
         net = DMMNetwork(int(meta["obs_dim"]), self.latent_dim, self.hidden_dim, self.rnn_dim)
         net.to(device=self._device, dtype=torch.float64)  # before loading: no float32 round
         state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
@@ -501,7 +561,7 @@ class DeepMarkovModel(SequenceModel):
         if self.obs_dim is not None:
             self._obs_dim = self.obs_dim
         self.eval_seed = int(meta["eval_seed"])
-        self.history = {k: list(v) for k, v in meta["history"].items()}
+        self.history_ = {k: list(v) for k, v in meta["history"].items()}
 
 
     # ---------------------------------------------------------------- forecasts
@@ -561,10 +621,13 @@ def _unique_pyro_name() -> str:
 
 
 def _sequence_seed(x: torch.Tensor, eval_seed: int) -> int:
-    """A 63-bit seed from a (standardised) sequence's float64 bytes and ``eval_seed``."""
+    """A 63-bit seed from a (standardised) sequence's values rounded to float32 and
+    ``eval_seed``."""
     h = hashlib.blake2b(digest_size=8)
     h.update(int(eval_seed).to_bytes(8, "little", signed=True))
-    h.update(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64).tobytes())
+    # float32 rounding: rescaled data (c * x) standardises to the same values up to float64
+    # rounding, which must not change the draws (scale equivariance)
+    h.update(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32).tobytes())
     return int.from_bytes(h.digest(), "little") & (2**63 - 1)
 
 

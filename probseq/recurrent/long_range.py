@@ -24,6 +24,7 @@ Shapes: N sequences, T steps, H hidden size, V symbols, S signals.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ __all__ = [
     "recall_scores",
     "hidden_gradient_norms",
     "exploding_gradient_norms",
+    "untrained_model",
+    "sgd_step",
 ]
 
 _FILLERS = ("blank", "random")
@@ -97,7 +100,9 @@ def long_range_task(num_sequences: int, lag: int, num_signals: int = 4, *,
 
 
 class InitRecurrentModel(RecurrentModel):
-    """A :class:`RecurrentModel` whose network starts from a chosen initialisation.
+    """A :class:`RecurrentModel` whose network starts from a chosen initialisation
+    (deprecated: use ``RecurrentModel(gate_init="chrono")`` to fit, and
+    :func:`untrained_model` for an initial network with a chosen recurrent radius).
 
     Everything but the starting weights of ``fit`` is :class:`RecurrentModel`'s (the same
     likelihood, training loop, sampling, save/load).
@@ -165,6 +170,114 @@ class InitRecurrentModel(RecurrentModel):
                 "recurrent_radius": self.recurrent_radius, "input_scale": self.input_scale}
 
 
+def untrained_model(cell: str = "rnn", hidden_size: int = 32, num_symbols: int = 7, *,
+                    gate_init: str | None = None, max_length: int | None = None,
+                    recurrent_radius: float | None = None, input_scale: float = 1.0,
+                    seed: int = 0) -> RecurrentModel:
+    """A categorical :class:`RecurrentModel` holding the network ``fit`` would start from.
+
+    It can be scored, sampled and passed to :func:`hidden_gradient_norms` and
+    :func:`sgd_step` like a fitted model.
+
+    Args:
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        hidden_size: H.
+        num_symbols: V.
+        gate_init: None or ``"chrono"`` (LSTM, GRU; needs ``max_length``).
+        max_length: T_max of the chrono initialisation.
+        recurrent_radius: rescale each layer's recurrent matrix ``W_hh`` (``cell="rnn"``)
+            to this spectral radius (None: torch's ``U(-1/sqrt(H), 1/sqrt(H))``, radius
+            ~0.58).
+        input_scale: multiply the initial input embedding (and start input) by this.
+        seed: the random source of the initial weights.
+
+    Returns:
+        The model (``num_params``, ``log_prob``... work; ``fit`` would start afresh).
+    """
+    if gate_init == "chrono" and max_length is None:
+        raise ValueError("gate_init='chrono' needs max_length (T_max)")
+    if recurrent_radius is not None and not (
+        isinstance(recurrent_radius, int | float) and recurrent_radius > 0
+    ):
+        raise ValueError(f"recurrent_radius must be a positive number, got {recurrent_radius!r}")
+    if recurrent_radius is not None and cell != "rnn":
+        raise ValueError(f"recurrent_radius needs cell='rnn' (one square W_hh), got {cell!r}")
+    if not (isinstance(input_scale, int | float) and math.isfinite(input_scale)):
+        raise ValueError(f"input_scale must be a finite number, got {input_scale!r}")
+    model = RecurrentModel(cell=cell, hidden_size=hidden_size, num_symbols=num_symbols,
+                           gate_init=gate_init)
+    model.num_symbols = num_symbols
+    model._fitted_max_length = max_length
+    with seeded(seed):
+        net = model._build_network()
+    _rescale(net, recurrent_radius, input_scale)
+    model._network = net.to(model.device).eval()
+    return model
+
+
+def _rescale(net: SequenceNetwork, recurrent_radius: float | None, input_scale: float) -> None:
+    with torch.no_grad():
+        if recurrent_radius is not None:
+            for layer in range(net.core.num_layers):
+                w = getattr(net.core, f"weight_hh_l{layer}")
+                radius = float(torch.linalg.eigvals(w.double()).abs().max())
+                w.mul_(recurrent_radius / radius)
+        if input_scale != 1.0:
+            for p in net.encode.parameters():
+                p.mul_(input_scale)
+            net.start.mul_(input_scale)
+
+
+def sgd_step(model: RecurrentModel, data: Any, *, learning_rate: float = 0.1,
+             clip_norm: float | None = None) -> tuple[RecurrentModel, dict[str, float]]:
+    """One plain gradient step on the mean NLL per step of ``data``, optionally clipped.
+
+    Shows what gradient clipping does to one step of an exploding network: the step of
+    ``learning_rate * g`` with ``g`` rescaled to norm at most ``clip_norm``.
+
+    Args:
+        model: a fitted (or :func:`untrained_model`) RNN, LSTM or GRU model.
+        data: the sequences of the loss.
+        learning_rate: the step size.
+        clip_norm: the largest gradient norm (None: no clipping).
+
+    Returns:
+        ``(stepped, info)``: a new model holding the stepped weights (``model`` is left as
+        it was) and ``{"gradient_norm": ||g|| before clipping, "step_size": the L2 norm of
+        the change of all weights, "loss_before", "loss_after": nats per step}``.
+    """
+    model._check_fitted()
+    seqs, _ = as_sequences(data, model.data_kind)
+    stepped = copy.deepcopy(model)
+    net = stepped._network.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    step_fn = stepped._step_fn()
+    x = stepped._standardise(seqs.values, torch.float32).to(stepped.device)
+    mask = seqs.mask.to(stepped.device)
+    n_steps = float(mask.sum())
+
+    def loss() -> torch.Tensor:
+        return step_fn(net, x, mask, None, None, None)[0] / n_steps
+
+    value = loss()
+    net.zero_grad()
+    value.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(
+        params, clip_norm if clip_norm is not None else math.inf))
+    with torch.no_grad():
+        for p in params:
+            p -= learning_rate * p.grad
+        after = float(loss())
+    step = float(torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before,
+                                                                    strict=True)]).norm())
+    net.zero_grad(set_to_none=True)
+    stepped._network = net.eval()
+    stepped._network64 = None
+    return stepped, {"gradient_norm": norm, "step_size": step,
+                     "loss_before": float(value), "loss_after": after}
+
+
 def recall_scores(model: RecurrentModel, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The recall step of each sequence: its loss and whether the model's best guess is right.
 
@@ -210,6 +323,9 @@ def hidden_gradient_norms(model: RecurrentModel, data: Any) -> np.ndarray:
     model._check_fitted()
     if model.cell == "transformer":
         raise ValueError("hidden_gradient_norms needs a recurrent cell, not a transformer")
+    if model._num_exog:
+        raise ValueError("hidden_gradient_norms does not take covariates: the model was "
+                         "fitted with exog")
     seqs, _ = as_sequences(data, model.data_kind)
     if not bool((seqs.lengths == seqs.max_length).all()):
         raise ValueError("hidden_gradient_norms needs sequences of one common length")
@@ -252,10 +368,9 @@ def exploding_gradient_norms(radii: Sequence[float] = (0.5, 1.0, 2.0, 3.0), *, l
     data = long_range_task(num_sequences, lag, num_signals, seed=seed + 1)
     out = {}
     for r in radii:
-        model = InitRecurrentModel(cell="rnn", hidden_size=hidden_size,
-                                   num_symbols=num_signals + 3, recurrent_radius=r,
-                                   input_scale=0.1)
-        out[r] = hidden_gradient_norms(model.untrained(num_signals + 3, seed), data)
+        model = untrained_model("rnn", hidden_size, num_signals + 3, recurrent_radius=r,
+                                input_scale=0.1, seed=seed)
+        out[r] = hidden_gradient_norms(model, data)
     return out
 
 
@@ -320,9 +435,10 @@ def long_range_experiment(
 
     Training data: ``num_train`` sequences with lags uniform on ``min_lag..lag``; test data:
     ``num_test`` fresh sequences at exactly ``lag``. Each cell is an
-    :class:`InitRecurrentModel` (chrono-initialised gates for the LSTM and GRU when
-    ``chrono``, with T_max = lag + 3) fitted by the ordinary ``fit`` for ``max_epochs``
-    epochs, keeping the last weights (``validation_fraction=0``; gradient clipping at 1).
+    :class:`RecurrentModel` (``gate_init="chrono"`` for the LSTM and GRU when ``chrono``:
+    T_max is the longest training sequence, lag + 3) fitted by the ordinary ``fit`` for
+    ``max_epochs`` epochs, keeping the last weights (``validation_fraction=0``,
+    ``patience=None``; gradient clipping at 1).
 
     With several learning rates, every cell is trained with each and keeps the one with
     the lowest recall loss on a separate validation set (the same grid for every cell).
@@ -350,16 +466,17 @@ def long_range_experiment(
     result = LongRangeResult(lag=lag, chance_nats=math.log(num_signals))
     probe = test[: min(num_test, 100)]
     for cell in cells:
-        gated = chrono and cell in ("lstm", "gru")
-        model = InitRecurrentModel(cell=cell, hidden_size=hidden_size, num_symbols=v,
-                                   chrono=lag + 3 if gated else None)
-        result.grad_norms_init[cell] = hidden_gradient_norms(model.untrained(v, seed), probe)
+        gate_init = "chrono" if chrono and cell in ("lstm", "gru") else None
+        result.grad_norms_init[cell] = hidden_gradient_norms(
+            untrained_model(cell, hidden_size, v, gate_init=gate_init, max_length=lag + 3,
+                            seed=seed), probe)
         best = None
         result.tried[cell] = {}
         for rate in rates:
-            fitted = InitRecurrentModel(**model.get_config()).fit(
+            fitted = RecurrentModel(cell=cell, hidden_size=hidden_size, num_symbols=v,
+                                    gate_init=gate_init).fit(
                 train, max_epochs=max_epochs, learning_rate=rate, batch_size=batch_size,
-                validation_fraction=0.0, seed=seed, progress=progress,
+                validation_fraction=0.0, patience=None, seed=seed, progress=progress,
             )
             score = float(recall_scores(fitted, valid)[0].mean()) if valid is not None else 0.0
             result.tried[cell][rate] = score

@@ -8,30 +8,42 @@ Every conditional is a normalised distribution, so ``log_prob`` is exact.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import warnings
 from typing import Any
 
 import torch
 
+from probseq import distributed
 from probseq.base import SequenceModel
-from probseq.data import Sequences, as_sequences, check_sequences
+from probseq.data import Sequences, as_exog, as_sequences, check_sequences
 from probseq.recurrent.emissions import (
     CategoricalEmission,
     Emission,
     GaussianEmission,
     MixtureEmission,
 )
-from probseq.recurrent.networks import RECURRENT_CELLS, SequenceNetwork
-from probseq.recurrent.training import PaddedData, ShuffleSampler, train_network
+from probseq.recurrent.networks import RECURRENT_CELLS, SequenceNetwork, chrono_init_
+from probseq.recurrent.training import (
+    LR_SCHEDULES,
+    PaddedData,
+    ShuffleSampler,
+    TrainingResult,
+    train_network,
+)
 
 __all__ = ["RecurrentModel"]
 
 _CELLS = (*RECURRENT_CELLS, "transformer")
 _EMISSIONS = ("categorical", "gaussian", "mixture")
+_GATE_INITS = (None, "chrono")
 #: evaluation works on chunks of at most this many (sequence, step) cells at a time.
 _EVAL_TOKENS = 1 << 16
 #: RNN evaluation walks long sequences in windows of this many steps, carrying the state.
 _EVAL_WINDOW = 4096
+#: a single sequence's held-out tail is validated given at most this many steps before it.
+_VALID_CONTEXT = 4096
 
 
 def _check_int(x: Any, what: str, minimum: int = 1) -> int:
@@ -91,25 +103,25 @@ class RecurrentModel(SequenceModel):
             when available. Not saved with the model: a loaded model uses its own default.
         num_heads: attention heads (transformer; must divide ``hidden_size``).
         max_length: the transformer's longest sequence (None: the longest seen in ``fit``).
+        gate_init: None (torch's initialisation, with the LSTM's forget-gate bias at 1) or
+            ``"chrono"`` (LSTM, GRU): chrono initialisation of the gate biases (Tallec &
+            Ollivier, 2018; see :func:`~probseq.recurrent.networks.chrono_init_`) with T_max
+            the longest training sequence, so that units start with memory time constants
+            spread over 1..T_max steps; it helps long-range dependencies.
 
-    ``fit(data, validation_data=None, max_epochs=100, batch_size=32, learning_rate=3e-3,
-    seed=None, progress=None, patience=10, clip_norm=1.0, validation_fraction=0.1,
-    chunk_length=None)``: Adam on the mean NLL per step with gradient-norm clipping; early
-    stopping on the validation NLL restores the best epoch's weights. Without
-    ``validation_data`` a random ``validation_fraction`` of the sequences (at least one) is
-    held out; a single sequence is split in time (its last ``validation_fraction`` of steps,
-    scored from the start input, validates). ``validation_fraction=0`` trains ``max_epochs``
-    epochs and keeps the last weights. ``chunk_length`` cuts long sequences into pieces of at
-    most that many steps for training (each piece restarts from the start input); use it
-    for one long sequence. A non-finite loss stops training with a ``RuntimeWarning`` and
-    restores the last good weights. Deterministic for a given ``seed`` on the CPU.
+    :meth:`fit` trains by Adam over training windows (truncated back-propagation through
+    time) with early stopping counted in optimiser steps; its docstring lists every option.
 
     Attributes:
-        history_: ``{"train": [...], "valid": [...]}`` nats per step per epoch.
+        history_: ``{"train": [...], "valid": [...], "steps": [...]}``: nats per step per
+            epoch and the optimiser steps taken by the end of each epoch.
         best_epoch_: the epoch whose weights were kept.
+        fit_result_: ``{"converged", "message", "iterations" (optimiser steps), "epochs",
+            "stopped", "best_epoch", "window_length", "monitored"}`` from the last fit.
     """
 
     data_kind = "discrete"
+    supports_exog = True
 
     def __init__(
         self,
@@ -124,6 +136,7 @@ class RecurrentModel(SequenceModel):
         device: str | torch.device | None = None,
         num_heads: int = 4,
         max_length: int | None = None,
+        gate_init: str | None = None,
     ):
         if cell not in _CELLS:
             raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
@@ -144,6 +157,11 @@ class RecurrentModel(SequenceModel):
                 f"hidden_size={hidden_size} must be a multiple of num_heads={num_heads}"
             )
         self.max_length = None if max_length is None else _check_int(max_length, "max_length")
+        if gate_init not in _GATE_INITS:
+            raise ValueError(f"gate_init must be one of {_GATE_INITS}, got {gate_init!r}")
+        if gate_init == "chrono" and cell not in ("lstm", "gru"):
+            raise ValueError(f"gate_init='chrono' needs cell='lstm' or 'gru', got {cell!r}")
+        self.gate_init = gate_init
         if emission == "categorical":
             self.data_kind = "discrete"
             self._num_symbols_arg = (
@@ -171,8 +189,12 @@ class RecurrentModel(SequenceModel):
         self._mean: torch.Tensor | None = None  # [D] float64 (continuous)
         self._std: torch.Tensor | None = None  # [D] float64 (continuous)
         self._fitted_max_length: int | None = None
-        self.history_: dict[str, list[float]] = {"train": [], "valid": []}
+        self._num_exog = 0  # E, covariates seen by fit
+        self._exog_mean: torch.Tensor | None = None  # [E] float64
+        self._exog_std: torch.Tensor | None = None  # [E] float64
+        self.history_: dict[str, list[float]] = {"train": [], "valid": [], "steps": []}
         self.best_epoch_: int | None = None
+        self.fit_result_: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- structure
     @property
@@ -188,6 +210,12 @@ class RecurrentModel(SequenceModel):
         return MixtureEmission(self._dim, self.num_components)
 
     def _build_network(self) -> SequenceNetwork:
+        net = self._plain_network()
+        if self.gate_init == "chrono":
+            chrono_init_(net.core, max(2, self._fitted_max_length or 2))
+        return net
+
+    def _plain_network(self) -> SequenceNetwork:
         return SequenceNetwork(
             cell=self.cell,
             num_symbols=self.num_symbols if self.data_kind == "discrete" else None,
@@ -199,6 +227,7 @@ class RecurrentModel(SequenceModel):
             num_outputs=self._make_emission().num_outputs,
             num_heads=self.num_heads,
             max_length=self._fitted_max_length or 0,
+            num_exog=self._num_exog,
         )
 
     def _eval_network(self) -> SequenceNetwork:
@@ -229,46 +258,184 @@ class RecurrentModel(SequenceModel):
             )
 
     # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        data: Any,
+        *,
+        exog: Any = None,
+        validation_data: Any = None,
+        validation_exog: Any = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = 5000,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        window_length: int | None = None,
+        patience: int | None = 200,
+        min_steps: int = 300,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
+        clip_norm: float | None = 1.0,
+        validation_fraction: float = 0.1,
+        chunk_length: int | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+        **unknown: Any,
+    ) -> RecurrentModel:
+        """Fit the network by Adam on the mean negative log-likelihood per step.
+
+        Training data is cut into *training windows*: each optimiser step reads a batch of
+        ``batch_size`` streams for ``window_length`` steps, and the network state is carried
+        (detached) into the next window of the same streams (truncated back-propagation
+        through time). When there are fewer sequences than ``batch_size`` (one long series, a
+        few sequences), long sequences are also cut into contiguous streams (each at least 4
+        windows long) so that a batch holds several of them; a stream that starts inside a
+        sequence reads the observation before it as its first input. So one long series gives
+        many optimiser steps per epoch. The transformer is trained on whole sequences.
+
+        Early stopping counts optimiser steps: after every epoch the monitored loss (the
+        validation NLL per step, or without validation the epoch's training NLL) is
+        measured; training ends when it has not improved for ``patience`` steps, but never
+        before ``min_steps`` steps, and at the latest after ``max_steps`` steps or
+        ``max_epochs`` epochs. With validation the best weights are restored. ``fit_result_``
+        says whether training converged (the monitored loss had stopped improving for
+        ``patience`` steps when it ended); a ``RuntimeWarning`` says when it did not. A
+        non-finite loss stops training with a ``RuntimeWarning`` and restores the last good
+        weights. Deterministic for a given ``seed`` on the CPU.
+
+        Args:
+            data: the training sequences (symbols for ``emission="categorical"``, reals
+                otherwise).
+            exog: covariates ``[N, T, E]`` (``[T, E]`` or a DataFrame for one sequence)
+                aligned with ``data`` (default None). Standardised with the training steps'
+                mean and standard deviation and joined to the network's input at every step
+                (as DeepAR does): step t reads ``x_(t-1)`` and the covariates of step t. A
+                model fitted with covariates needs them in ``log_prob``, ``log_prob_steps``
+                and ``sample``.
+            validation_data: sequences whose NLL decides early stopping and the weights
+                kept. Default None: a random ``validation_fraction`` of the sequences (at
+                least one) is held out; a single sequence is split in time, its last
+                ``validation_fraction`` of steps scored given everything before them.
+            validation_exog: the covariates of ``validation_data`` (needed exactly when
+                ``exog`` is given with ``validation_data``; default None).
+            max_epochs: the most passes over the training data (default None: no limit).
+            max_steps: the most optimiser steps (default 5000; None: no limit, then
+                ``max_epochs`` is required).
+            batch_size: streams per optimiser step (default 32).
+            learning_rate: Adam's step size (default 3e-3).
+            window_length: W, steps per optimiser step (default None: whole sequences up
+                to 256 steps when there are at least ``batch_size`` sequences, otherwise
+                ``ceil(T_max / 8)`` clamped to 16..256, so that an epoch of a few sequences is
+                several steps). A sequence longer than W is walked in windows with its state
+                carried.
+            patience: optimiser steps without improvement of the monitored loss before
+                training stops (default 200; None: never stop early).
+            min_steps: early stopping never ends training before this many optimiser steps
+                (default 300).
+            lr_schedule: the learning-rate schedule (default ``"constant"``):
+                ``"constant"``, ``"cosine"`` (decays to 0 at ``max_steps``) or ``"plateau"``
+                (halved after every epoch that does not improve the monitored loss, down to
+                ``learning_rate / 64``).
+            weight_decay: decoupled weight decay (AdamW) (default 0: plain Adam).
+            clip_norm: the largest L2 norm of the gradient (default 1.0; None: no clipping).
+            validation_fraction: the share held out when ``validation_data`` is None
+                (default 0.1; 0 trains on everything, monitors the training loss and keeps
+                the last weights).
+            chunk_length: cut every sequence into independent pieces of at most this many
+                steps, each restarting from the start input (default None). Mainly for the
+                transformer on one long series; recurrent cells carry their state across
+                windows instead.
+            seed: makes the fit reproducible on the CPU (default None).
+            progress: show a progress bar (default None: when stderr is a terminal).
+            **unknown: refused with ``ValueError``.
+
+        Returns:
+            self, with ``history_``, ``best_epoch_`` and ``fit_result_`` set.
+        """
+        return super().fit(
+            data, exog=exog, validation_data=validation_data, validation_exog=validation_exog,
+            max_epochs=max_epochs, max_steps=max_steps,
+            batch_size=batch_size, learning_rate=learning_rate, window_length=window_length,
+            patience=patience, min_steps=min_steps, lr_schedule=lr_schedule,
+            weight_decay=weight_decay, clip_norm=clip_norm,
+            validation_fraction=validation_fraction, chunk_length=chunk_length, seed=seed,
+            progress=progress, **unknown,
+        )
+
     def _fit(
         self,
         seqs: Sequences,
         *,
+        exog: torch.Tensor | None = None,
         validation_data: Any = None,
-        max_epochs: int = 100,
+        validation_exog: Any = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = 5000,
         batch_size: int = 32,
         learning_rate: float = 3e-3,
-        seed: int | None = None,
-        progress: bool | None = None,
-        patience: int | None = 10,
+        window_length: int | None = None,
+        patience: int | None = 200,
+        min_steps: int = 300,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
         clip_norm: float | None = 1.0,
         validation_fraction: float = 0.1,
         chunk_length: int | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
     ) -> None:
-        """Fit by Adam with early stopping; see :meth:`fit`."""
-        max_epochs = _check_int(max_epochs, "max_epochs")
+        """Fit by Adam over training windows with early stopping; see :meth:`fit`."""
+        if max_epochs is not None:
+            max_epochs = _check_int(max_epochs, "max_epochs")
+        if max_steps is not None:
+            max_steps = _check_int(max_steps, "max_steps")
+        if max_epochs is None and max_steps is None:
+            raise ValueError("max_epochs and max_steps are both None: give at least one")
         batch_size = _check_int(batch_size, "batch_size")
         learning_rate = _check_float(learning_rate, "learning_rate", 0.0, math.inf,
                                      low_open=True)
+        if window_length is not None:
+            window_length = _check_int(window_length, "window_length")
         if patience is not None:
             patience = _check_int(patience, "patience")
+        min_steps = _check_int(min_steps, "min_steps", minimum=0)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if lr_schedule == "cosine" and max_steps is None:
+            raise ValueError("lr_schedule='cosine' needs max_steps")
+        weight_decay = _check_float(weight_decay, "weight_decay", 0.0, math.inf)
         if clip_norm is not None:
             clip_norm = _check_float(clip_norm, "clip_norm", 0.0, math.inf, low_open=True)
         validation_fraction = _check_float(validation_fraction, "validation_fraction", 0.0, 1.0)
         if chunk_length is not None:
             chunk_length = _check_int(chunk_length, "chunk_length")
 
-        valid = None
+        valid_seqs = valid_exog = None
         if validation_data is not None:
-            valid, _ = as_sequences(validation_data, self.data_kind)
-            check_sequences(valid, model=self.name)
-        self._set_data_shape(seqs, valid)
-        if valid is None:
-            seqs, valid = _hold_out(seqs, validation_fraction)
-        longest = max(seqs.max_length, 0 if valid is None else valid.max_length)
+            valid_seqs, _ = as_sequences(validation_data, self.data_kind)
+            check_sequences(valid_seqs, model=self.name)
+            if (validation_exog is None) != (exog is None):
+                raise ValueError("give validation_exog with validation_data exactly when the "
+                                 "training data has covariates (exog)")
+            if validation_exog is not None:
+                valid_exog = as_exog(validation_exog, valid_seqs, data=validation_data)
+                if valid_exog.shape[-1] != exog.shape[-1]:
+                    raise ValueError(f"validation_exog has E={valid_exog.shape[-1]} covariates, "
+                                     f"exog has E={exog.shape[-1]}")
+        elif validation_exog is not None:
+            raise ValueError("validation_exog was given without validation_data")
+        self._set_data_shape(seqs, valid_seqs)
+        recurrent = self.cell != "transformer"
+        split = None
+        if valid_seqs is None:
+            seqs, exog, split = _hold_out(seqs, exog, validation_fraction)
+        longest = max(seqs.max_length, 0 if valid_seqs is None else valid_seqs.max_length)
+        if split is not None:
+            longest = max(longest, split[0].max_length)
         self._fitted_max_length = self.max_length or longest
         if chunk_length is not None:
-            seqs = _chunk(seqs, chunk_length)
-            valid = None if valid is None else _chunk(valid, chunk_length)
+            seqs, exog = _chunk(seqs, exog, chunk_length)
+            if valid_seqs is not None:
+                valid_seqs, valid_exog = _chunk(valid_seqs, valid_exog, chunk_length)
         self._check_length(longest if chunk_length is None else min(longest, chunk_length))
 
         if self.data_kind == "continuous":
@@ -276,33 +443,54 @@ class RecurrentModel(SequenceModel):
             self._mean = x.mean(0)
             std = x.std(0, correction=0)
             self._std = torch.where(std > 0, std, torch.ones_like(std))
+        self._num_exog = 0 if exog is None else int(exog.shape[-1])
+        self._exog_mean = self._exog_std = None
+        if exog is not None:
+            z = exog[seqs.mask]  # [steps, E]
+            self._exog_mean = z.mean(0)
+            z_std = z.std(0, correction=0)
+            self._exog_std = torch.where(z_std > 0, z_std, torch.ones_like(z_std))
+
+        def to_device(s: Sequences, ex: torch.Tensor | None, previous: torch.Tensor | None = None,
+                      **kw: Any) -> PaddedData:
+            if previous is not None:  # [N(, D)] raw observations, standardised like values
+                previous = self._standardise(previous.unsqueeze(1), torch.float32)[:, 0]
+            return PaddedData.build(self._standardise(s.values, torch.float32), s.lengths,
+                                    self.device, previous=previous,
+                                    exog=self._standardise_exog(ex, torch.float32), **kw)
+
+        world = distributed.world_size()
+        if recurrent:
+            window = window_length or _auto_window(seqs, batch_size * world)
+            train = _streams(seqs, exog, window, batch_size * world, to_device)
+        else:
+            window = None
+            train = to_device(seqs, exog)
+        if split is not None:
+            valid = _tail_validation(*split, chunk_length, recurrent, to_device)
+        elif valid_seqs is not None:
+            valid = to_device(valid_seqs, valid_exog)
+        else:
+            valid = None
 
         network = self._build_network().to(self.device)
-        emission = self._make_emission()
-        log_std_sum = self._log_std_sum
-
-        def loss_fn(net: SequenceNetwork, values: torch.Tensor, lengths: torch.Tensor):
-            params, _ = net(values)
-            logp = emission.log_prob(params, values)
-            mask = torch.arange(values.shape[1], device=values.device) < lengths[:, None]
-            nll = -torch.where(mask, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
-            return nll.sum() + lengths.sum() * log_std_sum
-
-        def to_device(s: Sequences) -> PaddedData:
-            return PaddedData.build(self._standardise(s.values, torch.float32), s.lengths,
-                                    self.device)
-
+        step_fn = self._step_fn()
         sampler_seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
         result = train_network(
             network,
-            loss_fn,
-            to_device(seqs),
-            None if valid is None else to_device(valid),
-            sampler=ShuffleSampler(len(seqs), sampler_seed),
+            step_fn,
+            train,
+            valid,
+            sampler=ShuffleSampler(len(train), sampler_seed),
             max_epochs=max_epochs,
+            max_steps=max_steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            window_length=window,
             patience=patience,
+            min_steps=min_steps,
+            lr_schedule=lr_schedule,
+            weight_decay=weight_decay,
             clip_norm=clip_norm,
             progress=progress,
             desc=f"{self.name}({self.cell})",
@@ -311,6 +499,48 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
+        self.fit_result_ = _fit_result(result, window, patience, valid is not None)
+        if not result.converged and result.stopped != "diverged" and patience is not None:
+            warnings.warn(
+                f"{self.name}(cell={self.cell!r}) did not converge: {self.fit_result_['message']}",
+                RuntimeWarning,
+                stacklevel=4,  # _fit, SequenceModel.fit, RecurrentModel.fit, caller
+            )
+
+    def _step_fn(self):
+        """The summed NLL of one training window (see ``probseq.recurrent.training.StepFn``)."""
+        emission = self._make_emission()
+        log_std_sum = self._log_std_sum
+
+        def step_fn(net: SequenceNetwork, x: torch.Tensor, mask: torch.Tensor, state: Any,
+                    previous: torch.Tensor | None, has_previous: torch.Tensor | None,
+                    exog: torch.Tensor | None = None):
+            params, state = net.run(net.inputs(x, previous, has_previous, exog), state)
+            logp = emission.log_prob(params, x)
+            zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+            nll = -torch.where(mask, logp, zero).sum()
+            return nll + mask.sum() * log_std_sum, state
+
+        return step_fn
+
+    def _standardise_exog(self, exog: torch.Tensor | None,
+                          dtype: torch.dtype) -> torch.Tensor | None:
+        """Covariates ``[N, T, E]`` standardised with the training steps' mean and std."""
+        if exog is None:
+            return None
+        return ((exog.to(torch.float64) - self._exog_mean) / self._exog_std).to(dtype)
+
+    def _check_exog(self, exog: torch.Tensor | None) -> None:
+        """Refuse covariates that do not match the fit's."""
+        if exog is None and self._num_exog:
+            raise ValueError(f"this {self.name} was fitted with {self._num_exog} covariate(s): "
+                             "pass exog= for every step")
+        if exog is not None and not self._num_exog:
+            raise ValueError(f"this {self.name} was fitted without covariates; exog= cannot be "
+                             "used (refit with fit(..., exog=...))")
+        if exog is not None and exog.shape[-1] != self._num_exog:
+            raise ValueError(f"exog has E={exog.shape[-1]} covariates, this {self.name} was "
+                             f"fitted with E={self._num_exog}")
 
     def _set_data_shape(self, seqs: Sequences, valid: Sequences | None) -> None:
         """Fix V (categorical) or D (continuous) from the fit data; check validation data."""
@@ -333,8 +563,11 @@ class RecurrentModel(SequenceModel):
             self._obs_dim = seqs.dim
 
     # ---------------------------------------------------------------- evaluation
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None
+                        ) -> torch.Tensor:
         self._check_length(seqs.max_length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
         net = self._eval_network()
         emission = self._make_emission()
         n, t_max = seqs.values.shape[:2]
@@ -347,10 +580,12 @@ class RecurrentModel(SequenceModel):
             t_rows = int(lengths.max())
             x = self._standardise(seqs.values[r0: r0 + rows, :t_rows], torch.float64)
             x = x.to(self.device)
+            zr = None if z is None else z[r0: r0 + rows, :t_rows].to(self.device)
             state, previous = None, None
             for t0 in range(0, t_rows, window):
                 xw = x[:, t0: t0 + window]
-                params, state = net(xw, state, previous)
+                zw = None if zr is None else zr[:, t0: t0 + window]
+                params, state = net(xw, state, previous, zw)
                 out[r0: r0 + rows, t0: t0 + xw.shape[1]] = emission.log_prob(params, xw).cpu()
                 previous = xw[:, -1]
         out -= self._log_std_sum
@@ -359,14 +594,25 @@ class RecurrentModel(SequenceModel):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                temperature: float = 1.0) -> torch.Tensor:
+                temperature: float = 1.0, exog: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral sampling, batched across sequences.
 
         ``temperature`` divides the categorical logits and the mixture logits, and multiplies
         the Gaussian standard deviations (in standardised units); 1 samples the model itself.
+        ``exog`` ``[N, length, E]``: the covariates of every step (models fitted with them).
         """
         temperature = _check_float(temperature, "temperature", 0.0, math.inf, low_open=True)
         self._check_length(length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
+        z = None if z is None else z.to(self.device)
+
+        def with_exog(inputs: torch.Tensor, t0: int) -> torch.Tensor:
+            """Join the covariates of steps t0.. to inputs for those steps."""
+            if z is None:
+                return inputs
+            return torch.cat([inputs, z[:, t0: t0 + inputs.shape[1]]], dim=-1)
+
         net = self._eval_network()
         emission = self._make_emission()
         n = num_sequences
@@ -381,14 +627,15 @@ class RecurrentModel(SequenceModel):
             done = prefix.shape[0]
             pre = self._standardise(prefix.unsqueeze(0), torch.float64).to(self.device)
             out[:, :done] = pre[0]
-            inputs = torch.cat([start, net.embed(pre).expand(n, -1, -1)], dim=1)
+            inputs = torch.cat([start, net.embed(pre).expand(n, -1, -1)], dim=1)[:, :length]
+        inputs = with_exog(inputs, 0)
         params, state = net.run(inputs)
         for t in range(done, length):
             x = emission.sample(params[:, -1], temperature)
             out[:, t] = x
             if t + 1 == length:
                 break
-            e = net.embed(x.unsqueeze(1))
+            e = with_exog(net.embed(x.unsqueeze(1)), t + 1)
             if self.cell == "transformer":
                 inputs = torch.cat([inputs, e], dim=1)
                 params, _ = net.run(inputs)
@@ -424,6 +671,7 @@ class RecurrentModel(SequenceModel):
             "embedding_dim": self.embedding_dim,
             "num_heads": self.num_heads,
             "max_length": self.max_length,
+            "gate_init": self.gate_init,
         }
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
@@ -431,6 +679,9 @@ class RecurrentModel(SequenceModel):
         if self._mean is not None:
             tensors["standardise.mean"] = self._mean
             tensors["standardise.std"] = self._std
+        if self._exog_mean is not None:
+            tensors["exog.mean"] = self._exog_mean
+            tensors["exog.std"] = self._exog_std
         return tensors
 
     def _meta(self) -> dict[str, Any]:
@@ -440,6 +691,8 @@ class RecurrentModel(SequenceModel):
             "max_length": self._fitted_max_length,
             "history": self.history_,
             "best_epoch": self.best_epoch_,
+            "fit_result": self.fit_result_,
+            "num_exog": self._num_exog,
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -448,6 +701,11 @@ class RecurrentModel(SequenceModel):
         self._fitted_max_length = meta["max_length"]
         self.history_ = meta["history"]
         self.best_epoch_ = meta["best_epoch"]
+        self.fit_result_ = meta.get("fit_result")
+        self._num_exog = int(meta.get("num_exog", 0))
+        if self._num_exog:
+            self._exog_mean = tensors.pop("exog.mean").to(torch.float64)
+            self._exog_std = tensors.pop("exog.std").to(torch.float64)
         if self.data_kind == "continuous":
             self._mean = tensors.pop("standardise.mean").to(torch.float64)
             self._std = tensors.pop("standardise.std").to(torch.float64)
@@ -459,9 +717,11 @@ class RecurrentModel(SequenceModel):
         self._network64 = None
 
     # ---------------------------------------------------------------- forecasts
-    def _step_params(self, seqs: Sequences) -> torch.Tensor:
+    def _step_params(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, T_max, P]`` float64 emission parameters of every step (as in scoring)."""
         self._check_length(seqs.max_length)
+        self._check_exog(exog)
+        z = self._standardise_exog(exog, torch.float64)
         net = self._eval_network()
         n, t_max = seqs.values.shape[:2]
         out = torch.zeros(n, t_max, self._make_emission().num_outputs, dtype=torch.float64)
@@ -472,15 +732,18 @@ class RecurrentModel(SequenceModel):
             t_rows = int(seqs.lengths[r0: r0 + rows].max())
             x = self._standardise(seqs.values[r0: r0 + rows, :t_rows], torch.float64)
             x = x.to(self.device)
+            zr = None if z is None else z[r0: r0 + rows, :t_rows].to(self.device)
             state, previous = None, None
             for t0 in range(0, t_rows, window):
                 xw = x[:, t0: t0 + window]
-                params, state = net(xw, state, previous)
+                zw = None if zr is None else zr[:, t0: t0 + window]
+                params, state = net(xw, state, previous, zw)
                 out[r0: r0 + rows, t0: t0 + xw.shape[1]] = params.cpu()
                 previous = xw[:, -1]
         return out
 
-    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+    def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
+                         ) -> torch.distributions.Distribution:
         """``[N, T_max]``: the network's output distribution of every step, in data units.
 
         Categorical: the softmax; Gaussian: Normal (``Independent`` Normals for D > 1);
@@ -488,7 +751,7 @@ class RecurrentModel(SequenceModel):
         ``m + s * mean``, scales ``s * scale``), so densities include the Jacobian.
         """
         dist = torch.distributions
-        params = self._step_params(seqs)
+        params = self._step_params(seqs, exog)
         emission = self._make_emission()
         if self.data_kind == "discrete":
             return dist.Categorical(logits=params)
@@ -507,31 +770,140 @@ class RecurrentModel(SequenceModel):
         return dist.MixtureSameFamily(mix, dist.Independent(dist.Normal(means, scales), 1))
 
 
-def _hold_out(seqs: Sequences, fraction: float) -> tuple[Sequences, Sequences | None]:
-    """Split off validation data: a random ``fraction`` of the sequences (at least one), or,
-    for a single sequence, its last ``fraction`` of steps (at least one step)."""
+def _hold_out(seqs: Sequences, exog: torch.Tensor | None, fraction: float):
+    """Split off validation data.
+
+    Returns ``(train, train_exog, split)``: with two or more sequences a random ``fraction``
+    of them (at least one) is held out and ``split = (held_out, held_exog, None)``; a single
+    sequence is split in time, ``train`` its first steps and ``split = (whole, exog,
+    t_train)``: its last ``fraction`` of steps (at least one) are scored given the first
+    ``t_train``. ``split`` is None when nothing is held out.
+    """
     n = len(seqs)
     if fraction == 0:
-        return seqs, None
+        return seqs, exog, None
     if n >= 2:
         n_valid = min(n - 1, max(1, round(fraction * n)))
         order = torch.randperm(n)
-        return seqs[order[n_valid:].sort().values], seqs[order[:n_valid].sort().values]
+        keep, held = order[n_valid:].sort().values, order[:n_valid].sort().values
+        return (seqs[keep], _rows(exog, keep, seqs[keep].max_length),
+                (seqs[held], _rows(exog, held, seqs[held].max_length), None))
     t = int(seqs.lengths[0])
     if t < 2:
-        return seqs, None
+        return seqs, exog, None
     t_valid = min(t - 1, max(1, round(fraction * t)))
     whole = seqs.values[0]
     train = Sequences(whole[None, : t - t_valid].clone(), torch.tensor([t - t_valid]))
-    valid = Sequences(whole[None, t - t_valid: t].clone(), torch.tensor([t_valid]))
-    return train, valid
+    train_exog = None if exog is None else exog[:, : t - t_valid]
+    whole_seq = Sequences(whole[None, :t].clone(), torch.tensor([t]))
+    return train, train_exog, (whole_seq, None if exog is None else exog[:, :t], t - t_valid)
 
 
-def _chunk(seqs: Sequences, chunk_length: int) -> Sequences:
-    """Cut every sequence into consecutive pieces of at most ``chunk_length`` steps."""
+def _rows(exog: torch.Tensor | None, index: torch.Tensor, t_max: int) -> torch.Tensor | None:
+    return None if exog is None else exog[index, :t_max]
+
+
+def _tail_validation(held: Sequences, held_exog: torch.Tensor | None, t_train: int | None,
+                     chunk_length: int | None, recurrent: bool, to_device) -> PaddedData:
+    """Validation data from :func:`_hold_out`'s split.
+
+    Held-out sequences are scored whole. The tail of a single sequence is scored given its
+    past: the whole sequence for the transformer, at most ``_VALID_CONTEXT`` steps of context
+    (entered with the observation before them) for recurrent cells. With ``chunk_length``
+    the tail is scored on its own from the start input, in chunks.
+    """
+    if t_train is None:
+        if chunk_length is not None:
+            held, held_exog = _chunk(held, held_exog, chunk_length)
+        return to_device(held, held_exog)
+    t = int(held.lengths[0])
+    if chunk_length is not None:
+        tail = Sequences(held.values[:, t_train:t].clone(), torch.tensor([t - t_train]))
+        tail_exog = None if held_exog is None else held_exog[:, t_train:t]
+        return to_device(*_chunk(tail, tail_exog, chunk_length))
+    begin = max(0, t_train - _VALID_CONTEXT) if recurrent else 0
+    piece = Sequences(held.values[:, begin:t].clone(), torch.tensor([t - begin]))
+    previous = held.values[:, begin - 1] if begin > 0 else held.values[:, 0]
+    return to_device(piece, None if held_exog is None else held_exog[:, begin:t],
+                     previous=previous, score_from=torch.tensor([t_train - begin]),
+                     has_previous=torch.tensor([begin > 0]))
+
+
+def _auto_window(seqs: Sequences, num_streams: int) -> int:
+    """The default window length: see :meth:`RecurrentModel.fit`."""
+    t_max = seqs.max_length
+    if len(seqs) >= num_streams:
+        return max(1, min(256, t_max))
+    return min(256, max(16, math.ceil(t_max / 8)))
+
+
+def _streams(seqs: Sequences, exog: torch.Tensor | None, window: int, num_streams: int,
+             to_device) -> PaddedData:
+    """Training streams: the sequences, and with fewer than ``num_streams`` sequences the
+    long ones cut into contiguous pieces of at least ``4 * window`` steps (about
+    ``num_streams`` streams in all); a piece that starts inside a sequence carries the
+    observation before it."""
+    n = len(seqs)
+    if n >= num_streams:
+        return to_device(seqs, exog)
+    per_seq = math.ceil(num_streams / n)
+    pieces, pieces_exog, previous, has_previous = [], [], [], []
+    for i, s in enumerate(seqs):
+        k = max(1, min(per_seq, s.shape[0] // (4 * window)))
+        bounds = torch.linspace(0, s.shape[0], k + 1).round().long().tolist()
+        for a, b in itertools.pairwise(bounds):
+            pieces.append(s[a:b])
+            if exog is not None:
+                pieces_exog.append(exog[i, a:b])
+            previous.append(s[a - 1] if a > 0 else s[0])
+            has_previous.append(a > 0)
+    if len(pieces) == n:
+        return to_device(seqs, exog)
+    lengths = torch.tensor([p.shape[0] for p in pieces], dtype=torch.int64)
+    values = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+    ex = None if exog is None else torch.nn.utils.rnn.pad_sequence(pieces_exog, batch_first=True)
+    return to_device(Sequences(values, lengths), ex, previous=torch.stack(previous),
+                     has_previous=torch.tensor(has_previous))
+
+
+def _fit_result(result: TrainingResult, window: int | None, patience: int | None,
+                validated: bool) -> dict[str, Any]:
+    monitored = "validation" if validated else "training"
+    if result.stopped == "diverged":
+        message = (f"training diverged after {result.num_steps} optimiser steps; kept the "
+                   f"weights of epoch {result.best_epoch}")
+    elif result.converged:
+        message = (f"the {monitored} loss stopped improving: best at optimiser step "
+                   f"{result.best_step}, no improvement in the {patience} steps after it")
+    elif patience is None:
+        message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps with "
+                   "patience=None, so convergence was not judged")
+    else:
+        message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps while "
+                   f"the {monitored} loss was still improving (best at step "
+                   f"{result.best_step}); raise max_steps or max_epochs")
+    return {
+        "converged": bool(result.converged),
+        "message": message,
+        "iterations": int(result.num_steps),
+        "epochs": len(result.history["train"]),
+        "stopped": result.stopped,
+        "best_epoch": int(result.best_epoch),
+        "window_length": window,
+        "monitored": monitored,
+    }
+
+
+def _chunk(seqs: Sequences, exog: torch.Tensor | None,
+           chunk_length: int) -> tuple[Sequences, torch.Tensor | None]:
+    """Cut every sequence (and its covariates) into consecutive pieces of at most
+    ``chunk_length`` steps."""
     if seqs.max_length <= chunk_length:
-        return seqs
+        return seqs, exog
     pieces = [p for s in seqs for p in torch.split(s, chunk_length)]
     lengths = torch.tensor([p.shape[0] for p in pieces], dtype=torch.int64)
     values = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
-    return Sequences(values, lengths)
+    if exog is None:
+        return Sequences(values, lengths), None
+    ex = [p for i, s in enumerate(seqs) for p in torch.split(exog[i, : s.shape[0]], chunk_length)]
+    return Sequences(values, lengths), torch.nn.utils.rnn.pad_sequence(ex, batch_first=True)

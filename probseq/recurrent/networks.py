@@ -126,12 +126,14 @@ class SequenceNetwork(nn.Module):
         num_outputs: P, the emission's parameter count.
         num_heads: attention heads (transformer).
         max_length: the longest sequence the transformer accepts.
+        num_exog: E_x, covariates joined to the input at every step (0: none).
     """
 
     def __init__(self, *, cell: str, num_symbols: int | None, obs_dim: int, embedding_dim: int
                  | None, hidden_size: int, num_layers: int, dropout: float, num_outputs: int,
-                 num_heads: int = 4, max_length: int = 0):
+                 num_heads: int = 4, max_length: int = 0, num_exog: int = 0):
         super().__init__()
+        self.num_exog = num_exog
         if num_symbols is not None:
             size = embedding_dim or hidden_size
             self.encode: nn.Module = nn.Embedding(num_symbols, size)
@@ -143,6 +145,7 @@ class SequenceNetwork(nn.Module):
             self.encode = nn.Identity() if embedding_dim is None else nn.Linear(obs_dim, size)
             self.start = nn.Parameter(torch.zeros(size))
         self.cell = cell
+        size += num_exog  # covariates join the input at every step
         if cell == "transformer":
             self.core: nn.Module = CausalTransformer(
                 size, hidden_size, num_layers, num_heads, dropout, max_length
@@ -172,8 +175,36 @@ class SequenceNetwork(nn.Module):
         """The start input for n sequences, ``[N, 1, E]``."""
         return self.start.expand(n, 1, -1)
 
+    def inputs(self, x: torch.Tensor, previous: torch.Tensor | None = None,
+               has_previous: torch.Tensor | None = None,
+               exog: torch.Tensor | None = None) -> torch.Tensor:
+        """The core's inputs for the steps of ``x``: ``[N, T, E (+ covariates)]``.
+
+        Input t is the encoding of ``x_{t-1}`` (the start input, or ``previous``, at the
+        first step), joined with the covariates of step t.
+
+        Args:
+            x: ``[N, T]`` symbols or ``[N, T, D]`` standardised reals.
+            previous: ``[N]`` or ``[N, D]``, the observation just before ``x`` where ``x``
+                continues a sequence (None: every row starts at t = 1).
+            has_previous: ``[N]`` bool, the rows that read ``previous`` (None: all of them
+                when ``previous`` is given).
+            exog: ``[N, T, E_x]`` standardised covariates of the steps of ``x``.
+        """
+        e = self.embed(x)
+        first = self.start_inputs(x.shape[0]).to(e.dtype)
+        if previous is not None:
+            before = self.embed(previous.unsqueeze(1)).to(e.dtype)
+            first = before if has_previous is None else torch.where(
+                has_previous[:, None, None], before, first)
+        inputs = torch.cat([first, e[:, :-1]], dim=1)
+        if self.num_exog:
+            inputs = torch.cat([inputs, exog.to(inputs.dtype)], dim=-1)
+        return inputs
+
     def forward(self, x: torch.Tensor, state: State = None,
-                previous: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+                previous: torch.Tensor | None = None,
+                exog: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """Parameters of p(x_t | x_<t) for every step of ``x``.
 
         Args:
@@ -181,13 +212,10 @@ class SequenceNetwork(nn.Module):
             state: the RNN state after the step before ``x`` (None at the beginning).
             previous: the observation just before ``x`` (``[N]`` or ``[N, D]``) when ``x``
                 continues a sequence; None means ``x`` starts at t = 1 (the start input).
+            exog: ``[N, T, E_x]`` covariates of the steps of ``x`` (networks built with
+                ``num_exog > 0``).
 
         Returns:
             ``(params [N, T, P], state)``, the state after reading ``x_1..x_{T-1}``.
         """
-        e = self.embed(x)
-        first = self.start_inputs(x.shape[0]) if previous is None else self.embed(
-            previous.unsqueeze(1)
-        )
-        inputs = torch.cat([first.to(e.dtype), e[:, :-1]], dim=1)
-        return self.run(inputs, state)
+        return self.run(self.inputs(x, previous, exog=exog), state)

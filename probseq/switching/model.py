@@ -1,0 +1,1269 @@
+"""Markov-switching autoregressions: Hamilton's (1989) model and the AR-HMM."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from probseq import distributed
+from probseq._utils import param_array, progress_bar
+from probseq.base import SequenceModel
+from probseq.data import Sequences
+from probseq.hmm import inference as hmm
+from probseq.switching import inference as sw
+
+__all__ = ["SwitchingAutoRegressive"]
+
+_FORMS = ("mean", "intercept")
+
+
+def _positive_int(x: Any, name: str, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {x!r}")
+    return int(x)
+
+
+class SwitchingAutoRegressive(SequenceModel):
+    """A Markov-switching autoregression of order p with K regimes, exact likelihoods.
+
+    Generative process, Hamilton's mean form (``switching="mean"``, univariate)::
+
+        S_1 ~ Categorical(initial),  S_t ~ Categorical(transition[S_(t-1)])
+        u_1..u_p ~ the stationary AR(p) distribution (regime S_1's coefficients)
+        u_t = sum_i coef_i[S_t] u_(t-i) + e_t,  e_t ~ N(0, noise_var[S_t])   (t > p)
+        y_t = means[S_t] + u_t
+
+    that is ``y_t - mu[S_t] = sum_i coef_i (y_(t-i) - mu[S_(t-i)]) + e_t``: the regime shifts
+    the level the series is drawn back to. The AR-HMM form (``switching="intercept"``, as
+    dynamax's and ssm's ``LinearAutoregressiveHMM``, univariate ``[T]`` or multivariate
+    ``[T, D]``) is ``y_t = intercept[S_t] + sum_i coef_i[S_t] y_(t-i) + e_t``, its first p
+    values drawn from the stationary distribution of regime S_1's VAR(p). Coefficients and
+    noise are shared by the regimes unless ``switching_ar`` / ``switching_variance``.
+
+    ``log_prob`` is the exact joint density of all T values, regime paths marginalised by a
+    forward pass over the last ``p + 1`` regimes (``K^(p+1)`` window states, see
+    :mod:`probseq.switching.inference`), so it is comparable with every other model.
+    :meth:`conditional_log_prob` is Hamilton's conditional likelihood of the steps after the
+    first p, as statsmodels' ``MarkovAutoregression`` computes it.
+
+    Missing values (NaN, or single coordinates of a vector) are marginalised exactly by
+    ``log_prob``, ``log_prob_steps``, ``filter``, ``smoother``, ``most_likely_states`` and the
+    one-step predictive: a step whose last p values are not all observed is scored by the
+    exact Gaussian of the segment back to the latest p observed values, with the windows of
+    regimes grown to cover it (refused beyond 4096 windows). ``fit`` and
+    ``conditional_log_prob`` need complete data.
+
+    Args:
+        num_regimes: K >= 1.
+        order: p >= 0.
+        switching: ``"mean"`` (Hamilton) or ``"intercept"`` (AR-HMM).
+        switching_ar: each regime has its own AR coefficients.
+        switching_variance: each regime has its own noise variance (covariance).
+
+    Parameters (``.params``, ``from_params``): ``transition [K, K]`` (rows: from),
+    ``initial [K]`` (default: the stationary distribution of the chain), ``means [K]`` (mean
+    form) or ``intercept [K]`` / ``[K, D]``, ``coef [p]`` (``[K, p]`` with ``switching_ar``;
+    ``[p, D, D]`` / ``[K, p, D, D]`` multivariate, lag 1 first), ``noise_var`` (scalar or
+    ``[K]``; multivariate ``noise_cov [D, D]`` / ``[K, D, D]``).
+
+    Attributes:
+        history_: the conditional log-likelihood (nats, data units) at every EM iteration of
+            the best restart, then the fit objective after EM, then after the L-BFGS polish
+            (when it ran on that restart); ``history_[-1]`` is the objective reached.
+        restart_log_likelihoods_: the final objective of every restart.
+    """
+
+    data_kind = "continuous"
+    supports_missing = True
+
+    def __init__(self, num_regimes: int = 2, order: int = 1, switching: str = "mean",
+                 switching_ar: bool = False, switching_variance: bool = False):
+        self.num_regimes = _positive_int(num_regimes, "num_regimes", 1)
+        self.order = _positive_int(order, "order", 0)
+        if switching not in _FORMS:
+            raise ValueError(f"switching must be 'mean' or 'intercept', got {switching!r}")
+        for name, v in (("switching_ar", switching_ar),
+                        ("switching_variance", switching_variance)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be True or False, got {v!r}")
+        self.switching = switching
+        self.switching_ar = switching_ar
+        self.switching_variance = switching_variance
+        self._obs_dim = None if switching == "mean" else "any"
+        self._univariate = True
+        self._p: dict[str, torch.Tensor] | None = None  # transition, loc, coef, cov (full)
+        self._initial: torch.Tensor | None = None  # None: the stationary distribution
+        self.history_: list[float] = []
+        self.restart_log_likelihoods_: list[float] = []
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def from_params(cls, *, transition: Any, coef: Any, means: Any | None = None,
+                    intercept: Any | None = None, noise_var: Any | None = None,
+                    noise_cov: Any | None = None,
+                    initial: Any | None = None) -> SwitchingAutoRegressive:
+        """Build a model from parameters; the form and the switching flags follow the shapes.
+
+        Args:
+            transition: ``[K, K]`` regime transition probabilities (rows: from).
+            coef: ``[p]`` shared or ``[K, p]`` switching AR coefficients, lag 1 first;
+                multivariate ``[p, D, D]`` or ``[K, p, D, D]``.
+            means: ``[K]`` regime means: Hamilton's mean form.
+            intercept: ``[K]`` or ``[K, D]`` regime intercepts: the AR-HMM form.
+            noise_var: a scalar (shared) or ``[K]`` (switching) noise variance, univariate.
+            noise_cov: ``[D, D]`` or ``[K, D, D]`` noise covariance, multivariate AR-HMM.
+            initial: ``[K]`` distribution of the first regime (default: stationary).
+
+        Raises:
+            ValueError: rows of ``transition`` or ``initial`` not summing to 1 within 1e-6 or
+                negative, non-positive variances, covariances not symmetric positive
+                definite, shapes that disagree, or a regime whose autoregression is not
+                stationary.
+        """
+        if (means is None) == (intercept is None):
+            raise ValueError("give exactly one of means=[K] (Hamilton's mean form) or "
+                             "intercept=[K] / [K, D] (the AR-HMM form)")
+        form = "mean" if means is not None else "intercept"
+        trans = param_array(transition, "transition")
+        if trans.ndim != 2 or trans.shape[0] != trans.shape[1]:
+            raise ValueError(f"transition must have shape [K, K], got {trans.shape}")
+        k = trans.shape[0]
+        trans = _stochastic(trans, "transition")
+        loc = param_array(means if form == "mean" else intercept,
+                          "means" if form == "mean" else "intercept")
+        if loc.ndim == 1:
+            loc = loc[:, None]
+            univariate = True
+        elif loc.ndim == 2 and form == "intercept":
+            univariate = False
+        else:
+            raise ValueError(f"means must have shape [{k}], got {loc.shape}" if form == "mean"
+                             else f"intercept must have shape [{k}] or [{k}, D], got {loc.shape}")
+        if loc.shape[0] != k:
+            raise ValueError(f"{'means' if form == 'mean' else 'intercept'} has {loc.shape[0]} "
+                             f"regimes but transition has {k}")
+        d = loc.shape[1]
+        a = param_array(coef, "coef")
+        base = 1 if univariate else 3
+        if a.ndim == base:
+            switching_ar, a = False, np.broadcast_to(a, (k,) + a.shape).copy()
+        elif a.ndim == base + 1 and a.shape[0] == k:
+            switching_ar = True
+        else:
+            want = f"[p] or [{k}, p]" if univariate else f"[p, {d}, {d}] or [{k}, p, {d}, {d}]"
+            raise ValueError(f"coef must have shape {want}, got {np.shape(coef)}")
+        if univariate:
+            a = a[:, :, None, None]
+        elif a.shape[2:] != (d, d):
+            raise ValueError(f"coef must have shape [..., p, {d}, {d}], got {a.shape}")
+        p = a.shape[1]
+        if univariate:
+            if noise_cov is not None or noise_var is None:
+                raise ValueError("univariate models take noise_var (a scalar or [K])")
+            s2 = param_array(noise_var, "noise_var")
+            if s2.ndim == 0:
+                switching_variance, s2 = False, np.full(k, float(s2))
+            elif s2.shape == (k,):
+                switching_variance = True
+            else:
+                raise ValueError(f"noise_var must be a scalar or [{k}], got shape {s2.shape}")
+            if not (s2 > 0).all():
+                raise ValueError(f"noise_var must be > 0, got {s2}")
+            cov = s2[:, None, None]
+        else:
+            if noise_var is not None or noise_cov is None:
+                raise ValueError("multivariate models take noise_cov ([D, D] or [K, D, D])")
+            cov = param_array(noise_cov, "noise_cov")
+            if cov.shape == (d, d):
+                switching_variance, cov = False, np.broadcast_to(cov, (k, d, d)).copy()
+            elif cov.shape == (k, d, d):
+                switching_variance = True
+            else:
+                raise ValueError(f"noise_cov must have shape [{d}, {d}] or [{k}, {d}, {d}], "
+                                 f"got {cov.shape}")
+            if not np.allclose(cov, cov.transpose(0, 2, 1), rtol=1e-10, atol=1e-12):
+                raise ValueError("noise_cov must be symmetric")
+            if (np.linalg.eigvalsh(cov) <= 0).any():
+                raise ValueError("noise_cov must be positive definite")
+        init = None
+        if initial is not None:
+            init = param_array(initial, "initial")
+            if init.shape != (k,):
+                raise ValueError(f"initial must have shape [{k}], got {init.shape}")
+            init = torch.from_numpy(_stochastic(init, "initial"))
+        model = cls(k, p, form, switching_ar=switching_ar, switching_variance=switching_variance)
+        params = {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc.copy()),
+                  "coef": torch.from_numpy(np.ascontiguousarray(a)),
+                  "cov": torch.from_numpy(np.ascontiguousarray(cov))}
+        radius = sw.companion_radius(params["coef"])
+        if p and (radius >= 1 - 1e-9).any():
+            bad = int(torch.nonzero(radius >= 1 - 1e-9)[0])
+            raise ValueError(
+                f"the autoregression of regime {bad} is not stationary (companion spectral "
+                f"radius {float(radius[bad]):.6g} >= 1), so the first {p} values have no "
+                "stationary distribution")
+        model._p, model._initial = params, init
+        model._univariate = univariate
+        if form == "intercept":
+            model._obs_dim = None if univariate else d
+        return model
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The parameters as a dict of tensors (copies), shaped as ``from_params`` takes them."""
+        self._check_fitted()
+        return self._public(self._p, self._initial)
+
+    def _public(self, p: dict[str, torch.Tensor],
+                initial: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        coef = p["coef"] if self.switching_ar else p["coef"][0]
+        cov = p["cov"] if self.switching_variance else p["cov"][0]
+        out = {"transition": p["transition"].clone()}
+        out["initial"] = (initial if initial is not None
+                          else sw.stationary_distribution(p["transition"])).clone()
+        name = "means" if self.switching == "mean" else "intercept"
+        if self._univariate:
+            out[name] = p["loc"][:, 0].clone()
+            out["coef"] = coef[..., 0, 0].clone()
+            out["noise_var"] = cov[..., 0, 0].clone()
+        else:
+            out[name] = p["loc"].clone()
+            out["coef"] = coef.clone()
+            out["noise_cov"] = cov.clone()
+        return out
+
+    def _initial_probs(self, p: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        p = self._p if p is None else p
+        if self._initial is not None and p is self._p:
+            return self._initial
+        pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
+        return pi / pi.sum()
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def num_params(self) -> int:
+        """Free parameters: ``K (K - 1)`` transitions, K means (intercepts) times D, the
+        coefficients and the noise (co)variances, shared or per regime (the initial
+        distribution is the stationary one, not a free parameter)."""
+        self._check_fitted()
+        k, p = self.num_regimes, self.order
+        d = 1 if self._univariate else int(self._obs_dim)
+        n_coef = (k if self.switching_ar else 1) * p * d * d
+        n_cov = (k if self.switching_variance else 1) * d * (d + 1) // 2
+        return k * (k - 1) + k * d + n_coef + n_cov
+
+    def _is_fitted(self) -> bool:
+        return self._p is not None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_regimes": self.num_regimes, "order": self.order,
+                "switching": self.switching, "switching_ar": self.switching_ar,
+                "switching_variance": self.switching_variance}
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        out = dict(self._p)
+        if self._initial is not None:
+            out["initial"] = self._initial
+        return out
+
+    def _meta(self) -> dict[str, Any]:
+        return {"univariate": self._univariate, "obs_dim": self._obs_dim,
+                "history": [float(v) for v in self.history_]}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        names = ("transition", "loc", "coef", "cov")
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise KeyError(f"missing tensors {missing}")
+        self._p = {n: tensors[n].to(torch.float64) for n in names}
+        if self._p["coef"].shape[:2] != (self.num_regimes, self.order):
+            raise KeyError(f"coef of shape {tuple(self._p['coef'].shape)} for K="
+                           f"{self.num_regimes}, p={self.order}")
+        init = tensors.get("initial")
+        self._initial = None if init is None else init.to(torch.float64)
+        self._univariate = bool(meta.get("univariate", True))
+        self._obs_dim = meta.get("obs_dim", self._obs_dim)
+        self.history_ = list(meta.get("history", []))
+
+    # ------------------------------------------------------------------ likelihood
+    def _windows(self, p: dict[str, torch.Tensor] | None = None,
+                 initial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self._p if p is None else p
+        initial = self._initial_probs(p) if initial is None else initial
+        return (sw.window_start(initial, self.order),
+                sw.window_transition(p["transition"], self.order))
+
+    def _window_log_lik(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None,
+                        head: bool = True) -> torch.Tensor:
+        p = self._p if p is None else p
+        y = seqs.values3d()
+        mean, tril = sw.window_gaussians(y, self.switching, p["loc"], p["coef"], p["cov"],
+                                         head=head)
+        target = y if head else y[:, self.order :]
+        return sw.gaussian_log_lik(target, mean, tril)
+
+    def _scaled(self, seqs: Sequences) -> hmm.Scaled:
+        return hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs))
+
+    def _emissions(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+        """The HMM over windows of regimes for a batch: ``initial [W]``, ``transition
+        [W, W]``, ``log_lik [N, T_max, W]`` and the Gaussians ``mean [N, T_max, W, D]``,
+        ``scale_tril [N or 1, T_max, W, D, D]`` of each step given its past and the window.
+
+        Complete data use windows of ``p + 1`` regimes. With missing values, a step whose
+        last p values are not all observed is scored from the exact Gaussian of the segment
+        back to the latest p fully observed values (or to the first step), so the windows
+        grow to cover the longest such segment (at most 4096 windows).
+        """
+        k, p = self.num_regimes, self.order
+        prm = self._p
+        y = seqs.values3d()
+        mean, tril = sw.window_gaussians(y, self.switching, prm["loc"], prm["coef"], prm["cov"])
+        if not seqs.has_missing:
+            init, trans = self._windows()
+            return {"initial": init, "transition": trans,
+                    "log_lik": sw.gaussian_log_lik(y, mean, tril), "mean": mean,
+                    "scale_tril": tril[None]}
+        obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        full = obs.all(-1)
+        plan, need = [], p + 1
+        for n in range(len(seqs)):
+            f = full[n, : int(seqs.lengths[n])].tolist()
+            for t in range(len(f)):
+                if f[t] and all(f[max(0, t - p) : t]):
+                    continue
+                start, first = True, 0
+                for tau in range(t - 1, p - 2, -1):
+                    if all(f[tau - p + 1 : tau + 1]):
+                        start, first = False, tau - p + 1
+                        break
+                plan.append((n, t, first, start))
+                need = max(need, t - first + 1)
+                if k**need > _MISSING_WINDOWS:
+                    raise ValueError(
+                        f"sequence {n} has missing values too close together for exact "
+                        f"marginalisation: step {t} depends on the regimes of {need} steps "
+                        f"({k}^{need} windows, more than {_MISSING_WINDOWS})")
+        base = torch.arange(k**need) % k ** (p + 1)
+        dig = sw.window_digits(k, need)
+        mean = mean[:, :, base].clone()
+        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
+        for n, t, first, start in plan:
+            m_t, c_t = sw.segment_predictive(
+                y[n, first : t + 1], obs[n, first : t + 1], dig[:, need - (t - first + 1) :],
+                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
+            mean[n, t], tril[n, t] = m_t, torch.linalg.cholesky(c_t)
+        resid = y[:, :, None, :] - mean
+        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        d = y.shape[-1]
+        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
+        partial = (obs.any(-1) & ~full) & seqs.mask
+        for n, t in torch.nonzero(partial).tolist():
+            keep = torch.nonzero(obs[n, t])[:, 0]
+            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
+            ll[n, t] = torch.distributions.MultivariateNormal(
+                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
+        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
+        init = sw.window_start(self._initial_probs(), need - 1)
+        trans = sw.window_transition(prm["transition"], need - 1)
+        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
+                "scale_tril": tril}
+
+    def _refuse_missing(self, seqs: Sequences, what: str) -> None:
+        if seqs.has_missing:
+            i = int(torch.nonzero((~seqs.step_observed & seqs.mask).any(-1))[0, 0])
+            raise ValueError(
+                f"sequence {i} has missing values; {what} needs complete data "
+                f"({self.name}.log_prob, log_prob_steps, filter, smoother and "
+                "most_likely_states marginalise missing values)")
+
+    def _hmm(self, seqs: Sequences, **kw: Any) -> dict[str, torch.Tensor]:
+        e = self._emissions(seqs)
+        return hmm.hmm_forward_backward(e["initial"], e["transition"],
+                                        hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]), **kw)
+
+    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
+        e = self._emissions(seqs)
+        return hmm.hmm_log_prob(e["initial"], e["transition"],
+                                hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]))
+
+    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
+        return self._hmm(seqs, backward=False, filtered=False)["steps"]
+
+    def _conditional_parts(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Initial windows, window transition, log-likelihoods and lengths of the steps after
+        the first p (Hamilton's conditional likelihood)."""
+        p = self._p if p is None else p
+        initial = (self._initial_probs() if p is self._p
+                   else sw.stationary_distribution(p["transition"]).clamp_min(0))
+        init = sw.window_path_prior(initial, p["transition"], self.order)
+        trans = sw.window_transition(p["transition"], self.order)
+        return init, trans, self._window_log_lik(seqs, p, head=False), seqs.lengths - self.order
+
+    def _check_conditional_lengths(self, seqs: Sequences) -> None:
+        short = torch.nonzero(seqs.lengths <= self.order)
+        if short.numel():
+            i = int(short[0, 0])
+            raise ValueError(
+                f"sequence {i} has {int(seqs.lengths[i])} steps; the conditional likelihood "
+                f"of an order-{self.order} model needs at least {self.order + 1}")
+
+    @torch.no_grad()
+    def conditional_log_prob(self, data: Any) -> torch.Tensor:
+        """Hamilton's conditional log-likelihood ``log p(y_(p+1..T) | y_(1..p))`` per sequence.
+
+        The first window of regimes ``(S_1..S_(p+1))`` starts from ``initial`` (the
+        stationary distribution unless given) and the chain; the first p values enter only
+        as lags. This is statsmodels' ``MarkovAutoregression`` likelihood (its ``llf`` at the
+        same parameters).
+
+        Returns:
+            ``[N]`` float64 (0-d for one sequence).
+
+        Raises:
+            ValueError: a sequence with p values or fewer.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        self._refuse_missing(seqs, "conditional_log_prob")
+        self._check_conditional_lengths(seqs)
+        init, trans, ll, lengths = self._conditional_parts(seqs)
+        out = hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll))
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ posteriors
+    @torch.no_grad()
+    def filter(self, data: Any) -> torch.Tensor:
+        """Filtered regime probabilities ``P(S_t | y_1..y_t)``.
+
+        Returns:
+            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence), zero at padded steps.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        u = self._hmm(seqs, backward=False, filtered=True)["filtered"]
+        out = sw.regime_marginals(u, self.num_regimes)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def smoother(self, data: Any) -> torch.Tensor:
+        """Smoothed regime probabilities ``P(S_t | y_1..y_T)`` (Kim's smoother).
+
+        Returns:
+            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence), zero at padded steps.
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        post = self._hmm(seqs)
+        out = sw.regime_marginals(post["smoothed"], self.num_regimes)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def most_likely_states(self, data: Any) -> torch.Tensor:
+        """The most likely regime path of each sequence (Viterbi over windows of regimes).
+
+        Returns:
+            ``[N, T_max]`` int64 regimes, ``-1`` at padded steps (``[T]`` for one sequence).
+        """
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        e = self._emissions(seqs)
+        paths, _ = hmm.hmm_viterbi(e["initial"], e["transition"], e["log_lik"], seqs.lengths)
+        out = torch.where(paths >= 0, paths % self.num_regimes, paths)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data: Any, *, conditional: bool = False, num_restarts: int = 5,
+            max_epochs: int = 200, tol: float = 1e-6, polish: bool = True,
+            max_polish_iter: int = 100, progress: bool | None = None,
+            seed: int | None = None, **unknown: Any) -> SwitchingAutoRegressive:
+        """Fit by EM with random restarts, then polish by L-BFGS.
+
+        Each restart runs EM on Hamilton's conditional likelihood: the E-step is the Hamilton
+        filter and Kim smoother over windows of ``p + 1`` regimes; the M-step updates the
+        transition from the expected regime moves and the regression in closed form given the
+        regime weights (weighted least squares; in the mean form alternately for the
+        coefficients given the means and the means given the coefficients, and then the
+        noise, each a conditional maximisation). The transition update ignores that the
+        first window starts from the stationary distribution, which the polish then accounts
+        for. The data are standardised for the fit and the parameters mapped back, so the fit
+        is equivariant to the data's scale and location.
+
+        Args:
+            data: the sequences (any accepted input); with ``conditional=True`` each needs
+                more than p values.
+            conditional: False maximises the exact joint likelihood (``log_prob``); True
+                maximises Hamilton's conditional likelihood (``conditional_log_prob``), the
+                criterion of statsmodels' ``MarkovAutoregression``.
+            num_restarts: random initialisations; the best final objective wins.
+            max_epochs: the most EM iterations per restart.
+            tol: EM stops when the conditional log-likelihood improves by less than ``tol``
+                nats per scored step.
+            polish: after EM, maximise the objective by L-BFGS over unconstrained parameters
+                (transition rows by softmax, AR coefficients by partial autocorrelations in
+                (-1, 1) so every iterate is stationary, variances by their logarithms).
+                Univariate models only; multivariate AR-HMMs keep the EM estimate.
+            max_polish_iter: the most L-BFGS iterations per restart.
+            progress: show a progress bar (None: when stderr is a terminal).
+            seed: makes the random initialisations reproducible.
+
+        Under an active ``torch.distributed`` process group, EM is data-parallel: each rank
+        runs the E-step on its shard of the sequences and the M-step sums the sufficient
+        statistics over ranks (initialisations agree because the ranks share a seed). The
+        polish is not data-parallel: every rank runs it on the whole data, to the same result.
+
+        Returns:
+            self.
+        """
+        return super().fit(data, conditional=conditional, num_restarts=num_restarts,
+                           max_epochs=max_epochs, tol=tol, polish=polish,
+                           max_polish_iter=max_polish_iter, progress=progress, seed=seed,
+                           **unknown)
+
+    def _fit(self, seqs: Sequences, *, conditional: bool = False, num_restarts: int = 5,
+             max_epochs: int = 200, tol: float = 1e-6, polish: bool = True,
+             max_polish_iter: int = 100, progress: bool | None = None,
+             seed: int | None = None) -> None:
+        for name, v in (("num_restarts", num_restarts), ("max_epochs", max_epochs)):
+            _positive_int(v, name, 1)
+        _positive_int(max_polish_iter, "max_polish_iter", 0)
+        if not (isinstance(tol, int | float) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        self._refuse_missing(seqs, "fit")
+        if self.switching == "mean":
+            self._fit_obs_dim(seqs, univariate_only=True)
+            univariate, d = True, 1
+        else:
+            dim = self._fit_obs_dim(seqs)
+            univariate, d = dim is None, 1 if dim is None else dim
+        p, k = self.order, self.num_regimes
+        long = torch.nonzero(seqs.lengths > p)[:, 0]
+        if conditional:
+            self._check_conditional_lengths(seqs)
+        rows = int((seqs.lengths[long] - p).sum()) if long.numel() else 0
+        n_reg = (k if self.switching_ar else 1) * p * d + k
+        if rows < n_reg + 2:
+            raise ValueError(
+                f"a {k}-regime switching AR({p}) fit needs more than {n_reg + 1} values after "
+                f"the first {p} of each sequence, but the data give {rows}")
+        # Standardise: y = centre + scale * z, per dimension.
+        x = seqs.values3d()[seqs.mask]
+        centre, scale = x.mean(0), x.std(0)
+        if not bool((scale > 0).all()):
+            raise ValueError("the data are constant (zero variance); nothing to fit")
+        z = Sequences(torch.where(seqs.mask[..., None], (seqs.values3d() - centre) / scale,
+                                  torch.zeros((), dtype=torch.float64)), seqs.lengths.clone())
+        fit_seqs = z if univariate is False else Sequences(z.values[..., 0], z.lengths)
+        self._univariate = univariate
+        if not univariate:
+            self._obs_dim = d
+        zlong = fit_seqs[long]
+        self._refuse_exact_fit(zlong)
+        scored = seqs.num_steps - (p * len(seqs) if conditional else 0)
+        log_jac = float(torch.log(scale).sum()) * (
+            int((seqs.lengths[long] - p).sum()) if conditional else seqs.num_steps)
+        results = []
+        bar = progress_bar(num_restarts * max_epochs, progress, "switching AR fit")
+        try:
+            for _ in range(num_restarts):
+                params = self._random_params(zlong)
+                params, history = self._run_em(zlong, params, max_epochs, tol, bar)
+                history = [h - log_jac for h in history]
+                final = self._objective(fit_seqs, params, conditional) - log_jac
+                results.append([final, params, history + [final]])
+                bar.set_postfix(nats_per_step=f"{-final / scored:.5f}")
+            if polish and univariate and max_polish_iter > 0:
+                # The two best EM restarts (distinct optima are usually far apart in value).
+                ranked = sorted(range(len(results)), key=lambda i: -_finite(results[i][0]))
+                for i in ranked[:2]:
+                    params = self._polish(fit_seqs, results[i][1], conditional, max_polish_iter)
+                    final = self._objective(fit_seqs, params, conditional) - log_jac
+                    results[i] = [final, params, results[i][2] + [final]]  # after the polish
+        finally:
+            bar.close()
+        finals = [r[0] for r in results]
+        best = max(range(len(results)), key=lambda i: _finite(finals[i]))
+        if not math.isfinite(finals[best]):
+            raise ValueError("every restart of the switching AR fit failed "
+                             "(non-finite log-likelihood)")
+        self._p = self._unstandardise(results[best][1], centre, scale)
+        self._initial = None
+        self.history_ = results[best][2]
+        self.restart_log_likelihoods_ = finals
+
+    def _refuse_exact_fit(self, seqs: Sequences) -> None:
+        """Refuse data that a pooled VAR(p) with intercept predicts exactly (standardised
+        data: a residual variance below 1e-10 of the data's)."""
+        p = self.order
+        y = seqs.values3d()
+        d, t_max = y.shape[-1], y.shape[1]
+        mask = (torch.arange(p, t_max)[None, :] < seqs.lengths[:, None]).reshape(-1)
+        target = y[:, p:].reshape(-1, d)[mask]
+        design = torch.cat([torch.ones(target.shape[0], 1, dtype=torch.float64)]
+                           + [y[:, p - i : t_max - i].reshape(-1, d)[mask]
+                              for i in range(1, p + 1)], 1)
+        resid = target - design @ torch.linalg.lstsq(design, target).solution
+        if float(torch.linalg.eigvalsh(resid.T @ resid / resid.shape[0]).min()) < 1e-10:
+            raise ValueError(
+                f"the data are (nearly) exactly predictable from {p} lags (an AR({p}) leaves "
+                "no residual variance), so a switching AR has no finite maximum likelihood")
+
+    def _objective(self, seqs: Sequences, p: dict[str, torch.Tensor], conditional: bool) -> float:
+        with torch.no_grad():
+            if conditional:
+                init, trans, ll, lengths = self._conditional_parts(seqs, p)
+                return float(hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll)).sum())
+            pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
+            init, trans = self._windows(p, pi)
+            scaled = hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs, p))
+            return float(hmm.hmm_log_prob(init, trans, scaled).sum())
+
+    def _unstandardise(self, p: dict[str, torch.Tensor], centre: torch.Tensor,
+                       scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = scale
+        coef = p["coef"] * s[:, None] / s[None, :]  # S A S^-1, broadcast over [K, p]
+        cov = p["cov"] * s[:, None] * s[None, :]
+        if self.switching == "mean":
+            loc = centre + s * p["loc"]
+        else:
+            eye = torch.eye(s.shape[0], dtype=s.dtype)
+            loc = s * p["loc"] + ((eye - coef.sum(1)) @ centre[:, None])[..., 0]
+        return {"transition": p["transition"].clone(), "loc": loc, "coef": coef, "cov": cov}
+
+    def _random_params(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+        """A random start on standardised data: a pooled VAR(p) by least squares, regime
+        levels at random quantiles, a sticky random transition."""
+        k, p = self.num_regimes, self.order
+        y = seqs.values3d()
+        d = y.shape[-1]
+        lengths = seqs.lengths
+        t_max = y.shape[1]
+        mask = (torch.arange(p, t_max)[None, :] < lengths[:, None]).reshape(-1)
+        target = y[:, p:].reshape(-1, d)[mask]
+        design = [torch.ones(target.shape[0], 1, dtype=torch.float64)]
+        for i in range(1, p + 1):
+            design.append(y[:, p - i : t_max - i].reshape(-1, d)[mask])
+        x = torch.cat(design, 1)
+        beta = torch.linalg.lstsq(x, target).solution  # [1 + pD, D]
+        a = beta[1:].reshape(p, d, d).transpose(-1, -2) if p else torch.zeros(0, d, d,
+                                                                              dtype=torch.float64)
+        if p and float(sw.companion_radius(a)) >= 0.98:
+            a = a * (0.9 / float(sw.companion_radius(a)))
+        resid = target - x @ beta
+        noise = resid.T @ resid / max(resid.shape[0], 1)
+        noise = 0.5 * noise + 1e-3 * torch.eye(d, dtype=torch.float64)  # regimes explain some
+        obs = y[seqs.mask]
+        # Levels at stratified random quantiles: one regime per slice of the distribution.
+        q = (torch.arange(k, dtype=torch.float64) + torch.rand(k, dtype=torch.float64)) / k
+        q = 0.05 + 0.9 * q
+        levels = torch.quantile(obs, q, dim=0)  # [K, D]
+        jitter = torch.exp(0.4 * torch.randn(k, dtype=torch.float64))
+        cov = noise[None].expand(k, -1, -1) * (
+            jitter[:, None, None] if self.switching_variance else 1.0)
+        if self.switching == "intercept":
+            eye = torch.eye(d, dtype=torch.float64)
+            loc = ((eye - a.sum(0)) @ levels.T).T
+        else:
+            loc = levels
+        trans = torch.distributions.Dirichlet(
+            torch.ones(k, k, dtype=torch.float64) + 8 * torch.eye(k, dtype=torch.float64)).sample()
+        return {"transition": trans, "loc": loc.clone(),
+                "coef": a[None].expand(k, -1, -1, -1).clone(), "cov": cov.clone()}
+
+    # ---------------------------------------------------------------- EM
+    def _e_step(self, seqs: Sequences, p: dict[str, torch.Tensor]) -> dict[str, Any]:
+        init, trans, ll, lengths = self._conditional_parts(seqs, p)
+        post = hmm.hmm_forward_backward(init, trans, hmm.Scaled(lengths, log_lik=ll))
+        return {"log_lik": float(post["log_prob"].sum()), "smoothed": post["smoothed"],
+                "window_counts": post["transition_counts"]}
+
+    def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
+                tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
+        steps = int((seqs.lengths - self.order).sum())
+        history: list[float] = []
+        good = params
+        parallel = distributed.is_active() and len(seqs) >= distributed.world_size()
+        local = distributed.shard(seqs) if parallel else seqs
+        reduce = _all_ranks if parallel else _no_reduce
+        for _ in range(max_epochs):
+            stats = self._e_step(local, params)
+            ll = float(reduce({"ll": np.array([stats["log_lik"]])})["ll"][0])
+            if not math.isfinite(ll):
+                params = good
+                break
+            if history and ll < history[-1]:
+                params = good  # the start-up term the M-step ignores; keep the better one
+                break
+            history.append(ll)
+            good = params
+            bar.update(1)
+            params = self._m_step(local, stats, params, reduce)
+            if len(history) > 1 and history[-1] - history[-2] < tol * steps:
+                break
+        return params, history
+
+    def _m_step(self, seqs: Sequences, stats: dict[str, Any], old: dict[str, torch.Tensor],
+                reduce: Reduce | None = None) -> dict[str, torch.Tensor]:
+        """The M-step from the E-step of ``seqs``; ``reduce`` sums the sufficient statistics
+        of every shard of the data (data-parallel EM; the identity on one process)."""
+        reduce = _no_reduce if reduce is None else reduce
+        k, p = self.num_regimes, self.order
+        dig = sw.window_digits(k, p + 1).numpy()
+        cur = dig[:, p]
+        g = stats["smoothed"].numpy()  # [N, T', M], zero at padding
+        # Transition: expected regime moves (window moves, plus those inside the first window).
+        wc = stats["window_counts"].numpy()
+        counts = np.zeros((k, k))
+        np.add.at(counts, (cur[:, None].repeat(wc.shape[1], 1),
+                           np.tile(cur, (wc.shape[0], 1))), wc)
+        first = g[:, 0].sum(0)
+        for j in range(p):
+            np.add.at(counts, (dig[:, j], dig[:, j + 1]), first)
+        counts = reduce({"counts": counts})["counts"]
+        old_t = old["transition"].numpy()
+        rows = counts.sum(1, keepdims=True)
+        trans = np.where(rows > 0, counts / np.where(rows > 0, rows, 1.0), old_t)
+        y = seqs.values3d().numpy()
+        t_max = y.shape[1]
+        yt = y[:, p:]  # [N, T', D]
+        lags = np.stack([y[:, p - i : t_max - i] for i in range(1, p + 1)], 2) if p else (
+            np.zeros(yt.shape[:2] + (0, yt.shape[-1])))  # [N, T', p, D]
+        loc, coef, cov = (old["loc"].numpy().copy(), old["coef"].numpy().copy(),
+                          old["cov"].numpy().copy())
+        if self.switching == "mean":
+            loc, coef, cov = _m_step_mean(yt[..., 0], lags[..., 0], g, dig, loc[:, 0],
+                                          coef[:, :, 0, 0], cov[:, 0, 0], self.switching_ar,
+                                          self.switching_variance, reduce)
+        else:
+            gk = g.reshape(*g.shape[:2], -1, k).sum(2)  # [N, T', K]
+            loc, coef, cov = _m_step_intercept(yt, lags, gk, loc, coef, cov, self.switching_ar,
+                                               self.switching_variance, reduce)
+        return {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc),
+                "coef": torch.from_numpy(coef), "cov": torch.from_numpy(cov)}
+
+    # ---------------------------------------------------------------- L-BFGS polish
+    def _polish(self, seqs: Sequences, params: dict[str, torch.Tensor], conditional: bool,
+                max_iter: int) -> dict[str, torch.Tensor]:
+        k, p = self.num_regimes, self.order
+        ka = k if self.switching_ar else 1
+        kv = k if self.switching_variance else 1
+        pacf = torch.from_numpy(np.stack([_coef_to_pacf(params["coef"][j, :, 0, 0].numpy())
+                                          for j in range(ka)]))
+        raw = {
+            "logits": torch.log(params["transition"].clamp_min(1e-12)),
+            "loc": params["loc"][:, 0].clone(),
+            "pacf": torch.atanh(pacf.clamp(-1 + 1e-9, 1 - 1e-9)),
+            "log_var": torch.log(params["cov"][:kv, 0, 0].clone()),
+        }
+        raw = {n: v.detach().clone().requires_grad_(True) for n, v in raw.items()}
+        steps = seqs.num_steps
+
+        def build() -> dict[str, torch.Tensor]:
+            coef = sw.pacf_to_coef(torch.tanh(raw["pacf"])).expand(k, -1)
+            var = torch.exp(raw["log_var"]).expand(k)
+            return {"transition": torch.softmax(raw["logits"], -1), "loc": raw["loc"][:, None],
+                    "coef": coef[:, :, None, None], "cov": var[:, None, None]}
+
+        def objective() -> torch.Tensor:
+            q = build()
+            trans = q["transition"]
+            pi = sw.stationary_distribution(trans)
+            if conditional:
+                init = sw.window_path_prior(pi, trans, p)
+                ll = self._window_log_lik(seqs, q, head=False)
+                lengths = seqs.lengths - p
+            else:
+                init = sw.window_start(pi, p)
+                ll = self._window_log_lik(seqs, q)
+                lengths = seqs.lengths
+            wt = sw.window_transition(trans, p)
+            return hmm.hmm_log_prob_differentiable(init, wt, ll, lengths).sum()
+
+        start = self._objective(seqs, params, conditional)
+        opt = torch.optim.LBFGS(list(raw.values()), lr=1.0, max_iter=max_iter,
+                                tolerance_grad=1e-8, tolerance_change=1e-11,
+                                line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = -objective() / steps
+            if not torch.isfinite(loss):
+                return torch.tensor(1e10, dtype=torch.float64, requires_grad=True)
+            loss.backward()
+            return loss
+
+        try:
+            opt.step(closure)
+        except (RuntimeError, ValueError):  # a degenerate step (singular covariance)
+            return params
+        with torch.no_grad():
+            new = {n: v.detach().clone() for n, v in build().items()}
+        end = self._objective(seqs, new, conditional)
+        return new if math.isfinite(end) and end >= start else params
+
+    # ------------------------------------------------------------------ sampling
+    def _head_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per first regime k: ``(Gamma [K, pD, pD], level [K, D])`` of the first p values
+        (level only used by the intercept form)."""
+        p = self._p
+        gamma = sw.stationary_covariance(p["coef"], p["cov"])
+        d = p["loc"].shape[1]
+        eye = torch.eye(d, dtype=torch.float64)
+        level = torch.linalg.solve(eye - p["coef"].sum(1), p["loc"][..., None])[..., 0]
+        return gamma, level
+
+    def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                **options: Any) -> torch.Tensor:
+        if options:
+            raise ValueError(f"SwitchingAutoRegressive.sample got unknown options "
+                             f"{sorted(options)}")
+        prm = self._p
+        n, k, p = num_sequences, self.num_regimes, self.order
+        d = prm["loc"].shape[1]
+        trans = prm["transition"]
+        y = torch.zeros(n, length, d, dtype=torch.float64)
+        s = torch.zeros(n, length, dtype=torch.int64)
+        start = 0
+        if prefix is None:
+            s[:, 0] = torch.multinomial(self._initial_probs().expand(n, k), 1)[:, 0]
+        else:
+            pre = prefix.reshape(prefix.shape[0], d)
+            start = pre.shape[0]
+            y[:, :start] = pre
+            seqs = Sequences(pre[None] if not self._univariate else pre[None, :, 0],
+                             torch.tensor([start]))
+            init, wt = self._windows()
+            u = hmm.hmm_forward_backward(init, wt, self._scaled(seqs), backward=False,
+                                         filtered=True)["filtered"][0, start - 1]
+            if not u.sum() > 0:
+                raise ValueError("the prefix has probability zero under this model")
+            w = torch.multinomial(u.expand(n, -1), 1)[:, 0]
+            dig = sw.window_digits(k, p + 1)[w]  # [n, p + 1]: S_(start-p)..S_start
+            for j in range(p + 1):
+                t = start - 1 - p + j
+                if t >= 0:
+                    s[:, t] = dig[:, j]
+        for t in range(max(start, 1), length):
+            s[:, t] = torch.multinomial(trans[s[:, t - 1]], 1)[:, 0]
+        head = min(p, length)
+        if start < head:
+            gamma, level = self._head_moments()
+            g = gamma[s[:, 0]][:, : head * d, : head * d]  # [n, hD, hD]
+            if self.switching == "mean":
+                m = prm["loc"][s[:, :head]].reshape(n, head * d)
+            else:
+                m = level[s[:, 0]].repeat(1, head)
+            known = start * d
+            mean, cond = m[:, known:], g[:, known:, known:]
+            if known:
+                gain = torch.linalg.solve(g[:, :known, :known], g[:, :known, known:])
+                obs = y[:, :start].reshape(n, known) - m[:, :known]
+                mean = mean + (gain.transpose(1, 2) @ obs[..., None])[..., 0]
+                cond = cond - g[:, known:, :known] @ gain
+            chol = torch.linalg.cholesky(0.5 * (cond + cond.transpose(1, 2)))
+            draw = mean + (chol @ torch.randn(n, chol.shape[-1], 1, dtype=torch.float64))[..., 0]
+            y[:, start:head] = draw.reshape(n, head - start, d)
+            start = head
+        chol = torch.linalg.cholesky(prm["cov"])
+        for t in range(start, length):
+            r = s[:, t]
+            a = prm["coef"][r]  # [n, p, D, D]
+            if self.switching == "mean":
+                mean = prm["loc"][r]
+                for i in range(1, p + 1):
+                    lag = y[:, t - i] - prm["loc"][s[:, t - i]]
+                    mean = mean + (a[:, i - 1] @ lag[..., None])[..., 0]
+            else:
+                mean = prm["loc"][r]
+                for i in range(1, p + 1):
+                    mean = mean + (a[:, i - 1] @ y[:, t - i][..., None])[..., 0]
+            eps = torch.randn(n, d, 1, dtype=torch.float64)
+            y[:, t] = mean + (chol[r] @ eps)[..., 0]
+        if prefix is not None:
+            y[:, : prefix.shape[0]] = prefix.reshape(prefix.shape[0], d)
+        return y[..., 0] if self._univariate else y
+
+    # ------------------------------------------------------------------ Pyro
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of the data with priors on every parameter; regimes marginalised.
+
+        Priors (univariate models): each ``transition`` row ``~ Dirichlet(1)``; ``means``
+        (or ``intercept``) ``~ Normal(data mean, 3 * data std)``; partial autocorrelations of
+        the coefficients ``~ Uniform(-1, 1)`` (so every draw is stationary);
+        ``noise_var ~ LogNormal(log data variance, 1)``. The data-dependent prior locations
+        are an empirical-Bayes choice. The likelihood is ``pyro.factor("log_lik", ...)`` of
+        the exact joint forward pass, so the model works with SVI and NUTS.
+
+        Args:
+            data: the sequences (any accepted input).
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        if not self._univariate:
+            raise ValueError("pyro_model supports univariate models only")
+        seqs, _ = self._coerce(data, fitting=not self._is_fitted())
+        self._refuse_missing(seqs, "pyro_model")
+        k, p = self.num_regimes, self.order
+        f64 = torch.float64
+        x = seqs.values[seqs.mask]
+        mu0, sd0 = x.mean(), x.std().clamp_min(1e-12) if x.numel() > 1 else torch.ones((),
+                                                                                       dtype=f64)
+        trans = pyro.sample("transition", dist.Dirichlet(torch.ones(k, k, dtype=f64)).to_event(1))
+        loc = pyro.sample("means" if self.switching == "mean" else "intercept",
+                          dist.Normal(mu0.expand(k), 3 * sd0.expand(k)).to_event(1))
+        ka, kv = (k if self.switching_ar else 1), (k if self.switching_variance else 1)
+        pacf = pyro.sample("pacf", dist.Uniform(-torch.ones(ka, p, dtype=f64),
+                                                torch.ones(ka, p, dtype=f64)).to_event(2))
+        var = pyro.sample("noise_var", dist.LogNormal(torch.log(sd0**2).expand(kv),
+                                                      torch.ones(kv, dtype=f64)).to_event(1))
+        coef = sw.pacf_to_coef(pacf).expand(k, p)
+        q = {"transition": trans, "loc": loc[:, None], "coef": coef[:, :, None, None],
+             "cov": var.expand(k)[:, None, None]}
+        pi = sw.stationary_distribution(trans)
+        ll = self._window_log_lik(seqs, q)
+        pyro.factor("log_lik", hmm.hmm_log_prob_differentiable(
+            sw.window_start(pi, p), sw.window_transition(trans, p), ll, seqs.lengths).sum())
+
+    # ------------------------------------------------------------------ forecasts
+    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+        """The one-step predictive ``p(y_t | y_<t)`` at every step: a mixture over windows of
+        regimes of the Gaussians given each window, ``[N, T_max]`` batch."""
+        e = self._emissions(seqs)
+        init, trans, mean = e["initial"], e["transition"], e["mean"]
+        tril = e["scale_tril"].expand(mean.shape + (mean.shape[-1],))
+        u = hmm.hmm_forward_backward(init, trans, hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
+                                     backward=False, filtered=True)["filtered"]
+        pred = torch.cat([init.expand(len(seqs), 1, -1), u[:, :-1] @ trans], 1)
+        ok = pred.sum(-1, keepdim=True) > 0
+        pred = torch.where(ok, pred, init)
+        mix = _categorical(pred)
+        if self._univariate:
+            comp = torch.distributions.Normal(mean[..., 0], tril[..., 0, 0])
+        else:
+            comp = torch.distributions.MultivariateNormal(mean, scale_tril=tril)
+        return torch.distributions.MixtureSameFamily(mix, comp)
+
+    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
+        """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None.
+
+        Given the windows of regimes at the last step T (filtered), the future is linear
+        Gaussian along each path of future regimes. Hamilton's mean form with shared
+        coefficients and variance has a closed form with ``K^(p+2)`` components: its
+        deviations ``u_t = y_t - mu[S_t]`` are an AR(p) independent of the regimes, so
+        ``y_(T+h)`` mixes, over the window at T (which fixes ``u_(T-p+1..T)``) and
+        ``S_(T+h)`` (``transition^h`` from ``S_T``), ``N(mu[S_(T+h)] + E[u_(T+h) | u_(<=T)],
+        sum_(j<h) psi_j^2 sigma2)`` (``psi`` the AR's impulse responses). Otherwise every
+        path of future regimes is a component (``K^(p+1+H)`` of them, propagated by the
+        Kalman prediction of the last p values); beyond 4096 components, or for sequences
+        shorter than p, the sampling fallback is used (None).
+        """
+        if int(seqs.lengths.min()) < max(self.order, 1) or seqs.has_missing:
+            return None
+        if self.switching == "mean" and not (self.switching_ar or self.switching_variance):
+            return self._forecast_shared(seqs, horizon)
+        if self.num_regimes ** (self.order + 1 + horizon) <= _FORECAST_COMPONENTS:
+            return self._forecast_paths(seqs, horizon)
+        return None
+
+    def _last_windows(self, seqs: Sequences) -> torch.Tensor:
+        """``[N, M]`` filtered window probabilities at each sequence's last step."""
+        init, trans = self._windows()
+        u = hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
+                                     filtered=True)["filtered"]
+        return u[torch.arange(len(seqs)), seqs.lengths - 1]
+
+    def _forecast_paths(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
+        """Exact forecasts by enumerating the future regime paths (see :meth:`_forecast`)."""
+        k, p = self.num_regimes, self.order
+        prm = self._p
+        d = prm["loc"].shape[1]
+        n = len(seqs)
+        last = self._last_windows(seqs)  # [N, M]
+        dig = sw.window_digits(k, p + 1)
+        m = dig.shape[0]
+        paths = sw.window_digits(k, horizon)  # [P, H]
+        q = paths.shape[0]
+        # Path weights: P(window) P(S_(T+1..T+H) | S_T).
+        prob = last[:, :, None].expand(n, m, q).clone()
+        prev = dig[:, p][:, None].expand(m, q)
+        for h in range(horizon):
+            prob = prob * prm["transition"][prev, paths[None, :, h]][None]
+            prev = paths[None, :, h].expand(m, q)
+        # State: the last p values (most recent first), known at T; deviations u in the
+        # mean form (u_(T-i) = y_(T-i) - mu[S_(T-i)]), values y in the intercept form.
+        idx = seqs.lengths[:, None] - 1 - torch.arange(p)[None, :]  # [N, p]
+        y3 = seqs.values3d()
+        recent = y3[torch.arange(n)[:, None], idx]  # [N, p, D]
+        if self.switching == "mean":
+            recent = recent[:, None] - prm["loc"][dig[:, p - torch.arange(p)]][None]
+        else:
+            recent = recent[:, None].expand(n, m, p, d)
+        state = recent[:, :, None].expand(n, m, q, p, d).clone()  # [N, M, P, p, D]
+        cov = torch.zeros(m, q, p * d, p * d, dtype=torch.float64)
+        chol = torch.linalg.cholesky(prm["cov"])
+        means, trils = [], []
+        for h in range(horizon):
+            s = paths[:, h]  # [P]
+            a = prm["coef"][s]  # [P, p, D, D]
+            new = torch.einsum("qide,nmqie->nmqd", a, state)
+            if self.switching == "intercept":
+                new = new + prm["loc"][s][None, None]
+            top = torch.cat(list(a.unbind(1)), -1) if p else torch.zeros(q, d, 0,
+                                                                          dtype=torch.float64)
+            var = top[None] @ cov @ top.transpose(-1, -2)[None] + prm["cov"][s][None]
+            cross = top[None] @ cov  # [M, P, D, pD]: Cov(y_new, old state)
+            if p:
+                state = torch.cat([new[:, :, :, None], state[:, :, :, :-1]], 3)
+                cov = torch.cat([torch.cat([var, cross], -1),
+                                 torch.cat([cross.transpose(-1, -2), cov], -1)],
+                                -2)[..., : p * d, : p * d]
+            level = prm["loc"][s][None, None] if self.switching == "mean" else 0.0
+            means.append(new + level)
+            trils.append(torch.linalg.cholesky(var) if p else chol[s][None].expand(m, q, d, d))
+        weights = prob.reshape(n, m * q)[:, None].expand(n, horizon, m * q)
+        loc = torch.stack(means, 1).reshape(n, horizon, m * q, d)
+        tril = torch.stack(trils, 0).reshape(horizon, m * q, d, d)[None].expand(
+            n, horizon, m * q, d, d)
+        if self._univariate:
+            comp = torch.distributions.Normal(loc[..., 0], tril[..., 0, 0])
+        else:
+            comp = torch.distributions.MultivariateNormal(loc, scale_tril=tril)
+        return torch.distributions.MixtureSameFamily(_categorical(weights), comp)
+
+    def _forecast_shared(self, seqs: Sequences,
+                         horizon: int) -> torch.distributions.Distribution:
+        """The closed form of the mean form with shared coefficients and variance."""
+        k, p = self.num_regimes, self.order
+        lengths = seqs.lengths
+        n = len(seqs)
+        last = self._last_windows(seqs)  # [N, M]
+        mu = self._p["loc"][:, 0]
+        phi = self._p["coef"][0, :, 0, 0]
+        var = self._p["cov"][0, 0, 0]
+        dig = sw.window_digits(k, p + 1)
+        m = dig.shape[0]
+        idx = lengths[:, None] - 1 - torch.arange(p)[None, :]  # [N, p]: T, T-1, ..., T-p+1
+        recent = seqs.values.gather(1, idx)
+        state = recent[:, None, :] - mu[dig[:, p - torch.arange(p)]][None]  # [N, M, p]
+        companion = torch.zeros(p, p, dtype=torch.float64)
+        if p:
+            companion[0] = phi
+            companion[1:, :-1] = torch.eye(p - 1, dtype=torch.float64)
+        power = torch.eye(max(p, 1), dtype=torch.float64)
+        a_h = torch.eye(k, dtype=torch.float64)
+        means, sds, weights = [], [], []
+        spread = torch.zeros((), dtype=torch.float64)
+        for _ in range(horizon):
+            psi = power[0, 0] if p else torch.ones((), dtype=torch.float64)
+            spread = spread + psi**2 * var
+            if p:
+                state = state @ companion.T
+                power = companion @ power
+                dev = state[..., 0]  # [N, M]
+            else:
+                dev = torch.zeros(n, m, dtype=torch.float64)
+            a_h = a_h @ self._p["transition"]
+            weights.append((last[:, :, None] * a_h[dig[:, p]][None]).reshape(n, m * k))
+            means.append((dev[:, :, None] + mu[None, None, :]).reshape(n, m * k))
+            sds.append(spread.sqrt().expand(n, m * k))
+        return torch.distributions.MixtureSameFamily(
+            _categorical(torch.stack(weights, 1)),
+            torch.distributions.Normal(torch.stack(means, 1), torch.stack(sds, 1)))
+
+
+# ---------------------------------------------------------------------- M-step helpers
+_FORECAST_COMPONENTS = 4096
+_MISSING_WINDOWS = 4096
+
+Reduce = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
+
+
+def _no_reduce(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return sums
+
+
+def _all_ranks(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sum statistics over the ranks of the active process group."""
+    out = distributed.all_reduce_sum({n: torch.from_numpy(np.ascontiguousarray(v))
+                                      for n, v in sums.items()})
+    return {n: v.numpy() for n, v in out.items()}
+
+
+def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
+    """Mixture weights by their logarithms: ``Categorical(probs=...)`` would clamp the
+    structural zeros (impossible windows of regimes) up to machine epsilon."""
+    probs = probs / probs.sum(-1, keepdim=True)
+    logits = torch.where(probs > 0, torch.log(probs), torch.full((), -math.inf,
+                                                                 dtype=probs.dtype))
+    return torch.distributions.Categorical(logits=logits)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _stochastic(x: np.ndarray, name: str) -> np.ndarray:
+    if (x < 0).any():
+        raise ValueError(f"{name} has negative entries")
+    sums = x.sum(-1)
+    bad = np.abs(sums - 1) > 1e-6
+    if bad.any():
+        where = "" if x.ndim == 1 else f" (row {int(np.nonzero(bad.reshape(-1))[0][0])})"
+        raise ValueError(f"{name} must sum to 1 within 1e-6{where}, got {sums}")
+    return x / sums[..., None]
+
+
+def _ridge_solve(a: np.ndarray, b: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Solve ``a x = b``, pulled toward ``old`` by a vanishing ridge (directions without
+    data keep their previous values instead of collapsing to zero)."""
+    eps = 1e-10 * max(float(np.abs(np.diag(a)).max()), 1e-300)
+    return np.linalg.solve(a + eps * np.eye(a.shape[0]), b + eps * old)
+
+
+def _stationary(coef: np.ndarray) -> bool:
+    if coef.shape[1] == 0:
+        return True
+    return bool((sw.companion_radius(torch.from_numpy(coef)) < 1 - 1e-6).all())
+
+
+def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarray,
+                 mu: np.ndarray, phi: np.ndarray, var: np.ndarray, switching_ar: bool,
+                 switching_variance: bool, reduce: Reduce = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conditional maximisation of the mean form (univariate): coefficients given the
+    means, means given the coefficients, then variances.
+
+    Args:
+        yt: ``[N, T']`` the scored values; lags ``[N, T', p]``; g ``[N, T', M]`` window
+        weights; dig ``[M, p + 1]``; mu ``[K]``; phi ``[K, p]``; var ``[K]``.
+    """
+    k, p = mu.shape[0], phi.shape[1]
+    cur = dig[:, p]
+    rev = dig[:, :p][:, ::-1]  # the regimes at lags 1..p
+    reduce = _no_reduce if reduce is None else reduce
+    w = g / var[cur]
+    if p:
+        u = yt[..., None] - mu[cur]  # [N, T', M]
+        lag_u = lags[:, :, None, :] - mu[rev][None, None]  # [N, T', M, p]
+        new = phi.copy()
+        groups = [np.arange(k)] if not switching_ar else [[j] for j in range(k)]
+        sums = {}
+        for i, grp in enumerate(groups):
+            sel = np.isin(cur, grp)
+            uw = lag_u[:, :, sel] * w[:, :, sel, None]
+            sums[f"a{i}"] = np.einsum("ntmi,ntmj->ij", uw, lag_u[:, :, sel])
+            sums[f"b{i}"] = np.einsum("ntmi,ntm->i", uw, u[:, :, sel])
+        sums = reduce(sums)
+        for i, grp in enumerate(groups):
+            new[grp] = _ridge_solve(sums[f"a{i}"], sums[f"b{i}"], phi[grp[0]])
+        if _stationary(new[:, :, None, None]):
+            phi = new
+    # Means given the coefficients: ytil = y_t - sum_i phi_i y_(t-i) = X(window) mu + e.
+    a_cur = phi[cur]  # [M, p]
+    ytil = yt[..., None] - np.einsum("mi,nti->ntm", a_cur, lags)
+    x = np.eye(k)[cur] - np.einsum("mi,mik->mk", a_cur, np.eye(k)[rev])
+    sums = reduce({"weight": w.sum((0, 1)), "wy": (w * ytil).sum((0, 1))})  # [M] each
+    a = (x * sums["weight"][:, None]).T @ x
+    mu = _ridge_solve(a, x.T @ sums["wy"], mu)
+    e2 = (ytil - (x @ mu)[None, None]) ** 2
+    sums = reduce({"num": np.bincount(cur, weights=(g * e2).sum((0, 1)), minlength=k),
+                   "den": np.bincount(cur, weights=g.sum((0, 1)), minlength=k)})
+    num, den = sums["num"], sums["den"]
+    if switching_variance:
+        var = np.where(den > 0, num / np.where(den > 0, den, 1.0), var)
+    else:
+        var = np.full(k, num.sum() / den.sum())
+    var = np.maximum(var, 1e-8)
+    return mu[:, None], phi[:, :, None, None], var[:, None, None]
+
+
+def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.ndarray,
+                      coef: np.ndarray, cov: np.ndarray, switching_ar: bool,
+                      switching_variance: bool, reduce: Reduce = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generalised least squares of the AR-HMM given the regime weights, then covariances.
+
+    Minimises ``sum_(t,k) gk[t,k] (y_t - B x_k(t))^T P_k (y_t - B x_k(t))`` over ``B``
+    (``P_k`` the current noise precisions) with ``x_k(t) = [onehot(k), lags]`` (lags
+    interacted with the regime when ``switching_ar``), by the normal equations
+    ``(sum_k X_k^T W_k X_k kron P_k) vec B = vec(sum_k P_k Y^T W_k X_k)``.
+
+    Args:
+        yt: ``[N, T', D]``; lags ``[N, T', p, D]``; gk ``[N, T', K]`` regime weights; loc
+        ``[K, D]``; coef ``[K, p, D, D]``; cov ``[K, D, D]``.
+    """
+    reduce = _no_reduce if reduce is None else reduce
+    k, p, d = coef.shape[0], coef.shape[1], yt.shape[-1]
+    y = yt.reshape(-1, d)
+    lag = lags.reshape(y.shape[0], p * d)  # [R, pD], lag 1 first
+    weights = gk.reshape(-1, k)
+    width = p * d * (k if switching_ar else 1)
+    q = k + width
+    prec = np.linalg.inv(cov)
+    lhs = np.zeros((q * d, q * d))
+    rhs = np.zeros((d, q))
+    for j in range(k):
+        x = np.zeros((y.shape[0], q))
+        x[:, j] = 1.0
+        off = k + (j * p * d if switching_ar else 0)
+        x[:, off : off + p * d] = lag
+        xw = x * weights[:, j : j + 1]
+        lhs += np.kron(xw.T @ x, prec[j])
+        rhs += prec[j] @ (y.T @ xw)
+    sums = reduce({"lhs": lhs, "rhs": rhs})
+    lhs, rhs = sums["lhs"], sums["rhs"]
+    old = np.zeros((d, q))
+    old[:, :k] = loc.T
+    blocks = coef.transpose(0, 2, 1, 3).reshape(k, d, p * d)  # [K, D, pD]: B_k = [A_1..A_p]
+    if switching_ar:
+        for j in range(k):
+            old[:, k + j * p * d : k + (j + 1) * p * d] = blocks[j]
+    elif p:
+        old[:, k:] = blocks[0]
+    vec = _ridge_solve(lhs, rhs.reshape(-1, order="F"), old.reshape(-1, order="F"))
+    b = vec.reshape(d, q, order="F")
+    new_coef = coef.copy()
+    if p:
+        for j in range(k):
+            off = k + (j * p * d if switching_ar else 0)
+            new_coef[j] = b[:, off : off + p * d].reshape(d, p, d).transpose(1, 0, 2)
+    if _stationary(new_coef):
+        loc, coef = b[:, :k].T.copy(), new_coef
+    scatter = np.zeros((k, d, d))
+    total = np.zeros(k)
+    for j in range(k):
+        pred = loc[j] + sum(lags[:, :, i] @ coef[j, i].T for i in range(p)) if p else loc[j]
+        e = (yt - pred).reshape(-1, d)
+        scatter[j] = (e * weights[:, j : j + 1]).T @ e
+        total[j] = weights[:, j].sum()
+    sums = reduce({"scatter": scatter, "total": total})
+    scatter, total = sums["scatter"], sums["total"]
+    if switching_variance:
+        cov = np.where(total[:, None, None] > 0,
+                       scatter / np.where(total > 0, total, 1.0)[:, None, None], cov)
+    else:
+        cov = np.broadcast_to(scatter.sum(0) / total.sum(), (k, d, d)).copy()
+    floor = 1e-8 * np.eye(d)
+    cov = 0.5 * (cov + cov.transpose(0, 2, 1)) + floor
+    return loc, coef, cov
+
+
+def _coef_to_pacf(phi: np.ndarray) -> np.ndarray:
+    """Partial autocorrelations ``[p]`` of stationary AR coefficients (the step-down
+    Durbin-Levinson recursion, inverse of :func:`probseq.switching.inference.pacf_to_coef`)."""
+    phi = np.asarray(phi, dtype=np.float64).copy()
+    p = phi.shape[0]
+    out = np.zeros(p)
+    for j in range(p - 1, -1, -1):
+        r = phi[j]
+        out[j] = r
+        if j:
+            phi = (phi[:j] + r * phi[:j][::-1]) / (1 - r * r)
+    return out

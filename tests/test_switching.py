@@ -1,0 +1,502 @@
+"""SwitchingAutoRegressive against statsmodels' MarkovAutoregression (Hamilton's conditional
+likelihood on Hamilton's GNP data and on macrodata) and against brute-force enumeration of all
+regime paths with one dense Gaussian per path (the exact joint)."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg, stats
+
+import probseq as ps
+from probseq.autoregressive.likelihood import autocovariances
+from probseq.switching import SwitchingAutoRegressive
+
+sm = pytest.importorskip("statsmodels.api")
+
+
+def _rgnp() -> np.ndarray:
+    """Hamilton's (1989) US real GNP growth, 1951Q2-1984Q4, as statsmodels ships it with its
+    MarkovAutoregression tests (read from the source, without importing a test module)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("statsmodels.tsa.regime_switching.tests."
+                                    "test_markov_autoregression")
+    tree = ast.parse(open(spec.origin).read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "rgnp":
+            return np.asarray(ast.literal_eval(node.value), dtype=np.float64)
+    raise LookupError("rgnp not found in statsmodels' tests")
+
+
+def _gdp_growth() -> np.ndarray:
+    return ps.datasets.gdp_growth().to_numpy()
+
+
+def _statsmodels_fit(y, k, p, switching_ar, switching_variance):
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=k, order=p, switching_ar=switching_ar,
+                                      switching_variance=switching_variance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(disp=False)
+    par = dict(zip(res.model.param_names, np.asarray(res.params), strict=True))
+    trans = res.model.regime_transition_matrix(res.params)[..., 0].T  # statsmodels: columns from
+    means = [par[f"const[{i}]"] for i in range(k)]
+    if switching_ar:
+        coef = [[par[f"ar.L{j + 1}[{i}]"] for j in range(p)] for i in range(k)]
+    else:
+        coef = [par[f"ar.L{j + 1}"] for j in range(p)]
+    var = [par[f"sigma2[{i}]"] for i in range(k)] if switching_variance else par["sigma2"]
+    model = SwitchingAutoRegressive.from_params(transition=trans, means=means, coef=coef,
+                                                noise_var=var)
+    return res.llf, model
+
+
+# Order 1 only for switching variances: for p >= 2 statsmodels broadcasts the [K]
+# variances against the regime axis of S_(t-p+1) instead of S_t (checked on its own
+# _conditional_loglikelihoods), so its likelihood is not Hamilton's there.
+SETTINGS = [
+    ("rgnp", 2, 4, False, False),  # Hamilton (1989)
+    ("rgnp", 2, 1, True, False),
+    ("rgnp", 3, 1, False, True),
+    ("gdp", 2, 2, False, False),
+    ("gdp", 2, 1, True, True),
+]
+
+
+@pytest.mark.parametrize("data,k,p,sar,svar", SETTINGS)
+def test_conditional_log_prob_equals_statsmodels_llf(data, k, p, sar, svar):
+    y = _rgnp() if data == "rgnp" else _gdp_growth()
+    llf, model = _statsmodels_fit(y, k, p, sar, svar)
+    ours = float(model.conditional_log_prob(y))
+    assert ours == pytest.approx(llf, abs=1e-7 * abs(llf))
+    steps = model.log_prob_steps(y)
+    assert float(steps.sum()) == pytest.approx(float(model.log_prob(y)), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- brute force
+def _stationary_block(coef: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Cov of (y_1..y_p), oldest first, of a zero-mean VAR(p) ``coef [p, D, D]``."""
+    p, d = coef.shape[0], coef.shape[1]
+    if d == 1:
+        gamma = autocovariances(coef[:, 0, 0], float(cov[0, 0]))
+        gamma = np.concatenate([gamma, np.zeros(max(0, p - gamma.shape[0]))])
+        return gamma[np.abs(np.arange(p)[:, None] - np.arange(p)[None, :])]
+    f = np.zeros((p * d, p * d))
+    f[:d] = np.concatenate(list(coef), 1)
+    f[d:, : (p - 1) * d] = np.eye((p - 1) * d)
+    q = np.zeros((p * d, p * d))
+    q[:d, :d] = cov
+    x = linalg.solve_discrete_lyapunov(f, q)  # state (y_t, ..., y_(t-p+1))
+    rev = np.arange(p - 1, -1, -1)
+    return x.reshape(p, d, p, d)[rev][:, :, rev].reshape(p * d, p * d)
+
+
+def _brute_force(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.ndarray | None = None):
+    """log p(y) summing over every regime path a dense Gaussian of the whole sequence (of its
+    observed entries ``keep``, when given), and the posterior marginals of the regimes and
+    the best path."""
+    prm = model._p
+    trans, loc = prm["transition"].numpy(), prm["loc"].numpy()
+    coef, cov = prm["coef"].numpy(), prm["cov"].numpy()
+    init = model.params["initial"].numpy()
+    y = y.reshape(y.shape[0], -1)
+    t_len, d = y.shape
+    k, p = loc.shape[0], coef.shape[1]
+    logs, paths = [], list(itertools.product(range(k), repeat=t_len))
+    for s in paths:
+        lp = np.log(init[s[0]]) + sum(np.log(trans[a, b]) for a, b in itertools.pairwise(s))
+        phi = np.eye(t_len * d)
+        offset = np.zeros(t_len * d)
+        big = np.zeros((t_len * d, t_len * d))
+        h = min(p, t_len)
+        if h:
+            gamma = _stationary_block(coef[s[0]], cov[s[0]])[: h * d, : h * d]
+            big[: h * d, : h * d] = gamma
+            if model.switching == "mean":
+                offset[: h * d] = 0.0
+            else:
+                level = np.linalg.solve(np.eye(d) - coef[s[0]].sum(0), loc[s[0]])
+                offset[: h * d] = np.tile(level, h)
+        for t in range(h, t_len):
+            r = s[t]
+            big[t * d : (t + 1) * d, t * d : (t + 1) * d] = cov[r]
+            for i in range(1, p + 1):
+                phi[t * d : (t + 1) * d, (t - i) * d : (t - i + 1) * d] = -coef[r, i - 1]
+            if model.switching == "intercept":
+                offset[t * d : (t + 1) * d] = loc[r]
+        inv = np.linalg.inv(phi)
+        mean = inv @ offset
+        dense = inv @ big @ inv.T
+        x = y.reshape(-1)
+        if model.switching == "mean":
+            x = x - loc[list(s)].reshape(-1)
+        if keep is not None:
+            sel = keep.reshape(-1)
+            x, mean, dense = x[sel], mean[sel], dense[np.ix_(sel, sel)]
+        logs.append(lp + stats.multivariate_normal(mean, dense).logpdf(x))
+    logs = np.array(logs)
+    total = np.logaddexp.reduce(logs)
+    post = np.exp(logs - total)
+    marg = np.zeros((t_len, k))
+    for w, s in zip(post, paths, strict=True):
+        marg[np.arange(t_len), list(s)] += w
+    return total, marg, np.array(paths[int(np.argmax(logs))])
+
+
+def _models():
+    t2 = [[0.85, 0.15], [0.3, 0.7]]
+    t3 = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.25, 0.25, 0.5]]
+    return {
+        "mean_p2": SwitchingAutoRegressive.from_params(
+            transition=t2, means=[-1.0, 1.5], coef=[0.5, -0.3], noise_var=0.6),
+        "mean_p2_switching": SwitchingAutoRegressive.from_params(
+            transition=t2, means=[-1.0, 1.5], coef=[[0.5, -0.3], [-0.2, 0.4]],
+            noise_var=[0.4, 1.3], initial=[0.3, 0.7]),
+        "mean_k3_p1": SwitchingAutoRegressive.from_params(
+            transition=t3, means=[-1.0, 0.5, 2.0], coef=[0.6], noise_var=[0.5, 1.0, 0.3]),
+        "intercept_p2": SwitchingAutoRegressive.from_params(
+            transition=t2, intercept=[0.3, -0.5], coef=[[0.5, -0.3], [-0.2, 0.4]],
+            noise_var=[0.4, 1.3]),
+        "intercept_2d": SwitchingAutoRegressive.from_params(
+            transition=t2, intercept=[[0.3, -0.2], [-0.5, 0.8]],
+            coef=[[[[0.5, 0.1], [-0.2, 0.3]]], [[[-0.3, 0.0], [0.2, 0.6]]]],
+            noise_cov=[[[0.5, 0.1], [0.1, 0.4]], [[1.0, -0.3], [-0.3, 0.8]]]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_exact_joint_equals_brute_force_over_regime_paths(name):
+    model = _models()[name]
+    d = 1 if model._univariate else 2
+    rng = np.random.default_rng(0)
+    for t_len in (1, 2, 6):
+        y = rng.normal(size=(t_len, d)) + 0.3
+        y = y[:, 0] if d == 1 else y
+        total, marg, best = _brute_force(model, y)
+        batch = [y]  # a list: one short [T, D] sequence is not mistaken for a batch
+        assert float(model.log_prob(batch)[0]) == pytest.approx(total, abs=1e-9)
+        assert float(model.log_prob_steps(batch).sum()) == pytest.approx(total, abs=1e-9)
+        np.testing.assert_allclose(model.smoother(batch)[0].numpy(), marg, atol=1e-9)
+        np.testing.assert_array_equal(model.most_likely_states(batch)[0].numpy(), best)
+    # The filter at the last step is the smoother there.
+    np.testing.assert_allclose(model.filter(batch)[0, -1].numpy(), marg[-1], atol=1e-9)
+
+
+def test_ragged_batch_and_step_predictive_agree():
+    model = _models()["mean_p2_switching"]
+    rng = np.random.default_rng(1)
+    data = [rng.normal(size=n) for n in (1, 3, 9, 5)]
+    batch = model.log_prob(data)
+    single = torch.stack([model.log_prob(x) for x in data])
+    torch.testing.assert_close(batch, single, rtol=1e-12, atol=1e-12)
+    seqs = ps.Sequences.from_list(data)
+    pred = model._step_predictive(seqs)
+    lp = pred.log_prob(seqs.values)
+    steps = model.log_prob_steps(seqs)
+    torch.testing.assert_close(torch.where(seqs.mask, lp, 0.0), steps, rtol=1e-10, atol=1e-10)
+    m2 = _models()["intercept_2d"]
+    seqs2 = ps.Sequences.from_list([rng.normal(size=(n, 2)) for n in (2, 6)])
+    lp2 = m2._step_predictive(seqs2).log_prob(seqs2.values)
+    torch.testing.assert_close(torch.where(seqs2.mask, lp2, 0.0), m2.log_prob_steps(seqs2),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_samples_follow_the_model():
+    """Moments of y_1 and y_2 (stationary start, mixed over regimes) match the parameters,
+    and a prefix is continued."""
+    model = _models()["mean_p2"]
+    s = model.sample(40_000, 3, seed=0).values.numpy()
+    pi = model.params["initial"].numpy()
+    mu = np.array([-1.0, 1.5])
+    gamma = autocovariances(np.array([0.5, -0.3]), 0.6)
+    mean = pi @ mu
+    var = gamma[0] + pi @ mu**2 - mean**2
+    assert abs(s[:, 0].mean() - mean) < 4 * np.sqrt(var / 40_000)
+    assert abs(s[:, 0].var() / var - 1) < 0.03
+    trans = model.params["transition"].numpy()
+    cov12 = gamma[1] + sum(pi[a] * trans[a, b] * mu[a] * mu[b] for a in range(2)
+                           for b in range(2)) - mean**2
+    assert abs(np.cov(s[:, 0], s[:, 1])[0, 1] - cov12) < 0.03
+    c = model.sample(5, 6, prefix=[0.2], seed=1).values
+    assert torch.all(c[:, 0] == 0.2)
+
+
+# ----------------------------------------------------------------------------- fitting
+def test_fit_conditional_reaches_statsmodels_maximum():
+    y = _rgnp()
+    llf, _ = _statsmodels_fit(y, 2, 1, True, False)
+    model = SwitchingAutoRegressive(2, 1, switching_ar=True).fit(
+        y, conditional=True, num_restarts=4, seed=0, progress=False)
+    assert float(model.conditional_log_prob(y)) >= llf - 1e-6
+    assert model.history_[-1] == pytest.approx(float(model.conditional_log_prob(y)), abs=1e-8)
+
+
+def test_fit_exact_joint_beats_the_conditional_fit_on_the_joint():
+    y = _gdp_growth()
+    kw = {"num_restarts": 2, "max_epochs": 60, "max_polish_iter": 40, "seed": 0,
+          "progress": False}
+    cond = SwitchingAutoRegressive(2, 1).fit(y, conditional=True, **kw)
+    joint = SwitchingAutoRegressive(2, 1).fit(y, **kw)
+    assert float(joint.log_prob(y)) >= float(cond.log_prob(y)) - 1e-6
+    assert float(cond.conditional_log_prob(y)) >= float(joint.conditional_log_prob(y)) - 1e-6
+    probs = joint.smoother(y)
+    assert probs.shape == (len(y), 2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(y), dtype=torch.float64))
+
+
+def test_fit_is_scale_equivariant():
+    """Fitting c * y gives the fit on y with means times c and variances times c^2, and
+    log-likelihoods shifted by -n log c (the protocol suite checks the AR-HMM and scores)."""
+    base = _models()["mean_p2"].sample(3, 60, seed=3)
+    kw = {"num_restarts": 2, "max_epochs": 30, "seed": 0, "progress": False,
+          "max_polish_iter": 30}
+    ref = SwitchingAutoRegressive(2, 2).fit(base, **kw)
+    for c in (1e-6, 1e6):
+        scaled = ps.Sequences(base.values * c, base.lengths)
+        m = SwitchingAutoRegressive(2, 2).fit(scaled, **kw)
+        assert float(m.log_prob(scaled).sum()) == pytest.approx(
+            float(ref.log_prob(base).sum()) - base.num_steps * np.log(c), rel=1e-6)
+        torch.testing.assert_close(m.params["means"], ref.params["means"] * c, rtol=1e-5,
+                                   atol=1e-5 * c)
+        torch.testing.assert_close(m.params["noise_var"], ref.params["noise_var"] * c**2,
+                                   rtol=1e-5, atol=0)
+        torch.testing.assert_close(m.params["transition"], ref.params["transition"],
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_intercept_form_multivariate_em_recovers_the_truth():
+    truth = _models()["intercept_2d"]
+    data = truth.sample(8, 150, seed=0)
+    m = SwitchingAutoRegressive(2, 1, switching="intercept", switching_ar=True,
+                                switching_variance=True).fit(data, num_restarts=3, seed=0,
+                                                             progress=False)
+    gain = float(m.log_prob(data).sum() - truth.log_prob(data).sum())
+    assert gain > -1.0 and gain < 0.01 * data.num_steps  # at the truth's level, no overfit
+    # Regimes match the truth's up to their labels.
+    order = torch.argsort(m.params["intercept"][:, 1])
+    ref = torch.argsort(truth.params["intercept"][:, 1])
+    torch.testing.assert_close(m.params["intercept"][order], truth.params["intercept"][ref],
+                               atol=0.25, rtol=0)
+    torch.testing.assert_close(m.params["coef"][order], truth.params["coef"][ref],
+                               atol=0.12, rtol=0)
+
+
+# ----------------------------------------------------------------------------- validation
+def test_from_params_validates():
+    good = {"transition": [[0.9, 0.1], [0.2, 0.8]], "means": [0.0, 1.0], "coef": [0.5],
+            "noise_var": 1.0}
+    SwitchingAutoRegressive.from_params(**good)
+    bad = [
+        ({"transition": [[0.9, 0.2], [0.2, 0.8]]}, "sum to 1"),
+        ({"transition": [[1.1, -0.1], [0.2, 0.8]]}, "negative"),
+        ({"noise_var": 0.0}, "noise_var must be > 0"),
+        ({"noise_var": [1.0, 1.0, 1.0]}, "noise_var must be"),
+        ({"coef": [1.2]}, "not stationary"),
+        ({"coef": [[0.5], [1.0]]}, "regime 1 is not stationary"),
+        ({"means": [0.0, 1.0, 2.0]}, "regimes"),
+        ({"initial": [0.5, 0.6]}, "initial must sum to 1"),
+        ({"means": [0.0, np.nan]}, "NaN"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SwitchingAutoRegressive.from_params(**{**good, **change})
+    with pytest.raises(ValueError, match="exactly one"):
+        SwitchingAutoRegressive.from_params(**good, intercept=[0.0, 1.0])
+    with pytest.raises(ValueError, match="switching"):
+        SwitchingAutoRegressive(2, 1, switching="trend")
+    m = SwitchingAutoRegressive.from_params(**good)
+    with pytest.raises(ValueError, match="sequence 1 has 1 steps"):
+        m.conditional_log_prob([np.zeros(3), np.zeros(1)])
+    with pytest.raises(ValueError, match="epochs"):
+        SwitchingAutoRegressive(2, 1).fit(np.random.default_rng(0).normal(size=50), epochs=3)
+    assert m.params["initial"].numpy() == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_pyro_model_factor_is_the_exact_log_prob():
+    import pyro
+    from pyro import poutine
+
+    model = _models()["mean_p2_switching"]
+    model._initial = None
+    y = np.random.default_rng(0).normal(size=12)
+    prm = model.params
+    from probseq.switching.model import _coef_to_pacf
+
+    pacf = torch.from_numpy(np.stack([_coef_to_pacf(c) for c in prm["coef"].numpy()]))
+    values = {"transition": prm["transition"], "means": prm["means"], "pacf": pacf,
+              "noise_var": prm["noise_var"]}
+    pyro.clear_param_store()
+    trace = poutine.trace(poutine.condition(model.pyro_model, data=values)).get_trace(y)
+    factor = trace.nodes["log_lik"]["fn"].log_prob(trace.nodes["log_lik"]["value"])
+    assert float(factor) == pytest.approx(float(model.log_prob(y)), abs=1e-9)
+
+
+def test_gdp_dataset_and_cli_models():
+    from probseq.cli import DATASET_MODELS, load_dataset, model_factories
+
+    y = ps.datasets.gdp_growth()
+    assert len(y) == 202 and str(y.index[0]) == "1959Q2"
+    # Growth is 100 log-differences of macrodata's real GDP.
+    from statsmodels.datasets import macrodata
+
+    gdp = macrodata.load_pandas().data["realgdp"].to_numpy()
+    np.testing.assert_allclose(y.to_numpy(), 100 * np.diff(np.log(gdp)), rtol=1e-12)
+    data = load_dataset("gdp")
+    assert data.kind == "continuous" and data.start == 162 and len(data.evaluate[0]) == 202
+    factories = model_factories("continuous")
+    for name in DATASET_MODELS["gdp"].split(","):
+        assert name in factories
+    model, _ = factories["msar4"]()
+    assert isinstance(model, SwitchingAutoRegressive) and model.order == 4
+
+
+def test_exact_forecast_matches_one_step_and_simulation():
+    model = _models()["mean_p2"]
+    y = np.array([0.3, -1.2, 0.8, 1.9, 1.1])
+    dist = model._forecast(ps.Sequences.from_list([y]), 3)
+    assert dist.batch_shape == (1, 3)
+    # Step 1 is the one-step predictive: its density is the last conditional of y + [x].
+    for x in (-2.0, 0.4, 3.0):
+        steps = model.log_prob_steps(np.append(y, x))
+        value = torch.full((1, 3), x, dtype=torch.float64)
+        assert float(dist.log_prob(value)[0, 0]) == pytest.approx(float(steps[-1]), abs=1e-10)
+    # Steps 2 and 3 against simulated continuations.
+    paths = model.sample(40_000, 8, prefix=y, seed=2).values[:, 5:].numpy()
+    for h in range(3):
+        sd = paths[:, h].std()
+        assert abs(float(dist.mean[0, h]) - paths[:, h].mean()) < 4 * sd / np.sqrt(40_000)
+        assert abs(float(dist.variance[0, h]) / sd**2 - 1) < 0.03
+    # Beyond 4096 future regime paths, or before p values, the sampling fallback (None).
+    other = _models()["intercept_p2"]
+    assert other._forecast(ps.Sequences.from_list([y]), 10) is None
+    assert other._forecast(ps.Sequences.from_list([y[:1]]), 2) is None
+
+
+def test_order_zero_is_a_gaussian_hmm():
+    trans = [[0.9, 0.1], [0.25, 0.75]]
+    model = SwitchingAutoRegressive.from_params(transition=trans, means=[-1.0, 2.0], coef=[],
+                                                noise_var=[0.5, 1.5])
+    hmm = ps.HiddenMarkovModel.from_params(initial=model.params["initial"], transition=trans,
+                                           means=[-1.0, 2.0], covariances=[0.5, 1.5])
+    data = [np.random.default_rng(0).normal(size=n) for n in (1, 7, 30)]
+    torch.testing.assert_close(model.log_prob(data), hmm.log_prob(data), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.smoother(data), hmm.smoother(data), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mean_p2_switching", "intercept_2d"])
+def test_m_step_statistics_add_up_across_shards(name):
+    """Data-parallel EM: two shards, each running the M-step on its own E-step and summing
+    the statistics with the other (threads standing in for ranks), give the M-step of the
+    whole data."""
+    import threading
+
+    model = _models()[name]
+    data = model.sample(6, 25, seed=4)
+    full = model._m_step(data, model._e_step(data, model._p), model._p)
+    shards = [data[[0, 2, 4]], data[[1, 3, 5]]]
+    barrier, slots, results = threading.Barrier(2), [None, None], [None, None]
+
+    def run(i):
+        def reduce(sums):
+            slots[i] = sums
+            barrier.wait()
+            out = {n: slots[0][n] + slots[1][n] for n in sums}
+            barrier.wait()
+            return out
+
+        part = shards[i]
+        results[i] = model._m_step(part, model._e_step(part, model._p), model._p, reduce)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        for key in full:
+            torch.testing.assert_close(got[key], full[key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mean_p2_switching", "intercept_p2"])
+def test_sample_continues_a_prefix_shorter_than_the_order(name):
+    """A one-value prefix of an order-2 model: the sampled second value follows the exact
+    conditional density p(y_2 | y_1) (moments by quadrature of exp(log_prob_steps))."""
+    model = _models()[name]
+    y1 = 0.7
+    draws = model.sample(20_000, 2, prefix=[y1], seed=5).values[:, 1].numpy()
+    grid = np.linspace(draws.mean() - 12 * draws.std(), draws.mean() + 12 * draws.std(), 4001)
+    pairs = np.stack([np.full_like(grid, y1), grid], 1)
+    dens = np.exp(model.log_prob_steps(ps.Sequences.from_padded(pairs))[:, 1].numpy())
+    from scipy.integrate import simpson
+
+    mass = simpson(dens, x=grid)
+    mean = simpson(grid * dens, x=grid)
+    var = simpson((grid - mean) ** 2 * dens, x=grid)
+    assert abs(mass - 1) < 1e-6
+    assert abs(draws.mean() - mean) < 4 * np.sqrt(var / 20_000)
+    assert abs(draws.var() / var - 1) < 0.04
+
+
+def test_forecast_by_regime_paths():
+    """Every future regime path as a component: equal to the closed form where that applies,
+    the one-step predictive at h = 1, and simulated continuations later (switching
+    coefficients and variances, and the multivariate AR-HMM)."""
+    y = np.array([0.3, -1.2, 0.8, 1.9, 1.1])
+    shared = _models()["mean_p2"]
+    seqs = ps.Sequences.from_list([y, y[:3] - 0.5])
+    a, b = shared._forecast_paths(seqs, 3), shared._forecast_shared(seqs, 3)
+    torch.testing.assert_close(a.mean, b.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a.variance, b.variance, rtol=1e-12, atol=1e-12)
+    rng = np.random.default_rng(3)
+    for name, x in (("mean_p2_switching", y), ("intercept_2d", rng.normal(size=(5, 2)))):
+        model = _models()[name]
+        dist = model._forecast(ps.Sequences.from_list([x]), 3)
+        assert dist is not None and dist.batch_shape == (1, 3)
+        nxt = rng.normal(size=x.shape[1:])
+        steps = model.log_prob_steps([np.concatenate([x, nxt[None]])])[0]
+        value = torch.as_tensor(np.broadcast_to(nxt, (1, 3) + x.shape[1:]).copy())
+        assert float(dist.log_prob(value)[0, 0]) == pytest.approx(float(steps[-1]), abs=1e-10)
+        paths = model.sample(20_000, 8, prefix=[x], seed=2).values[:, 5:].numpy()
+        for h in range(3):
+            sd = paths[:, h].std(0)
+            err = np.abs(dist.mean[0, h].numpy() - paths[:, h].mean(0)) / (sd / np.sqrt(20_000))
+            assert (err < 4).all()
+            np.testing.assert_allclose(dist.variance[0, h].numpy(), sd**2, rtol=0.04)
+
+
+@pytest.mark.parametrize("name", [n for n in _models() if n != "mean_p2"])
+def test_missing_values_are_marginalised_exactly(name):
+    """NaN gaps (isolated, adjacent, at the start, in the head; one coordinate of a vector)
+    against the dense Gaussian of the observed entries summed over every regime path."""
+    model = _models()[name]
+    d = 1 if model._univariate else 2
+    rng = np.random.default_rng(7)
+    patterns = [[1], [0], [3, 4], [2, 5], [0, 1, 5]]
+    length = 8 if model.num_regimes == 2 else 6  # 3^6 paths for the brute force
+    for gaps in patterns if model.num_regimes == 2 else patterns[2:]:
+        y = rng.normal(size=(length, d)) + 0.3
+        keep = np.ones_like(y, dtype=bool)
+        for g in gaps:
+            keep[g, rng.integers(d) if d > 1 and g % 2 else slice(None)] = False
+        gappy = np.where(keep, y, np.nan)
+        total, marg, best = _brute_force(model, y, keep)
+        data = [gappy[:, 0] if d == 1 else gappy]
+        assert float(model.log_prob(data)[0]) == pytest.approx(total, abs=1e-9)
+        steps = model.log_prob_steps(data)[0]
+        assert float(steps.sum()) == pytest.approx(total, abs=1e-9)
+        assert (steps[~keep.any(1)] == 0).all()
+        np.testing.assert_allclose(model.smoother(data)[0].numpy(), marg, atol=1e-9)
+        np.testing.assert_array_equal(model.most_likely_states(data)[0].numpy(), best)
+        lp = model._step_predictive(ps.Sequences.from_list(data))
+        seqs = ps.Sequences.from_list(data)
+        full = torch.as_tensor(keep.all(1))
+        got = lp.log_prob(seqs.values)[0]
+        torch.testing.assert_close(got[full], steps[full], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="missing values"):
+        model.conditional_log_prob(data)
