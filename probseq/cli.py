@@ -254,8 +254,13 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     _print_table(table)
     print("\n" + table.attrs["verdict"])
     figures = [] if args.no_plots else _write_figures(fitted, table, data, out, args.seed)
-    _write_report(out / "report.md", table, data, figures,
-                  {n: repr(m) for n, m in fitted.items()}, options)
+    described = {}
+    for n, m in fitted.items():
+        described[n] = f"`{m!r}`"
+        result = getattr(m, "fit_result_", None)
+        if isinstance(result, dict) and result.get("message"):
+            described[n] += f" (training: {result['message']})"
+    _write_report(out / "report.md", table, data, figures, described, options)
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'report.md'}"
           + (f" and {len(figures)} figures" if figures else ""), file=sys.stderr)
     return 0
@@ -344,7 +349,7 @@ def _write_report(path: Path, table, data: Dataset, figures: list[str],
         "",
         "## Models",
         "",
-        *(f"- {name}: `{fitted_repr[name]}`, fitted with {fit_options[name] or 'defaults'} "
+        *(f"- {name}: {fitted_repr[name]}, fitted with {fit_options[name] or 'defaults'} "
           f"in {table.loc[name, 'fit_seconds']:.1f} s" for name in table.index),
         "",
         "## Table",
