@@ -254,13 +254,15 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     _print_table(table)
     print("\n" + table.attrs["verdict"])
     figures = [] if args.no_plots else _write_figures(fitted, table, data, out, args.seed)
-    described = {}
+    described, unconverged = {}, []
     for n, m in fitted.items():
         described[n] = f"`{m!r}`"
         result = getattr(m, "fit_result_", None)
         if isinstance(result, dict) and result.get("message"):
             described[n] += f" (training: {result['message']})"
-    _write_report(out / "report.md", table, data, figures, described, options)
+            if result.get("converged") is False:
+                unconverged.append(n)
+    _write_report(out / "report.md", table, data, figures, described, options, unconverged)
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'report.md'}"
           + (f" and {len(figures)} figures" if figures else ""), file=sys.stderr)
     return 0
@@ -310,7 +312,8 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
 
 
 def _write_report(path: Path, table, data: Dataset, figures: list[str],
-                  fitted_repr: dict[str, str], fit_options: dict[str, Any]) -> None:
+                  fitted_repr: dict[str, str], fit_options: dict[str, Any],
+                  unconverged: list[str]) -> None:
     attrs = table.attrs
     tied, simplest, best = attrs["indistinguishable"], attrs["simplest"], attrs["best"]
     units = ("held-out sequences" if attrs["units"] == "sequences"
@@ -346,6 +349,9 @@ def _write_report(path: Path, table, data: Dataset, figures: list[str],
         f"Holm-corrected for {len(table) - 1} comparisons at {attrs['level']:.0%}.",
         f"- Conditioning: {conditioning}.",
         "- More parameters than fitted values: " + (", ".join(over) if over else "none") + ".",
+        "- Training stopped before convergence: "
+        + (", ".join(unconverged) + " (a fit within this run's budget, not the best that "
+           "family can do; see Models)" if unconverged else "none") + ".",
         "",
         "## Models",
         "",

@@ -47,6 +47,7 @@ def test_compare_on_text_with_markov_models(tmp_path, capsys):
     assert "Best model: **markov3**, significantly better than every other model" in report
     assert "Holm-corrected for 2 comparisons" in report
     assert "## Models" in report and "smoothing='additive'" in report
+    assert "Training stopped before convergence: none." in report
     printed = capsys.readouterr().out
     assert "markov3 fits best and is significantly better" in printed
 
