@@ -69,12 +69,14 @@ class Peer:
         fn: does one unit of work.
         goal: the ratio (peer time / probseq time) to reach, or None.
         note: what the reader must know about this peer's timing.
+        goal_ids: goals of :data:`benchmarks.rules.GOALS` that judge this line.
     """
 
     name: str
     fn: Callable[[], object]
     goal: float | None = None
     note: str = ""
+    goal_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -165,9 +167,12 @@ class Context:
         timings = measure(contenders, self.config, self.monitor)
         for p in peers:
             c = Comparison(self.case_name, task, p.name, timings["probseq"], timings[p.name],
-                           goal=p.goal, work=work, unit=unit, note=p.note)
+                           goal=p.goal, work=work, unit=unit, note=p.note,
+                           goal_ids=tuple(p.goal_ids))
             self.results.comparisons.append(c)
-            goal = "" if c.goal is None else f" (goal >= {c.goal:g}x: {c.status})"
+            rules = c.rules()
+            goal = "" if not rules else (
+                f" (goal >= {', '.join(f'{r.minimum:.3g}x' for _, r in rules)}: {c.status})")
             quiet = "" if c.quiet else " [not quiet]"
             self.log(f"  {task}: {p.name} / probseq = {_fmt(c.ratio)}{goal}{quiet}")
 

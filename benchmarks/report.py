@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.rules import GOALS, SCALING_RULE, Goal, RatioRule, loglog_slope
 from benchmarks.timing import Timing
 
 __all__ = [
@@ -23,10 +24,11 @@ __all__ = [
     "text_table",
     "markdown_report",
     "write_results",
+    "goal_rows",
 ]
 
-#: a scaling curve is called linear when its log-log slope lies in this range.
-LINEAR_SLOPE = (0.8, 1.2)
+#: the range of the scaling rule (kept for readers of the old name).
+LINEAR_SLOPE = (SCALING_RULE.low, SCALING_RULE.high)
 
 
 def format_seconds(s: float) -> str:
@@ -69,6 +71,7 @@ class Comparison:
         work: units of work per call (steps, tokens...), for throughput.
         unit: the unit of ``work``.
         note: anything a reader must know (what is excluded from the timing...).
+        goal_ids: the goals of :data:`benchmarks.rules.GOALS` this line is judged by.
     """
 
     case: str
@@ -80,6 +83,7 @@ class Comparison:
     work: float | None = None
     unit: str = "steps"
     note: str = ""
+    goal_ids: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -91,14 +95,23 @@ class Comparison:
         """The same ratio on the fastest repeats (less sensitive to a busy machine)."""
         return _ratio(self.theirs.best, self.ours.best)
 
+    def rules(self) -> list[tuple[str, RatioRule]]:
+        """``(name, rule)`` of every criterion this line is judged by: its registered goals
+        that no other goal replaces, else its own ``goal``."""
+        replaced = {g.replaces for g in GOALS.values() if g.replaces}
+        current = [(i, GOALS[i].rule) for i in self.goal_ids
+                   if i in GOALS and i not in replaced]
+        if current:
+            return current
+        return [] if self.goal is None else [("goal", RatioRule(self.goal))]
+
     @property
     def status(self) -> str:
-        """``PASS``, ``FAIL`` or ``info`` (no goal)."""
-        if self.goal is None:
+        """``PASS`` when every current rule passes, ``FAIL``, or ``info`` (no rule)."""
+        rules = self.rules()
+        if not rules:
             return "info"
-        if not math.isfinite(self.ratio):
-            return "FAIL"
-        return "PASS" if self.ratio >= self.goal else "FAIL"
+        return "PASS" if all(r.judge(self.ratio) == "PASS" for _, r in rules) else "FAIL"
 
     @property
     def quiet(self) -> bool:
@@ -107,6 +120,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case, "task": self.task, "peer": self.peer, "goal": self.goal,
+            "goal_ids": list(self.goal_ids),
+            "rules": [f"{n}: {r.describe()}" for n, r in self.rules()],
             "ratio": self.ratio, "ratio_best": self.ratio_best, "status": self.status,
             "quiet": self.quiet, "work": self.work, "unit": self.unit, "note": self.note,
             "probseq": self.ours.summary(), "peer_timing": self.theirs.summary(),
@@ -132,15 +147,6 @@ class Throughput:
                 "work": self.work, "quiet": self.timing.quiet, "timing": self.timing.summary()}
 
 
-def loglog_slope(sizes: list[float], seconds: list[float]) -> float:
-    """Least-squares slope of ``log(seconds)`` against ``log(sizes)`` (1 = linear)."""
-    x, y = np.log(np.asarray(sizes, float)), np.log(np.asarray(seconds, float))
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2:
-        return math.nan
-    return float(np.polyfit(x[ok], y[ok], 1)[0])
-
-
 @dataclass
 class ScalingCurve:
     """Time against one size (T or N) with the other fixed."""
@@ -164,20 +170,16 @@ class ScalingCurve:
 
     @property
     def upper_slope(self) -> float:
-        """The slope over the larger half of the sizes (at least three): shown beside the
-        judged slope, it tells whether the growth steepens at the largest sizes."""
-        k = max(3, (len(self.sizes) + 1) // 2)
-        return loglog_slope(self.sizes[-k:], self.seconds[-k:])
+        """The slope over the larger half of the sizes (at least three)."""
+        return SCALING_RULE.upper_half(self.sizes, self.seconds)
 
     @property
     def status(self) -> str:
-        """``PASS`` when the slope over all sizes is near 1, ``info`` for unjudged (quick)
-        curves. The grids start where per-call overhead no longer dominates (see
-        ``benchmarks/cases/scaling.py``), so the whole range is judged."""
+        """:data:`benchmarks.rules.SCALING_RULE`'s verdict, ``info`` for unjudged (quick)
+        curves."""
         if not self.judged:
             return "info"
-        lo, hi = LINEAR_SLOPE
-        return "PASS" if lo <= self.slope <= hi else "FAIL"
+        return SCALING_RULE.judge(self.sizes, self.seconds)
 
     @property
     def quiet(self) -> bool:
@@ -241,8 +243,11 @@ def _repeats(t: Timing) -> str:
     return f"{len(t.kept)}/{len(t.kept) + len(t.dropped)}"
 
 
-def _goal(goal: float | None) -> str:
-    return "-" if goal is None else f">= {goal:g}x"
+def _goal(c: Comparison) -> str:
+    rules = c.rules()
+    if not rules:
+        return "-"
+    return "; ".join(f">= {r.minimum:.3g}x" for _, r in rules)
 
 
 def _fmt_ratio(r: float) -> str:
@@ -255,7 +260,7 @@ def _comparison_rows(results: Results) -> list[list[str]]:
         rate = (format_rate(_ratio(c.work, c.ours.median), c.unit) if c.work else "")
         rows.append([
             c.task, c.peer, format_seconds(c.ours.median), format_seconds(c.theirs.median),
-            _fmt_ratio(c.ratio), _fmt_ratio(c.ratio_best), _goal(c.goal), c.status, rate,
+            _fmt_ratio(c.ratio), _fmt_ratio(c.ratio_best), _goal(c), c.status, rate,
             f"{_repeats(c.ours)}, {_repeats(c.theirs)}", "yes" if c.quiet else "no",
         ])
     return rows
@@ -277,8 +282,34 @@ def _curve_rows(results: Results) -> list[list[str]]:
     lo, hi = LINEAR_SLOPE
     return [[c.task, f"{c.axis} ({c.fixed})", ", ".join(str(s) for s in c.sizes),
              ", ".join(format_seconds(s) for s in c.seconds), f"{c.slope:.2f}",
-             f"{c.upper_slope:.2f}", f"{lo:g}..{hi:g}", c.status, "yes" if c.quiet else "no"]
+             f"{c.upper_slope:.2f}", f"both {lo:g}..{hi:g}", c.status,
+             "yes" if c.quiet else "no"]
             for c in results.curves]
+
+
+def goal_rows(results: Results) -> list[list[str]]:
+    """One row per registered goal: its rule, the measured ratio(s) and the verdict (``not
+    measured`` when no line of this run carries it; ``replaced by ...`` for old rules)."""
+    replaced_by = {g.replaces: g.id for g in GOALS.values() if g.replaces}
+    rows = []
+    for g in GOALS.values():
+        lines = [c for c in results.comparisons if g.id in c.goal_ids]
+        ratios = ", ".join(_fmt_ratio(c.ratio) for c in lines) or "-"
+        if not lines:
+            verdict = "not measured"
+        else:
+            verdict = "PASS" if all(g.rule.judge(c.ratio) == "PASS" for c in lines) else "FAIL"
+        if g.id in replaced_by:
+            verdict += f" (replaced by {replaced_by[g.id]})"
+        rows.append([g.id, g.what, g.rule.describe(), ratios, verdict, _reason(g)])
+    return rows
+
+
+def _reason(g: Goal) -> str:
+    return g.reason + (f"; replaces {g.replaces}" if g.replaces else "")
+
+
+_GOAL_HEADER = ["goal", "work", "rule", "ratio", "status", "why"]
 
 
 _CURVE_HEADER = ["task", "against", "sizes", "times", "slope", "slope (upper half)", "goal",
@@ -310,7 +341,8 @@ def _quiet_sentence(results: Results) -> str:
 
 def text_table(results: Results) -> str:
     """The report for the terminal."""
-    parts = []
+    parts = [_text(["goal", "ratio", "status", "rule"],
+                   [[r[0], r[3], r[4], r[2]] for r in goal_rows(results)])]
     if results.comparisons:
         parts.append(_text(_COMPARISON_HEADER, _comparison_rows(results)))
     if results.throughputs:
@@ -339,6 +371,9 @@ def markdown_report(results: Results) -> str:
     if env:
         out.append("Environment: " + "; ".join(f"{k} = {v}" for k, v in env.items()) + ".")
         out.append("")
+    out += ["## Goals", "", "Each goal's rule is printed from the object in "
+            "`benchmarks/rules.py` that judges it; a replaced rule stays listed.", "",
+            _markdown(_GOAL_HEADER, goal_rows(results)), ""]
     if results.comparisons:
         out += ["## Against peers", "", _markdown(_COMPARISON_HEADER, _comparison_rows(results))]
         noted = [c for c in results.comparisons if c.note]
@@ -349,9 +384,8 @@ def markdown_report(results: Results) -> str:
         out += ["## Sampling throughput", "",
                 _markdown(_THROUGHPUT_HEADER, _throughput_rows(results)), ""]
     if results.curves:
-        out += ["## Scaling", "", "Least-squares slope of log time against log size "
-                "(1 = linear), over all sizes and over the larger half (judged: fixed "
-                "per-call overhead flattens the small sizes). Plot: `scaling.png`.", "",
+        out += ["## Scaling", "", f"Rule: {SCALING_RULE.describe()} (least-squares slopes "
+                "of log time against log size; 1 = linear). Plot: `scaling.png`.", "",
                 _markdown(_CURVE_HEADER, _curve_rows(results)), ""]
     if results.skipped or results.errors:
         out += ["## Not run", ""] + [f"- skipped: {n}" for n in results.skipped]

@@ -182,3 +182,58 @@ def test_each_case_runs_once_at_a_tiny_size(name):
     assert results.comparisons or results.throughputs or results.curves
     warnings = [n for n in results.notes if "WARNING" in n]
     assert warnings == []  # probseq and the peers computed the same numbers
+
+
+# ------------------------------------------------------------------------ rules and goals
+def test_linear_rule_judges_the_whole_range_including_the_largest_sizes():
+    from benchmarks.rules import LinearRule
+
+    rule = LinearRule(0.8, 1.2)
+    sizes = [1000, 2000, 4000, 8000, 16000]
+    assert rule.judge(sizes, [s * 1e-6 for s in sizes]) == "PASS"
+    # Flat then steep: the whole-range slope is 0.94, but the largest sizes grow as T^1.5.
+    cliff = [2.0, 3.0, 4.0, 8.0, 32.0]
+    assert 0.8 <= loglog_slope(sizes, cliff) <= 1.2
+    assert rule.judge(sizes, cliff) == "FAIL"
+    assert rule.judge(sizes, [s**0.5 for s in sizes]) == "FAIL"  # sub-linear is not linear
+    curve = ScalingCurve("scaling", "x", "T", "N=1", sizes,
+                         [Timing("t", kept=[c] * 3) for c in cliff])
+    assert curve.status == "FAIL"
+    assert "larger half" in rule.describe() and "0.8..1.2" in rule.describe()
+
+
+def test_ratio_rule_and_goals_registry():
+    from benchmarks.rules import GOALS, RatioRule
+
+    assert RatioRule(2.0).judge(2.0) == "PASS" and RatioRule(2.0).judge(1.99) == "FAIL"
+    assert RatioRule(2.0).judge(math.nan) == "FAIL"
+    assert "1.5x" in RatioRule(1 / 1.5).describe()
+    for g in GOALS.values():  # every replacement names an existing goal and says why
+        assert g.reason
+        if g.replaces:
+            assert g.replaces in GOALS and GOALS[g.replaces].rule != g.rule
+
+
+def test_goal_ids_judge_lines_and_replaced_rules_stay_listed(tmp_path):
+    from benchmarks.report import goal_rows
+
+    c = Comparison("case", "task", "peer", Timing("probseq", kept=[0.01] * 3),
+                   Timing("peer", kept=[0.025] * 3),
+                   goal_ids=("hmm_categorical_log_prob_r1", "hmm_categorical_log_prob"))
+    # 2.5x passes round one's 2x but not the 3x that replaced it: the line is judged by the
+    # current rule only.
+    assert c.status == "FAIL" and [n for n, _ in c.rules()] == ["hmm_categorical_log_prob"]
+    results = Results(comparisons=[c])
+    rows = {r[0]: r for r in goal_rows(results)}
+    assert rows["hmm_categorical_log_prob_r1"][4].startswith("PASS (replaced by")
+    assert rows["hmm_categorical_log_prob"][4] == "FAIL"
+    assert rows["hmm_viterbi_long"][4] == "not measured"
+    md = markdown_report(results)
+    text = text_table(results)
+    from benchmarks.rules import GOALS, SCALING_RULE
+
+    for g in GOALS.values():  # every goal with the rule text of the object that judges it
+        assert g.id in text and g.rule.describe() in md
+    results.curves.append(ScalingCurve("s", "t", "T", "N=1", [1, 2, 4],
+                                       [Timing("t", kept=[1.0] * 3)] * 3))
+    assert SCALING_RULE.describe() in markdown_report(results)

@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probseq import HiddenMarkovModel, Sequences, load
 from probseq.hmm import inference
@@ -314,8 +316,8 @@ def test_bad_input_and_bad_params():
     gauss = _gaussian("full")
     with pytest.raises(ValueError, match="D=2"):
         gauss.log_prob(np.zeros((5, 3)))
-    with pytest.raises(ValueError, match="NaN"):
-        gauss.log_prob(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="inf"):  # NaN is a missing value, inf is refused
+        gauss.log_prob(np.array([[0.0, np.inf], [1.0, 2.0], [0.5, 0.5]]))
     with pytest.raises(ValueError, match="non-negative|negative"):
         _poisson().log_prob([1, -2, 3])
 
@@ -688,3 +690,417 @@ def test_kernels_form_no_subnormals_at_tiny_parameters():
     ref_hl = _hmmlearn(model)
     for i, x in enumerate(xs):
         assert float(lp[i]) == pytest.approx(ref_hl.score(x.numpy()[:, None]), rel=1e-10)
+
+
+# ------------------------------------------------------------------------ scale and config
+def _two_regime_series(t: int = 400, d: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = np.cumsum(rng.random(t) < 0.05) % 2
+    x = np.where(z[:, None] == 1, 3.0, 0.0) + rng.normal(size=(t, d)) * np.where(
+        z[:, None] == 1, 0.5, 1.0)
+    if d > 1:
+        x[:, 1] += 0.5 * x[:, 0]
+    return x[:, 0] if d == 1 else x
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_gaussian_fit_is_scale_equivariant(d):
+    """Fitting c * x gives the model fitted to x, rescaled: covariances times c^2 and the
+    log-likelihood shifted by -T * D * log c. With the old absolute floor (1e-6 in data
+    units) the fit at c = 1e-6 collapsed to the floor."""
+    x = _two_regime_series(300, d)
+    t = x.shape[0]
+    base = HiddenMarkovModel(2, "gaussian").fit(x, seed=0, num_restarts=2)
+    y = _two_regime_series(100, d, seed=1)
+    ll = float(base.log_prob(y))
+    for c in (1e-6, 1e-3, 1e3, 1e6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no floor, no warning blaming numerics
+            m = HiddenMarkovModel(2, "gaussian").fit(c * x, seed=0, num_restarts=2)
+        # Same EM path up to rounding: parameters agree to ~1e-10 relative.
+        np.testing.assert_allclose(m.params["covariances"].numpy() / c**2,
+                                   base.params["covariances"].numpy(), rtol=1e-7)
+        np.testing.assert_allclose(m.params["means"].numpy() / c, base.params["means"].numpy(),
+                                   rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(float(m.log_prob(c * y)) + y.shape[0] * d * np.log(c), ll,
+                                   rtol=1e-9)
+        np.testing.assert_allclose(m.history_[-1] + t * d * np.log(c), base.history_[-1],
+                                   rtol=1e-9)
+        s = m.sample(2, 50, seed=3).values
+        s0 = base.sample(2, 50, seed=3).values
+        np.testing.assert_allclose(s.numpy() / c, s0.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_covariance_floor_regularises_with_a_warning():
+    # A state on repeated values collapses; the floor (relative to the data's variance)
+    # keeps it finite, and the fit says so.
+    x = [np.r_[np.zeros(20), np.linspace(0, 1, 20)] * 1e-5 for _ in range(2)]
+    with pytest.warns(RuntimeWarning, match="regularised"):
+        g = HiddenMarkovModel(3, "gaussian").fit(x, seed=0, num_restarts=1, max_epochs=40)
+    var = float(np.var(np.concatenate(x)))
+    assert float(torch.linalg.eigvalsh(g.params["covariances"]).min()) >= 0.9e-6 * var
+
+
+def test_too_few_steps_for_a_covariance_or_constant_data_is_refused():
+    with pytest.raises(ValueError, match="more observed steps than dimensions"):
+        # One sequence of 5 steps in dimension 100, given unambiguously (in a list).
+        HiddenMarkovModel(2, "gaussian").fit([np.random.default_rng(0).normal(size=(5, 100))])
+    with pytest.raises(ValueError, match="constant in dimension 1"):
+        HiddenMarkovModel(2, "gaussian").fit(np.c_[np.arange(10.0), np.ones(10)])
+
+
+def test_fit_keeps_the_constructor_config():
+    m = HiddenMarkovModel(2)
+    config = m.get_config()
+    m.fit([np.array([0, 1, 2, 1, 0] * 4)], seed=0, num_restarts=1)
+    assert m.get_config() == config and m.num_symbols == 3
+    big = [np.array([0, 1, 2, 3, 4, 5] * 4)]
+    m.fit(big, seed=0, num_restarts=1)  # a larger alphabet the second time
+    assert m.params["emission"].shape == (2, 6) and m.get_config() == config
+    fixed = HiddenMarkovModel(2, num_symbols=8)
+    fixed.fit(big, seed=0, num_restarts=1)
+    assert fixed.get_config()["num_symbols"] == 8 and fixed.params["emission"].shape == (2, 8)
+    g = HiddenMarkovModel(2, "gaussian")
+    config = g.get_config()
+    g.fit(np.random.default_rng(0).normal(size=(50, 2)), seed=0, num_restarts=1)
+    g.fit(np.random.default_rng(1).normal(size=(50, 3)), seed=0, num_restarts=1)
+    assert g.params["means"].shape == (2, 3) and g.get_config() == config
+
+
+def test_restart_log_likelihoods_survive_save_load(tmp_path):
+    m = HiddenMarkovModel(2).fit([np.array([0, 1, 1, 0, 2] * 5)], seed=0, num_restarts=3)
+    assert len(m.restart_log_likelihoods_) == 3
+    m.save(tmp_path / "m.pt")
+    again = load(tmp_path / "m.pt")
+    assert again.restart_log_likelihoods_ == m.restart_log_likelihoods_
+    assert again.history_ == m.history_ and again.get_config() == m.get_config()
+
+
+def test_covariance_checks_are_relative_to_the_scale():
+    tiny = 1e-14 * np.array([[[1.0, 0.5], [0.5, 1.0]]] * 2)
+    ok = HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                       means=np.zeros((2, 2)), covariances=tiny)
+    assert torch.isfinite(ok.log_prob(np.zeros((3, 2)))).all()
+    skew = 1e-14 * np.array([[[1.0, 0.5], [0.0, 1.0]]] * 2)
+    with pytest.raises(ValueError, match="symmetric"):
+        HiddenMarkovModel.from_params(initial=[0.5, 0.5], transition=np.eye(2),
+                                      means=np.zeros((2, 2)), covariances=skew)
+
+
+@pytest.mark.parametrize("covariance_type,d", [("full", 1), ("full", 3), ("diag", 2)])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_scaled_gaussian_emissions_match_scipy(covariance_type, d, scale):
+    """The direct time-major path (whitening by one matrix product) against scipy, on a
+    ragged batch with far-off means (the centring must keep the subtraction accurate)."""
+    from scipy import stats
+
+    model = _gaussian(covariance_type, seed=7, k=3, d=d)
+    p = model.params
+    offset = 1e3 * scale  # data far from the origin relative to their spread
+    means, cov = p["means"] * scale + offset, p["covariances"] * scale**2
+    scaled = HiddenMarkovModel.from_params(initial=p["initial"], transition=p["transition"],
+                                           means=means, covariances=cov)
+    raw = model.sample(4, 9, seed=2).values3d() * scale + offset
+    lengths = torch.tensor([9, 3, 1, 6])
+    x = raw if d > 1 else raw[..., 0]
+    seqs = Sequences(x.clone(), lengths)
+    sc = scaled._scaled(scaled.params, seqs)
+    b, m = sc.b_tm, sc.m_tm  # the padded form, built from the packed real steps
+    mask = seqs.mask.T.numpy()
+    assert (b[~mask] == 1).all() and (m[~mask] == 0).all()
+    got = np.log(b) + m[..., None]  # [T, N, K]
+    for k in range(3):
+        ref = stats.multivariate_normal(means[k].numpy(), cov[k].numpy()).logpdf(
+            raw.transpose(0, 1).reshape(-1, d).numpy()).reshape(9, 4)
+        # Log-densities shift by -d log(scale); compare at the precision of the values.
+        tol = 1e-9 * (1 + abs(d * np.log(scale)))
+        np.testing.assert_allclose(got[..., k][mask], ref[mask], rtol=0, atol=tol)
+
+
+# ------------------------------------------------------------------------ missing values
+def test_missing_symbols_marginalised_by_enumeration():
+    model = _categorical(2, 3, seed=4)
+    x = np.array([0, 2, 1, 1, 0, 2, 2])
+    gaps = [1, 4, 5]
+    gappy = np.ma.masked_array(x, mask=np.isin(np.arange(7), gaps))
+    fills = []
+    for vals in itertools.product(range(3), repeat=len(gaps)):
+        y = x.copy()
+        y[gaps] = vals
+        fills.append(y)
+    lps = model.log_prob(Sequences.from_list(fills))
+    ref = torch.logsumexp(lps, 0)
+    assert float(model.log_prob(gappy)) == pytest.approx(float(ref), rel=1e-12)
+    steps = model.log_prob_steps(gappy)
+    assert (steps[gaps] == 0).all()
+    assert float(steps.sum()) == pytest.approx(float(ref), rel=1e-12)
+    # Smoothed marginals: P(z_t | x_obs) = sum over fills of P(z_t, x_fill) / P(x_obs).
+    w = torch.softmax(lps, 0)
+    post = model.smoother(Sequences.from_list(fills))
+    torch.testing.assert_close(model.smoother(gappy), (w[:, None, None] * post).sum(0),
+                               rtol=0, atol=1e-12)
+    # Filter at the last step = smoother there; Viterbi = the best path over fills' joint.
+    torch.testing.assert_close(model.filter(gappy)[-1], model.smoother(gappy)[-1],
+                               rtol=0, atol=1e-12)
+    li, la, le = (np.log(model.params[n].numpy()) for n in ("initial", "transition", "emission"))
+    best = max(
+        (li[z[0]] + sum(la[z[t - 1], z[t]] for t in range(1, 7))
+         + sum(le[z[t], x[t]] for t in range(7) if t not in gaps), z)
+        for z in itertools.product(range(2), repeat=7))
+    assert model.most_likely_states(gappy).tolist() == list(best[1])
+
+
+def test_missing_counts_marginalised_by_summation():
+    model = _poisson(seed=2)
+    x = np.array([1, 4, 0, 7, 2])
+    gappy = np.ma.masked_array(x, mask=[0, 1, 0, 0, 1])
+    total = []
+    for a in range(60):
+        for b in range(60):
+            y = x.copy()
+            y[1], y[4] = a, b
+            total.append(y)
+    ref = torch.logsumexp(model.log_prob(Sequences.from_list(total)), 0)
+    assert float(model.log_prob(gappy)) == pytest.approx(float(ref), rel=1e-10)
+
+
+def test_missing_reals_marginalised_by_integration():
+    from scipy import integrate
+
+    model = _gaussian("full", seed=3, k=2, d=2)
+    x = model.sample(1, 4, seed=5).values[0].numpy()
+    y = x.copy()
+    y[1, 0] = np.nan  # one coordinate missing: integrate it out
+    y[2] = np.nan  # a whole step missing: factor 1
+    lp = float(model.log_prob(y))
+
+    def density(v: float) -> float:
+        z = x.copy()
+        z[1, 0] = v
+        return float(torch.exp(_joint_skip(model, z)))
+
+    val, _ = integrate.quad(density, -30, 30, epsabs=0, epsrel=1e-11, limit=200)
+    assert lp == pytest.approx(np.log(val), rel=1e-8)
+    steps = model.log_prob_steps(y)
+    assert float(steps[2]) == 0 and float(steps.sum()) == pytest.approx(lp, rel=1e-12)
+    # Univariate: one NaN integrated out.
+    uni = HiddenMarkovModel.from_params(initial=[0.3, 0.7], transition=[[0.9, 0.1], [0.2, 0.8]],
+                                        means=[-1.0, 2.0], covariances=[0.5, 2.0])
+    u = np.array([0.3, np.nan, 1.5])
+
+    def dens1(v: float) -> float:
+        return float(torch.exp(uni.log_prob(np.array([0.3, v, 1.5]))))
+
+    val, _ = integrate.quad(dens1, -40, 40, epsabs=0, epsrel=1e-11, limit=200)
+    assert float(uni.log_prob(u)) == pytest.approx(np.log(val), rel=1e-9)
+
+
+def _joint_skip(model: HiddenMarkovModel, z: np.ndarray) -> torch.Tensor:
+    """log p(x) of a sequence whose step 2 carries no emission, by path enumeration."""
+    from scipy import stats
+
+    p = model.params
+    k, t = model.num_states, z.shape[0]
+    dens = np.array([[0.0 if s == 2 else stats.multivariate_normal(
+        p["means"][j].numpy(), p["covariances"][j].numpy()).logpdf(z[s]) for j in range(k)]
+        for s in range(t)])
+    total = []
+    for path in itertools.product(range(k), repeat=t):
+        lp = np.log(p["initial"][path[0]].item()) + sum(
+            np.log(p["transition"][path[s - 1], path[s]].item()) for s in range(1, t))
+        total.append(lp + sum(dens[s, path[s]] for s in range(t)))
+    return torch.logsumexp(torch.tensor(total), 0)
+
+
+def test_trailing_gaps_equal_hmmlearn_on_the_observed_steps():
+    model = _gaussian("full", seed=1)
+    x = model.sample(1, 30, seed=2).values[0].numpy()
+    y = x.copy()
+    y[25:] = np.nan
+    ref = _hmmlearn(model).score(x[:25])
+    assert float(model.log_prob(y)) == pytest.approx(ref, rel=1e-11)
+    np.testing.assert_allclose(model.smoother(y)[:25].numpy(),
+                               _hmmlearn(model).predict_proba(x[:25]), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_em_on_gappy_data(name):
+    """EM with missing values never decreases the marginal likelihood (the E-step's
+    expectations over missing coordinates are exact), and data without gaps give the same
+    statistics as before."""
+    model = MODELS[name]()
+    seqs = model.sample(4, 60, seed=8)
+    rng = np.random.default_rng(0)
+    obs = torch.from_numpy(rng.random(tuple(seqs.values.shape)) > 0.2)
+    gappy = Sequences(seqs.values.clone(), seqs.lengths, observed=obs)
+    assert gappy.has_missing
+    fresh = HiddenMarkovModel(3, model.emission, covariance_type=model.covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.fit(gappy, seed=0, num_restarts=1, max_epochs=25, tol=0)
+    h = np.array(fresh.history_)
+    assert (np.diff(h) >= -1e-9 * np.abs(h[1:])).all()
+    # history_[-1] is at the parameters before the last M-step, which cannot lower it.
+    assert float(fresh.log_prob(gappy).sum()) >= h[-1] - 1e-9 * abs(h[-1])
+    # Only the observed emissions enter: dropping a fully missing sequence changes nothing.
+    blank = Sequences(seqs.values[:2].clone(), seqs.lengths[:2],
+                      observed=torch.cat([obs[:1], torch.zeros_like(obs[1:2])]))
+    s1 = fresh.expected_stats(blank, fresh.params)
+    s0 = fresh.expected_stats(gappy[:1], fresh.params)
+    for key in s0:
+        if key not in ("num_sequences", "initial_counts", "transition_counts"):
+            torch.testing.assert_close(s1[key], s0[key], rtol=1e-10, atol=1e-10)
+
+
+def test_sample_after_a_gappy_prefix_keeps_the_observed_values():
+    model = _gaussian("full", seed=2)
+    pre = model.sample(1, 6, seed=1).values[0].numpy()
+    pre[2, 1] = np.nan
+    pre[4] = np.nan
+    out = model.sample(5, 10, prefix=pre, seed=3).values
+    obs = ~np.isnan(pre)
+    assert np.array_equal(out[:, :6].numpy()[:, obs], np.broadcast_to(pre[obs], (5, obs.sum())))
+    assert torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------ differential fuzzing
+_FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow])
+
+
+def _fuzz_chain(rng: np.random.Generator, k: int, stay: float) -> tuple[np.ndarray, np.ndarray]:
+    """An initial distribution and a transition matrix that stays with probability ``stay``
+    (up to 1 - 1e-9: nearly deterministic)."""
+    initial = rng.dirichlet(np.ones(k))
+    off = rng.dirichlet(np.ones(max(k - 1, 1)), size=k)
+    a = np.zeros((k, k))
+    for i in range(k):
+        a[i, i] = stay if k > 1 else 1.0
+        others = [j for j in range(k) if j != i]
+        a[i, others] = (1 - stay) * off[i, : len(others)]
+    return initial, a / a.sum(1, keepdims=True)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), d=st.integers(1, 3),
+       log_scale=st.floats(-6, 6), log_cond=st.floats(0, 6), log_leave=st.floats(-9, -0.1))
+def test_fuzz_gaussian_against_hmmlearn(seed, k, d, log_scale, log_cond, log_leave):
+    """Random Gaussian HMMs over 12 orders of magnitude of scale, condition numbers up to
+    1e6 and nearly deterministic chains, against hmmlearn's score. Tolerance: both sides
+    round at ~cond * 1e-16 relative per step; 1e-7 of the sum of absolute per-step terms
+    leaves room for that at the worst condition number drawn."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0**log_scale
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    means = scale * 3 * rng.standard_normal((k, d))
+    cov = np.empty((k, d, d))
+    for j in range(k):
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        eig = scale**2 * 10.0 ** (-log_cond * rng.random(d))
+        eig[0] = scale**2
+        cov[j] = (q * eig) @ q.T
+        cov[j] = 0.5 * (cov[j] + cov[j].T)
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, means=means,
+                                          covariances=cov, covariance_type="full")
+    seqs = model.sample(2, 25, seed=seed % 1000)
+    ref = hmm.GaussianHMM(k, covariance_type="full", implementation="scaling")
+    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = initial, a, means, cov
+    x, lengths = _concat(seqs)
+    ours = model.log_prob(seqs).numpy()
+    steps = model.log_prob_steps(seqs).abs().sum(-1).numpy()
+    for i, (lp, n) in enumerate(zip(ours, lengths, strict=True)):
+        theirs = ref.score(x[sum(lengths[:i]): sum(lengths[:i]) + n])
+        assert abs(lp - theirs) <= 1e-7 * (steps[i] + n), (lp, theirs)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), v=st.integers(1, 4),
+       log_leave=st.floats(-9, -0.05), log_floor=st.floats(-12, -1))
+def test_fuzz_categorical_against_path_enumeration(seed, k, v, log_leave, log_floor):
+    """Nearly deterministic transitions and emission probabilities down to 1e-12, against
+    the brute-force sum over all K^T state paths (relative error 1e-10)."""
+    rng = np.random.default_rng(seed)
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    e = rng.dirichlet(np.ones(v), size=k) + 10.0**log_floor
+    e /= e.sum(1, keepdims=True)
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, emission=e)
+    x = rng.integers(0, v, size=6)
+    total = []
+    for path in itertools.product(range(k), repeat=6):
+        lp = np.log(initial[path[0]]) + sum(np.log(a[path[t - 1], path[t]]) for t in range(1, 6))
+        total.append(lp + sum(np.log(e[path[t], x[t]]) for t in range(6)))
+    ref = float(np.logaddexp.reduce(total))
+    assert float(model.log_prob(x)) == pytest.approx(ref, rel=1e-10, abs=1e-10)
+
+
+@_FUZZ
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 3), log_rate=st.floats(-3, 3),
+       log_leave=st.floats(-9, -0.1))
+def test_fuzz_poisson_against_hmmlearn(seed, k, log_rate, log_leave):
+    rng = np.random.default_rng(seed)
+    initial, a = _fuzz_chain(rng, k, 1 - 10.0**log_leave)
+    rates = 10.0 ** (log_rate + rng.uniform(-1, 1, size=k))
+    model = HiddenMarkovModel.from_params(initial=initial, transition=a, rates=rates)
+    x = model.sample(1, 30, seed=seed % 1000).values[0].numpy()
+    ref = hmm.PoissonHMM(k, implementation="scaling")
+    ref.startprob_, ref.transmat_, ref.lambdas_ = initial, a, rates[:, None]
+    lp = float(model.log_prob(x))
+    assert lp == pytest.approx(ref.score(x[:, None]), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("leave", [0.3, 1e-4, 0.0])
+def test_chunked_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
+    """Long sequences take the chunked max-product (all chunks at once, coupled by constant
+    score shifts); sticky chains need more passes, a chain that never moves between states
+    falls back to the sequential recursion. The path's own log joint must equal hmmlearn's
+    best (these emissions have exact ties, so the paths themselves may differ there)."""
+    k = 3
+    a = np.full((k, k), leave / (k - 1)) + np.eye(k) * (1 - leave - leave / (k - 1))
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.3, 0.2], transition=a,
+        emission=[[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
+    xs = [model.sample(1, n, seed=n).values[0] for n in (3000, 2500, 700, 2049)]
+    seqs = Sequences.from_list(xs)
+    assert inference._use_chunks(len(xs), 3000, k, None)  # the chunked path is taken
+    p = model.params
+    paths, joint = inference.hmm_viterbi(p["initial"], p["transition"],
+                                         model._log_lik(p, seqs), seqs.lengths)
+    ref = _hmmlearn(model)
+    for i, x in enumerate(xs):
+        best, _ = ref.decode(x.numpy()[:, None], algorithm="viterbi")
+        assert float(joint[i]) == pytest.approx(best, rel=1e-11)
+        ours = paths[i, : len(x)].numpy()
+        assert (paths[i, len(x):] == -1).all()
+        assert ((ours >= 0) & (ours < k)).all()
+        with np.errstate(divide="ignore"):
+            log_a = np.log(p["transition"].numpy())
+        lp = inference._path_log_joint(np.log(p["initial"].numpy()), log_a,
+                                       model._log_lik(p, Sequences.from_list([x])).numpy(),
+                                       ours[None], np.array([len(x)]))
+        assert float(lp[0]) == pytest.approx(best, rel=1e-11)
+
+
+def test_packed_gaussian_rows_refused_by_the_guard_go_to_the_per_step_recursion():
+    """A regime switch under a chain that almost never switches drops one row's mass below
+    the kernels' guard: that row is recomputed by the per-step recursion from the packed
+    Gaussian emissions (materialised on demand), the others stay on the fast path."""
+    leave = 1e-200
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[1 - leave, leave], [leave, 1 - leave]],
+        means=[-5.0, 5.0], covariances=[1.0, 1.0])
+    rng = np.random.default_rng(0)
+    switch = np.r_[-5 + rng.normal(size=40), 5 + rng.normal(size=30)]
+    xs = [switch, -5 + rng.normal(size=25), 5 + rng.normal(size=50), np.array([0.3])]
+    seqs = Sequences.from_list(xs)
+    ok = _kernel_rows_ok(model, seqs)
+    assert not ok.all() and ok.any()  # both paths are exercised
+    ref = _torch_reference(model, seqs)
+    torch.testing.assert_close(model.log_prob(seqs), ref["log_prob"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(model.log_prob_steps(seqs), ref["steps"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(model.smoother(seqs), ref["smoothed"], rtol=0, atol=1e-12)
+    stats = model.expected_stats(seqs, model.params)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-10, atol=1e-10)
+    w = ref["smoothed"][seqs.mask]
+    torch.testing.assert_close(stats["sum_x"], w.T @ seqs.values3d()[seqs.mask], rtol=1e-10,
+                               atol=1e-10)

@@ -80,11 +80,13 @@ def hmm_batched(ctx: Context) -> None:
     ours = float(model.log_prob(seqs).sum())
     xc, lengths = _concatenated(x)
     peers = []
-    for impl, goal in (("scaling", 2.0), ("log", None)):
+    for impl, goals in (("scaling", ("hmm_categorical_log_prob_r1", "hmm_categorical_log_prob")),
+                        ("log", ())):
         ref = _categorical_hmmlearn(params, impl)
         ctx.check_close(f"total log-likelihood vs hmmlearn {impl}", ours, ref.score(xc, lengths),
                         rtol=1e-9)
-        peers.append(Peer(f"hmmlearn {impl}", lambda r=ref: r.score(xc, lengths), goal=goal))
+        peers.append(Peer(f"hmmlearn {impl}", lambda r=ref: r.score(xc, lengths),
+                          goal_ids=goals))
     if peer_available("pomegranate"):
         try:
             peer, total = _pomegranate_peer(params, x)
@@ -111,7 +113,8 @@ def hmm_long(ctx: Context) -> None:
     ctx.check_close("log-likelihood vs hmmlearn scaling", float(model.log_prob(x)),
                     ref.score(xc), rtol=1e-9)
     ctx.compare(f"HMM log_prob K={K} V={V} one sequence of {t}", lambda: model.log_prob(x),
-                [Peer("hmmlearn scaling", lambda: ref.score(xc), goal=1.0)], work=t)
+                [Peer("hmmlearn scaling", lambda: ref.score(xc), goal_ids=("hmm_long_log_prob",))],
+                work=t)
 
 
 def _em_fit_probseq(theta: tuple[np.ndarray, ...], seqs: Any) -> Any:
@@ -166,36 +169,136 @@ def hmm_em(ctx: Context) -> None:
     task = f"HMM one EM iteration K={K} V={V} {n}x{t}"
     note = "hmmlearn scaling, init_params='', parameters reset before each fit"
     ctx.compare(f"{task}: fit(max_epochs=1)", lambda: _em_fit_probseq(start, seqs),
-                [Peer("hmmlearn fit n_iter=1", peer, goal=1.0, note=note)], work=n * t)
+                [Peer("hmmlearn fit n_iter=1", peer, note=note, goal_ids=("hmm_em_r1", "hmm_em"))],
+                work=n * t)
     ctx.compare(f"{task}: expected_stats + maximize", lambda: _em_step_probseq(start, seqs),
                 [Peer("hmmlearn fit n_iter=1", peer, note=note)], work=n * t)
 
 
-@case("hmm_gaussian", needs=("HiddenMarkovModel",),
-      description="Gaussian HMM log_prob, K=8, 200 x 1000, vs hmmlearn GaussianHMM scaling")
-def hmm_gaussian(ctx: Context) -> None:
-    """Univariate Gaussian HMM log_prob against hmmlearn's GaussianHMM."""
+def _gaussian_pair(k: int, d: int, n: int, t: int, seed: int) -> tuple[Any, Any, Any, Any]:
+    """A Gaussian HMM (full covariances for D > 1) in probseq and hmmlearn at the same
+    parameters, and data from it as ``Sequences`` and hmmlearn's concatenated array."""
     from probseq import Sequences
 
     hmm = _hmmlearn()
+    rng = np.random.default_rng(seed)
+    initial, transition, _ = random_hmm(k, 2, seed=seed)
+    means = 3.0 * rng.standard_normal((k, d))
+    a = rng.standard_normal((k, d, d))
+    cov = a @ a.transpose(0, 2, 1) / d + 0.5 * np.eye(d)
+    z = sample_hmm_states(n, t, initial, transition, seed=seed + 1)
+    x = means[z] + np.einsum("ntij,ntj->nti", np.linalg.cholesky(cov)[z],
+                             rng.standard_normal((n, t, d)))
+    cls = probseq_class("HiddenMarkovModel")
+    model = cls.from_params(initial=initial, transition=transition, means=means,
+                            covariances=cov, covariance_type="full")
+    # hmmlearn's fastest exact form for D = 1 is "diag" (the same model); "full" for D > 1.
+    ctype = "diag" if d == 1 else "full"
+    ref = hmm.GaussianHMM(n_components=k, covariance_type=ctype, implementation="scaling",
+                          init_params="")
+    ref.startprob_, ref.transmat_, ref.means_ = initial.copy(), transition.copy(), means.copy()
+    ref.covars_ = cov[:, :, 0].copy() if d == 1 else cov.copy()
+    seqs = Sequences.from_padded(x[..., 0] if d == 1 else x)
+    return model, ref, seqs, x.reshape(n * t, d)
+
+
+@case("hmm_gaussian", needs=("HiddenMarkovModel",),
+      description="Gaussian HMM log_prob, K=8, D=1 and D=4 full, 200 x 1000, vs hmmlearn")
+def hmm_gaussian(ctx: Context) -> None:
+    """Gaussian HMM log_prob against hmmlearn's GaussianHMM (scaling) on the same data."""
     k = 8
     n, t = ctx.size((200, 1000), (8, 64))
-    initial, transition, _ = random_hmm(k, 2, seed=4)
-    means = np.linspace(-4.0, 4.0, k)
-    stds = np.linspace(0.5, 1.5, k)
-    z = sample_hmm_states(n, t, initial, transition, seed=5)
-    x = means[z] + stds[z] * np.random.default_rng(6).standard_normal(z.shape)
-    seqs = Sequences.from_padded(x)
-    cls = probseq_class("HiddenMarkovModel")
-    model = cls.from_params(initial=initial, transition=transition, means=means[:, None],
-                            covariances=(stds**2)[:, None, None])
-    ref = hmm.GaussianHMM(n_components=k, covariance_type="diag", implementation="scaling",
-                          init_params="")
-    ref.startprob_, ref.transmat_ = initial.copy(), transition.copy()
-    ref.means_, ref.covars_ = means[:, None].copy(), (stds**2)[:, None].copy()
-    xc, lengths = _concatenated(x)
-    ctx.check_close("total log-likelihood vs hmmlearn GaussianHMM",
-                    float(model.log_prob(seqs).sum()), ref.score(xc, lengths), rtol=1e-9)
-    ctx.compare(f"Gaussian HMM log_prob K={k} {n}x{t}", lambda: model.log_prob(seqs),
-                [Peer("hmmlearn GaussianHMM scaling", lambda: ref.score(xc, lengths))],
-                work=n * t)
+    for d, goal in ((1, "hmm_gaussian_d1"), (4, "hmm_gaussian_d4")):
+        model, ref, seqs, xc = _gaussian_pair(k, d, n, t, seed=4 + d)
+        lengths = [t] * n
+        ctx.check_close(f"D={d} total log-likelihood vs hmmlearn GaussianHMM",
+                        float(model.log_prob(seqs).sum()), ref.score(xc, lengths), rtol=1e-9)
+        kind = "diag (= full at D=1)" if d == 1 else "full"
+        ctx.compare(f"Gaussian HMM log_prob K={k} D={d} {n}x{t}",
+                    lambda m=model, s=seqs: m.log_prob(s),
+                    [Peer(f"hmmlearn GaussianHMM {kind} scaling",
+                          lambda r=ref, x=xc, n_=lengths: r.score(x, n_), goal_ids=(goal,))],
+                    work=n * t)
+
+
+def ragged_lengths(n: int, mean: int, ratio: float, seed: int = 0) -> np.ndarray:
+    """``[N]`` log-normal lengths with the given mean whose longest is ``ratio`` times the
+    mean (the log-normal's spread is solved for, then the draw is rescaled)."""
+    rng = np.random.default_rng(seed)
+    z = np.sort(rng.standard_normal(n))
+    best = None
+    for sigma in np.linspace(0.2, 3.0, 141):
+        w = np.exp(sigma * z)
+        r = w.max() / w.mean()
+        if best is None or abs(r - ratio) < abs(best[1] - ratio):
+            best = (w, r)
+    w = best[0]
+    return np.maximum(1, np.round(w / w.mean() * mean)).astype(np.int64)
+
+
+@case("hmm_ragged_em", needs=("HiddenMarkovModel",),
+      description="HMM EM iteration on a ragged batch (max/mean ~25) vs equal-length rows")
+def hmm_ragged_em(ctx: Context) -> None:
+    """One EM iteration on log-normal lengths against the same total steps in equal rows."""
+    from probseq import Sequences
+
+    n, mean = ctx.size((400, 250), (16, 32))
+    lengths = ragged_lengths(n, mean, 25.0)
+    total = int(lengths.sum())
+    truth = random_hmm(K, V, seed=0)
+    start = random_hmm(K, V, seed=3)
+    x = sample_hmm_symbols(1, total, *truth, seed=1)[0]
+    cuts = np.cumsum(lengths)[:-1]
+    ragged = Sequences.from_list(list(np.split(x, cuts)))
+    row = total // n
+    equal = Sequences.from_padded(x[: row * n].reshape(n, row))
+    ctx.note(f"ragged lengths: N={n}, mean {lengths.mean():.0f}, max {lengths.max()} "
+             f"(max/mean {lengths.max() / lengths.mean():.1f}), {total} steps; equal rows: "
+             f"{n} x {row} ({n * row} steps)")
+    ctx.check_close("ragged EM log-likelihood vs one sequence at a time",
+                    float(_probseq_categorical(start).log_prob(ragged).sum()),
+                    sum(float(_probseq_categorical(start).log_prob(s)) for s in
+                        ragged.to_list()[:4]) + float(
+                        _probseq_categorical(start).log_prob(ragged[4:]).sum()), rtol=1e-10)
+    ctx.compare(f"HMM one EM iteration K={K} V={V}, ragged N={n} (max/mean "
+                f"{lengths.max() / lengths.mean():.0f})",
+                lambda: _em_fit_probseq(start, ragged),
+                [Peer("probseq, equal-length rows", lambda: _em_fit_probseq(start, equal),
+                      goal_ids=("hmm_ragged_em",),
+                      note="the same total steps cut into equal rows: ratio = equal time / "
+                      "ragged time")],
+                work=total)
+
+
+@case("hmm_decode", needs=("HiddenMarkovModel",),
+      description="Viterbi and smoother, K=16, one sequence of 10^5 and 200 x 1000, vs hmmlearn")
+def hmm_decode(ctx: Context) -> None:
+    """most_likely_states against hmmlearn decode, smoother against predict_proba."""
+    k = 16
+    params = random_hmm(k, V, seed=0)
+    model = _probseq_categorical(params)
+    ref = _categorical_hmmlearn(params, "scaling")
+    long_t = ctx.size(100_000, 2_000)
+    n, t = ctx.size((200, 1000), (8, 64))
+    for label, x, suffix in (
+        (f"one sequence of {long_t}", sample_hmm_symbols(1, long_t, *params, seed=2), "long"),
+        (f"{n}x{t}", sample_hmm_symbols(n, t, *params, seed=3), "batch"),
+    ):
+        from probseq import Sequences
+
+        seqs = Sequences.from_padded(x)
+        xc, lengths = _concatenated(x)
+        paths = model.most_likely_states(seqs).numpy().reshape(-1)
+        ctx.check_close(f"Viterbi paths ({label}) vs hmmlearn decode", paths,
+                        ref.decode(xc, lengths, algorithm="viterbi")[1], rtol=0)
+        ctx.check_close(f"smoothed marginals ({label}) vs hmmlearn predict_proba",
+                        model.smoother(seqs).numpy().reshape(-1, k),
+                        ref.predict_proba(xc, lengths), rtol=0, atol=1e-8)
+        ctx.compare(f"HMM Viterbi K={k} V={V} {label}", lambda s=seqs: model.most_likely_states(s),
+                    [Peer("hmmlearn decode", lambda a=xc, b=lengths: ref.decode(
+                        a, b, algorithm="viterbi"), goal_ids=(f"hmm_viterbi_{suffix}",))],
+                    work=x.size)
+        ctx.compare(f"HMM smoother K={k} V={V} {label}", lambda s=seqs: model.smoother(s),
+                    [Peer("hmmlearn predict_proba", lambda a=xc, b=lengths: ref.predict_proba(
+                        a, b), goal_ids=(f"hmm_smoother_{suffix}",))],
+                    work=x.size)

@@ -43,6 +43,7 @@ is recomputed by the torch recursions above, which are also the slow references 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -435,12 +436,81 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
     with np.errstate(divide="ignore"):
         log_init = np.log(initial.numpy())
         log_a = np.log(transition.numpy())
+    n = lengths_np.shape[0]
+    chunk = _use_chunks(n, t_max, log_lik.shape[-1], None)
+    if chunk:
+        out = _viterbi_chunked(log_init, log_a, log_lik[:, :t_max].detach().cpu().numpy(),
+                               lengths_np, chunk)
+        if out is not None:
+            paths = np.full((n, log_lik.shape[1]), -1, dtype=np.int64)
+            paths[:, :t_max] = out[0]
+            return torch.from_numpy(paths), torch.from_numpy(out[1])
     paths_tm, best = kernels.viterbi(log_init, log_a, x, lengths_np[order])
     paths = np.full((lengths_np.shape[0], log_lik.shape[1]), -1, dtype=np.int64)
     paths[order, :t_max] = paths_tm.T
     log_joint = np.empty(lengths_np.shape[0])
     log_joint[order] = best
     return torch.from_numpy(paths), torch.from_numpy(log_joint)
+
+
+def _viterbi_chunked(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
+                     lengths: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Viterbi of long sequences cut into chunks of ``chunk`` steps, all chunks at once
+    (:func:`probseq.hmm.kernels.viterbi_chunks`), then stitched from each sequence's end.
+
+    Returns ``(paths [N, T_max]`` with -1 at padding, ``log_joint [N])``, or None when the
+    chunks did not couple.
+    """
+    n, t_max, k = log_lik.shape
+    counts = -(-lengths // chunk)
+    seq = np.repeat(np.arange(n), counts)
+    first_row = np.cumsum(counts) - counts
+    part = np.arange(seq.shape[0]) - first_row[seq]
+    start = part * chunk
+    clen = np.minimum(chunk, lengths[seq] - start)
+    order = np.argsort(-clen, kind="stable")
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.shape[0])
+    first = (part == 0)[order]
+    previous = pos[np.maximum(order - 1, 0)]
+    steps = np.arange(chunk)
+    padded = np.concatenate([np.where(np.isfinite(log_lik), log_lik, -np.inf),
+                             np.zeros((n, chunk, k))], 1)
+    lc = np.ascontiguousarray(
+        padded[seq[order][None, :], start[order][None, :] + steps[:, None]])  # [L, R, K]
+    live = steps[:, None] < clen[order][None, :]
+    lc[~live] = 0.0
+    res = kernels.viterbi_chunks(log_init, log_a, lc, clen[order], first, previous)
+    if res is None:
+        return None
+    paths_all, boundary, final = res
+    end_state = np.zeros(order.shape[0], dtype=np.int64)
+    last = pos[first_row + counts - 1]
+    end_state[last] = final[last].argmax(1)
+    for p in range(int(counts.max()) - 1, 0, -1):
+        s = np.nonzero(counts > p)[0]
+        r, r_prev = pos[first_row[s] + p], pos[first_row[s] + p - 1]
+        s0 = paths_all[0, r, end_state[r]]
+        end_state[r_prev] = boundary[r, s0]
+    rows = np.arange(order.shape[0])
+    path_rows = paths_all[steps[:, None], rows[None, :], end_state[None, :]]  # [L, R]
+    paths = np.full((n, t_max), -1, dtype=np.int64)
+    seq_rows = np.broadcast_to(seq[order][None, :], live.shape)
+    cols = start[order][None, :] + steps[:, None]
+    paths[seq_rows[live], cols[live]] = path_rows[live]
+    return paths, _path_log_joint(log_init, log_a, log_lik, paths, lengths)
+
+
+def _path_log_joint(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
+                    paths: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[N]`` log p(x, z) of given state paths ``[N, T_max]`` (-1 at padding)."""
+    n, t_max = paths.shape
+    real = np.arange(t_max)[None, :] < lengths[:, None]
+    z = np.where(real, paths, 0)
+    rows = np.arange(n)[:, None]
+    emit = np.where(real, log_lik[rows, np.arange(t_max)[None, :], z], 0.0).sum(1)
+    moves = np.where(real[:, 1:], log_a[z[:, :-1], z[:, 1:]], 0.0).sum(1)
+    return log_init[z[:, 0]] + moves + emit
 
 
 def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torch.Tensor,
@@ -477,7 +547,9 @@ class Scaled:
     forms: a table ``[V, K]`` with shifts ``[V]`` gathered by symbols ``[N, T_max]``
     (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense,
     from the emission log-likelihoods ``[N, T_max, K]``, scaled as :func:`emission_scale` does
-    and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding).
+    and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding), or
+    packed (Gaussian emissions: computed for the real steps only, in the kernels' order; the
+    padded form is built only if asked for).
 
     Args:
         lengths: ``[N]`` int64.
@@ -485,11 +557,32 @@ class Scaled:
         shift: ``[V]`` float64.
         symbols: ``[N, T_max]`` int64 (padding may hold anything).
         log_lik: ``[N, T_max, K]`` (padding may hold anything finite or not).
+        packed: ``fn(rows [M], steps [M]) -> (b [M, K], m [M])``, the scaled likelihoods of
+            the given (row, step) pairs (an emission's ``scaled_packed``); only the real steps
+            are computed and stored, the padded form is built if something asks for it.
     """
+
+    def __getattr__(self, name: str):
+        # The padded time-major form of a packed batch, built on first use.
+        if name in ("b_tm", "m_tm") and "_packed_dense" in self.__dict__:
+            order, _, row, step, b, m = self._packed_dense
+            t_max = int(self.lengths.max())
+            n = self.lengths.shape[0]
+            if name == "b_tm":
+                out = np.ones((t_max, n, b.shape[-1]))
+                out[step, order[row]] = b
+            else:
+                out = np.zeros((t_max, n))
+                out[step, order[row]] = m
+            setattr(self, name, out)
+            return out
+        raise AttributeError(name)
 
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
                  shift: torch.Tensor | None = None, symbols: torch.Tensor | None = None,
-                 log_lik: torch.Tensor | None = None):
+                 log_lik: torch.Tensor | None = None,
+                 packed: Callable[[np.ndarray, np.ndarray],
+                                  tuple[np.ndarray, np.ndarray]] | None = None):
         self.lengths = lengths.cpu().numpy().astype(np.int64)
         t_max = int(self.lengths.max())
         mask = np.arange(t_max)[None, :] < self.lengths[:, None]
@@ -503,6 +596,18 @@ class Scaled:
             x = symbols[:, :t_max].cpu().numpy()
             self.symbols = np.where(mask, x, v)
             self.b = self.m = None
+        elif packed is not None:
+            # Only the real steps, in the kernels' packed order (time-major, rows sorted by
+            # decreasing length): a ragged batch costs its steps, not T_max * N.
+            self.table = None
+            order = np.argsort(-self.lengths, kind="stable")
+            alive = kernels.alive_counts(self.lengths[order])
+            off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+            np.cumsum(alive, out=off[1:])
+            step = np.repeat(np.arange(alive.shape[0]), alive)
+            row = np.arange(off[-1]) - off[step]
+            b, m = packed(order[row], step)
+            self._packed_dense = (order, off, row, step, b, m)
         else:
             self.table = None
             # Time-major: log_lik is usually a transposed view of a time-major result.
@@ -522,20 +627,31 @@ class Scaled:
 
     def subset(self, rows: np.ndarray) -> Scaled:
         """The same for some rows only."""
+        if self.table is None:
+            self.b_tm  # noqa: B018  (materialise the padded form before copying)
         out = object.__new__(Scaled)
         out.__dict__.update(self.__dict__)
-        out.lengths, out.mask = self.lengths[rows], self.mask[rows]
+        out.__dict__.pop("_packed_dense", None)
+        out.__dict__.pop("_packed", None)
+        out.lengths = self.lengths[rows]
+        t = int(out.lengths.max())  # the subset's own longest row
+        out.mask = self.mask[rows, :t]
         if self.table is not None:
-            out.symbols = self.symbols[rows]
+            out.symbols = self.symbols[rows, :t]
         else:
-            out.b_tm, out.m_tm = self.b_tm[:, rows], self.m_tm[:, rows]
+            out.b_tm, out.m_tm = self.b_tm[:t, rows], self.m_tm[:t, rows]
         return out
 
     def min_positive(self) -> float:
         """The smallest non-zero scaled likelihood (1 if none): what
         :func:`probseq.hmm.kernels.needs_flush` takes. For a table, over all its symbols
         (a bound: symbols absent from the batch can only make it smaller)."""
-        x = self.table if self.table is not None else self.b_tm
+        if self.table is not None:
+            x = self.table
+        elif "_packed_dense" in self.__dict__:
+            x = self._packed_dense[4]
+        else:
+            x = self.b_tm
         low = float(x.min()) if x.size else 1.0
         if low > 0:  # one reduction; zeros (rare outside tables) need the masked one
             return low
@@ -544,7 +660,23 @@ class Scaled:
 
     @property
     def num_states(self) -> int:
-        return (self.table if self.table is not None else self.b_tm).shape[-1]
+        if self.table is not None:
+            return self.table.shape[-1]
+        if "_packed_dense" in self.__dict__:
+            return self._packed_dense[4].shape[-1]
+        return self.b_tm.shape[-1]
+
+    def shift_sums(self, order: np.ndarray) -> np.ndarray:
+        """``[N]`` the sum of each row's shifts, rows in ``order`` (packed when
+        :meth:`time_major` was last called with the same order)."""
+        packed = self.__dict__.get("_packed")
+        if self.table is not None and packed is not None and packed[0] is order:
+            _, xp, row = packed
+            return np.bincount(row, weights=self.shift_table[xp], minlength=order.shape[0])
+        dense = self.__dict__.get("_packed_dense")
+        if dense is not None and np.array_equal(dense[0], order):
+            return np.bincount(dense[2], weights=dense[5], minlength=order.shape[0])
+        return self.shifts().sum(1)[order]
 
     def shifts(self) -> np.ndarray:
         """``m [N, T_max]``, zero at padding."""
@@ -553,11 +685,30 @@ class Scaled:
         return self.m_tm.T
 
     def time_major(self, order: np.ndarray) -> kernels.Blocks:
-        """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels)."""
+        """Blocks ``[t1 - t0, n, K]`` of the rows ``order`` (time-major, for the kernels).
+
+        ``order`` must sort the rows by decreasing length and blocks are asked for with
+        ``n`` the rows alive over ``[t0, t1)`` (as :func:`probseq.hmm.kernels.segments`
+        cuts them): symbols are then gathered packed, without padding.
+        """
         if self.table is not None:
-            x = np.ascontiguousarray(self.symbols.T[:, order])
+            lengths = self.lengths[order]
+            alive = kernels.alive_counts(lengths)
+            off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+            np.cumsum(alive, out=off[1:])
+            step = np.repeat(np.arange(alive.shape[0]), alive)
+            row = np.arange(off[-1]) - off[step]
+            xp = self.symbols[order[row], step]
+            self._packed = (order, xp, row)
             table = self.table
-            return lambda t0, t1, n: np.take(table, x[t0:t1, :n], axis=0)
+            k = table.shape[1]
+            return lambda t0, t1, n: np.take(table, xp[off[t0]:off[t1]], axis=0).reshape(
+                t1 - t0, n, k)
+        dense = self.__dict__.get("_packed_dense")
+        if dense is not None and np.array_equal(dense[0], order):
+            off, bp = dense[1], dense[4]
+            k = bp.shape[-1]
+            return lambda t0, t1, n: bp[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         b = self.b_tm
         if not (order == np.arange(order.shape[0])).all():
             b = b[:, order]
@@ -628,7 +779,9 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     k = scaled.num_states
     init = initial.numpy()
     a = transition.numpy()
-    shifts = scaled.shifts().sum(1)
+    order = np.argsort(-lengths, kind="stable")
+    shifts = np.empty(n)
+    shifts[order] = scaled.shift_sums(order)
     flush = kernels.needs_flush(init, a, scaled.min_positive())
     chunk = _use_chunks(n, int(lengths.max()), k, chunk_size)
     out = np.empty(n)
@@ -654,7 +807,6 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
         steps, _ = hmm_filter(initial, transition, None, torch.from_numpy(lengths), chunk,
                               filtered=False, scaled=(b, m))
         return steps.sum(-1)
-    order = np.argsort(-lengths, kind="stable")
     mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order],
                                            flush=flush)
     out[order] = mass
@@ -690,16 +842,17 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         backward: False runs the forward pass only.
         filtered: the forward pass also returns ``filtered``.
         chunk_size: as in :func:`hmm_log_prob`.
-        time_major: with ``backward``, return the smoothed marginals as ``weights
-            [T_max, N, K]`` with their rows in the order ``order [N]`` (int64) instead of
-            ``smoothed [N, T_max, K]``: what summing sufficient statistics needs, without
-            reordering.
+        time_major: with ``backward``, return the smoothed marginals packed, as ``weights
+            [M, K]`` (``M`` real steps) with ``index``, a pair ``(rows [M], steps [M])`` of
+            int64 tensors saying which step of which sequence each entry is, instead of
+            ``smoothed [N, T_max, K]`` and ``steps``: what summing sufficient statistics
+            needs, without padding.
 
     Returns:
         ``log_prob [N]``, ``steps [N, T_max]`` (0 at padding), with ``filtered`` also
         ``filtered [N, T_max, K]``, and with ``backward`` ``smoothed [N, T_max, K]`` (or
-        ``weights`` and ``order``), ``transition_counts [K, K]`` and ``initial_counts [K]``,
-        as :func:`hmm_posteriors` defines them.
+        ``weights`` and ``index``), ``transition_counts [K, K]`` and
+        ``initial_counts [K]``, as :func:`hmm_posteriors` defines them.
     """
     lengths = scaled.lengths
     n = lengths.shape[0]
@@ -718,19 +871,46 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
                              filtered, 0, time_major, fast=res, order=order)
     inv = np.empty_like(order)
     inv[order] = np.arange(n)
-    steps = torch.from_numpy(res["log_c"].T[inv] + scaled.shifts())
-    out = {"log_prob": steps.sum(-1), "steps": steps}
+    if backward and time_major:  # EM: the total per row is all that is needed
+        log_prob = res["log_mass"] + scaled.shift_sums(order)
+        out = {"log_prob": torch.from_numpy(log_prob[inv])}
+    else:
+        steps = torch.from_numpy(_padded_steps(res, n)[inv] + scaled.shifts())
+        out = {"log_prob": steps.sum(-1), "steps": steps}
     if backward:
         out["transition_counts"] = torch.from_numpy(res["xi"])
-        out["initial_counts"] = torch.from_numpy(res["smoothed"][0].sum(0))
+        n0 = int(res["alive"][0])
+        out["initial_counts"] = torch.from_numpy(res["smoothed"][:n0].sum(0))
         if time_major:
             out["weights"] = torch.from_numpy(res["smoothed"])
-            out["order"] = torch.from_numpy(order)
+            out["index"] = (torch.from_numpy(order[res["row"]]), torch.from_numpy(res["step"]))
         else:
-            out["smoothed"] = torch.from_numpy(res["smoothed"].transpose(1, 0, 2)[inv])
+            out["smoothed"] = _unpack(res["smoothed"], res["alive"], inv)
     elif filtered:
-        out["filtered"] = torch.from_numpy(res["filtered"].transpose(1, 0, 2)[inv])
+        out["filtered"] = _unpack(res["filtered"], res["alive"], inv)
     return out
+
+
+def _padded_steps(res: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """``[N, T_max]`` per-step ``log c_t`` (zero at padding; rows sorted) from the kernels'
+    packed ``log_c``."""
+    full = np.zeros((res["alive"].shape[0], n))
+    full[_alive_mask(res["alive"], n)] = res["log_c"]
+    return full.T
+
+
+def _alive_mask(alive: np.ndarray, n: int) -> np.ndarray:
+    """``[T, N]`` bool, ``r < n_t``: where the packed rows of the kernels sit."""
+    return np.arange(n)[None, :] < alive[:, None]
+
+
+def _unpack(packed: np.ndarray, alive: np.ndarray, inv: np.ndarray) -> torch.Tensor:
+    """``[N, T_max, K]`` (zero at padding, rows in natural order) from the kernels' packed
+    ``[M, K]`` (rows sorted; ``inv`` undoes the sort)."""
+    n = inv.shape[0]
+    full = np.zeros((alive.shape[0], n, packed.shape[-1]))
+    full[_alive_mask(alive, n)] = packed
+    return torch.from_numpy(full.transpose(1, 0, 2)[inv])
 
 
 def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
@@ -760,10 +940,10 @@ def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scale
         inv = np.empty_like(order)
         inv[order] = np.arange(n)
         idx = torch.from_numpy(rows)
-        out = {"steps": torch.from_numpy(fast["log_c"].T[inv] + scaled.shifts())}
+        out = {"steps": torch.from_numpy(_padded_steps(fast, n)[inv] + scaled.shifts())}
         out["steps"][idx] = slow["steps"]
         if backward:
-            smoothed = torch.from_numpy(fast["smoothed"].transpose(1, 0, 2)[inv])
+            smoothed = _unpack(fast["smoothed"], fast["alive"], inv)
             smoothed[idx] = slow["smoothed"]
             out["smoothed"] = smoothed
             # The kernels' transition counts include the refused rows: recount the others.
@@ -775,11 +955,14 @@ def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scale
             out["transition_counts"] = counts
             out["initial_counts"] = smoothed[:, 0].sum(0)
         elif filtered:
-            u = torch.from_numpy(fast["filtered"].transpose(1, 0, 2)[inv])
+            u = _unpack(fast["filtered"], fast["alive"], inv)
             u[idx] = slow["filtered"]
             out["filtered"] = u
     out["log_prob"] = out["steps"].sum(-1)
     if backward and time_major:
-        out["weights"] = out.pop("smoothed").transpose(0, 1)
-        out["order"] = torch.arange(n)
+        smoothed = out.pop("smoothed")
+        steps, rows = np.nonzero(scaled.mask.T)
+        rows_t, steps_t = torch.from_numpy(rows), torch.from_numpy(steps)
+        out["weights"] = smoothed[rows_t, steps_t]
+        out["index"] = (rows_t, steps_t)
     return out

@@ -61,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import torch
 
 __all__ = [
     "BLOCK",
@@ -71,8 +72,10 @@ __all__ = [
     "segments",
     "forward_log_mass",
     "forward_backward",
+    "alive_counts",
     "speculative_log_mass",
     "viterbi",
+    "viterbi_chunks",
     "hilbert_distance",
 ]
 
@@ -301,10 +304,22 @@ def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Bl
     return total
 
 
+def alive_counts(lengths: np.ndarray) -> np.ndarray:
+    """``n [T_max]``: how many rows (sorted by decreasing length) are alive at each step."""
+    t_max = int(lengths[0])
+    return np.searchsorted(-lengths, -(np.arange(t_max) + 1), side="right")
+
+
 def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
                      filtered: bool = True, flush: bool = False) -> dict[str, np.ndarray]:
     """Scaled forward-backward on a ragged batch sorted by decreasing length.
+
+    Arrays with a state axis are stored packed: step ``t``'s ``n_t`` alive rows follow step
+    ``t - 1``'s (``[M, K]`` with ``M`` the total number of real steps), as
+    ``x_time_major[alive]`` would select them from a padded ``[T, N, K]`` array with
+    ``alive[t, r] = r < n_t``. A ragged batch therefore costs its real steps, not
+    ``T_max * N``.
 
     Args:
         initial: ``[K]``.
@@ -318,11 +333,12 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
 
     Returns:
-        A dict of time-major arrays, zero at padded steps: ``log_c [T, N]`` (the per-step
-        ``log c_t``, so that ``log p(x_t | x_<t) = log_c + m_t``), ``filtered [T, N, K]``,
-        ``ok [N]`` (False for rows to recompute with the guarded recursion) and, with the
-        backward pass, ``smoothed [T, N, K]`` and ``xi [K, K]`` (expected transition counts
-        summed over rows and steps).
+        A dict: ``log_c [M]`` packed (the per-step ``log c_t``, so that ``log p(x_t | x_<t)
+        = log_c + m_t``), ``log_mass [N]`` (its sum per row), ``alive [T]`` (the ``n_t``),
+        ``row [M]`` and ``step [M]`` (where each packed entry sits), ``filtered [M, K]``
+        packed, ``ok [N]`` (False for rows to recompute with the guarded
+        recursion) and, with the backward pass, ``smoothed [M, K]`` packed and ``xi [K, K]``
+        (expected transition counts summed over rows and steps).
     """
     n_rows = lengths.shape[0]
     t_max = int(lengths[0])
@@ -331,81 +347,141 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     at = np.ascontiguousarray(a.T)
     low_buf = np.empty((n_rows, k), dtype=bool)
     ones = np.ones(k)
-    alpha = np.zeros((t_max, n_rows, k))
-    bees = np.zeros((t_max, n_rows, k))
-    mass = np.ones((t_max, n_rows))  # sum of alpha_t
+    alive = alive_counts(lengths)
+    off = np.zeros(t_max + 1, dtype=np.int64)
+    np.cumsum(alive, out=off[1:])
+    total = int(off[-1])
+    alpha = np.empty((total, k))
+    bees = np.empty((total, k))
+    mass = np.empty(total)  # sum of alpha_t, packed
     fresh = np.zeros(t_max, dtype=bool)  # the prediction at t was normalised
     ok = np.ones(n_rows, dtype=bool)
     pred = np.empty((n_rows, k))
     init = np.asarray(initial, dtype=np.float64)
     if flush:
         init = np.where(init < FLUSH, 0.0, init)
+    segs = list(segments(lengths, block))
     # Forward: alpha_t = (alpha_(t-1) A / s) * b_t, with s = mass_(t-1) at block starts
     # (the carry is normalised there) and s = 1 inside blocks.
-    for t0, t1, n in segments(lengths, block):
-        b = bees[t0:t1, :n]
+    for t0, t1, n in segs:
+        b = bees[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         b[...] = blocks(t0, t1, n)
+        al = alpha[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         for t in range(t0, t1):
-            out = alpha[t, :n]
+            out = al[t - t0]
             if t == 0:
                 np.multiply(init, b[0], out=out)
             elif t == t0:
-                s = mass[t - 1, :n]
+                s = mass[off[t - 1]:off[t - 1] + n]
+                np.matmul(alpha[off[t - 1]:off[t - 1] + n], ones, out=s)
                 low = s < min_mass
                 if low.any():
                     ok[:n] &= ~low
                     s = np.where(low, 1.0, s)
                 p = pred[:n]
-                np.matmul(alpha[t - 1, :n], a, out=p)
+                np.matmul(alpha[off[t - 1]:off[t - 1] + n], a, out=p)
                 p /= s[:, None]
                 np.multiply(p, b[t - t0], out=out)
             else:
-                np.matmul(alpha[t - 1, :n], a, out=out)
+                np.matmul(al[t - t0 - 1], a, out=out)
                 out *= b[t - t0]
             if flush:
                 _flush(out, low_buf[:n])
-            np.matmul(out, ones, out=mass[t, :n])
         fresh[t0] = True
-    ends = lengths - 1
-    rows = np.arange(n_rows)
-    ok &= mass[ends, rows] >= min_mass
-    prev = np.ones((t_max, n_rows))
-    prev[1:] = mass[:-1]
-    prev[fresh] = 1.0
+    # Every step's mass at once (the block ends were also summed above, before their
+    # normalisation, which divides the next block and not these).
+    np.matmul(alpha, ones, out=mass)
+    # Packed bookkeeping: the step of every packed entry and the entry of the same row at
+    # the step before (off[t] - off[t - 1] = n_(t-1)).
+    step = np.repeat(np.arange(t_max), alive)
+    ok &= mass[off[lengths - 1] + np.arange(n_rows)] >= min_mass
+    prev = np.ones(total)
+    later = ~fresh[step]
+    idx = np.nonzero(later)[0]
+    prev[idx] = mass[idx - alive[step[idx] - 1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = mass / prev
         log_c = np.log(c)
-    ok &= np.isfinite(log_c.sum(0))
+    row = np.arange(total) - off[step]
+    log_mass = np.bincount(row, weights=log_c, minlength=n_rows)
+    ok &= np.isfinite(log_mass)
+    out = {"log_c": log_c, "log_mass": log_mass, "alive": alive, "ok": ok, "row": row,
+           "step": step}
     if not (backward or filtered):
-        return {"log_c": log_c, "ok": ok}
+        return out
     with np.errstate(divide="ignore", invalid="ignore"):
-        filt = np.divide(alpha, mass[..., None], out=alpha)
+        filt = np.divide(alpha, mass[:, None], out=alpha)
+    out["filtered"] = filt
     if not backward:
-        return {"log_c": log_c, "filtered": filt, "ok": ok}
+        return out
     with np.errstate(divide="ignore", invalid="ignore"):
         # Backward with the forward normalisers: beta_(t-1) = A (b_t * beta_t) / c_t.
-        bees /= c[..., None]
-    beta = np.zeros((t_max, n_rows, k))
+        bees /= c[:, None]
+    beta = np.zeros((total, k))
     w = bees  # becomes b_t * beta_t / c_t in place
-    segs = list(segments(lengths, block))
+    xi = np.zeros((k, k))
     with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
         for t0, t1, n in reversed(segs):
             # rows [n_next:n] end at t1 - 1 and start their backward pass there.
-            beta[t1 - 1, :n][lengths[:n] == t1] = 1.0
+            beta[off[t1 - 1]:off[t1 - 1] + n][lengths[:n] == t1] = 1.0
             for t in range(t1 - 1, t0 - 1, -1):
-                wt = w[t, :n]
-                wt *= beta[t, :n]
+                wt = w[off[t]:off[t] + n]
+                wt *= beta[off[t]:off[t] + n]
                 if t > 0:
-                    np.matmul(wt, at, out=beta[t - 1, :n])
+                    nxt = beta[off[t - 1]:off[t - 1] + n]
+                    np.matmul(wt, at, out=nxt)
                     if flush:
-                        _flush(beta[t - 1, :n], low_buf[:n])
-        xi = filt[:-1].reshape(-1, k).T @ w[1:].reshape(-1, k) * a if t_max > 1 else (
-            np.zeros((k, k)))
+                        _flush(nxt, low_buf[:n])
+            # Transition counts of the pairs (t - 1, t) for t in this segment.
+            first = max(t0, 1)
+            if first < t1:
+                head = filt[off[first - 1]:off[first - 1] + n]
+                rest = filt[off[first]:off[t1 - 1]]
+                f = head if first == t1 - 1 else np.concatenate([head, rest])
+                xi += f.T @ w[off[first]:off[t1]]
+        xi *= a
         smoothed = np.multiply(beta, filt, out=beta)
-    # Padded steps hold zeros throughout (alpha, beta and w were never written there, and
-    # mass = prev = 1 gives log c = 0).
-    ok &= np.isfinite(smoothed.sum((0, 2)))
-    return {"log_c": log_c, "filtered": filt, "smoothed": smoothed, "xi": xi, "ok": ok}
+    # Padded steps are not stored; log c = 0 there (mass = prev = 1).
+    bad = ~np.isfinite(smoothed.sum(1))
+    if bad.any():
+        ok[np.unique(row[bad])] = False
+    out.update({"smoothed": smoothed, "xi": xi})
+    return out
+
+
+class _OneThread:
+    """Run small per-step torch ops on one thread (restored afterwards): for arrays of a few
+    thousand entries, handing work to a second thread costs more than it saves, and on a busy
+    machine waiting for it can cost a great deal more."""
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        if self.threads != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads != 1:
+            torch.set_num_threads(self.threads)
+
+
+def _viterbi_steps(t_max: int, alive: list[int], delta: np.ndarray, final: np.ndarray,
+                   final_arg: np.ndarray, scores_t: torch.Tensor, delta_t: torch.Tensor,
+                   back_t: torch.Tensor, lat_t: torch.Tensor, ll_t: torch.Tensor) -> None:
+    """The forward max-product steps of :func:`viterbi` (in place)."""
+    for t in range(1, t_max + 1):
+        n_prev = alive[t - 1]
+        n = alive[t] if t < t_max else 0
+        if n < n_prev:  # rows [n:n_prev] ended at step t - 1
+            d = delta[n:n_prev]
+            final_arg[n:n_prev] = d.argmax(-1)
+            final[n:n_prev] = d.max(-1)
+        if n == 0:
+            break
+        # torch's max gives values and (first) indices in one pass over [n, K, K].
+        s, dl = scores_t[:n], delta_t[:n]
+        torch.add(dl[:, None, :], lat_t, out=s)  # s[n, to, from]
+        torch.max(s, 2, out=(dl, back_t[t, :n]))
+        dl += ll_t[t, :n]
 
 
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
@@ -431,20 +507,12 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     np.add(log_initial, log_lik[0], out=delta)
     log_transition_t = np.ascontiguousarray(log_transition.T)
     alive = [int(np.searchsorted(-lengths, -(t + 1), side="right")) for t in range(t_max)]
-    for t in range(1, t_max + 1):
-        n_prev = alive[t - 1]
-        n = alive[t] if t < t_max else 0
-        if n < n_prev:  # rows [n:n_prev] ended at step t - 1
-            d = delta[n:n_prev]
-            final_arg[n:n_prev] = d.argmax(-1)
-            final[n:n_prev] = d.max(-1)
-        if n == 0:
-            break
-        s, dl = scores[:n], delta[:n]
-        np.add(dl[:, None, :], log_transition_t, out=s)  # s[n, to, from]
-        np.argmax(s, 2, out=back[t, :n])
-        np.max(s, 2, out=dl)
-        dl += log_lik[t, :n]
+    scores_t, delta_t, back_t = (torch.from_numpy(v) for v in (scores, delta, back))
+    lat_t = torch.from_numpy(log_transition_t)
+    ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
+    with _OneThread():
+        _viterbi_steps(t_max, alive, delta, final, final_arg, scores_t, delta_t, back_t, lat_t,
+                       ll_t)
     paths = np.full((t_max, n_rows), -1, dtype=np.int64)
     cur = final_arg.copy()
     rows = np.arange(n_rows)
@@ -454,6 +522,139 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
         if t > 0:
             cur[:n] = back[t, rows[:n], cur[:n]]
     return paths, final
+
+
+def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
+                   lengths: np.ndarray, first: np.ndarray, previous: np.ndarray,
+                   block: int = BLOCK, rtol: float = 1e-11,
+                   max_rounds: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Max-product over the chunks of long sequences, all chunks at once.
+
+    Row ``r`` is a chunk; it continues row ``previous[r]`` unless ``first[r]``. Pass 1 runs
+    every chunk from a guess (an incoming score of 0 for every state). Later passes run the
+    chunks again from their predecessor's final scores, block by block, until the new scores
+    differ from the stored ones by the same constant in every state (to ``rtol`` relative):
+    from there on every backpointer is the stored one, since adding a constant to all scores
+    changes no argmax. A chunk that ends before that changes its successor's incoming scores,
+    and another pass follows (at most ``max_rounds``; a chain that forgets too slowly gives
+    None, and the caller runs the sequential recursion).
+
+    Args:
+        log_initial: ``[K]``.
+        log_transition: ``[K, K]``.
+        log_lik: ``[L, R, K]`` time-major chunk emission log-likelihoods (padding finite).
+        lengths: ``[R]`` chunk lengths, decreasing.
+        first: ``[R]`` bool.
+        previous: ``[R]`` int (ignored where ``first``).
+        block: steps between coupling checks.
+        rtol: the coupling tolerance, relative to the scores' magnitude.
+        max_rounds: passes after the first.
+
+    Returns:
+        ``(paths_all [L, R, K], boundary [R, K], final [R, K])``: the state at each step of
+        the best path of each chunk that ends (at the chunk's last step) in each state; the
+        best predecessor state in the previous chunk of each first state; the final scores.
+        Or None.
+    """
+    steps, rows, k = log_lik.shape
+    lat = np.ascontiguousarray(log_transition.T)  # [to, from]
+    alive = alive_counts(lengths)
+    ends = lengths - 1
+    idx = np.arange(rows)
+    bp = np.zeros((steps, rows, k), dtype=np.int64)
+    deltas = np.empty((steps, rows, k))
+    scores = np.empty((rows, k, k))
+    boundary = np.zeros((rows, k), dtype=np.int64)
+    bp_t, deltas_t, scores_t = (torch.from_numpy(v) for v in (bp, deltas, scores))
+    lat_t = torch.from_numpy(lat)
+    ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
+
+    def start(incoming: np.ndarray) -> np.ndarray:
+        s = incoming[:, None, :] + lat  # [R, to, from]
+        np.argmax(s, 2, out=boundary)
+        d = s.max(2)
+        d[first] = log_initial
+        return d + log_lik[0]
+
+    def run(d0: np.ndarray, check: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Run from step 0. With ``check``, stop once every row's new scores are a constant
+        shift of the stored ones; returns which rows ended without coupling, and every
+        row's true final scores (stored ones plus the shift where the run stopped early)."""
+        coupled = np.zeros(rows, dtype=bool)
+        loose = np.zeros(rows, dtype=bool)
+        shift = np.zeros(rows)
+        stop = steps
+
+        def couple(t: int, n: int, new: np.ndarray, old: np.ndarray, rows_: np.ndarray):
+            ok = _constant_shift(new, old, rtol) & rows_
+            if ok.any():
+                with np.errstate(invalid="ignore"):
+                    d = np.where(np.isfinite(new) & np.isfinite(old), new - old, np.nan)
+                shift[:n][ok] = np.nanmean(d[ok], -1)
+                coupled[:n] |= ok
+            return ok
+
+        old0 = deltas[0].copy() if check else None
+        deltas[0] = d0
+        if check:
+            couple(0, rows, d0, old0, np.ones(rows, dtype=bool))
+            loose |= (ends == 0) & ~coupled
+        for t in range(1, steps):
+            n = int(alive[t])
+            if n == 0 or (check and (coupled[:n] | loose[:n]).all()):
+                stop = t
+                break
+            dt = deltas[t, :n]
+            old_t = dt.copy() if check else None
+            sc = scores_t[:n]
+            torch.add(deltas_t[t - 1, :n, None, :], lat_t, out=sc)
+            torch.max(sc, 2, out=(deltas_t[t, :n], bp_t[t, :n]))
+            deltas_t[t, :n] += ll_t[t, :n]
+            if check:
+                open_ = ~coupled[:n]
+                if (t + 1) % block == 0:
+                    couple(t, n, dt, old_t, open_)
+                ending = (ends[:n] == t) & ~coupled[:n]
+                if ending.any():
+                    loose[:n] |= ending & ~couple(t, n, dt, old_t, ending)
+        late = coupled & (ends >= stop)  # their stored scores after `stop` are the old ones
+        if late.any():
+            deltas[stop:, late] += shift[late][None, :, None]  # now the true scores
+        return loose, deltas[ends, idx].copy()
+
+    successors = np.zeros(rows, dtype=bool)
+    successors[previous[~first]] = True
+    with _OneThread():
+        loose, final = run(start(np.zeros((rows, k))), check=False)
+        for _ in range(max_rounds):
+            incoming = final[previous]
+            incoming[first] = 0.0
+            loose, final = run(start(incoming), check=True)
+            if not (loose & successors).any():
+                break
+        else:
+            return None
+    paths_all = np.empty((steps, rows, k), dtype=np.int64)
+    cur = np.broadcast_to(np.arange(k), (rows, k)).copy()
+    for t in range(steps - 1, -1, -1):
+        n = int(alive[t])
+        paths_all[t, :n] = cur[:n]
+        if t > 0:
+            cur[:n] = np.take_along_axis(bp[t, :n], cur[:n], 1)
+    return paths_all, boundary, final
+
+
+def _constant_shift(new: np.ndarray, old: np.ndarray, rtol: float) -> np.ndarray:
+    """``[n]`` whether ``new - old`` is the same in every state (to ``rtol`` of the scores'
+    magnitude); states at ``-inf`` in both are ignored, at ``-inf`` in one only are not."""
+    both = np.isneginf(new) & np.isneginf(old)
+    one = np.isneginf(new) ^ np.isneginf(old)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(both, np.nan, new - old)
+    hi = np.nanmax(np.where(np.isnan(diff), -np.inf, diff), -1)
+    lo = np.nanmin(np.where(np.isnan(diff), np.inf, diff), -1)
+    scale = np.maximum(1.0, np.max(np.where(np.isfinite(new), np.abs(new), 0.0), -1))
+    return ~one.any(-1) & (hi - lo <= rtol * scale)
 
 
 def hilbert_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ import torch
 from probseq import distributed
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
-from probseq.data import Sequences
+from probseq.data import Sequences, check_sequences
 from probseq.hmm import inference
-from probseq.hmm.emissions import EMISSIONS
+from probseq.hmm.emissions import EMISSIONS, imputed_steps, observed_variance
 
 __all__ = ["HiddenMarkovModel"]
 
@@ -66,12 +66,21 @@ class HiddenMarkovModel(SequenceModel):
             ``[T]`` or multivariate ``[T, D]``) or ``"poisson"`` (non-negative counts).
         num_symbols: V for categorical emissions (inferred from the data when omitted).
         covariance_type: ``"full"`` or ``"diag"`` (Gaussian emissions).
-        min_covar: floor added to a Gaussian state's covariance diagonal when its smallest
-            eigenvalue falls below it during EM (a collapsing state), in data units squared.
+        min_covar: relative floor of a Gaussian state's covariance during fitting: when the
+            covariance standardised by the data's variance per dimension has an eigenvalue
+            below ``min_covar`` (a collapsing state), ``min_covar`` times the data's variance
+            is added to each diagonal entry. Relative, so that fitting ``c * x`` gives the
+            model fitted to ``x``, rescaled.
 
     Parameters (``.params``, ``from_params``): ``initial [K]``, ``transition [K, K]`` (rows:
     from); categorical ``emission [K, V]``; gaussian ``means [K, D]``, ``covariances
     [K, D, D]`` (D=1 for univariate data); poisson ``rates [K]``.
+
+    Missing values (NaN reals, masked or ``pd.NA`` symbols) are marginalised exactly: a
+    missing step's emission factor is 1, a Gaussian step with some coordinates observed
+    scores their marginal density, and EM uses only the observed emissions (with the exact
+    conditional expectations of missing Gaussian coordinates). ``log_prob_steps`` is 0 at
+    missing steps; ``filter``, ``smoother`` and ``most_likely_states`` accept gappy data.
 
     Attributes:
         history_: the log-likelihood (nats, summed over the data) at every EM iteration (or
@@ -80,6 +89,7 @@ class HiddenMarkovModel(SequenceModel):
     """
 
     data_kind = "discrete"
+    supports_missing: ClassVar[bool] = True
 
     def __init__(self, num_states: int = 2, emission: str = "categorical",
                  num_symbols: int | None = None, covariance_type: str = "full",
@@ -102,6 +112,8 @@ class HiddenMarkovModel(SequenceModel):
         self.num_states = num_states
         self.emission = emission
         self.num_symbols = num_symbols
+        #: the constructor's V (None: inferred at each fit); ``num_symbols`` is the fitted V.
+        self._config_num_symbols = num_symbols
         self.covariance_type = covariance_type
         self.min_covar = float(min_covar)
         self.data_kind = _KINDS[emission]
@@ -110,8 +122,49 @@ class HiddenMarkovModel(SequenceModel):
         self._params: dict[str, torch.Tensor] | None = None
         self.history_: list[float] = []
         self.restart_log_likelihoods_: list[float] = []
+        #: the data's variance per dimension [D] during a Gaussian fit (scales the floor).
+        self._data_var: torch.Tensor | None = None
+        #: states whose covariance the last M-step floored.
+        self._floored: list[int] = []
         #: chunk length of the forward scan: None chooses by a cost model, 0 is plain.
         self.chunk_size: int | None = None
+
+    def fit(self, data: Any, *, method: str = "em", max_epochs: int = 100, tol: float = 1e-6,
+            num_restarts: int = 3, init: str = "random", learning_rate: float | None = None,
+            optimizer: str = "adam", batch_size: int | None = None,
+            progress: bool | None = None, seed: int | None = None,
+            **unknown: Any) -> HiddenMarkovModel:
+        """Estimate the parameters by maximum likelihood.
+
+        Args:
+            data: the sequences (a ``Sequences``, a list, or one sequence); missing values
+                (NaN reals, masked symbols) are marginalised exactly.
+            method: ``"em"`` (Baum-Welch, default) or ``"gradient"`` (the exact
+                log-likelihood maximised by Adam or L-BFGS through autograd).
+            max_epochs: the most EM iterations (or optimizer steps) per restart (100).
+            tol: stop when the log-likelihood improves by less than ``tol`` nats per step
+                (1e-6).
+            num_restarts: random initialisations; the best final log-likelihood wins (3).
+            init: ``"random"`` (default), or ``"params"`` to start once from the current
+                parameters (a fitted model or one built with ``from_params``).
+            learning_rate: gradient method only (None: 0.05 for Adam, 1 for L-BFGS).
+            optimizer: gradient method: ``"adam"`` (default) or ``"lbfgs"``.
+            batch_size: gradient method with Adam: sequences per step (None: all).
+            progress: show a progress bar (None: when stderr is a terminal).
+            seed: makes the initialisations reproducible (None: not seeded).
+            **unknown: refused with a ``ValueError`` that lists the valid options; covariates
+                (``exog``) are not supported by the HMM.
+
+        Under an active ``torch.distributed`` process group, EM is data-parallel (each rank
+        computes the expected statistics of its shard; they are summed before every M-step).
+
+        Returns:
+            self, with ``history_`` and ``restart_log_likelihoods_`` set.
+        """
+        return super().fit(data, method=method, max_epochs=max_epochs, tol=tol,
+                           num_restarts=num_restarts, init=init, learning_rate=learning_rate,
+                           optimizer=optimizer, batch_size=batch_size, progress=progress,
+                           seed=seed, **unknown)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -224,7 +277,7 @@ class HiddenMarkovModel(SequenceModel):
         return {
             "num_states": self.num_states,
             "emission": self.emission,
-            "num_symbols": self.num_symbols,
+            "num_symbols": self._config_num_symbols,
             "covariance_type": self.covariance_type,
             "min_covar": self.min_covar,
         }
@@ -237,6 +290,7 @@ class HiddenMarkovModel(SequenceModel):
             "univariate": self._univariate,
             "obs_dim": self._obs_dim,
             "history": [float(v) for v in self.history_],
+            "restart_log_likelihoods": [float(v) for v in self.restart_log_likelihoods_],
         }
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -248,12 +302,16 @@ class HiddenMarkovModel(SequenceModel):
         self._univariate = bool(meta.get("univariate", True))
         self._obs_dim = meta.get("obs_dim", self._obs_dim)
         self.history_ = list(meta.get("history", []))
+        self.restart_log_likelihoods_ = list(meta.get("restart_log_likelihoods", []))
+        if self.emission == "categorical":
+            self.num_symbols = int(self._params["emission"].shape[1])
 
     def _options(self) -> dict[str, Any]:
         return {
             "num_symbols": self.num_symbols,
             "covariance_type": self.covariance_type,
             "min_covar": self.min_covar,
+            "data_var": self._data_var,
         }
 
     # ------------------------------------------------------------------ likelihood
@@ -264,8 +322,15 @@ class HiddenMarkovModel(SequenceModel):
         """The scaled emission likelihoods of a batch, as the NumPy kernels take them."""
         if hasattr(self._em, "scaled_table"):
             table, shift = self._em.scaled_table(params)
-            return inference.Scaled(seqs.lengths, table=table, shift=shift,
-                                    symbols=seqs.values)
+            symbols = seqs.values
+            if seqs.has_missing:  # symbol V is the table's row of ones (factor 1)
+                symbols = torch.where(seqs.observed, symbols, table.shape[0])
+            return inference.Scaled(seqs.lengths, table=table, shift=shift, symbols=symbols)
+        if hasattr(self._em, "scaled_packed") and not seqs.has_missing:
+            em = self._em
+            return inference.Scaled(
+                seqs.lengths, packed=lambda rows, steps: em.scaled_packed(params, seqs, rows,
+                                                                          steps))
         return inference.Scaled(seqs.lengths, log_lik=self._log_lik(params, seqs))
 
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
@@ -349,9 +414,18 @@ class HiddenMarkovModel(SequenceModel):
             "initial_counts": post["initial_counts"],
             "transition_counts": post["transition_counts"],
         }
-        weights = post["weights"]  # [T, N, K], rows in post["order"]
-        values = self._em.values(seqs, post["order"], weights.shape[0])
-        stats.update(self._em.stats(values, weights.reshape(-1, weights.shape[-1])))
+        weights = post["weights"]  # [M, K] packed: entry i is step steps[i] of rows[i]
+        rows, steps = post["index"]
+        if seqs.has_missing and self.emission == "gaussian":
+            # Exact expectations over the missing coordinates.
+            natural = torch.zeros(len(seqs), seqs.max_length, weights.shape[-1],
+                                  dtype=weights.dtype)
+            natural[rows, steps] = weights
+            stats.update(self._em.stats_missing(params, seqs, natural))
+            return stats
+        if seqs.has_missing:  # only observed emissions enter the emission statistics
+            weights = weights * seqs.step_observed[rows, steps][:, None]
+        stats.update(self._em.stats(self._em.values(seqs, rows, steps), weights))
         return stats
 
     def maximize(self, stats: dict[str, torch.Tensor],
@@ -370,7 +444,13 @@ class HiddenMarkovModel(SequenceModel):
             params["transition"],
         )
         new = {"initial": initial, "transition": transition}
-        new.update(self._em.m_step(stats, params, self._options()))
+        options = self._options()
+        if self.emission == "gaussian" and options["data_var"] is None:
+            d = params["means"].shape[-1]
+            options["data_var"] = _pooled_variance(stats, d)
+        options["floored"] = []
+        new.update(self._em.m_step(stats, params, options))
+        self._floored = options["floored"]
         return new
 
     def _random_params(self, seqs: Sequences) -> dict[str, torch.Tensor]:
@@ -424,6 +504,7 @@ class HiddenMarkovModel(SequenceModel):
             else [self._random_params(seqs) for _ in range(num_restarts)]
         )
         results = []
+        self._restart_floored: list[list[int]] = []
         bar = progress_bar(len(starts) * max_epochs, progress, f"HMM {method}")
         try:
             for start in starts:
@@ -434,20 +515,52 @@ class HiddenMarkovModel(SequenceModel):
                         seqs, start, max_epochs, tol, learning_rate, optimizer, batch_size, bar))
         finally:
             bar.close()
+            self._data_var = None
         finals = [h[-1] if h else -math.inf for _, h in results]
         best = max(range(len(results)), key=lambda i: finals[i])
         if not math.isfinite(finals[best]):
             raise ValueError("every restart of the HMM fit failed (non-finite log-likelihood)")
         self._params, self.history_ = results[best]
         self.restart_log_likelihoods_ = finals
+        floored = self._restart_floored[best] if best < len(self._restart_floored) else []
+        if floored:
+            warnings.warn(
+                f"the covariance of state(s) {floored} collapsed during EM (fewer effective "
+                "steps than dimensions, or a state on repeated values) and was regularised: "
+                f"min_covar={self.min_covar:g} times the data's variance was added to its "
+                "diagonal", RuntimeWarning, stacklevel=4)
 
     def _prepare_data_shape(self, seqs: Sequences) -> None:
+        """Read V or D from the data (the constructor's ``num_symbols`` is checked, never
+        changed: ``get_config()`` is the same before and after a fit) and, for Gaussian
+        emissions, the data's variance per dimension that scales the covariance floor."""
         if self.emission == "categorical":
-            self.num_symbols = self._fit_num_symbols(seqs)
+            v = self._config_num_symbols
+            if v is None:
+                v = int(seqs.values[seqs.mask].max()) + 1
+            else:
+                check_sequences(seqs, model=self.name, num_symbols=v)
+            self.num_symbols = v
         elif self.emission == "gaussian":
-            d = self._fit_obs_dim(seqs)
+            d = seqs.dim
+            var, count = observed_variance(seqs)
+            dims = var.shape[0]
+            steps = int(count.min())
+            if self.covariance_type == "full" and steps <= dims:
+                raise ValueError(
+                    f"a Gaussian HMM with full covariances needs more observed steps than "
+                    f"dimensions: the data have {steps} observed steps of dimension {dims}, so "
+                    "no covariance can be estimated (if these are several univariate sequences "
+                    "in one [N, T] array, pass a list of sequences or Sequences.from_padded)")
+            const = torch.nonzero(~(var > 0)).reshape(-1)
+            if const.numel():
+                raise ValueError(
+                    f"the data are constant in dimension {int(const[0])}: a Gaussian HMM has "
+                    "no finite maximum-likelihood estimate there (the likelihood grows "
+                    "without bound as a variance shrinks)")
             self._univariate = d is None
             self._obs_dim = 1 if d is None else d
+            self._data_var = var
 
     def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
                 tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
@@ -455,6 +568,8 @@ class HiddenMarkovModel(SequenceModel):
         history: list[float] = []
         good = params  # the parameters whose log-likelihood history[-1] is
         result = params
+        floored: list[int] = []  # states floored by the M-step that gave `params`
+        good_floored: list[int] = []
         for it in range(max_epochs):
             # One E-step per iteration: its forward pass gives the log-likelihood of the
             # current parameters, which is what is recorded and checked (as hmmlearn does).
@@ -463,30 +578,38 @@ class HiddenMarkovModel(SequenceModel):
             if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
                 warnings.warn(
                     f"HMM EM diverged at iteration {it} (log-likelihood {ll}); keeping the "
-                    "last good parameters", RuntimeWarning, stacklevel=4)
+                    "last good parameters", RuntimeWarning, stacklevel=5)
                 result = good
                 break
             if history and ll < history[-1] - 1e-9 * max(1.0, abs(history[-1])):
+                if floored:
+                    why = (f"the covariance floor (min_covar={self.min_covar:g} times the data's "
+                           f"variance) was applied to state(s) {floored} in the M-step before, "
+                           "so that step did not maximise exactly")
+                else:
+                    why = "a numerical problem"
                 warnings.warn(
                     f"HMM EM log-likelihood decreased at iteration {it} ({history[-1]:.6f} -> "
-                    f"{ll:.6f}), a numerical problem; keeping the last good parameters",
-                    RuntimeWarning, stacklevel=4)
+                    f"{ll:.6f}): {why}; keeping the last good parameters",
+                    RuntimeWarning, stacklevel=5)
                 result = good
                 break
             if history and ll <= history[-1]:
                 result = good  # converged to rounding: keep the previous (not worse) parameters
                 break
             history.append(ll)
-            good = params
+            good, good_floored = params, floored
             bar.update(1)
             bar.set_postfix(nats_per_step=f"{-ll / steps:.5f}")
             params = self.maximize(stats, params)
+            floored = list(self._floored)
             # An M-step never lowers the likelihood, so its output is the result unless it
             # is not finite.
             finite = all(torch.isfinite(v).all() for v in params.values())
             result = params if finite else good
             if not finite or (len(history) > 1 and history[-1] - history[-2] < tol * steps):
                 break
+        self._restart_floored.append(floored if result is params else good_floored)
         return result, history
 
     def _expected_stats_all_ranks(self, seqs: Sequences,
@@ -530,8 +653,11 @@ class HiddenMarkovModel(SequenceModel):
                 c = torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
             chol = c.tril(-1) + torch.diag_embed(torch.exp(torch.diagonal(c, dim1=-2, dim2=-1)))
             d = chol.shape[-1]
-            out["covariances"] = chol @ chol.transpose(-1, -2) + self.min_covar * 1e-3 * torch.eye(
+            var = self._data_var if self._data_var is not None else torch.ones(
                 d, dtype=chol.dtype)
+            # A floor relative to the data's variance keeps the fit scale-free.
+            out["covariances"] = chol @ chol.transpose(-1, -2) + torch.diag(
+                self.min_covar * 1e-3 * var)
         else:
             out["rates"] = torch.exp(raw["rates"])
         return out
@@ -580,7 +706,7 @@ class HiddenMarkovModel(SequenceModel):
                     loss = -total() / steps
                 if not torch.isfinite(loss):
                     warnings.warn("HMM gradient fit diverged (non-finite loss); keeping the "
-                                  "last good parameters", RuntimeWarning, stacklevel=4)
+                                  "last good parameters", RuntimeWarning, stacklevel=5)
                     break
                 loss.backward()
                 opt.step()
@@ -621,7 +747,8 @@ class HiddenMarkovModel(SequenceModel):
         return (seqs, holder[0]) if return_states else seqs
 
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                _states_out: list | None = None, **options: Any) -> torch.Tensor:
+                _states_out: list | None = None, prefix_observed: torch.Tensor | None = None,
+                **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"unknown sample options {sorted(options)}")
         p = self._params
@@ -631,8 +758,12 @@ class HiddenMarkovModel(SequenceModel):
         if prefix is None:
             states[:, 0] = torch.multinomial(p["initial"].expand(n, k), 1).squeeze(1)
         else:
-            kind = "continuous" if self.emission == "gaussian" else self.data_kind
-            pre = Sequences.from_list([prefix], kind=kind)
+            if prefix_observed is None:
+                kind = "continuous" if self.emission == "gaussian" else self.data_kind
+                pre = Sequences.from_list([prefix], kind=kind)
+            else:
+                pre = Sequences(prefix[None], torch.tensor([prefix.shape[0]]),
+                                observed=prefix_observed[None])
             _, u = inference.hmm_filter(p["initial"], p["transition"], self._log_lik(p, pre),
                                         pre.lengths)
             last = u[0, -1]
@@ -648,11 +779,46 @@ class HiddenMarkovModel(SequenceModel):
         if self.emission == "gaussian" and self._univariate:
             values = values.squeeze(-1)
         if prefix is not None:
-            values[:, : prefix.shape[0]] = prefix.to(values.dtype).reshape(
-                prefix.shape[0], *values.shape[2:])
+            given = prefix.to(values.dtype).reshape(prefix.shape[0], *values.shape[2:])
+            if prefix_observed is None:
+                values[:, : prefix.shape[0]] = given
+            else:
+                # Missing prefix values are draws given the states (and, for a Gaussian step
+                # with some coordinates observed, given those coordinates).
+                obs = prefix_observed.reshape(given.shape)
+                head = values[:, : prefix.shape[0]]
+                if self.emission == "gaussian" and not self._univariate:
+                    self._conditional_fill(head, given, obs, states[:, : prefix.shape[0]])
+                head[:, obs] = given[obs]
         if _states_out is not None:
             _states_out.append(states)
         return values
+
+    def _conditional_fill(self, values: torch.Tensor, given: torch.Tensor, obs: torch.Tensor,
+                          states: torch.Tensor) -> None:
+        """Redraw the missing coordinates of partially observed steps from their Gaussian
+        conditional given the observed ones and the state (in place).
+
+        Args:
+            values: ``[S, P, D]`` draws to correct.
+            given: ``[P, D]`` the prefix.
+            obs: ``[P, D]`` its observed mask.
+            states: ``[S, P]`` the drawn states.
+        """
+        means, cov = self._params["means"], self._params["covariances"]
+        for t in torch.nonzero(obs.any(-1) & ~obs.all(-1)).reshape(-1).tolist():
+            o = obs[t]
+            u = ~o
+            soo = cov[:, o][:, :, o]
+            suo = cov[:, u][:, :, o]
+            gain = torch.linalg.solve(soo, suo.transpose(-1, -2)).transpose(-1, -2)
+            cond = cov[:, u][:, :, u] - gain @ suo.transpose(-1, -2)
+            cond = 0.5 * (cond + cond.transpose(-1, -2))
+            mean = means[:, u] + (gain @ (given[t, o] - means[:, o])[:, None])[..., 0]  # [K, U]
+            z = states[:, t]
+            chol = torch.linalg.cholesky(cond)[z]  # [S, U, U]
+            eps = torch.randn(z.shape[0], int(u.sum()), 1, dtype=means.dtype)
+            values[:, t, u] = mean[z] + (chol @ eps)[..., 0]
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
@@ -684,10 +850,13 @@ class HiddenMarkovModel(SequenceModel):
             params["emission"] = pyro.sample(
                 "emission", dist.Dirichlet(torch.ones(k, v, dtype=f64)).to_event(1))
         elif self.emission == "gaussian":
-            x = seqs.values3d()[seqs.mask]
+            x = imputed_steps(seqs)
             d = x.shape[-1]
             mu0 = x.mean(0)
-            sd0 = x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones(d, dtype=f64)
+            sd0 = x.std(0) if x.shape[0] > 1 else torch.zeros(d, dtype=f64)
+            # Constant dimensions: a prior scale relative to the values (1 for zeros).
+            level = torch.where(mu0 != 0, mu0.abs(), torch.ones((), dtype=f64))
+            sd0 = torch.where(sd0 > 0, sd0, level)
             means = pyro.sample("means", dist.Normal(mu0.expand(k, d), 3 * sd0.expand(k, d))
                                 .to_event(2))
             scales = pyro.sample("scales", dist.LogNormal(torch.log(sd0).expand(k, d),
@@ -701,7 +870,7 @@ class HiddenMarkovModel(SequenceModel):
                 cov = torch.diag_embed(scales**2)
             params["means"], params["covariances"] = means, cov
         else:
-            x = seqs.values[seqs.mask].to(f64)
+            x = seqs.values[seqs.observed].to(f64)
             rate0 = 1.0 / max(float(x.mean()), 1e-3)
             params["rates"] = pyro.sample(
                 "rates", dist.Gamma(torch.ones(k, dtype=f64), torch.full((k,), rate0, dtype=f64))
@@ -765,8 +934,21 @@ class HiddenMarkovModel(SequenceModel):
         return self._emission_predictive(weights / weights.sum(-1, keepdim=True))
 
 
+def _pooled_variance(stats: dict[str, torch.Tensor], d: int) -> torch.Tensor:
+    """``[D]`` the data's variance per dimension from Gaussian E-step statistics (for a bare
+    ``maximize`` call outside ``fit``)."""
+    w = stats["weight"].sum()
+    mean = stats["sum_x"].sum(0) / w
+    second = torch.diagonal(stats["sum_xx"].sum(0), dim1=-2, dim2=-1) / w
+    var = (second - mean * mean).clamp_min(0.0)
+    return torch.where(var > 0, var, torch.ones((), dtype=var.dtype)).reshape(d)
+
+
 def _check_spd(cov: torch.Tensor) -> None:
-    if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-10, atol=1e-12):
+    # Symmetry relative to each matrix's own scale (covariances of data in tiny or huge
+    # units are legitimate).
+    scale = cov.abs().amax((-2, -1), keepdim=True)
+    if ((cov - cov.transpose(-1, -2)).abs() > 1e-10 * scale).any():
         raise ValueError("covariances must be symmetric")
     eig = torch.linalg.eigvalsh(cov)
     if (eig <= 0).any():
