@@ -80,6 +80,18 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
             f"first {cut}, judged on the last {len(y) - cut} one step ahead",
             index=[str(q) for q in series.index],
         )
+    if name == "co2":
+        series = datasets.co2()
+        y = series.to_numpy()
+        cut = len(y) - 260
+        gaps = int(np.isnan(y).sum())
+        return Dataset(
+            name, Sequences.from_list([y[:cut]]), Sequences.from_list([y]), cut, "continuous",
+            f"co2: weekly CO2 at Mauna Loa (ppm), {len(y)} weeks ({series.index[0]:%Y-%m-%d} to "
+            f"{series.index[-1]:%Y-%m-%d}, statsmodels) with {gaps} missing weeks, marginalised "
+            f"exactly; fitted on the first {cut}, judged on the last 260 one step ahead",
+            index=list(series.index),
+        )
     if name == "regimes":
         seqs, _ = datasets.gaussian_hmm(240, 100, seed=seed)
         return Dataset(
@@ -122,15 +134,12 @@ def model_factories(kind: str, num_symbols: int | None = None
             "local_level": lambda: (ps.LinearGaussianSSM.local_level(), {}),
             "hmm2": lambda: (ps.HiddenMarkovModel(num_states=2, emission="gaussian"), {}),
             "hmm3": lambda: (ps.HiddenMarkovModel(num_states=3, emission="gaussian"), {}),
-            "gru": lambda: (
-                ps.RecurrentModel(cell="gru", hidden_size=32, emission="gaussian"),
-                {"max_epochs": 100},
-            ),
+            "gru": lambda: (ps.RecurrentModel(cell="gru", hidden_size=32, emission="gaussian"), {}),
             "lstm": lambda: (
-                ps.RecurrentModel(cell="lstm", hidden_size=32, emission="gaussian"),
-                {"max_epochs": 100},
+                ps.RecurrentModel(cell="lstm", hidden_size=32, emission="gaussian"), {}
             ),
             "local_linear_trend": lambda: (ps.LinearGaussianSSM.local_linear_trend(), {}),
+            "ar4": lambda: (ps.AutoRegressive(order=4), {}),
             "ar5": lambda: (ps.AutoRegressive(order=5), {}),
             "dmm": lambda: (ps.DeepMarkovModel(), {"max_epochs": 100}),
             "msar1": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=1), {}),
@@ -173,7 +182,11 @@ DEFAULT_MODELS = {
 }
 DEFAULT_DATASET = "text"
 #: datasets whose default models differ from their kind's.
-DATASET_MODELS = {"gdp": "ar1,ar3,msar1,msar4,local_level,gru"}
+DATASET_MODELS = {
+    "gdp": "ar1,ar3,msar1,msar4,local_level,gru",
+    # models that marginalise the gaps exactly
+    "co2": "ar2,ar4,local_level,local_linear_trend,hmm2",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,18 +308,20 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
         written.append(name)
 
     save(plots.plot_comparison(table, title=f"{data.name}: model comparison"), "comparison.png")
-    first = data.evaluate[0]
+    first = data.evaluate.with_gaps(0)  # missing values stay missing
     if data.kind == "discrete":
         first = first[:400]
     save(plots.plot_step_log_lik(fitted, first, start=data.start, index=data.index),
          "step_log_lik.png")
     length = min(int(data.evaluate.lengths[0]), 200)
+    # samples continue the data's first steps, enough of them to locate diffuse states
+    prefix = max([1] + [getattr(m, "num_diffuse_steps", 0) for m in fitted.values()])
     save(plots.plot_samples(fitted, data.evaluate[:1] if data.decode is None else first,
-                            length=length, seed=seed, decode=data.decode, prefix_length=1,
-                            index=data.index),
+                            length=length, seed=seed, decode=data.decode,
+                            prefix_length=prefix, index=data.index),
          "samples.png")
     if data.kind == "continuous" and data.start:
-        y = data.evaluate[0].numpy()
+        y = np.asarray(data.evaluate.with_gaps(0))
         save(plots.plot_forecast(fitted, y[: data.start], len(y) - data.start,
                                  actual=y[data.start:], seed=seed, index=data.index),
              "forecast.png")

@@ -148,9 +148,9 @@ def plot_samples(
         width: characters per line of text samples.
     """
     seqs, _ = as_sequences(data)
-    first = seqs[0].numpy()
+    first = np.asarray(seqs.with_gaps(0))
     length = length or len(first)
-    prefix = seqs[0][:prefix_length] if prefix_length else None
+    prefix = first[:prefix_length] if prefix_length else None
     panels = [("data", first[None, :length])]
     for name, m in models.items():
         s = m.sample(num_samples, length, prefix=prefix, seed=seed).values.numpy()
@@ -248,7 +248,7 @@ def plot_forecast(
 
     if isinstance(models, Forecast):
         models = {"forecast": models}
-    hist = np.asarray(as_sequences(history, "continuous")[0][0], dtype=float)
+    hist = np.asarray(as_sequences(history, "continuous")[0].with_gaps(0), dtype=float)
     if hist.ndim != 1:
         raise ValueError("plot_forecast draws univariate series only")
     t0 = len(hist)
@@ -267,7 +267,9 @@ def plot_forecast(
     shown = max(0, t0 - max(3 * h, 30))  # the recent history only
     ncols = min(3, len(fcs))
     nrows = math.ceil(len(fcs) / ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    # one y-scale for every panel, so that the spreads of the models can be compared
+    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
+                        sharex=True, sharey=True)
     for ax, (name, fc) in zip(axes.flat, fcs.items(), strict=False):
         hh = min(h, int(fc.mean.shape[0]))
         lvl = fc.level
@@ -284,7 +286,8 @@ def plot_forecast(
     for ax in list(axes.flat)[len(fcs):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Forecasts, {h} steps ahead")
+    fig.suptitle(f"Forecasts of the next {h} steps from one origin ({level:.0%} intervals; "
+                 "not what the one-step-ahead comparison scores)")
     fig.tight_layout()
     return fig
 
@@ -295,8 +298,11 @@ def _forecast_of(model, history, hist: np.ndarray, horizon: int, level: float,
     from probseq.forecast import build_forecast
 
     try:
-        return model.forecast(history, horizon, level=level, num_samples=num_samples,
-                              seed=seed)
+        fc = model.forecast(history, horizon, level=level, seed=seed)  # exact: no sampling
+        if fc.method != "exact" and num_samples is not None:
+            fc = model.forecast(history, horizon, level=level, num_samples=num_samples,
+                                seed=seed)
+        return fc
     except (NotImplementedError, TypeError):
         s = model.sample(num_samples, len(hist) + horizon, prefix=torch.as_tensor(hist),
                          seed=seed)

@@ -1151,9 +1151,11 @@ def _last_state(res: inference.FilterResult,
     if covs.num_diffuse:
         for i, t in enumerate(last.tolist()):
             if t < covs.num_diffuse and bool(covs.filt_cov_inf[t].abs().max() > 0):
+                need = next((k + 1 for k in range(t, len(covs.filt_cov_inf))
+                             if bool(covs.filt_cov_inf[k].abs().max() == 0)), t + 2)
                 raise ValueError(
                     f"sequence {i} has {t + 1} observations, too few to locate the diffuse "
-                    f"initial state (this model needs {covs.num_diffuse})")
+                    f"initial state (this model needs {need})")
     mean = res.filt_mean[torch.arange(len(lengths)), last]
     return mean, covs.filt_cov[covs.index(res.filt_mean.shape[1])[last]]
 
