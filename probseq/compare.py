@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from probseq.base import SequenceModel
+from probseq.base import SequenceModel, exog_for
 from probseq.data import Sequences, as_sequences
 from probseq.scoring import compare_columns
 
@@ -118,6 +118,7 @@ def per_sequence_log_prob(
         ``[N]`` per-sequence totals, or with ``units="steps"`` the scored per-step
         conditionals of all sequences, flattened (steps with no observed value left out).
     """
+    exog = exog_for(model, exog)
     kw = {} if exog is None else {"exog": exog}
     if units == "steps":
         steps = model.log_prob_steps(seqs, **kw)
@@ -189,7 +190,8 @@ def compare(
             ``"sequences"`` with several sequences and ``"steps"`` with one; pairing
             ``"sequences"`` on one sequence is refused.
         level: the family-wise level of the Holm-corrected paired tests against the best.
-        exog: covariates aligned with ``data``, passed to every model (all must take them).
+        exog: covariates aligned with ``data``, passed to the models fitted with covariates
+            (``num_exog > 0``); the others are scored without them.
         fit_exog: covariates aligned with ``fit_data``.
 
     Returns:
@@ -266,7 +268,7 @@ def compare(
     names = list(models)
     adjusted = dict(zip(names, holm(np.array([paired[n][2] for n in names])), strict=True))
     # one-step CRPS (continuous) / Brier (symbols) of a held-out tail, paired like the log score
-    scores = compare_columns(models, seqs, cond, best, units) if start > 0 else {}
+    scores = compare_columns(models, seqs, cond, best, units, exog) if start > 0 else {}
     rows = []
     for name, m in models.items():
         k = int(m.num_params)

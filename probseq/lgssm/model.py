@@ -288,6 +288,12 @@ class LinearGaussianSSM(SequenceModel):
         return {k: v.clone() for k, v in self._params.items()}
 
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0 without covariates)."""
+        return 0 if self._params is None or "exog_coef" not in self._params else int(
+            self._params["exog_coef"].shape[-1])
+
+    @property
     def num_params(self) -> int:
         extra = 0
         if self._params is not None and "exog_coef" in self._params:
