@@ -256,3 +256,35 @@ def test_steps_units_pair_one_step_ahead_scores():
     assert df.loc[loser, "p_value"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
     with pytest.raises(ValueError, match="units"):
         compare({"a": m1}, x, units="bogus")
+
+
+def test_models_with_and_without_covariates_side_by_side():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 1))
+    y = 0.5 + 2.0 * x[:, 0] + rng.normal(0, 0.5, size=120)
+    ar = ps.AutoRegressive(order=1).fit(y[:80])
+    arx = ps.AutoRegressive(order=1).fit(y[:80], exog=x[:80])
+    table = ps.compare({"ar1": ar, "arx": arx}, y, exog=x, start=80)
+    assert table.index[0] == "arx"
+    assert np.isclose(table.loc["arx", "log_lik"],
+                      float(arx.log_prob_steps(y, exog=x)[80:].sum()), rtol=1e-12)
+    assert np.isclose(table.loc["ar1", "log_lik"], float(ar.log_prob_steps(y)[80:].sum()),
+                      rtol=1e-12)
+    assert np.isfinite(table["crps"]).all()
+
+
+def test_crps_counts_only_observed_steps():
+    rng = np.random.default_rng(4)
+    y = np.cumsum(rng.normal(size=150)) * 0.1 + rng.normal(size=150)
+    gappy = y.copy()
+    gappy[[100, 120, 121]] = np.nan
+    m = ps.AutoRegressive(order=1).fit(gappy[:90])
+    full = ps.compare({"ar": m}, y, start=90)
+    gap = ps.compare({"ar": m}, gappy, start=90)
+    from probseq.scoring import step_scores
+
+    seqs = ps.Sequences.from_list([gappy])
+    s = step_scores(m, seqs, 90)["crps"][0]
+    assert float(s[100]) == 0.0 and float(s[121]) == 0.0
+    assert np.isclose(gap.loc["ar", "crps"], float(s.sum()) / 57, rtol=1e-12)
+    assert gap.loc["ar", "crps"] != full.loc["ar", "crps"]
