@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.probseq-installed
 
-.PHONY: install demo test lint bench notebooks clean
+.PHONY: install demo test lint bench notebooks docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m probseq compare --out report
 
-# The suite runs on every core (pytest-xdist): about 4 minutes on 2 cores.
+# The suite runs on every core (pytest-xdist), then the documentation is built with every
+# warning an error; the build is where the notebooks run (once each).
 test: $(STAMP)
 	$(PY) -m ruff check probseq tests benchmarks
 	$(PY) -m pytest -q -n auto
+	$(MAKE) docs
+
+# The documentation site (Sphinx + MyST-NB) in docs/_build/html. It executes every notebook
+# once, all in parallel, and fails on any warning or notebook error.
+# PROBSEQ_NB_EXECUTION=cache reuses the outputs of unchanged notebooks, =off skips execution.
+docs: $(STAMP)
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 
 lint: $(STAMP)
 	$(PY) -m ruff check probseq tests benchmarks
@@ -31,4 +39,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) report
+	rm -rf $(VENV) report docs/_build docs/generated docs/api.md

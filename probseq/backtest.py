@@ -28,7 +28,7 @@ import torch
 
 from probseq import distributed
 from probseq._utils import progress_bar, seeded
-from probseq.base import SequenceModel, _exog_kw
+from probseq.base import SequenceModel, _exog_kw, exog_for
 from probseq.compare import _data_family
 from probseq.data import Sequences, as_sequences
 from probseq.forecast import moments
@@ -130,7 +130,8 @@ def backtest(
     rows: list[dict[str, Any]] = []
     if every == 0 and horizon == 1:
         for name, m in models.items():
-            rows += _one_step_rows(name, m, seqs, data, exog, origins, level, discrete)
+            rows += _one_step_rows(name, m, seqs, data, exog_for(m, exog), origins, level,
+                                   discrete)
     else:
         world, rank = distributed.world_size(), distributed.rank()
         mine = [j for j in range(len(origins)) if j % world == rank]
@@ -141,10 +142,12 @@ def backtest(
                 if every:
                     block = (j // every) * every  # refit on the data cut at this origin
                     if block != fitted_block:
-                        current = _refit(models, seqs, origins[block], fit_options)
+                        current = _refit(models, seqs, data, exog, origins[block],
+                                         fit_options)
                         fitted_block = block
                 for name, m in current.items():
-                    rows += _origin_rows(name, m, seqs, exog, data, t, horizon, level,
+                    rows += _origin_rows(name, m, seqs, exog_for(m, exog), data, t, horizon,
+                                         level,
                                          num_samples, seed + t, discrete)
                 bar.update(1)
         rows = _gather_rows(rows)
@@ -159,13 +162,19 @@ def _columns(discrete: bool) -> list[str]:
     return ["model", "sequence", "origin", "h", "log_score", score, "error", "covered"]
 
 
-def _refit(models, seqs: Sequences, t_fit: int, fit_options) -> dict:
-    """Copies of the models fitted on every sequence cut at step ``t_fit``."""
-    cut = [seqs[i][: min(t_fit, int(seqs.lengths[i]))] for i in range(len(seqs))]
+def _refit(models, seqs: Sequences, data, exog, t_fit: int, fit_options) -> dict:
+    """Copies of the models fitted on every sequence cut at step ``t_fit`` (missing values
+    kept missing; covariates cut alike for the models fitted with them)."""
+    cuts = [min(t_fit, int(seqs.lengths[i])) for i in range(len(seqs))]
+    cut = [seqs.with_gaps(i)[:k] for i, k in enumerate(cuts)]
     out = {}
     for name, m in models.items():
         fresh = copy.deepcopy(m)
-        fresh.fit(cut, **dict(fit_options.get(name, {})))
+        kw = dict(fit_options.get(name, {}))
+        if exog_for(m, exog) is not None:
+            full = m._coerce_exog(exog, seqs, data)
+            kw["exog"] = [full[i, :k] for i, k in enumerate(cuts)]
+        fresh.fit(cut, **kw)
         out[name] = fresh
     return out
 

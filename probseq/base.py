@@ -141,6 +141,11 @@ class SequenceModel(abc.ABC):
         return type(self).__name__
 
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0: fitted without ``exog``)."""
+        return 0
+
+    @property
     def score_kind(self) -> str:
         """What ``log_prob`` is: ``"exact"``, or ``"bound"`` (a lower bound)."""
         return "exact" if self.exact_likelihood else "bound"
@@ -609,6 +614,12 @@ def _sharded(fn, seqs: Sequences, exog: torch.Tensor | None = None,
     return distributed.gather_in_order(local, len(seqs))
 
 
+def exog_for(model: SequenceModel, exog: Any) -> Any:
+    """The covariates a fitted model uses: ``exog``, or None for a model fitted without them
+    (so that models with and without covariates can be scored side by side)."""
+    return exog if getattr(model, "num_exog", 0) else None
+
+
 def _exog_kw(exog: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Hooks receive ``exog`` only when covariates were given."""
     return {} if exog is None else {"exog": exog}
@@ -616,10 +627,11 @@ def _exog_kw(exog: torch.Tensor | None) -> dict[str, torch.Tensor]:
 
 def _capable(flag: str) -> str:
     """The public model classes with a capability flag, for refusal messages."""
+    import probseq
+
     names = sorted(
         name for name, cls in SequenceModel._registry.items()
-        if getattr(cls, flag, False) and cls.__module__.startswith("probseq.")
-        and not name.startswith("_")
+        if getattr(cls, flag, False) and name in probseq.__all__
     )
     return ", ".join(names) if names else "none yet"
 

@@ -457,9 +457,24 @@ class Sequences:
         for i in range(len(self)):
             yield self[i]
 
-    def to_list(self) -> list[torch.Tensor]:
-        """The sequences unpadded, as a list of tensors ``[T_i]`` or ``[T_i, D]``."""
-        return [self[i] for i in range(len(self))]
+    def to_list(self) -> list[Any]:
+        """The sequences unpadded, as a list of tensors ``[T_i]`` or ``[T_i, D]``.
+
+        Missing values come back as they went in: NaN for reals; a sequence of symbols with
+        gaps comes back as a ``numpy.ma.MaskedArray``.
+        """
+        return [self.with_gaps(i) if self.has_missing else self[i] for i in range(len(self))]
+
+    def with_gaps(self, index: int) -> Any:
+        """The i-th sequence with its missing values marked: a float tensor with NaN, or for
+        symbols a ``numpy.ma.MaskedArray`` (``seqs[i]`` stores missing values as 0)."""
+        x = self[index]
+        if not self.has_missing:
+            return x
+        obs = self.observed[index, : x.shape[0]]
+        if x.is_floating_point():
+            return torch.where(obs, x, torch.full((), float("nan"), dtype=x.dtype))
+        return np.ma.MaskedArray(x.numpy(), mask=~obs.numpy())
 
     def to(self, device: torch.device | str) -> Sequences:
         out = Sequences.__new__(Sequences)

@@ -248,7 +248,7 @@ def copy_task(
 
 
 #: names accepted by ``python -m probseq compare --dataset``.
-DATASETS = ("nile", "sunspots", "text", "regimes", "gdp")
+DATASETS = ("nile", "sunspots", "text", "regimes", "gdp", "co2")
 
 
 def co2() -> pd.Series:

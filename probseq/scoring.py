@@ -128,18 +128,29 @@ def covered(dist: Distribution, y: torch.Tensor, level: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- one-step scores
-def step_scores(model: Any, seqs: Sequences, start: int = 0) -> dict[str, torch.Tensor]:
-    """One-step-ahead scores of every step ``t >= start`` (``[N, T_max]``, 0 elsewhere).
+def step_scores(model: Any, seqs: Sequences, start: int = 0,
+                exog: Any = None) -> dict[str, torch.Tensor]:
+    """One-step-ahead scores of every observed step ``t >= start`` (``[N, T_max]``, 0
+    elsewhere, at missing steps too).
 
     Symbols get ``brier``; other data ``crps``, ``pit`` and ``covered_90`` (in the central
     90% interval). Multivariate PIT and coverage are of the first coordinate.
 
+    Args:
+        model: a fitted model.
+        seqs: the batch.
+        start: steps before it are conditioned on, not scored.
+        exog: covariates aligned with the batch (used by models fitted with them).
+
     Raises:
         NotImplementedError: the model has no one-step predictive distributions.
     """
-    dist = model._step_predictive(seqs)
-    keep = seqs.mask.clone()
-    keep[:, :start] = False
+    from probseq.base import exog_for
+
+    exog = exog_for(model, exog)
+    kw = {} if exog is None else {"exog": model._coerce_exog(exog, seqs)}
+    dist = model._step_predictive(seqs, **kw)
+    keep = scored_steps(seqs, start)
     zero = torch.zeros((), dtype=torch.float64)
     if isinstance(dist, Categorical):
         return {"brier": torch.where(keep, brier(dist, seqs.values), zero)}
@@ -154,8 +165,15 @@ def step_scores(model: Any, seqs: Sequences, start: int = 0) -> dict[str, torch.
     return out
 
 
+def scored_steps(seqs: Sequences, start: int) -> torch.Tensor:
+    """``[N, T_max]`` bool: the fully observed steps at or after ``start``."""
+    keep = seqs.step_observed.clone() if seqs.has_missing else seqs.mask.clone()
+    keep[:, :start] = False
+    return keep
+
+
 def compare_columns(models: Mapping[str, Any], seqs: Sequences, start: int, best: str,
-                    units: str = "sequences") -> dict[str, dict[str, float]]:
+                    units: str = "sequences", exog: Any = None) -> dict[str, dict[str, float]]:
     """``crps``/``brier`` columns for :func:`probseq.compare` (held-out tails).
 
     Each model's mean score per scored step, and ``crps_se``/``brier_se``: the standard error
@@ -169,11 +187,10 @@ def compare_columns(models: Mapping[str, Any], seqs: Sequences, start: int, best
     scores: dict[str, dict[str, torch.Tensor]] = {}
     for name, m in models.items():
         try:
-            scores[name] = step_scores(m, seqs, start)
+            scores[name] = step_scores(m, seqs, start, exog)
         except NotImplementedError:
             scores[name] = {}
-    mask = seqs.mask.clone()
-    mask[:, :start] = False
+    mask = scored_steps(seqs, start)
     n_steps = int(mask.sum())
     out: dict[str, dict[str, float]] = {name: {} for name in models}
     for col in ("crps", "brier"):

@@ -2,7 +2,7 @@
 
 One torch thread: the suite is dominated by small tensor operations, for which a second
 thread costs more than it gains, and two-thread torch collapses when another process holds
-a core (CONTRACT measurements). Benchmarks set their own thread count.
+a core (measured on the 2-core machine). Benchmarks set their own thread count.
 """
 
 import matplotlib

@@ -176,3 +176,17 @@ def test_compare_brier_column_for_symbols_matches_backtest():
     assert ref.loc[other, "brier_se"] == pytest.approx(d.std(ddof=1) * math.sqrt(3) / n,
                                                        rel=1e-10)
     assert "crps" not in ref.columns
+
+
+def test_refits_keep_missing_values_and_covariates():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 1))
+    y = 1.0 + 1.5 * x[:, 0] + rng.normal(0, 0.3, size=90)
+    y[[10, 40]] = np.nan
+    m = ps.AutoRegressive(order=1).fit(y[:60], exog=x[:60])
+    table, _ = ps.backtest({"arx": m}, y, initial=60, horizon=2, step=10, refit=True, exog=x,
+                           progress=False)
+    first = table[(table.origin == 60) & (table.h == 1)]
+    ref = ps.AutoRegressive(order=1).fit(y[:60], exog=x[:60])
+    fc = ref.forecast(y[:60], 1, exog=x[:61])
+    assert np.isclose(float(first.error.iloc[0]), y[60] - float(fc.mean[0]), rtol=1e-9)

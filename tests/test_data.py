@@ -1,4 +1,4 @@
-"""Sequences and input coercion: every accepted form, every refusal of CONTRACT.md."""
+"""Sequences and input coercion: every accepted form, every documented refusal."""
 
 import numpy as np
 import pandas as pd
@@ -257,3 +257,14 @@ def test_exog_as_tensors_for_a_tensor_sequence():
     seqs, _ = as_sequences(torch.zeros(4, dtype=torch.float64), "continuous")
     ex = as_exog(torch.ones(4, 2), seqs, data=torch.zeros(4))
     assert ex.shape == (1, 4, 2)
+
+
+def test_to_list_and_with_gaps_give_missing_values_back():
+    seqs = Sequences.from_list([np.array([1.0, np.nan, 3.0]), np.array([2.0])])
+    back = seqs.to_list()
+    assert np.isnan(back[0][1].item()) and back[1].tolist() == [2.0]
+    sym = Sequences.from_list([np.ma.MaskedArray([0, 1, 2], mask=[0, 1, 0])])
+    m = sym.with_gaps(0)
+    assert isinstance(m, np.ma.MaskedArray) and m.mask.tolist() == [False, True, False]
+    again = Sequences.from_list(sym.to_list())
+    assert again == sym

@@ -1,10 +1,10 @@
-"""Every notebook runs top to bottom (CI executes them, as users will)."""
+"""The notebooks are stored without outputs; `make docs` (run by `make test`) executes each
+of them once, top to bottom, and fails on any error, so they are not executed here too."""
 
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -14,13 +14,10 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
+def test_notebook_is_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
-        "commit notebooks without outputs"
-    )
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]
-    assert not errors
+    nbformat.validate(nb)
+    with_outputs = [i for i, c in enumerate(nb.cells)
+                    if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not with_outputs, f"commit {path.name} without outputs (cells {with_outputs})"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"

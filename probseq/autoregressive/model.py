@@ -506,6 +506,11 @@ class AutoRegressive(SequenceModel):
 
     # ---------------------------------------------------------------- bookkeeping
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0 without covariates)."""
+        return 0 if self._exog_coef is None else int(self._exog_coef.shape[0])
+
+    @property
     def num_params(self) -> int:
         """``p + 2 + E``: intercept, p coefficients, the noise variance and E regression
         coefficients."""

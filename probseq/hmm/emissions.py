@@ -1,7 +1,7 @@
 """HMM emission distributions: log-likelihoods, sufficient statistics, M-steps, sampling.
 
 Shape letters: N sequences, T steps, K states, D observation dimensions, V symbols. Each
-emission works on a dict of parameter tensors (named as in CONTRACT.md) so that the model,
+emission works on a dict of parameter tensors (named as in ``params``) so that the model,
 EM, gradient fitting and Pyro all share one code path.
 """
 

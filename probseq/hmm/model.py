@@ -173,7 +173,7 @@ class HiddenMarkovModel(SequenceModel):
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        """The parameters as a dict of tensors (copies), named as in CONTRACT.md."""
+        """The parameters as a dict of tensors (copies), named as in the class docstring."""
         self._check_fitted()
         return {k: v.clone() for k, v in self._params.items()}
 

@@ -43,6 +43,7 @@ __all__ = [
     "riccati",
     "filtered_means",
     "kalman_filter",
+    "diffuse_kalman_filter",
     "rts_smoother",
     "em_m_step",
     "forecast_moments",
@@ -67,6 +68,11 @@ class CovarianceSequence:
         innov_cov: ``[U, D, D]`` innovation covariances ``F_t = C P_(t|t-1) C' + R``.
         gain: ``[U, S, D]`` Kalman gains ``K_t``.
         steady: True when the recursion reached its fixed point at entry ``U - 1``.
+        num_diffuse: d, the exact diffuse steps at the start (0 for a proper prior). At those
+            steps ``pred_cov``/``filt_cov``/``innov_cov`` hold the finite parts ``P_*`` and
+            ``F_*`` (Durbin & Koopman's notation), ``pred_cov_inf``/``filt_cov_inf``
+            ``[d, S, S]`` the diffuse parts ``P_inf`` (the covariance is ``P_* + kappa P_inf``
+            with kappa -> inf) and ``gain`` the filtered gain of the step.
     """
 
     pred_cov: torch.Tensor
@@ -74,6 +80,9 @@ class CovarianceSequence:
     innov_cov: torch.Tensor
     gain: torch.Tensor
     steady: bool
+    num_diffuse: int = 0
+    pred_cov_inf: torch.Tensor | None = None
+    filt_cov_inf: torch.Tensor | None = None
 
     @property
     def num_unique(self) -> int:
@@ -127,39 +136,73 @@ def riccati(
     R: torch.Tensor,
     num_steps: int,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
 ) -> CovarianceSequence:
     """The covariance recursion of the Kalman filter (Joseph form, symmetrised).
 
-    Differentiable (torch autograd) in every input. Uses plain Python floats when S = D = 1
-    and no gradient is needed, which removes the per-step tensor overhead.
+    Differentiable (torch autograd) in every input. Uses plain Python floats when D = 1,
+    S <= 2 and no gradient is needed (NumPy for S <= 8), which removes the per-step tensor
+    overhead.
+
+    Missing values (``observed``): a step with nothing observed skips the update (gain 0,
+    ``P_(t|t) = P_(t|t-1)``; its ``innov_cov`` is a placeholder 1); a partially observed
+    step updates on its observed coordinates only (the missing rows of C are zeroed and
+    their block of R replaced by the identity, which leaves the update and the density of
+    the observed coordinates exact). The steady-state shortcut is only taken after the last
+    gap.
 
     Args:
         initial_cov: ``[S, S]`` covariance of the state at the first observation.
         A, Q: ``[S, S]`` transition matrix and noise covariance.
         C: ``[D, S]`` observation matrix; R: ``[D, D]`` observation noise covariance.
         num_steps: T.
-        steady_tol: stop once ``max|P_(t+1) - P_t| <= steady_tol * max|P_t|``; None runs
-            every step.
+        steady_tol: stop once every entry satisfies ``|P_(t+1) - P_t|_ij <= steady_tol *
+            d_i d_j`` with ``d_i`` the larger of the two standard deviations of state i (a
+            scale-free test: each entry is judged on its own scale); None runs every step.
+        observed: ``[T]`` (D = 1) or ``[T, D]`` bool, the observation pattern shared by the
+            sequences filtered together; None: everything observed.
     """
     S, D = A.shape[0], C.shape[0]
+    obs = None
+    after = 0  # the shortcut may be taken from this step on (after the last gap)
+    if observed is not None:
+        obs = observed.reshape(observed.shape[0], -1)[:num_steps]
+        gaps = torch.nonzero(~obs.all(-1))
+        after = int(gaps[-1, 0]) + 1 if len(gaps) else 0
+        if not len(gaps):
+            obs = None
+    obs1 = None if obs is None else obs[:, 0].tolist() if D == 1 else None
     needs_grad = torch.is_grad_enabled() and any(
         x.requires_grad for x in (initial_cov, A, Q, C, R)
     )
     if S == 1 and D == 1 and not needs_grad:
         return _riccati_scalar(
-            float(initial_cov), float(A), float(Q), float(C), float(R), num_steps, steady_tol
+            float(initial_cov), float(A), float(Q), float(C), float(R), num_steps, steady_tol,
+            obs1, after,
         )
+    if D == 1 and S == 2 and not needs_grad:
+        return _riccati_two(initial_cov.tolist(), A.tolist(), Q.tolist(), C[0].tolist(),
+                            float(R), num_steps, steady_tol, obs1, after)
+    if D == 1 and S <= _SMALL_STATE and not needs_grad:
+        return _riccati_small(initial_cov.numpy(), A.numpy(), Q.numpy(), C.numpy()[0],
+                              float(R), num_steps, steady_tol, obs1, after)
     eye = torch.eye(S, dtype=A.dtype)
     At, Ct = A.T, C.T
     P = _sym(initial_cov)
     preds, filts, innovs, gains = [], [], [], []
     steady = False
     for t in range(num_steps):
-        PCt = P @ Ct
-        F = _sym(C @ PCt + R)
+        Ce, Re, Cte = C, R, Ct
+        if obs is not None and not bool(obs[t].all()):
+            o = obs[t].to(A.dtype)
+            Ce = C * o[:, None]
+            Re = R * torch.outer(o, o) + torch.diag(1.0 - o)
+            Cte = Ce.T
+        PCt = P @ Cte
+        F = _sym(Ce @ PCt + Re)
         K = PCt / F if D == 1 else torch.linalg.solve(F, PCt.T).T
-        IKC = eye - K @ C
-        Pf = _sym(IKC @ P @ IKC.T + K @ R @ K.T)
+        IKC = eye - K @ Ce
+        Pf = _sym(IKC @ P @ IKC.T + K @ Re @ K.T)
         preds.append(P)
         filts.append(Pf)
         innovs.append(F)
@@ -167,28 +210,143 @@ def riccati(
         if t == num_steps - 1:
             break
         P_next = _sym(A @ Pf @ At + Q)
-        if steady_tol is not None:
-            change = float((P_next - P).detach().abs().max())
-            if change <= steady_tol * float(P.detach().abs().max()):
-                steady = True
-                break
+        if (steady_tol is not None and t >= after
+                and _converged(P.detach(), P_next.detach(), steady_tol)):
+            steady = True
+            break
         P = P_next
     return CovarianceSequence(
         torch.stack(preds), torch.stack(filts), torch.stack(innovs), torch.stack(gains), steady
     )
 
 
-def _riccati_scalar(
-    p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None
-) -> CovarianceSequence:
-    """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead)."""
+#: D = 1 models with at most this many states run the covariance recursion in NumPy when no
+#: gradient is needed (a few microseconds a step instead of tens with torch's small ops).
+_SMALL_STATE = 8
+
+
+def _riccati_small(P: np.ndarray, A: np.ndarray, Q: np.ndarray, c: np.ndarray, r: float,
+                   num_steps: int, steady_tol: float | None, obs: list | None = None,
+                   after: int = 0) -> CovarianceSequence:
+    """:func:`riccati` for D = 1 in NumPy: the same Joseph-form operations, same test."""
+    S = A.shape[0]
+    eye = np.eye(S)
+    P = 0.5 * (P + P.T)
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    At = A.T
+    for t in range(num_steps):
+        if obs is not None and not obs[t]:
+            f, k, Pf = 1.0, np.zeros(S), P
+        else:
+            Pc = P @ c
+            f = float(c @ Pc) + r
+            k = Pc / f
+            ikc = eye - np.outer(k, c)
+            Pf = ikc @ P @ ikc.T + r * np.outer(k, k)
+            Pf = 0.5 * (Pf + Pf.T)
+        preds.append(P)
+        filts.append(Pf)
+        innovs.append(f)
+        gains.append(k)
+        if t == num_steps - 1:
+            break
+        P_next = A @ Pf @ At + Q
+        P_next = 0.5 * (P_next + P_next.T)
+        if steady_tol is not None and t >= after:
+            dg = np.sqrt(np.maximum(np.maximum(np.diagonal(P), np.diagonal(P_next)), 0.0))
+            if (np.abs(P_next - P) <= steady_tol * np.outer(dg, dg)).all():
+                steady = True
+                break
+        P = P_next
+    return CovarianceSequence(
+        torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(filts)),
+        torch.tensor(innovs, dtype=torch.float64).reshape(-1, 1, 1),
+        torch.from_numpy(np.stack(gains)).unsqueeze(-1), steady,
+    )
+
+
+def _riccati_two(P: list, A: list, Q: list, c: list, r: float, num_steps: int,
+                 steady_tol: float | None, obs: list | None = None,
+                 after: int = 0, raw: bool = False):
+    """:func:`riccati` for S = 2, D = 1 in Python floats (the local linear trend): the
+    Joseph-form update written out, ``Pf = P - k Pc' - Pc k' + f k k'``, and the same
+    scale-free steady-state test."""
+    (a00, a01), (a10, a11) = A
+    q00, q01, q11 = Q[0][0], 0.5 * (Q[0][1] + Q[1][0]), Q[1][1]
+    c0, c1 = c
+    p00, p01, p11 = P[0][0], 0.5 * (P[0][1] + P[1][0]), P[1][1]
     preds, filts, innovs, gains = [], [], [], []
     steady = False
     for t in range(num_steps):
-        f = c * p * c + r
-        k = p * c / f
-        ikc = 1.0 - k * c
-        pf = ikc * p * ikc + k * r * k
+        if obs is not None and not obs[t]:
+            f, k0, k1, f00, f01, f11 = 1.0, 0.0, 0.0, p00, p01, p11
+        else:
+            g0 = p00 * c0 + p01 * c1
+            g1 = p01 * c0 + p11 * c1
+            f = c0 * g0 + c1 * g1 + r
+            k0, k1 = g0 / f, g1 / f
+            f00 = p00 - 2.0 * k0 * g0 + f * k0 * k0
+            f01 = p01 - k0 * g1 - g0 * k1 + f * k0 * k1
+            f11 = p11 - 2.0 * k1 * g1 + f * k1 * k1
+        preds.append(((p00, p01), (p01, p11)))
+        filts.append(((f00, f01), (f01, f11)))
+        innovs.append(f)
+        gains.append((k0, k1))
+        if t == num_steps - 1:
+            break
+        b00, b01 = a00 * f00 + a01 * f01, a00 * f01 + a01 * f11
+        b10, b11 = a10 * f00 + a11 * f01, a10 * f01 + a11 * f11
+        n00 = b00 * a00 + b01 * a01 + q00
+        n01 = b00 * a10 + b01 * a11 + q01
+        n11 = b10 * a10 + b11 * a11 + q11
+        if steady_tol is not None and t >= after:
+            d0 = math.sqrt(max(p00, n00, 0.0))
+            d1 = math.sqrt(max(p11, n11, 0.0))
+            if (abs(n00 - p00) <= steady_tol * d0 * d0
+                    and abs(n01 - p01) <= steady_tol * d0 * d1
+                    and abs(n11 - p11) <= steady_tol * d1 * d1):
+                steady = True
+                break
+        p00, p01, p11 = n00, n01, n11
+    if raw:  # (innovation variances, gains, steady) as lists, for the float profile
+        return innovs, gains, steady
+    f64 = torch.float64
+    return CovarianceSequence(
+        torch.tensor(preds, dtype=f64), torch.tensor(filts, dtype=f64),
+        torch.tensor(innovs, dtype=f64).reshape(-1, 1, 1),
+        torch.tensor(gains, dtype=f64).unsqueeze(-1), steady,
+    )
+
+
+def _converged(P: torch.Tensor, P_next: torch.Tensor, tol: float) -> bool:
+    """Scale-free fixed-point test: every entry's change is small relative to its own scale.
+
+    ``|P_next[i, j] - P[i, j]| <= tol * d_i * d_j`` with ``d_i = sqrt(max(P[i, i],
+    P_next[i, i]))`` (the correlation scale of the entry), so a state with variance 1e-4 is
+    judged on its own scale and not against one with variance 1e12. Entries of a state with
+    zero variance must not change at all.
+    """
+    d = torch.maximum(torch.diagonal(P), torch.diagonal(P_next)).clamp(min=0).sqrt()
+    return bool(((P_next - P).abs() <= tol * torch.outer(d, d)).all())
+
+
+def _riccati_scalar(
+    p: float, a: float, q: float, c: float, r: float, num_steps: int, steady_tol: float | None,
+    obs: list | None = None, after: int = 0, raw: bool = False,
+):
+    """:func:`riccati` for S = D = 1 in Python floats (same operations, no tensor overhead);
+    ``raw`` returns ``(innovation variances, gains, steady)`` as lists."""
+    preds, filts, innovs, gains = [], [], [], []
+    steady = False
+    for t in range(num_steps):
+        if obs is not None and not obs[t]:
+            f, k, pf = 1.0, 0.0, p
+        else:
+            f = c * p * c + r
+            k = p * c / f
+            ikc = 1.0 - k * c
+            pf = ikc * p * ikc + k * r * k
         preds.append(p)
         filts.append(pf)
         innovs.append(f)
@@ -196,10 +354,13 @@ def _riccati_scalar(
         if t == num_steps - 1:
             break
         p_next = a * pf * a + q
-        if steady_tol is not None and abs(p_next - p) <= steady_tol * abs(p):
+        if (steady_tol is not None and t >= after
+                and abs(p_next - p) <= steady_tol * max(abs(p), abs(p_next))):
             steady = True
             break
         p = p_next
+    if raw:
+        return innovs, [(k,) for k in gains], steady
 
     def col(v: list[float]) -> torch.Tensor:
         return torch.tensor(v, dtype=torch.float64).reshape(-1, 1, 1)
@@ -231,6 +392,36 @@ def linear_recurrence(u: torch.Tensor, L: torch.Tensor, start: torch.Tensor) -> 
     return x
 
 
+#: transients longer than this run as an associative scan instead of a per-step loop.
+_SCAN_FROM = 16
+
+
+def linear_recurrence_varying(u: torch.Tensor, L: torch.Tensor,
+                              start: torch.Tensor) -> torch.Tensor:
+    """Solve ``m_t = L_t m_(t-1) + u_t`` (t >= 1), ``m_0 = u_0 + start``, without a
+    per-step loop: a doubling scan over the affine maps, ``ceil(log2 T)`` rounds of batched
+    ``[T, S, S]`` products (differentiable).
+
+    Args:
+        u: ``[N, T, S]``; L: ``[T, S, S]`` (``L[0]`` unused); start: ``[S]`` or ``[N, S]``.
+
+    Returns:
+        ``[N, T, S]``.
+    """
+    x = torch.cat([u[:, :1] + start.reshape(-1, 1, u.shape[-1]), u[:, 1:]], dim=1)
+    M = L.clone()
+    M[0] = 0.0
+    T = x.shape[1]
+    k = 1
+    while k < T:
+        # x_t <- x_t + M_t x_(t-k);  M_t <- M_t M_(t-k): the map from step t-2k to t
+        x = torch.cat([x[:, :k], x[:, k:] + torch.einsum("tij,ntj->nti", M[k:], x[:, :-k])],
+                      dim=1)
+        M = torch.cat([M[:k], M[k:] @ M[:-k]], dim=0)
+        k *= 2
+    return x
+
+
 def filtered_means(
     y: torch.Tensor,
     initial_mean: torch.Tensor,
@@ -242,7 +433,7 @@ def filtered_means(
 
     Args:
         y: ``[N, T, D]`` observations (padding allowed; it only affects padded steps).
-        initial_mean: ``[S]``; A: ``[S, S]``; C: ``[D, S]``.
+        initial_mean: ``[S]``, or ``[N, S]`` (one per sequence); A: ``[S, S]``; C: ``[D, S]``.
         covs: from :func:`riccati` for at least ``min(T, U)`` steps.
 
     Returns:
@@ -259,7 +450,7 @@ def filtered_means(
         u = y * K_t[:, 0]  # [N, T, 1]
     else:
         u = torch.einsum("tsd,ntd->nts", K_t, y)  # [N, T, S]
-    mu0 = (eye - K[0] @ C) @ initial_mean  # the prior's share of m_0
+    mu0 = initial_mean @ (eye - K[0] @ C).T  # the prior's share of m_0: [S] or [N, S]
     t_steady = max(U - 1, 1) if covs.steady else T
     t_loop = min(t_steady, T)
     needs_grad = torch.is_grad_enabled() and any(
@@ -267,6 +458,12 @@ def filtered_means(
     )
     if S == 1 and not needs_grad:
         filt = _means_state1_numpy(u, mu0, L, t_loop)
+    elif t_loop > _SCAN_FROM:
+        # the transient by an associative scan over the affine maps (L_t, u_t)
+        filt = linear_recurrence_varying(u[:, :t_loop], L[:t_loop], mu0)
+        if t_loop < T:
+            rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
+            filt = torch.cat([filt, rest], dim=1)
     else:
         m = u[:, 0] + mu0
         out = [m]
@@ -277,7 +474,8 @@ def filtered_means(
         if t_loop < T:
             rest = linear_recurrence(u[:, t_loop:], L[U - 1], filt[:, -1])
             filt = torch.cat([filt, rest], dim=1)
-    pred = torch.cat([initial_mean.expand(N, 1, S), _times(filt[:, :-1], A)], dim=1)
+    pred = torch.cat([initial_mean.reshape(-1, 1, S).expand(N, 1, S), _times(filt[:, :-1], A)],
+                     dim=1)
     return filt, pred
 
 
@@ -292,7 +490,7 @@ def _means_state1_numpy(
     ln = L[:, 0, 0].numpy()
     N, T = un.shape
     out = np.empty((N, T))
-    m = un[:, 0] + float(mu0[0])
+    m = un[:, 0] + mu0[..., 0].numpy()
     out[:, 0] = m
     for t in range(1, t_loop):
         m = m * ln[t] + un[:, t]
@@ -306,18 +504,28 @@ def _means_state1_numpy(
 
 
 def _innovation_log_prob(
-    y: torch.Tensor, pred_mean: torch.Tensor, C: torch.Tensor, covs: CovarianceSequence
+    y: torch.Tensor, pred_mean: torch.Tensor, C: torch.Tensor, covs: CovarianceSequence,
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)``."""
+    """``[N, T]`` ``log N(y_t; C m_(t|t-1), F_t)`` over the observed coordinates (0 at
+    steps with nothing observed)."""
     T, D = y.shape[1], y.shape[2]
     v = y - _times(pred_mean, C)  # [N, T, D]
     if D == 1:
         f = covs.per_step(covs.innov_cov[:, 0, 0], T)
-        return -0.5 * (_LOG_2PI + torch.log(f) + v[..., 0] ** 2 / f)
+        out = -0.5 * (_LOG_2PI + torch.log(f) + v[..., 0] ** 2 / f)
+        if observed is not None:
+            out = torch.where(observed.reshape(1, T), out, torch.zeros((), dtype=out.dtype))
+        return out
+    n_obs = torch.full((T,), float(D), dtype=y.dtype)
+    if observed is not None:
+        o = observed.reshape(T, D)
+        v = v * o.to(v.dtype)  # missing coordinates: unit variance, zero innovation
+        n_obs = o.sum(-1).to(y.dtype)
     chol = torch.linalg.cholesky(covs.innov_cov)  # [U, D, D]
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     white = torch.linalg.solve_triangular(covs.per_step(chol, T), v.unsqueeze(-1), upper=False)
-    return -0.5 * (D * _LOG_2PI + covs.per_step(logdet, T) + white.squeeze(-1).pow(2).sum(-1))
+    return -0.5 * (n_obs * _LOG_2PI + covs.per_step(logdet, T) + white.squeeze(-1).pow(2).sum(-1))
 
 
 def kalman_filter(
@@ -329,20 +537,185 @@ def kalman_filter(
     C: torch.Tensor,
     R: torch.Tensor,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
 ) -> FilterResult:
     """The Kalman filter and its prediction-error decomposition of the likelihood.
 
     Step t contributes ``log N(x_t; C m_(t|t-1), C P_(t|t-1) C' + R)``; the sum over steps is
-    the exact log density of the sequence. Differentiable.
+    the exact log density of the sequence. Differentiable. Missing values are marginalised
+    exactly (skipped or partial updates, see :func:`riccati`): the steps then contribute the
+    density of their observed coordinates, 0 when nothing is observed.
 
     Args:
-        y: ``[N, T, D]`` float64 observations.
+        y: ``[N, T, D]`` float64 observations (0 at missing values).
         initial_mean, initial_cov, A, Q, C, R: the parameters (see the module docstring).
         steady_tol: see :func:`riccati`.
+        observed: ``[T]`` or ``[T, D]`` bool, the observation pattern the N sequences
+            share; None when nothing is missing.
     """
-    covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol)
+    covs = riccati(initial_cov, A, Q, C, R, y.shape[1], steady_tol, observed)
     filt, pred = filtered_means(y, initial_mean, A, C, covs)
-    return FilterResult(_innovation_log_prob(y, pred, C, covs), filt, pred, covs)
+    return FilterResult(_innovation_log_prob(y, pred, C, covs, observed), filt, pred, covs)
+
+
+def _diffuse_steps(
+    y: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor, R: torch.Tensor,
+    observed: list | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The exact initial Kalman filter (Durbin & Koopman 2012, section 5.2) for D = 1.
+
+    A missing step (``observed[t]`` False) skips the update, so gaps lengthen the diffuse
+    period.
+
+    Every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the predicted
+    covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``. Step t has
+    ``F_inf = C P_inf C'``; while ``F_inf > 0`` the observation only pins down the diffuse
+    directions and contributes no term to the diffuse log-likelihood (0 here); a step with
+    ``F_inf = 0`` inside the diffuse period contributes ``log N(v; 0, F_*)``. The period ends
+    when ``P_inf`` vanishes; from then on the ordinary filter applies.
+
+    Returns:
+        ``(steps, mean, cov)``: per-step tensors (``lp [N, d]``, ``filt_mean``/``pred_mean``
+        ``[N, d, S]``, ``pred_star``/``filt_star``/``pred_inf``/``filt_inf`` ``[d, S, S]``,
+        ``innov`` ``[d]`` (``F_*``), ``gain`` ``[d, S]``), and the predicted state at step d:
+        ``mean [N, S]``, ``cov [S, S]`` (proper unless the T steps ran out first).
+    """
+    N, T, _ = y.shape
+    S = A.shape[0]
+    dtype = A.dtype
+    c, h = C[0], R[0, 0]
+    scale = float((c.detach() ** 2).sum())
+    a = torch.zeros(N, S, dtype=dtype)
+    P_inf = torch.eye(S, dtype=dtype)
+    P_st = torch.zeros(S, S, dtype=dtype)
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in (
+        "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
+        "innov", "gain")}
+    for t in range(T):
+        if float(P_inf.detach().abs().max()) <= _DIFFUSE_TOL:
+            break
+        v = y[:, t, 0] - a @ c
+        M_inf, M_st = P_inf @ c, P_st @ c
+        f_inf, f_st = c @ M_inf, c @ M_st + h
+        if observed is not None and not observed[t]:
+            gain = torch.zeros(S, dtype=dtype)
+            Pinf_f, Pst_f = P_inf, P_st
+            f_st = torch.ones((), dtype=dtype)
+            lp = torch.zeros(N, dtype=dtype)
+        elif float(f_inf.detach()) > _DIFFUSE_TOL * scale:
+            f1 = 1.0 / f_inf
+            gain = M_inf * f1
+            Pinf_f = P_inf - torch.outer(M_inf, M_inf) * f1
+            Pst_f = (P_st - (torch.outer(M_st, M_inf) + torch.outer(M_inf, M_st)) * f1
+                     + torch.outer(M_inf, M_inf) * (f_st * f1 * f1))
+            lp = torch.zeros(N, dtype=dtype)
+        else:
+            gain = M_st / f_st
+            Pinf_f = P_inf
+            Pst_f = P_st - torch.outer(M_st, M_st) / f_st
+            lp = -0.5 * (_LOG_2PI + torch.log(f_st) + v * v / f_st)
+        a_f = a + v[:, None] * gain
+        for k, x in (("lp", lp), ("filt_mean", a_f), ("pred_mean", a), ("pred_star", P_st),
+                     ("filt_star", _sym(Pst_f)), ("pred_inf", P_inf), ("filt_inf", _sym(Pinf_f)),
+                     ("innov", f_st), ("gain", gain)):
+            out[k].append(x)
+        a = a_f @ A.T
+        P_inf = _sym(A @ Pinf_f @ A.T)
+        P_st = _sym(A @ Pst_f @ A.T + Q)
+    steps = {k: torch.stack(v, dim=1 if k in ("lp", "filt_mean", "pred_mean") else 0)
+             for k, v in out.items()}
+    return steps, a, P_st
+
+
+#: P_inf entries (and F_inf relative to |C|^2) below this count as zero: P_inf starts at I and
+#: is dimensionless up to the state's units, which structured models fix at 1.
+_DIFFUSE_TOL = 1e-10
+
+
+def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000) -> int:
+    """d: the steps of a fully observed sequence until the diffuse part ``P_inf`` vanishes
+    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise)."""
+    S = A.shape[0]
+    y = torch.zeros(1, max_steps, 1, dtype=A.dtype)
+    Q = torch.zeros(S, S, dtype=A.dtype)
+    R = torch.ones(1, 1, dtype=A.dtype)
+    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R)
+    d = int(steps["lp"].shape[1])
+    if d == max_steps:
+        raise ValueError(
+            f"the observations do not identify the diffuse initial state within {max_steps} "
+            "steps; use initialization='proper' (a proper prior) for this model"
+        )
+    return d
+
+
+def diffuse_kalman_filter(
+    y: torch.Tensor,
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
+    observed: torch.Tensor | None = None,
+) -> FilterResult:
+    """The Kalman filter under exact diffuse initialisation (every state diffuse), D = 1.
+
+    The first d steps run the exact initial filter (see :func:`_diffuse_steps`); their
+    ``log_prob_steps`` are 0 (their terms are not densities), and the remaining steps are the
+    ordinary filter started from the proper state at step d, so the row sums are the diffuse
+    log-likelihood ``log p(x_d..x_(T-1) | x_0..x_(d-1))`` that statsmodels reports with
+    ``loglikelihood_burn = d``. Differentiable.
+
+    Args:
+        y: ``[N, T, 1]`` observations.
+        A, Q, C, R: the parameters (see the module docstring).
+        steady_tol: see :func:`riccati` (used after the diffuse steps).
+        observed: ``[T]`` bool pattern shared by the sequences (see :func:`kalman_filter`).
+
+    Returns:
+        A :class:`FilterResult` whose ``covs.num_diffuse`` is d.
+    """
+    if C.shape[0] != 1:
+        raise ValueError("exact diffuse initialisation is implemented for D = 1 only")
+    N, T, _ = y.shape
+    obs = None if observed is None else observed.reshape(T).tolist()
+    st, mean, cov = _diffuse_steps(y, A, Q, C, R, obs)
+    d = st["lp"].shape[1]
+    parts = [(st["lp"], st["filt_mean"], st["pred_mean"])]
+    covs = [(st["pred_star"], st["filt_star"], st["innov"].reshape(-1, 1, 1),
+             st["gain"].unsqueeze(-1))]
+    steady = False
+    if T > d:
+        rest = None if observed is None else observed.reshape(T)[d:]
+        res = kalman_filter(y[:, d:], mean, cov, A, Q, C, R, steady_tol, rest)
+        parts.append((res.log_prob_steps, res.filt_mean, res.pred_mean))
+        c = res.covs
+        covs.append((c.pred_cov, c.filt_cov, c.innov_cov, c.gain))
+        steady = c.steady
+    lp, filt, pred = (torch.cat(z, dim=1) for z in zip(*parts, strict=True))
+    pc, fc, ic, g = (torch.cat(z, dim=0) for z in zip(*covs, strict=True))
+    return FilterResult(lp, filt, pred, CovarianceSequence(
+        pc, fc, ic, g, steady, d, st["pred_inf"], st["filt_inf"]))
+
+
+def innovation_sums(
+    y: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor,
+    R: torch.Tensor, observed: torch.Tensor | None = None,
+) -> tuple[float, float, int]:
+    """``(sum v_t^2 / F_t, sum log F_t, n)`` over the scored steps of the diffuse filter of
+    ``y [N, T, 1]`` (D = 1; ``mask [N, T]`` real steps): what a likelihood with the scale
+    concentrated out needs. Scored steps are those after the diffuse ones."""
+    res = diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
+    d = res.covs.num_diffuse
+    T = y.shape[1]
+    f = res.covs.per_step(res.covs.innov_cov[:, 0, 0], T)[d:]
+    v = (y[:, d:, 0] - _times(res.pred_mean[:, d:], C)[..., 0])
+    keep = mask[:, d:]
+    if observed is not None:
+        keep = keep & observed.reshape(1, T)[:, d:]
+    quad = float(torch.where(keep, v * v / f, 0.0).sum())
+    logdet = float((torch.log(f) * keep.sum(0)).sum())
+    return quad, logdet, int(keep.sum())
 
 
 def rts_smoother(
@@ -350,39 +723,106 @@ def rts_smoother(
     pred_mean: torch.Tensor,
     covs: CovarianceSequence,
     A: torch.Tensor,
+    steady_tol: float | None = DEFAULT_STEADY_TOL,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rauch-Tung-Striebel smoother for sequences that all have the same length T.
+
+    ``G_t = P_(t|t) A' P_(t+1|t)^-1``, ``m_t = m_(t|t) + G_t (m_(t+1) - m_(t+1|t))``,
+    ``P_t = P_(t|t) + G_t (P_(t+1) - P_(t+1|t)) G_t'``. Where the filter is steady the
+    gain is one matrix: the means are then one backward linear recurrence (a doubling scan,
+    ``scipy.signal.lfilter`` when S = 1) and the smoothed covariances, which converge going
+    backwards, are recursed only until they stop changing (the scale-free test of
+    :func:`riccati`; ``steady_tol=None`` recurses every step). The transient steps at the
+    start run one by one.
 
     Args:
         filt_mean, pred_mean: ``[N, T, S]`` from :func:`kalman_filter`.
         covs: the filter's covariances.
         A: ``[S, S]``.
+        steady_tol: see above.
 
     Returns:
         ``(means [N, T, S], covs [T, S, S], cross [T - 1, S, S])``: ``E[z_t | x_0..x_(T-1)]``,
         the shared smoothed covariances and the lag-one cross-covariances
         ``Cov(z_(t+1), z_t | x_0..x_(T-1))``.
     """
-    T = filt_mean.shape[1]
-    idx = covs.index(T).tolist()
+    N, T, S = filt_mean.shape
+    U = covs.num_unique
     Pf, Pp = covs.filt_cov, covs.pred_cov
-    gain_cache: dict[tuple[int, int], torch.Tensor] = {}
-    ms = filt_mean[:, T - 1]
-    Ps = Pf[idx[T - 1]]
-    means, cov_out, cross = [ms], [Ps], []
-    for t in range(T - 2, -1, -1):
-        a, b = idx[t], idx[t + 1]
-        if (a, b) not in gain_cache:  # G_t = Pf_t A' Pp_(t+1)^-1 depends on t only
-            gain_cache[(a, b)] = _solve_psd(Pp[b], A @ Pf[a]).T
-        G = gain_cache[(a, b)]
-        cross.append(Ps @ G.T)
-        ms = filt_mean[:, t] + (ms - pred_mean[:, t + 1]) @ G.T
-        Ps = _sym(Pf[a] + G @ (Ps - Pp[b]) @ G.T)
-        means.append(ms)
-        cov_out.append(Ps)
-    S = A.shape[0]
-    cross_t = torch.stack(cross[::-1]) if cross else torch.zeros(0, S, S, dtype=A.dtype)
-    return torch.stack(means[::-1], dim=1), torch.stack(cov_out[::-1]), cross_t
+    # steps t >= t_ss (t <= T - 2) use the steady pair (U - 1, U - 1)
+    t_ss = min(U - 1, T - 1) if covs.steady else T - 1
+    n_tr = t_ss  # transient gains G_0..G_(t_ss - 1), pairs (t, t + 1)
+    if n_tr > 0:
+        G_tr = _solve_psd_batch(Pp[1 : n_tr + 1], A @ Pf[:n_tr]).transpose(-1, -2)
+    else:
+        G_tr = torch.zeros(0, S, S, dtype=A.dtype)
+    G_ss = _solve_psd(Pp[U - 1], A @ Pf[U - 1]).T if t_ss < T - 1 else None
+    # --- covariances, backwards
+    Ps_last = Pf[min(T - 1, U - 1)]
+    tail: list[torch.Tensor] = []  # Ps_t for t = T-1, T-2, ... down to t_ss
+    Ps = Ps_last
+    tail.append(Ps)
+    flat_from = None  # smoothed covariance constant for t_ss <= t <= flat_from
+    if G_ss is not None:
+        Pf_ss, Pp_ss = Pf[U - 1], Pp[U - 1]
+        for t in range(T - 2, t_ss - 1, -1):
+            nxt = _sym(Pf_ss + G_ss @ (Ps - Pp_ss) @ G_ss.T)
+            if steady_tol is not None and _converged(Ps, nxt, steady_tol):
+                flat_from = t
+                break
+            Ps = nxt
+            tail.append(Ps)
+    if flat_from is not None:
+        n_flat = flat_from - t_ss + 1
+        steady_part = Ps.expand(n_flat, S, S)
+    else:
+        steady_part = torch.zeros(0, S, S, dtype=A.dtype)
+    head: list[torch.Tensor] = []  # Ps_t for t = t_ss - 1 down to 0
+    Ps_next = Ps if flat_from is not None else tail[-1]
+    for t in range(n_tr - 1, -1, -1):
+        G = G_tr[t]
+        Ps_next = _sym(Pf[t] + G @ (Ps_next - Pp[t + 1]) @ G.T)
+        head.append(Ps_next)
+    parts = [torch.stack(head[::-1])] if head else []
+    parts += [steady_part, torch.stack(tail[::-1])]
+    cov_out = torch.cat(parts, dim=0)
+    # --- means, backwards: m_t = G_t m_(t+1) + (m_(t|t) - G_t m_(t+1|t))
+    means = torch.empty(N, T, S, dtype=filt_mean.dtype)
+    means[:, T - 1] = filt_mean[:, T - 1]
+    if G_ss is not None:
+        b = filt_mean[:, t_ss : T - 1] - pred_mean[:, t_ss + 1 : T] @ G_ss.T  # [N, n, S]
+        rev = b.flip(1)
+        if S == 1 and not torch.is_grad_enabled():
+            from scipy.signal import lfilter
+
+            g = float(G_ss[0, 0])
+            out, _ = lfilter([1.0], [1.0, -g], rev[..., 0].numpy(), axis=1,
+                             zi=(g * filt_mean[:, T - 1, 0].numpy())[:, None])
+            sol = torch.from_numpy(out).unsqueeze(-1)
+        else:
+            sol = linear_recurrence(rev, G_ss, filt_mean[:, T - 1])
+        means[:, t_ss : T - 1] = sol.flip(1)
+    m = means[:, t_ss]
+    for t in range(n_tr - 1, -1, -1):
+        G = G_tr[t]
+        m = filt_mean[:, t] + (m - pred_mean[:, t + 1]) @ G.T
+        means[:, t] = m
+    # --- lag-one cross-covariances Cov(z_(t+1), z_t) = P_(t+1) G_t'
+    if T > 1:
+        G_all = G_tr if G_ss is None else torch.cat(
+            [G_tr, G_ss.expand(T - 1 - n_tr, S, S)], dim=0)
+        cross = cov_out[1:] @ G_all.transpose(-1, -2)
+    else:
+        cross = torch.zeros(0, S, S, dtype=A.dtype)
+    return means, cov_out, cross
+
+
+def _solve_psd_batch(P: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``P^-1 B`` for a batch of positive semi-definite P (pseudo-inverse where singular)."""
+    chol, info = torch.linalg.cholesky_ex(P)
+    if bool((info == 0).all()):
+        return torch.cholesky_solve(B, chol)
+    return torch.linalg.pinv(P, hermitian=True) @ B
 
 
 def em_m_step(
@@ -464,3 +904,117 @@ def forecast_moments(
         means.append(m @ C.T)
         covs.append(_sym(C @ P @ C.T + R))
     return torch.stack(means, dim=1), torch.stack(covs, dim=1)
+
+
+def innovation_sums_small(y: np.ndarray, A: np.ndarray, c: np.ndarray, q: np.ndarray,
+                          steady_tol: float = DEFAULT_STEADY_TOL) -> tuple[float, float, int]:
+    """:func:`innovation_sums` for one fully observed sequence ``y [T]`` of a model with
+    S <= 2, D = 1, diagonal ``Q = diag(q)`` and ``R = 1``, in Python floats and SciPy.
+
+    The diffuse steps and the transient of the covariance recursion run as scalar loops;
+    once the gain is steady, the innovations are a fixed rational filter of the data
+    (``v = H(z) y`` with ``H(z) = 1 - c (zI - L)^-1 A k``, ``L = A (I - k c)``), applied by
+    ``scipy.signal.lfilter``, plus the free response ``-c L^t a`` of the state there (by the
+    Cayley-Hamilton recurrence). The same numbers as the general filter (tested)."""
+    from scipy.signal import lfilter, lfiltic
+
+    S = A.shape[0]
+    T = y.shape[0]
+    Af = A.tolist()
+    cf = c.tolist()
+    # --- exact diffuse steps (all states diffuse), Python floats via small numpy
+    a = np.zeros(S)
+    P_inf = np.eye(S)
+    P_st = np.zeros((S, S))
+    Qm = np.diag(q)
+    scale = float(c @ c)
+    t = 0
+    quad = logdet = 0.0
+    n = 0
+    while t < T and np.abs(P_inf).max() > _DIFFUSE_TOL:
+        v = y[t] - a @ c
+        M_inf, M_st = P_inf @ c, P_st @ c
+        f_inf, f_st = float(c @ M_inf), float(c @ M_st) + 1.0
+        if f_inf > _DIFFUSE_TOL * scale:
+            gain = M_inf / f_inf
+            Pinf_f = P_inf - np.outer(M_inf, M_inf) / f_inf
+            Pst_f = (P_st - (np.outer(M_st, M_inf) + np.outer(M_inf, M_st)) / f_inf
+                     + np.outer(M_inf, M_inf) * (f_st / f_inf**2))
+        else:
+            gain = M_st / f_st
+            Pinf_f = P_inf
+            Pst_f = P_st - np.outer(M_st, M_st) / f_st
+            quad += v * v / f_st
+            logdet += math.log(f_st)
+            n += 1
+        a = A @ (a + v * gain)
+        P_inf = A @ Pinf_f @ A.T
+        P_inf = 0.5 * (P_inf + P_inf.T)
+        P_st = A @ Pst_f @ A.T + Qm
+        P_st = 0.5 * (P_st + P_st.T)
+        t += 1
+    if t >= T:
+        return quad, logdet, n
+    rest = T - t
+    if S == 1:
+        fl, Kl, steady = _riccati_scalar(float(P_st[0, 0]), Af[0][0], float(q[0]), cf[0], 1.0,
+                                         rest, steady_tol, raw=True)
+    else:
+        fl, Kl, steady = _riccati_two(P_st.tolist(), Af, Qm.tolist(), cf, 1.0, rest,
+                                      steady_tol, raw=True)
+    U = len(fl)
+    t_loop = U - 1 if steady else rest
+    yy = y[t:]
+    # transient: scalar loop in Python floats
+    yl = yy[:t_loop].tolist()
+    if S == 1:
+        a0, aa, c0 = float(a[0]), Af[0][0], cf[0]
+        for s in range(t_loop):
+            v = yl[s] - c0 * a0
+            quad += v * v / fl[s]
+            logdet += math.log(fl[s])
+            a0 = aa * (a0 + v * Kl[s][0])
+        a = np.array([a0])
+    else:
+        (a00, a01), (a10, a11) = Af
+        c0, c1 = cf
+        x0, x1 = float(a[0]), float(a[1])
+        for s in range(t_loop):
+            v = yl[s] - c0 * x0 - c1 * x1
+            quad += v * v / fl[s]
+            logdet += math.log(fl[s])
+            k0, k1 = Kl[s]
+            f0, f1 = x0 + v * k0, x1 + v * k1
+            x0, x1 = a00 * f0 + a01 * f1, a10 * f0 + a11 * f1
+        a = np.array([x0, x1])
+    n += t_loop
+    if t_loop < rest:
+        k = np.array(Kl[U - 1])
+        fs = float(fl[U - 1])
+        L = A @ (np.eye(S) - np.outer(k, c))
+        b = A @ k
+        ys = yy[t_loop:]
+        m = len(ys)
+        if S == 1:
+            lam = float(L[0, 0])
+            num, den = [1.0, -(lam + cf[0] * float(b[0]))], [1.0, -lam]
+            free = cf[0] * float(a[0]) * lam ** np.arange(m)
+        else:
+            tr, det = float(L[0, 0] + L[1, 1]), float(L[0, 0] * L[1, 1] - L[0, 1] * L[1, 0])
+            cb = float(c @ b)
+            e = (-cf[0] * L[1, 1] * b[0] + cf[0] * L[0, 1] * b[1] + cf[1] * L[1, 0] * b[0]
+                 - cf[1] * L[0, 0] * b[1])
+            num, den = [1.0, -(tr + cb), det - float(e)], [1.0, -tr, det]
+            s0, s1 = float(c @ a), float(c @ (L @ a))
+            free = np.empty(m)
+            free[0] = s0
+            if m > 1:
+                free[1] = s1
+            if m > 2:
+                zi = lfiltic([1.0], den, [s1, s0])
+                free[2:], _ = lfilter([1.0], den, np.zeros(m - 2), zi=zi)
+        v = lfilter(num, den, ys) - free
+        quad += float(v @ v) / fs
+        logdet += m * math.log(fs)
+        n += m
+    return quad, logdet, n

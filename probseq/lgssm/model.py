@@ -11,7 +11,7 @@ import torch
 
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
-from probseq.data import Sequences
+from probseq.data import Sequences, check_sequences
 from probseq.forecast import Forecast
 from probseq.lgssm import inference
 
@@ -28,6 +28,9 @@ PARAM_NAMES = (
 #: a "diffuse" prior is proper: its variance is this many times the data's (or noise's) scale.
 DIFFUSE_FACTOR = 1e6
 _SYM_TOL = 1e-8
+_LOG_2PI = math.log(2.0 * math.pi)
+#: values per block of rows in log_prob_steps (keeps the per-step temporaries in cache).
+_BLOCK = 1 << 18
 
 
 @dataclass
@@ -69,6 +72,19 @@ class LinearGaussianSSM(SequenceModel):
     ``LinearGaussianSSM(state_dim=S).fit(data)`` (maximum likelihood over every parameter,
     L-BFGS on an unconstrained parametrisation).
 
+    Initialisation: ``"proper"`` scores every step with ``z_0 ~ N(initial_mean,
+    initial_cov)``, so ``log_prob`` is the density of all T observations. ``"diffuse"``
+    (D = 1; the default of :meth:`local_level` and :meth:`local_linear_trend`) is Durbin &
+    Koopman's exact diffuse initialisation: the first ``num_diffuse_steps`` observations only
+    locate the state and are not scored (``log_prob_steps`` 0 there), and ``log_prob`` is the
+    exact conditional density of the rest given them, which is statsmodels' diffuse
+    log-likelihood without its ``-log(2 pi F_inf) / 2`` terms (they depend on the arbitrary
+    scale of the diffuse prior). ``compare`` conditions every model on those steps.
+
+    Missing values (NaN) are marginalised exactly: a step with nothing observed skips the
+    update, a partially observed step updates on its observed coordinates. Covariates
+    (``exog=``) add a regression term ``exog_coef @ u_t`` to the observation equation.
+
     Args:
         state_dim: S.
         obs_dim: D; None infers it from the data at ``fit``.
@@ -79,15 +95,19 @@ class LinearGaussianSSM(SequenceModel):
             (None = estimated by ``fit``), and ``initial_mean`` (list or None) and
             ``initial_var`` (number or None; ``initial_cov = initial_var * I``), where None
             means chosen from the data at fit time (see :meth:`local_level`).
+        initialization: ``"proper"`` (default) or ``"diffuse"`` (exact diffuse, D = 1 only).
     """
 
     data_kind = "continuous"
+    supports_missing = True
+    supports_exog = True
 
     def __init__(
         self,
         state_dim: int = 1,
         obs_dim: int | None = None,
         structure: dict[str, Any] | None = None,
+        initialization: str = "proper",
     ):
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
             raise ValueError(f"state_dim must be a positive integer, got {state_dim!r}")
@@ -100,8 +120,15 @@ class LinearGaussianSSM(SequenceModel):
         self.structure = _check_structure(structure, state_dim, obs_dim)
         if self.structure is not None:
             self.obs_dim = len(self.structure["observation_matrix"])
+        if initialization not in ("proper", "diffuse"):
+            raise ValueError(
+                f"initialization must be 'proper' or 'diffuse', got {initialization!r}")
+        if initialization == "diffuse" and self.obs_dim not in (None, 1):
+            raise ValueError("exact diffuse initialization is implemented for obs_dim = 1 only")
+        self.initialization = initialization
         self._obs_dim = self.obs_dim if self.obs_dim is not None else "any"
         self._params: dict[str, torch.Tensor] | None = None
+        self._fit_exog: torch.Tensor | None = None
         self.fit_result_: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction
@@ -114,8 +141,16 @@ class LinearGaussianSSM(SequenceModel):
         transition_cov: Any,
         observation_matrix: Any,
         observation_cov: Any,
+        *,
+        initialization: str = "proper",
+        exog_coef: Any = None,
     ) -> LinearGaussianSSM:
         """A fitted model from explicit parameters (see the class docstring for shapes).
+
+        ``initialization="diffuse"`` (D = 1 only) scores with an exact diffuse initial state
+        instead of ``N(initial_mean, initial_cov)``; see the class docstring. ``exog_coef``
+        ``[D, E]`` adds the regression term ``exog_coef @ u_t`` on covariates ``u_t`` to the
+        observation equation (the model then needs ``exog=`` wherever it takes data).
 
         ``observation_cov`` must be symmetric positive definite; ``initial_cov`` and
         ``transition_cov`` symmetric positive semi-definite (a known initial state or a
@@ -134,11 +169,13 @@ class LinearGaussianSSM(SequenceModel):
                 transition_cov=transition_cov,
                 observation_matrix=observation_matrix,
                 observation_cov=observation_cov,
+                exog_coef=exog_coef,
             )
         )
         S, D = params["observation_matrix"].shape[1], params["observation_matrix"].shape[0]
-        model = cls(state_dim=S, obs_dim=D)
+        model = cls(state_dim=S, obs_dim=D, initialization=initialization)
         model._params = params
+        model.num_diffuse_steps  # noqa: B018 (refuses a diffuse state the data cannot identify)
         return model
 
     @classmethod
@@ -149,6 +186,7 @@ class LinearGaussianSSM(SequenceModel):
         *,
         initial_mean: float | None = None,
         initial_var: float | None = None,
+        initialization: str | None = None,
     ) -> LinearGaussianSSM:
         """The local level model (random walk plus noise), S = D = 1.
 
@@ -158,17 +196,30 @@ class LinearGaussianSSM(SequenceModel):
         estimated by ``fit`` (the others stay fixed), as in statsmodels'
         ``UnobservedComponents``.
 
-        The initial level has a *proper* prior, so that ``log_prob`` is an exact density of
-        all T observations (statsmodels' exact diffuse likelihood instead drops the first
-        observation's term, which is not a density). ``initial_mean=None`` and
-        ``initial_var=None`` choose a nearly diffuse prior: at ``fit`` time the mean of the
-        sequences' first observations and ``1e6`` times the data's variance; for a model
-        built with both variances given, ``0`` and ``1e6 * max(level_var, obs_var)``. The
-        chosen prior is stored with the model and used for every later ``log_prob``.
+        Initialisation (``initialization``):
+
+        * ``"diffuse"`` (the default when no ``initial_mean``/``initial_var`` is given): the
+          exact diffuse initial state of Durbin & Koopman, as statsmodels'
+          ``UnobservedComponents(..., use_exact_diffuse=True)``. The first observation only
+          locates the level (``num_diffuse_steps = 1``); ``log_prob`` is the exact conditional
+          density ``log p(x_1..x_(T-1) | x_0)`` (statsmodels' diffuse log-likelihood without
+          the first step's ``-log(2 pi F_inf) / 2``, which depends on the arbitrary scale of
+          the diffuse prior), ``log_prob_steps`` is 0 at the diffuse step, and ``fit``
+          maximises it (Durbin & Koopman's estimates on the Nile: 15099, 1469.1).
+        * ``"proper"`` (the default when ``initial_mean`` or ``initial_var`` is given): the
+          level starts from ``N(initial_mean, initial_var)`` and ``log_prob`` is the density of
+          all T observations. ``initial_mean=None`` / ``initial_var=None`` then choose a
+          nearly diffuse prior: at ``fit`` time the mean of the sequences' first observations
+          and ``1e6`` times the data's variance; for a model built with both variances given,
+          ``0`` and ``1e6 * max(level_var, obs_var)``. Its first step then costs a number of
+          nats that depends on that factor.
+
+        Either way the stored ``initial_mean``/``initial_cov`` (the nearly diffuse prior when
+        not given) are what ``sample`` without a prefix starts from.
         """
         return cls._structured(
             [[1.0]], [[1.0]], [["level_var", level_var]], [["obs_var", obs_var]],
-            initial_mean, initial_var,
+            initial_mean, initial_var, initialization,
         )
 
     @classmethod
@@ -180,22 +231,30 @@ class LinearGaussianSSM(SequenceModel):
         *,
         initial_mean: Any | None = None,
         initial_var: float | None = None,
+        initialization: str | None = None,
     ) -> LinearGaussianSSM:
         """The local linear trend model, S = 2 (level, slope), D = 1.
 
         ``level_t = level_(t-1) + slope_(t-1) + N(0, level_var)``,
         ``slope_t = slope_(t-1) + N(0, slope_var)``, ``x_t = level_t + N(0, obs_var)``.
-        ``slope_var=0`` gives the smooth-trend model. Unknown variances and the prior work as
-        in :meth:`local_level` (the initial mean defaults to ``[first value, 0]``).
+        ``slope_var=0`` gives the smooth-trend model. Unknown variances, the prior and
+        ``initialization`` work as in :meth:`local_level`; under the default exact diffuse
+        initialisation the first two observations locate the level and slope
+        (``num_diffuse_steps = 2``) and ``log_prob`` is ``log p(x_2..x_(T-1) | x_0, x_1)``.
+        The nearly diffuse proper prior's mean defaults to ``[first value, 0]``.
         """
         return cls._structured(
             [[1.0, 1.0], [0.0, 1.0]], [[1.0, 0.0]],
             [["level_var", level_var], ["slope_var", slope_var]], [["obs_var", obs_var]],
-            initial_mean, initial_var,
+            initial_mean, initial_var, initialization,
         )
 
     @classmethod
-    def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var) -> LinearGaussianSSM:
+    def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var,
+                    initialization) -> LinearGaussianSSM:
+        if initialization is None:
+            given = initial_mean is not None or initial_var is not None
+            initialization = "proper" if given else "diffuse"
         if initial_mean is not None:
             initial_mean = np.atleast_1d(np.asarray(initial_mean, dtype=float)).tolist()
         if initial_var is not None:
@@ -208,7 +267,8 @@ class LinearGaussianSSM(SequenceModel):
             "initial_mean": initial_mean,
             "initial_var": initial_var,
         }
-        model = cls(state_dim=len(A), obs_dim=len(C), structure=structure)
+        model = cls(state_dim=len(A), obs_dim=len(C), structure=structure,
+                    initialization=initialization)
         if not model._free_names():
             variances = [v for _, v in tvars + ovars]
             scale = max(variances) if max(variances) > 0 else 1.0
@@ -223,46 +283,158 @@ class LinearGaussianSSM(SequenceModel):
     # ------------------------------------------------------------------ protocol
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        """The parameters, named as in CONTRACT.md (copies)."""
+        """The parameters as a dict of tensors (copies), named as in the class docstring."""
         self._check_fitted()
         return {k: v.clone() for k, v in self._params.items()}
 
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0 without covariates)."""
+        return 0 if self._params is None or "exog_coef" not in self._params else int(
+            self._params["exog_coef"].shape[-1])
+
+    @property
     def num_params(self) -> int:
+        extra = 0
+        if self._params is not None and "exog_coef" in self._params:
+            extra = self._params["exog_coef"].numel()
         if self.structure is not None:
-            return len(self._free_names())
-        S, D = self.state_dim, self.obs_dim
-        if D is None:
-            self._check_fitted()
-        return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S
+            return len(self._free_names()) + extra
+        S, D = self.state_dim, self._dim
+        return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S + extra
 
     def _is_fitted(self) -> bool:
         return self._params is not None
 
+    @property
+    def _dim(self) -> int:
+        """D of the fitted parameters (or of the constructor)."""
+        if self._params is not None:
+            return int(self._params["observation_matrix"].shape[0])
+        if self.obs_dim is None:
+            self._check_fitted()
+        return self.obs_dim
+
     def get_config(self) -> dict[str, Any]:
-        return {"state_dim": self.state_dim, "obs_dim": self.obs_dim, "structure": self.structure}
+        return {"state_dim": self.state_dim, "obs_dim": self.obs_dim, "structure": self.structure,
+                "initialization": self.initialization}
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self._params)
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        params = _check_params({k: tensors[k] for k in PARAM_NAMES})
-        if params["observation_matrix"].shape != (self.obs_dim, self.state_dim):
+        params = _check_params({k: tensors[k] for k in (*PARAM_NAMES, "exog_coef")
+                                if k in tensors})
+        D, S = params["observation_matrix"].shape
+        if S != self.state_dim or (self.obs_dim is not None and D != self.obs_dim):
             raise ValueError("saved parameters do not match the saved configuration")
         self._params = params
+        self._obs_dim = D
+
+    @property
+    def num_diffuse_steps(self) -> int:
+        """d: the initial steps that only locate the diffuse state and are not scored.
+
+        0 under a proper prior; under exact diffuse initialisation the steps until the
+        observations identify the state (local level 1, local linear trend 2). ``compare``
+        conditions every model it scores on the first d steps.
+        """
+        if self.initialization == "proper":
+            return 0
+        if self.structure is not None:
+            A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
+            C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
+        else:
+            self._check_fitted()
+            A, C = self._params["transition_matrix"], self._params["observation_matrix"]
+        return inference.diffuse_num_steps(A, C)
+
+    def _filter(self, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
+                observed: torch.Tensor | None = None) -> inference.FilterResult:
+        """The Kalman filter of ``y [N, T, D]`` (sharing the observation pattern
+        ``observed``, None: no gaps) under this model's initialisation."""
+        m0, P0, A, Q, C, R = self._matrices(params)
+        if self.initialization == "diffuse":
+            return inference.diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
+        return inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=observed)
+
+    def _residual(self, seqs: Sequences, exog: torch.Tensor | None,
+                  params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``[N, T_max, D]`` the data minus the regression term ``exog_coef @ u_t`` (the data
+        themselves for a model without covariates); differentiable in ``exog_coef``."""
+        p = self._params if params is None else params
+        y = seqs.values3d()
+        B = p.get("exog_coef")
+        if B is None and exog is None:
+            return y
+        if B is None:
+            raise ValueError(f"this {self.name} was fitted without covariates; fit it with "
+                             "exog= to use them")
+        if exog is None:
+            raise ValueError(f"this {self.name} has a regression on {B.shape[1]} covariate(s); "
+                             "pass exog=")
+        if exog.shape[-1] != B.shape[1]:
+            raise ValueError(f"exog has {exog.shape[-1]} covariate(s), the model was fitted "
+                             f"with {B.shape[1]}")
+        return y - exog[:, : y.shape[1]] @ B.T
+
+    def _filter_groups(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                       exog: torch.Tensor | None = None,
+                       ) -> list[tuple[torch.Tensor, Sequences, inference.FilterResult]]:
+        """The filter over groups of sequences that share an observation pattern: the
+        covariance recursion depends on where the gaps are. ``(rows, sub-batch, result)``."""
+        y = self._residual(seqs, exog, params)
+        out = []
+        for rows, pattern in _patterns(seqs):
+            sub = seqs[rows] if len(rows) != len(seqs) else seqs
+            yr = y[rows] if len(rows) != len(seqs) else y
+            out.append((rows, sub, self._filter(yr, params, pattern)))
+        return out
+
+    def _total_log_lik(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                       exog: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of ``log_prob`` over the batch (differentiable in ``params``)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for _, sub, res in self._filter_groups(seqs, params, exog):
+            total = total + torch.where(sub.mask, res.log_prob_steps, 0.0).sum()
+        return total
 
     def _matrices(self, params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         p = self._params if params is None else params
         return tuple(p[k] for k in PARAM_NAMES)
 
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        res = inference.kalman_filter(seqs.values3d(), *self._matrices())
-        return torch.where(seqs.mask, res.log_prob_steps, torch.zeros((), dtype=torch.float64))
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        N, T = seqs.mask.shape
+        rows_per_block = max(1, _BLOCK // max(T, 1))
+        if N > rows_per_block:
+            # blocks of rows whose [rows, T] temporaries stay in cache: the time per value
+            # then stays flat as N and T grow (the shared covariance recursion is cheap
+            # to repeat per block)
+            out = torch.zeros(N, T, dtype=torch.float64)
+            for start in range(0, N, rows_per_block):
+                idx = torch.arange(start, min(start + rows_per_block, N))
+                sub = seqs[idx]
+                ex = None if exog is None else exog[idx, : sub.max_length]
+                out[idx, : sub.max_length] = self._log_prob_steps_block(sub, ex)
+            return out
+        return self._log_prob_steps_block(seqs, exog)
+
+    def _log_prob_steps_block(self, seqs: Sequences,
+                              exog: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.zeros(seqs.mask.shape, dtype=torch.float64)
+        for rows, _, res in self._filter_groups(seqs, exog=exog):
+            out[rows] = res.log_prob_steps
+        return torch.where(seqs.mask, out, torch.zeros((), dtype=torch.float64))
 
     # ------------------------------------------------------------------ posterior
     @torch.no_grad()
-    def filter(self, data: Any) -> StatePosterior:
+    def filter(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Filtered state marginals ``p(z_t | x_0..x_t)``.
+
+        Under exact diffuse initialisation a direction of the state that the observations up
+        to step t do not locate yet (the slope of the local linear trend after one
+        observation) has an infinite variance. Missing values are skipped (the filter
+        predicts through them); ``exog`` are the covariates of a model fitted with them.
 
         Returns:
             A :class:`StatePosterior` with ``mean [N, T_max, S]`` and ``cov [N, T_max, S, S]``
@@ -270,80 +442,81 @@ class LinearGaussianSSM(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        res = inference.kalman_filter(seqs.values3d(), *self._matrices())
-        t_idx = _carry_index(seqs)  # [N, T]
-        mean = torch.gather(res.filt_mean, 1, t_idx.unsqueeze(-1).expand_as(res.filt_mean))
-        cov = res.covs.filt_cov[res.covs.index(seqs.max_length)[t_idx]]
-        out = StatePosterior(mean, cov)
-        return StatePosterior(mean[0], cov[0]) if single else out
+        ex = self._coerce_exog(exog, seqs, data)
+        S, T = self.state_dim, seqs.max_length
+        mean = torch.empty(len(seqs), T, S, dtype=torch.float64)
+        cov = torch.empty(len(seqs), T, S, S, dtype=torch.float64)
+        for rows, sub, res in self._filter_groups(seqs, exog=ex):
+            t_idx = _carry_index(sub)  # [n, T]
+            mean[rows] = torch.gather(res.filt_mean, 1,
+                                      t_idx.unsqueeze(-1).expand_as(res.filt_mean))
+            table = res.covs.filt_cov
+            d = res.covs.num_diffuse
+            if d:  # directions still diffuse after step t have infinite variance
+                table = table.clone()
+                diag = torch.diagonal(table[:d], dim1=-2, dim2=-1)
+                diffuse = torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1) > 0
+                diag[diffuse] = math.inf
+            cov[rows] = table[res.covs.index(T)[t_idx]]
+        return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     @torch.no_grad()
-    def smoother(self, data: Any) -> StatePosterior:
+    def smoother(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Smoothed state marginals ``p(z_t | x_0..x_(T-1))`` (Rauch-Tung-Striebel).
+
+        Under exact diffuse initialisation the steps whose filtered state is still diffuse
+        (the first step of the local linear trend) are smoothed through proper priors
+        ``kappa`` = 1e5 and 2e5 times wider than the located state's variance, extrapolated
+        to kappa -> inf (Richardson; within about 1e-9 times the largest state variance of
+        the exact diffuse smoother); every other step is exact.
 
         Returns:
             A :class:`StatePosterior` shaped as in :meth:`filter`.
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        mean, cov, _, _ = _smoothed(seqs, self._params)
+        ex = self._coerce_exog(exog, seqs, data)
+        mean, cov, _, _ = self._smoothed(seqs, self._params, ex)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
-    @torch.no_grad()
-    def forecast(self, data: Any, horizon: int, level: float = 0.95) -> Forecast:
-        """Predictive means and intervals of the next ``horizon`` observations.
-
-        Args:
-            data: the observed sequences; each forecast starts after its last step.
-            horizon: H >= 1.
-            level: coverage of the central prediction intervals, in (0, 1).
-
-        Returns:
-            A :class:`Forecast`.
-        """
-        from scipy.stats import norm
-
-        self._check_fitted()
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        if not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
-        seqs, single = self._coerce(data)
+    def _forecast_moments(self, seqs: Sequences, horizon: int,
+                          exog: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact predictive moments ``[N, H, D]``, ``[N, H, D, D]`` after each sequence
+        (``exog`` ``[N, T_max + H, E]`` when the model has covariates)."""
         m0, P0, A, Q, C, R = self._matrices()
-        res = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R)
-        last = seqs.lengths - 1
-        mean = res.filt_mean[torch.arange(len(seqs)), last]
-        cov = res.covs.filt_cov[res.covs.index(seqs.max_length)[last]]
+        S = self.state_dim
+        mean = torch.empty(len(seqs), S, dtype=torch.float64)
+        cov = torch.empty(len(seqs), S, S, dtype=torch.float64)
+        for rows, sub, res in self._filter_groups(seqs, exog=exog):
+            mean[rows], cov[rows] = _last_state(res, sub.lengths)
         obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
-        std = torch.diagonal(obs_cov, dim1=-2, dim2=-1).sqrt()
-        z = float(norm.ppf(0.5 + 0.5 * float(level)))
-        lower, upper = obs_mean - z * std, obs_mean + z * std
-        outs = [obs_mean, std, lower, upper]
-        if self.obs_dim == 1:
-            outs = [o[..., 0] for o in outs]
-        if single:
-            outs = [o[0] for o in outs]
-            obs_cov = obs_cov[0]
-        m, s, lo, up = outs
-        return Forecast(mean=m, std=s, lower=lo, upper=up, level=float(level), cov=obs_cov,
-                        num_exact_steps=horizon, _single=single)
+        if exog is not None:  # the regression term at the future steps of each sequence
+            t = seqs.lengths[:, None] + torch.arange(horizon)[None, :]  # [N, H]
+            future = torch.gather(exog, 1, t.unsqueeze(-1).expand(-1, -1, exog.shape[-1]))
+            obs_mean = obs_mean + future @ self._params["exog_coef"].T
+        return obs_mean, obs_cov
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                **options: Any) -> torch.Tensor:
+                exog: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"unknown sample options: {sorted(options)}")
         m0, P0, A, Q, C, R = self._matrices()
-        S, D = self.state_dim, self.obs_dim
+        S, D = self.state_dim, self._dim
         n = num_sequences
+        B = self._params.get("exog_coef")
+        if (B is None) != (exog is None):
+            raise ValueError("exog= is needed exactly when the model has a regression on "
+                             "covariates" + ("" if B is None else f" ({B.shape[1]} here)"))
+        shift = None if B is None else exog @ B.T  # [n, length, D]
         if prefix is None:
             start = m0 + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(P0).T
             steps = length
         else:
             pre = prefix.to(torch.float64).reshape(prefix.shape[0], D)
-            res = inference.kalman_filter(pre.unsqueeze(0), m0, P0, A, Q, C, R)
-            mf = res.filt_mean[0, -1]
-            Pf = res.covs.filt_cov[res.covs.index(pre.shape[0])[-1]]
+            resid = pre if shift is None else pre - shift[0, : pre.shape[0]]
+            res = self._filter(resid.unsqueeze(0))
+            mf, Pf = (x[0] for x in _last_state(res, torch.tensor([pre.shape[0]])))
             last = mf + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Pf).T
             steps = length - pre.shape[0]
             start = last @ A.T + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Q).T
@@ -354,6 +527,8 @@ class LinearGaussianSSM(SequenceModel):
             x = z @ C.T + torch.randn(n, steps, D, dtype=torch.float64) @ _psd_sqrt(R).T
         else:
             x = torch.zeros(n, 0, D, dtype=torch.float64)
+        if shift is not None:
+            x = x + shift[:, length - x.shape[1]:]
         if prefix is not None:
             x = torch.cat([pre.expand(n, -1, -1), x], dim=1)
         return x[..., 0] if D == 1 else x
@@ -366,14 +541,19 @@ class LinearGaussianSSM(SequenceModel):
         return [name for name, value in slots if value is None]
 
     def _structured_params(
-        self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor
+        self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor,
+        unit: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """Parameters of a structured model from its free variances (differentiable)."""
+        """Parameters of a structured model from its free variances (differentiable).
+
+        Fixed variances are divided by ``unit**2`` (the fit works in data units of ``unit``).
+        """
         st = self.structure
         it = iter(free.unbind(0)) if free.numel() else iter(())
-        tv = [next(it) if v is None else torch.tensor(v, dtype=torch.float64)
+        u2 = unit * unit
+        tv = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
               for _, v in st["transition_vars"]]
-        ov = [next(it) if v is None else torch.tensor(v, dtype=torch.float64)
+        ov = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
               for _, v in st["observation_vars"]]
         S = self.state_dim
         return {
@@ -385,21 +565,88 @@ class LinearGaussianSSM(SequenceModel):
             "observation_cov": torch.diag(torch.stack(ov)),
         }
 
-    def _data_prior(self, seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
-        """The structured model's initial mean and variance (given, or chosen from data)."""
+    def _data_prior(self, seqs: Sequences, unit: float = 1.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The structured model's initial mean and variance (given, or chosen from data), in
+        data units of ``unit``."""
         st = self.structure
         y = seqs.values3d()
+        obs = seqs.step_observed
         if st["initial_mean"] is not None:
-            mean = torch.tensor(st["initial_mean"], dtype=torch.float64)
+            mean = torch.tensor(st["initial_mean"], dtype=torch.float64) / unit
         else:
             C = torch.tensor(st["observation_matrix"], dtype=torch.float64)
-            mean = torch.linalg.pinv(C) @ y[:, 0].mean(0)
+            first = torch.stack([y[i, int(torch.nonzero(obs[i])[0, 0])]
+                                 if bool(obs[i].any()) else y[i, 0] for i in range(len(seqs))])
+            mean = torch.linalg.pinv(C) @ first.mean(0)
         if st["initial_var"] is not None:
-            var = torch.tensor(st["initial_var"], dtype=torch.float64)
+            var = torch.tensor(st["initial_var"] / unit**2, dtype=torch.float64)
         else:
-            scale = float(y[seqs.mask].var()) if seqs.num_steps > 1 else 0.0
+            vals = y[obs]
+            scale = float(vals.var()) if vals.numel() > 1 else 0.0
             var = torch.tensor(DIFFUSE_FACTOR * (scale if scale > 0 else 1.0), dtype=torch.float64)
         return mean, var
+
+    def fit(
+        self,
+        data: Any,
+        *,
+        exog: Any = None,
+        max_epochs: int = 500,
+        tol: float = 1e-10,
+        em_epochs: int = 0,
+        restarts: int = 1,
+        seed: int | None = None,
+        progress: bool | None = None,
+        **unknown: Any,
+    ) -> LinearGaussianSSM:
+        """Maximum likelihood estimation of the parameters.
+
+        Structured models (:meth:`local_level`, :meth:`local_linear_trend`) estimate their
+        free variances; other models every parameter (``initial_mean``, ``initial_cov``,
+        ``transition_matrix``, ``transition_cov``, ``observation_matrix``,
+        ``observation_cov``). The likelihood maximised is ``log_prob`` under the model's
+        ``initialization`` (under exact diffuse initialisation: the diffuse log-likelihood,
+        as statsmodels' ``UnobservedComponents``). The fit is scale-equivariant: the data are
+        divided by their standard deviation before optimising and the estimates scaled
+        back, so fitting ``c * x`` gives the fit on ``x`` rescaled.
+
+        Structured models under exact diffuse initialisation whose fixed variances are all 0
+        (the usual case: every variance free) are fitted on a concentrated likelihood: the
+        observation variance is profiled out in closed form and the ratios of the other
+        variances to it are optimised by L-BFGS-B (bounded Brent's method for one ratio) with
+        the plain NumPy filter. Other models use L-BFGS-B with exact gradients (torch
+        autograd) on an unconstrained parametrisation (log variances; Cholesky factors with
+        log diagonals).
+
+        Args:
+            data: the sequences (``Sequences``, a list, or one sequence ``[T]`` / ``[T, D]``);
+                missing values (NaN) are marginalised exactly.
+            exog: covariates ``[N, T, E]`` (``[T, E]``, a DataFrame, ... for one sequence):
+                adds a regression term ``exog_coef @ u_t`` to the observation equation (as
+                statsmodels' ``UnobservedComponents(exog=...)``), its coefficients
+                ``exog_coef [D, E]`` estimated with the other parameters (default None).
+            max_epochs: the most optimiser iterations (default 500).
+            tol: stop when the objective (nats per scored step) changes by less than this,
+                relatively (default 1e-10).
+            em_epochs: unstructured models only: EM (Shumway-Stoffer) iterations that
+                warm-start L-BFGS (default 0).
+            restarts: unstructured models only: fit from this many random starts and keep
+                the best (default 1; the full-parameter likelihood of S >= 2 models can
+                have local maxima). ``fit_result_["restart_objectives"]`` lists each
+                start's maximum in nats per scored step.
+            seed: seeds the random start of unstructured models (default None).
+            progress: a progress bar (default None: when stderr is a terminal).
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: bad data, an unknown option, or data of the wrong dimension.
+        """
+        return super().fit(data, exog=exog, max_epochs=max_epochs, tol=tol,
+                           em_epochs=em_epochs, restarts=restarts, seed=seed,
+                           progress=progress, **unknown)
 
     def _fit(
         self,
@@ -410,56 +657,252 @@ class LinearGaussianSSM(SequenceModel):
         progress: bool | None = None,
         tol: float = 1e-10,
         em_epochs: int = 0,
-        **unknown: Any,
+        restarts: int = 1,
+        exog: torch.Tensor | None = None,
     ) -> None:
-        """Maximum likelihood by L-BFGS-B (scipy) with exact gradients (torch autograd).
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+        # the constructor's obs_dim is checked, never overwritten (get_config is unchanged
+        # by fit, and a model built with obs_dim=None can be refitted to other data)
+        if self.obs_dim is not None:
+            check_sequences(seqs, model=self.name, dim=self.obs_dim)
+        D = self.obs_dim or seqs.dim or 1
+        if self.initialization == "diffuse" and D != 1:
+            raise ValueError("exact diffuse initialization is implemented for D = 1 only")
+        vals = seqs.values3d()[seqs.step_observed]
+        if vals.shape[0] > 1 and bool((vals.std(0) == 0).any()):
+            raise ValueError("the data are constant (in some coordinate): the likelihood of a "
+                             f"{self.name} is unbounded there; add noise or drop it")
+        unit = _unit(seqs)
+        scaled = Sequences(seqs.values / unit, seqs.lengths,
+                           seqs.observed if seqs.has_missing else None)
+        if exog is not None and em_epochs > 0:
+            raise ValueError("em_epochs is not available with covariates; use em_epochs=0")
+        self._fit_exog = exog
+        try:
+            if self.structure is not None:
+                params, info = self._fit_structured(scaled, unit, max_epochs, tol, progress)
+            else:
+                params, info = self._fit_full(scaled, D, max_epochs, tol, em_epochs, progress,
+                                              restarts)
+            with torch.no_grad():
+                self._refuse_degenerate(scaled, params)
+        finally:
+            self._fit_exog = None
+        params = _rescale(params, unit, self.structure is not None)
+        if self.structure is not None:  # fixed variances exactly as given (no rounding)
+            for key, slots in (("transition_cov", "transition_vars"),
+                               ("observation_cov", "observation_vars")):
+                for i, (_, v) in enumerate(self.structure[slots]):
+                    if v is not None:
+                        params[key][i, i] = v
+        self._params = _check_params(params)
+        self._obs_dim = D
+        if info is not None:
+            info["log_lik"] = float(self._log_prob(seqs, **({} if exog is None else
+                                                           {"exog": exog})).sum())
+        self.fit_result_ = info
 
-        Options:
-            max_epochs: the most L-BFGS iterations.
-            seed: seeds the random start of unstructured models.
-            progress: a progress bar (None: when stderr is a terminal).
-            tol: stop when the objective (nats per step) changes by less than this,
-                relatively.
-            em_epochs: unstructured models only: EM iterations that warm-start L-BFGS.
-        """
+    def _refuse_degenerate(self, seqs: Sequences, params: dict[str, torch.Tensor]) -> None:
+        """Refuse a fit whose one-step predictions are (nearly) exact: on data in units of
+        their scale an innovation variance below 1e-10 means the likelihood is unbounded
+        (constant or exactly linear data) and every score would be absurd."""
+        for _, _, res in self._filter_groups(seqs, params, self._fit_exog):
+            d = res.covs.num_diffuse
+            innov = torch.diagonal(res.covs.innov_cov[d:], dim1=-2, dim2=-1)
+            if innov.numel() and float(innov.min()) < 1e-10:
+                raise ValueError(
+                    f"{self.name} predicts these data exactly (one-step variance "
+                    f"{float(innov.min()):.2g} of the data's variance): constant or exactly "
+                    "predictable series have an unbounded likelihood; add noise or use a "
+                    "simpler model")
+
+    def _fit_structured(self, seqs: Sequences, unit: float, max_epochs: int, tol: float,
+                        progress: bool | None):
+        """Structured fit on data in units of ``unit`` (parameters in those units)."""
+        prior_mean, prior_var = self._data_prior(seqs, unit)
+        names = self._free_names()
+        if not names:
+            return self._structured_params(torch.zeros(0), prior_mean, prior_var, unit), None
+        fixed = [v for _, v in self.structure["transition_vars"]
+                 + self.structure["observation_vars"] if v is not None]
+        if (self.initialization == "diffuse" and all(v == 0.0 for v in fixed)
+                and self._fit_exog is None
+                and self.structure["observation_vars"][0][1] is None):
+            free, info = self._fit_concentrated(seqs, names, max_epochs, tol)
+            return self._structured_params(free, prior_mean, prior_var, unit), info
+        scale = _diff_variance(seqs)
+        x0 = np.full(len(names), math.log(0.5))
+        bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
+        k = len(names)
+
+        def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return self._structured_params(scale * torch.exp(theta[:k]), prior_mean,
+                                           prior_var, unit)
+
+        build, x0, bounds = self._with_exog_coef(seqs, build, x0, bounds, k)
+        return self._minimize(seqs, build, x0, bounds, max_epochs, tol, progress)
+
+    def _with_exog_coef(self, seqs: Sequences, build, x0: np.ndarray, bounds, k: int):
+        """Append the regression coefficients ``[D, E]`` (started at the least-squares fit
+        of the first differences) to an unconstrained parameter vector of size k."""
+        exog = self._fit_exog
+        if exog is None:
+            return build, x0, bounds
+        y = seqs.values3d()
+        D, E = y.shape[-1], exog.shape[-1]
+        obs = seqs.step_observed
+        pair = obs[:, 1:] & obs[:, :-1]
+        dy = (y[:, 1:] - y[:, :-1])[pair]
+        dx = (exog[:, 1 : y.shape[1]] - exog[:, : y.shape[1] - 1])[pair]
+        if dx.shape[0] > E:
+            B0 = torch.linalg.lstsq(dx, dy).solution.T  # [D, E]
+        else:
+            B0 = torch.zeros(D, E, dtype=torch.float64)
+
+        def with_b(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return dict(build(theta), exog_coef=theta[k:].reshape(D, E))
+
+        x0 = np.concatenate([x0, B0.reshape(-1).numpy()])
+        if bounds is not None:
+            bounds = list(bounds) + [(None, None)] * (D * E)
+        return with_b, x0, bounds
+
+    def _fit_concentrated(self, seqs: Sequences, names: list[str], max_epochs: int,
+                          tol: float) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Profile likelihood of a diffuse structured model: every free variance is
+        ``sigma2 * ratio`` with the observation variance's ratio 1; ``sigma2`` has the closed
+        form ``mean(v_t^2 / F_t)`` over the scored steps."""
+        from scipy.optimize import minimize, minimize_scalar
+
+        st = self.structure
+        A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
+        C = torch.tensor(st["observation_matrix"], dtype=torch.float64)
+        slots = st["transition_vars"] + st["observation_vars"]
+        free_idx = [i for i, (_, v) in enumerate(slots) if v is None]
+        obs_slot = len(st["transition_vars"])  # the observation variance (free here)
+        others = [i for i in free_idx if i != obs_slot]
+        y = seqs.values3d()
+        S = self.state_dim
+        n_scored = None
+        groups = _patterns(seqs)
+        small = None
+        if S <= 2 and not seqs.has_missing:
+            small = [row[:n].numpy() for row, n in zip(y[..., 0], seqs.lengths.tolist(),
+                                                         strict=True)]
+            A_np, c_np = A.numpy(), C[0].numpy()
+
+        def profile(log_ratios: np.ndarray) -> tuple[float, float]:
+            nonlocal n_scored
+            var = np.zeros(len(slots))
+            var[obs_slot] = 1.0
+            var[others] = np.exp(log_ratios)
+            if small is not None:  # Python floats and lfilter, one sequence at a time
+                quad, logdet, n = 0.0, 0.0, 0
+                for row in small:
+                    q_, l_, n_ = inference.innovation_sums_small(row, A_np, c_np, var[:S])
+                    quad, logdet, n = quad + q_, logdet + l_, n + n_
+            else:
+                Q = torch.diag(torch.tensor(var[:S], dtype=torch.float64))
+                R = torch.tensor([[1.0]], dtype=torch.float64)
+                quad, logdet, n = 0.0, 0.0, 0
+                with torch.no_grad():
+                    for rows, pattern in groups:
+                        q_, l_, n_ = inference.innovation_sums(y[rows], seqs.mask[rows], A, Q,
+                                                               C, R, pattern)
+                        quad, logdet, n = quad + q_, logdet + l_, n + n_
+            n_scored = n
+            if n == 0:
+                return 0.0, 1.0
+            sigma2 = quad / n
+            if not sigma2 > 0:
+                return math.inf, 0.0
+            return 0.5 * (n * (_LOG_2PI + math.log(sigma2) + 1.0) + logdet), sigma2
+
+        lo, hi = math.log(1e-10), math.log(1e10)
+        if len(others) == 1:
+            res = minimize_scalar(lambda z: profile(np.array([z]))[0], bounds=(lo, hi),
+                                  method="bounded",
+                                  options={"xatol": 1e-9, "maxiter": max(max_epochs, 50)})
+            x, ok, nit, msg = np.array([res.x]), bool(res.success), int(res.nfev), str(res.message)
+        elif not others:
+            x, ok, nit, msg = np.zeros(0), True, 0, "closed form"
+        else:
+            x0 = np.zeros(len(others))
+            # start from the best of a coarse grid (the profile is often flat in one ratio)
+            levels = (-20.0, -9.0, -4.0, 0.0)
+            if len(others) == 2:  # every pair: a ratio is often at its lower end
+                grid = [np.array([a, b]) for a in levels for b in levels]
+            else:
+                grid = [np.full(len(others), g) for g in levels]
+            x0 = min(grid, key=lambda g: profile(g)[0])
+            scale = 1.0 / max(n_scored or 1, 1)  # nats per scored step
+            res = minimize(lambda z: scale * profile(z)[0], x0, method="L-BFGS-B",
+                           bounds=[(lo, hi)] * len(others),
+                           options={"maxiter": max_epochs, "ftol": tol, "gtol": 1e-6,
+                                    "eps": 1e-7})
+            x, ok, nit, msg = res.x, bool(res.success), int(res.nit), str(res.message)
+        _, sigma2 = profile(x)
+        if not n_scored:
+            raise ValueError(
+                f"no sequence is longer than the {self.num_diffuse_steps} diffuse step(s) of "
+                "this model: nothing is left to fit the variances to")
+        if not sigma2 > 0:
+            raise ValueError(
+                f"{self.name} predicts these data exactly (every innovation is 0): constant or "
+                "exactly predictable series have an unbounded likelihood; add noise or use a "
+                "simpler model")
+        var = np.zeros(len(slots))
+        var[obs_slot] = sigma2
+        var[others] = sigma2 * np.exp(x)
+        free = torch.tensor(var[free_idx], dtype=torch.float64)
+        info = {"converged": ok, "message": f"concentrated likelihood: {msg}",
+                "iterations": nit, "scored_steps": n_scored}
+        return free, info
+
+    def _fit_full(self, seqs: Sequences, D: int, max_epochs: int, tol: float, em_epochs: int,
+                  progress: bool | None, restarts: int = 1):
+        """Full-parameter fit; with ``restarts > 1`` the best of that many random starts."""
+        best = None
+        scores = []
+        for _ in range(restarts):
+            params, info = self._fit_full_once(seqs, D, max_epochs, tol, em_epochs, progress)
+            scores.append(-info["objective"])
+            if best is None or info["objective"] < best[1]["objective"]:
+                best = (params, info)
+        params, info = best
+        info["restart_objectives"] = scores  # nats per scored step, per start
+        return params, info
+
+    def _fit_full_once(self, seqs: Sequences, D: int, max_epochs: int, tol: float,
+                       em_epochs: int, progress: bool | None):
+        unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
+        k = len(x0)
+        if em_epochs > 0 and seqs.has_missing:
+            raise ValueError("em_epochs needs data without missing values (the EM M-step "
+                             "here uses complete observations); use em_epochs=0")
+        if em_epochs > 0:
+            params = self._fit_em(seqs, D, em_epochs, tol, progress)
+            x0 = pack(params)
+
+        def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+            return unpack(theta[:k])
+
+        build, x0, _ = self._with_exog_coef(seqs, build, x0, None, k)
+        return self._minimize(seqs, build, x0, None, max_epochs, tol, progress)
+
+    def _minimize(self, seqs: Sequences, build, x0: np.ndarray, bounds, max_epochs: int,
+                  tol: float, progress: bool | None):
+        """L-BFGS-B on ``-log_prob / scored steps`` with torch gradients."""
         from scipy.optimize import minimize
 
-        unknown.pop("batch_size", None)
-        unknown.pop("learning_rate", None)
-        if unknown:
-            raise ValueError(f"unknown fit options for {self.name}: {sorted(unknown)}")
-        D = self._fit_obs_dim(seqs) or 1
-        if self.obs_dim is None:
-            self.obs_dim, self._obs_dim = D, D
-        y = seqs.values3d()
-        mask = seqs.mask
-        n_steps = seqs.num_steps
-        if self.structure is not None:
-            prior_mean, prior_var = self._data_prior(seqs)
-            names = self._free_names()
-            if not names:
-                self._params = self._structured_params(torch.zeros(0), prior_mean, prior_var)
-                return
-            scale = _diff_variance(seqs)
-            x0 = np.full(len(names), math.log(0.5))
-            bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
-
-            def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
-                return self._structured_params(scale * torch.exp(theta), prior_mean, prior_var)
-        else:
-            unpack, x0, pack = _unstructured_parametrisation(seqs, self.state_dim, D)
-            if em_epochs > 0:
-                self._fit_em(seqs, D, em_epochs, tol, progress)
-                x0 = pack(self._params)
-            bounds = None
-            build = unpack
+        n_steps = max(seqs.num_observed - self.num_diffuse_steps * len(seqs), 1)
 
         def objective(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
             theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
             with torch.enable_grad():
                 params = build(theta)
-                res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
-                loss = -torch.where(mask, res.log_prob_steps, 0.0).sum() / n_steps
+                loss = -self._total_log_lik(seqs, params, self._fit_exog) / n_steps
                 if not torch.isfinite(loss):
                     return 1e10, np.zeros_like(theta_np)
                 loss.backward()
@@ -476,16 +919,12 @@ class LinearGaussianSSM(SequenceModel):
             bar.close()
         with torch.no_grad():
             params = build(torch.tensor(result.x, dtype=torch.float64))
-        self._params = _check_params({k: v.detach() for k, v in params.items()})
-        self.fit_result_ = {
-            "converged": bool(result.success),
-            "message": str(result.message),
-            "iterations": int(result.nit),
-            "log_lik": -float(result.fun) * n_steps,
-        }
+        info = {"converged": bool(result.success), "message": str(result.message),
+                "iterations": int(result.nit), "objective": float(result.fun)}
+        return {k: v.detach() for k, v in params.items()}, info
 
     def _fit_em(self, seqs: Sequences, D: int, max_epochs: int, tol: float,
-                progress: bool | None) -> None:
+                progress: bool | None) -> dict[str, torch.Tensor]:
         """EM (Shumway-Stoffer) for the full model: closed-form M-steps on smoothed
         moments; the log-likelihood never decreases."""
         unpack, x0, _ = _unstructured_parametrisation(seqs, self.state_dim, D)
@@ -493,14 +932,11 @@ class LinearGaussianSSM(SequenceModel):
         y, mask, n_steps = seqs.values3d(), seqs.mask, seqs.num_steps
         eye_s = torch.eye(self.state_dim, dtype=torch.float64)
         prev = -math.inf
-        converged = False
         bar = progress_bar(max_epochs, progress, f"{self.name} fit (EM)")
-        iterations = 0
         with torch.no_grad():
             try:
-                for epoch in range(1, max_epochs + 1):
-                    iterations = epoch
-                    mean, cov, cross, log_lik = _smoothed(seqs, params)
+                for _ in range(max_epochs):
+                    mean, cov, cross, log_lik = self._smoothed(seqs, params)
                     total = float(log_lik.sum()) / n_steps
                     new = inference.em_m_step(y, mask, mean, cov, cross)
                     # keep the state covariances positive definite (a degenerate P0 or Q
@@ -512,19 +948,59 @@ class LinearGaussianSSM(SequenceModel):
                     candidate = dict(params, **new)
                     bar.update(1)
                     if abs(total - prev) < tol * max(1.0, abs(total)):
-                        converged = True
                         break
                     prev = total
                     params = candidate
             finally:
                 bar.close()
-        self._params = _check_params(params)
-        self.fit_result_ = {
-            "converged": converged,
-            "message": "EM",
-            "iterations": iterations,
-            "log_lik": float(self._log_prob(seqs).sum()),
-        }
+        return _check_params(params)
+
+    def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                  exog: torch.Tensor | None = None):
+        y = self._residual(seqs, exog, params)
+        seqs = Sequences(y if seqs.values.dim() == 3 else y[..., 0], seqs.lengths,
+                         seqs.observed if seqs.has_missing else None)
+        groups = self._filter_groups(seqs, {k: v for k, v in params.items()
+                                            if k != "exog_coef"})
+        if len(groups) == 1:
+            return self._smoothed_group(seqs, params, groups[0][2], _patterns(seqs)[0][1])
+        N, T, S = len(seqs), seqs.max_length, self.state_dim
+        outs = (torch.empty(N, T, S, dtype=torch.float64),
+                torch.empty(N, T, S, S, dtype=torch.float64),
+                torch.zeros(N, max(T - 1, 0), S, S, dtype=torch.float64),
+                torch.empty(N, dtype=torch.float64))
+        for rows, sub, res in groups:
+            part = self._smoothed_group(sub, params, res, _patterns(sub)[0][1])
+            for full, p in zip(outs, part, strict=True):
+                full[rows] = p
+        return outs
+
+    def _smoothed_group(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                        res: inference.FilterResult, pattern: torch.Tensor | None):
+        out = _smoothed_from(seqs, params, res)
+        d = res.covs.num_diffuse
+        located = [t for t in range(d) if not bool(res.covs.filt_cov_inf[t].abs().max() > 0)]
+        t0 = located[0] if located else d  # first step whose filtered state is proper
+        if t0 > 0:
+            # The steps before t0 need the diffuse limit of the backward pass. It is taken
+            # numerically: proper priors N(0, kappa I) with kappa = k and 2k (k = 1e5 times the
+            # largest variance of the located state) give moments f(kappa) = f + c / kappa +
+            # O(1 / kappa^2); Richardson's 2 f(2k) - f(k) removes the 1 / kappa term (error
+            # about 1e-9 of the largest variance; tested against statsmodels' diffuse smoother).
+            k = 1e5 * (float(torch.diagonal(res.covs.pred_cov[d]).max()) if (
+                res.covs.num_unique > d) else 1.0)
+            S = self.state_dim
+            near = []
+            for kappa in (k, 2.0 * k):
+                approx = dict(params, initial_mean=torch.zeros(S, dtype=torch.float64),
+                              initial_cov=kappa * torch.eye(S, dtype=torch.float64))
+                m0, P0, A, Q, C, R = self._matrices(approx)
+                filt = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R,
+                                               observed=pattern)
+                near.append(_smoothed_from(seqs, approx, filt))
+            for full, f1, f2 in zip(out[:3], near[0][:3], near[1][:3], strict=True):
+                full[:, :t0] = 2.0 * f2[:, :t0] - f1[:, :t0]
+        return out
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any, *, prior_scale: float | None = None):
@@ -547,8 +1023,7 @@ class LinearGaussianSSM(SequenceModel):
         import pyro
         import pyro.distributions as dist
 
-        seqs, _ = self._coerce(data, fitting=self.obs_dim is None)
-        y, mask = seqs.values3d(), seqs.mask
+        seqs, _ = self._coerce(data, fitting=self._obs_dim == "any")
         scale = float(prior_scale) if prior_scale is not None else _diff_variance(seqs)
         if not scale > 0:
             raise ValueError(f"prior_scale must be positive, got {prior_scale!r}")
@@ -560,7 +1035,8 @@ class LinearGaussianSSM(SequenceModel):
         else:
             self._check_fitted()
             names = []
-        S, D = self.state_dim, self.obs_dim
+        S = self.state_dim
+        D = self.obs_dim or seqs.dim or 1
 
         def model() -> None:
             half_cauchy = dist.HalfCauchy(torch.tensor(scale, dtype=torch.float64))
@@ -572,19 +1048,60 @@ class LinearGaussianSSM(SequenceModel):
                 r = pyro.sample("observation_var", half_cauchy.expand([D]).to_event(1))
                 params = dict(self._params, transition_cov=torch.diag(q.double()),
                               observation_cov=torch.diag(r.double()))
-            res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
-            pyro.factor("log_lik", torch.where(mask, res.log_prob_steps, 0.0).sum())
+            pyro.factor("log_lik", self._total_log_lik(seqs, params))
 
         return model
 
 
+    # ------------------------------------------------------------------ forecast hooks
+    def _step_predictive(self, seqs: Sequences,
+                         exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """One-step predictive distributions ``p(x_t | x_0..x_(t-1))``, batch ``[N, T_max]``:
+        ``Normal`` (D = 1) or ``MultivariateNormal`` (D >= 2) with mean
+        ``C m_(t|t-1) (+ exog_coef @ u_t)`` and covariance ``C P_(t|t-1) C' + R`` (over
+        missing values the filter predicts through). Under exact diffuse initialisation the
+        first ``num_diffuse_steps`` steps have an infinite variance (they are not scored)."""
+        m0, P0, A, Q, C, R = self._matrices()
+        N, T, D = len(seqs), seqs.max_length, self._dim
+        loc = torch.zeros(N, T, D, dtype=torch.float64)
+        cov = torch.zeros(N, T, D, D, dtype=torch.float64)
+        for rows, _, res in self._filter_groups(seqs, exog=exog):
+            loc[rows] = res.pred_mean @ C.T
+            P = res.covs.per_step(res.covs.pred_cov, T)  # [T, S, S]
+            F = C @ P @ C.T + R
+            d = res.covs.num_diffuse
+            if d:
+                inf_part = C @ res.covs.pred_cov_inf @ C.T  # [d, D, D]
+                diffuse = torch.diagonal(inf_part, dim1=-2, dim2=-1) > 0
+                F = F.clone()
+                diag = torch.diagonal(F[:d], dim1=-2, dim2=-1)
+                diag[diffuse] = math.inf
+            cov[rows] = F
+        if exog is not None:
+            loc = loc + exog[:, :T] @ self._params["exog_coef"].T
+        if D == 1:
+            return torch.distributions.Normal(loc[..., 0], cov[..., 0, 0].sqrt(),
+                                              validate_args=False)
+        return torch.distributions.MultivariateNormal(loc, cov, validate_args=False)
+
+    def _forecast(self, seqs: Sequences, horizon: int,
+                  exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """Exact marginal h-step predictive distributions after each sequence, batch
+        ``[N, H]``: ``Normal`` (D = 1) or ``MultivariateNormal`` (D >= 2); ``exog``
+        ``[N, T_max + H, E]`` covers the future steps of a model with covariates."""
+        mean, cov = self._forecast_moments(seqs, horizon, exog)
+        if self._dim == 1:
+            return torch.distributions.Normal(mean[..., 0], cov[..., 0, 0].sqrt())
+        return torch.distributions.MultivariateNormal(mean, cov)
+
+
 # ---------------------------------------------------------------------- helpers
-def _smoothed(seqs: Sequences, params: dict[str, torch.Tensor]):
+def _smoothed_from(seqs: Sequences, params: dict[str, torch.Tensor],
+                  res: inference.FilterResult):
     """Smoothed means ``[N, T, S]``, covariances ``[N, T, S, S]``, lag-one cross-covariances
     ``[N, T - 1, S, S]`` (padding repeats the last step, cross-covariances are 0 there) and
-    the log-likelihood ``[N]``. The backward pass runs once per distinct length."""
-    y = seqs.values3d()
-    res = inference.kalman_filter(y, *(params[k] for k in PARAM_NAMES))
+    the log-likelihood ``[N]``, from the filter's result ``res``. The backward pass runs once
+    per distinct length."""
     A = params["transition_matrix"]
     N, T, S = res.filt_mean.shape
     mean = torch.empty(N, T, S, dtype=torch.float64)
@@ -604,6 +1121,83 @@ def _smoothed(seqs: Sequences, params: dict[str, torch.Tensor]):
     return mean, cov, cross, log_lik
 
 
+def _patterns(seqs: Sequences) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Groups of rows that share an observation pattern: ``(rows, pattern)`` with pattern
+    ``[T_max]`` (univariate) or ``[T_max, D]`` bool, None for rows without gaps (padding
+    counts as observed: it comes after the real steps and is masked out)."""
+    N = len(seqs)
+    if not seqs.has_missing:
+        return [(torch.arange(N), None)]
+    obs = seqs.observed
+    pad = ~seqs.mask
+    obs = obs | (pad if obs.dim() == 2 else pad.unsqueeze(-1))
+    flat = obs.reshape(N, -1)
+    full = flat.all(1)
+    groups: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    if bool(full.any()):
+        groups.append((torch.nonzero(full)[:, 0], None))
+    rest = torch.nonzero(~full)[:, 0]
+    if len(rest):
+        uniq, inv = torch.unique(flat[rest], dim=0, return_inverse=True)
+        for g in range(len(uniq)):
+            rows = rest[inv == g]
+            groups.append((rows, obs[rows[0]]))
+    return groups
+
+
+def _last_state(res: inference.FilterResult,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered mean ``[N, S]`` and covariance ``[N, S, S]`` at each sequence's last step.
+
+    Raises:
+        ValueError: a sequence ends while its state is still diffuse (too short to locate it).
+    """
+    last = lengths - 1
+    covs = res.covs
+    if covs.num_diffuse:
+        for i, t in enumerate(last.tolist()):
+            if t < covs.num_diffuse and bool(covs.filt_cov_inf[t].abs().max() > 0):
+                need = next((k + 1 for k in range(t, len(covs.filt_cov_inf))
+                             if bool(covs.filt_cov_inf[k].abs().max() == 0)), t + 2)
+                raise ValueError(
+                    f"sequence {i} has {t + 1} observations, too few to locate the diffuse "
+                    f"initial state (this model needs {need})")
+    mean = res.filt_mean[torch.arange(len(lengths)), last]
+    return mean, covs.filt_cov[covs.index(res.filt_mean.shape[1])[last]]
+
+
+def _unit(seqs: Sequences) -> float:
+    """The observed values' standard deviation (their largest magnitude when constant, 1
+    when all zero): the fit runs on the data divided by it, so that the data ``c * x`` and
+    ``x`` give the same numbers to the optimiser (up to rounding)."""
+    vals = seqs.values3d()[seqs.step_observed]
+    scale = float(vals.std()) if vals.numel() > 1 else 0.0
+    if not scale > 0:
+        scale = float(vals.abs().max()) if vals.numel() else 0.0
+    if not (scale > 0 and math.isfinite(scale)):
+        return 1.0
+    return scale
+
+
+def _rescale(params: dict[str, torch.Tensor], unit: float,
+             state_in_data_units: bool) -> dict[str, torch.Tensor]:
+    """Parameters fitted to ``x / unit`` turned into those of ``x``: structured models keep
+    their state in data units (means times ``unit``, covariances times ``unit**2``); other
+    models keep the state and scale the observation matrix."""
+    p = dict(params)
+    u2 = unit * unit
+    p["observation_cov"] = p["observation_cov"] * u2
+    if "exog_coef" in p:
+        p["exog_coef"] = p["exog_coef"] * unit
+    if state_in_data_units:
+        p["initial_mean"] = p["initial_mean"] * unit
+        p["initial_cov"] = p["initial_cov"] * u2
+        p["transition_cov"] = p["transition_cov"] * u2
+    else:
+        p["observation_matrix"] = p["observation_matrix"] * unit
+    return p
+
+
 def _carry_index(seqs: Sequences) -> torch.Tensor:
     """``[N, T_max]`` time index that repeats each sequence's last step over its padding."""
     t = torch.arange(seqs.max_length)
@@ -613,13 +1207,14 @@ def _carry_index(seqs: Sequences) -> torch.Tensor:
 def _diff_variance(seqs: Sequences) -> float:
     """A scale for noise variances: the mean variance of the first differences (or values)."""
     y = seqs.values3d()
+    obs = seqs.step_observed
     if seqs.max_length > 1:
-        both = seqs.mask[:, 1:] & seqs.mask[:, :-1]
+        both = obs[:, 1:] & obs[:, :-1]
         if int(both.sum()) > 1:
             v = float((y[:, 1:] - y[:, :-1])[both].var(0).mean())
             if v > 0:
                 return v
-    v = float(y[seqs.mask].var(0).mean()) if seqs.num_steps > 1 else 0.0
+    v = float(y[obs].var(0).mean()) if int(obs.sum()) > 1 else 0.0
     return v if v > 0 else 1.0
 
 
@@ -689,6 +1284,15 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 def _check_params(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Validate and copy LGSSM parameters (float64); raise ValueError naming the problem."""
     p = {k: _as_tensor(raw[k], k) for k in PARAM_NAMES}
+    if raw.get("exog_coef") is not None:
+        B = _as_tensor(raw["exog_coef"], "exog_coef")
+        D0 = _as_tensor(raw["observation_matrix"], "observation_matrix")
+        D0 = D0.reshape(1, 1) if D0.ndim == 0 else D0
+        B = B.reshape(D0.shape[0], -1) if B.ndim < 2 else B
+        if B.ndim != 2 or B.shape[0] != D0.shape[0]:
+            raise ValueError(f"exog_coef must be [D, E] with D={D0.shape[0]}, got shape "
+                             f"{tuple(B.shape)}")
+        p["exog_coef"] = B
     for k in ("initial_cov", "transition_matrix", "transition_cov", "observation_matrix",
               "observation_cov"):
         if p[k].ndim == 0:
@@ -711,16 +1315,25 @@ def _check_params(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
             )
     for k in ("initial_cov", "transition_cov", "observation_cov"):
         M = p[k]
-        scale = max(1.0, float(M.abs().max()))
-        if float((M - M.T).abs().max()) > _SYM_TOL * scale:
+        # Scale-free checks: every entry is judged on its correlation scale d_i d_j, so a
+        # state in units of 1e-6 is checked as strictly as one in units of 1e6.
+        if bool((torch.diagonal(M) < 0).any()):
+            kind = "definite" if k == "observation_cov" else "semi-definite"
+            raise ValueError(f"{k} is not positive {kind} (a negative variance)")
+        d = torch.diagonal(M).sqrt()
+        dd = torch.outer(d, d)
+        if bool(((M - M.T).abs() > _SYM_TOL * dd).any()):
             raise ValueError(f"{k} is not symmetric")
         M = 0.5 * (M + M.T)
         p[k] = M
         if k == "observation_cov":
             if int(torch.linalg.cholesky_ex(M)[1]) != 0:
                 raise ValueError(f"{k} is not positive definite")
-        elif float(torch.linalg.eigvalsh(M).min()) < -1e-12 * scale:
-            raise ValueError(f"{k} is not positive semi-definite")
+        else:
+            live = d > 0
+            corr = M[live][:, live] / dd[live][:, live]
+            if corr.numel() and float(torch.linalg.eigvalsh(corr).min()) < -1e-12 * len(d):
+                raise ValueError(f"{k} is not positive semi-definite")
     return p
 
 
@@ -731,9 +1344,11 @@ def _unstructured_parametrisation(seqs: Sequences, S: int, D: int):
     diagonals. Returns ``(unpack, theta0, pack)``.
     """
     y = seqs.values3d()
-    obs = y[seqs.mask]  # [sum T, D]
+    obs = y[seqs.step_observed]  # [observed steps, D]
     cov = torch.atleast_2d(torch.cov(obs.T)) if obs.shape[0] > 1 else torch.eye(D)
-    cov = cov + 1e-6 * float(torch.diagonal(cov).mean().clamp(min=1e-12)) * torch.eye(D)
+    # the fit passes data in units of their standard deviation (or magnitude), so a jitter
+    # of 1e-6 is relative to the data's scale (and keeps constant data usable)
+    cov = cov + 1e-6 * torch.eye(D, dtype=torch.float64)
     vals, vecs = torch.linalg.eigh(cov)
     order = torch.argsort(vals, descending=True)
     C0 = torch.randn(D, S, dtype=torch.float64) * 0.1 * vals.mean().sqrt()

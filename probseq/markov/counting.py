@@ -17,8 +17,10 @@ A table of order ``m`` (context length ``m``) is a dict of sorted arrays:
 * ``ngram_keys [G]`` int64 and ``ngram_counts [G]`` float64: the observed n-grams and their
   counts (raw counts, continuation counts for the lower orders of Kneser-Ney, or
   probabilities for a chain built from parameters);
-* ``ctx_keys [C]`` int64, ``ctx_totals [C]`` float64 (sum of the counts over symbols) and
-  ``ctx_types [C]`` float64 (how many distinct symbols follow the context).
+* ``ctx_keys [C]`` int64, ``ctx_totals [C]`` float64 (sum of the counts over symbols),
+  ``ctx_types [C]`` float64 (how many distinct symbols follow the context, ``N1+(h .)``) and
+  ``ctx_n1 [C]``, ``ctx_n2 [C]`` float64 (how many follow it exactly once and exactly twice,
+  ``N1(h .)`` and ``N2(h .)``, for modified Kneser-Ney).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "make_table",
     "continuation_table",
     "kneser_ney_discount",
+    "modified_kneser_ney_discounts",
     "conditional_probs",
 ]
 
@@ -153,15 +156,19 @@ def make_table(ngram_keys_: np.ndarray, ngram_counts: np.ndarray, num_symbols: i
         starts = np.flatnonzero(np.concatenate(([True], ctx[1:] != ctx[:-1])))
         totals = np.add.reduceat(ngram_counts, starts)
         types = np.diff(np.append(starts, ctx.shape[0])).astype(np.float64)
+        n1 = np.add.reduceat((ngram_counts == 1).astype(np.float64), starts)
+        n2 = np.add.reduceat((ngram_counts == 2).astype(np.float64), starts)
     else:
         starts = np.zeros(0, dtype=np.int64)
-        totals = types = np.zeros(0, dtype=np.float64)
+        totals = types = n1 = n2 = np.zeros(0, dtype=np.float64)
     return {
         "ngram_keys": ngram_keys_,
         "ngram_counts": ngram_counts,
         "ctx_keys": ctx[starts],
         "ctx_totals": totals,
         "ctx_types": types,
+        "ctx_n1": n1,
+        "ctx_n2": n2,
     }
 
 
@@ -192,6 +199,32 @@ def kneser_ney_discount(counts: np.ndarray) -> float:
     return n1 / (n1 + 2 * n2)
 
 
+def modified_kneser_ney_discounts(counts: np.ndarray) -> np.ndarray:
+    """The three discounts ``(D1, D2, D3+)`` of modified Kneser-Ney (Chen and Goodman 1998).
+
+    With ``n_r`` the number of n-grams seen exactly r times and ``Y = n1 / (n1 + 2 n2)``::
+
+        D1 = 1 - 2 Y n2 / n1,   D2 = 2 - 3 Y n3 / n2,   D3+ = 3 - 4 Y n4 / n3.
+
+    A discount ``D_r`` the formula cannot give (a zero denominator: no n-gram seen r times,
+    so ``D_r`` is never used on this data, or a value <= 0 on a small or unusual sample) is
+    replaced by the single Kneser-Ney discount ``Y`` (0.5 when ``n1 = 0``); ``D_r`` is
+    capped at r, so a count is never discounted below zero.
+
+    Returns:
+        ``[3]`` float64 ``(D1, D2, D3+)``, each in ``(0, r]``.
+    """
+    n1, n2, n3, n4 = (float(np.count_nonzero(counts == r)) for r in (1, 2, 3, 4))
+    fallback = kneser_ney_discount(counts)
+    y = n1 / (n1 + 2 * n2) if n1 else fallback
+    out = np.empty(3)
+    for i, (num, den) in enumerate(((n2, n1), (n3, n2), (n4, n3))):
+        r = i + 1
+        d = r - (r + 1) * y * num / den if den else fallback
+        out[i] = min(d if d > 0 else fallback, float(r))
+    return out
+
+
 def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(found [Q] bool, index [Q])`` of each query in a sorted key array."""
     if sorted_keys.shape[0] == 0:
@@ -218,18 +251,24 @@ def conditional_probs(
         symbols: ``[Q]`` symbols.
         num_symbols: V.
         smoothing: ``"additive"``: ``(c(h, w) + alpha) / (c(h) + V alpha)``, uniform for an
-            unseen context ``h``. ``"kneser-ney"``: interpolated,
-            ``p_m(w | h) = max(c_m(h, w) - D_m, 0) / c_m(h) + D_m N1+(h .) / c_m(h)
-            p_{m-1}(w | h')`` with ``h'`` the context without its oldest symbol,
-            ``p_{-1} = 1 / V``, and ``p_m = p_{m-1}`` for a context unseen at order m.
+            unseen context ``h``. Otherwise interpolated (modified) Kneser-Ney,
+            ``p_m(w | h) = max(c_m(h, w) - D_m(c), 0) / c_m(h) + gamma_m(h) p_{m-1}(w | h')``
+            with ``D_m(c)`` the discount ``D1``, ``D2`` or ``D3+`` of a count c (0 for
+            c = 0), ``gamma_m(h) = (D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)) / c_m(h)`` (the
+            mass taken off, so each row sums to 1), ``h'`` the context without its oldest
+            symbol, ``p_{-1} = 1 / V``, and ``p_m = p_{m-1}`` for a context unseen at order
+            m (backing off to the longest seen suffix).
         alpha: the additive pseudo-count.
-        discounts: ``[k + 1]`` Kneser-Ney discounts ``D_m``.
+        discounts: ``[k + 1, 3]`` discounts ``(D1, D2, D3+)`` of each order (all three
+            equal for plain Kneser-Ney).
 
     Returns:
         ``[Q]`` float64 probabilities.
     """
     base = num_symbols + 1
     top = len(tables) - 1
+    if num_symbols == 1:
+        return np.ones(symbols.shape)
     if smoothing == "additive":
         table = tables[top]
         probs = np.full(symbols.shape, 1.0 / num_symbols)
@@ -251,8 +290,11 @@ def conditional_probs(
             continue
         seen, gidx = _lookup(table["ngram_keys"], contexts[m][q] * base + symbols[q])
         count = np.where(seen, table["ngram_counts"][gidx], 0.0)
-        total = table["ctx_totals"][idx[q]]
-        types = table["ctx_types"][idx[q]]
-        d = discounts[m]
-        probs[q] = (np.maximum(count - d, 0.0) + d * types * probs[q]) / total
+        i = idx[q]
+        total, types = table["ctx_totals"][i], table["ctx_types"][i]
+        n1, n2 = table["ctx_n1"][i], table["ctx_n2"][i]
+        d1, d2, d3 = (float(x) for x in discounts[m])
+        d = np.where(count >= 3, d3, np.where(count == 2, d2, np.where(count == 1, d1, 0.0)))
+        backoff = d1 * n1 + d2 * n2 + d3 * (types - n1 - n2)
+        probs[q] = (np.maximum(count - d, 0.0) + backoff * probs[q]) / total
     return probs

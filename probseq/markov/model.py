@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -14,9 +14,10 @@ from probseq.markov import counting
 
 __all__ = ["MarkovChain"]
 
-_SMOOTHINGS = ("additive", "kneser-ney")
+_SMOOTHINGS = ("modified-kneser-ney", "kneser-ney", "additive")
 _DEFAULT_ALPHA = 0.5
-_TABLE_FIELDS = ("ngram_keys", "ngram_counts", "ctx_keys", "ctx_totals", "ctx_types")
+#: the most (context state, symbol) pairs the missing-symbol forward pass may hold at a step.
+MAX_MISSING_WORK = 4_000_000
 
 
 class MarkovChain(SequenceModel):
@@ -37,40 +38,65 @@ class MarkovChain(SequenceModel):
     Each conditional is a distribution over the V symbols, so the probabilities of all
     ``V**T`` sequences of a given length T sum to 1 (the length is given, not modelled).
 
-    Smoothing:
+    Smoothing (the default is interpolated modified Kneser-Ney):
 
+    * ``"modified-kneser-ney"``: interpolated modified Kneser-Ney (Chen and Goodman 1998),
+      the standard of n-gram language modelling. Each order m has three discounts ``D1``,
+      ``D2``, ``D3+`` (for n-grams seen once, twice, three times or more) estimated from that
+      order's count-of-counts (see
+      :func:`probseq.markov.counting.modified_kneser_ney_discounts`). The order-k counts are
+      raw counts; lower orders use continuation counts (the number of distinct symbols, BOS
+      included, seen before the n-gram); the order-0 distribution is interpolated with the
+      uniform one, so no probability is ever 0. A context never seen in training backs off
+      to its longest seen suffix, in :meth:`log_prob` and in :meth:`sample` alike, so higher
+      orders cost little where data is thin.
+    * ``"kneser-ney"``: interpolated Kneser-Ney with one discount per order,
+      ``D_m = n1 / (n1 + 2 n2)``; otherwise as above.
     * ``"additive"``: ``p(w | h) = (c(h, w) + alpha) / (c(h) + V alpha)`` on the order-k
       counts; a context never seen in training gives the uniform distribution (also with
-      ``alpha=0``, where seen contexts give the maximum-likelihood estimate).
-    * ``"kneser-ney"``: interpolated Kneser-Ney (Chen and Goodman 1998) with one discount per
-      order, ``D_m = n1 / (n1 + 2 n2)`` from that order's count-of-counts. The order-k
-      counts are raw counts; lower orders use continuation counts (the number of distinct
-      symbols, BOS included, seen before the n-gram); the order-0 distribution is
-      interpolated with the uniform one, so no probability is ever 0. An unseen context
-      backs off to the longest suffix seen. See
-      :func:`probseq.markov.counting.conditional_probs` for the formula.
+      ``alpha=0``, where seen contexts give the maximum-likelihood estimate). This does not
+      back off: past an unseen context an additive chain predicts (and samples) uniform
+      noise, so high orders are much worse than low ones on held-out data.
+
+    See :func:`probseq.markov.counting.conditional_probs` for the formulas.
 
     Storage is sparse: only observed n-grams and contexts, as sorted int64 keys (base
     ``V + 1`` numbers) looked up with ``np.searchsorted``. ``(V + 1) ** (k + 1)`` must stay
     below ``2**62``.
 
+    Missing symbols (masked entries of a ``numpy.ma`` array, or ``pd.NA``) are marginalised
+    exactly in :meth:`log_prob` by a forward pass over the possible contexts: after a missing
+    symbol the chain's state is a distribution over the last k symbols (up to ``V**r``
+    contexts, r the number of missing symbols among them), which collapses again once k
+    observed symbols follow. :meth:`log_prob_steps` is 0 at a missing step and gives
+    ``log p(x_t | observed x_<t)`` elsewhere. The pass is refused with a ``ValueError`` where
+    it would hold more than ``MAX_MISSING_WORK`` = 4,000,000 (context, symbol) pairs at one
+    step (e.g. V = 100 with 3 or more missing symbols within k >= 3 steps). :meth:`fit` on
+    data with gaps counts only the n-grams whose k + 1 symbols are all observed (a
+    complete-window estimate, not the maximum-likelihood estimate under the gaps).
+
     Args:
         order: k >= 0 (0 is an i.i.d. categorical model).
         num_symbols: V; inferred from the data when None.
-        smoothing: ``"additive"`` or ``"kneser-ney"``.
+        smoothing: ``"modified-kneser-ney"``, ``"kneser-ney"`` or ``"additive"``. None (the
+            default) means ``"modified-kneser-ney"``, or ``"additive"`` when ``alpha`` is
+            given.
         alpha: the additive pseudo-count (default 0.5, the Krichevsky-Trofimov estimator);
             only for ``"additive"``.
     """
 
     data_kind = "discrete"
+    supports_missing: ClassVar[bool] = True
 
     def __init__(
         self,
         order: int = 1,
         num_symbols: int | None = None,
-        smoothing: str = "additive",
+        smoothing: str | None = None,
         alpha: float | None = None,
     ):
+        if smoothing is None:
+            smoothing = "modified-kneser-ney" if alpha is None else "additive"
         if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
             raise ValueError(f"order must be a non-negative integer, got {order!r}")
         if num_symbols is not None and (
@@ -126,13 +152,29 @@ class MarkovChain(SequenceModel):
         ctx, sym = np.nonzero(rows)
         keys = ctx.astype(np.int64) * (v + 1) + sym
         model._tables = [None, counting.make_table(keys, rows[ctx, sym], v)]
-        model._discounts = np.zeros(2)
+        model._discounts = np.zeros((2, 3))
         return model
 
-    def _fit(self, seqs: Sequences, **options: Any) -> None:
-        unknown = set(options) - {"seed", "progress"}
-        if unknown:
-            raise ValueError(f"MarkovChain.fit got unknown options {sorted(unknown)}")
+    def fit(self, data: Any, *, seed: int | None = None, progress: bool | None = None,
+            **unknown: Any) -> MarkovChain:
+        """Count the n-grams of ``data`` and estimate the smoothed conditionals.
+
+        The fit is closed-form (counting); the smoothing is chosen in the constructor.
+
+        Args:
+            data: sequences of symbols ``0..V-1`` (a ``Sequences``, a list of sequences, or
+                one sequence); every sequence needs at least one symbol.
+            seed: accepted for a uniform interface; counting uses no randomness.
+            progress: accepted for a uniform interface; counting shows no progress bar.
+            **unknown: refused with a ``ValueError`` listing the valid options.
+
+        Returns:
+            self.
+        """
+        return super().fit(data, seed=seed, progress=progress, **unknown)
+
+    def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None
+             ) -> None:
         values = np.ascontiguousarray(seqs.values.numpy())
         # Padding is stored as 0, so the padded maximum is the largest symbol (one fast pass;
         # the base's masked version copies the data).
@@ -145,18 +187,32 @@ class MarkovChain(SequenceModel):
         counting.check_key_space(v, self.order)
         base = v + 1
         keys = counting.ngram_keys(values, seqs.lengths.numpy(), self.order, v)
+        if seqs.has_missing:
+            keys = keys[_complete_windows(seqs, self.order)]
         top = counting.make_table(*counting.count_keys(keys, base ** (self.order + 1)), v)
         tables: list[dict[str, np.ndarray] | None] = [None] * (self.order + 1)
         tables[self.order] = top
-        discounts = np.zeros(self.order + 1)
-        if self.smoothing == "kneser-ney":
+        discounts = np.zeros((self.order + 1, 3))
+        if self.smoothing != "additive":
             for m in range(self.order - 1, -1, -1):
                 tables[m] = counting.continuation_table(tables[m + 1], m, v)
             for m in range(self.order + 1):
-                discounts[m] = counting.kneser_ney_discount(tables[m]["ngram_counts"])
+                counts = tables[m]["ngram_counts"]
+                if self.smoothing == "modified-kneser-ney":
+                    discounts[m] = counting.modified_kneser_ney_discounts(counts)
+                else:
+                    discounts[m] = counting.kneser_ney_discount(counts)
         self.num_symbols = v
         self._tables = tables
         self._discounts = discounts
+
+    @property
+    def discounts(self) -> torch.Tensor:
+        """``[k + 1, 3]`` the Kneser-Ney discounts ``(D1, D2, D3+)`` of orders ``0..k``
+        (row m: contexts of length m; all three equal for ``"kneser-ney"``; zeros for
+        ``"additive"``)."""
+        self._check_fitted()
+        return torch.from_numpy(self._discounts.copy())
 
     # ---------------------------------------------------------------- probabilities
     @property
@@ -194,7 +250,84 @@ class MarkovChain(SequenceModel):
         mask = seqs.mask.numpy()
         out = np.zeros(values.shape, dtype=np.float64)
         out[mask] = logp
+        if seqs.has_missing:
+            observed = seqs.observed.numpy()
+            for i in np.flatnonzero((mask & ~observed).any(axis=1)):
+                self._marginalise(i, values[i, : lengths[i]], observed[i, : lengths[i]], out[i])
         return out
+
+    def _marginalise(self, i: int, row: np.ndarray, observed: np.ndarray, out: np.ndarray,
+                     predictive: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Overwrite ``out [T]`` around the missing symbols of one sequence by a forward pass.
+
+        Only the missing steps and the k steps after each have uncertain contexts; every other
+        step keeps its plain conditional. Each stretch of such steps (a cluster) starts from
+        the one known context before it and ends where k observed symbols have followed.
+
+        Args:
+            predictive: ``[T, V]``; when given, its rows in the clusters are overwritten by
+                ``p(x_t = . | observed x_<t)``.
+
+        Returns:
+            ``(context keys [C], probabilities [C])``: the distribution of the context after
+            the last step when the last cluster reaches the end of the sequence, else None
+            (the final context is then known).
+        """
+        k, v = self.order, self.num_symbols
+        base, top = v + 1, (v + 1) ** k
+        length = row.shape[0]
+        missing = np.flatnonzero(~observed)
+        clusters = []
+        start, end = int(missing[0]), int(missing[0]) + k
+        for t in missing[1:]:
+            if t <= end:
+                end = int(t) + k
+            else:
+                clusters.append((start, end))
+                start, end = int(t), int(t) + k
+        clusters.append((start, end))
+        symbols_all = np.arange(v, dtype=np.int64)
+        final = None
+        for start, end in clusters:
+            key = 0
+            for j in range(start - k, start):
+                key = key * base + (v if j < 0 else int(row[j]))
+            states = np.array([key], dtype=np.int64)
+            weights = np.ones(1)
+            for t in range(start, min(end, length - 1) + 1):
+                if predictive is not None:
+                    predictive[t] = weights @ self._next_distributions(states)
+                if not observed[t]:
+                    if states.shape[0] * v > MAX_MISSING_WORK:
+                        raise ValueError(
+                            f"sequence {i}: marginalising its missing symbols exactly near "
+                            f"step {t} needs {states.shape[0]} possible contexts x {v} symbols, "
+                            f"more than MarkovChain's limit of {MAX_MISSING_WORK:,}; use a "
+                            "lower order or fewer consecutive gaps"
+                        )
+                    probs = self._next_distributions(states)
+                    new_w = (weights[:, None] * probs).reshape(-1)
+                    new_s = ((states * base)[:, None] + symbols_all[None, :]).reshape(-1) % top
+                    out[t] = 0.0
+                else:
+                    x = int(row[t])
+                    contexts = np.stack([states % base**m for m in range(k)] + [states])
+                    p = self._probs(contexts, np.full(states.shape, x, dtype=np.int64))
+                    total = float(weights @ p)
+                    if total <= 0.0:
+                        out[t] = -np.inf  # the observed symbol is impossible: log p = -inf
+                        break
+                    out[t] = np.log(total)
+                    new_w = weights * p / total
+                    new_s = (states * base + x) % top
+                keep = new_w > 0
+                states, inverse = np.unique(new_s[keep], return_inverse=True)
+                weights = np.bincount(inverse.reshape(-1), weights=new_w[keep],
+                                      minlength=states.shape[0])
+            if end >= length - 1:
+                final = (states, weights)
+        return final
 
     def conditional(self, context: Any = ()) -> torch.Tensor:
         """The distribution of the next symbol after ``context``.
@@ -266,17 +399,26 @@ class MarkovChain(SequenceModel):
     # ---------------------------------------------------------------- bookkeeping
     @property
     def num_params(self) -> int:
-        """Free parameters: ``V**(k+1) - 1`` for orders 0 and 1 (order 1: ``(V - 1) +
-        V (V - 1)``, every row of ``initial`` and ``transition``); for order k >= 2,
-        ``(V - 1)`` per order-k context seen in training (start-of-sequence contexts
-        included), the rows the data actually pins down (the full count ``V**(k+1) - 1``
-        would swamp any information criterion). Kneser-Ney's lower orders are not counted.
+        """Free parameters, one definition at every order and for every smoothing.
+
+        One categorical row over the symbols the training data uses per context seen in
+        training (start-of-sequence contexts included)::
+
+            num_params = (V_used - 1) * C_seen
+
+        with ``V_used`` the number of distinct symbols in the training data and ``C_seen``
+        the number of distinct order-k contexts. Order 0 counts ``V_used - 1``; a fully
+        observed first-order chain over V symbols counts ``(V - 1)(V + 1)`` (every row of
+        ``initial`` and ``transition``); the count never decreases with the order. Symbols
+        of the alphabet that never occur, contexts never seen, the smoothing's lower-order
+        tables and its discounts are not counted: they carry no free parameter of their own.
+        For a chain built by :meth:`from_params`, ``V_used`` counts the symbols with a
+        non-zero probability somewhere and every row is a seen context.
         """
         self._check_fitted()
-        v = self.num_symbols
-        if self.order <= 1:
-            return v ** (self.order + 1) - 1
-        return (v - 1) * int(self._tables[self.order]["ctx_keys"].shape[0])
+        top = self._tables[self.order]
+        used = np.unique(top["ngram_keys"] % (self.num_symbols + 1)).shape[0]
+        return int((used - 1) * top["ctx_keys"].shape[0])
 
     def _is_fitted(self) -> bool:
         return self._tables is not None
@@ -284,7 +426,7 @@ class MarkovChain(SequenceModel):
     def get_config(self) -> dict[str, Any]:
         return {
             "order": self.order,
-            "num_symbols": self.num_symbols,
+            "num_symbols": self._num_symbols_arg,
             "smoothing": self.smoothing,
             "alpha": self.alpha,
         }
@@ -293,20 +435,29 @@ class MarkovChain(SequenceModel):
         out = {"discounts": torch.from_numpy(self._discounts.copy())}
         for m, table in enumerate(self._tables):
             if table is not None:
-                for field in _TABLE_FIELDS:
+                for field in ("ngram_keys", "ngram_counts"):
                     out[f"order{m}_{field}"] = torch.from_numpy(table[field].copy())
         return out
 
+    def _meta(self) -> dict[str, Any]:
+        return {"num_symbols": self.num_symbols}
+
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.num_symbols = int(meta.get("num_symbols", self.num_symbols))
+        v = self.num_symbols
         tables: list[dict[str, np.ndarray] | None] = []
         for m in range(self.order + 1):
             if f"order{m}_ngram_keys" in tensors:
-                tables.append({f: tensors[f"order{m}_{f}"].numpy() for f in _TABLE_FIELDS})
+                tables.append(counting.make_table(tensors[f"order{m}_ngram_keys"].numpy(),
+                                                  tensors[f"order{m}_ngram_counts"].numpy(), v))
             else:
                 tables.append(None)
         if tables[self.order] is None:
             raise KeyError(f"order{self.order}_ngram_keys")
-        self._discounts = tensors["discounts"].numpy()
+        discounts = tensors["discounts"].numpy().astype(np.float64)
+        if discounts.ndim == 1:  # files written when Kneser-Ney had one discount per order
+            discounts = np.repeat(discounts[:, None], 3, axis=1)
+        self._discounts = discounts
         self._tables = tables
 
     def memory_bytes(self) -> int:
@@ -325,6 +476,13 @@ class MarkovChain(SequenceModel):
         v = self.num_symbols
         probs = np.full((*values.shape, v), 1.0 / v)
         probs[seqs.mask.numpy()] = rows
+        if seqs.has_missing:  # contexts with gaps: mixtures over the possible contexts
+            mask, observed = seqs.mask.numpy(), seqs.observed.numpy()
+            lengths = seqs.lengths.numpy()
+            scratch = np.zeros(values.shape[1])
+            for i in np.flatnonzero((mask & ~observed).any(axis=1)):
+                n = lengths[i]
+                self._marginalise(i, values[i, :n], observed[i, :n], scratch[:n], probs[i, :n])
         return torch.distributions.Categorical(probs=torch.from_numpy(probs))
 
     def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Categorical | None:
@@ -345,6 +503,13 @@ class MarkovChain(SequenceModel):
             for sym in last:
                 key = key * base + int(sym)
             keys, weights = np.array([key], dtype=np.int64), np.ones(1)
+            if seqs.has_missing:
+                n = int(seqs.lengths[i])
+                observed = seqs.observed[i, :n].numpy()
+                if not observed.all():  # start from the filtered context distribution
+                    final = self._marginalise(i, seq, observed, np.zeros(n))
+                    if final is not None:
+                        keys, weights = final
             for h in range(horizon):
                 if keys.shape[0] * v > 2**22:
                     return None
@@ -358,6 +523,16 @@ class MarkovChain(SequenceModel):
                 weights = np.bincount(inverse.reshape(-1), weights=joint.reshape(-1),
                                       minlength=keys.shape[0])
         return torch.distributions.Categorical(probs=torch.from_numpy(out))
+
+
+def _complete_windows(seqs: Sequences, order: int) -> np.ndarray:
+    """``[sum(lengths)]`` bool, row-major over real steps: the n-gram ending at the step (its
+    k + 1 symbols, BOS aside) has no missing symbol."""
+    observed = seqs.observed.numpy() | ~seqs.mask.numpy()
+    ok = observed.copy()
+    for lag in range(1, order + 1):
+        ok[:, lag:] &= observed[:, :-lag]
+    return ok[seqs.mask.numpy()]
 
 
 def _check_probabilities(rows: np.ndarray, name: str) -> None:

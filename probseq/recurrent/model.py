@@ -651,6 +651,11 @@ class RecurrentModel(SequenceModel):
 
     # ---------------------------------------------------------------- protocol
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0 without covariates)."""
+        return self._num_exog
+
+    @property
     def num_params(self) -> int:
         """The number of trainable parameters of the network."""
         self._check_fitted()

@@ -1,0 +1,151 @@
+"""Sphinx configuration of the probseq documentation (MyST-NB, furo, autodoc).
+
+The API page lists every name of ``probseq.__all__``: it is written at build time (and not
+tracked), so a new public name is documented without editing this site.
+Notebooks (``notebooks/``, stored without outputs) are executed by the build.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+# Notebook kernels are subprocesses: they must import this checkout's probseq too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+# Figures of the kernels go into the pages, whatever MPLBACKEND the caller set (e.g. Agg).
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+
+import probseq  # noqa: E402
+
+project = "probseq"
+author = "the probseq developers"
+copyright = "the probseq developers"
+release = version = probseq.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+html_theme = "furo"
+html_title = f"probseq {release}"
+# MATHJAX_PATH points the pages at a local MathJax (for offline viewing); default: the CDN.
+if os.environ.get("MATHJAX_PATH"):
+    mathjax_path = os.environ["MATHJAX_PATH"]
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# Notebooks: executed on every build (the repository keeps them output-free); an error in a
+# cell fails the build. PROBSEQ_NB_EXECUTION picks how:
+#   "parallel" (default): every notebooks/*.ipynb runs afresh, all at once on the machine's
+#       cores, before Sphinx reads them (jupyter-cache's local-parallel executor); the pages
+#       then take their outputs from that cache. A notebook that failed there is run again
+#       while its page is read, and its error fails the build.
+#   "cache": keep the outputs of notebooks whose code did not change since the last build
+#       (quick local rebuilds; outputs may be stale after library changes);
+#   "off": no execution (pages without outputs).
+NB_EXECUTION = os.environ.get("PROBSEQ_NB_EXECUTION", "parallel")
+if NB_EXECUTION not in ("parallel", "cache", "off"):
+    raise ValueError(f"PROBSEQ_NB_EXECUTION must be parallel, cache or off, got {NB_EXECUTION!r}")
+nb_execution_mode = "off" if NB_EXECUTION == "off" else "cache"
+nb_execution_timeout = 900
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_merge_streams = True
+
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_attr_annotations = True
+# "Attributes:" sections as field lists: a documented property of the same name is no duplicate.
+napoleon_use_ivar = True
+
+
+def _api_page() -> str:
+    """The API reference: one autosummary table per kind of public name."""
+    classes, functions, modules, other = [], [], [], []
+    for name in probseq.__all__:
+        obj = getattr(probseq, name)
+        if isinstance(obj, types.ModuleType):
+            modules.append(name)
+        elif isinstance(obj, type):
+            classes.append(name)
+        elif callable(obj):
+            functions.append(name)
+        else:
+            other.append(name)
+    out = [
+        "# API reference",
+        "",
+        "Every public name of `probseq` (its `__all__`), generated from the docstrings. Shapes",
+        "use the letters N (sequences), T (steps), K (states), S (latent dimension),",
+        "D (observation dimension) and V (symbols).",
+        "",
+    ]
+    for title, names, template in [
+        ("Models and data", classes, "class.rst"),
+        ("Functions", functions, "function.rst"),
+        ("Modules", modules, "module.rst"),
+        ("Other names", other, None),
+    ]:
+        if not names:
+            continue
+        out += [f"## {title}", "", "```{eval-rst}",
+                ".. autosummary::", "   :toctree: generated", "   :nosignatures:"]
+        if template:
+            out.append(f"   :template: autosummary/{template}")
+        out += [""] + [f"   probseq.{n}" for n in names] + ["```", ""]
+    return "\n".join(out)
+
+
+def _write_api_page(app, config) -> None:
+    # Stub pages of names that left __all__ would be orphans: autosummary rewrites the rest.
+    for stub in (DOCS / "generated").glob("*.rst"):
+        if stub.stem.removeprefix("probseq.") not in probseq.__all__:
+            stub.unlink()
+    page = DOCS / "api.md"
+    text = _api_page()
+    if not page.exists() or page.read_text() != text:  # unchanged: keep Sphinx's cache
+        page.write_text(text)
+
+
+def _execute_notebooks(app, config) -> None:
+    """Run every notebook at once, in a fresh cache that the pages then read."""
+    if NB_EXECUTION != "parallel":
+        return
+    import shutil
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    shutil.rmtree(nb_execution_cache_path, ignore_errors=True)
+    cache = get_cache(nb_execution_cache_path)
+    for path in sorted((DOCS / "notebooks").glob("*.ipynb")):
+        cache.add_nb_to_project(str(path))
+    load_executor("local-parallel", cache).run_and_cache(timeout=nb_execution_timeout)
+
+
+def setup(app):
+    app.connect("config-inited", _write_api_page)
+    app.connect("config-inited", _execute_notebooks)
