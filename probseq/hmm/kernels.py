@@ -599,11 +599,12 @@ def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik:
     alive = alive_counts(lengths)
     ends = lengths - 1
     idx = np.arange(rows)
+    bp = np.zeros((steps, rows, k), dtype=np.int64)
     deltas = np.empty((steps, rows, k))
     scores = np.empty((rows, k, k))
     boundary = np.zeros((rows, k), dtype=np.int64)
-    deltas_t, scores_t = torch.from_numpy(deltas), torch.from_numpy(scores)
-    la_t = torch.from_numpy(np.ascontiguousarray(log_transition))  # [from, to]
+    bp_t, deltas_t, scores_t = (torch.from_numpy(v) for v in (bp, deltas, scores))
+    lat_t = torch.from_numpy(lat)
     ll_t = torch.from_numpy(np.ascontiguousarray(log_lik))
 
     def start(incoming: np.ndarray) -> np.ndarray:
@@ -644,9 +645,8 @@ def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik:
             dt = deltas[t, :n]
             old_t = dt.copy() if check else None
             sc = scores_t[:n]
-            # Scores only (a max over the middle axis vectorises; see _viterbi_steps).
-            torch.add(deltas_t[t - 1, :n, :, None], la_t, out=sc)  # [n, from, to]
-            torch.amax(sc, 1, out=deltas_t[t, :n])
+            torch.add(deltas_t[t - 1, :n, None, :], lat_t, out=sc)
+            torch.max(sc, 2, out=(deltas_t[t, :n], bp_t[t, :n]))
             deltas_t[t, :n] += ll_t[t, :n]
             if check:
                 open_ = ~coupled[:n]
@@ -672,20 +672,13 @@ def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik:
                 break
         else:
             return None
-    # Backpointers of every state reached, recomputed from the stored scores (the sums the
-    # passes maximised, up to the constant shift of coupled rows, which moves no argmax).
     paths_all = np.empty((steps, rows, k), dtype=np.int64)
     cur = np.broadcast_to(np.arange(k), (rows, k)).copy()
-    cur_t = torch.from_numpy(cur)
-    lat_t = torch.from_numpy(lat)
-    with _OneThread():
-        for t in range(steps - 1, -1, -1):
-            n = int(alive[t])
-            paths_all[t, :n] = cur[:n]
-            if t > 0:
-                sc = scores_t[:n]
-                torch.add(deltas_t[t - 1, :n, None, :], lat_t[cur_t[:n]], out=sc)
-                cur_t[:n] = sc.argmax(2)
+    for t in range(steps - 1, -1, -1):
+        n = int(alive[t])
+        paths_all[t, :n] = cur[:n]
+        if t > 0:
+            cur[:n] = np.take_along_axis(bp[t, :n], cur[:n], 1)
     return paths_all, boundary, final
 
 
