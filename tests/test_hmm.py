@@ -1127,11 +1127,15 @@ def _gappy(seqs: Sequences, seed: int) -> Sequences:
 
 @pytest.mark.parametrize("name,missing", [(n, False) for n in MODELS]
                          + [("categorical", True), ("gaussian_full", True)])
-def test_chunked_forward_backward_matches_per_step_recursion(name, missing, monkeypatch):
+@pytest.mark.parametrize("windows", [True, False])
+def test_chunked_forward_backward_matches_per_step_recursion(name, missing, windows,
+                                                             monkeypatch):
     """Long sequences cut into chunks run as extra rows (chunks of 64, the last ones short and
     padded to whole blocks, sequences shorter than a chunk whole): smoothed and filtered
     marginals, per-step conditionals, transition and initial counts and the packed EM
-    weights equal the exact per-step recursion on ragged batches, with missing values too."""
+    weights equal the exact per-step recursion on ragged batches, with missing values too.
+    Both routes: one pass from inputs estimated on windows, and (windows of one step, which
+    do not settle) the fixed-point passes."""
     model = MODELS[name]()
     lengths = [700, 50, 301, 1, 129, 128, 255, 64]
     seqs = model.sample(len(lengths), max(lengths), seed=21)
@@ -1148,6 +1152,16 @@ def test_chunked_forward_backward_matches_per_step_recursion(name, missing, monk
         raise AssertionError("the chunked passes fell back to the torch recursions")
 
     monkeypatch.setattr(inference, "_torch_passes", refuse)
+    fixed_point = []
+    original = inference._chunked_passes
+
+    def counting(*args, **kwargs):
+        fixed_point.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "_chunked_passes", counting)
+    if not windows:
+        monkeypatch.setattr(inference, "_WARM", 1)
     for (bw, tm), ref in refs.items():
         got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, backward=bw,
                                              chunk_size=64, time_major=tm)
@@ -1166,6 +1180,8 @@ def test_chunked_forward_backward_matches_per_step_recursion(name, missing, monk
         if bw:
             for key in ("transition_counts", "initial_counts"):
                 torch.testing.assert_close(got[key], ref[key], rtol=1e-11, atol=1e-11)
+        assert bool(fixed_point) != windows  # the route named by the parameter was taken
+        fixed_point.clear()
     # Through the model: expected statistics (all emissions) with and without chunks.
     chunked = MODELS[name]()
     chunked.chunk_size = 64
@@ -1185,8 +1201,10 @@ def test_chunked_forward_backward_falls_back_when_chunks_do_not_couple():
     seqs = Sequences.from_list([torch.randint(5, (n,), generator=g) for n in (900, 333, 40)])
     scaled = model._scaled(p, seqs)
     lay = inference._chunk_layout(scaled.lengths, 64)
-    assert inference._chunked_passes(p["initial"].numpy(), p["transition"].numpy(), scaled,
-                                     64, True, False, ("smoothed",)) is None
+    for route in (inference._chunked_passes, inference._windowed_pass):
+        args = (64, True, False, ("smoothed",)) if route is inference._chunked_passes else (
+            64, inference._WARM, True, False, ("smoothed",))
+        assert route(p["initial"].numpy(), p["transition"].numpy(), scaled, *args) is None
     got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, chunk_size=64)
     ref = _chunk_reference(model, seqs, True, False)
     torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)

@@ -927,7 +927,9 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     if chunk:
         flush = kernels.needs_flush(init, a, scaled.min_positive())
         keys = ("smoothed",) if backward else ("filtered",) if filtered else ()
-        res = _chunked_passes(init, a, scaled, chunk, backward, flush, keys)
+        res = _windowed_pass(init, a, scaled, chunk, _WARM, backward, flush, keys)
+        if res is None:
+            res = _chunked_passes(init, a, scaled, chunk, backward, flush, keys)
         if res is not None:
             return _from_chunked(res, n, t_max, backward, filtered, time_major)
         # The chunks did not couple (a chain that forgets too slowly) or a mass fell below
@@ -961,6 +963,10 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     elif filtered:
         out["filtered"] = _unpack(res["filtered"], res["alive"], inv)
     return out
+
+
+#: steps of the windows that estimate the chunks' inputs in :func:`_windowed_pass`.
+_WARM = 256
 
 
 def _fb_chunk(lengths: np.ndarray, k: int, chunk_size: int | None) -> int:
@@ -1046,6 +1052,82 @@ def _chunk_layout(lengths: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
             "padded": padded[order],
             "first": (part == 0)[order], "last": last[order],
             "prev": pos[np.maximum(order - 1, 0)], "next": pos[np.minimum(order + 1, rows - 1)]}
+
+
+def _windowed_pass(initial: np.ndarray, transition: np.ndarray, scaled: Scaled, chunk: int,
+                   warm: int, backward: bool, flush: bool, keys: tuple[str, ...],
+                   tol: float = 1e-13) -> dict | None:
+    """:func:`_chunked_passes` in one full pass, its guesses taken from short windows.
+
+    The chunks' inputs are first estimated from windows of ``warm`` steps at every chunk
+    boundary, all run as rows of one small batch: the ``warm`` steps before a chunk from the
+    uniform distribution (its incoming distribution), the ``warm`` steps after it from a
+    backward vector of ones (its end backward vector); a window that reaches the start (end)
+    of its sequence starts from ``initial`` (ones) and is exact. Then every row runs once from
+    these inputs, and the same check as :func:`_chunked_passes` (what each chunk hands over
+    equals what its neighbour assumed, to ``tol`` in Hilbert's projective distance) says
+    whether that pass is the fixed point. A chain that forgets too slowly for ``warm`` steps
+    fails the check: None, and the caller runs :func:`_chunked_passes`.
+    """
+    lay = _chunk_layout(scaled.lengths, chunk)
+    rows = lay["seq"].shape[0]
+    k = transition.shape[0]
+    first, last = lay["first"], lay["last"]
+    seq, start, length = lay["seq"], lay["start"], lay["length"]
+    fwd = np.nonzero(~first)[0]  # windows before these chunks
+    bwd = np.nonzero(~last)[0] if backward else np.zeros(0, dtype=np.int64)  # ... after these
+    w_start = np.concatenate([np.maximum(0, start[fwd] - warm), start[bwd] + length[bwd]])
+    w_end = np.concatenate([start[fwd], np.minimum(scaled.lengths[seq[bwd]],
+                                                   start[bwd] + length[bwd] + warm)])
+    w_seq = np.concatenate([seq[fwd], seq[bwd]])
+    w_len = w_end - w_start
+    w_pad = -(-w_len // kernels.BLOCK) * kernels.BLOCK  # padding after a row changes nothing
+    order = np.argsort(-w_pad, kind="stable")
+    nf = fwd.shape[0]
+    init = np.full((w_len.shape[0], k), 1.0 / k)
+    init[np.nonzero(w_start[:nf] == 0)[0]] = initial
+    b, _, index, off = scaled.gather(w_seq[order], w_start[order], w_pad[order], w_len[order])
+
+    def blocks(t0: int, t1: int, n: int) -> np.ndarray:
+        return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
+
+    res = kernels.forward_backward(init[order], transition, blocks, w_pad[order],
+                                   backward=bool(bwd.shape[0]), filtered=True, flush=flush)
+    if not res["ok"].all():
+        return None
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.shape[0])
+    incoming = np.empty((rows, k))
+    incoming[first] = initial
+    pf = pos[:nf]
+    incoming[fwd] = res["filtered"][off[w_len[:nf] - 1] + pf] @ transition
+    final = np.ones((rows, k))
+    if bwd.shape[0]:
+        final[bwd] = res["w0"][pos[nf:]] @ transition.T
+    # One full pass from these inputs.
+    b, m, index, off = scaled.gather(seq, start, lay["padded"], length)
+
+    def blocks_all(t0: int, t1: int, n: int) -> np.ndarray:
+        return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
+
+    res = kernels.forward_backward(incoming, transition, blocks_all, lay["padded"],
+                                   backward=backward, filtered=True, flush=flush,
+                                   final=final if backward else None,
+                                   counted=(np.zeros(rows, np.int64), length))
+    if not res["ok"].all():
+        return None
+    filt_last = res["filtered"][off[length - 1] + np.arange(rows)]
+    settled = kernels.hilbert_distance(filt_last[lay["prev"]] @ transition, incoming) < tol
+    w0 = res["w0"] if backward else None
+    if backward:
+        back = kernels.hilbert_distance(w0[lay["next"]] @ transition.T, final) < tol
+        if not (back | last).all():
+            return None
+    if not (settled | first).all():
+        return None
+    res["index"], res["m_src"], res["rows"] = index, m, np.arange(rows)
+    return _chunked_result(lay, res, None, np.ones(rows, dtype=bool), transition, backward, w0,
+                           filt_last, keys)
 
 
 def _chunked_passes(initial: np.ndarray, transition: np.ndarray, scaled: Scaled, chunk: int,
