@@ -979,18 +979,20 @@ def _fb_chunk(lengths: np.ndarray, k: int, chunk_size: int | None) -> int:
         return 0
     # Rough cost model (seconds, measured on one core): a Python step of the kernels' loop
     # (forward and backward) costs ~4 us with few rows alive, an entry (one row at one step)
-    # ~(0.1 + K^2 / 1250) us. The chunked passes run two loops of ``chunk`` steps, the
-    # chunked sequences twice, and gather their results (~0.1 us an entry). Rows sorted by
-    # length already make a ragged batch cost its real steps, so chunks pay only where few
-    # rows stay alive for many steps (one long sequence, a handful of them).
+    # ~(0.1 + K^2 / 1250) us. The chunked route (:func:`_windowed_pass`) runs a loop of
+    # ``chunk`` steps over every row plus one of ``_WARM`` steps over two windows per chunk
+    # boundary, and gathers its results (~0.05 us an entry). Rows sorted by length already
+    # make a ragged batch cost its real steps, so chunks pay where few rows stay alive for
+    # many steps (one long sequence, a handful of them, a long tail of lengths).
     step, entry = 4e-6, (0.1 + k * k / 1250) * 1e-6
     total = float(lengths.sum())
-    best, best_cost = 0, 0.8 * (t_max * step + total * entry)
+    best, best_cost = 0, 0.9 * (t_max * step + total * entry)
     for chunk in (512, 1024, 2048):
         if chunk >= t_max:
             break
-        again = float(lengths[lengths > chunk].sum())
-        cost = 2 * chunk * step + (total + again) * entry + total * 1e-7
+        boundaries = float(np.maximum(0, -(-lengths // chunk) - 1).sum())
+        cost = ((chunk + _WARM) * step + (total + 2 * _WARM * boundaries) * entry
+                + total * 5e-8)
         if cost < best_cost:
             best, best_cost = chunk, cost
     return best
