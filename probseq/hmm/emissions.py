@@ -26,7 +26,8 @@ class Categorical:
     def log_lik(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         """``[N, T_max, K]``; computed time-major in memory (faster for the forward pass)."""
         log_e = torch.log(params["emission"]).T  # [V, K]
-        out = log_e[seqs.values.T].transpose(0, 1)
+        # A contiguous time-major index: indexing keeps the index's memory layout.
+        out = log_e[seqs.values.T.contiguous()].transpose(0, 1)
         if seqs.has_missing:  # a missing symbol's emission factor is 1
             out = torch.where(seqs.observed[..., None], out, torch.zeros((), dtype=out.dtype))
         return out
