@@ -110,7 +110,11 @@ class IIDRegression(IIDGaussian):
         self.mean, self.beta = coef[0], coef[1:] * (1 - shrink)
         resid = seqs.values[obs] - design[obs] @ torch.cat([self.mean[None], self.beta])
         self.var = resid.pow(2).mean()
-        self.num_exog = e
+        self._num_exog = e
+
+    @property
+    def num_exog(self):
+        return getattr(self, "_num_exog", 0)
 
     def _loc(self, shape, exog):
         if exog is None:
