@@ -273,7 +273,12 @@ def test_same_seed_same_fit_and_caller_data_untouched(name):
     for a, b in zip(data, before, strict=True):
         np.testing.assert_array_equal(a, b)
     probe = e.data(6)[:4]
-    assert torch.equal(fitted(name).log_prob(probe), m2.log_prob(probe))
+    # Same seed, same fit, to rounding: a BLAS or SIMD reduction may round differently with
+    # the memory alignment of its buffers (seen: the 2-D AR-HMM's EM differs in the last
+    # bits in about one run in five), which says nothing about reproducibility; a different
+    # draw of initial values would differ by far more than 1e-12.
+    torch.testing.assert_close(fitted(name).log_prob(probe), m2.log_prob(probe),
+                               rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(
