@@ -153,7 +153,8 @@ def lgssm_smoother(ctx: Context) -> None:
                     sm.smooth(sm_params).smoothed_state[0], rtol=1e-8, atol=1e-8)
     ctx.compare(f"local level smoother one series of {t}", lambda: model.smoother(y), [
         Peer("statsmodels smooth", lambda: sm.smooth(sm_params), goal=1.0,
-             note="UnobservedComponents built outside the timing; same known prior"),
+             note="UnobservedComponents built outside the timing; same known prior",
+             goal_ids=("lgssm_smoother_1e5",) if t == 100_000 else ()),
     ], work=t)
 
 
@@ -164,6 +165,12 @@ def _structural_fit_data() -> dict[str, np.ndarray]:
     nile = sm.datasets.nile.load_pandas().data["volume"].to_numpy(dtype=float)
     co2 = sm.datasets.co2.load_pandas().data["co2"].dropna().to_numpy(dtype=float)
     return {"Nile": nile, "co2 without gaps": co2}
+
+
+#: the goals of benchmarks.rules that judge two of the four MLE lines (the other two keep
+#: their own >= 1x goal, shown in the task table).
+_MLE_GOALS = {("Nile", "local level"): ("lgssm_local_level_fit",),
+              ("co2 without gaps", "local linear trend"): ("lgssm_trend_fit",)}
 
 
 @case("lgssm_mle", needs=("LinearGaussianSSM",),
@@ -203,5 +210,6 @@ def lgssm_mle(ctx: Context) -> None:
             ctx.compare(f"{kind} MLE on {name} ({len(y)} values)", ours, [
                 Peer("statsmodels UnobservedComponents.fit", theirs, goal=1.0,
                      note="use_exact_diffuse=True, default optimiser; model built inside "
-                     "the timing on both sides"),
+                     "the timing on both sides",
+                     goal_ids=_MLE_GOALS.get((name, kind), ())),
             ], work=len(y), unit="values")
