@@ -233,7 +233,8 @@ class AutoRegressive(SequenceModel):
             )
         # Regress the centred data: the same least-squares problem, but a level far above
         # the noise no longer ruins the conditioning of [1, lags].
-        centre = float(values[seqs.mask.numpy()].mean())
+        flat = values[seqs.mask.numpy()]
+        centre = float(flat.mean())
         centred = values - centre
         if len(seqs) == 1:
             from statsmodels.tsa.ar_model import AutoReg
@@ -246,7 +247,7 @@ class AutoRegressive(SequenceModel):
         params[0] += centre * (1.0 - params[1:].sum())
         if not (np.isfinite(params).all() and np.isfinite(noise_var)):
             raise ValueError(f"the AR({p}) fit gave non-finite parameters; is the data degenerate?")
-        _check_not_exactly_predictable(noise_var, values[seqs.mask.numpy()], p)
+        _check_not_exactly_predictable(noise_var, flat, p)
         self._set(float(params[0]), params[1:].copy(), noise_var)
 
     def _fit_mle(self, seqs: Sequences, exog: torch.Tensor | None, max_iter: int) -> None:

@@ -27,6 +27,16 @@ import torch
 import probseq as ps
 
 
+def _offset_chunks(corpus: ps.datasets.TextCorpus, length: int, offsets: int) -> ps.Sequences:
+    """The training text cut into chunks of ``length`` at ``offsets`` evenly spaced offsets."""
+    text = corpus.train
+    pieces = []
+    for k in range(offsets):
+        start = k * length // offsets
+        pieces += [text[i : i + length] for i in range(start, len(text) - 1, length)]
+    return ps.Sequences.from_list(pieces, kind="discrete")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
@@ -41,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
                                                                      "plateau"])
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--offsets", type=int, default=1,
+                        help="cut the training text into chunks at this many evenly spaced "
+                             "offsets (more, overlapping training chunks)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="optimiser steps (default: epochs x steps per epoch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="text_lstm.pt")
@@ -48,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     corpus = ps.datasets.python_docs_text()
-    train = corpus.chunks("train", args.chunk)
+    train = _offset_chunks(corpus, args.chunk, args.offsets)
     valid = corpus.chunks("valid", args.chunk)
     test = corpus.chunks("test", args.chunk)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
@@ -60,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     tic = time.perf_counter()
     model.fit(
         train, validation_data=valid, max_epochs=args.epochs,
-        max_steps=args.epochs * steps_per_epoch, batch_size=args.batch_size,
+        max_steps=args.max_steps or args.epochs * steps_per_epoch, batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay, patience=None, seed=args.seed, progress=True,
     )
