@@ -432,21 +432,21 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
     lengths_np = lengths.cpu().numpy().astype(np.int64)
     order = np.argsort(-lengths_np, kind="stable")
     t_max = int(lengths_np.max())
-    x = log_lik[:, :t_max].detach().cpu().numpy().transpose(1, 0, 2)
-    if (order != np.arange(order.shape[0])).any():
-        x = x[:, order]
+    ll = log_lik[:, :t_max].detach().cpu().numpy()
     with np.errstate(divide="ignore"):
         log_init = np.log(initial.numpy())
         log_a = np.log(transition.numpy())
     n = lengths_np.shape[0]
     chunk = _use_chunks(n, t_max, log_lik.shape[-1], None)
     if chunk:
-        out = _viterbi_chunked(log_init, log_a, log_lik[:, :t_max].detach().cpu().numpy(),
-                               lengths_np, chunk)
+        out = _viterbi_chunked(log_init, log_a, ll, lengths_np, chunk)
         if out is not None:
             paths = np.full((n, log_lik.shape[1]), -1, dtype=np.int64)
             paths[:, :t_max] = out[0]
             return torch.from_numpy(paths), torch.from_numpy(out[1])
+    x = ll.transpose(1, 0, 2)  # [T, N, K]
+    if (order != np.arange(order.shape[0])).any():
+        x = x[:, order]
     paths_tm, best = kernels.viterbi(log_init, log_a, x, lengths_np[order])
     paths = np.full((lengths_np.shape[0], log_lik.shape[1]), -1, dtype=np.int64)
     paths[order, :t_max] = paths_tm.T
@@ -458,48 +458,38 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
 def _viterbi_chunked(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
                      lengths: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Viterbi of long sequences cut into chunks of ``chunk`` steps, all chunks at once
-    (:func:`probseq.hmm.kernels.viterbi_chunks`), then stitched from each sequence's end.
+    (:func:`probseq.hmm.kernels.viterbi_chunks`).
 
     Returns ``(paths [N, T_max]`` with -1 at padding, ``log_joint [N])``, or None when the
     chunks did not couple.
     """
     n, t_max, k = log_lik.shape
     counts = -(-lengths // chunk)
-    seq = np.repeat(np.arange(n), counts)
     first_row = np.cumsum(counts) - counts
+    seq = np.repeat(np.arange(n), counts)
     part = np.arange(seq.shape[0]) - first_row[seq]
-    start = part * chunk
-    clen = np.minimum(chunk, lengths[seq] - start)
-    order = np.argsort(-clen, kind="stable")
+    clen = np.minimum(chunk, lengths[seq] - part * chunk)
+    order = np.argsort(-clen, kind="stable")  # full chunks first, each sequence's in order
     pos = np.empty_like(order)
     pos[order] = np.arange(order.shape[0])
     first = (part == 0)[order]
     previous = pos[np.maximum(order - 1, 0)]
-    steps = np.arange(chunk)
-    padded = np.concatenate([np.where(np.isfinite(log_lik), log_lik, -np.inf),
-                             np.zeros((n, chunk, k))], 1)
-    lc = np.ascontiguousarray(
-        padded[seq[order][None, :], start[order][None, :] + steps[:, None]])  # [L, R, K]
-    live = steps[:, None] < clen[order][None, :]
-    lc[~live] = 0.0
-    res = kernels.viterbi_chunks(log_init, log_a, lc, clen[order], first, previous)
-    if res is None:
+    pieces = np.zeros((seq.shape[0], chunk, k))  # the chunks in sequence order
+    for i in range(n):
+        rows = pieces[first_row[i] : first_row[i] + counts[i]].reshape(-1, k)
+        rows[: lengths[i]] = log_lik[i, : lengths[i]]
+    if not np.isfinite(pieces).all():
+        pieces[~np.isfinite(pieces)] = -np.inf
+    lc = pieces.transpose(1, 2, 0)  # [L, K, R]
+    lc = np.ascontiguousarray(lc if (order == np.arange(order.shape[0])).all() else lc[:, :, order])
+    path_rows = kernels.viterbi_chunks(log_init, log_a, lc, clen[order], first, previous)
+    if path_rows is None:
         return None
-    paths_all, boundary, final = res
-    end_state = np.zeros(order.shape[0], dtype=np.int64)
-    last = pos[first_row + counts - 1]
-    end_state[last] = final[last].argmax(1)
-    for p in range(int(counts.max()) - 1, 0, -1):
-        s = np.nonzero(counts > p)[0]
-        r, r_prev = pos[first_row[s] + p], pos[first_row[s] + p - 1]
-        s0 = paths_all[0, r, end_state[r]]
-        end_state[r_prev] = boundary[r, s0]
-    rows = np.arange(order.shape[0])
-    path_rows = paths_all[steps[:, None], rows[None, :], end_state[None, :]]  # [L, R]
+    by_chunk = path_rows.T[pos]  # [R, L] in sequence order
     paths = np.full((n, t_max), -1, dtype=np.int64)
-    seq_rows = np.broadcast_to(seq[order][None, :], live.shape)
-    cols = start[order][None, :] + steps[:, None]
-    paths[seq_rows[live], cols[live]] = path_rows[live]
+    for i in range(n):
+        paths[i, : lengths[i]] = by_chunk[first_row[i] : first_row[i] + counts[i]].reshape(
+            -1)[: lengths[i]]
     return paths, _path_log_joint(log_init, log_a, log_lik, paths, lengths)
 
 
