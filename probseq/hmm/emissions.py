@@ -26,8 +26,10 @@ class Categorical:
     def log_lik(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         """``[N, T_max, K]``; computed time-major in memory (faster for the forward pass)."""
         log_e = torch.log(params["emission"]).T  # [V, K]
-        # A contiguous time-major index: indexing keeps the index's memory layout.
-        out = log_e[seqs.values.T.contiguous()].transpose(0, 1)
+        # Gathered time-major (index_select on the flat time-major symbols: about twice as
+        # fast as advanced indexing), returned as an [N, T_max, K] view.
+        n, t_max = seqs.values.shape
+        out = log_e.index_select(0, seqs.values.T.reshape(-1)).view(t_max, n, -1).transpose(0, 1)
         if seqs.has_missing:  # a missing symbol's emission factor is 1
             out = torch.where(seqs.observed[..., None], out, torch.zeros((), dtype=out.dtype))
         return out

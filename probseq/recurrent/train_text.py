@@ -19,8 +19,12 @@ capacity and epochs are the next steps).
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -87,7 +91,19 @@ def main(argv: list[str] | None = None) -> None:
           f"{bits['valid']:.4f} bits/char, test {bits['test']:.4f} bits/char")
     print("valid nats/char per epoch:", [round(v, 4) for v in model.history_["valid"]])
     model.save(args.out)
-    print(f"saved {args.out}")
+    summary = {
+        "command": "python -m probseq.recurrent.train_text " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
+        "fit_seconds": round(seconds),
+        "torch_threads": args.threads,
+        "best_epoch": model.best_epoch_,
+        "valid_bits_per_char": round(bits["valid"], 4),
+        "test_bits_per_char": round(bits["test"], 4),
+        "python": platform.python_version(),
+        "vocab": "".join(corpus.vocab),
+    }
+    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"saved {args.out} and its summary {Path(args.out).with_suffix('.json')}")
 
 
 if __name__ == "__main__":
