@@ -513,9 +513,10 @@ def _max_product_step(prev: torch.Tensor, la3: torch.Tensor, scores: torch.Tenso
     out += ll
 
 
-def _scores_buffer(k: int, n_rows: int) -> tuple[torch.Tensor, Callable[[int], torch.Tensor]]:
+def _scores_buffer(k: int, n_rows: int) -> Callable[[int], torch.Tensor]:
+    """``n -> [K, K, n]``: contiguous views of one buffer, for the first n rows."""
     flat = torch.empty(k * k * n_rows, dtype=torch.float64)
-    return flat, lambda n: flat[: k * k * n].view(k, k, n)
+    return lambda n: flat[: k * k * n].view(k, k, n)
 
 
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
@@ -542,7 +543,7 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     # [K, N] views of each step's [N, K] rows (read strided: cheaper than a transposed copy)
     ll_t = [x.T for x in torch.from_numpy(np.ascontiguousarray(log_lik)).unbind(0)]
     la3 = torch.from_numpy(np.ascontiguousarray(log_transition)[:, :, None])
-    _, scores = _scores_buffer(k, n_rows)
+    scores = _scores_buffer(k, n_rows)
     with _OneThread():
         for t in range(1, t_max + 1):
             n_prev = alive[t - 1]
@@ -620,7 +621,7 @@ def viterbi_chunks(log_initial: np.ndarray, log_transition: np.ndarray, log_lik:
     d_t = torch.from_numpy(deltas).unbind(0)
     ll_t = torch.from_numpy(np.ascontiguousarray(log_lik)).unbind(0)
     la3 = torch.from_numpy(la[:, :, None])
-    _, scores = _scores_buffer(k, rows)
+    scores = _scores_buffer(k, rows)
 
     def start(incoming: np.ndarray) -> np.ndarray:  # incoming [K, R] -> first scores [K, R]
         d = (incoming[:, None, :] + la[:, :, None]).max(0)
