@@ -4,7 +4,7 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 ``log_prob_steps`` and ``sample``; :func:`compare` ranks fitted models on the same data.
 """
 
-from probseq import datasets, distributed, plots, selection
+from probseq import datasets, distributed, plots, pretrained, selection
 from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
 from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
@@ -39,5 +39,6 @@ __all__ = [
     "datasets",
     "distributed",
     "plots",
+    "pretrained",
     "selection",
 ]
