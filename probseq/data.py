@@ -655,8 +655,9 @@ def check_sequences(
         min_length: the shortest sequence the model can score.
     """
     if num_symbols is not None and seqs.is_discrete:
-        too_big = (seqs.values >= num_symbols) & seqs.mask
-        if too_big.any():
+        too_big = seqs.values >= num_symbols
+        # padding holds 0 (a valid symbol), so the mask is needed only to report the place
+        if too_big.any() and (too_big := too_big & seqs.mask).any():
             i, t = (int(v) for v in torch.nonzero(too_big)[0])
             raise ValueError(
                 f"sequence {i} contains symbol {int(seqs.values[i, t])} at step {t}, outside "

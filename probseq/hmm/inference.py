@@ -1224,7 +1224,9 @@ def _chunked_result(lay: dict, p1: dict, res: dict | None, done: np.ndarray,
         full = np.empty((out["seq"].shape[0], transition.shape[0]))
         at = 0
         for r, sel in pieces:
-            np.take(r[key], sel, axis=0, out=full[at:at + sel.shape[0]])
+            # mode="clip" (the indices are in range): with an ``out`` array, the default
+            # mode="raise" buffers the whole result first, about 8x slower here.
+            np.take(r[key], sel, axis=0, out=full[at:at + sel.shape[0]], mode="clip")
             at += sel.shape[0]
         out[key] = full
     if backward:
