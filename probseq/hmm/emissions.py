@@ -25,7 +25,7 @@ class Categorical:
     @staticmethod
     def log_lik(params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
         """``[N, T_max, K]``; computed time-major in memory (faster for the forward pass)."""
-        log_e = torch.log(params["emission"]).T  # [V, K]
+        log_e = torch.log(params["emission"]).T.contiguous()  # [V, K]
         # Gathered time-major (index_select on the flat time-major symbols: about twice as
         # fast as advanced indexing), returned as an [N, T_max, K] view.
         n, t_max = seqs.values.shape
