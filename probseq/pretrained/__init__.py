@@ -1,7 +1,7 @@
 """Networks trained by a script of this repository and shipped with the package.
 
-Training a character-level network well takes longer than a notebook should (about half an
-hour to an hour per network on two CPU cores), so the networks that notebook 02 compares
+Training a character-level network well takes longer than a notebook should (10 to 35
+minutes per network on one CPU thread), so the networks that notebook 02 compares
 with the Markov chains were trained once by :mod:`probseq.recurrent.train_text` and their
 weights ship here, each with a summary of how it was made (the exact command line, the
 training time, the held-out bits per character it reached, the Python version and the
