@@ -642,17 +642,23 @@ def _subnormal(x: np.ndarray) -> np.ndarray:
     return (x != 0) & (np.abs(x) < np.finfo(np.float64).tiny)
 
 
-def test_kernels_form_no_subnormals_at_tiny_parameters():
-    # Parameters as EM reaches them on real data: transitions of 1e-160 and emissions of
-    # 1e-150 whose products (1e-310) are subnormal, which x86 computes ~100x more slowly.
-    # The kernels must choose the flushing mode, form no subnormal, and stay exact.
+def _tiny_parameter_model() -> HiddenMarkovModel:
+    """Transitions of 1e-160 and emissions of 1e-150, as EM reaches them on real data: their
+    products (1e-310) are subnormal."""
     tiny_a, tiny_e = 1e-160, 1e-150
     transition = np.array([[0.9, 0.1 - tiny_a, tiny_a], [0.3, 0.7 - tiny_a, tiny_a],
                            [0.2, 0.3, 0.5]])
     emission = np.array([[0.6, 0.4 - tiny_e, tiny_e], [0.5 - tiny_e, 0.5, tiny_e],
                          [tiny_e, 0.5, 0.5 - tiny_e]])
-    model = HiddenMarkovModel.from_params(initial=[0.5, 0.5 - 1e-200, 1e-200],
-                                          transition=transition, emission=emission)
+    return HiddenMarkovModel.from_params(initial=[0.5, 0.5 - 1e-200, 1e-200],
+                                         transition=transition, emission=emission)
+
+
+def test_kernels_form_no_subnormals_at_tiny_parameters():
+    # Parameters as EM reaches them on real data: transitions of 1e-160 and emissions of
+    # 1e-150 whose products (1e-310) are subnormal, which x86 computes ~100x more slowly.
+    # The kernels must choose the flushing mode, form no subnormal, and stay exact.
+    model = _tiny_parameter_model()
     raw = model.sample(5, 70, seed=6).to_list()
     xs = [s[:n] for s, n in zip(raw, (70, 33, 70, 1, 48), strict=True)]
     seqs = Sequences.from_list(xs)
@@ -1249,13 +1255,7 @@ def test_viterbi_ties_resolve_as_stored_backpointers():
 def test_chunked_forward_backward_flushes_at_tiny_parameters(monkeypatch):
     # The parameters of test_kernels_form_no_subnormals_at_tiny_parameters through chunks of
     # 16 steps: flushing mode, no subnormal, and still the per-step recursion.
-    tiny_a, tiny_e = 1e-160, 1e-150
-    transition = np.array([[0.9, 0.1 - tiny_a, tiny_a], [0.3, 0.7 - tiny_a, tiny_a],
-                           [0.2, 0.3, 0.5]])
-    emission = np.array([[0.6, 0.4 - tiny_e, tiny_e], [0.5 - tiny_e, 0.5, tiny_e],
-                         [tiny_e, 0.5, 0.5 - tiny_e]])
-    model = HiddenMarkovModel.from_params(initial=[0.5, 0.5 - 1e-200, 1e-200],
-                                          transition=transition, emission=emission)
+    model = _tiny_parameter_model()
     raw = model.sample(3, 400, seed=6).to_list()
     seqs = Sequences.from_list([s[:n] for s, n in zip(raw, (400, 150, 9), strict=True)])
     p = model.params
