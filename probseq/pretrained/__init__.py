@@ -69,12 +69,13 @@ def text_network(cell: str = "lstm") -> RecurrentModel:
     from probseq.datasets import python_docs_text
 
     path = _path(cell)
-    vocab = text_network_summary(cell)["vocab"]
+    summary = text_network_summary(cell)
+    vocab = summary["vocab"]
     current = "".join(python_docs_text().vocab)
     if vocab != current:
         raise ValueError(
             f"the shipped {cell} network was trained on the help text of Python "
-            f"{text_network_summary(cell)['python']}, whose {len(vocab)} characters differ "
+            f"{summary['python']}, whose {len(vocab)} characters differ "
             f"from this Python's {len(current)}: retrain it with "
             "python -m probseq.recurrent.train_text")
     model = load(path)
