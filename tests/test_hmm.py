@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probseq import HiddenMarkovModel, Sequences, load
-from probseq.hmm import inference, kernels
+from probseq.hmm import inference
 
 hmm = pytest.importorskip("hmmlearn.hmm")
 
@@ -1054,12 +1054,17 @@ def test_fuzz_poisson_against_hmmlearn(seed, k, log_rate, log_leave):
     assert lp == pytest.approx(ref.score(x[:, None]), rel=1e-9, abs=1e-9)
 
 
+def _path_log_joint(log_init, log_a, log_lik, path):
+    """log p(x, z) of one state path ``z [T]`` with its sequence's ``log_lik [T, K]``."""
+    t = np.arange(len(path))
+    return float(log_init[path[0]] + log_a[path[:-1], path[1:]].sum() + log_lik[t, path].sum())
+
+
 @pytest.mark.parametrize("leave", [0.3, 1e-4, 0.0])
-def test_chunked_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
-    """Long sequences take the chunked max-product (all chunks at once, coupled by constant
-    score shifts); sticky chains need more passes, a chain that never moves between states
-    falls back to the sequential recursion. The path's own log joint must equal hmmlearn's
-    best (these emissions have exact ties, so the paths themselves may differ there)."""
+def test_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
+    """Long sequences of a ragged batch, from forgetful chains to one that never moves
+    between states. The path's own log joint must equal hmmlearn's best (these emissions
+    have exact ties, so the paths themselves may differ there)."""
     k = 3
     a = np.full((k, k), leave / (k - 1)) + np.eye(k) * (1 - leave - leave / (k - 1))
     model = HiddenMarkovModel.from_params(
@@ -1067,23 +1072,20 @@ def test_chunked_viterbi_matches_hmmlearn_on_long_ragged_batch(leave):
         emission=[[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.25, 0.25, 0.5]])
     xs = [model.sample(1, n, seed=n).values[0] for n in (3000, 2500, 700, 2049)]
     seqs = Sequences.from_list(xs)
-    assert inference._use_chunks(len(xs), 3000, k, None)  # the chunked path is taken
     p = model.params
     paths, joint = inference.hmm_viterbi(p["initial"], p["transition"],
                                          model._log_lik(p, seqs), seqs.lengths)
     ref = _hmmlearn(model)
+    with np.errstate(divide="ignore"):
+        log_a, log_init = np.log(p["transition"].numpy()), np.log(p["initial"].numpy())
     for i, x in enumerate(xs):
         best, _ = ref.decode(x.numpy()[:, None], algorithm="viterbi")
         assert float(joint[i]) == pytest.approx(best, rel=1e-11)
         ours = paths[i, : len(x)].numpy()
         assert (paths[i, len(x):] == -1).all()
         assert ((ours >= 0) & (ours < k)).all()
-        with np.errstate(divide="ignore"):
-            log_a = np.log(p["transition"].numpy())
-        lp = inference._path_log_joint(np.log(p["initial"].numpy()), log_a,
-                                       model._log_lik(p, Sequences.from_list([x])).numpy(),
-                                       ours[None], np.array([len(x)]))
-        assert float(lp[0]) == pytest.approx(best, rel=1e-11)
+        log_lik = model._log_lik(p, Sequences.from_list([x])).numpy()[0]
+        assert _path_log_joint(log_init, log_a, log_lik, ours) == pytest.approx(best, rel=1e-11)
 
 
 def test_packed_gaussian_rows_refused_by_the_guard_go_to_the_per_step_recursion():
@@ -1281,28 +1283,43 @@ def test_chunked_forward_backward_flushes_at_tiny_parameters(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_chunked_viterbi_paths_equal_the_sequential_recursion(seed):
-    """The chunked max-product with its fix-ups (a chunk traced from a guessed end state,
-    traced again where its successor's first state says otherwise, in rounds) against the
-    sequential recursion on one batch: random chains from forgetful to very sticky, small
-    chunks so that paths often cross chunk boundaries before they meet, Gaussian emissions
-    (no exact ties)."""
+def test_compiled_viterbi_equals_the_textbook_recursion(seed):
+    """The compiled max-product (backpointers recomputed along the chosen path) against the
+    textbook recursion with stored backpointers, on ragged batches: random chains from
+    forgetful to very sticky, impossible moves (``-inf``), Gaussian emissions (no ties)."""
+    from probseq.hmm import compiled
+
     rng = np.random.default_rng(seed)
-    k = int(rng.integers(2, 6))
+    k = int(rng.integers(1, 7))
     stay = [0.5, 0.9, 0.99, 0.999][seed % 4]
     a = rng.dirichlet(np.ones(k), size=k) * (1 - stay) + np.eye(k) * stay
+    if k > 2 and seed % 2:
+        a[0, 1] = 0.0  # an impossible move
+        a /= a.sum(1, keepdims=True)
     init = rng.dirichlet(np.ones(k))
-    lengths = np.array([int(v) for v in rng.integers(1, 400, size=5)] + [400])
+    lengths = np.array([int(v) for v in rng.integers(1, 400, size=5)] + [400, 1])
     log_lik = rng.normal(scale=1.5, size=(len(lengths), 400, k))
-    log_a, log_init = np.log(a), np.log(init)
-    order = np.argsort(-lengths, kind="stable")
-    ref_tm, ref_best = kernels.viterbi(log_init, log_a, log_lik.transpose(1, 0, 2)[:, order],
-                                       lengths[order])
-    ref = np.full((len(lengths), 400), -1)
-    ref[order] = ref_tm.T
-    for chunk in (7, 16, 50):
-        out = inference._viterbi_chunked(log_init, log_a, log_lik, lengths, chunk)
-        if out is None:  # a chain too sticky to couple in max_rounds: the caller falls back
-            continue
-        np.testing.assert_array_equal(out[0], ref)
-        np.testing.assert_allclose(out[1][order], ref_best, rtol=1e-12)
+    with np.errstate(divide="ignore"):
+        log_a, log_init = np.log(a), np.log(init)
+    original = log_lik.copy()
+    paths, best = compiled.viterbi(log_init, log_a, log_lik, lengths)
+    np.testing.assert_array_equal(log_lik, original)  # inputs untouched
+    for i, n in enumerate(lengths):
+        ref, ref_best = _viterbi_stored_backpointers(log_init, log_a, log_lik[i, :n])
+        assert paths[i, :n].tolist() == ref
+        assert (paths[i, n:] == -1).all()
+        assert best[i] == ref_best  # the same sums, maximised exactly
+
+
+def test_compiled_viterbi_of_an_impossible_sequence():
+    """A sequence of probability zero (an emission no state can give) has log joint -inf and
+    still a well-formed path; the other rows are unaffected."""
+    from probseq.hmm import compiled
+
+    log_lik = np.zeros((2, 5, 2))
+    log_lik[0, 3] = -np.inf
+    paths, best = compiled.viterbi(np.log([0.5, 0.5]), np.log([[0.9, 0.1], [0.1, 0.9]]),
+                                   log_lik, np.array([5, 4]))
+    assert best[0] == -np.inf and np.isfinite(best[1])
+    assert ((paths[0] >= 0) & (paths[0] < 2)).all()
+    assert paths[1, 4] == -1

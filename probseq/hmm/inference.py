@@ -32,12 +32,13 @@ after each sequence's end so they never influence a real step of the forward pas
 backward pass runs on sequences reversed within their own lengths.
 
 The model calls the NumPy fast paths at the end of this module (:class:`Scaled`,
-:func:`hmm_log_prob`, :func:`hmm_forward_backward`, :func:`hmm_viterbi`), which run the same
-recursions with fewer, cheaper calls per step (:mod:`probseq.hmm.kernels`: normalisation
-once per block behind an underflow guard, rows sorted by length instead of masks, a
-speculative chunked scan with a coupling check for long sequences). Whatever they refuse
-(a mass below the guard, an impossible step, a chain that does not forget within a chunk)
-is recomputed by the torch recursions above, which are also the slow references of the tests.
+:func:`hmm_log_prob`, :func:`hmm_forward_backward`), which run the same recursions with
+fewer, cheaper calls per step (:mod:`probseq.hmm.kernels`: normalisation once per block
+behind an underflow guard, rows sorted by length instead of masks, a speculative chunked scan
+with a coupling check for long sequences). Whatever they refuse (a mass below the guard, an
+impossible step, a chain that does not forget within a chunk) is recomputed by the torch
+recursions above, which are also the slow references of the tests. The max-product
+recursion (:func:`hmm_viterbi`) is compiled (:mod:`probseq.hmm.compiled`).
 """
 
 from __future__ import annotations
@@ -416,7 +417,8 @@ def hmm_posteriors(initial: torch.Tensor, transition: torch.Tensor, log_lik: tor
 
 def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.Tensor,
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most likely state paths (max-product in log space).
+    """Most likely state paths (max-product in log space, one compiled loop per sequence:
+    :func:`probseq.hmm.compiled.viterbi`).
 
     Args:
         initial: ``[K]``.
@@ -429,80 +431,14 @@ def hmm_viterbi(initial: torch.Tensor, transition: torch.Tensor, log_lik: torch.
         ``log_joint [N]`` the log joint probability of each path with its sequence. Ties go
         to the lowest state index.
     """
-    lengths_np = lengths.cpu().numpy().astype(np.int64)
-    order = np.argsort(-lengths_np, kind="stable")
-    t_max = int(lengths_np.max())
-    ll = log_lik[:, :t_max].detach().cpu().numpy()
+    from probseq.hmm import compiled  # compiles (or loads from its cache) on first use
+
     with np.errstate(divide="ignore"):
-        log_init = np.log(initial.numpy())
-        log_a = np.log(transition.numpy())
-    n = lengths_np.shape[0]
-    chunk = _use_chunks(n, t_max, log_lik.shape[-1], None)
-    if chunk:
-        out = _viterbi_chunked(log_init, log_a, ll, lengths_np, chunk)
-        if out is not None:
-            paths = np.full((n, log_lik.shape[1]), -1, dtype=np.int64)
-            paths[:, :t_max] = out[0]
-            return torch.from_numpy(paths), torch.from_numpy(out[1])
-    x = ll.transpose(1, 0, 2)  # [T, N, K]
-    if (order != np.arange(order.shape[0])).any():
-        x = x[:, order]
-    paths_tm, best = kernels.viterbi(log_init, log_a, x, lengths_np[order])
-    paths = np.full((lengths_np.shape[0], log_lik.shape[1]), -1, dtype=np.int64)
-    paths[order, :t_max] = paths_tm.T
-    log_joint = np.empty(lengths_np.shape[0])
-    log_joint[order] = best
+        log_init = np.log(initial.detach().cpu().numpy())
+        log_a = np.log(transition.detach().cpu().numpy())
+    paths, log_joint = compiled.viterbi(log_init, log_a, log_lik.detach().cpu().numpy(),
+                                        lengths.cpu().numpy())
     return torch.from_numpy(paths), torch.from_numpy(log_joint)
-
-
-def _viterbi_chunked(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
-                     lengths: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Viterbi of long sequences cut into chunks of ``chunk`` steps, all chunks at once
-    (:func:`probseq.hmm.kernels.viterbi_chunks`).
-
-    Returns ``(paths [N, T_max]`` with -1 at padding, ``log_joint [N])``, or None when the
-    chunks did not couple.
-    """
-    n, t_max, k = log_lik.shape
-    counts = -(-lengths // chunk)
-    first_row = np.cumsum(counts) - counts
-    seq = np.repeat(np.arange(n), counts)
-    part = np.arange(seq.shape[0]) - first_row[seq]
-    clen = np.minimum(chunk, lengths[seq] - part * chunk)
-    order = np.argsort(-clen, kind="stable")  # full chunks first, each sequence's in order
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.shape[0])
-    first = (part == 0)[order]
-    previous = pos[np.maximum(order - 1, 0)]
-    pieces = np.zeros((seq.shape[0], chunk, k))  # the chunks in sequence order
-    for i in range(n):
-        rows = pieces[first_row[i] : first_row[i] + counts[i]].reshape(-1, k)
-        rows[: lengths[i]] = log_lik[i, : lengths[i]]
-    if not np.isfinite(pieces).all():
-        pieces[~np.isfinite(pieces)] = -np.inf
-    lc = pieces.transpose(1, 2, 0)  # [L, K, R]
-    lc = np.ascontiguousarray(lc if (order == np.arange(order.shape[0])).all() else lc[:, :, order])
-    path_rows = kernels.viterbi_chunks(log_init, log_a, lc, clen[order], first, previous)
-    if path_rows is None:
-        return None
-    by_chunk = path_rows.T[pos]  # [R, L] in sequence order
-    paths = np.full((n, t_max), -1, dtype=np.int64)
-    for i in range(n):
-        paths[i, : lengths[i]] = by_chunk[first_row[i] : first_row[i] + counts[i]].reshape(
-            -1)[: lengths[i]]
-    return paths, _path_log_joint(log_init, log_a, log_lik, paths, lengths)
-
-
-def _path_log_joint(log_init: np.ndarray, log_a: np.ndarray, log_lik: np.ndarray,
-                    paths: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``[N]`` log p(x, z) of given state paths ``[N, T_max]`` (-1 at padding)."""
-    n, t_max = paths.shape
-    real = np.arange(t_max)[None, :] < lengths[:, None]
-    z = np.where(real, paths, 0)
-    rows = np.arange(n)[:, None]
-    emit = np.where(real, log_lik[rows, np.arange(t_max)[None, :], z], 0.0).sum(1)
-    moves = np.where(real[:, 1:], log_a[z[:, :-1], z[:, 1:]], 0.0).sum(1)
-    return log_init[z[:, 0]] + moves + emit
 
 
 def backward_sample(filtered: torch.Tensor, transition: torch.Tensor, last: torch.Tensor,
