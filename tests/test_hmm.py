@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probseq import HiddenMarkovModel, Sequences, load
-from probseq.hmm import inference
+from probseq.hmm import compiled, inference
 
 hmm = pytest.importorskip("hmmlearn.hmm")
 
@@ -670,19 +670,21 @@ def test_kernels_form_no_subnormals_at_tiny_parameters():
                                              MODELS["categorical"]().params["transition"]
                                              .numpy(), 1e-3)
     order = np.argsort(-scaled.lengths, kind="stable")
-    res = inference.kernels.forward_backward(init, a, scaled.time_major(order),
-                                             scaled.lengths[order], flush=True)
-    assert res["ok"].all()
-    assert not _subnormal(res["filtered"]).any() and not _subnormal(res["smoothed"]).any()
+    b, _, index, _, _ = scaled.row_major()
+    flushed = [np.where(x < inference.kernels.FLUSH, 0.0, x) for x in (init, a, b)]
+    for backward in (False, True):
+        res = compiled.forward_backward(*flushed, index, scaled.lengths, backward=backward,
+                                        flush=True, min_mass=inference.kernels.MIN_MASS_FLUSH)
+        assert res["ok"].all()
+        assert not _subnormal(res["post"]).any()
     _, ok, trace = inference.kernels.forward_log_mass(init, a, scaled.time_major(order),
                                                       scaled.lengths[order], states=True,
                                                       flush=True)
     assert ok.all()
     assert not any(_subnormal(v).any() for _, _, _, v in trace)
     # The unflushed recursion does meet subnormals here (so the check above can fail)...
-    plain = inference.kernels.forward_backward(init, a, scaled.time_major(order),
-                                               scaled.lengths[order], flush=False)
-    assert _subnormal(plain["smoothed"]).any()
+    plain = compiled.forward_backward(init, a, b, index, scaled.lengths)
+    assert _subnormal(plain["post"]).any()
     # ...and the flushed results equal the per-step recursion and hmmlearn.
     ref = _torch_reference(model, seqs)
     lp = model.log_prob(seqs)
@@ -1114,12 +1116,11 @@ def test_packed_gaussian_rows_refused_by_the_guard_go_to_the_per_step_recursion(
                                atol=1e-10)
 
 
-def _chunk_reference(model, seqs, backward, time_major):
-    """The exact per-step torch recursions (no chunks, no block normalisation)."""
+def _per_step_reference(model, seqs, backward):
+    """The exact per-step normalised torch recursions (padded outputs)."""
     p = model.params
     scaled = model._scaled(p, seqs)
-    return inference._torch_passes(p["initial"], p["transition"], scaled,
-                                   np.arange(len(seqs)), backward, True, 0, time_major)
+    return inference._torch_passes(p["initial"], p["transition"], scaled, backward, True, 0)
 
 
 def _gappy(seqs: Sequences, seed: int) -> Sequences:
@@ -1135,15 +1136,11 @@ def _gappy(seqs: Sequences, seed: int) -> Sequences:
 
 @pytest.mark.parametrize("name,missing", [(n, False) for n in MODELS]
                          + [("categorical", True), ("gaussian_full", True)])
-@pytest.mark.parametrize("windows", [True, False])
-def test_chunked_forward_backward_matches_per_step_recursion(name, missing, windows,
-                                                             monkeypatch):
-    """Long sequences cut into chunks run as extra rows (chunks of 64, the last ones short and
-    padded to whole blocks, sequences shorter than a chunk whole): smoothed and filtered
-    marginals, per-step conditionals, transition and initial counts and the packed EM
-    weights equal the exact per-step recursion on ragged batches, with missing values too.
-    Both routes: one pass from inputs estimated on windows, and (windows of one step, which
-    do not settle) the fixed-point passes."""
+def test_forward_backward_matches_per_step_recursion(name, missing, monkeypatch):
+    """The compiled forward-backward on a ragged batch (long and short rows in no order, a
+    length 1), with missing values too: smoothed and filtered marginals, per-step
+    conditionals, transition and initial counts and the packed EM weights equal the exact
+    per-step torch recursion, and no row falls back to it."""
     model = MODELS[name]()
     lengths = [700, 50, 301, 1, 129, 128, 255, 64]
     seqs = model.sample(len(lengths), max(lengths), seed=21)
@@ -1152,72 +1149,44 @@ def test_chunked_forward_backward_matches_per_step_recursion(name, missing, wind
         seqs = _gappy(seqs, seed=4)
     p = model.params
     scaled = model._scaled(p, seqs)
-    assert inference._fb_chunk(scaled.lengths, 3, 64) == 64
-    refs = {(bw, tm): _chunk_reference(model, seqs, bw, tm)
-            for bw in (True, False) for tm in (True, False) if bw or not tm}
+    refs = {bw: _per_step_reference(model, seqs, bw) for bw in (True, False)}
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the chunked passes fell back to the torch recursions")
+        raise AssertionError("a row fell back to the torch recursions")
 
     monkeypatch.setattr(inference, "_torch_passes", refuse)
-    fixed_point = []
-    original = inference._chunked_passes
-
-    def counting(*args, **kwargs):
-        fixed_point.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "_chunked_passes", counting)
-    if not windows:
-        monkeypatch.setattr(inference, "_WARM", 1)
-    for (bw, tm), ref in refs.items():
+    for bw, tm in ((True, True), (True, False), (False, False)):
+        ref = refs[bw]
         got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, backward=bw,
-                                             chunk_size=64, time_major=tm)
-        torch.testing.assert_close(got["log_prob"], ref["log_prob"], rtol=1e-12, atol=1e-10)
+                                             time_major=tm)
+        torch.testing.assert_close(got["log_prob"], ref["steps"].sum(-1), rtol=1e-12,
+                                   atol=1e-10)
         if not tm:
             torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
             key = "smoothed" if bw else "filtered"
             torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-12)
         else:  # packed weights: compare them placed at their (sequence, step)
-            def placed(out):
-                full = torch.zeros(len(seqs), seqs.max_length, 3, dtype=torch.float64)
-                full[out["index"][0], out["index"][1]] = out["weights"]
-                return full
-            torch.testing.assert_close(placed(got), placed(ref), rtol=0, atol=1e-12)
+            full = torch.zeros(len(seqs), seqs.max_length, 3, dtype=torch.float64)
+            full[got["index"][0], got["index"][1]] = got["weights"]
+            torch.testing.assert_close(full, ref["smoothed"], rtol=0, atol=1e-12)
             assert got["weights"].shape[0] == int(seqs.lengths.sum())
         if bw:
             for key in ("transition_counts", "initial_counts"):
                 torch.testing.assert_close(got[key], ref[key], rtol=1e-11, atol=1e-11)
-        assert bool(fixed_point) != windows  # the route named by the parameter was taken
-        fixed_point.clear()
-    # Through the model: expected statistics (all emissions) with and without chunks.
-    chunked = MODELS[name]()
-    chunked.chunk_size = 64
-    plain = MODELS[name]()
-    plain.chunk_size = 0
-    a, b = chunked.expected_stats(seqs, p), plain.expected_stats(seqs, p)
-    for key in b:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-11, atol=1e-10)
 
 
-def test_chunked_forward_backward_falls_back_when_chunks_do_not_couple():
-    # A chain that barely forgets: the chunks do not couple within a few passes, and the
-    # exact sequential recursion is used instead.
+def test_forward_backward_of_a_chain_that_barely_forgets():
+    # Long sequences under a very sticky chain: the same per-step recursion.
     model = _categorical(4, 5, seed=14, sticky=500.0)
     p = model.params
     g = torch.Generator().manual_seed(5)
     seqs = Sequences.from_list([torch.randint(5, (n,), generator=g) for n in (900, 333, 40)])
-    scaled = model._scaled(p, seqs)
-    lay = inference._chunk_layout(scaled.lengths, 64)
-    for route in (inference._chunked_passes, inference._windowed_pass):
-        args = (64, True, False, ("smoothed",)) if route is inference._chunked_passes else (
-            64, inference._WARM, True, False, ("smoothed",))
-        assert route(p["initial"].numpy(), p["transition"].numpy(), scaled, *args) is None
-    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, chunk_size=64)
-    ref = _chunk_reference(model, seqs, True, False)
+    got = inference.hmm_forward_backward(p["initial"], p["transition"], model._scaled(p, seqs))
+    ref = _per_step_reference(model, seqs, True)
     torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
     torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
-    assert lay["padded"].max() == 64 and (lay["padded"] % 16 == 0).all()
+    torch.testing.assert_close(got["transition_counts"], ref["transition_counts"], rtol=1e-11,
+                               atol=1e-11)
 
 
 def _viterbi_stored_backpointers(log_init, log_a, log_lik):
@@ -1254,32 +1223,31 @@ def test_viterbi_ties_resolve_as_stored_backpointers():
         assert paths[i, : len(x)].tolist() == ref
 
 
-def test_chunked_forward_backward_flushes_at_tiny_parameters(monkeypatch):
-    # The parameters of test_kernels_form_no_subnormals_at_tiny_parameters through chunks of
-    # 16 steps: flushing mode, no subnormal, and still the per-step recursion.
+def test_long_forward_backward_flushes_at_tiny_parameters(monkeypatch):
+    # The parameters of test_kernels_form_no_subnormals_at_tiny_parameters on longer
+    # sequences through the model's route: flushing mode, no subnormal, no fallback, and
+    # still the per-step recursion.
     model = _tiny_parameter_model()
     raw = model.sample(3, 400, seed=6).to_list()
     seqs = Sequences.from_list([s[:n] for s, n in zip(raw, (400, 150, 9), strict=True)])
     p = model.params
     scaled = model._scaled(p, seqs)
-    ref = _chunk_reference(model, seqs, True, False)
+    ref = _per_step_reference(model, seqs, True)
     seen = []
-    original = inference.kernels.forward_backward
+    original = compiled.forward_backward
 
     def checked(*args, **kwargs):
         assert kwargs["flush"]
         out = original(*args, **kwargs)
-        seen.append(not _subnormal(out["smoothed"]).any() and not _subnormal(out["w"]).any())
+        seen.append(out["ok"].all() and not _subnormal(out["post"]).any())
         return out
 
-    monkeypatch.setattr(inference.kernels, "forward_backward", checked)
-    monkeypatch.setattr(inference, "_torch_passes", None)  # the chunks must couple
-    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled, chunk_size=16)
+    monkeypatch.setattr(compiled, "forward_backward", checked)
+    monkeypatch.setattr(inference, "_torch_passes", None)  # no row may be refused
+    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled)
     assert seen and all(seen)
     torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
     torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(got["transition_counts"], ref["transition_counts"], rtol=1e-11,
-                               atol=1e-11)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -21,7 +21,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["viterbi"]
+__all__ = ["viterbi", "forward_backward"]
+
+#: values below this are read as zero in the flushing mode (``2**-340``, as in
+#: :data:`probseq.hmm.kernels.FLUSH`).
+_FLUSH = 2.0 ** -340
 
 
 @numba.njit(cache=True, nogil=True)
@@ -93,3 +97,135 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
                   np.ascontiguousarray(log_lik, dtype=np.float64),
                   np.ascontiguousarray(lengths, dtype=np.int64), paths, best)
     return paths, best
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
+                           transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
+                           starts: np.ndarray, lengths: np.ndarray, backward: bool,
+                           flush: bool, block: int, min_mass: float, log_c: np.ndarray,
+                           post: np.ndarray, norm: np.ndarray, xi: np.ndarray,
+                           ok: np.ndarray) -> None:
+    k = transition.shape[0]
+    pred = np.empty(k)
+    beta = np.empty(k)
+    for r in range(starts.shape[0]):
+        s = starts[r]
+        e = s + lengths[r]
+        ok[r] = True
+        mass = 1.0
+        # Forward, normalised every step: post[t] = P(z_t | x_<=t), log_c[t] = log c_t.
+        for t in range(s, e):
+            if t == s:
+                for j in range(k):
+                    pred[j] = initial[j]
+            else:
+                for j in range(k):
+                    pred[j] = 0.0
+                for i in range(k):  # elementwise over j: vectorises
+                    f = post[t - 1, i]
+                    for j in range(k):
+                        pred[j] += f * transition[i, j]
+            src = index[t]
+            c = 0.0
+            for j in range(k):
+                v = pred[j] * b_src[src, j]
+                post[t, j] = v
+                c += v
+            mass *= c
+            if (t - s) % block == block - 1 or t == e - 1:
+                if not mass >= min_mass:  # below the guard over this block of steps
+                    ok[r] = False
+                    break
+                mass = 1.0
+            if not c > 0:  # an impossible step
+                ok[r] = False
+                break
+            log_c[t] = np.log(c)
+            norm[t] = c
+            inv = 1.0 / c
+            for j in range(k):
+                v = post[t, j] * inv
+                if flush and v < _FLUSH:
+                    v = 0.0
+                post[t, j] = v
+        if not (backward and ok[r]):
+            continue
+        # Backward with the forward normalisers: w_t = b_t * beta_t / c_t (in ``pred``),
+        # beta_(t-1) = A w_t, and post[t] becomes P(z_t | x) = filtered * beta.
+        for j in range(k):
+            beta[j] = 1.0
+        for t in range(e - 1, s - 1, -1):
+            src = index[t]
+            inv = 1.0 / norm[t]
+            for j in range(k):
+                pred[j] = b_src[src, j] * beta[j] * inv
+            for j in range(k):
+                post[t, j] *= beta[j]
+            if t > s:
+                for i in range(k):  # expected transitions (t - 1 -> t), before the scaling
+                    f = post[t - 1, i]
+                    for j in range(k):
+                        xi[i, j] += f * pred[j]
+                for i in range(k):
+                    beta[i] = 0.0
+                for j in range(k):  # A w_t, elementwise over i
+                    wj = pred[j]
+                    for i in range(k):
+                        beta[i] += transition_t[j, i] * wj
+                if flush:
+                    for i in range(k):
+                        if beta[i] < _FLUSH:
+                            beta[i] = 0.0
+
+
+def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
+                     index: np.ndarray, lengths: np.ndarray, backward: bool = True,
+                     flush: bool = False, block: int = 16,
+                     min_mass: float = 0.0) -> dict[str, np.ndarray]:
+    """The scaled forward(-backward) recursion on a ragged batch, normalised every step, one
+    compiled loop per row; rows are packed one after the other (``M`` real steps in all).
+
+    Args:
+        initial: ``[K]`` the predicted distribution at each row's first step.
+        transition: ``[K, K]``.
+        b_src: ``[X, K]`` scaled emission likelihoods (``max_k b = 1``), gathered by
+            ``index``: a ``[V + 1, K]`` table for symbols, or every step's own row.
+        index: ``[M]`` the entry of ``b_src`` of each packed step (row 0's steps first).
+        lengths: ``[N]`` positive.
+        backward: False stops after the forward pass.
+        flush: the flushing mode of :mod:`probseq.hmm.kernels` (parameters and scaled
+            likelihoods below ``2**-340`` must already be zero; filtered and backward entries
+            below it are set to zero), which keeps subnormal numbers out.
+        block: the steps over which the guard is taken (counted from each row's start).
+        min_mass: the guard: a row whose product of normalisers ``c_t`` over a block of
+            steps (the mass of the unnormalised recursion started there, as the NumPy
+            kernels normalise it) is below it is marked not ``ok``, as is a row with an
+            impossible step; their outputs are meaningless and the caller recomputes them.
+            The flushing mode needs :data:`probseq.hmm.kernels.MIN_MASS_FLUSH`, for the
+            error bound of :mod:`probseq.hmm.kernels`; the plain mode is exact without one.
+
+    Returns:
+        A dict: ``log_c [M]`` (``log p(x_t | x_<t)`` up to the emission shift), ``ok [N]``,
+        ``post [M, K]`` (filtered distributions, smoothed with ``backward``) and with
+        ``backward`` ``xi [K, K]``, the expected transition counts summed over the rows
+        that are ``ok``.
+    """
+    k = transition.shape[0]
+    m = index.shape[0]
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    starts = np.zeros(lengths.shape[0], dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    a = np.ascontiguousarray(transition, dtype=np.float64)
+    out = {"log_c": np.empty(m), "post": np.empty((m, k)),
+           "ok": np.empty(lengths.shape[0], dtype=np.bool_), "xi": np.zeros((k, k))}
+    _forward_backward_rows(np.ascontiguousarray(initial, dtype=np.float64), a,
+                           np.ascontiguousarray(a.T), np.ascontiguousarray(b_src),
+                           np.ascontiguousarray(index, dtype=np.int64), starts, lengths,
+                           backward, flush, block, min_mass, out["log_c"], out["post"],
+                           np.empty(m), out["xi"], out["ok"])
+    if backward:
+        out["xi"] *= a
+    else:
+        del out["xi"]
+    return out

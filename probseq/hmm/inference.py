@@ -666,54 +666,32 @@ class Scaled:
         bs = np.ascontiguousarray(b[seq[None, :], idx])
         return lambda t0, t1, n: bs[t0:t1, :n]
 
-    def gather(self, seq: np.ndarray, start: np.ndarray, lengths: np.ndarray,
-               real: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Where the scaled likelihoods of some rows sit, in the kernels' packed order.
-
-        Row ``r`` covers steps ``start[r] .. start[r] + lengths[r] - 1`` of sequence
-        ``seq[r]`` (a whole sequence, or a chunk of one); rows must be sorted by decreasing
-        ``lengths``. With ``real [R]``, the steps of a row from ``real[r]`` on are padding
-        (likelihood 1, shift 0). Nothing of size ``T_max * N`` is built.
+    def row_major(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The real steps packed row after row (row 0's steps first), as
+        :func:`probseq.hmm.compiled.forward_backward` takes them.
 
         Returns:
-            ``(b, m, index, off)``: a source table ``b [X, K]`` with its shifts ``m [X]``,
-            ``index [M]`` the source entry of each packed (step, row) entry (step ``t``'s
-            ``n_t`` alive rows after step ``t - 1``'s), and ``off [L + 1]`` where each step
-            starts in the packed order.
+            ``(b, m, index, seq, pos)``: a source table ``b [X, K]`` with its shifts
+            ``m [X]``, ``index [M]`` the source entry of each packed step, and ``seq [M]``,
+            ``pos [M]`` the sequence and step of each.
         """
-        alive = kernels.alive_counts(lengths)
-        off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
-        np.cumsum(alive, out=off[1:])
-        step = np.repeat(np.arange(alive.shape[0]), alive)
-        row = np.arange(off[-1]) - off[step]
-        r_seq, r_step = seq[row], start[row] + step
-        pad = None if real is None else step >= real[row]
-        if pad is not None and not pad.any():
-            pad = None
-        if pad is not None:
-            r_step = np.where(pad, start[row], r_step)
+        lengths = self.lengths
+        n = lengths.shape[0]
+        seq = np.repeat(np.arange(n), lengths)
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        pos = np.arange(seq.shape[0]) - starts[seq]
         if self.table is not None:
-            index = self._raw[r_seq, r_step]
-            if pad is not None:
-                index[pad] = self.table.shape[0] - 1  # the row of ones
-            return self.table, self.shift_table, index, off
+            return self.table, self.shift_table, self._raw[seq, pos], seq, pos
         dense = self.__dict__.get("_packed_dense")
         if dense is not None:
             order, d_off, _, _, b, m = dense
-            pos = np.empty_like(order)
-            pos[order] = np.arange(order.shape[0])
-            index = d_off[r_step] + pos[r_seq]
-        else:
-            n = self.b_tm.shape[1]
-            b = np.ascontiguousarray(self.b_tm).reshape(-1, self.b_tm.shape[-1])
-            m = np.ascontiguousarray(self.m_tm).reshape(-1)
-            index = r_step * n + r_seq
-        if pad is not None:
-            index[pad] = b.shape[0]
-            b = np.concatenate([b, np.ones((1, b.shape[1]))])
-            m = np.concatenate([m, np.zeros(1)])
-        return b, m, index, off
+            rank = np.empty_like(order)
+            rank[order] = np.arange(n)
+            return b, m, d_off[pos] + rank[seq], seq, pos
+        b = np.ascontiguousarray(self.b_tm)
+        m = np.ascontiguousarray(self.m_tm)
+        return b.reshape(-1, b.shape[-1]), m.reshape(-1), pos * b.shape[1] + seq, seq, pos
 
     def dense(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, m)`` of the given rows as torch tensors (for the guarded recursion)."""
@@ -816,13 +794,16 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
                          backward: bool = True, filtered: bool = True,
                          chunk_size: int | None = None,
                          time_major: bool = False) -> dict[str, torch.Tensor]:
-    """The forward (and backward) pass by the NumPy kernels.
+    """The forward (and backward) pass, one compiled loop per sequence
+    (:func:`probseq.hmm.compiled.forward_backward`): a ragged batch costs its real steps, a
+    long sequence no more per step than a batch.
 
-    Batches whose longest sequence is much longer than the rest (or one long sequence) are
-    cut into chunks run as extra rows (:func:`_chunked_passes`), so that the Python loop runs
-    about a chunk's length instead of the longest sequence's. Rows the kernels refuse (see
-    :func:`hmm_log_prob`), and batches whose chunks do not couple, are recomputed by the
-    per-step normalised torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`).
+    The recursion is normalised every step; where the parameters could produce subnormal
+    numbers it runs in the flushing mode of :mod:`probseq.hmm.kernels` (chosen by
+    :func:`probseq.hmm.kernels.needs_flush`). Rows it refuses (an impossible step, or a
+    normaliser below the flushing mode's guard) are recomputed by the per-step normalised
+    torch recursions (:func:`hmm_filter`, :func:`hmm_posteriors`), which give ``-inf`` for
+    impossible sequences.
 
     Args:
         initial: ``[K]``.
@@ -830,8 +811,8 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         scaled: the scaled emission likelihoods.
         backward: False runs the forward pass only.
         filtered: the forward pass also returns ``filtered``.
-        chunk_size: None chooses by a cost model; 0 forces the batched recursion over whole
-            sequences; a positive length cuts sequences longer than it into chunks.
+        chunk_size: the chunk length of the torch recursions' scan for refused rows (None
+            chooses by a cost model, 0 is the plain recursion).
         time_major: with ``backward``, return the smoothed marginals packed, as ``weights
             [M, K]`` (``M`` real steps) with ``index``, a pair ``(rows [M], steps [M])`` of
             int64 tensors saying which step of which sequence each entry is, instead of
@@ -844,412 +825,78 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         ``weights`` and ``index``), ``transition_counts [K, K]`` and
         ``initial_counts [K]``, as :func:`hmm_posteriors` defines them.
     """
+    from probseq.hmm import compiled  # compiles (or loads from its cache) on first use
+
     lengths = scaled.lengths
     n = lengths.shape[0]
-    k = scaled.num_states
     t_max = int(lengths.max())
     init, a = initial.numpy(), transition.numpy()
-    chunk = _fb_chunk(lengths, k, chunk_size)
-    if chunk:
-        flush = kernels.needs_flush(init, a, scaled.min_positive())
-        keys = ("smoothed",) if backward else ("filtered",) if filtered else ()
-        res = _windowed_pass(init, a, scaled, chunk, _WARM, backward, flush, keys)
-        if res is None:
-            res = _chunked_passes(init, a, scaled, chunk, backward, flush, keys)
-        if res is not None:
-            return _from_chunked(res, n, t_max, backward, filtered, time_major)
-        # The chunks did not couple (a chain that forgets too slowly) or a mass fell below
-        # the guard: the exact sequential torch recursions.
-        return _torch_passes(initial, transition, scaled, np.arange(n), backward, filtered,
-                             0, time_major)
-    order = np.argsort(-lengths, kind="stable")
-    res = kernels.forward_backward(init, a, scaled.time_major(order), lengths[order],
-                                   backward=backward, filtered=filtered,
-                                   flush=kernels.needs_flush(init, a, scaled.min_positive()))
-    if not res["ok"].all():
-        return _torch_passes(initial, transition, scaled, np.sort(order[~res["ok"]]), backward,
-                             filtered, 0, time_major, fast=res, order=order)
-    inv = np.empty_like(order)
-    inv[order] = np.arange(n)
-    if backward and time_major:  # EM: the total per row is all that is needed
-        log_prob = res["log_mass"] + scaled.shift_sums(order)
-        out = {"log_prob": torch.from_numpy(log_prob[inv])}
-    else:
-        steps = torch.from_numpy(_padded_steps(res, n)[inv] + scaled.shifts())
-        out = {"log_prob": steps.sum(-1), "steps": steps}
-    if backward:
-        out["transition_counts"] = torch.from_numpy(res["xi"])
-        n0 = int(res["alive"][0])
-        out["initial_counts"] = torch.from_numpy(res["smoothed"][:n0].sum(0))
-        if time_major:
-            out["weights"] = torch.from_numpy(res["smoothed"])
-            out["index"] = (torch.from_numpy(order[res["row"]]), torch.from_numpy(res["step"]))
-        else:
-            out["smoothed"] = _unpack(res["smoothed"], res["alive"], inv)
-    elif filtered:
-        out["filtered"] = _unpack(res["filtered"], res["alive"], inv)
-    return out
-
-
-#: steps of the windows that estimate the chunks' inputs in :func:`_windowed_pass`.
-_WARM = 256
-
-
-def _fb_chunk(lengths: np.ndarray, k: int, chunk_size: int | None) -> int:
-    """The chunk length of :func:`_chunked_passes` for a forward-backward, or 0 for the
-    batched recursion over whole sequences."""
-    t_max = int(lengths.max())
-    if chunk_size is not None:
-        return int(chunk_size) if chunk_size and t_max > chunk_size else 0
-    if t_max < 1024:
-        return 0
-    # Rough cost model (seconds, measured on one core): a Python step of the kernels' loop
-    # (forward and backward) costs ~4 us with few rows alive, an entry (one row at one step)
-    # ~(0.1 + K^2 / 1250) us. The chunked route (:func:`_windowed_pass`) runs a loop of
-    # ``chunk`` steps over every row plus one of ``_WARM`` steps over two windows per chunk
-    # boundary, and gathers its results (~0.05 us an entry). Rows sorted by length already
-    # make a ragged batch cost its real steps, so chunks pay where few rows stay alive for
-    # many steps (one long sequence, a handful of them, a long tail of lengths).
-    step, entry = 4e-6, (0.1 + k * k / 1250) * 1e-6
-    total = float(lengths.sum())
-    best, best_cost = 0, 0.9 * (t_max * step + total * entry)
-    for chunk in (512, 1024, 2048):
-        if chunk >= t_max:
-            break
-        boundaries = float(np.maximum(0, -(-lengths // chunk) - 1).sum())
-        cost = ((chunk + _WARM) * step + (total + 2 * _WARM * boundaries) * entry
-                + total * 5e-8)
-        if cost < best_cost:
-            best, best_cost = chunk, cost
-    return best
-
-
-def _from_chunked(res: dict, n: int, t_max: int, backward: bool, filtered: bool,
-                  time_major: bool) -> dict[str, torch.Tensor]:
-    """:func:`hmm_forward_backward`'s output from :func:`_chunked_passes`'s packed one."""
-    seq, pos = res["seq"], res["pos"]
-    step_lp = res["log_c"] + res["m"]
+    b_src, m_src, index, seq, pos = scaled.row_major()
+    flush = kernels.needs_flush(init, a, scaled.min_positive())
+    if flush:
+        init, a, b_src = (np.where(x < kernels.FLUSH, 0.0, x) for x in (init, a, b_src))
+    res = compiled.forward_backward(init, a, b_src, index, lengths, backward=backward,
+                                    flush=flush, block=kernels.BLOCK,
+                                    min_mass=kernels.MIN_MASS_FLUSH if flush else 0.0)
+    step_lp = res["log_c"] + m_src[index]
+    post = res["post"]
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    bad = np.nonzero(~res["ok"])[0]
+    slow: dict[str, torch.Tensor] = {}
+    if bad.size:
+        # Refused rows: the per-step torch recursions, written over the compiled results.
+        slow = _torch_passes(initial, transition, scaled.subset(bad), backward, filtered,
+                             chunk_size)
+        key = "smoothed" if backward else "filtered" if filtered else None
+        for j, r in enumerate(bad):
+            here = slice(starts[r], starts[r] + lengths[r])
+            step_lp[here] = slow["steps"][j, : lengths[r]].numpy()
+            if key is not None:
+                post[here] = slow[key][j, : lengths[r]].numpy()
     out: dict[str, torch.Tensor] = {}
-    if backward and time_major:
+    if backward and time_major:  # EM: the total per row is all that is needed
         out["log_prob"] = torch.from_numpy(np.bincount(seq, weights=step_lp, minlength=n))
-        out["weights"] = torch.from_numpy(res["smoothed"])
+        out["weights"] = torch.from_numpy(post)
         out["index"] = (torch.from_numpy(seq), torch.from_numpy(pos))
     else:
-        flat = seq * t_max + pos
-        steps = np.zeros((n, t_max))
-        steps.reshape(-1)[flat] = step_lp
-        out["steps"] = torch.from_numpy(steps)
+        out["steps"] = torch.from_numpy(_padded(step_lp, lengths, seq, pos, t_max))
         out["log_prob"] = out["steps"].sum(-1)
         key = "smoothed" if backward else "filtered" if filtered else None
         if key is not None:
-            k = res[key].shape[-1]
-            full = np.zeros((n, t_max, k)) if flat.shape[0] < n * t_max else np.empty(
-                (n, t_max, k))
-            full.reshape(-1, k)[flat] = res[key]
-            out[key] = torch.from_numpy(full)
+            out[key] = torch.from_numpy(_padded(post, lengths, seq, pos, t_max))
     if backward:
-        out["transition_counts"] = torch.from_numpy(res["xi"])
-        out["initial_counts"] = torch.from_numpy(res["initial_counts"])
+        xi = res["xi"]
+        init_counts = post[starts[res["ok"]]].sum(0)
+        if bad.size:
+            xi = xi + slow["transition_counts"].numpy()
+            init_counts = init_counts + slow["initial_counts"].numpy()
+        out["transition_counts"] = torch.from_numpy(xi)
+        out["initial_counts"] = torch.from_numpy(init_counts)
     return out
 
 
-def _chunk_layout(lengths: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
-    """Cut the sequences longer than ``chunk`` into chunks of ``chunk`` steps (the last one
-    shorter); every chunk, and every shorter sequence whole, is a row. Rows are sorted by
-    decreasing ``padded`` length (what the kernels take): ``seq``, ``start``, ``length``,
-    ``padded`` (a multiple of the kernels' block where the row ends its sequence), ``first``
-    (starts its sequence), ``last`` (ends it), ``prev`` / ``next`` (the row of the chunk
-    before / after, meaningless where ``first`` / ``last``)."""
+def _padded(packed: np.ndarray, lengths: np.ndarray, seq: np.ndarray, pos: np.ndarray,
+            t_max: int) -> np.ndarray:
+    """``[N, T_max, ...]`` (zero at padding) from rows packed one after the other."""
     n = lengths.shape[0]
-    counts = -(-lengths // chunk)
-    seq = np.repeat(np.arange(n), counts)
-    first_row = np.cumsum(counts) - counts
-    part = np.arange(seq.shape[0]) - first_row[seq]
-    start = part * chunk
-    length = np.minimum(chunk, lengths[seq] - start)
-    last = part == counts[seq] - 1
-    # A row that ends its sequence is padded to whole blocks with steps of likelihood 1,
-    # which change nothing before them (the backward variables stay ones, c = 1): the
-    # batch then has few distinct lengths, and the kernels few segments.
-    padded = np.where(last, -(-length // kernels.BLOCK) * kernels.BLOCK, length)
-    order = np.argsort(-padded, kind="stable")
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.shape[0])
-    rows = order.shape[0]
-    return {"seq": seq[order], "start": start[order], "length": length[order],
-            "padded": padded[order],
-            "first": (part == 0)[order], "last": last[order],
-            "prev": pos[np.maximum(order - 1, 0)], "next": pos[np.minimum(order + 1, rows - 1)]}
-
-
-def _windowed_pass(initial: np.ndarray, transition: np.ndarray, scaled: Scaled, chunk: int,
-                   warm: int, backward: bool, flush: bool, keys: tuple[str, ...],
-                   tol: float = 1e-13) -> dict | None:
-    """:func:`_chunked_passes` in one full pass, its guesses taken from short windows.
-
-    The chunks' inputs are first estimated from windows of ``warm`` steps at every chunk
-    boundary, all run as rows of one small batch: the ``warm`` steps before a chunk from the
-    uniform distribution (its incoming distribution), the ``warm`` steps after it from a
-    backward vector of ones (its end backward vector); a window that reaches the start (end)
-    of its sequence starts from ``initial`` (ones) and is exact. Then every row runs once from
-    these inputs, and the same check as :func:`_chunked_passes` (what each chunk hands over
-    equals what its neighbour assumed, to ``tol`` in Hilbert's projective distance) says
-    whether that pass is the fixed point. A chain that forgets too slowly for ``warm`` steps
-    fails the check: None, and the caller runs :func:`_chunked_passes`.
-    """
-    lay = _chunk_layout(scaled.lengths, chunk)
-    rows = lay["seq"].shape[0]
-    k = transition.shape[0]
-    first, last = lay["first"], lay["last"]
-    seq, start, length = lay["seq"], lay["start"], lay["length"]
-    fwd = np.nonzero(~first)[0]  # windows before these chunks
-    bwd = np.nonzero(~last)[0] if backward else np.zeros(0, dtype=np.int64)  # ... after these
-    w_start = np.concatenate([np.maximum(0, start[fwd] - warm), start[bwd] + length[bwd]])
-    w_end = np.concatenate([start[fwd], np.minimum(scaled.lengths[seq[bwd]],
-                                                   start[bwd] + length[bwd] + warm)])
-    w_seq = np.concatenate([seq[fwd], seq[bwd]])
-    w_len = w_end - w_start
-    w_pad = -(-w_len // kernels.BLOCK) * kernels.BLOCK  # padding after a row changes nothing
-    order = np.argsort(-w_pad, kind="stable")
-    nf = fwd.shape[0]
-    init = np.full((w_len.shape[0], k), 1.0 / k)
-    init[np.nonzero(w_start[:nf] == 0)[0]] = initial
-    b, _, index, off = scaled.gather(w_seq[order], w_start[order], w_pad[order], w_len[order])
-
-    def blocks(t0: int, t1: int, n: int) -> np.ndarray:
-        return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
-
-    res = kernels.forward_backward(init[order], transition, blocks, w_pad[order],
-                                   backward=bool(bwd.shape[0]), filtered=True, flush=flush)
-    if not res["ok"].all():
-        return None
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.shape[0])
-    incoming = np.empty((rows, k))
-    incoming[first] = initial
-    pf = pos[:nf]
-    incoming[fwd] = res["filtered"][off[w_len[:nf] - 1] + pf] @ transition
-    final = np.ones((rows, k))
-    if bwd.shape[0]:
-        final[bwd] = res["w0"][pos[nf:]] @ transition.T
-    # One full pass from these inputs.
-    b, m, index, off = scaled.gather(seq, start, lay["padded"], length)
-
-    def blocks_all(t0: int, t1: int, n: int) -> np.ndarray:
-        return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
-
-    res = kernels.forward_backward(incoming, transition, blocks_all, lay["padded"],
-                                   backward=backward, filtered=True, flush=flush,
-                                   final=final if backward else None,
-                                   counted=(np.zeros(rows, np.int64), length))
-    if not res["ok"].all():
-        return None
-    filt_last = res["filtered"][off[length - 1] + np.arange(rows)]
-    settled = kernels.hilbert_distance(filt_last[lay["prev"]] @ transition, incoming) < tol
-    w0 = res["w0"] if backward else None
-    if backward:
-        back = kernels.hilbert_distance(w0[lay["next"]] @ transition.T, final) < tol
-        if not (back | last).all():
-            return None
-    if not (settled | first).all():
-        return None
-    res["index"], res["m_src"], res["rows"] = index, m, np.arange(rows)
-    return _chunked_result(lay, res, None, np.ones(rows, dtype=bool), transition, backward, w0,
-                           filt_last, keys)
-
-
-def _chunked_passes(initial: np.ndarray, transition: np.ndarray, scaled: Scaled, chunk: int,
-                    backward: bool, flush: bool, keys: tuple[str, ...], tol: float = 1e-13,
-                    max_passes: int = 5) -> dict | None:
-    """Forward(-backward) of long sequences cut into chunks run as extra rows of one batch.
-
-    Pass 1 runs every row; a chunk starts from a guess (the uniform distribution forward, a
-    vector of ones backward) unless it starts (ends) its sequence. Each later pass runs the
-    chunks again from what their neighbours handed over in the pass before: the filtered
-    distribution at the predecessor's last step times ``A`` forward, ``A w0`` of the
-    successor backward (:func:`probseq.hmm.kernels.forward_backward`). When a pass's inputs
-    equal what it hands over (Hilbert's projective distance below ``tol`` at every chunk
-    boundary), it is the sequential recursion with perturbations below ``tol`` at the
-    boundaries, which the filter (and the backward recursion) never expands: the same
-    exactness argument as :func:`probseq.hmm.kernels.speculative_log_mass`. Sequences no
-    longer than ``chunk`` are exact after pass 1 and are not run again.
-
-    Returns:
-        A dict of packed results (``seq [M]``, ``pos [M]`` the step in its sequence,
-        ``log_c [M]``, ``m [M]`` the shifts, the per-step arrays named in ``keys``
-        (``filtered [M, K]``, ``smoothed [M, K]``) and with ``backward`` ``xi [K, K]`` and
-        ``initial_counts [K]``), or None when a pass
-        failed the kernels' guard or the chunks did not couple within ``max_passes``.
-    """
-    lay = _chunk_layout(scaled.lengths, chunk)
-    rows = lay["seq"].shape[0]
-    k = transition.shape[0]
-    first, last = lay["first"], lay["last"]
-    incoming = np.full((rows, k), 1.0 / k)
-    incoming[first] = initial
-    final = np.ones((rows, k))
-    filt_last = np.empty((rows, k))
-    w0 = np.empty((rows, k))
-    whole = first & last
-    run_rows = np.arange(rows)
-    done = whole if backward else first  # rows exact after pass 1
-    pass1: dict = {}
-    for p in range(max_passes):
-        idx_rows = run_rows
-        b, m, index, off = scaled.gather(lay["seq"][idx_rows], lay["start"][idx_rows],
-                                         lay["padded"][idx_rows], lay["length"][idx_rows])
-
-        def blocks(t0: int, t1: int, n: int, b=b, index=index, off=off) -> np.ndarray:
-            return np.take(b, index[off[t0]:off[t1]], axis=0).reshape(t1 - t0, n, k)
-
-        nr = idx_rows.shape[0]
-        hi = lay["length"][idx_rows]
-        counted = (np.zeros(nr, np.int64), np.where(whole[idx_rows], hi, 0) if p == 0 else hi)
-        res = kernels.forward_backward(incoming[idx_rows], transition, blocks,
-                                       lay["padded"][idx_rows], backward=backward,
-                                       filtered=True, flush=flush,
-                                       final=final[idx_rows] if backward else None,
-                                       counted=counted)
-        if not res["ok"].all():
-            return None
-        filt_last[idx_rows] = res["filtered"][off[lay["length"][idx_rows] - 1] + np.arange(nr)]
-        if backward:
-            w0[idx_rows] = res["w0"]
-        res["index"], res["m_src"], res["rows"] = index, m, idx_rows
-        if p == 0:
-            pass1 = res
-            run_rows = np.nonzero(~done)[0]
-            if run_rows.size == 0:
-                return _chunked_result(lay, pass1, None, done, transition, backward, w0,
-                                       filt_last, keys)
-        new_in = filt_last[lay["prev"]] @ transition
-        moved = ~first & (kernels.hilbert_distance(new_in, incoming) >= tol)
-        incoming[~first] = new_in[~first]
-        if backward:
-            new_fin = w0[lay["next"]] @ transition.T
-            moved |= ~last & (kernels.hilbert_distance(new_fin, final) >= tol)
-            final[~last] = new_fin[~last]
-        if p > 0 and not moved.any():
-            return _chunked_result(lay, pass1, res, done, transition, backward, w0, filt_last,
-                                   keys)
-    return None
-
-
-def _chunked_result(lay: dict, p1: dict, res: dict | None, done: np.ndarray,
-                    transition: np.ndarray, backward: bool, w0: np.ndarray,
-                    filt_last: np.ndarray, keys: tuple[str, ...]) -> dict:
-    """Assemble :func:`_chunked_passes`'s packed output from pass 1's rows that were exact
-    there (``done``) and the last pass's others."""
-    first = lay["first"]
-    def real(r: dict, rows: np.ndarray) -> np.ndarray:
-        return r["step"] < lay["length"][rows]
-
-    g1 = p1["rows"][p1["row"]]
-    pieces = [(p1, np.nonzero(done[g1] & real(p1, g1))[0])]
-    if res is not None:
-        pieces.append((res, np.nonzero(real(res, res["rows"][res["row"]]))[0]))
-    cols: dict[str, list] = {key: [] for key in ("seq", "pos", "log_c", "m")}
-    for r, sel in pieces:
-        g = r["rows"][r["row"][sel]]
-        cols["seq"].append(lay["seq"][g])
-        cols["pos"].append(lay["start"][g] + r["step"][sel])
-        cols["log_c"].append(r["log_c"][sel])
-        cols["m"].append(r["m_src"][r["index"][sel]])
-    out = {key: v[0] if len(v) == 1 else np.concatenate(v) for key, v in cols.items()}
-    for key in keys:  # the large arrays: gathered straight into their place
-        full = np.empty((out["seq"].shape[0], transition.shape[0]))
-        at = 0
-        for r, sel in pieces:
-            # mode="clip" (the indices are in range): with an ``out`` array, the default
-            # mode="raise" buffers the whole result first, about 8x slower here.
-            np.take(r[key], sel, axis=0, out=full[at:at + sel.shape[0]], mode="clip")
-            at += sel.shape[0]
-        out[key] = full
-    if backward:
-        xi = p1["xi"] + (res["xi"] if res is not None else 0.0)
-        inner = ~first
-        if inner.any():  # transitions across chunk boundaries
-            xi = xi + (filt_last[lay["prev"][inner]].T @ w0[inner]) * transition
-        out["xi"] = xi
-        at0 = np.nonzero(first)[0]  # pass 1: step 0 of row r is packed entry r
-        out["initial_counts"] = p1["smoothed"][at0].sum(0) if res is None else (
-            p1["smoothed"][np.nonzero(first & done)[0]].sum(0)
-            + res["smoothed"][np.nonzero(first[res["rows"]])[0]].sum(0))
-    return out
-
-
-def _padded_steps(res: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """``[N, T_max]`` per-step ``log c_t`` (zero at padding; rows sorted) from the kernels'
-    packed ``log_c``."""
-    full = np.zeros((res["alive"].shape[0], n))
-    full[_alive_mask(res["alive"], n)] = res["log_c"]
-    return full.T
-
-
-def _alive_mask(alive: np.ndarray, n: int) -> np.ndarray:
-    """``[T, N]`` bool, ``r < n_t``: where the packed rows of the kernels sit."""
-    return np.arange(n)[None, :] < alive[:, None]
-
-
-def _unpack(packed: np.ndarray, alive: np.ndarray, inv: np.ndarray) -> torch.Tensor:
-    """``[N, T_max, K]`` (zero at padding, rows in natural order) from the kernels' packed
-    ``[M, K]`` (rows sorted; ``inv`` undoes the sort)."""
-    n = inv.shape[0]
-    full = np.zeros((alive.shape[0], n, packed.shape[-1]))
-    full[_alive_mask(alive, n)] = packed
-    return torch.from_numpy(full.transpose(1, 0, 2)[inv])
+    if packed.shape[0] == n * t_max:  # equal lengths: the packed array is the padded one
+        return packed.reshape(n, t_max, *packed.shape[1:])
+    full = np.zeros((n, t_max, *packed.shape[1:]))
+    full[seq, pos] = packed
+    return full
 
 
 def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-                  rows: np.ndarray, backward: bool, filtered: bool, chunk_size: int | None,
-                  time_major: bool, fast: dict | None = None,
-                  order: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """:func:`hmm_forward_backward` by the torch recursions for ``rows``, and by the kernels'
-    results ``fast`` (rows in ``order``) for the others."""
-    n = scaled.lengths.shape[0]
-    b, m = scaled.dense(rows)
-    lengths = torch.from_numpy(scaled.lengths[rows])
+                  backward: bool, filtered: bool,
+                  chunk_size: int | None) -> dict[str, torch.Tensor]:
+    """:func:`hmm_forward_backward`'s padded outputs by the per-step normalised torch
+    recursions (``steps``, with ``backward`` ``smoothed``, ``transition_counts`` and
+    ``initial_counts``, else with ``filtered`` ``filtered``)."""
+    b, m = scaled.dense(np.arange(scaled.lengths.shape[0]))
+    lengths = torch.from_numpy(scaled.lengths)
     log_lik = _log_lik_of(b, m)
     if backward:
-        slow = hmm_posteriors(initial, transition, log_lik, lengths, chunk_size)
-    else:
-        steps, u = hmm_filter(initial, transition, log_lik, lengths, chunk_size,
-                              filtered=filtered)
-        slow = {"steps": steps, "filtered": u}
-    if fast is None:
-        out = {"steps": slow["steps"]}
-        if backward:
-            out.update({key: slow[key] for key in
-                        ("smoothed", "transition_counts", "initial_counts")})
-        elif filtered:
-            out["filtered"] = slow["filtered"]
-    else:
-        inv = np.empty_like(order)
-        inv[order] = np.arange(n)
-        idx = torch.from_numpy(rows)
-        out = {"steps": torch.from_numpy(_padded_steps(fast, n)[inv] + scaled.shifts())}
-        out["steps"][idx] = slow["steps"]
-        if backward:
-            smoothed = _unpack(fast["smoothed"], fast["alive"], inv)
-            smoothed[idx] = slow["smoothed"]
-            out["smoothed"] = smoothed
-            # The kernels' transition counts include the refused rows: recount the others.
-            good = np.setdiff1d(np.arange(n), rows)
-            counts = slow["transition_counts"]
-            if good.size:
-                again = hmm_forward_backward(initial, transition, scaled.subset(good), chunk_size=0)
-                counts = counts + again["transition_counts"]
-            out["transition_counts"] = counts
-            out["initial_counts"] = smoothed[:, 0].sum(0)
-        elif filtered:
-            u = _unpack(fast["filtered"], fast["alive"], inv)
-            u[idx] = slow["filtered"]
-            out["filtered"] = u
-    out["log_prob"] = out["steps"].sum(-1)
-    if backward and time_major:
-        smoothed = out.pop("smoothed")
-        steps, rows = np.nonzero(scaled.mask.T)
-        rows_t, steps_t = torch.from_numpy(rows), torch.from_numpy(steps)
-        out["weights"] = smoothed[rows_t, steps_t]
-        out["index"] = (rows_t, steps_t)
-    return out
+        return hmm_posteriors(initial, transition, log_lik, lengths, chunk_size)
+    steps, u = hmm_filter(initial, transition, log_lik, lengths, chunk_size, filtered=filtered)
+    return {"steps": steps, "filtered": u}

@@ -1,4 +1,6 @@
-"""NumPy kernels of the scaled forward and backward recursions (pure array functions).
+"""NumPy kernels of the scaled forward recursion (pure array functions), and the rules on
+underflow and subnormal numbers that the compiled forward-backward
+(:func:`probseq.hmm.compiled.forward_backward`) shares with them.
 
 Shape letters: N rows (sequences, or chunks of a long sequence), T steps, K states. Arrays
 are float64 and time-major (``[T, N, K]``): the rows of one step are contiguous, so each
@@ -70,7 +72,6 @@ __all__ = [
     "needs_flush",
     "segments",
     "forward_log_mass",
-    "forward_backward",
     "alive_counts",
     "speculative_log_mass",
     "hilbert_distance",
@@ -305,177 +306,6 @@ def alive_counts(lengths: np.ndarray) -> np.ndarray:
     """``n [T_max]``: how many rows (sorted by decreasing length) are alive at each step."""
     t_max = int(lengths[0])
     return np.searchsorted(-lengths, -(np.arange(t_max) + 1), side="right")
-
-
-def forward_backward(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
-                     lengths: np.ndarray, block: int = BLOCK, backward: bool = True,
-                     filtered: bool = True, flush: bool = False,
-                     final: np.ndarray | None = None,
-                     counted: tuple[np.ndarray, np.ndarray] | None = None
-                     ) -> dict[str, np.ndarray]:
-    """Scaled forward-backward on a ragged batch sorted by decreasing length.
-
-    Arrays with a state axis are stored packed: step ``t``'s ``n_t`` alive rows follow step
-    ``t - 1``'s (``[M, K]`` with ``M`` the total number of real steps), as
-    ``x_time_major[alive]`` would select them from a padded ``[T, N, K]`` array with
-    ``alive[t, r] = r < n_t``. A ragged batch therefore costs its real steps, not
-    ``T_max * N``.
-
-    Args:
-        initial: ``[K]``, or ``[N, K]`` one predicted distribution per row (a chunk of a
-            long sequence starts from what the chunk before it hands over).
-        transition: ``[K, K]``.
-        blocks: the scaled emission likelihoods (see :func:`forward_log_mass`).
-        lengths: ``[N]`` decreasing.
-        block: steps between normalisations of the forward pass.
-        backward: False stops after the forward pass.
-        filtered: False skips normalising the filtered distributions (forward pass only;
-            ``filtered`` is then left out).
-        flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
-        final: ``[N, K]`` the backward variables at each row's last step, up to a positive
-            factor per row (None: all ones, the end of a sequence). They are rescaled so that
-            ``sum_k filtered[k] beta[k] = 1`` there, which the recursion then keeps: a chunk
-            that the rest of its sequence follows passes in ``A (b * beta / c)`` of the
-            successor's first step (its ``w0``).
-        counted: ``(lo [N], hi [N])``: only the transitions into steps ``lo <= t < hi`` of
-            each row (counted from 0 at the row's first step) enter ``xi`` (None: all).
-
-    Returns:
-        A dict: ``log_c [M]`` packed (the per-step ``log c_t``, so that ``log p(x_t | x_<t)
-        = log_c + m_t``), ``log_mass [N]`` (its sum per row), ``alive [T]`` (the ``n_t``),
-        ``row [M]`` and ``step [M]`` (where each packed entry sits), ``filtered [M, K]``
-        packed, ``ok [N]`` (False for rows to recompute with the guarded
-        recursion) and, with the backward pass, ``smoothed [M, K]`` packed, ``xi [K, K]``
-        (expected transition counts summed over rows and the counted steps), ``w [M, K]``
-        packed, ``b_t * beta_t / c_t`` (what the transition into step ``t`` is weighted by)
-        and ``w0 [N, K]``, its entries at each row's first step.
-    """
-    n_rows = lengths.shape[0]
-    t_max = int(lengths[0])
-    k = transition.shape[0]
-    a, blocks, min_mass = _flushed(transition, blocks, flush)
-    at = np.ascontiguousarray(a.T)
-    low_buf = np.empty((n_rows, k), dtype=bool)
-    ones = np.ones(k)
-    alive = alive_counts(lengths)
-    off = np.zeros(t_max + 1, dtype=np.int64)
-    np.cumsum(alive, out=off[1:])
-    total = int(off[-1])
-    alpha = np.empty((total, k))
-    bees = np.empty((total, k))
-    mass = np.empty(total)  # sum of alpha_t, packed
-    fresh = np.zeros(t_max, dtype=bool)  # the prediction at t was normalised
-    ok = np.ones(n_rows, dtype=bool)
-    pred = np.empty((n_rows, k))
-    init = np.asarray(initial, dtype=np.float64)
-    if flush:
-        init = np.where(init < FLUSH, 0.0, init)
-    segs = list(segments(lengths, block))
-    # Forward: alpha_t = (alpha_(t-1) A / s) * b_t, with s = mass_(t-1) at block starts
-    # (the carry is normalised there) and s = 1 inside blocks.
-    for t0, t1, n in segs:
-        b = bees[off[t0]:off[t1]].reshape(t1 - t0, n, k)
-        b[...] = blocks(t0, t1, n)
-        al = alpha[off[t0]:off[t1]].reshape(t1 - t0, n, k)
-        for t in range(t0, t1):
-            out = al[t - t0]
-            if t == 0:
-                np.multiply(init, b[0], out=out)
-            elif t == t0:
-                s = mass[off[t - 1]:off[t - 1] + n]
-                np.matmul(alpha[off[t - 1]:off[t - 1] + n], ones, out=s)
-                low = s < min_mass
-                if low.any():
-                    ok[:n] &= ~low
-                    s = np.where(low, 1.0, s)
-                p = pred[:n]
-                np.matmul(alpha[off[t - 1]:off[t - 1] + n], a, out=p)
-                p /= s[:, None]
-                np.multiply(p, b[t - t0], out=out)
-            else:
-                np.matmul(al[t - t0 - 1], a, out=out)
-                out *= b[t - t0]
-            if flush:
-                _flush(out, low_buf[:n])
-        fresh[t0] = True
-    # Every step's mass at once (the block ends were also summed above, before their
-    # normalisation, which divides the next block and not these).
-    np.matmul(alpha, ones, out=mass)
-    # Packed bookkeeping: the step of every packed entry and the entry of the same row at
-    # the step before (off[t] - off[t - 1] = n_(t-1)).
-    step = np.repeat(np.arange(t_max), alive)
-    ok &= mass[off[lengths - 1] + np.arange(n_rows)] >= min_mass
-    prev = np.ones(total)
-    later = ~fresh[step]
-    idx = np.nonzero(later)[0]
-    prev[idx] = mass[idx - alive[step[idx] - 1]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = mass / prev
-        log_c = np.log(c)
-    row = np.arange(total) - off[step]
-    log_mass = np.bincount(row, weights=log_c, minlength=n_rows)
-    ok &= np.isfinite(log_mass)
-    out = {"log_c": log_c, "log_mass": log_mass, "alive": alive, "ok": ok, "row": row,
-           "step": step}
-    if not (backward or filtered):
-        return out
-    with np.errstate(divide="ignore", invalid="ignore"):
-        filt = np.divide(alpha, mass[:, None], out=alpha)
-    out["filtered"] = filt
-    if not backward:
-        return out
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Backward with the forward normalisers: beta_(t-1) = A (b_t * beta_t) / c_t.
-        bees /= c[:, None]
-    beta = np.zeros((total, k))
-    w = bees  # becomes b_t * beta_t / c_t in place
-    xi = np.zeros((k, k))
-    if final is not None:
-        ends = off[lengths - 1] + np.arange(n_rows)
-        with np.errstate(all="ignore"):
-            norm = np.einsum("nk,nk->n", filt[ends], final)
-            final = final / norm[:, None]
-        if flush:  # as every later scaled beta_t is (see the module docstring)
-            final = np.where(final < FLUSH, 0.0, final)
-        ok &= np.isfinite(norm) & (norm > 0)
-    with np.errstate(all="ignore"):  # rows that are not ok may hold inf; they are redone
-        for t0, t1, n in reversed(segs):
-            # rows [n_next:n] end at t1 - 1 and start their backward pass there.
-            ending = lengths[:n] == t1
-            if final is None:
-                beta[off[t1 - 1]:off[t1 - 1] + n][ending] = 1.0
-            elif ending.any():
-                beta[off[t1 - 1]:off[t1 - 1] + n][ending] = final[:n][ending]
-            for t in range(t1 - 1, t0 - 1, -1):
-                wt = w[off[t]:off[t] + n]
-                wt *= beta[off[t]:off[t] + n]
-                if t > 0:
-                    nxt = beta[off[t - 1]:off[t - 1] + n]
-                    np.matmul(wt, at, out=nxt)
-                    if flush:
-                        _flush(nxt, low_buf[:n])
-            # Transition counts of the pairs (t - 1, t) for t in this segment.
-            first = max(t0, 1)
-            if first < t1:
-                head = filt[off[first - 1]:off[first - 1] + n]
-                rest = filt[off[first]:off[t1 - 1]]
-                f = head if first == t1 - 1 else np.concatenate([head, rest])
-                ws = w[off[first]:off[t1]]
-                if counted is not None:
-                    tt = np.arange(first, t1)[:, None]
-                    keep = (tt >= counted[0][None, :n]) & (tt < counted[1][None, :n])
-                    if not keep.all():
-                        ws = (ws.reshape(-1, n, k) * keep[..., None]).reshape(-1, k)
-                xi += f.T @ ws
-        xi *= a
-        w0 = w[:n_rows].copy()
-        smoothed = np.multiply(beta, filt, out=beta)
-    # Padded steps are not stored; log c = 0 there (mass = prev = 1).
-    bad = ~np.isfinite(smoothed.sum(1))
-    if bad.any():
-        ok[np.unique(row[bad])] = False
-    out.update({"smoothed": smoothed, "xi": xi, "w": w, "w0": w0})
-    return out
 
 
 def hilbert_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
