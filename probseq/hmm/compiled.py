@@ -99,7 +99,7 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     return paths, best
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"})
 def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                            transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
                            starts: np.ndarray, lengths: np.ndarray, backward: bool,
@@ -120,12 +120,11 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                 for j in range(k):
                     pred[j] = initial[j]
             else:
-                for j in range(k):
-                    pred[j] = 0.0
-                for i in range(k):  # elementwise over j: vectorises
-                    f = post[t - 1, i]
-                    for j in range(k):
-                        pred[j] += f * transition[i, j]
+                for j in range(k):  # contiguous dot products: vectorised reductions
+                    acc = 0.0
+                    for i in range(k):
+                        acc += post[t - 1, i] * transition_t[j, i]
+                    pred[j] = acc
             src = index[t]
             c = 0.0
             for j in range(k):
@@ -167,12 +166,11 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                     f = post[t - 1, i]
                     for j in range(k):
                         xi[i, j] += f * pred[j]
-                for i in range(k):
-                    beta[i] = 0.0
-                for j in range(k):  # A w_t, elementwise over i
-                    wj = pred[j]
-                    for i in range(k):
-                        beta[i] += transition_t[j, i] * wj
+                for i in range(k):  # A w_t
+                    acc = 0.0
+                    for j in range(k):
+                        acc += transition[i, j] * pred[j]
+                    beta[i] = acc
                 if flush:
                     for i in range(k):
                         if beta[i] < _FLUSH:
