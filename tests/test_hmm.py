@@ -481,10 +481,13 @@ def _kernel_rows_ok(model, seqs):
     return ok
 
 
+@pytest.mark.parametrize("compiled_route", [True, False])
 @pytest.mark.parametrize("name", ["categorical", "gaussian_full", "gaussian_diag", "poisson"])
-def test_kernels_match_per_step_recursion_on_ragged_batch(name):
+def test_kernels_match_per_step_recursion_on_ragged_batch(name, compiled_route, monkeypatch):
     # Lengths in no order, with ties, a length 1 and lengths that are not multiples of the
-    # kernels' block, so that rows drop out mid-block and the segments are exercised.
+    # kernels' block, so that rows drop out mid-block and the segments are exercised. The
+    # log-likelihood by both routes (the compiled loop and the NumPy batch recursion).
+    monkeypatch.setattr(inference, "_use_compiled", lambda lengths, k: compiled_route)
     model = MODELS[name]()
     raw = model.sample(7, 90, seed=13).to_list()
     lengths = [90, 1, 37, 16, 90, 17, 64]
@@ -519,7 +522,8 @@ def test_kernels_match_per_step_recursion_on_ragged_batch(name):
                                    rtol=1e-11, atol=1e-10)
 
 
-def test_underflow_guard_sends_rows_to_the_per_step_recursion():
+@pytest.mark.parametrize("compiled_route", [True, False])
+def test_underflow_guard_sends_rows_to_the_per_step_recursion(compiled_route, monkeypatch):
     # Two sticky states that each nearly never emit the other's symbol: on alternating
     # symbols every other step has probability ~1e-30, so a block of 16 steps has mass
     # ~1e-240, under the kernels' guard (1e-150): that row must be refused and recomputed.
@@ -530,6 +534,7 @@ def test_underflow_guard_sends_rows_to_the_per_step_recursion():
     seqs = Sequences.from_list([np.arange(40) % 2, np.zeros(50, dtype=np.int64),
                                 np.r_[np.zeros(20, dtype=np.int64), np.arange(9) % 2]])
     p = model.params
+    monkeypatch.setattr(inference, "_use_compiled", lambda lengths, k: compiled_route)
     ok = _kernel_rows_ok(model, seqs)
     assert ok.tolist() == [True, False, True]  # rows by decreasing length: 50, 40, 29
     ref = _torch_reference(model, seqs)
@@ -547,34 +552,23 @@ def test_underflow_guard_sends_rows_to_the_per_step_recursion():
 
 
 @pytest.mark.parametrize("sticky", [0.0, 500.0])
-def test_speculative_chunks_match_sequential_recursion(sticky):
-    # Two long sequences of different lengths (chunks of 128; the last chunks are short).
-    # sticky=500 barely forgets: chunks do not couple, and the exact fallback must be used.
+def test_long_sequences_log_prob_matches_sequential_recursion(sticky):
+    # Two long sequences of different lengths take the compiled loop; sticky=500 barely
+    # forgets. Against the per-step torch recursion and hmmlearn.
     model = _categorical(4, 5, seed=14, sticky=sticky)
     p = model.params
     g = torch.Generator().manual_seed(3)
     seqs = Sequences.from_list([torch.randint(5, (5000,), generator=g),
                                 torch.randint(5, (3333,), generator=g)])
     scaled = model._scaled(p, seqs)
+    assert inference._use_compiled(scaled.lengths, 4)
     ref = inference.hmm_filter(p["initial"], p["transition"], model._log_lik(p, seqs),
                                seqs.lengths, 0, filtered=False)[0].sum(-1)
-    for chunk in (128, None):
-        lp = inference.hmm_log_prob(p["initial"], p["transition"], scaled, chunk)
-        torch.testing.assert_close(lp, ref, rtol=1e-12, atol=0)
-    # Whether the speculative kernel itself accepted: it must for the forgetting chain.
-    lengths = scaled.lengths
-    counts = -(-lengths // 128)
-    seq = np.repeat(np.arange(2), counts)
-    part = np.arange(seq.shape[0]) - (np.cumsum(counts) - counts)[seq]
-    clen = np.minimum(128, lengths[seq] - part * 128)
-    order = np.argsort(-clen, kind="stable")
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.shape[0])
-    mass = inference.kernels.speculative_log_mass(
-        p["initial"].numpy(), p["transition"].numpy(),
-        scaled.chunks(seq[order], (part * 128)[order], 128), clen[order], (part == 0)[order],
-        pos[np.maximum(order - 1, 0)])
-    assert (mass is None) == (sticky > 0)
+    lp = inference.hmm_log_prob(p["initial"], p["transition"], scaled)
+    torch.testing.assert_close(lp, ref, rtol=1e-12, atol=0)
+    ref_hl = _hmmlearn(model)
+    for i, x in enumerate(seqs.to_list()):
+        assert float(lp[i]) == pytest.approx(ref_hl.score(x.numpy()[:, None]), rel=1e-11)
 
 
 def test_em_iteration_runs_one_e_step(monkeypatch):

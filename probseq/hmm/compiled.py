@@ -103,7 +103,7 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
 def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                            transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
                            starts: np.ndarray, lengths: np.ndarray, backward: bool,
-                           flush: bool, block: int, min_mass: float, log_c: np.ndarray,
+                           keep: bool, flush: bool, block: int, min_mass: float,
                            post: np.ndarray, norm: np.ndarray, xi: np.ndarray,
                            ok: np.ndarray) -> None:
     k = transition.shape[0]
@@ -114,22 +114,25 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
         e = s + lengths[r]
         ok[r] = True
         mass = 1.0
-        # Forward, normalised every step: post[t] = P(z_t | x_<=t), log_c[t] = log c_t.
+        # Forward, normalised every step: post[t] = P(z_t | x_<=t), norm[t] = c_t (without
+        # ``keep``, post holds the last two steps only, at t % 2).
         for t in range(s, e):
+            now = t if keep else t & 1
             if t == s:
                 for j in range(k):
                     pred[j] = initial[j]
             else:
+                before = t - 1 if keep else (t - 1) & 1
                 for j in range(k):  # contiguous dot products: vectorised reductions
                     acc = 0.0
                     for i in range(k):
-                        acc += post[t - 1, i] * transition_t[j, i]
+                        acc += post[before, i] * transition_t[j, i]
                     pred[j] = acc
             src = index[t]
             c = 0.0
             for j in range(k):
                 v = pred[j] * b_src[src, j]
-                post[t, j] = v
+                post[now, j] = v
                 c += v
             mass *= c
             if (t - s) % block == block - 1 or t == e - 1:
@@ -140,14 +143,13 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
             if not c > 0:  # an impossible step
                 ok[r] = False
                 break
-            log_c[t] = np.log(c)
             norm[t] = c
             inv = 1.0 / c
             for j in range(k):
-                v = post[t, j] * inv
+                v = post[now, j] * inv
                 if flush and v < _FLUSH:
                     v = 0.0
-                post[t, j] = v
+                post[now, j] = v
         if not (backward and ok[r]):
             continue
         # Backward with the forward normalisers: w_t = b_t * beta_t / c_t (in ``pred``),
@@ -179,7 +181,7 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
 
 def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
                      index: np.ndarray, lengths: np.ndarray, backward: bool = True,
-                     flush: bool = False, block: int = 16,
+                     keep: bool = True, flush: bool = False, block: int = 16,
                      min_mass: float = 0.0) -> dict[str, np.ndarray]:
     """The scaled forward(-backward) recursion on a ragged batch, normalised every step, one
     compiled loop per row; rows are packed one after the other (``M`` real steps in all).
@@ -192,6 +194,7 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
         index: ``[M]`` the entry of ``b_src`` of each packed step (row 0's steps first).
         lengths: ``[N]`` positive.
         backward: False stops after the forward pass.
+        keep: False (forward pass only) keeps no distributions: ``post`` is left out.
         flush: the flushing mode of :mod:`probseq.hmm.kernels` (parameters and scaled
             likelihoods below ``2**-340`` must already be zero; filtered and backward entries
             below it are set to zero), which keeps subnormal numbers out.
@@ -205,25 +208,30 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
 
     Returns:
         A dict: ``log_c [M]`` (``log p(x_t | x_<t)`` up to the emission shift), ``ok [N]``,
-        ``post [M, K]`` (filtered distributions, smoothed with ``backward``) and with
-        ``backward`` ``xi [K, K]``, the expected transition counts summed over the rows
-        that are ``ok``.
+        with ``keep`` ``post [M, K]`` (filtered distributions, smoothed with ``backward``),
+        and with ``backward`` ``xi [K, K]``, the expected transition counts summed over the
+        rows that are ``ok``.
     """
     k = transition.shape[0]
     m = index.shape[0]
+    keep = keep or backward
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     starts = np.zeros(lengths.shape[0], dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     a = np.ascontiguousarray(transition, dtype=np.float64)
-    out = {"log_c": np.empty(m), "post": np.empty((m, k)),
-           "ok": np.empty(lengths.shape[0], dtype=np.bool_), "xi": np.zeros((k, k))}
+    norm = np.ones(m)  # rows that are not ok leave ones after their stop
+    out = {"post": np.empty((m if keep else 2, k)), "ok": np.empty(lengths.shape[0], dtype=bool),
+           "xi": np.zeros((k, k))}
     _forward_backward_rows(np.ascontiguousarray(initial, dtype=np.float64), a,
                            np.ascontiguousarray(a.T), np.ascontiguousarray(b_src),
                            np.ascontiguousarray(index, dtype=np.int64), starts, lengths,
-                           backward, flush, block, min_mass, out["log_c"], out["post"],
-                           np.empty(m), out["xi"], out["ok"])
+                           backward, keep, flush, block, min_mass, out["post"], norm,
+                           out["xi"], out["ok"])
+    out["log_c"] = np.log(norm, out=norm)
     if backward:
         out["xi"] *= a
     else:
         del out["xi"]
+    if not keep:
+        del out["post"]
     return out

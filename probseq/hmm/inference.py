@@ -31,14 +31,15 @@ Padding is harmless by construction: padded steps get ``log_lik = 0`` (``b = 1``
 after each sequence's end so they never influence a real step of the forward pass, and the
 backward pass runs on sequences reversed within their own lengths.
 
-The model calls the NumPy fast paths at the end of this module (:class:`Scaled`,
-:func:`hmm_log_prob`, :func:`hmm_forward_backward`), which run the same recursions with
-fewer, cheaper calls per step (:mod:`probseq.hmm.kernels`: normalisation once per block
-behind an underflow guard, rows sorted by length instead of masks, a speculative chunked scan
-with a coupling check for long sequences). Whatever they refuse (a mass below the guard, an
-impossible step, a chain that does not forget within a chunk) is recomputed by the torch
-recursions above, which are also the slow references of the tests. The max-product
-recursion (:func:`hmm_viterbi`) is compiled (:mod:`probseq.hmm.compiled`).
+The model calls the fast paths at the end of this module (:class:`Scaled`,
+:func:`hmm_log_prob`, :func:`hmm_forward_backward`, :func:`hmm_viterbi`), which run the same
+recursions without a Python step per time step: the forward-backward, the max-product and
+the log-likelihood of long, ragged or small batches as one compiled loop per sequence
+(:mod:`probseq.hmm.compiled`), the log-likelihood of many rows of similar length as a NumPy
+recursion vectorised across them (:mod:`probseq.hmm.kernels`: normalisation once per block
+behind an underflow guard, rows sorted by length instead of masks). Whatever they refuse (a
+mass below the guard, an impossible step) is recomputed by the torch recursions above, which
+are also the slow references of the tests.
 """
 
 from __future__ import annotations
@@ -652,20 +653,6 @@ class Scaled:
             b = b[:, order]
         return lambda t0, t1, n: b[t0:t1, :n]
 
-    def chunks(self, seq: np.ndarray, start: np.ndarray, chunk: int) -> kernels.Blocks:
-        """Blocks of chunk rows: row ``r`` covers steps ``start[r]..`` of sequence ``seq[r]``."""
-        idx = start[None, :] + np.arange(chunk)[:, None]  # [L, R]
-        if self.table is not None:
-            v = self.table.shape[0] - 1
-            x = np.pad(self.symbols, ((0, 0), (0, chunk)), constant_values=v)
-            xs = np.ascontiguousarray(x[seq[None, :], idx])
-            table = self.table
-            return lambda t0, t1, n: np.take(table, xs[t0:t1, :n], axis=0)
-        b = np.pad(self.b_tm.transpose(1, 0, 2), ((0, 0), (0, chunk), (0, 0)),
-                   constant_values=1.0)
-        bs = np.ascontiguousarray(b[seq[None, :], idx])
-        return lambda t0, t1, n: bs[t0:t1, :n]
-
     def row_major(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The real steps packed row after row (row 0's steps first), as
         :func:`probseq.hmm.compiled.forward_backward` takes them.
@@ -702,84 +689,90 @@ class Scaled:
         return torch.from_numpy(b), torch.from_numpy(np.ascontiguousarray(self.m_tm[:, rows].T))
 
 
-def _use_chunks(n: int, t_max: int, k: int, chunk_size: int | None) -> int:
-    """The chunk length for the chunked scan, or 0 for the batched recursion."""
-    if chunk_size is not None:
-        return int(chunk_size) if chunk_size and t_max > chunk_size else 0
-    # One step of the batched recursion costs ~10 us of call overhead plus its arithmetic;
-    # chunking pays when few rows share that overhead and the sequences are long.
-    if t_max < 2048 or n * k > 512:
-        return 0
-    return max(128, int(math.sqrt(t_max)))
+def _use_compiled(lengths: np.ndarray, k: int) -> bool:
+    """Whether the compiled loop per sequence beats the NumPy recursion vectorised across
+    sequences for a forward pass (rough cost model, seconds, measured on one core).
+
+    The NumPy recursion pays ~6 us of calls per step of the longest sequence and ~2.8 K ns
+    per (row, step) entry (its products run in BLAS); the compiled loop pays no calls and
+    ~(40 + 0.15 K^2) ns per entry. So many rows of similar length go to NumPy, and one long
+    sequence, a ragged batch or a small batch to the compiled loop.
+    """
+    total = float(lengths.sum())
+    numpy_cost = float(lengths.max()) * 6e-6 + total * 2.8e-9 * k
+    return total * (40e-9 + 0.15e-9 * k * k) < numpy_cost
+
+
+def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
+                   backward: bool, keep: bool = True
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`probseq.hmm.compiled.forward_backward` on the real steps of ``scaled``, in
+    the flushing mode where the parameters need it (:func:`probseq.hmm.kernels.needs_flush`).
+
+    Returns:
+        ``(res, step_lp, seq, pos)``: the kernel's dict, ``step_lp [M]`` the per-step
+        ``log p(x_t | x_<t)`` (meaningless in rows that are not ``res["ok"]``), and the
+        sequence and step of each packed entry.
+    """
+    from probseq.hmm import compiled  # compiles (or loads from its cache) on first use
+
+    init, a = initial.numpy(), transition.numpy()
+    b_src, m_src, index, seq, pos = scaled.row_major()
+    flush = kernels.needs_flush(init, a, scaled.min_positive())
+    if flush:
+        init, a, b_src = (np.where(x < kernels.FLUSH, 0.0, x) for x in (init, a, b_src))
+    res = compiled.forward_backward(init, a, b_src, index, scaled.lengths, backward=backward,
+                                    keep=keep, flush=flush, block=kernels.BLOCK,
+                                    min_mass=kernels.MIN_MASS_FLUSH if flush else 0.0)
+    return res, res["log_c"] + m_src[index], seq, pos
 
 
 def _guarded(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-             rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+             rows: np.ndarray, chunk_size: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps ``[n, T_max]`` and filtered ``[n, T_max, K]`` of some rows by the per-step
     normalised recursion (handles probability-zero steps)."""
     b, m = scaled.dense(rows)
     lengths = torch.from_numpy(scaled.lengths[rows])
-    return hmm_filter(initial, transition, None, lengths, 0, scaled=(b, m))
+    return hmm_filter(initial, transition, None, lengths, chunk_size, scaled=(b, m))
 
 
 def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
                  chunk_size: int | None = None) -> torch.Tensor:
-    """``[N]`` exact log-likelihoods, ``log p(x_1..x_T)``, by the NumPy kernels.
+    """``[N]`` exact log-likelihoods, ``log p(x_1..x_T)``.
 
-    Batches run the block-normalised recursion vectorised across sequences
-    (:func:`probseq.hmm.kernels.forward_log_mass`); a few long sequences run the chunked
-    speculative scan (:func:`probseq.hmm.kernels.speculative_log_mass`). Rows the fast
-    kernels refuse (a mass below the underflow guard, an impossible step) are recomputed by
-    the per-step normalised recursion, which gives ``-inf`` for impossible sequences.
+    Many rows of similar length run the block-normalised NumPy recursion vectorised across
+    sequences (:func:`probseq.hmm.kernels.forward_log_mass`); long sequences, ragged and
+    small batches the compiled loop per sequence (:func:`probseq.hmm.compiled.
+    forward_backward`), as a cost model chooses (:func:`_use_compiled`). Rows either
+    refuses (a mass below the underflow guard, an impossible step) are recomputed by the
+    per-step normalised recursion, which gives ``-inf`` for impossible sequences.
 
     Args:
         initial: ``[K]``.
         transition: ``[K, K]``.
         scaled: the scaled emission likelihoods.
-        chunk_size: None chooses; 0 forces the batched recursion; a positive length forces
-            the chunked scan with chunks of that length.
+        chunk_size: the chunk length of the torch scan for refused rows (None chooses by a
+            cost model, 0 is the plain recursion).
     """
     lengths = scaled.lengths
     n = lengths.shape[0]
-    k = scaled.num_states
-    init = initial.numpy()
-    a = transition.numpy()
-    order = np.argsort(-lengths, kind="stable")
-    shifts = np.empty(n)
-    shifts[order] = scaled.shift_sums(order)
-    flush = kernels.needs_flush(init, a, scaled.min_positive())
-    chunk = _use_chunks(n, int(lengths.max()), k, chunk_size)
-    out = np.empty(n)
-    if chunk:
-        counts = -(-lengths // chunk)
-        seq = np.repeat(np.arange(n), counts)
-        first_row = np.cumsum(counts) - counts
-        part = np.arange(seq.shape[0]) - first_row[seq]
-        clen = np.minimum(chunk, lengths[seq] - part * chunk)
-        order = np.argsort(-clen, kind="stable")
-        pos = np.empty_like(order)
-        pos[order] = np.arange(order.shape[0])
-        first = (part == 0)[order]
-        previous = pos[np.maximum(order - 1, 0)]
-        blocks = scaled.chunks(seq[order], (part * chunk)[order], chunk)
-        mass = kernels.speculative_log_mass(init, a, blocks, clen[order], first, previous,
-                                            flush=flush)
-        if mass is not None:
-            out[:] = np.bincount(seq[order], weights=mass, minlength=n)
-            return torch.from_numpy(out + shifts)
-        # The chain forgets too slowly for these chunks: the exact sequential torch scan.
-        b, m = scaled.dense(np.arange(n))
-        steps, _ = hmm_filter(initial, transition, None, torch.from_numpy(lengths), chunk,
-                              filtered=False, scaled=(b, m))
-        return steps.sum(-1)
-    mass, ok, _ = kernels.forward_log_mass(init, a, scaled.time_major(order), lengths[order],
-                                           flush=flush)
-    out[order] = mass
-    bad = np.sort(order[~ok])
-    out += shifts
+    if _use_compiled(lengths, scaled.num_states):
+        res, step_lp, seq, _ = _compiled_pass(initial, transition, scaled, backward=False,
+                                              keep=False)
+        out = np.bincount(seq, weights=step_lp, minlength=n)
+        bad = np.nonzero(~res["ok"])[0]
+    else:
+        init, a = initial.numpy(), transition.numpy()
+        order = np.argsort(-lengths, kind="stable")
+        mass, ok, _ = kernels.forward_log_mass(
+            init, a, scaled.time_major(order), lengths[order],
+            flush=kernels.needs_flush(init, a, scaled.min_positive()))
+        out = np.empty(n)
+        out[order] = mass + scaled.shift_sums(order)
+        bad = np.sort(order[~ok])
     result = torch.from_numpy(out)
     if bad.size:
-        steps, _ = _guarded(initial, transition, scaled, bad)
+        steps, _ = _guarded(initial, transition, scaled, bad, chunk_size)
         result[torch.from_numpy(bad)] = steps.sum(-1)
     return result
 
@@ -825,21 +818,13 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         ``weights`` and ``index``), ``transition_counts [K, K]`` and
         ``initial_counts [K]``, as :func:`hmm_posteriors` defines them.
     """
-    from probseq.hmm import compiled  # compiles (or loads from its cache) on first use
-
     lengths = scaled.lengths
     n = lengths.shape[0]
     t_max = int(lengths.max())
-    init, a = initial.numpy(), transition.numpy()
-    b_src, m_src, index, seq, pos = scaled.row_major()
-    flush = kernels.needs_flush(init, a, scaled.min_positive())
-    if flush:
-        init, a, b_src = (np.where(x < kernels.FLUSH, 0.0, x) for x in (init, a, b_src))
-    res = compiled.forward_backward(init, a, b_src, index, lengths, backward=backward,
-                                    flush=flush, block=kernels.BLOCK,
-                                    min_mass=kernels.MIN_MASS_FLUSH if flush else 0.0)
-    step_lp = res["log_c"] + m_src[index]
-    post = res["post"]
+    res, step_lp, seq, pos = _compiled_pass(initial, transition, scaled, backward,
+                                            keep=backward or filtered)
+    key = "smoothed" if backward else "filtered" if filtered else None
+    post = res.get("post")
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     bad = np.nonzero(~res["ok"])[0]
@@ -848,7 +833,6 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
         # Refused rows: the per-step torch recursions, written over the compiled results.
         slow = _torch_passes(initial, transition, scaled.subset(bad), backward, filtered,
                              chunk_size)
-        key = "smoothed" if backward else "filtered" if filtered else None
         for j, r in enumerate(bad):
             here = slice(starts[r], starts[r] + lengths[r])
             step_lp[here] = slow["steps"][j, : lengths[r]].numpy()
@@ -862,7 +846,6 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     else:
         out["steps"] = torch.from_numpy(_padded(step_lp, lengths, seq, pos, t_max))
         out["log_prob"] = out["steps"].sum(-1)
-        key = "smoothed" if backward else "filtered" if filtered else None
         if key is not None:
             out[key] = torch.from_numpy(_padded(post, lengths, seq, pos, t_max))
     if backward:

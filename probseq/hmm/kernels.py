@@ -51,7 +51,10 @@ transition probability and the smallest non-zero scaled emission likelihood ``b_
   backward pass ``sum_k filtered_t[k] beta_t[k] = 1`` is kept by the recursion, so a flush at
   step ``t`` changes each earlier smoothed distribution by at most :data:`FLUSH` in l1:
   at most ``T * FLUSH`` in all. Rows below the stricter guard go to the per-step recursion
-  with the unflushed parameters, as in the plain mode.
+  with the unflushed parameters, as in the plain mode. The compiled forward-backward
+  (:func:`probseq.hmm.compiled.forward_backward`) normalises every step and takes the same
+  guard on the product of its normalisers over each block of :data:`BLOCK` steps, which is
+  the mass this recursion meets at the block's end: the same bound holds for it.
 
 Ragged batches are handled without masks: rows are sorted by decreasing length, so the rows
 alive at step ``t`` are a leading slice ``[:n_t]``; time is cut into segments where ``n_t``
@@ -73,8 +76,6 @@ __all__ = [
     "segments",
     "forward_log_mass",
     "alive_counts",
-    "speculative_log_mass",
-    "hilbert_distance",
 ]
 
 #: steps between normalisations.
@@ -154,7 +155,6 @@ def segments(lengths: np.ndarray, block: int = BLOCK) -> Iterator[tuple[int, int
 
 def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
                      lengths: np.ndarray, block: int = BLOCK, states: bool = False,
-                     stop: Callable[[int, int, np.ndarray, np.ndarray], bool] | None = None,
                      flush: bool = False) -> tuple[np.ndarray, np.ndarray, list | None]:
     """``log sum_z p(x_1..x_T, z)`` of each row, up to the emission shifts ``m_t``.
 
@@ -166,8 +166,6 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         block: steps between normalisations.
         states: also return, after every block, ``(t1, n, log_mass [n], state [n, K])``
             (the normalised filtered distribution at step ``t1 - 1`` and the log mass so far).
-        stop: called after every block as ``stop(index, t1, log_mass [n], state [n, K])``;
-            True ends the pass there.
         flush: run the flushing mode (see the module docstring and :func:`needs_flush`).
 
     Returns:
@@ -191,7 +189,6 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
     if flush:
         init = np.where(init < FLUSH, 0.0, init)
     init = np.broadcast_to(init, (n_rows, k))
-    index = 0
     for t0, t1, n in segments(lengths, block):
         b = blocks(t0, t1, n)
         v, w = buf[cur][:n], buf[1 - cur][:n]
@@ -219,104 +216,10 @@ def forward_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks
         v /= s[:, None]
         if trace is not None:
             trace.append((t1, n, acc[:n].copy(), v.copy()))
-        if stop is not None and stop(index, t1, acc[:n], v):
-            break
-        index += 1
     return acc, ok, trace
-
-
-def speculative_log_mass(initial: np.ndarray, transition: np.ndarray, blocks: Blocks,
-                         lengths: np.ndarray, first: np.ndarray, previous: np.ndarray,
-                         tol: float = 1e-13, block: int = BLOCK,
-                         flush: bool = False) -> np.ndarray | None:
-    """Log masses of the chunks of long sequences, all chunks run at once.
-
-    Row ``r`` is a chunk; it continues row ``previous[r]`` unless ``first[r]`` (the first chunk
-    of a sequence, which starts from ``initial``). Pass 1 runs every chunk from a guess (the
-    uniform distribution). Pass 2 runs every chunk from the predicted distribution that its
-    predecessor hands over at the end of pass 1, block by block, until its filtered
-    distribution is within ``tol`` (Hilbert's projective distance) of pass 1's at the same
-    step; from there on, pass 1's trajectory is pass 2's up to that distance, so pass 1's
-    remaining log mass is used. Why that is exact: a chunk's log mass from step ``j`` on is
-    the log of a linear function of the (normalised) distribution at ``j``, which changes by at
-    most the Hilbert distance between two such distributions, and the filter never expands that
-    distance. So a chunk's total is off by at most ``tol`` for the coupling plus the distance
-    between its incoming distribution and the exact one, which is the coupling distance of its
-    predecessor (at most ``tol``), damped by the predecessor's forgetting. A chunk that ends
-    (its sequence's last) needs no coupling: pass 2 ran it whole from its incoming
-    distribution.
-
-    Args:
-        initial: ``[K]``.
-        transition: ``[K, K]``.
-        blocks: scaled emission likelihoods of the chunks (see :func:`forward_log_mass`).
-        lengths: ``[R]`` the chunks' lengths, decreasing; a chunk shorter than the first must
-            be the last of its sequence.
-        first: ``[R]`` bool.
-        previous: ``[R]`` int, the preceding chunk's row (ignored where ``first``).
-        tol: the coupling tolerance.
-        block: steps between normalisations and coupling checks.
-        flush: run the flushing mode (see :func:`forward_log_mass`).
-
-    Returns:
-        ``[R]`` log masses, or None when a chunk did not couple (the chain forgets too
-        slowly for this chunk length) or a mass fell below the guard; the caller then
-        uses a sequential method.
-    """
-    k = transition.shape[0]
-    rows = lengths.shape[0]
-    guess = np.full((rows, k), 1.0 / k)
-    guess[first] = initial
-    total1, ok, trace = forward_log_mass(guess, transition, blocks, lengths, block, states=True,
-                                         flush=flush)
-    if not ok.all():
-        return None
-    last_state = np.empty((rows, k))
-    for _, n, _, v in trace:
-        last_state[:n] = v  # rows that end earlier keep their own final state
-    incoming = last_state[previous] @ transition
-    incoming[first] = initial
-    is_last = np.ones(rows, dtype=bool)
-    is_last[previous[~first]] = False
-    total = np.full(rows, np.nan)
-    done = np.zeros(rows, dtype=bool)
-    failed = []
-
-    def stop(index: int, t1: int, acc: np.ndarray, v: np.ndarray) -> bool:
-        n = acc.shape[0]
-        _, _, acc1, v1 = trace[index]
-        new = ~done[:n]
-        coupled = new & (hilbert_distance(v, v1) < tol)
-        total[:n][coupled] = acc[coupled] + (total1[:n][coupled] - acc1[coupled])
-        ending = new & ~coupled & (lengths[:n] == t1)
-        if (ending & ~is_last[:n]).any():
-            failed.append(index)
-            return True
-        total[:n][ending] = acc[ending]  # ran whole from its incoming distribution
-        done[:n] |= coupled | ending
-        return bool(done.all())
-
-    forward_log_mass(incoming, transition, blocks, lengths, block, stop=stop, flush=flush)
-    if failed or not done.all():
-        return None
-    return total
 
 
 def alive_counts(lengths: np.ndarray) -> np.ndarray:
     """``n [T_max]``: how many rows (sorted by decreasing length) are alive at each step."""
     t_max = int(lengths[0])
     return np.searchsorted(-lengths, -(np.arange(t_max) + 1), side="right")
-
-
-def hilbert_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Hilbert's projective distance ``max log(p/q) - min log(p/q)`` over the last axis.
-
-    Entries where both are zero are ignored; a zero facing a non-zero gives ``inf``.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log(p) - np.log(q)
-    both = (p == 0) & (q == 0)
-    hi = np.where(both, -np.inf, r).max(-1)
-    lo = np.where(both, np.inf, r).min(-1)
-    d = hi - lo
-    return np.where(np.isnan(d), np.inf, d)
