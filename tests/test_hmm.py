@@ -523,6 +523,25 @@ def test_kernels_match_per_step_recursion_on_ragged_batch(name, compiled_route, 
 
 
 @pytest.mark.parametrize("compiled_route", [True, False])
+@pytest.mark.parametrize("name", ["gaussian_full", "gaussian_diag"])
+def test_packed_gaussian_equal_lengths_in_both_orders(name, compiled_route, monkeypatch):
+    # Equal lengths take the packed emissions' shortcut (no gather), row after row for the
+    # compiled loop and time-major for the NumPy recursion; the same Scaled object may be
+    # read in both orders (log_prob by one route, then the smoother by the compiled loop).
+    monkeypatch.setattr(inference, "_use_compiled", lambda lengths, k: compiled_route)
+    model = MODELS[name]()
+    seqs = model.sample(6, 40, seed=3)
+    p = model.params
+    ref = _torch_reference(model, seqs)
+    scaled = model._scaled(p, seqs)
+    lp = inference.hmm_log_prob(p["initial"], p["transition"], scaled)
+    torch.testing.assert_close(lp, ref["log_prob"], rtol=1e-12, atol=1e-12)
+    got = inference.hmm_forward_backward(p["initial"], p["transition"], scaled)
+    torch.testing.assert_close(got["smoothed"], ref["smoothed"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got["steps"], ref["steps"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("compiled_route", [True, False])
 def test_underflow_guard_sends_rows_to_the_per_step_recursion(compiled_route, monkeypatch):
     # Two sticky states that each nearly never emit the other's symbol: on alternating
     # symbols every other step has probability ~1e-30, so a block of 16 steps has mass

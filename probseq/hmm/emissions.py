@@ -167,8 +167,10 @@ class Gaussian:
         """
         values = seqs.values3d()
         n, t_max = len(seqs), int(seqs.lengths.max())
-        if rows.shape[0] == n * t_max:  # equal lengths: the packed order is time-major
-            x = values[:, :t_max].transpose(0, 1).reshape(-1, values.shape[-1])
+        if rows.shape[0] == n * t_max:  # equal lengths: row after row, or time-major
+            row_major = n == 1 or t_max == 1 or rows[1] == 0
+            x = (values[:, :t_max] if row_major else values[:, :t_max].transpose(0, 1)).reshape(
+                -1, values.shape[-1])
         else:
             x = values[torch.from_numpy(rows), torch.from_numpy(steps)]  # [M, D]
         means, cov = params["means"], params["covariances"]

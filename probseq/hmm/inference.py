@@ -471,14 +471,22 @@ def _mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- NumPy fast paths
+def _row_major_steps(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(seq [M], pos [M])``: the sequence and step of every real step, row after row."""
+    seq = np.repeat(np.arange(lengths.shape[0]), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return seq, np.arange(seq.shape[0]) - starts[seq]
+
+
 class Scaled:
     """Scaled emission likelihoods ``b = exp(log_lik - m)`` of a ragged batch, in one of two
     forms: a table ``[V, K]`` with shifts ``[V]`` gathered by symbols ``[N, T_max]``
     (categorical emissions: nothing of size ``[N, T, K]`` is built for a likelihood), or dense,
     from the emission log-likelihoods ``[N, T_max, K]``, scaled as :func:`emission_scale` does
     and stored time-major (``b [T_max, N, K]``, ``m [T_max, N]``; 1 and 0 at padding), or
-    packed (Gaussian emissions: computed for the real steps only, in the kernels' order; the
-    padded form is built only if asked for).
+    packed (Gaussian emissions: computed for the real steps only, on first use, in the order
+    of whichever recursion asks: row after row for :meth:`row_major`, time-major for
+    :meth:`time_major`; the padded form is built only if asked for).
 
     Args:
         lengths: ``[N]`` int64.
@@ -503,18 +511,33 @@ class Scaled:
             self.symbols = np.where(self.mask, self._raw, self.table.shape[0] - 1)
             return self.symbols
         # The padded time-major form of a packed batch, built on first use.
-        if name in ("b_tm", "m_tm") and "_packed_dense" in self.__dict__:
-            order, _, row, step, b, m = self._packed_dense
-            t_max = int(self.lengths.max())
-            n = self.lengths.shape[0]
-            if name == "b_tm":
-                out = np.ones((t_max, n, b.shape[-1]))
-                out[step, order[row]] = b
-            else:
-                out = np.zeros((t_max, n))
-                out[step, order[row]] = m
-            setattr(self, name, out)
-            return out
+        if "_packed_fn" in self.__dict__:
+            if name == "_rows":  # row after row
+                seq, pos = _row_major_steps(self.lengths)
+                self._rows = (*self._packed_fn(seq, pos), seq, pos)
+                return self._rows
+            if name == "_packed_dense":  # time-major, rows sorted by decreasing length
+                order = np.argsort(-self.lengths, kind="stable")
+                alive = kernels.alive_counts(self.lengths[order])
+                off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
+                np.cumsum(alive, out=off[1:])
+                step = np.repeat(np.arange(alive.shape[0]), alive)
+                row = np.arange(off[-1]) - off[step]
+                self._packed_dense = (order, off, *self._packed_fn(order[row], step),
+                                      order[row], step)
+                return self._packed_dense
+            if name in ("b_tm", "m_tm"):  # the padded time-major form
+                b, m, seq, pos = self._packed()
+                t_max = int(self.lengths.max())
+                n = self.lengths.shape[0]
+                if name == "b_tm":
+                    out = np.ones((t_max, n, b.shape[-1]))
+                    out[pos, seq] = b
+                else:
+                    out = np.zeros((t_max, n))
+                    out[pos, seq] = m
+                setattr(self, name, out)
+                return out
         raise AttributeError(name)
 
     def __init__(self, lengths: torch.Tensor, *, table: torch.Tensor | None = None,
@@ -534,17 +557,10 @@ class Scaled:
             self.b = self.m = None
             return
         if packed is not None:
-            # Only the real steps, in the kernels' packed order (time-major, rows sorted by
-            # decreasing length): a ragged batch costs its steps, not T_max * N.
+            # Only the real steps (a ragged batch costs its steps, not T_max * N), computed
+            # when a recursion asks, in its order.
             self.table = None
-            order = np.argsort(-self.lengths, kind="stable")
-            alive = kernels.alive_counts(self.lengths[order])
-            off = np.zeros(alive.shape[0] + 1, dtype=np.int64)
-            np.cumsum(alive, out=off[1:])
-            step = np.repeat(np.arange(alive.shape[0]), alive)
-            row = np.arange(off[-1]) - off[step]
-            b, m = packed(order[row], step)
-            self._packed_dense = (order, off, row, step, b, m)
+            self._packed_fn = packed
         else:
             self.table = None
             mask = self.mask
@@ -569,8 +585,8 @@ class Scaled:
             self.b_tm  # noqa: B018  (materialise the padded form before copying)
         out = object.__new__(Scaled)
         out.__dict__.update(self.__dict__)
-        out.__dict__.pop("_packed_dense", None)
-        out.__dict__.pop("_packed", None)
+        for key in ("_rows", "_packed_dense", "_packed_fn", "_packed"):
+            out.__dict__.pop(key, None)
         out.lengths = self.lengths[rows]
         t = int(out.lengths.max())  # the subset's own longest row
         out.mask = self.mask[rows, :t]
@@ -587,8 +603,8 @@ class Scaled:
         (a bound: symbols absent from the batch can only make it smaller)."""
         if self.table is not None:
             x = self.table
-        elif "_packed_dense" in self.__dict__:
-            x = self._packed_dense[4]
+        elif "_packed_fn" in self.__dict__:
+            x = self._packed()[0]
         else:
             x = self.b_tm
         low = float(x.min()) if x.size else 1.0
@@ -601,8 +617,8 @@ class Scaled:
     def num_states(self) -> int:
         if self.table is not None:
             return self.table.shape[-1]
-        if "_packed_dense" in self.__dict__:
-            return self._packed_dense[4].shape[-1]
+        if "_packed_fn" in self.__dict__:
+            return self._packed()[0].shape[-1]
         return self.b_tm.shape[-1]
 
     def shift_sums(self, order: np.ndarray) -> np.ndarray:
@@ -612,10 +628,17 @@ class Scaled:
         if self.table is not None and packed is not None and packed[0] is order:
             _, xp, row = packed
             return np.bincount(row, weights=self.shift_table[xp], minlength=order.shape[0])
-        dense = self.__dict__.get("_packed_dense")
-        if dense is not None and np.array_equal(dense[0], order):
-            return np.bincount(dense[2], weights=dense[5], minlength=order.shape[0])
+        if "_packed_fn" in self.__dict__:
+            _, m, seq, _ = self._packed()
+            return np.bincount(seq, weights=m, minlength=order.shape[0])[order]
         return self.shifts().sum(1)[order]
+
+    def _packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(b [M, K], m [M], seq [M], pos [M])`` of a packed batch, in whichever order was
+        computed (row after row if neither was)."""
+        if "_packed_dense" in self.__dict__:
+            return self._packed_dense[2:]
+        return self._rows
 
     def shifts(self) -> np.ndarray:
         """``m [N, T_max]``, zero at padding."""
@@ -643,9 +666,9 @@ class Scaled:
             k = table.shape[1]
             return lambda t0, t1, n: np.take(table, xp[off[t0]:off[t1]], axis=0).reshape(
                 t1 - t0, n, k)
-        dense = self.__dict__.get("_packed_dense")
-        if dense is not None and np.array_equal(dense[0], order):
-            off, bp = dense[1], dense[4]
+        if "_packed_fn" in self.__dict__ and "_rows" not in self.__dict__ and np.array_equal(
+                self._packed_dense[0], order):
+            off, bp = self._packed_dense[1], self._packed_dense[2]
             k = bp.shape[-1]
             return lambda t0, t1, n: bp[off[t0]:off[t1]].reshape(t1 - t0, n, k)
         b = self.b_tm
@@ -662,23 +685,17 @@ class Scaled:
             ``m [X]``, ``index [M]`` the source entry of each packed step, and ``seq [M]``,
             ``pos [M]`` the sequence and step of each.
         """
-        lengths = self.lengths
-        n = lengths.shape[0]
-        seq = np.repeat(np.arange(n), lengths)
-        starts = np.zeros(n, dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        pos = np.arange(seq.shape[0]) - starts[seq]
+        if "_packed_fn" in self.__dict__:
+            b, m, seq, pos = self._packed()
+            index = np.arange(seq.shape[0]) if "_packed_dense" not in self.__dict__ else (
+                np.argsort(seq, kind="stable"))  # time-major entries, read row after row
+            return b, m, index, seq[index], pos[index]
+        seq, pos = _row_major_steps(self.lengths)
         if self.table is not None:
             return self.table, self.shift_table, self._raw[seq, pos], seq, pos
-        dense = self.__dict__.get("_packed_dense")
-        if dense is not None:
-            order, d_off, _, _, b, m = dense
-            rank = np.empty_like(order)
-            rank[order] = np.arange(n)
-            return b, m, d_off[pos] + rank[seq], seq, pos
-        b = np.ascontiguousarray(self.b_tm)
-        m = np.ascontiguousarray(self.m_tm)
-        return b.reshape(-1, b.shape[-1]), m.reshape(-1), pos * b.shape[1] + seq, seq, pos
+        # One gather of the real steps: reading the time-major array step by step inside the
+        # recursion would jump N * K entries at every step.
+        return self.b_tm[pos, seq], self.m_tm[pos, seq], np.arange(seq.shape[0]), seq, pos
 
     def dense(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, m)`` of the given rows as torch tensors (for the guarded recursion)."""
@@ -695,12 +712,12 @@ def _use_compiled(lengths: np.ndarray, k: int) -> bool:
 
     The NumPy recursion pays ~6 us of calls per step of the longest sequence and ~2.8 K ns
     per (row, step) entry (its products run in BLAS); the compiled loop pays no calls and
-    ~(40 + 0.15 K^2) ns per entry. So many rows of similar length go to NumPy, and one long
+    ~(50 + 0.15 K^2) ns per entry. So many rows of similar length go to NumPy, and one long
     sequence, a ragged batch or a small batch to the compiled loop.
     """
     total = float(lengths.sum())
     numpy_cost = float(lengths.max()) * 6e-6 + total * 2.8e-9 * k
-    return total * (40e-9 + 0.15e-9 * k * k) < numpy_cost
+    return total * (50e-9 + 0.15e-9 * k * k) < numpy_cost
 
 
 def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
@@ -756,7 +773,7 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     """
     lengths = scaled.lengths
     n = lengths.shape[0]
-    if _use_compiled(lengths, scaled.num_states):
+    if _use_compiled(lengths, transition.shape[0]):
         res, step_lp, seq, _ = _compiled_pass(initial, transition, scaled, backward=False,
                                               keep=False)
         out = np.bincount(seq, weights=step_lp, minlength=n)
