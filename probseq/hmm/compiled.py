@@ -1,18 +1,24 @@
 """Compiled per-step recursions (numba): what a loop over time costs in C, from Python.
 
-Shape letters: N rows (sequences), T steps (``T_max`` the longest), K states. Arrays are
-float64 and C-contiguous.
+Shape letters: N rows (sequences), T steps (``T_max`` the longest), K states, M the real
+steps of a batch in all. Arrays are float64 and C-contiguous.
 
 Why a compiler. A recursion over time cannot be vectorised across its steps: the NumPy
 kernels of :mod:`probseq.hmm.kernels` batch the *rows* of a step into one call, which pays
-where many rows are alive, but one long sequence costs a Python step per time step (a few
-microseconds against tens of nanoseconds of arithmetic at K = 16). The max-product
-recursion has no associative trick of the kind the forward pass's chunked scans use (a
-max-plus matrix product costs K times more than a step), so it runs here, in one compiled
-loop per row, as hmmlearn's C++ ``decode`` does.
+where many rows of similar length are alive, but one long sequence, or the long tail of a
+ragged batch, costs a Python step per time step (microseconds against tens of nanoseconds
+of arithmetic at K = 16). Here every sequence runs in one compiled loop, as hmmlearn's C++
+does: a ragged batch costs its real steps, and a long sequence no more per step than a
+batch. The max-product recursion (:func:`viterbi`) and the forward-backward recursion
+(:func:`forward_backward`) are the same recursions as the torch references of
+:mod:`probseq.hmm.inference`, which the tests compare them with.
+
+Floating point: ``fastmath`` is limited to contraction and reassociation of sums (the
+rounding of a dot product may differ from a sequential sum); infinities and NaN keep their
+IEEE meaning, which the recursions need (``-inf`` for impossible moves).
 
 The functions are compiled on first use and cached on disk (``cache=True``), so only the
-first call after an installation pays the compilation (about a second); this module is
+first call after an installation pays the compilation (about a second each); this module is
 imported lazily for the same reason.
 """
 
@@ -21,11 +27,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["viterbi", "forward_backward"]
+from probseq.hmm.kernels import FLUSH
 
-#: values below this are read as zero in the flushing mode (``2**-340``, as in
-#: :data:`probseq.hmm.kernels.FLUSH`).
-_FLUSH = 2.0 ** -340
+__all__ = ["viterbi", "forward_backward"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -147,7 +151,7 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
             inv = 1.0 / c
             for j in range(k):
                 v = post[now, j] * inv
-                if flush and v < _FLUSH:
+                if flush and v < FLUSH:
                     v = 0.0
                 post[now, j] = v
         if not (backward and ok[r]):
@@ -175,7 +179,7 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                     beta[i] = acc
                 if flush:
                     for i in range(k):
-                        if beta[i] < _FLUSH:
+                        if beta[i] < FLUSH:
                             beta[i] = 0.0
 
 
