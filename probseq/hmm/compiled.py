@@ -229,7 +229,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     _forward_backward_rows(np.ascontiguousarray(initial, dtype=np.float64), a,
                            np.ascontiguousarray(a.T), np.ascontiguousarray(b_src),
                            np.ascontiguousarray(index, dtype=np.int64), starts, lengths,
-                           backward, keep, flush, block, min_mass, out["post"], norm,
+                           bool(backward), bool(keep), bool(flush), int(block),
+                           float(min_mass), out["post"], norm,
                            out["xi"], out["ok"])
     out["log_c"] = np.log(norm, out=norm)
     if backward:

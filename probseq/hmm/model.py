@@ -126,7 +126,8 @@ class HiddenMarkovModel(SequenceModel):
         self._data_var: torch.Tensor | None = None
         #: states whose covariance the last M-step floored.
         self._floored: list[int] = []
-        #: chunk length of the forward scan: None chooses by a cost model, 0 is plain.
+        #: chunk length of the torch scan that recomputes the rows the fast recursions
+        #: refuse: None chooses by a cost model, 0 is plain.
         self.chunk_size: int | None = None
 
     def fit(self, data: Any, *, method: str = "em", max_epochs: int = 100, tol: float = 1e-6,
