@@ -2,9 +2,9 @@
 underflow and subnormal numbers that the compiled forward-backward
 (:func:`probseq.hmm.compiled.forward_backward`) shares with them.
 
-Shape letters: N rows (sequences, or chunks of a long sequence), T steps, K states. Arrays
-are float64 and time-major (``[T, N, K]``): the rows of one step are contiguous, so each
-step is one small matrix product plus one elementwise product on ``[N, K]`` buffers. For
+Shape letters: N rows (sequences), T steps, K states. Arrays are float64 and time-major
+(``[T, N, K]``): the rows of one step are contiguous, so each step is one small matrix
+product plus one elementwise product on ``[N, K]`` buffers. For
 such small arrays a NumPy call costs a few microseconds against 5-19 for a torch op, and the
 number of calls per step is what sets the speed.
 
