@@ -1133,7 +1133,8 @@ def _per_step_reference(model, seqs, backward):
     """The exact per-step normalised torch recursions (padded outputs)."""
     p = model.params
     scaled = model._scaled(p, seqs)
-    return inference._torch_passes(p["initial"], p["transition"], scaled, backward, True, 0)
+    return inference._torch_passes(p["initial"], p["transition"], scaled,
+                                   np.arange(len(seqs)), backward, True, 0)
 
 
 def _gappy(seqs: Sequences, seed: int) -> Sequences:

@@ -579,24 +579,6 @@ class Scaled:
                 b[~real] = 1.0
             self.b_tm, self.m_tm = b, m
 
-    def subset(self, rows: np.ndarray) -> Scaled:
-        """The same for some rows only."""
-        if self.table is None:
-            self.b_tm  # noqa: B018  (materialise the padded form before copying)
-        out = object.__new__(Scaled)
-        out.__dict__.update(self.__dict__)
-        for key in ("_rows", "_packed_dense", "_packed_fn", "_packed"):
-            out.__dict__.pop(key, None)
-        out.lengths = self.lengths[rows]
-        t = int(out.lengths.max())  # the subset's own longest row
-        out.mask = self.mask[rows, :t]
-        if self.table is not None:
-            out.symbols = self.symbols[rows, :t]
-            out._raw = out.symbols
-        else:
-            out.b_tm, out.m_tm = self.b_tm[:t, rows], self.m_tm[:t, rows]
-        return out
-
     def min_positive(self) -> float:
         """The smallest non-zero scaled likelihood (1 if none): what
         :func:`probseq.hmm.kernels.needs_flush` takes. For a table, over all its symbols
@@ -744,15 +726,6 @@ def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scal
     return res, res["log_c"] + m_src[index], seq, pos
 
 
-def _guarded(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-             rows: np.ndarray, chunk_size: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps ``[n, T_max]`` and filtered ``[n, T_max, K]`` of some rows by the per-step
-    normalised recursion (handles probability-zero steps)."""
-    b, m = scaled.dense(rows)
-    lengths = torch.from_numpy(scaled.lengths[rows])
-    return hmm_filter(initial, transition, None, lengths, chunk_size, scaled=(b, m))
-
-
 def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
                  chunk_size: int | None = None) -> torch.Tensor:
     """``[N]`` exact log-likelihoods, ``log p(x_1..x_T)``.
@@ -789,8 +762,8 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
         bad = np.sort(order[~ok])
     result = torch.from_numpy(out)
     if bad.size:
-        steps, _ = _guarded(initial, transition, scaled, bad, chunk_size)
-        result[torch.from_numpy(bad)] = steps.sum(-1)
+        slow = _torch_passes(initial, transition, scaled, bad, False, False, chunk_size)
+        result[torch.from_numpy(bad)] = slow["steps"].sum(-1)
     return result
 
 
@@ -848,8 +821,7 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     slow: dict[str, torch.Tensor] = {}
     if bad.size:
         # Refused rows: the per-step torch recursions, written over the compiled results.
-        slow = _torch_passes(initial, transition, scaled.subset(bad), backward, filtered,
-                             chunk_size)
+        slow = _torch_passes(initial, transition, scaled, bad, backward, filtered, chunk_size)
         for j, r in enumerate(bad):
             here = slice(starts[r], starts[r] + lengths[r])
             step_lp[here] = slow["steps"][j, : lengths[r]].numpy()
@@ -888,15 +860,16 @@ def _padded(packed: np.ndarray, lengths: np.ndarray, seq: np.ndarray, pos: np.nd
 
 
 def _torch_passes(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-                  backward: bool, filtered: bool,
+                  rows: np.ndarray, backward: bool, filtered: bool,
                   chunk_size: int | None) -> dict[str, torch.Tensor]:
-    """:func:`hmm_forward_backward`'s padded outputs by the per-step normalised torch
-    recursions (``steps``, with ``backward`` ``smoothed``, ``transition_counts`` and
-    ``initial_counts``, else with ``filtered`` ``filtered``)."""
-    b, m = scaled.dense(np.arange(scaled.lengths.shape[0]))
-    lengths = torch.from_numpy(scaled.lengths)
-    log_lik = _log_lik_of(b, m)
+    """:func:`hmm_forward_backward`'s padded outputs for some ``rows`` by the per-step
+    normalised torch recursions, which handle probability-zero steps (``steps``, with
+    ``backward`` ``smoothed``, ``transition_counts`` and ``initial_counts``, else with
+    ``filtered`` ``filtered``)."""
+    b, m = scaled.dense(rows)
+    lengths = torch.from_numpy(scaled.lengths[rows])
     if backward:
-        return hmm_posteriors(initial, transition, log_lik, lengths, chunk_size)
-    steps, u = hmm_filter(initial, transition, log_lik, lengths, chunk_size, filtered=filtered)
+        return hmm_posteriors(initial, transition, _log_lik_of(b, m), lengths, chunk_size)
+    steps, u = hmm_filter(initial, transition, None, lengths, chunk_size, filtered=filtered,
+                          scaled=(b, m))
     return {"steps": steps, "filtered": u}
