@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.probseq-installed
 
-.PHONY: install demo test lint bench notebooks docs clean
+.PHONY: install demo test lint bench bench-against notebooks docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Regression guard: probseq's own calls, working tree against revision REV, side by side
+# (make bench-against REV=HEAD~1 ONLY=hmm_batched,lgssm_batched).
+bench-against: $(STAMP)
+	$(PY) -m benchmarks --against $(or $(REV),HEAD) $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) report docs/_build docs/generated docs/api.md

@@ -45,6 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="directory for results.md, results.json and scaling.png "
                    "(default: benchmarks/)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="regression guard: time probseq's own calls in the working tree "
+                   "against git revision REV's probseq, side by side (see benchmarks.guard)")
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -138,6 +141,14 @@ def run(names: Sequence[str], ctx: Context) -> Results:
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> int:
     """Run the benchmarks; returns the exit status (1 when a case raised an error)."""
     args = parse_args(argv)
+    if args.against is not None:
+        from benchmarks import guard
+
+        extra = (["--only", args.only] if args.only else []) + (
+            ["--quick"] if args.quick else []) + (
+            ["--threads", str(args.threads)] if args.threads else []) + (
+            ["--repeats", str(args.repeats)] if args.repeats else [])
+        return guard.main([args.against, *extra])
     import benchmarks.cases  # noqa: F401  (registers the cases)
 
     log = log or (lambda s: print(s, flush=True))
