@@ -32,6 +32,7 @@ __all__ = [
     "ngram_keys",
     "context_keys",
     "count_keys",
+    "dense_key_space",
     "make_table",
     "continuation_table",
     "kneser_ney_discount",
@@ -132,6 +133,11 @@ def context_keys(values: np.ndarray, lengths: np.ndarray, order: int, num_symbol
     return contexts, symbols
 
 
+def dense_key_space(key_space: int, num_keys: int) -> bool:
+    """Whether ``num_keys`` keys of a space of ``key_space`` are counted in a dense table."""
+    return key_space <= max(_DENSE_LIMIT // 4, min(_DENSE_LIMIT, 2 * num_keys))
+
+
 def count_keys(keys: np.ndarray, key_space: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct keys (sorted) and how often each occurs.
 
@@ -140,7 +146,7 @@ def count_keys(keys: np.ndarray, key_space: int) -> tuple[np.ndarray, np.ndarray
     Returns:
         ``(unique_keys [G] int64, counts [G] float64)``.
     """
-    if key_space <= max(_DENSE_LIMIT // 4, min(_DENSE_LIMIT, 2 * keys.shape[0])):
+    if dense_key_space(key_space, keys.shape[0]):
         counts = np.bincount(keys, minlength=key_space)
         nonzero = np.flatnonzero(counts)
         return nonzero.astype(np.int64), counts[nonzero].astype(np.float64)

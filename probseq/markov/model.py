@@ -186,10 +186,18 @@ class MarkovChain(SequenceModel):
             check_sequences(seqs, model=self.name, num_symbols=v)  # raises, naming the sequence
         counting.check_key_space(v, self.order)
         base = v + 1
-        keys = counting.ngram_keys(values, seqs.lengths.numpy(), self.order, v)
-        if seqs.has_missing:
-            keys = keys[_complete_windows(seqs, self.order)]
-        top = counting.make_table(*counting.count_keys(keys, base ** (self.order + 1)), v)
+        lengths = seqs.lengths.numpy()
+        space = base ** (self.order + 1)
+        if not seqs.has_missing and counting.dense_key_space(space, int(lengths.sum())):
+            from probseq.markov.compiled import count_ngrams_dense
+
+            counted = count_ngrams_dense(values, lengths, self.order, v)
+        else:
+            keys = counting.ngram_keys(values, lengths, self.order, v)
+            if seqs.has_missing:
+                keys = keys[_complete_windows(seqs, self.order)]
+            counted = counting.count_keys(keys, space)
+        top = counting.make_table(*counted, v)
         tables: list[dict[str, np.ndarray] | None] = [None] * (self.order + 1)
         tables[self.order] = top
         discounts = np.zeros((self.order + 1, 3))
