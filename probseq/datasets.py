@@ -1,5 +1,6 @@
-"""Built-in data: real series bundled with statsmodels, a text corpus shipped with CPython,
-and synthetic generators whose true models are known.
+"""Built-in data: real series bundled with statsmodels, CPython's help text (a fixed
+snapshot shipped with probseq), a corpus from any text (:func:`text_corpus`), and
+synthetic generators whose true models are known.
 
 The synthetic generators use numpy only, never probseq's own models, so that they can serve
 as independent references in tests.
@@ -7,6 +8,8 @@ as independent references in tests.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +21,7 @@ __all__ = [
     "nile",
     "sunspots",
     "python_docs_text",
+    "text_corpus",
     "TextCorpus",
     "encode_text",
     "ar_process",
@@ -106,20 +110,103 @@ def encode_text(text: str, vocab: str | None = None) -> tuple[np.ndarray, tuple[
     return np.array([index[c] for c in text], dtype=np.int64), chars
 
 
+#: the shipped snapshot of CPython 3.11.7's help text (see :mod:`probseq.data_files`) and the
+#: sha256 of its UTF-8 characters; :func:`python_docs_text` checks it on every load.
+PYTHON_DOCS_FILE = "python_docs_3.11.7.txt.gz"
+PYTHON_DOCS_SHA256 = "37d06970fc926e60c16dff401e441b84752446a36b6b64516c229fdec77e992c"
+
+
 def python_docs_text() -> TextCorpus:
-    """The English help text that ships with every CPython (``pydoc_data.topics``).
+    """The English help text of CPython 3.11.7 (``pydoc_data.topics``), as a fixed corpus.
 
-    The topics are joined in sorted order of their names; the vocabulary is every character
-    that occurs (about 100). The split is contiguous: the first 80% train, the next 10%
-    validation, the last 10% test. The text depends on the Python version (about 465,000
-    characters on 3.11).
+    A snapshot ships with probseq (:data:`PYTHON_DOCS_FILE`, under the Python Software
+    Foundation License), so the characters, the vocabulary and the split are the same on
+    every Python: 464,970 characters (the topics joined in sorted order of their names), a
+    vocabulary of the V = 103 characters that occur, and the contiguous split of
+    :func:`text_corpus`: the first 80% train (371,976), the next 10% validation (46,497),
+    the last 10% test (46,497).
+
+    Raises:
+        ValueError: the shipped file is not the snapshot (its sha256 differs).
     """
-    from pydoc_data.topics import topics
+    import gzip
+    import hashlib
+    from importlib.resources import files
 
-    text = "".join(topics[k] for k in sorted(topics))
-    symbols, vocab = encode_text(text)
-    a, b = int(0.8 * len(symbols)), int(0.9 * len(symbols))
-    return TextCorpus(vocab, symbols[:a], symbols[a:b], symbols[b:])
+    raw = gzip.decompress((files("probseq.data_files") / PYTHON_DOCS_FILE).read_bytes())
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != PYTHON_DOCS_SHA256:
+        raise ValueError(f"probseq/data_files/{PYTHON_DOCS_FILE} is damaged: its sha256 is "
+                         f"{digest}, not {PYTHON_DOCS_SHA256}; reinstall probseq")
+    return text_corpus(raw.decode("utf-8"))
+
+
+def text_corpus(
+    text: str | os.PathLike | None = None,
+    *,
+    path: str | os.PathLike | None = None,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    vocab: str | None = None,
+    encoding: str = "utf-8",
+) -> TextCorpus:
+    """A character-level corpus from any text: the object :func:`python_docs_text` returns.
+
+    Give the text itself (a ``str``) or a file (``path=``, or a :class:`pathlib.Path` as the
+    first argument); a ``str`` first argument is always the text, never a file name. The
+    text is cut, in order, into train, validation and test parts of the fractions ``split``
+    (boundaries at ``int(split[0] * T)`` and ``int((split[0] + split[1]) * T)``).
+
+    Args:
+        text: the text, or a :class:`os.PathLike` naming a file.
+        path: a text file to read instead (``str`` or path).
+        split: the train, validation and test fractions, each > 0, summing to 1.
+        vocab: the V characters, in symbol order (default: the sorted characters of the
+            text); a character of the text outside it raises ``ValueError``.
+        encoding: the file's encoding.
+
+    Returns:
+        A :class:`TextCorpus`; ``corpus.chunks("train", 256)`` gives ``[N, T]`` sequences.
+
+    Raises:
+        ValueError: neither or both of ``text`` and ``path``, an unreadable or undecodable
+            file, a bad ``split``, a text too short to give every part a character, or a
+            character outside ``vocab``.
+
+    Example:
+        >>> corpus = text_corpus("abracadabra " * 20)
+        >>> corpus.vocab, len(corpus.train), len(corpus.valid), len(corpus.test)
+        ((' ', 'a', 'b', 'c', 'd', 'r'), 192, 24, 24)
+    """
+    if isinstance(text, os.PathLike):
+        text, path = (None, text) if path is None else (text, path)
+    if (text is None) == (path is None):
+        raise ValueError("text_corpus needs exactly one of text (a str) and path (a file)")
+    source = "the text"
+    if path is not None:
+        source = f"file {os.fspath(path)!r}"
+        try:
+            with open(path, encoding=encoding, newline="") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read {source}: {err}") from None
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str (or a path), not {type(text).__name__}")
+    fractions = tuple(float(f) for f in split)
+    if (len(fractions) != 3 or not all(0.0 < f < 1.0 for f in fractions)
+            or abs(math.fsum(fractions) - 1.0) > 1e-9):
+        raise ValueError(f"split must be three fractions > 0 summing to 1, not {split!r}")
+    n = len(text)
+    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    if not 0 < a < b < n:
+        raise ValueError(f"{source} has {n} characters: too few to give the train, validation "
+                         f"and test parts of split {split!r} a character each")
+    if vocab is not None and len(set(vocab)) != len(vocab):
+        raise ValueError("vocab repeats a character; give each character once")
+    try:
+        symbols, chars = encode_text(text, vocab)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return TextCorpus(chars, symbols[:a], symbols[a:b], symbols[b:])
 
 
 # ------------------------------------------------------------------ synthetic generators

@@ -27,6 +27,7 @@ from probseq.base import SequenceModel
 from probseq.data import Sequences, check_sequences
 from probseq.hmm import inference
 from probseq.hmm.emissions import EMISSIONS, imputed_steps, observed_variance
+from probseq.validation import probability_vectors
 
 __all__ = ["HiddenMarkovModel"]
 
@@ -47,14 +48,8 @@ def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _check_stochastic(t: torch.Tensor, name: str) -> torch.Tensor:
-    if (t < 0).any():
-        raise ValueError(f"{name} has negative entries")
-    sums = t.sum(-1)
-    bad = (sums - 1).abs() > 1e-6
-    if bad.any():
-        where = "" if t.ndim == 1 else f" (row {int(torch.nonzero(bad.reshape(-1))[0])})"
-        raise ValueError(f"{name} must sum to 1 within 1e-6{where}, got {sums.reshape(-1)}")
-    return t / sums[..., None]
+    """``probability_vectors`` on a float64 tensor."""
+    return torch.from_numpy(probability_vectors(t.numpy(), name))
 
 
 class HiddenMarkovModel(SequenceModel):
@@ -195,10 +190,13 @@ class HiddenMarkovModel(SequenceModel):
             covariance_type: ``"full"`` or ``"diag"``; default ``"diag"`` when every given
                 covariance is diagonal, else ``"full"``.
 
+        Probabilities valid to rounding (see :func:`probseq.validation.probability_vectors`)
+        are projected once: negative rounding set to 0, each vector divided by its sum.
+
         Raises:
             ValueError: probability vectors or rows do not sum to 1 (within 1e-6) or are
-                negative, covariances are not symmetric positive definite, shapes disagree,
-                or the emission parameters are ambiguous.
+                negative beyond rounding, covariances are not symmetric positive definite,
+                shapes disagree, or the emission parameters are ambiguous.
         """
         given = {
             "categorical": emission is not None,

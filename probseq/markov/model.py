@@ -11,6 +11,7 @@ from probseq._utils import param_array
 from probseq.base import SequenceModel
 from probseq.data import Sequences, check_sequences
 from probseq.markov import counting
+from probseq.validation import probability_vectors
 
 __all__ = ["MarkovChain"]
 
@@ -131,9 +132,12 @@ class MarkovChain(SequenceModel):
             initial: ``[V]`` ``p(x_1)``.
             transition: ``[V, V]`` ``p(x_t = j | x_{t-1} = i)`` in row i, column j.
 
+        Probabilities valid to rounding (see :func:`probseq.validation.probability_vectors`)
+        are projected once: negative rounding set to 0, each vector divided by its sum.
+
         Raises:
-            ValueError: wrong shapes, negative or non-finite entries, or a vector/row whose
-                sum is not 1 within 1e-6.
+            ValueError: wrong shapes, non-finite entries, negative entries beyond rounding,
+                or a vector/row whose sum is not 1 within 1e-6.
         """
         init = param_array(initial, "initial")
         trans = param_array(transition, "transition")
@@ -145,8 +149,8 @@ class MarkovChain(SequenceModel):
                 f"transition must have shape [V, V] = ({v}, {v}) to match initial, "
                 f"got {trans.shape}"
             )
-        _check_probabilities(init[None, :], "initial")
-        _check_probabilities(trans, "transition")
+        init = probability_vectors(init, "initial")
+        trans = probability_vectors(trans, "transition")
         model = cls(order=1, num_symbols=v, smoothing="additive", alpha=0.0)
         rows = np.concatenate([trans, init[None, :]])  # context keys 0..V-1, then BOS = V
         ctx, sym = np.nonzero(rows)
@@ -541,16 +545,3 @@ def _complete_windows(seqs: Sequences, order: int) -> np.ndarray:
     for lag in range(1, order + 1):
         ok[:, lag:] &= observed[:, :-lag]
     return ok[seqs.mask.numpy()]
-
-
-def _check_probabilities(rows: np.ndarray, name: str) -> None:
-    if (rows < 0).any():
-        i, j = np.argwhere(rows < 0)[0]
-        where = f"[{j}]" if rows.shape[0] == 1 else f"[{i}, {j}]"
-        raise ValueError(f"{name}{where} = {rows[i, j]} is negative; probabilities are >= 0")
-    sums = rows.sum(axis=1)
-    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
-    if bad.size:
-        i = int(bad[0])
-        what = name if rows.shape[0] == 1 else f"row {i} of {name}"
-        raise ValueError(f"{what} sums to {sums[i]:.8g}, not 1 (tolerance 1e-6)")

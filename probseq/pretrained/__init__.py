@@ -8,9 +8,11 @@ training time, the held-out bits per character it reached, the Python version an
 vocabulary of the corpus it was trained on). They load with :func:`probseq.load` like any
 saved model.
 
-The corpus, :func:`probseq.datasets.python_docs_text`, is CPython's own help text and
-changes with the Python version: :func:`text_network` refuses a network whose vocabulary is
-not the current corpus's, rather than scoring text with the wrong symbols.
+The corpus, :func:`probseq.datasets.python_docs_text`, is a fixed snapshot of CPython
+3.11.7's help text shipped with probseq, the same on every Python, so the networks score the
+held-out text with their summaries' bits per character everywhere. :func:`text_network`
+still compares a network's vocabulary with the corpus's and refuses a mismatch (a corpus
+changed without retraining) rather than scoring text with the wrong symbols.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def text_network_summary(cell: str) -> dict[str, Any]:
         A dict with ``command`` (the training command line), ``fit_seconds``,
         ``torch_threads``, ``best_epoch``, ``valid_bits_per_char`` and
         ``test_bits_per_char`` (held-out chunks of 256 characters, each scored from its
-        start), ``python`` (the version whose corpus it was trained on) and ``vocab``.
+        start), ``python`` (the version it was trained with) and ``vocab``.
     """
     return json.loads(_path(cell).with_suffix(".json").read_text())
 
@@ -63,7 +65,7 @@ def text_network(cell: str = "lstm") -> RecurrentModel:
         A fitted :class:`~probseq.RecurrentModel` over the corpus's V symbols.
 
     Raises:
-        ValueError: no network was shipped for ``cell``, or this Python's corpus has another
+        ValueError: no network was shipped for ``cell``, or the corpus has another
             vocabulary than the one the network was trained on.
     """
     from probseq.datasets import python_docs_text
@@ -74,9 +76,8 @@ def text_network(cell: str = "lstm") -> RecurrentModel:
     current = "".join(python_docs_text().vocab)
     if vocab != current:
         raise ValueError(
-            f"the shipped {cell} network was trained on the help text of Python "
-            f"{summary['python']}, whose {len(vocab)} characters differ "
-            f"from this Python's {len(current)}: retrain it with "
+            f"the shipped {cell} network was trained on a corpus of {len(vocab)} characters "
+            f"that differ from python_docs_text()'s {len(current)}: retrain it with "
             "python -m probseq.recurrent.train_text")
     model = load(path)
     if not isinstance(model, RecurrentModel):

@@ -1,5 +1,8 @@
 """Train a character-level network on CPython's documentation text (``python_docs_text``).
 
+The corpus is the fixed snapshot of CPython 3.11.7's help text that ships with probseq,
+the same on every Python.
+
 The recipe (``python -m probseq.recurrent.train_text --help``): the training text cut into
 chunks of 256 characters, at ``--offsets`` evenly spaced offsets (overlapping chunks: more
 distinct windows per epoch); the held-out text is scored in chunks of 256 characters, each

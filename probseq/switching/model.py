@@ -15,6 +15,7 @@ from probseq.base import SequenceModel
 from probseq.data import Sequences
 from probseq.hmm import inference as hmm
 from probseq.switching import inference as sw
+from probseq.validation import probability_vectors
 
 __all__ = ["SwitchingAutoRegressive"]
 
@@ -118,9 +119,12 @@ class SwitchingAutoRegressive(SequenceModel):
             noise_cov: ``[D, D]`` or ``[K, D, D]`` noise covariance, multivariate AR-HMM.
             initial: ``[K]`` distribution of the first regime (default: stationary).
 
+        Probabilities valid to rounding (see :func:`probseq.validation.probability_vectors`)
+        are projected once: negative rounding set to 0, each vector divided by its sum.
+
         Raises:
             ValueError: rows of ``transition`` or ``initial`` not summing to 1 within 1e-6 or
-                negative, non-positive variances, covariances not symmetric positive
+                negative beyond rounding, non-positive variances, covariances not symmetric positive
                 definite, shapes that disagree, or a regime whose autoregression is not
                 stationary.
         """
@@ -132,7 +136,7 @@ class SwitchingAutoRegressive(SequenceModel):
         if trans.ndim != 2 or trans.shape[0] != trans.shape[1]:
             raise ValueError(f"transition must have shape [K, K], got {trans.shape}")
         k = trans.shape[0]
-        trans = _stochastic(trans, "transition")
+        trans = probability_vectors(trans, "transition")
         loc = param_array(means if form == "mean" else intercept,
                           "means" if form == "mean" else "intercept")
         if loc.ndim == 1:
@@ -194,7 +198,7 @@ class SwitchingAutoRegressive(SequenceModel):
             init = param_array(initial, "initial")
             if init.shape != (k,):
                 raise ValueError(f"initial must have shape [{k}], got {init.shape}")
-            init = torch.from_numpy(_stochastic(init, "initial"))
+            init = torch.from_numpy(probability_vectors(init, "initial"))
         model = cls(k, p, form, switching_ar=switching_ar, switching_variance=switching_variance)
         params = {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc.copy()),
                   "coef": torch.from_numpy(np.ascontiguousarray(a)),
@@ -1107,17 +1111,6 @@ def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
-
-
-def _stochastic(x: np.ndarray, name: str) -> np.ndarray:
-    if (x < 0).any():
-        raise ValueError(f"{name} has negative entries")
-    sums = x.sum(-1)
-    bad = np.abs(sums - 1) > 1e-6
-    if bad.any():
-        where = "" if x.ndim == 1 else f" (row {int(np.nonzero(bad.reshape(-1))[0][0])})"
-        raise ValueError(f"{name} must sum to 1 within 1e-6{where}, got {sums}")
-    return x / sums[..., None]
 
 
 def _ridge_solve(a: np.ndarray, b: np.ndarray, old: np.ndarray) -> np.ndarray:
