@@ -638,16 +638,22 @@ DIFFUSE_TOL = 1e-10
 _DIFFUSE_TOL = DIFFUSE_TOL
 
 
-def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000) -> int:
+def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000,
+                      observed: list[bool] | None = None) -> int:
     """d: the steps of a fully observed sequence until the diffuse part ``P_inf`` vanishes
-    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise)."""
+    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise).
+
+    With ``observed`` (a ``[T]`` pattern of a sequence with gaps) the steps of that pattern's
+    diffuse period (gaps lengthen it), at most T; no refusal then."""
     S = A.shape[0]
+    if observed is not None:
+        max_steps = len(observed)
     y = torch.zeros(1, max_steps, 1, dtype=A.dtype)
     Q = torch.zeros(S, S, dtype=A.dtype)
     R = torch.ones(1, 1, dtype=A.dtype)
-    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R)
+    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R, observed)
     d = int(steps["lp"].shape[1])
-    if d == max_steps:
+    if observed is None and d == max_steps:
         raise ValueError(
             f"the observations do not identify the diffuse initial state within {max_steps} "
             "steps; use initialization='proper' (a proper prior) for this model"

@@ -349,6 +349,37 @@ class LinearGaussianSSM(SequenceModel):
             A, C = self._params["transition_matrix"], self._params["observation_matrix"]
         return inference.diffuse_num_steps(A, C)
 
+    def diffuse_steps(self, data: Any) -> torch.Tensor:
+        """The initial steps of each sequence that only locate the diffuse state.
+
+        ``num_diffuse_steps`` counts them for a fully observed sequence; gaps before the
+        state is located lengthen them (the local level with ``x_0`` missing needs steps 0
+        and 1). ``compare`` and ``backtest`` condition each sequence on these steps. At most
+        each sequence's length (then nothing of it can be scored); 0 under a proper prior.
+
+        Returns:
+            ``[N]`` int64 (a 0-d tensor for one sequence).
+        """
+        seqs, single = self._coerce(data)
+        out = torch.zeros(len(seqs), dtype=torch.int64)
+        if self.initialization == "diffuse":
+            if self.structure is not None:
+                A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
+                C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
+            else:
+                self._check_fitted()
+                A = self._params["transition_matrix"]
+                C = self._params["observation_matrix"]
+            d = self.num_diffuse_steps
+            for rows, pattern in _patterns(seqs):
+                if pattern is None:
+                    out[rows] = d
+                else:
+                    out[rows] = inference.diffuse_num_steps(
+                        A, C, observed=pattern.reshape(pattern.shape[0], -1).all(-1).tolist())
+            out = torch.minimum(out, seqs.lengths)
+        return out[0] if single else out
+
     def _filter(self, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                 observed: torch.Tensor | None = None) -> inference.FilterResult:
         """The Kalman filter of ``y [N, T, D]`` (sharing the observation pattern
