@@ -29,7 +29,7 @@ import torch
 from probseq import distributed
 from probseq._utils import progress_bar, seeded
 from probseq.base import SequenceModel, _exog_kw, exog_for
-from probseq.compare import _data_family
+from probseq.compare import _data_family, conditioning_per_sequence
 from probseq.data import Sequences, as_sequences
 from probseq.forecast import moments
 from probseq.scoring import brier, covered, crps, crps_samples
@@ -127,11 +127,15 @@ def backtest(
     fit_options = dict(fit_options or {})
     discrete = family == "discrete" and all(m.data_kind == "discrete" for m in models.values())
 
+    # an origin before a sequence's diffuse state is located (the first d observed values
+    # of a model with d diffuse steps) gets no forecast from any model: nothing is scored
+    # for free, as in compare
+    located = torch.as_tensor(conditioning_per_sequence(models, seqs))
     rows: list[dict[str, Any]] = []
     if every == 0 and horizon == 1:
         for name, m in models.items():
             rows += _one_step_rows(name, m, seqs, data, exog_for(m, exog), origins, level,
-                                   discrete)
+                                   discrete, located)
     else:
         world, rank = distributed.world_size(), distributed.rank()
         mine = [j for j in range(len(origins)) if j % world == rank]
@@ -147,8 +151,7 @@ def backtest(
                         fitted_block = block
                 for name, m in current.items():
                     rows += _origin_rows(name, m, seqs, exog_for(m, exog), data, t, horizon,
-                                         level,
-                                         num_samples, seed + t, discrete)
+                                         level, num_samples, seed + t, discrete, located)
                 bar.update(1)
         rows = _gather_rows(rows)
     table = pd.DataFrame(rows, columns=_columns(discrete))
@@ -187,14 +190,17 @@ def _gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for part in parts for r in part]
 
 
-def _one_step_rows(name, m, seqs: Sequences, data, exog, origins, level, discrete):
-    """Every origin's one-step forecast from one pass (the one-step predictives)."""
+def _one_step_rows(name, m, seqs: Sequences, data, exog, origins, level, discrete,
+                   located: torch.Tensor):
+    """Every origin's one-step forecast from one pass (the one-step predictives); origins
+    before ``located [N]`` are skipped."""
     kw = _exog_kw(m._coerce_exog(exog, seqs, data))
     log_steps = m.log_prob_steps(seqs, **kw)
     t_idx = torch.tensor(origins)
     keep = torch.zeros_like(seqs.mask)
     keep[:, t_idx] = True
     keep &= seqs.mask
+    keep &= torch.arange(seqs.max_length)[None, :] >= located[:, None]
     if seqs.has_missing:
         keep &= seqs.step_observed
     try:
@@ -254,9 +260,13 @@ def _sample_scores(samples: torch.Tensor, y: torch.Tensor, level: float,
 
 
 def _origin_rows(name, m, seqs: Sequences, exog, data, t: int, horizon: int, level: float,
-                 num_samples, seed: int, discrete: bool) -> list[dict[str, Any]]:
-    """Forecast every sequence longer than t from its first t steps; score what followed."""
-    active = torch.nonzero(seqs.lengths > t).flatten().tolist()
+                 num_samples, seed: int, discrete: bool,
+                 located: torch.Tensor) -> list[dict[str, Any]]:
+    """Forecast every sequence longer than t whose diffuse state is located by t (``located
+    [N]``) from its first t steps; score what followed."""
+    active = torch.nonzero((seqs.lengths > t) & (located <= t)).flatten().tolist()
+    if not active:
+        return []
     hist = Sequences(seqs.values[active, :t], torch.full((len(active),), t),
                      seqs.observed[active, :t] if seqs.has_missing else None)
     kw = {}

@@ -5,8 +5,13 @@ Statistics (n = number of scored time steps, k = ``num_params``):
 * Conditioning. A model may declare ``num_diffuse_steps`` (d_m, default 0): initial steps
   it cannot score properly (a diffuse initial state: the local level has 1, the local
   linear trend 2). Every model is scored on the same steps: those at positions
-  ``t >= c`` of each sequence (0-based), ``c = max(start, max_m d_m)``, conditioning on the
-  first c. ``c`` is stated in the ``conditioned_on`` column and in ``table.attrs``.
+  ``t >= c_i`` of sequence i (0-based), conditioning on the first ``c_i``. Without gaps
+  ``c_i = c = max(start, max_m d_m)``, stated in the ``conditioned_on`` column and in
+  ``table.attrs``. A diffuse state is located by observed values, not by steps: where gaps
+  come first, ``c_i`` extends to cover each model's actual diffuse steps in that sequence
+  (``model.diffuse_steps(data)`` where a model has it, else the steps up to its d_m-th
+  observed value), so no model gets a free score at a step it cannot predict. The
+  per-sequence ``c_i`` are ``table.attrs["conditioned_steps"]``.
 * ``log_lik`` = the sum over sequences of ``sum_{t >= c} log p(x_t | x_<t)``;
   ``nats_per_step`` = ``-log_lik / n``, n counting the steps with an observed value (missing
   values are marginalised by the models that can; a step with nothing observed scores 0);
@@ -55,7 +60,8 @@ from probseq.base import SequenceModel, exog_for
 from probseq.data import Sequences, as_sequences
 from probseq.scoring import compare_columns
 
-__all__ = ["compare", "per_sequence_log_prob", "holm", "score_kind", "conditioning_steps"]
+__all__ = ["compare", "per_sequence_log_prob", "holm", "score_kind", "conditioning_steps",
+           "conditioning_per_sequence"]
 
 _PMF_KINDS = {"discrete", "count"}
 _SCORE_KINDS = ("exact", "bound", "approximate")
@@ -105,11 +111,47 @@ def conditioning_steps(models: Mapping[str, SequenceModel]) -> int:
     return max(steps.values(), default=0)
 
 
+def conditioning_per_sequence(models: Mapping[str, SequenceModel], seqs: Sequences,
+                              start: int = 0) -> np.ndarray:
+    """``[N]`` the steps each sequence is conditioned on: at least ``start``, and every step
+    a model cannot score because its diffuse state is not located yet.
+
+    A model with ``num_diffuse_steps`` d > 0 is asked ``model.diffuse_steps(seqs)`` (its
+    exact count per sequence, gaps included) where it has that method; otherwise its d
+    diffuse steps are taken to end at each sequence's d-th step with an observed value.
+    Capped at each sequence's length.
+    """
+    conditioning_steps(models)  # validates num_diffuse_steps
+    lengths = seqs.lengths.numpy()
+    out = np.minimum(np.full(len(seqs), int(start), dtype=np.int64), lengths)
+    seen = None
+    for m in models.values():
+        d = int(getattr(m, "num_diffuse_steps", 0))
+        if d == 0:
+            continue
+        hook = getattr(m, "diffuse_steps", None)
+        steps = None
+        if callable(hook):
+            try:
+                steps = np.atleast_1d(np.asarray(hook(seqs), dtype=np.int64))
+            except ValueError:  # not fitted yet (a backtest that refits): the rule below
+                steps = None
+        if steps is None:
+            if seen is None:
+                obs = seqs.step_any_observed if seqs.has_missing else seqs.mask
+                seen = np.cumsum(obs.numpy(), axis=1)
+            reached = seen >= d
+            steps = np.where(reached.any(1), reached.argmax(1) + 1, lengths)
+        out = np.maximum(out, np.minimum(steps, lengths))
+    return out
+
+
 def per_sequence_log_prob(
-    model: SequenceModel, seqs: Sequences, start: int = 0, units: str = "sequences",
-    exog: Any = None,
+    model: SequenceModel, seqs: Sequences, start: int | np.ndarray = 0,
+    units: str = "sequences", exog: Any = None,
 ) -> np.ndarray:
-    """Log-likelihood units, counting only steps ``t >= start`` (0-based).
+    """Log-likelihood units, counting only steps ``t >= start`` (0-based; an ``[N]`` array:
+    one start per sequence).
 
     With ``start > 0`` the earlier steps are conditioned on, not scored: the one-step-ahead
     held-out evaluation of the tail of each sequence.
@@ -120,17 +162,22 @@ def per_sequence_log_prob(
     """
     exog = exog_for(model, exog)
     kw = {} if exog is None else {"exog": exog}
-    if units == "steps":
-        steps = model.log_prob_steps(seqs, **kw)
-        if steps.ndim == 1:
-            steps = steps[None]
-        return steps[:, start:][_scored(seqs)[:, start:]].numpy()
-    if start == 0:
+    if units != "steps" and not np.any(start):
         return np.atleast_1d(model.log_prob(seqs, **kw).numpy())
     steps = model.log_prob_steps(seqs, **kw)
     if steps.ndim == 1:
         steps = steps[None]
-    return steps[:, start:].sum(-1).numpy()
+    after = _after(seqs, start)
+    if units == "steps":
+        return steps[_scored(seqs) & after].numpy()
+    return torch.where(after, steps, torch.zeros((), dtype=steps.dtype)).sum(-1).numpy()
+
+
+def _after(seqs: Sequences, start: int | np.ndarray) -> torch.Tensor:
+    """``[N, T_max]`` bool: the steps at or after each sequence's start."""
+    first = torch.as_tensor(np.broadcast_to(np.asarray(start), (len(seqs),)).copy(),
+                            dtype=torch.int64)
+    return torch.arange(seqs.max_length)[None, :] >= first[:, None]
 
 
 def _scored(seqs: Sequences) -> torch.Tensor:
@@ -138,8 +185,8 @@ def _scored(seqs: Sequences) -> torch.Tensor:
     return seqs.step_any_observed if seqs.has_missing else seqs.mask
 
 
-def _num_scored(seqs: Sequences, start: int) -> int:
-    return int(_scored(seqs)[:, start:].sum())
+def _num_scored(seqs: Sequences, start: int | np.ndarray) -> int:
+    return int((_scored(seqs) & _after(seqs, start)).sum())
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -233,6 +280,15 @@ def compare(
             f"{why} leave nothing to score in sequence {i} of data ({shortest} steps): every "
             f"model is conditioned on the first {cond} steps of each sequence"
         )
+    conds = conditioning_per_sequence(models, seqs, int(start))
+    empty = np.flatnonzero(~(_scored(seqs) & _after(seqs, conds)).any(1).numpy())
+    if len(empty):
+        i = int(empty[0])
+        raise ValueError(
+            f"sequence {i} of data has no observed value left to score: every model is "
+            f"conditioned on its first {int(conds[i])} steps (start={start}; a diffuse "
+            f"initial state needs up to {diffuse} observed values to be located, and gaps "
+            "before them lengthen the steps it takes)")
     if units is None:
         units = "steps" if len(seqs) == 1 else "sequences"
     if units not in ("sequences", "steps"):
@@ -243,21 +299,22 @@ def compare(
             "standard error to compute; use units='steps' (the default for one sequence) to "
             "pair one-step-ahead scores"
         )
-    n_steps = _num_scored(seqs, cond)
+    n_steps = _num_scored(seqs, conds)
     fit_seqs = as_sequences(fit_data, kind)[0] if fit_data is not None else None
     if fit_exog is not None and fit_data is None:
         raise ValueError("fit_exog is given but fit_data is not")
 
-    per_unit = {name: per_sequence_log_prob(m, seqs, cond, units, exog)
+    per_unit = {name: per_sequence_log_prob(m, seqs, conds, units, exog)
                 for name, m in models.items()}
     totals = {name: float(ll.sum()) for name, ll in per_unit.items()}
     kinds = {name: score_kind(m, conditioned=cond > 0) for name, m in models.items()}
     if fit_seqs is not None:
-        fit_cond = min(diffuse, int(fit_seqs.lengths.min()) - 1)
+        fit_cond = conditioning_per_sequence(models, fit_seqs)
         fit_ll = {name: float(per_sequence_log_prob(m, fit_seqs, fit_cond, exog=fit_exog).sum())
                   for name, m in models.items()}
         n_fit = _num_scored(fit_seqs, fit_cond)
-        fit_kinds = {name: score_kind(m, conditioned=fit_cond > 0) for name, m in models.items()}
+        fit_kinds = {name: score_kind(m, conditioned=bool(fit_cond.any()))
+                     for name, m in models.items()}
         n_fitted_values = _num_scored(fit_seqs, 0)
     else:
         fit_ll, n_fit, fit_kinds = totals, n_steps, kinds
@@ -268,7 +325,8 @@ def compare(
     names = list(models)
     adjusted = dict(zip(names, holm(np.array([paired[n][2] for n in names])), strict=True))
     # one-step CRPS (continuous) / Brier (symbols) of a held-out tail, paired like the log score
-    scores = compare_columns(models, seqs, cond, best, units, exog) if start > 0 else {}
+    scores = compare_columns(models, seqs, torch.as_tensor(conds), best, units, exog) if (
+        start > 0) else {}
     rows = []
     for name, m in models.items():
         k = int(m.num_params)
@@ -310,6 +368,7 @@ def compare(
     df.loc[simplest, "simplest"] = True
     df.attrs.update(
         conditioned_on=cond,
+        conditioned_steps=conds.tolist(),
         num_diffuse_steps=diffuse,
         start=int(start),
         units=units,

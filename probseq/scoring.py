@@ -128,7 +128,7 @@ def covered(dist: Distribution, y: torch.Tensor, level: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- one-step scores
-def step_scores(model: Any, seqs: Sequences, start: int = 0,
+def step_scores(model: Any, seqs: Sequences, start: int | torch.Tensor = 0,
                 exog: Any = None) -> dict[str, torch.Tensor]:
     """One-step-ahead scores of every observed step ``t >= start`` (``[N, T_max]``, 0
     elsewhere, at missing steps too).
@@ -139,7 +139,7 @@ def step_scores(model: Any, seqs: Sequences, start: int = 0,
     Args:
         model: a fitted model.
         seqs: the batch.
-        start: steps before it are conditioned on, not scored.
+        start: steps before it are conditioned on, not scored (``[N]``: per sequence).
         exog: covariates aligned with the batch (used by models fitted with them).
 
     Raises:
@@ -165,14 +165,19 @@ def step_scores(model: Any, seqs: Sequences, start: int = 0,
     return out
 
 
-def scored_steps(seqs: Sequences, start: int) -> torch.Tensor:
-    """``[N, T_max]`` bool: the fully observed steps at or after ``start``."""
+def scored_steps(seqs: Sequences, start: int | torch.Tensor) -> torch.Tensor:
+    """``[N, T_max]`` bool: the fully observed steps at or after ``start`` (an int, or
+    ``[N]`` one start per sequence)."""
     keep = seqs.step_observed.clone() if seqs.has_missing else seqs.mask.clone()
+    if isinstance(start, torch.Tensor | np.ndarray):
+        first = torch.as_tensor(start, dtype=torch.int64).reshape(-1, 1)
+        return keep & (torch.arange(keep.shape[1])[None, :] >= first)
     keep[:, :start] = False
     return keep
 
 
-def compare_columns(models: Mapping[str, Any], seqs: Sequences, start: int, best: str,
+def compare_columns(models: Mapping[str, Any], seqs: Sequences, start: int | torch.Tensor,
+                    best: str,
                     units: str = "sequences", exog: Any = None) -> dict[str, dict[str, float]]:
     """``crps``/``brier`` columns for :func:`probseq.compare` (held-out tails).
 

@@ -44,6 +44,9 @@ __all__ = [
     "filtered_means",
     "kalman_filter",
     "diffuse_kalman_filter",
+    "diffuse_located",
+    "DIFFUSE_TOL",
+    "diffuse_smoother",
     "rts_smoother",
     "em_m_step",
     "forecast_moments",
@@ -628,20 +631,29 @@ def _diffuse_steps(
 
 
 #: P_inf entries (and F_inf relative to |C|^2) below this count as zero: P_inf starts at I and
-#: is dimensionless up to the state's units, which structured models fix at 1.
-_DIFFUSE_TOL = 1e-10
+#: is dimensionless up to the state's units, which structured models fix at 1. Rounding
+#: leaves entries of order 1e-16 times the largest P_inf reached (tens of thousands after a
+#: hundred leading gaps of the local linear trend), far below this.
+DIFFUSE_TOL = 1e-10
+_DIFFUSE_TOL = DIFFUSE_TOL
 
 
-def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000) -> int:
+def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000,
+                      observed: list[bool] | None = None) -> int:
     """d: the steps of a fully observed sequence until the diffuse part ``P_inf`` vanishes
-    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise)."""
+    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise).
+
+    With ``observed`` (a ``[T]`` pattern of a sequence with gaps) the steps of that pattern's
+    diffuse period (gaps lengthen it), at most T; no refusal then."""
     S = A.shape[0]
+    if observed is not None:
+        max_steps = len(observed)
     y = torch.zeros(1, max_steps, 1, dtype=A.dtype)
     Q = torch.zeros(S, S, dtype=A.dtype)
     R = torch.ones(1, 1, dtype=A.dtype)
-    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R)
+    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R, observed)
     d = int(steps["lp"].shape[1])
-    if d == max_steps:
+    if observed is None and d == max_steps:
         raise ValueError(
             f"the observations do not identify the diffuse initial state within {max_steps} "
             "steps; use initialization='proper' (a proper prior) for this model"
@@ -696,6 +708,130 @@ def diffuse_kalman_filter(
     pc, fc, ic, g = (torch.cat(z, dim=0) for z in zip(*covs, strict=True))
     return FilterResult(lp, filt, pred, CovarianceSequence(
         pc, fc, ic, g, steady, d, st["pred_inf"], st["filt_inf"]))
+
+
+def diffuse_located(covs: CovarianceSequence) -> list[bool]:
+    """For each exact diffuse step t < d: is the filtered state at t proper (``P_inf`` of
+    ``P_(t|t)`` zero to within rounding, the same tolerance the filter uses)?"""
+    if not covs.num_diffuse:
+        return []
+    peak = covs.filt_cov_inf.detach().abs().flatten(1).max(1).values
+    return (peak <= _DIFFUSE_TOL).tolist()
+
+
+def diffuse_smoother(
+    y: torch.Tensor,
+    res: FilterResult,
+    A: torch.Tensor,
+    C: torch.Tensor,
+    R: torch.Tensor,
+    length: int,
+    observed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact initial state smoother (Durbin & Koopman 2012, section 5.3) for D = 1.
+
+    For sequences that all have ``length`` steps, the smoothed means and covariances of the
+    steps ``t < min(d, length)`` of :func:`diffuse_kalman_filter`'s diffuse period, where the
+    RTS smoother does not apply (its gain needs the inverse of a covariance with an infinite
+    part). The backward quantities ``r_t`` and ``N_t`` are first run over the proper steps
+    (``r_(t-1) = C' v_t / F_t + L_t' r_t``, ``N_(t-1) = C' C / F_t + L_t' N_t L_t`` with
+    ``L_t = A (I - k_t C)``; a missing step has ``L_t = A`` and no data term), then expanded
+    in ``1 / kappa`` through the diffuse steps (``r^(0)``, ``r^(1)``, ``N^(0..2)``, D&K
+    equations 5.21-5.31), giving ``E[z_t] = a_t + P_* r^(0) + P_inf r^(1)`` and
+    ``Var[z_t] = P_* - P_* N^(0) P_* - (P_inf N^(1) P_*)' - P_inf N^(1) P_* - P_inf N^(2)
+    P_inf``. No kappa is chosen: the limit is exact up to rounding.
+
+    Args:
+        y: ``[n, T, 1]`` (T >= length) the data filtered into ``res``.
+        res: :func:`diffuse_kalman_filter` of ``y``.
+        A, C, R: the parameters.
+        length: the sequences' common length.
+        observed: ``[T]`` bool pattern shared by the sequences (None: no gaps).
+
+    Returns:
+        ``(mean [n, m, S], cov [m, S, S])`` with ``m = min(d, length)``.
+
+    Raises:
+        ValueError: the diffuse state is not located by the end of the sequences (its
+            smoothed variance is infinite).
+    """
+    covs = res.covs
+    d = covs.num_diffuse
+    m = min(d, length)
+    S = A.shape[0]
+    if m == 0:
+        return (torch.zeros(y.shape[0], 0, S, dtype=A.dtype), torch.zeros(0, S, S, dtype=A.dtype))
+    if length <= d and not diffuse_located(covs)[length - 1]:
+        raise ValueError("the diffuse initial state is not located by the end of the sequence")
+    An = A.detach().numpy()
+    At = An.T
+    c = C.detach().numpy()[0]
+    h = float(R.detach()[0, 0])
+    scale = float(c @ c)
+    obs = None if observed is None else observed.reshape(-1).tolist()
+    yv = y[:, :length, 0].detach().numpy()
+    pred = res.pred_mean[:, :length].detach().numpy()
+    v_all = yv - pred @ c  # [n, length] innovations
+    n = yv.shape[0]
+    # --- proper steps, backwards from the end: r, N after step t (r_(t-1) in D&K)
+    r0 = np.zeros((n, S))
+    N0 = np.zeros((S, S))
+    if length > d:
+        idx = covs.index(length).tolist()
+        F = covs.innov_cov[:, 0, 0].detach().numpy()
+        K = covs.gain[:, :, 0].detach().numpy()
+        eye = np.eye(S)
+        for t in range(length - 1, d - 1, -1):
+            if obs is not None and not obs[t]:
+                r0 = r0 @ An
+                N0 = At @ N0 @ An
+                continue
+            u = idx[t]
+            L = An @ (eye - np.outer(K[u], c))
+            r0 = np.outer(v_all[:, t] / F[u], c) + r0 @ L
+            N0 = np.outer(c, c) / F[u] + L.T @ N0 @ L
+    # --- diffuse steps: the 1 / kappa expansion
+    r1 = np.zeros((n, S))
+    N1 = np.zeros((S, S))
+    N2 = np.zeros((S, S))
+    P_st = covs.pred_cov[:m].detach().numpy()
+    P_inf = covs.pred_cov_inf[:m].detach().numpy()
+    means = np.empty((n, m, S))
+    out_cov = np.empty((m, S, S))
+    cc = np.outer(c, c)
+    for t in range(m - 1, -1, -1):
+        Ps, Pi = P_st[t], P_inf[t]
+        if obs is not None and not obs[t]:
+            r0, r1 = r0 @ An, r1 @ An
+            N0, N1, N2 = At @ N0 @ An, At @ N1 @ An, At @ N2 @ An
+        else:
+            M_inf, M_st = Pi @ c, Ps @ c
+            f_inf, f_st = float(c @ M_inf), float(c @ M_st) + h
+            v = v_all[:, t]
+            if f_inf > _DIFFUSE_TOL * scale:
+                F1, F2 = 1.0 / f_inf, -f_st / f_inf**2
+                K0 = An @ M_inf * F1
+                K1 = An @ M_st * F1 + An @ M_inf * F2
+                L0 = An - np.outer(K0, c)
+                L1 = -np.outer(K1, c)
+                r1 = np.outer(v * F1, c) + r1 @ L0 + r0 @ L1
+                r0 = r0 @ L0
+                N2 = (cc * F2 + L0.T @ N2 @ L0 + L0.T @ N1 @ L1 + L1.T @ N1.T @ L0
+                      + L1.T @ N0 @ L1)
+                N1 = cc * F1 + L0.T @ N1 @ L0 + L1.T @ N0 @ L0 + L0.T @ N0 @ L1
+                N0 = L0.T @ N0 @ L0
+            else:
+                L0 = An - np.outer(An @ M_st / f_st, c)
+                r0 = np.outer(v / f_st, c) + r0 @ L0
+                r1 = r1 @ An
+                N0 = cc / f_st + L0.T @ N0 @ L0
+                N1 = At @ N1 @ L0
+                N2 = At @ N2 @ An
+        means[:, t] = pred[:, t] + r0 @ Ps + r1 @ Pi  # P symmetric: (P r)' = r' P
+        PiN1Ps = Pi @ N1 @ Ps
+        V = Ps - Ps @ N0 @ Ps - PiN1Ps.T - PiN1Ps - Pi @ N2 @ Pi
+        out_cov[t] = 0.5 * (V + V.T)
+    return torch.from_numpy(means), torch.from_numpy(out_cov)
 
 
 def innovation_sums(

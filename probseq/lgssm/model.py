@@ -349,6 +349,37 @@ class LinearGaussianSSM(SequenceModel):
             A, C = self._params["transition_matrix"], self._params["observation_matrix"]
         return inference.diffuse_num_steps(A, C)
 
+    def diffuse_steps(self, data: Any) -> torch.Tensor:
+        """The initial steps of each sequence that only locate the diffuse state.
+
+        ``num_diffuse_steps`` counts them for a fully observed sequence; gaps before the
+        state is located lengthen them (the local level with ``x_0`` missing needs steps 0
+        and 1). ``compare`` and ``backtest`` condition each sequence on these steps. At most
+        each sequence's length (then nothing of it can be scored); 0 under a proper prior.
+
+        Returns:
+            ``[N]`` int64 (a 0-d tensor for one sequence).
+        """
+        seqs, single = self._coerce(data)
+        out = torch.zeros(len(seqs), dtype=torch.int64)
+        if self.initialization == "diffuse":
+            if self.structure is not None:
+                A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
+                C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
+            else:
+                self._check_fitted()
+                A = self._params["transition_matrix"]
+                C = self._params["observation_matrix"]
+            d = self.num_diffuse_steps
+            for rows, pattern in _patterns(seqs):
+                if pattern is None:
+                    out[rows] = d
+                else:
+                    out[rows] = inference.diffuse_num_steps(
+                        A, C, observed=pattern.reshape(pattern.shape[0], -1).all(-1).tolist())
+            out = torch.minimum(out, seqs.lengths)
+        return out[0] if single else out
+
     def _filter(self, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                 observed: torch.Tensor | None = None) -> inference.FilterResult:
         """The Kalman filter of ``y [N, T, D]`` (sharing the observation pattern
@@ -386,7 +417,7 @@ class LinearGaussianSSM(SequenceModel):
         y = self._residual(seqs, exog, params)
         out = []
         for rows, pattern in _patterns(seqs):
-            sub = seqs[rows] if len(rows) != len(seqs) else seqs
+            sub = _full_width(seqs, rows) if len(rows) != len(seqs) else seqs
             yr = y[rows] if len(rows) != len(seqs) else y
             out.append((rows, sub, self._filter(yr, params, pattern)))
         return out
@@ -455,7 +486,8 @@ class LinearGaussianSSM(SequenceModel):
             if d:  # directions still diffuse after step t have infinite variance
                 table = table.clone()
                 diag = torch.diagonal(table[:d], dim1=-2, dim2=-1)
-                diffuse = torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1) > 0
+                diffuse = (torch.diagonal(res.covs.filt_cov_inf, dim1=-2, dim2=-1)
+                           > inference.DIFFUSE_TOL)
                 diag[diffuse] = math.inf
             cov[rows] = table[res.covs.index(T)[t_idx]]
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
@@ -476,7 +508,7 @@ class LinearGaussianSSM(SequenceModel):
         self._check_fitted()
         seqs, single = self._coerce(data)
         ex = self._coerce_exog(exog, seqs, data)
-        mean, cov, _, _ = self._smoothed(seqs, self._params, ex)
+        mean, cov, _, _ = self._smoothed(seqs, self._params, ex, cross=False)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
     def _forecast_moments(self, seqs: Sequences, horizon: int,
@@ -488,7 +520,9 @@ class LinearGaussianSSM(SequenceModel):
         mean = torch.empty(len(seqs), S, dtype=torch.float64)
         cov = torch.empty(len(seqs), S, S, dtype=torch.float64)
         for rows, sub, res in self._filter_groups(seqs, exog=exog):
-            mean[rows], cov[rows] = _last_state(res, sub.lengths)
+            mean[rows], cov[rows] = _last_state(
+                res, sub.lengths, sub.step_any_observed if sub.has_missing else None, rows,
+                self.num_diffuse_steps)
         obs_mean, obs_cov = inference.forecast_moments(mean, cov, A, Q, C, R, horizon)
         if exog is not None:  # the regression term at the future steps of each sequence
             t = seqs.lengths[:, None] + torch.arange(horizon)[None, :]  # [N, H]
@@ -956,37 +990,64 @@ class LinearGaussianSSM(SequenceModel):
         return _check_params(params)
 
     def _smoothed(self, seqs: Sequences, params: dict[str, torch.Tensor],
-                  exog: torch.Tensor | None = None):
+                  exog: torch.Tensor | None = None, cross: bool = True):
+        """Smoothed means ``[N, T, S]``, covariances ``[N, T, S, S]``, lag-one
+        cross-covariances ``[N, T - 1, S, S]`` (only needed by EM: ``cross=False`` skips the
+        diffuse steps' ones) and log-likelihoods ``[N]``."""
         y = self._residual(seqs, exog, params)
         seqs = Sequences(y if seqs.values.dim() == 3 else y[..., 0], seqs.lengths,
                          seqs.observed if seqs.has_missing else None)
-        groups = self._filter_groups(seqs, {k: v for k, v in params.items()
-                                            if k != "exog_coef"})
+        core = {k: v for k, v in params.items() if k != "exog_coef"}
+        groups = self._filter_groups(seqs, core)
+        patterns = _patterns(seqs)
         if len(groups) == 1:
-            return self._smoothed_group(seqs, params, groups[0][2], _patterns(seqs)[0][1])
+            return self._smoothed_group(seqs, core, groups[0][2], patterns[0][1], cross,
+                                        groups[0][0])
         N, T, S = len(seqs), seqs.max_length, self.state_dim
         outs = (torch.empty(N, T, S, dtype=torch.float64),
                 torch.empty(N, T, S, S, dtype=torch.float64),
                 torch.zeros(N, max(T - 1, 0), S, S, dtype=torch.float64),
                 torch.empty(N, dtype=torch.float64))
-        for rows, sub, res in groups:
-            part = self._smoothed_group(sub, params, res, _patterns(sub)[0][1])
+        for (rows, sub, res), (_, pattern) in zip(groups, patterns, strict=True):
+            part = self._smoothed_group(sub, core, res, pattern, cross, rows)
             for full, p in zip(outs, part, strict=True):
                 full[rows] = p
         return outs
 
     def _smoothed_group(self, seqs: Sequences, params: dict[str, torch.Tensor],
-                        res: inference.FilterResult, pattern: torch.Tensor | None):
+                        res: inference.FilterResult, pattern: torch.Tensor | None,
+                        cross: bool = True, rows: torch.Tensor | None = None):
         out = _smoothed_from(seqs, params, res)
         d = res.covs.num_diffuse
-        located = [t for t in range(d) if not bool(res.covs.filt_cov_inf[t].abs().max() > 0)]
-        t0 = located[0] if located else d  # first step whose filtered state is proper
-        if t0 > 0:
-            # The steps before t0 need the diffuse limit of the backward pass. It is taken
-            # numerically: proper priors N(0, kappa I) with kappa = k and 2k (k = 1e5 times the
-            # largest variance of the located state) give moments f(kappa) = f + c / kappa +
-            # O(1 / kappa^2); Richardson's 2 f(2k) - f(k) removes the 1 / kappa term (error
-            # about 1e-9 of the largest variance; tested against statsmodels' diffuse smoother).
+        if not d:
+            return out
+        _, _, A, _, C, R = self._matrices(params)
+        y = seqs.values3d()
+        for length in torch.unique(seqs.lengths).tolist():
+            idx = torch.nonzero(seqs.lengths == length)[:, 0]
+            try:
+                m, P = inference.diffuse_smoother(y[idx], _take(res, idx), A, C, R, length,
+                                                  pattern)
+            except ValueError:
+                i = int(idx[0]) if rows is None else int(rows[idx[0]])
+                raise ValueError(
+                    f"sequence {i} does not locate the diffuse initial state (it has "
+                    f"{_num_observed(seqs, int(idx[0]))} observed values; a fully observed "
+                    f"sequence needs {self.num_diffuse_steps}): its smoothed state has an "
+                    "infinite variance") from None
+            k = m.shape[1]
+            out[0][idx, :k] = m
+            out[1][idx, :k] = P
+            if length <= d:  # padding repeats the last step
+                out[0][idx, length:] = m[:, -1:]
+                out[1][idx, length:] = P[-1]
+        located = inference.diffuse_located(res.covs)
+        t0 = located.index(True) if True in located else d
+        if cross and t0 > 0:
+            # EM's starting values only: the lag-one cross-covariances of the steps whose
+            # filtered state is still diffuse come from proper priors N(0, kappa I), kappa =
+            # k and 2k with k 1e5 times the located state's largest variance, extrapolated to
+            # kappa -> inf (Richardson); the fit itself maximises the exact likelihood.
             k = 1e5 * (float(torch.diagonal(res.covs.pred_cov[d]).max()) if (
                 res.covs.num_unique > d) else 1.0)
             S = self.state_dim
@@ -995,11 +1056,9 @@ class LinearGaussianSSM(SequenceModel):
                 approx = dict(params, initial_mean=torch.zeros(S, dtype=torch.float64),
                               initial_cov=kappa * torch.eye(S, dtype=torch.float64))
                 m0, P0, A, Q, C, R = self._matrices(approx)
-                filt = inference.kalman_filter(seqs.values3d(), m0, P0, A, Q, C, R,
-                                               observed=pattern)
-                near.append(_smoothed_from(seqs, approx, filt))
-            for full, f1, f2 in zip(out[:3], near[0][:3], near[1][:3], strict=True):
-                full[:, :t0] = 2.0 * f2[:, :t0] - f1[:, :t0]
+                filt = inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=pattern)
+                near.append(_smoothed_from(seqs, approx, filt)[2])
+            out[2][:, :t0] = 2.0 * near[1][:, :t0] - near[0][:, :t0]
         return out
 
     # ------------------------------------------------------------------ Pyro
@@ -1072,7 +1131,8 @@ class LinearGaussianSSM(SequenceModel):
             d = res.covs.num_diffuse
             if d:
                 inf_part = C @ res.covs.pred_cov_inf @ C.T  # [d, D, D]
-                diffuse = torch.diagonal(inf_part, dim1=-2, dim2=-1) > 0
+                diffuse = torch.diagonal(inf_part, dim1=-2, dim2=-1) > (
+                    inference.DIFFUSE_TOL * float((C**2).sum()))
                 F = F.clone()
                 diag = torch.diagonal(F[:d], dim1=-2, dim2=-1)
                 diag[diffuse] = math.inf
@@ -1145,23 +1205,34 @@ def _patterns(seqs: Sequences) -> list[tuple[torch.Tensor, torch.Tensor | None]]
     return groups
 
 
-def _last_state(res: inference.FilterResult,
-                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _last_state(res: inference.FilterResult, lengths: torch.Tensor,
+                observed: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None, need: int = 0,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Filtered mean ``[N, S]`` and covariance ``[N, S, S]`` at each sequence's last step.
 
+    Args:
+        res: the filter of a group of sequences sharing one observation pattern.
+        lengths: ``[N]``; observed: ``[N, T_max]`` steps with a value (for the message);
+        rows: the group's row numbers in the user's batch (for the message).
+        need: the model's ``num_diffuse_steps`` (for the message).
+
     Raises:
-        ValueError: a sequence ends while its state is still diffuse (too short to locate it).
+        ValueError: a sequence ends while its state is still diffuse (too few observed
+            values to locate it).
     """
     last = lengths - 1
     covs = res.covs
     if covs.num_diffuse:
+        located = inference.diffuse_located(covs)
         for i, t in enumerate(last.tolist()):
-            if t < covs.num_diffuse and bool(covs.filt_cov_inf[t].abs().max() > 0):
-                need = next((k + 1 for k in range(t, len(covs.filt_cov_inf))
-                             if bool(covs.filt_cov_inf[k].abs().max() == 0)), t + 2)
+            if t < covs.num_diffuse and not located[t]:
+                seen = t + 1 if observed is None else int(observed[i, : t + 1].sum())
+                row = i if rows is None else int(rows[i])
                 raise ValueError(
-                    f"sequence {i} has {t + 1} observations, too few to locate the diffuse "
-                    f"initial state (this model needs {need})")
+                    f"sequence {row} has {seen} observed value{'s' if seen != 1 else ''}, too "
+                    "few to locate the diffuse initial state at its last step (a fully "
+                    f"observed sequence needs {need}; gaps can need more)")
     mean = res.filt_mean[torch.arange(len(lengths)), last]
     return mean, covs.filt_cov[covs.index(res.filt_mean.shape[1])[last]]
 
@@ -1196,6 +1267,25 @@ def _rescale(params: dict[str, torch.Tensor], unit: float,
     else:
         p["observation_matrix"] = p["observation_matrix"] * unit
     return p
+
+
+def _take(res: inference.FilterResult, idx: torch.Tensor) -> inference.FilterResult:
+    """The filter's result for the rows ``idx`` (the covariances are shared)."""
+    return inference.FilterResult(res.log_prob_steps[idx], res.filt_mean[idx],
+                                  res.pred_mean[idx], res.covs)
+
+
+def _num_observed(seqs: Sequences, i: int) -> int:
+    """The steps of sequence ``i`` with an observed value."""
+    n = int(seqs.lengths[i])
+    return int(seqs.step_any_observed[i, :n].sum()) if seqs.has_missing else n
+
+
+def _full_width(seqs: Sequences, rows: torch.Tensor) -> Sequences:
+    """The sequences ``rows`` of a batch, padded to the batch's full width ``T_max`` (a
+    group's filter runs over that width, so its results line up with the batch's)."""
+    obs = seqs.observed[rows] if seqs.has_missing else None
+    return Sequences(seqs.values[rows], seqs.lengths[rows], obs)
 
 
 def _carry_index(seqs: Sequences) -> torch.Tensor:
