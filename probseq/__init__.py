@@ -5,6 +5,7 @@ Every model exposes the exact joint log-likelihood ``log_prob``, the per-step co
 """
 
 from probseq import datasets, distributed, plots, pretrained, selection
+from probseq.arima import ARIMA
 from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
 from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
@@ -29,6 +30,7 @@ __all__ = [
     "MarkovChain",
     "HiddenMarkovModel",
     "AutoRegressive",
+    "ARIMA",
     "VectorAutoRegressive",
     "DeepMarkovModel",
     "RecurrentModel",

@@ -1,0 +1,604 @@
+"""Seasonal ARIMA(p, d, q)(P, D, Q, s) models of univariate real sequences, with the exact
+likelihood of the differenced series, missing values and regression with SARIMA errors."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from probseq._utils import param_array
+from probseq.arima import inference
+from probseq.autoregressive.likelihood import coef_from_pacf, max_root_inverse_modulus
+from probseq.base import SequenceModel
+from probseq.data import Sequences
+
+__all__ = ["ARIMA"]
+
+_TRENDS = ("n", "c")
+
+
+def _order(x: Any, size: int, name: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(x)
+    except TypeError:
+        raise ValueError(f"{name} must be a tuple of {size} non-negative integers, "
+                         f"got {x!r}") from None
+    if len(vals) != size or any(
+        isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0 for v in vals
+    ):
+        raise ValueError(f"{name} must be a tuple of {size} non-negative integers, got {x!r}")
+    return tuple(int(v) for v in vals)
+
+
+def _vector(x: Any, name: str, size: int) -> np.ndarray:
+    arr = param_array([] if x is None else x, name)
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a vector, got shape {arr.shape}")
+    arr = arr.reshape(-1)
+    if arr.shape[0] != size:
+        raise ValueError(f"{name} has {arr.shape[0]} coefficient(s), the order asks for {size}")
+    return arr
+
+
+class ARIMA(SequenceModel):
+    """Seasonal ARIMA(p, d, q)(P, D, Q, s) with the sign conventions of statsmodels.
+
+    Generative process (B the backshift operator, ``u_t = y_t - exog_t . exog_coef``)::
+
+        w_t   = (1 - B)^d (1 - B^s)^D u_t                                # differencing
+        phi(B) Phi(B^s) (w_t - mean) = theta(B) Theta(B^s) e_t,   e_t ~ N(0, noise_var)
+        phi(B) = 1 - ar_1 B - ... - ar_p B^p,     Phi(B^s) = 1 - seasonal_ar_1 B^s - ...
+        theta(B) = 1 + ma_1 B + ... + ma_q B^q,   Theta(B^s) = 1 + seasonal_ma_1 B^s + ...
+
+    so that ``y_t = ar_1 y_(t-1) + ... + e_t + ma_1 e_(t-1) + ...`` for an ARMA. The ARMA
+    part of ``w`` starts from its stationary distribution (exact likelihood, the state's
+    covariance from the discrete Lyapunov equation, as statsmodels' stationary
+    initialisation). ``mean`` is the mean of ``w`` (the process mean for ``d = D = 0``, a
+    drift per step otherwise; statsmodels' ``SARIMAX(trend="c")`` intercept is
+    ``mean * phi(1) Phi(1)``).
+
+    **Differencing.** The first ``num_diffuse_steps = d + D s`` values only fix the
+    integration constants: ``log_prob`` is the exact log-likelihood of the differenced
+    series (statsmodels ``SARIMAX(..., simple_differencing=True)``), which equals the exact
+    diffuse likelihood of the integrated model after its diffuse steps
+    (``SARIMAX(..., use_exact_diffuse=True)``); ``log_prob_steps`` is 0 at the diffuse
+    steps, and :func:`probseq.compare` conditions every model on them.
+
+    **Missing values** (NaN) are marginalised exactly for ``d = D = 0`` (the Kalman filter
+    skips the update). With differencing, gaps are refused (their exact treatment needs
+    the integrated state-space form with a partially diffuse start).
+
+    **Covariates** (``exog [N, T, E]``): regression with SARIMA errors, ``y_t = exog_t .
+    exog_coef + u_t``; with differencing both sides are differenced (as statsmodels'
+    ``simple_differencing=True``).
+
+    Args:
+        order: ``(p, d, q)``.
+        seasonal_order: ``(P, D, Q, s)``; s >= 2 when P, D or Q is positive.
+        trend: ``"c"`` (a constant ``mean``) or ``"n"`` (none); None: ``"c"`` without
+            differencing, ``"n"`` with it (statsmodels' ``ARIMA`` rule).
+    """
+
+    data_kind = "continuous"
+    supports_missing = True
+    supports_exog = True
+    _obs_dim = None
+
+    def __init__(self, order: Any = (1, 0, 0), seasonal_order: Any = (0, 0, 0, 0),
+                 trend: str | None = None):
+        p, d, q = _order(order, 3, "order")
+        sp, sd, sq, s = _order(seasonal_order, 4, "seasonal_order")
+        if (sp or sd or sq) and s < 2:
+            raise ValueError(
+                f"seasonal_order={tuple(seasonal_order)!r} has seasonal terms but a period "
+                f"s = {s}; the period must be at least 2")
+        if not (sp or sd or sq):
+            s = 0
+        if trend is None:
+            trend = "c" if d == 0 and sd == 0 else "n"
+        if trend not in _TRENDS:
+            raise ValueError(f"trend must be 'n', 'c' or None, got {trend!r}")
+        self.order = (p, d, q)
+        self.seasonal_order = (sp, sd, sq, s)
+        self.trend = trend
+        self.num_diffuse_steps = d + sd * s
+        self.min_length = self.num_diffuse_steps + 1
+        self._delta = inference.differencing_polynomial(d, sd, s)
+        self._coefs: dict[str, np.ndarray] | None = None
+        self.fit_result_: Any = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_params(cls, order: Any = None, seasonal_order: Any = None, *, ar: Any = None,
+                    ma: Any = None, seasonal_ar: Any = None, seasonal_ma: Any = None,
+                    noise_var: Any, mean: Any = None, intercept: Any = None,
+                    exog_coef: Any = None) -> ARIMA:
+        """A SARIMA with the given parameters.
+
+        Args:
+            order: ``(p, d, q)``; default ``(len(ar), 0, len(ma))``.
+            seasonal_order: ``(P, D, Q, s)``; default no seasonal part.
+            ar: ``[p]`` ``ar_1..ar_p`` (lag 1 first); ma: ``[q]``; seasonal_ar: ``[P]``
+                (lags s, 2s, ...); seasonal_ma: ``[Q]``. Omitted: none.
+            noise_var: sigma2 > 0.
+            mean: the mean of the (differenced) series: the model gets ``trend="c"``.
+            intercept: alternatively statsmodels' ``SARIMAX(trend="c")`` intercept ``c``
+                (``mean = c / (phi(1) Phi(1))``); at most one of the two.
+            exog_coef: ``[E]`` regression coefficients of the covariates.
+
+        Raises:
+            ValueError: coefficient counts that disagree with the orders, non-finite
+                values, ``noise_var <= 0``, both ``mean`` and ``intercept``, or an AR
+                polynomial that is not stationary (a root of ``phi(z) Phi(z^s)`` on or inside
+                the unit circle: the stationary start, hence the exact likelihood, does not
+                exist; unit roots belong in d or D). A non-invertible MA polynomial is
+                accepted: its exact likelihood is well defined (it equals that of the
+                invertible polynomial with the roots flipped and the variance rescaled),
+                and ``fit`` always returns the invertible one.
+        """
+        def length(x: Any) -> int:
+            return 0 if x is None else int(np.size(x))
+
+        if order is None:
+            order = (length(ar), 0, length(ma))
+        if seasonal_order is None:
+            if length(seasonal_ar) or length(seasonal_ma):
+                raise ValueError("seasonal_ar/seasonal_ma need seasonal_order=(P, D, Q, s) "
+                                 "to give the period s")
+            seasonal_order = (0, 0, 0, 0)
+        if mean is not None and intercept is not None:
+            raise ValueError("give mean or intercept, not both")
+        trend = "n" if mean is None and intercept is None else "c"
+        model = cls(order=order, seasonal_order=seasonal_order, trend=trend)
+        p, _, q = model.order
+        sp, _, sq, _ = model.seasonal_order
+        coefs = {
+            "ar": _vector(ar, "ar", p),
+            "ma": _vector(ma, "ma", q),
+            "seasonal_ar": _vector(seasonal_ar, "seasonal_ar", sp),
+            "seasonal_ma": _vector(seasonal_ma, "seasonal_ma", sq),
+        }
+        s2 = param_array(noise_var, "noise_var")
+        if s2.ndim != 0:
+            raise ValueError(f"noise_var must be a scalar, got shape {s2.shape}")
+        if not s2 > 0:
+            raise ValueError(f"noise_var must be > 0, got {float(s2)}")
+        a, _ = model._reduced(coefs)
+        radius = max_root_inverse_modulus(a)
+        if not radius < 1.0:
+            raise ValueError(
+                f"the AR polynomial phi(z) Phi(z^s) is not stationary (inverse root modulus "
+                f"{radius:.6g} >= 1): the ARMA part has no stationary distribution, so the "
+                "exact likelihood is undefined; put unit roots in d or D instead")
+        mu = 0.0
+        if mean is not None:
+            m = param_array(mean, "mean")
+            if m.ndim != 0:
+                raise ValueError(f"mean must be a scalar, got shape {m.shape}")
+            mu = float(m)
+        elif intercept is not None:
+            c = param_array(intercept, "intercept")
+            if c.ndim != 0:
+                raise ValueError(f"intercept must be a scalar, got shape {c.shape}")
+            mu = float(c) / (1.0 - float(a.sum()))
+        beta = None
+        if exog_coef is not None:
+            beta = param_array(exog_coef, "exog_coef")
+            if beta.ndim != 1 or beta.shape[0] < 1:
+                raise ValueError(f"exog_coef must be a vector [E], got shape {beta.shape}")
+        model._set(coefs, float(s2), mu, beta)
+        return model
+
+    def _reduced(self, coefs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return inference.reduced_polynomials(coefs["ar"], coefs["ma"], coefs["seasonal_ar"],
+                                             coefs["seasonal_ma"], self.seasonal_order[3])
+
+    def _set(self, coefs: dict[str, np.ndarray], noise_var: float, mean: float,
+             exog_coef: np.ndarray | None) -> None:
+        self._coefs = {k: np.asarray(v, dtype=np.float64).copy() for k, v in coefs.items()}
+        self._noise_var = float(noise_var)
+        self._mean = float(mean) if self.trend == "c" else 0.0
+        self._exog_coef = None if exog_coef is None else np.asarray(exog_coef, np.float64).copy()
+        a, b = self._reduced(self._coefs)
+        self._ar, self._rvec = inference.transition_first_column(a, b)
+        self._P0 = inference.stationary_state_cov(self._ar, self._rvec)
+
+    # ---------------------------------------------------------------- data preparation
+    def _errors(self, values: np.ndarray, exog: torch.Tensor | None) -> np.ndarray:
+        """``u = y - exog @ exog_coef`` ``[N, T]`` (y itself without covariates)."""
+        if self._exog_coef is None:
+            if exog is not None:
+                raise ValueError("this ARIMA was fitted without covariates; do not pass exog=")
+            return values
+        e = self._exog_coef.shape[0]
+        if exog is None:
+            raise ValueError(f"this ARIMA has {e} covariate coefficient(s); pass exog= with "
+                             f"{e} covariate(s) for every step")
+        if exog.shape[2] != e:
+            raise ValueError(f"exog has {exog.shape[2]} covariates, the model was fitted with {e}")
+        return values - exog[:, : values.shape[1]].numpy() @ self._exog_coef
+
+    def _check_gaps(self, seqs: Sequences) -> None:
+        if seqs.has_missing and self.num_diffuse_steps:
+            i, t = (int(v) for v in torch.nonzero(~seqs.step_observed & seqs.mask)[0])
+            raise ValueError(
+                f"sequence {i} has a missing value at step {t}; this ARIMA differences the "
+                f"data (d + D*s = {self.num_diffuse_steps}) and marginalises missing values "
+                "exactly only without differencing (d = D = 0)")
+
+    def _differenced(self, u: np.ndarray, seqs: Sequences
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(w, lengths_w, observed_w)``: the de-meaned differenced series."""
+        nd = self.num_diffuse_steps
+        w = inference.difference(u, self._delta) - self._mean
+        lengths = seqs.lengths.numpy() - nd
+        observed = seqs.observed.numpy().copy() if seqs.has_missing else None
+        if observed is not None:
+            w = np.where(observed, w, 0.0)
+        return w, lengths, observed
+
+    def _filter(self, seqs: Sequences, exog: torch.Tensor | None
+                ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray | None]:
+        self._check_gaps(seqs)
+        u = self._errors(seqs.values.numpy(), exog)
+        w, lengths, observed = self._differenced(u, seqs)
+        out = inference.arma_filter(w, lengths, observed, self._ar, self._rvec, self._P0)
+        return u, out, lengths, observed
+
+    # ---------------------------------------------------------------- probabilities
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        _, (_, v, f, _, _), lengths, observed = self._filter(seqs, exog)
+        keep = np.arange(v.shape[1])[None, :] < lengths[:, None]
+        if observed is not None:
+            keep &= observed
+        steps = inference.gaussian_steps(v, f, keep, self._noise_var)
+        out = np.zeros((len(seqs), seqs.max_length))
+        out[:, self.num_diffuse_steps:] = steps
+        return torch.from_numpy(out)
+
+    def _log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        # a sequential sum, so trailing padding (exact zeros) cannot change a bit
+        return torch.from_numpy(np.cumsum(self._log_prob_steps(seqs, exog).numpy(), 1)[:, -1])
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, data: Any, *, exog: Any = None, max_iter: int = 500, seed: int | None = None,
+            progress: bool | None = None, **unknown: Any) -> ARIMA:
+        """Maximum likelihood: the exact likelihood of the differenced series.
+
+        L-BFGS over an unconstrained parametrisation that keeps every AR polynomial
+        stationary and every MA polynomial invertible (partial autocorrelations through
+        ``tanh``), with the noise variance concentrated out and the data scaled to unit
+        spread (the fit is scale-equivariant). The optimiser's result is kept as
+        ``fit_result_``.
+
+        Args:
+            data: one series, a list of series or a ``Sequences`` (one set of parameters
+                for all); NaN marks a missing value (``d = D = 0`` only).
+            exog: covariates aligned with the data (regression with SARIMA errors).
+            max_iter: the optimiser's iteration limit.
+            seed: accepted for a uniform interface (the fit is deterministic).
+            progress: accepted for a uniform interface.
+
+        Raises:
+            ValueError: too few values, a differenced series that is constant (nothing to
+                model), or a constant covariate.
+        """
+        return super().fit(data, exog=exog, max_iter=max_iter, seed=seed, progress=progress,
+                           **unknown)
+
+    def _fit(self, seqs: Sequences, *, exog: torch.Tensor | None = None, max_iter: int = 500,
+             seed: int | None = None, progress: bool | None = None) -> None:
+        from scipy.optimize import minimize
+
+        self._fit_obs_dim(seqs, univariate_only=True)
+        self._check_gaps(seqs)
+        p, _, q = self.order
+        sp, _, sq, _ = self.seasonal_order
+        nd = self.num_diffuse_steps
+        y = seqs.values.numpy()
+        obs = seqs.observed.numpy() & seqs.mask.numpy()
+        x = None if exog is None else exog[:, : seqs.max_length].numpy()
+        e = 0 if x is None else x.shape[2]
+        k_arma = p + q + sp + sq
+        keep = self._keep(seqs)
+        n_scored = int(keep.sum())
+        n_free = k_arma + (self.trend == "c") + e + 1
+        if n_scored < n_free + 1:
+            raise ValueError(
+                f"an ARIMA{self.order}{self.seasonal_order} fit with {e} covariate(s) needs at "
+                f"least {n_free + 1} values after the first {nd} of each sequence, but the "
+                f"data gives {n_scored}")
+        # scale (and, without differencing, centre) so the fit is equivariant
+        w_raw, _, _ = self._raw_differenced(y, seqs)
+        w_obs = w_raw[keep]
+        y_loc = float(y[obs].mean()) if nd == 0 else 0.0
+        y_scale = float(w_obs.std()) if nd else float(y[obs].std())
+        if not y_scale > 1e-12 * max(float(np.abs(y[obs]).max()), 1e-300):
+            raise ValueError(
+                "the (differenced) data are constant: there is no noise to model "
+                f"(spread {y_scale:.3g})")
+        ys = np.where(obs, (y - y_loc) / y_scale, 0.0)
+        xs = None
+        x_loc = np.zeros(e)
+        x_scale = np.ones(e)
+        if x is not None:
+            x_obs = x[obs]
+            x_loc = x_obs.mean(0) if nd == 0 else np.zeros(e)
+            x_scale = x_obs.std(0)
+            const = np.flatnonzero(x_scale <= 1e-12 * np.maximum(np.abs(x_obs).max(0), 1e-300))
+            if const.size:
+                raise ValueError(f"covariate {int(const[0])} is constant over the observed "
+                                 "steps: it is confounded with the mean")
+            xs = (x - x_loc) / x_scale
+        sizes = (p, sp, q, sq)
+
+        def unpack(theta: np.ndarray) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
+            parts = np.split(theta[:k_arma], np.cumsum(sizes)[:-1])
+            coefs = {
+                "ar": coef_from_pacf(np.tanh(parts[0])),
+                "seasonal_ar": coef_from_pacf(np.tanh(parts[1])),
+                "ma": -coef_from_pacf(np.tanh(parts[2])),
+                "seasonal_ma": -coef_from_pacf(np.tanh(parts[3])),
+            }
+            mu = float(theta[k_arma]) if self.trend == "c" else 0.0
+            beta = theta[k_arma + (self.trend == "c"):]
+            return coefs, mu, beta
+
+        def objective(theta: np.ndarray) -> float:
+            coefs, mu, beta = unpack(theta)
+            u = ys if xs is None else ys - xs @ beta
+            a, b = self._reduced(coefs)
+            ar, rvec = inference.transition_first_column(a, b)
+            try:
+                P0 = inference.stationary_state_cov(ar, rvec)
+            except (np.linalg.LinAlgError, ValueError):
+                return 1e300
+            w, lengths, observed = self._raw_differenced(u, seqs)
+            _, v, f, _, _ = inference.arma_filter(w - mu, lengths, observed, ar, rvec, P0)
+            if not (f[keep] > 0).all():
+                return 1e300
+            ll, _ = inference.concentrated_log_lik(v, f, keep)
+            return -ll / n_scored if np.isfinite(ll) else 1e300
+
+        start = self._start(ys, xs, seqs, sizes, keep)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = minimize(objective, start, method="L-BFGS-B",
+                           options={"maxiter": int(max_iter), "gtol": 1e-8, "ftol": 1e-14})
+        if not np.isfinite(res.fun) or res.fun >= 1e299:
+            raise ValueError("the ARIMA fit failed to find a finite likelihood")
+        coefs, mu_s, beta_s = unpack(res.x)
+        u = ys if xs is None else ys - xs @ beta_s
+        a, b = self._reduced(coefs)
+        ar, rvec = inference.transition_first_column(a, b)
+        w, lengths, observed = self._raw_differenced(u, seqs)
+        _, v, f, _, _ = inference.arma_filter(w - mu_s, lengths, observed, ar, rvec)
+        _, s2 = inference.concentrated_log_lik(v, f, keep)
+        beta = beta_s * y_scale / x_scale
+        mu = y_scale * mu_s + (y_loc - float(x_loc @ beta) if nd == 0 else 0.0)
+        self.fit_result_ = res
+        self._set(coefs, s2 * y_scale**2, mu, beta if e else None)
+
+    def _raw_differenced(self, u: np.ndarray, seqs: Sequences
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        w = inference.difference(u, self._delta)
+        lengths = seqs.lengths.numpy() - self.num_diffuse_steps
+        observed = seqs.observed.numpy() if seqs.has_missing else None
+        if observed is not None:
+            w = np.where(observed, w, 0.0)
+        return w, lengths, observed
+
+    def _keep(self, seqs: Sequences) -> np.ndarray:
+        """``[N, T_max - n_d]`` the scored steps of the differenced series."""
+        nd = self.num_diffuse_steps
+        lengths = seqs.lengths.numpy() - nd
+        keep = np.arange(seqs.max_length - nd)[None, :] < lengths[:, None]
+        if seqs.has_missing:
+            keep &= seqs.observed.numpy()
+        return keep
+
+    def _start(self, ys: np.ndarray, xs: np.ndarray | None, seqs: Sequences,
+               sizes: tuple[int, ...], keep: np.ndarray) -> np.ndarray:
+        """Starting values: regression by least squares on the differenced data, AR partial
+        autocorrelations from the sample ones (shrunk), seasonal AR and MA terms at 0."""
+        p, sp, q, sq = sizes
+        w, _, _ = self._raw_differenced(ys, seqs)
+        beta = np.zeros(0)
+        if xs is not None:
+            xw = np.stack([self._raw_differenced(xs[..., j], seqs)[0]
+                           for j in range(xs.shape[2])], -1)
+            design = xw[keep]
+            if self.trend == "c":
+                design = np.c_[np.ones(design.shape[0]), design]
+            coef = np.linalg.lstsq(design, w[keep], rcond=None)[0]
+            beta = coef[1:] if self.trend == "c" else coef
+            w = w - xw @ beta
+        mu = float(w[keep].mean()) if self.trend == "c" else 0.0
+        resid = np.where(keep, w - mu, 0.0)
+        pacf = np.zeros(p)
+        if p:
+            acov = np.array([(resid[:, k:] * resid[:, : resid.shape[1] - k]).sum()
+                             for k in range(p + 1)]) / max(int(keep.sum()), 1)
+            phi = np.zeros(0)
+            v = max(acov[0], 1e-12)
+            for k in range(1, p + 1):
+                r = (acov[k] - phi @ acov[1:k][::-1]) / v if k > 1 else acov[1] / v
+                r = float(np.clip(0.5 * r, -0.9, 0.9))
+                pacf[k - 1] = r
+                phi = np.r_[phi - r * phi[::-1], r]
+                v *= 1 - r * r
+        theta = np.r_[np.arctanh(pacf), np.zeros(sp + q + sq)]
+        if self.trend == "c":
+            theta = np.r_[theta, mu]
+        return np.r_[theta, beta]
+
+    # ---------------------------------------------------------------- predictive distributions
+    def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
+                         ) -> torch.distributions.Normal:
+        """``Normal`` with batch shape ``[N, T_max]``: ``y_t`` given the observed ``y_<t``
+        (and the covariates), exact after the ``num_diffuse_steps`` diffuse steps, where the
+        variance is infinite (the mean there is the previous value). Arbitrary (but finite)
+        past each length."""
+        self._check_fitted()
+        values = seqs.values.numpy()
+        u, (m, _, f, _, _), _, _ = self._filter(seqs, exog)
+        nd = self.num_diffuse_steps
+        n, t_max = values.shape
+        shift = values - u  # exog @ exog_coef
+        loc = np.zeros((n, t_max))
+        var = np.full((n, t_max), math.inf)
+        u_known = np.where(seqs.observed.numpy(), u, 0.0) if seqs.has_missing else u
+        # E[u_t | past] = mean + m_t - sum_(k >= 1) delta_k u_(t-k)
+        past = np.zeros((n, t_max - nd))
+        for k in range(1, nd + 1):
+            past += self._delta[k] * u_known[:, nd - k : t_max - k]
+        loc[:, nd:] = self._mean + m - past
+        var[:, nd:] = np.where(f > 0, self._noise_var * f, self._noise_var)
+        if nd:
+            loc[:, 1:nd] = u_known[:, : nd - 1]
+        loc = loc + shift
+        return torch.distributions.Normal(torch.from_numpy(loc), torch.from_numpy(np.sqrt(var)),
+                                          validate_args=False)
+
+    def _forecast(self, seqs: Sequences, horizon: int, exog: torch.Tensor | None = None
+                  ) -> torch.distributions.MultivariateNormal:
+        """Exact joint predictive distribution of the next H values after each sequence:
+        ``MultivariateNormal`` with batch shape ``[N]`` and event shape ``[H]`` is wrapped
+        as per-step ``Normal`` marginals ``[N, H]`` (``exog [N, T_max + H, E]`` covers the
+        future steps of a model with covariates)."""
+        mean, cov = self._forecast_moments(seqs, horizon, exog)
+        std = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        return torch.distributions.Normal(torch.from_numpy(mean), torch.from_numpy(std))
+
+    def _forecast_moments(self, seqs: Sequences, horizon: int,
+                          exog: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
+        h = int(horizon)
+        t_max = seqs.max_length
+        lengths = seqs.lengths.numpy()
+        full = None
+        if exog is not None:
+            full = exog.numpy()
+            exog = exog[:, :t_max]
+        u, (_, _, _, a_end, p_end), _, _ = self._filter(seqs, exog)
+        wm, wcov = inference.future_cov(a_end, p_end, self._ar, self._rvec, h)
+        wm = wm + self._mean
+        wcov = wcov * self._noise_var
+        nd = self.num_diffuse_steps
+        n = len(seqs)
+        lower = np.zeros((h, h))
+        for k in range(min(nd, h - 1) + 1):
+            lower[np.arange(k, h), np.arange(h - k)] = self._delta[k]
+        c = np.zeros((n, h))
+        rows = np.arange(n)
+        for j in range(h):
+            for k in range(j + 1, nd + 1):
+                c[:, j] += self._delta[k] * u[rows, lengths + j - k]
+        mean = np.linalg.solve(lower, (wm - c).T).T
+        inv = np.linalg.inv(lower)
+        cov = inv @ wcov @ inv.T
+        if self._exog_coef is not None:
+            future = lengths[:, None] + np.arange(h)[None, :]
+            if full is None or future.max() >= full.shape[1]:
+                raise ValueError(f"exog must cover the {h} forecast steps")
+            mean = mean + full[rows[:, None], future] @ self._exog_coef
+        return mean, cov
+
+    # ---------------------------------------------------------------- sampling
+    def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                exog: torch.Tensor | None = None) -> torch.Tensor:
+        """Without a prefix the values before the first are taken as 0 (the model does not
+        determine the first ``d + D s`` values); with one, the ARMA state is filtered on
+        the prefix and the continuation drawn from its exact conditional."""
+        n = num_sequences
+        nd = self.num_diffuse_steps
+        shift = np.zeros((n, length))
+        if self._exog_coef is not None or exog is not None:
+            shift = -self._errors(np.zeros((n, length)), exog)
+        start = 0 if prefix is None else int(prefix.shape[0])
+        u = np.zeros((n, length))
+        if start:
+            u[:, :start] = prefix.numpy()[None, :] - shift[:, :start]
+        state = state_cov = None
+        if start > nd:
+            pre = Sequences(torch.from_numpy(prefix.numpy()[None, :].copy()),
+                            torch.tensor([start]))
+            ex = None if exog is None else exog[:1, :start]
+            _, (_, _, _, a_end, p_end), _, _ = self._filter(pre, ex)
+            state, state_cov = np.repeat(a_end, n, 0), np.repeat(p_end, n, 0)
+        todo = length - start
+        if todo <= 0:
+            return torch.from_numpy(u + shift)
+        r = len(self._ar)
+        start_noise = torch.randn(n, r, dtype=torch.float64).numpy()
+        noise = torch.randn(n, todo, dtype=torch.float64).numpy()
+        w = inference.sample_arma(n, todo, self._ar, self._rvec, self._P0, state, state_cov,
+                                  noise, start_noise) * math.sqrt(self._noise_var) + self._mean
+        for t in range(start, length):
+            val = w[:, t - start]
+            for k in range(1, nd + 1):
+                if t - k >= 0:
+                    val = val - self._delta[k] * u[:, t - k]
+            u[:, t] = val
+        return torch.from_numpy(u + shift)
+
+    # ---------------------------------------------------------------- bookkeeping
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """``ar [p]``, ``ma [q]``, ``seasonal_ar [P]``, ``seasonal_ma [Q]`` (lag 1, or s,
+        first), ``noise_var`` (0-d), ``mean`` (0-d, ``trend="c"`` only) and ``exog_coef
+        [E]`` (models with covariates)."""
+        self._check_fitted()
+        out = {k: torch.from_numpy(v.copy()) for k, v in self._coefs.items()}
+        out["noise_var"] = torch.tensor(self._noise_var, dtype=torch.float64)
+        if self.trend == "c":
+            out["mean"] = torch.tensor(self._mean, dtype=torch.float64)
+        if self._exog_coef is not None:
+            out["exog_coef"] = torch.from_numpy(self._exog_coef.copy())
+        return out
+
+    @property
+    def intercept(self) -> float:
+        """statsmodels' ``SARIMAX(trend="c")`` intercept ``mean * phi(1) Phi(1)``."""
+        self._check_fitted()
+        return self._mean * (1.0 - float(self._ar.sum()))
+
+    @property
+    def num_exog(self) -> int:
+        """E, the number of covariates the fitted model uses (0 without covariates)."""
+        return 0 if self._exog_coef is None else int(self._exog_coef.shape[0])
+
+    @property
+    def num_params(self) -> int:
+        """``p + q + P + Q + 1`` (the noise variance) ``+ 1`` for a mean ``+ E``."""
+        p, _, q = self.order
+        sp, _, sq, _ = self.seasonal_order
+        return p + q + sp + sq + 1 + (self.trend == "c") + self.num_exog
+
+    def _is_fitted(self) -> bool:
+        return self._coefs is not None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"order": list(self.order), "seasonal_order": list(self.seasonal_order),
+                "trend": self.trend}
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.params
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        sizes = {"ar": self.order[0], "ma": self.order[2], "seasonal_ar": self.seasonal_order[0],
+                 "seasonal_ma": self.seasonal_order[2]}
+        coefs = {}
+        for k, size in sizes.items():
+            coefs[k] = tensors[k].to(torch.float64).numpy().copy()
+            if coefs[k].shape != (size,):
+                raise KeyError(f"{k} of shape {coefs[k].shape} for order {size}")
+        beta = tensors.get("exog_coef")
+        beta = None if beta is None else beta.to(torch.float64).numpy().copy()
+        mean = float(tensors["mean"]) if "mean" in tensors else 0.0
+        self._set(coefs, float(tensors["noise_var"]), mean, beta)
+
