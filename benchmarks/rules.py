@@ -134,6 +134,10 @@ GOALS: dict[str, Goal] = {g.id: g for g in [
          "pooled design", RatioRule(1.0), "issue 16: same work"),
     Goal("ar_exact_log_prob", "AR(5) exact log_prob, 10^5 values, vs statsmodels "
          "ARIMA.loglike", RatioRule(20.0), "round one"),
+    Goal("hsmm_log_prob", "hidden semi-Markov log_prob, K=4 D=50, categorical V=8, "
+         "20 x 1000, vs hmmlearn CategoricalHMM score on the equivalent expanded-state HMM "
+         "(K*D = 200 countdown states, scaling)", RatioRule(10.0),
+         "issue 28: HSMM log_prob >= 10x hmmlearn on the equivalent expanded-state HMM"),
     # The state-space lines are measured in benchmarks/cases/lgssm.py, which attaches these
     # ids; until it does they are listed as not measured.
     Goal("lgssm_local_level_fit", "local level MLE on the Nile vs statsmodels "

@@ -14,6 +14,7 @@ from probseq.data import Sequences
 from probseq.deep_markov import DeepMarkovModel
 from probseq.forecast import Forecast
 from probseq.hmm import HiddenMarkovModel
+from probseq.hsmm import HiddenSemiMarkovModel
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 from probseq.recurrent import RecurrentModel
@@ -29,6 +30,7 @@ __all__ = [
     "LinearGaussianSSM",
     "MarkovChain",
     "HiddenMarkovModel",
+    "HiddenSemiMarkovModel",
     "AutoRegressive",
     "ARIMA",
     "VectorAutoRegressive",
