@@ -50,7 +50,10 @@ __all__ = [
     "window_gaussians",
     "gaussian_log_lik",
     "regime_marginals",
+    "segment_joint",
     "segment_predictive",
+    "gap_blocks",
+    "draw_missing",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -278,9 +281,8 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
-def segment_predictive(
+def segment_joint(
     values: torch.Tensor,
-    observed: torch.Tensor,
     regimes: torch.Tensor,
     form: str,
     loc: torch.Tensor,
@@ -288,29 +290,30 @@ def segment_predictive(
     cov: torch.Tensor,
     start: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Gaussian of the last value of a segment given its observed coordinates before it,
-    for each path of regimes over the segment (exact marginalisation of missing values).
+    """The joint Gaussian of a segment's values after its anchor, for each path of regimes.
 
     Given the regimes, the values are jointly Gaussian. The segment begins either at the
     first step (``start``: its first ``min(p, S)`` values from the stationary start) or with
     p fully observed values (an anchor: by the Markov property of the AR given the regimes,
-    nothing before them matters).
+    nothing before them matters). The free positions are the segment's last ``F = S`` (start)
+    or ``F = S - p`` values; they are ``Phi^(-1) (b + e)`` with ``Phi`` unit lower
+    triangular (the AR recursion), ``b`` the part fixed by the anchor and the intercepts, and
+    ``e`` Gaussian noise of block-diagonal covariance (the stationary block at the start).
 
     Args:
-        values: ``[S, D]`` the segment (missing entries anything finite).
-        observed: ``[S, D]`` bool.
+        values: ``[S, D]`` the segment (entries after the anchor are not read).
         regimes: ``[W, S]`` int64 regime paths over the segment.
         form, loc, coef, cov: as in :func:`window_gaussians`.
         start: the segment begins at the first step.
 
     Returns:
-        ``(mean [W, D], cov [W, D, D])`` of the last value.
+        ``(mean [W, F * D], cov [W, F * D, F * D])``, positions in time order.
     """
     s_len, d = values.shape
     w = regimes.shape[0]
     p = coef.shape[1]
     anchor = 0 if start else p
-    f = s_len - anchor  # free positions, the last f of the segment
+    f = s_len - anchor
     dt = values.dtype
     mu = loc[regimes] if form == "mean" else None  # [W, S, D]
     x_known = values[:anchor][None].expand(w, -1, -1)
@@ -340,11 +343,45 @@ def segment_predictive(
                 phi[:, rows, (j - i) * d : (j - i + 1) * d] = -a
             else:
                 b[:, rows] += (a @ x_known[:, anchor + j - i, :, None])[..., 0]
-    mean = torch.linalg.solve(phi, b[..., None])[..., 0]
-    inv = torch.linalg.inv(phi)
+    mean = torch.linalg.solve_triangular(phi, b[..., None], upper=False,
+                                         unitriangular=True)[..., 0]
+    inv = torch.linalg.solve_triangular(phi, torch.eye(f * d, dtype=dt).expand_as(phi),
+                                        upper=False, unitriangular=True)
     full = inv @ q @ inv.transpose(-1, -2)
     if form == "mean":
         mean = mean + mu[:, anchor:].reshape(w, f * d)
+    return mean, 0.5 * (full + full.transpose(-1, -2))
+
+
+def segment_predictive(
+    values: torch.Tensor,
+    observed: torch.Tensor,
+    regimes: torch.Tensor,
+    form: str,
+    loc: torch.Tensor,
+    coef: torch.Tensor,
+    cov: torch.Tensor,
+    start: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian of the last value of a segment given its observed coordinates before it,
+    for each path of regimes over the segment (exact marginalisation of missing values).
+
+    The segment is as in :func:`segment_joint`.
+
+    Args:
+        values: ``[S, D]`` the segment (missing entries anything finite).
+        observed: ``[S, D]`` bool.
+        regimes: ``[W, S]`` int64 regime paths over the segment.
+        form, loc, coef, cov: as in :func:`window_gaussians`.
+        start: the segment begins at the first step.
+
+    Returns:
+        ``(mean [W, D], cov [W, D, D])`` of the last value.
+    """
+    s_len, d = values.shape
+    anchor = 0 if start else coef.shape[1]
+    f = s_len - anchor
+    mean, full = segment_joint(values, regimes, form, loc, coef, cov, start)
     last = slice((f - 1) * d, f * d)
     cond = observed[anchor:-1].reshape(-1)
     m_t, c_t = mean[:, last], full[:, last, last]
@@ -357,3 +394,103 @@ def segment_predictive(
         m_t = m_t + (gain @ (y_o - mean[:, idx])[..., None])[..., 0]
         c_t = c_t - gain @ c_to.transpose(-1, -2)
     return m_t, 0.5 * (c_t + c_t.transpose(-1, -2))
+
+
+def gap_blocks(step_observed: list[bool], order: int) -> list[tuple[int, int, bool]]:
+    """The blocks of a sequence that hold its missing values, independent given the regimes.
+
+    A block runs from an anchor (the latest p fully observed steps before its first missing
+    step, or the first step when there are none) to the end of the first run of p fully
+    observed steps after its last missing step (or the last step). Given the regimes, the
+    values of a block depend on the rest of the sequence only through its anchor (the AR is
+    Markov of order p in the values), so its missing values can be drawn block by block.
+
+    Args:
+        step_observed: ``[T]`` whether each step is fully observed.
+        order: p.
+
+    Returns:
+        ``(first, last, start)`` per block: its first and last step (inclusive) and whether it
+        begins at the first step (no anchor).
+    """
+    p, f = order, step_observed
+    t_len = len(f)
+    out: list[tuple[int, int, bool]] = []
+    t = 0
+    while t < t_len:
+        if f[t]:
+            t += 1
+            continue
+        if p == 0:  # given the regimes, every value is independent of the others
+            out.append((t, t, True))
+            t += 1
+            continue
+        first = t - p
+        start = first < 0 or not all(f[first:t])
+        if start:
+            first = 0
+        run, last = 0, t
+        for u in range(t + 1, t_len):
+            if f[u]:
+                run += 1
+                if run == p:
+                    break
+            else:
+                run, last = 0, u
+        end = min(last + p, t_len - 1)
+        out.append((first, end, start))
+        t = end + 1
+    return out
+
+
+def draw_missing(
+    values: torch.Tensor,
+    observed: torch.Tensor,
+    regimes: torch.Tensor,
+    form: str,
+    loc: torch.Tensor,
+    coef: torch.Tensor,
+    cov: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draws of the missing values of one sequence given its observed values and, per draw, a
+    path of regimes: the Gaussian of each block of :func:`gap_blocks` conditioned on its
+    observed entries.
+
+    Args:
+        values: ``[T, D]`` (missing entries anything finite).
+        observed: ``[T, D]`` bool.
+        regimes: ``[W, T]`` int64 regime paths, one per draw.
+        form, loc, coef, cov: as in :func:`window_gaussians`.
+        generator: the random source (None: torch's global one).
+
+    Returns:
+        ``[W, T, D]``: ``values`` with the missing entries drawn.
+    """
+    t_len, d = values.shape
+    w, p = regimes.shape[0], coef.shape[1]
+    out = values[None].expand(w, -1, -1).clone()
+    full = observed.all(-1).tolist()
+    for first, last, start in gap_blocks(full, p):
+        seg = values[first : last + 1]
+        # The Gaussians of the distinct regime paths over the block (at most K^length).
+        paths, which = torch.unique(regimes[:, first : last + 1], dim=0, return_inverse=True)
+        mean, big = segment_joint(seg, paths, form, loc, coef, cov, start)
+        anchor = 0 if start else p
+        obs = observed[first + anchor : last + 1].reshape(-1)
+        idx_o, idx_m = torch.nonzero(obs)[:, 0], torch.nonzero(~obs)[:, 0]
+        m, c = mean[:, idx_m], big[:, idx_m][:, :, idx_m]
+        if idx_o.numel():
+            c_mo = big[:, idx_m][:, :, idx_o]
+            gain = torch.linalg.solve(big[:, idx_o][:, :, idx_o],
+                                      c_mo.transpose(-1, -2)).transpose(-1, -2)
+            y_o = seg[anchor:].reshape(-1)[idx_o]
+            m = m + (gain @ (y_o - mean[:, idx_o])[..., None])[..., 0]
+            c = c - gain @ c_mo.transpose(-1, -2)
+        chol = torch.linalg.cholesky(0.5 * (c + c.transpose(-1, -2)))
+        z = torch.randn(w, idx_m.numel(), 1, dtype=values.dtype, generator=generator)
+        draw = m[which] + (chol[which] @ z)[..., 0]
+        block = out[:, first + anchor : last + 1].reshape(w, -1)
+        block[:, idx_m] = draw
+        out[:, first + anchor : last + 1] = block.reshape(w, -1, d)
+    return out

@@ -55,8 +55,11 @@ class SwitchingAutoRegressive(SequenceModel):
     ``log_prob``, ``log_prob_steps``, ``filter``, ``smoother``, ``most_likely_states`` and the
     one-step predictive: a step whose last p values are not all observed is scored by the
     exact Gaussian of the segment back to the latest p observed values, with the windows of
-    regimes grown to cover it (refused beyond 4096 windows). ``fit`` and
-    ``conditional_log_prob`` need complete data.
+    regimes grown to cover it (refused beyond 4096 windows). ``sample`` after a gappy
+    prefix, and so ``forecast`` and ``backtest`` beyond one step, draw the regimes (forward
+    filtering, backward sampling over those windows) and then the missing values given the
+    regimes exactly; forecasts stay exact (Gaussian mixtures) when the last p values are
+    observed. ``fit`` and ``conditional_log_prob`` need complete data.
 
     Args:
         num_regimes: K >= 1.
@@ -823,7 +826,7 @@ class SwitchingAutoRegressive(SequenceModel):
         return gamma, level
 
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                **options: Any) -> torch.Tensor:
+                prefix_observed: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"SwitchingAutoRegressive.sample got unknown options "
                              f"{sorted(options)}")
@@ -836,6 +839,11 @@ class SwitchingAutoRegressive(SequenceModel):
         start = 0
         if prefix is None:
             s[:, 0] = torch.multinomial(self._initial_probs().expand(n, k), 1)[:, 0]
+        elif prefix_observed is not None and not bool(prefix_observed.all()):
+            start = prefix.shape[0]
+            filled, s[:, :start] = self._posterior_draws(prefix, prefix_observed, n)
+            y[:, :start] = filled
+            prefix = None  # the filled draws are the prefix now
         else:
             pre = prefix.reshape(prefix.shape[0], d)
             start = pre.shape[0]
@@ -892,6 +900,37 @@ class SwitchingAutoRegressive(SequenceModel):
         if prefix is not None:
             y[:, : prefix.shape[0]] = prefix.reshape(prefix.shape[0], d)
         return y[..., 0] if self._univariate else y
+
+    def _posterior_draws(self, prefix: torch.Tensor, observed: torch.Tensor,
+                         num_draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact draws of the regimes and the missing values of a gappy prefix given its
+        observed values: the regime paths by forward filtering, backward sampling over the
+        windows of regimes that marginalise the gaps (:meth:`_emissions`), then the missing
+        values given each path (:func:`probseq.switching.inference.draw_missing`).
+
+        Returns:
+            ``(values [W, T, D], regimes [W, T])``.
+        """
+        t_len = prefix.shape[0]
+        d = self._p["loc"].shape[1]
+        values = prefix.reshape(t_len, d)
+        obs = observed.reshape(t_len, d)
+        seqs = Sequences(values[None, :, 0] if self._univariate else values[None],
+                         torch.tensor([t_len]),
+                         observed=obs[None, :, 0] if self._univariate else obs[None])
+        e = self._emissions(seqs)
+        u = hmm.hmm_forward_backward(e["initial"], e["transition"],
+                                     hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
+                                     backward=False, filtered=True)["filtered"][0]
+        if not u[-1].sum() > 0:
+            raise ValueError("the prefix has probability zero under this model")
+        last = torch.multinomial(u[-1].expand(num_draws, -1), 1, replacement=True)[:, 0]
+        windows = hmm.backward_sample(u, e["transition"], last)  # [W, T]
+        regimes = windows % self.num_regimes
+        prm = self._p
+        filled = sw.draw_missing(values.to(torch.float64), obs, regimes, self.switching,
+                                 prm["loc"], prm["coef"], prm["cov"])
+        return filled, regimes
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
@@ -965,11 +1004,20 @@ class SwitchingAutoRegressive(SequenceModel):
         ``S_(T+h)`` (``transition^h`` from ``S_T``), ``N(mu[S_(T+h)] + E[u_(T+h) | u_(<=T)],
         sum_(j<h) psi_j^2 sigma2)`` (``psi`` the AR's impulse responses). Otherwise every
         path of future regimes is a component (``K^(p+1+H)`` of them, propagated by the
-        Kalman prediction of the last p values); beyond 4096 components, or for sequences
-        shorter than p, the sampling fallback is used (None).
+        Kalman prediction of the last p values); beyond 4096 components, for sequences
+        shorter than p, or when one of a sequence's last p values is missing, the sampling
+        fallback is used (None). Earlier gaps only change the filtered windows at T.
         """
-        if int(seqs.lengths.min()) < max(self.order, 1) or seqs.has_missing:
+        if int(seqs.lengths.min()) < max(self.order, 1):
             return None
+        if seqs.has_missing:
+            # Exact when the last p values of every sequence are observed (they and the
+            # window of regimes at T carry everything the future depends on).
+            steps = torch.arange(self.order)
+            idx = (seqs.lengths[:, None] - 1 - steps[None, :]).clamp_min(0)
+            tail = seqs.step_observed.gather(1, idx)
+            if self.order and not bool(tail.all()):
+                return None
         if self.switching == "mean" and not (self.switching_ar or self.switching_variance):
             return self._forecast_shared(seqs, horizon)
         if self.num_regimes ** (self.order + 1 + horizon) <= _FORECAST_COMPONENTS:
@@ -978,10 +1026,13 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _last_windows(self, seqs: Sequences) -> torch.Tensor:
         """``[N, M]`` filtered window probabilities at each sequence's last step."""
-        init, trans = self._windows()
-        u = hmm.hmm_forward_backward(init, trans, self._scaled(seqs), backward=False,
-                                     filtered=True)["filtered"]
-        return u[torch.arange(len(seqs)), seqs.lengths - 1]
+        e = self._emissions(seqs)
+        u = hmm.hmm_forward_backward(e["initial"], e["transition"],
+                                     hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
+                                     backward=False, filtered=True)["filtered"]
+        last = u[torch.arange(len(seqs)), seqs.lengths - 1]
+        m = self.num_regimes ** (self.order + 1)  # gaps grow the windows: keep p + 1 regimes
+        return last.reshape(len(seqs), -1, m).sum(1)
 
     def _forecast_paths(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
         """Exact forecasts by enumerating the future regime paths (see :meth:`_forecast`)."""
