@@ -20,6 +20,53 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 # Figures of the kernels go into the pages, whatever MPLBACKEND the caller set (e.g. Agg).
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+# Pyro imports tqdm.auto, which in a kernel without ipywidgets warns "IProgress not found"
+# at import, from a file of the builder's environment: no page shows that warning.
+os.environ["PYTHONWARNINGS"] = ",".join(
+    [*filter(None, [os.environ.get("PYTHONWARNINGS")]), "ignore:IProgress not found"])
+
+
+def _kernels_over_ipc() -> None:
+    """Notebook kernels talk to the build over local sockets (IPC), not TCP.
+
+    ipykernel warns "Kernel is running over TCP without encryption" for every kernel that
+    jupyter_client's default transport starts, and nothing between the build and
+    jupyter_client (MyST-NB, jupyter-cache, nbclient) passes a kernel manager's settings
+    on: so the default transport of every kernel manager of this build (and of the worker
+    processes it forks) is IPC.
+    """
+    from jupyter_client.connect import ConnectionFileMixin
+
+    ConnectionFileMixin.class_traits()["transport"].default_value = "ipc"
+
+
+_kernels_over_ipc()
+
+_WARNINGS_STARTUP = """\
+import warnings
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"{category.__name__}: {message}\\n"
+
+
+warnings.formatwarning = _format_warning
+del _format_warning
+"""
+
+
+def _kernel_profile() -> None:
+    """Kernels start in an IPython profile of this build, whose startup file prints a
+    warning as ``Category: message``, without the file it came from: no page shows a path
+    of the machine that built it (``/tmp/ipykernel_*/...``, a venv's ``site-packages``)."""
+    ipython_dir = DOCS / "_build" / "ipython"
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-warnings.py").write_text(_WARNINGS_STARTUP)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+
+
+_kernel_profile()
 
 import probseq  # noqa: E402
 
@@ -35,6 +82,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # MathJax 3 copied into _static/mathjax of the built site, and the pages pointed at it:
+    # equations render with no network (and no CDN).
+    "sphinx-mathjax-offline",
 ]
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
@@ -42,9 +92,6 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 
 html_theme = "furo"
 html_title = f"probseq {release}"
-# MATHJAX_PATH points the pages at a local MathJax (for offline viewing); default: the CDN.
-if os.environ.get("MATHJAX_PATH"):
-    mathjax_path = os.environ["MATHJAX_PATH"]
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
@@ -146,6 +193,28 @@ def _execute_notebooks(app, config) -> None:
     load_executor("local-parallel", cache).run_and_cache(timeout=nb_execution_timeout)
 
 
+def _check_offline(app, exc) -> None:
+    """The built pages load no script from the network, and the local MathJax is there."""
+    if exc is not None or app.builder.format != "html":
+        return
+    import re
+
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    out = Path(app.outdir)
+    remote = re.compile(r"<script[^>]*\ssrc=\"(?:https?:)?//([^\"]*)")
+    for page in sorted(out.rglob("*.html")):
+        found = remote.search(page.read_text(encoding="utf-8"))
+        if found:
+            logger.warning("%s loads a script from the network (%s): the site must work "
+                           "offline", page.relative_to(out), found.group(1))
+    if not (out / "_static" / app.config.mathjax_path).is_file():
+        logger.warning("MathJax is missing from the built site (_static/%s)",
+                       app.config.mathjax_path)
+
+
 def setup(app):
     app.connect("config-inited", _write_api_page)
     app.connect("config-inited", _execute_notebooks)
+    app.connect("build-finished", _check_offline)
