@@ -85,7 +85,8 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
                         shift = v
             if not (shift > -np.inf) or not (total_q > 0.0):
                 dead = True
-                steps_out[row, t] = -np.inf
+                for tt in range(t, length):  # as the HMM: every conditional from here on
+                    steps_out[row, tt] = -np.inf
                 break
             c = 0.0
             for kk in range(k):
@@ -207,8 +208,8 @@ def hsmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor,
 
     Returns:
         A dict of float64 tensors: ``log_prob [N]``; ``steps [N, T_max]`` the conditionals
-        ``log p(x_t | x_<t)`` (0 at padding, ``-inf`` at the first impossible step and 0
-        after it); ``filtered [N, T_max, K]`` ``P(z_t | x_1..x_t)``; ``predicted [N, T_max,
+        ``log p(x_t | x_<t)`` (0 at padding, ``-inf`` from the first impossible step
+        on); ``filtered [N, T_max, K]`` ``P(z_t | x_1..x_t)``; ``predicted [N, T_max,
         K]`` ``P(z_t | x_<t)``; ``last [N, K, D]`` the filtered countdown state at each
         sequence's last step; with ``backward``: ``smoothed [N, T_max, K]``,
         ``initial_counts [K]``, ``transition_counts [K, K]`` and ``duration_counts [K, D]``
