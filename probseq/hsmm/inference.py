@@ -14,7 +14,9 @@ The recursions are compiled (numba, one loop over the rows and the steps, like
 :mod:`probseq.hmm.compiled`) and scaled: each forward step is normalised, with the
 emission likelihoods shifted by the step's largest predicted log-density so that no step
 underflows; the backward messages are normalised by their largest entry at every step and
-the two-slice posteriors divided by their own total, so neither overflows.
+the two-slice posteriors divided by their own total, so neither overflows. The backward
+pass recomputes the forward slices block by block from checkpoints kept every ~sqrt(T)
+steps: O(sqrt(T) K D) memory per sequence.
 
 :func:`hsmm_viterbi` maximises over segmentations directly (segment ends, O(T K D + T
 K^2)), summing the censored last segment's duration out: it returns the most probable
