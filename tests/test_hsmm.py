@@ -432,3 +432,41 @@ def test_expected_statistics_add_over_shards():
     parts = [m.expected_stats(data[idx], m.params) for idx in ([0, 3], [1, 2, 4])]
     for name, value in whole.items():
         torch.testing.assert_close(parts[0][name] + parts[1][name], value, rtol=1e-12, atol=1e-10)
+
+
+def test_duration_m_steps_are_weighted_maximum_likelihood():
+    """Each family's M-step maximises sum_d w_d log pmf(d) (checked against scipy.stats pmfs
+    optimised by Nelder-Mead from several starts, and against the boundary cases)."""
+    from scipy import optimize
+
+    from probseq.hsmm.durations import NegativeBinomial, Poisson
+
+    gen = np.random.default_rng(25)
+    dmax = 12
+    m = np.arange(dmax)
+    counts = torch.as_tensor(gen.gamma(0.7, size=(3, dmax)) * 10)
+    counts[2, :] = 0.0
+    counts[2, 0] = 5.0  # every duration 1: the Poisson rate goes to 0
+
+    def objective(logpmf, w):
+        return float(w @ (logpmf - np.logaddexp.reduce(logpmf)))
+
+    rate = Poisson.m_step(counts, {"duration_rate": torch.ones(3, dtype=F64)})["duration_rate"]
+    assert float(rate[2]) == 0.0
+    nb = NegativeBinomial.m_step(counts, {"duration_count": torch.full((3,), 2.0, dtype=F64),
+                                          "duration_prob": torch.full((3,), 0.3, dtype=F64)})
+    for k in range(2):
+        w = counts[k].numpy()
+        got = objective(stats.poisson.logpmf(m, float(rate[k])), w)
+        ref = optimize.minimize_scalar(lambda a, w=w: -objective(stats.poisson.logpmf(m, np.exp(a)),
+                                                                 w), bounds=(-10, 8),
+                                       method="bounded", options={"xatol": 1e-10})
+        assert got >= -ref.fun - 1e-9
+        got = objective(stats.nbinom.logpmf(m, float(nb["duration_count"][k]),
+                                            float(nb["duration_prob"][k])), w)
+        best = max(-optimize.minimize(
+            lambda z, w=w: -objective(stats.nbinom.logpmf(m, np.exp(z[0]), 1 / (1 + np.exp(-z[1]))),
+                                      w), z0, method="Nelder-Mead",
+            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}).fun
+            for z0 in ([0.0, 0.0], [2.0, 1.0], [-1.0, -1.0]))
+        assert got >= best - 1e-7

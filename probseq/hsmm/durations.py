@@ -95,10 +95,10 @@ class Poisson:
             if target <= 0:
                 rate[k] = 0.0
                 continue
-            if target >= (dmax - 1) * (1 - 1e-12):
-                rate[k] = 1e6
-                continue
             lo, hi = np.log(1e-12), np.log(1e6)
+            if excess(lo) >= 0 or excess(hi) <= 0:  # the optimum is (nearly) on a boundary
+                rate[k] = np.exp(lo if excess(lo) >= 0 else hi)
+                continue
             rate[k] = np.exp(optimize.brentq(excess, lo, hi, xtol=1e-14, rtol=1e-14))
         return {"duration_rate": torch.from_numpy(rate)}
 
@@ -150,7 +150,8 @@ class NegativeBinomial:
             def objective(n: float, p: float, wn=wn) -> float:
                 lw = NegativeBinomial.log_weights(np.array([n]), np.array([p]), dmax)[0]
                 top = lw.max()
-                return float(wn @ lw - top - np.log(np.exp(lw - top).sum()))
+                seen = wn > 0  # 0 log 0 = 0 where a duration has no weight
+                return float(wn[seen] @ lw[seen] - top - np.log(np.exp(lw - top).sum()))
 
             def best_prob(n: float, target=target) -> float:
                 # For a fixed n the family is exponential in eta = log(1 - p) with statistic
