@@ -399,3 +399,74 @@ def test_params_num_params_and_save_load(family, tmp_path):
     torch.testing.assert_close(again.log_prob(x), m.log_prob(x), rtol=1e-13, atol=0)
     dur = {"categorical": 3 * 4, "poisson": 3, "negative_binomial": 6}[family]
     assert m.num_params == 2 + 3 * 1 + dur + 3 * (2 + 3)
+
+
+def test_impossible_and_extreme_sequences_agree_with_expanded_hmm():
+    m = ps.HiddenSemiMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0, 1], [1, 0]], duration=[[0.5, 0.5], [0.5, 0.5]],
+        emission=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    h = _expanded(m)
+    y = [np.array([0, 0, 1, 2, 0]), np.array([0, 0, 0, 1]), np.array([1, 0, 0])]
+    torch.testing.assert_close(m.log_prob(y), h.log_prob(y), rtol=0, atol=1e-12)
+    torch.testing.assert_close(m.log_prob_steps(y), h.log_prob_steps(y), rtol=0, atol=1e-12)
+    assert m.smoother(y)[:2].eq(0).all()
+    # States 1e6 standard deviations apart, an outlier between them, a forced duration.
+    m = ps.HiddenSemiMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0, 1], [1, 0]],
+        duration=[[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.25, 0.25]],
+        means=[[0.0], [100.0]], covariances=[[[1e-4]], [[1e-4]]])
+    h = _expanded(m)
+    xs = [v.numpy() for v in m.sample(2, 400, seed=0)]
+    xs[0][100] = 50.0
+    xs[1][200:203] = 0.0
+    torch.testing.assert_close(m.log_prob(xs), h.log_prob(xs), rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(m.smoother(xs), h.smoother(xs).reshape(2, 400, 2, 4).sum(-1),
+                               rtol=0, atol=1e-9)
+
+
+def test_expected_statistics_add_over_shards():
+    """What makes the data-parallel E-step exact: shard statistics sum to the whole's."""
+    m = _model("poisson", "negative_binomial", k=3, dmax=6, seed=23)
+    data = Sequences.from_list(_data("poisson", [5, 40, 17, 60, 1], seed=24))
+    whole = m.expected_stats(data, m.params)
+    parts = [m.expected_stats(data[idx], m.params) for idx in ([0, 3], [1, 2, 4])]
+    for name, value in whole.items():
+        torch.testing.assert_close(parts[0][name] + parts[1][name], value, rtol=1e-12, atol=1e-10)
+
+
+def test_duration_m_steps_are_weighted_maximum_likelihood():
+    """Each family's M-step maximises sum_d w_d log pmf(d) (checked against scipy.stats pmfs
+    optimised by Nelder-Mead from several starts, and against the boundary cases)."""
+    from scipy import optimize
+
+    from probseq.hsmm.durations import NegativeBinomial, Poisson
+
+    gen = np.random.default_rng(25)
+    dmax = 12
+    m = np.arange(dmax)
+    counts = torch.as_tensor(gen.gamma(0.7, size=(3, dmax)) * 10)
+    counts[2, :] = 0.0
+    counts[2, 0] = 5.0  # every duration 1: the Poisson rate goes to 0
+
+    def objective(logpmf, w):
+        return float(w @ (logpmf - np.logaddexp.reduce(logpmf)))
+
+    rate = Poisson.m_step(counts, {"duration_rate": torch.ones(3, dtype=F64)})["duration_rate"]
+    assert float(rate[2]) == 0.0
+    nb = NegativeBinomial.m_step(counts, {"duration_count": torch.full((3,), 2.0, dtype=F64),
+                                          "duration_prob": torch.full((3,), 0.3, dtype=F64)})
+    for k in range(2):
+        w = counts[k].numpy()
+        got = objective(stats.poisson.logpmf(m, float(rate[k])), w)
+        ref = optimize.minimize_scalar(lambda a, w=w: -objective(stats.poisson.logpmf(m, np.exp(a)),
+                                                                 w), bounds=(-10, 8),
+                                       method="bounded", options={"xatol": 1e-10})
+        assert got >= -ref.fun - 1e-9
+        got = objective(stats.nbinom.logpmf(m, float(nb["duration_count"][k]),
+                                            float(nb["duration_prob"][k])), w)
+        best = max(-optimize.minimize(
+            lambda z, w=w: -objective(stats.nbinom.logpmf(m, np.exp(z[0]), 1 / (1 + np.exp(-z[1]))),
+                                      w), z0, method="Nelder-Mead",
+            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}).fun
+            for z0 in ([0.0, 0.0], [2.0, 1.0], [-1.0, -1.0]))
+        assert got >= best - 1e-7

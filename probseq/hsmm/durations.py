@@ -95,10 +95,10 @@ class Poisson:
             if target <= 0:
                 rate[k] = 0.0
                 continue
-            if target >= (dmax - 1) * (1 - 1e-12):
-                rate[k] = 1e6
-                continue
             lo, hi = np.log(1e-12), np.log(1e6)
+            if excess(lo) >= 0 or excess(hi) <= 0:  # the optimum is (nearly) on a boundary
+                rate[k] = np.exp(lo if excess(lo) >= 0 else hi)
+                continue
             rate[k] = np.exp(optimize.brentq(excess, lo, hi, xtol=1e-14, rtol=1e-14))
         return {"duration_rate": torch.from_numpy(rate)}
 
@@ -150,31 +150,53 @@ class NegativeBinomial:
             def objective(n: float, p: float, wn=wn) -> float:
                 lw = NegativeBinomial.log_weights(np.array([n]), np.array([p]), dmax)[0]
                 top = lw.max()
-                return float(wn @ lw - top - np.log(np.exp(lw - top).sum()))
+                seen = wn > 0  # 0 log 0 = 0 where a duration has no weight
+                return float(wn[seen] @ lw[seen] - top - np.log(np.exp(lw - top).sum()))
 
             def best_prob(n: float, target=target) -> float:
-                # For a fixed n the family is exponential in log(1 - p) with statistic d - 1:
-                # the maximising p matches the truncated mean to the weighted mean (or lies
-                # on the boundary when no p does).
+                # For a fixed n the family is exponential in eta = log(1 - p) with statistic
+                # d - 1: the maximising p matches the truncated mean to the weighted mean (or
+                # lies on the boundary when no p does). Newton in eta (the mean's derivative
+                # is the variance), kept inside a shrinking bracket.
                 base = special.gammaln(m + n) - special.gammaln(m + 1)
 
-                def excess(u: float) -> float:
-                    lw = base + m * -np.logaddexp(0.0, u)  # m log(1 - p), p = expit(u)
+                def moments(eta: float) -> tuple[float, float]:
+                    lw = base + m * eta
                     e = np.exp(lw - lw.max())
-                    return float(e @ m / e.sum()) - target
+                    e /= e.sum()
+                    mu = float(e @ m)
+                    return mu, max(float(e @ (m * m)) - mu * mu, 0.0)
 
-                lo, hi = -40.0, 40.0
-                if excess(lo) <= 0:
-                    return float(special.expit(lo))
-                if excess(hi) >= 0:
-                    return 1.0
-                return float(special.expit(optimize.brentq(excess, lo, hi, xtol=1e-12)))
+                lo, hi = -60.0, -1e-12
+                if moments(lo)[0] >= target:
+                    return -float(np.expm1(lo))
+                if moments(hi)[0] <= target:
+                    return -float(np.expm1(hi))
+                eta = -np.log1p(target / n) if target > 0 else lo  # the untruncated answer
+                eta = min(max(eta, lo), hi)
+                for _ in range(200):
+                    mu, var = moments(eta)
+                    diff = mu - target
+                    if abs(diff) <= 1e-11 * (1.0 + target):
+                        break
+                    if diff > 0:
+                        hi = eta
+                    else:
+                        lo = eta
+                    step = eta - diff / var if var > 0 else 0.5 * (lo + hi)
+                    step = step if lo < step < hi else 0.5 * (lo + hi)
+                    if abs(step - eta) <= 1e-14 * (1.0 + abs(eta)):
+                        break
+                    eta = step
+                return -float(np.expm1(eta))
 
-            # The profile likelihood over log n (one-dimensional, bounded Brent).
+            # The profile likelihood over log n (bounded Brent near the previous value: a
+            # generalised M-step that improves the objective, as EM needs).
+            a_old = np.log(n_old[k])
             res = optimize.minimize_scalar(
                 lambda a: -objective(np.exp(a), best_prob(np.exp(a))),
-                bounds=(np.log(1e-3), np.log(1e5)), method="bounded",
-                options={"xatol": 1e-7})
+                bounds=(max(a_old - 3.0, np.log(1e-3)), min(a_old + 3.0, np.log(1e6))),
+                method="bounded", options={"xatol": 1e-6})
             n_k = float(np.exp(res.x))
             p_k = best_prob(n_k)
             if objective(n_k, p_k) < objective(n_old[k], p_old[k]):

@@ -14,7 +14,9 @@ The recursions are compiled (numba, one loop over the rows and the steps, like
 :mod:`probseq.hmm.compiled`) and scaled: each forward step is normalised, with the
 emission likelihoods shifted by the step's largest predicted log-density so that no step
 underflows; the backward messages are normalised by their largest entry at every step and
-the two-slice posteriors divided by their own total, so neither overflows.
+the two-slice posteriors divided by their own total, so neither overflows. The backward
+pass recomputes the forward slices block by block from checkpoints kept every ~sqrt(T)
+steps: O(sqrt(T) K D) memory per sequence.
 
 :func:`hsmm_viterbi` maximises over segmentations directly (segment ends, O(T K D + T
 K^2)), summing the censored last segment's duration out: it returns the most probable
@@ -34,12 +36,71 @@ __all__ = ["hsmm_forward_backward", "hsmm_viterbi", "countdown_forecast",
 
 
 @numba.njit(cache=True, nogil=True)
+def _forward_step(initial, transition, duration, log_lik_t, prev, out, first, pred, q, e,
+                  b_t):
+    """One scaled forward step: ``out [K, D]`` from ``prev [K, D]`` (unused when ``first``).
+
+    Writes the scaled emission likelihoods into ``b_t [K]`` and the predicted state masses
+    into ``q [K]``; returns ``(log normaliser, total predicted mass)``, the first ``-inf``
+    when the step is impossible (then ``out`` is not written).
+    """
+    k, dmax = duration.shape
+    if first:
+        for kk in range(k):
+            for r in range(dmax):
+                pred[kk, r] = initial[kk] * duration[kk, r]
+    else:
+        for kk in range(k):
+            e[kk] = 0.0
+        for j in range(k):
+            a = prev[j, 0]
+            if a != 0.0:
+                for kk in range(k):
+                    e[kk] += a * transition[j, kk]
+        for kk in range(k):
+            ek = e[kk]
+            for r in range(dmax - 1):
+                pred[kk, r] = prev[kk, r + 1] + duration[kk, r] * ek
+            pred[kk, dmax - 1] = duration[kk, dmax - 1] * ek
+    shift = -np.inf
+    total_q = 0.0
+    for kk in range(k):
+        qk = 0.0
+        for r in range(dmax):
+            qk += pred[kk, r]
+        q[kk] = qk
+        total_q += qk
+        if qk > 0.0:
+            v = log_lik_t[kk] + math.log(qk)
+            if v > shift:
+                shift = v
+    if not (shift > -np.inf) or not (total_q > 0.0):
+        return -np.inf, total_q
+    c = 0.0
+    for kk in range(k):
+        bk = math.exp(min(log_lik_t[kk] - shift, 700.0))
+        b_t[kk] = bk
+        c += bk * q[kk]
+    inv = 1.0 / c
+    for kk in range(k):
+        scale = b_t[kk] * inv
+        for r in range(dmax):
+            out[kk, r] = pred[kk, r] * scale
+    return shift + math.log(c), total_q
+
+
+@numba.njit(cache=True, nogil=True)
 def _forward_backward_rows(initial, transition, duration, log_lik, lengths, backward,
                            steps_out, filtered_out, predicted_out, smoothed_out, last_out,
                            init_counts, trans_counts, dur_counts, alpha):
+    """Forward (and backward) passes of every row. ``alpha`` is ``[T_max, K, D]`` to keep
+    the whole forward pass (a prefix to sample from), else ``[2, K, D]``: then the backward
+    pass keeps the forward pass at every B-th step only (B ~ sqrt(T)) and recomputes each
+    block of B steps from its checkpoint, so memory is O(sqrt(T) K D) per row, not
+    O(T K D), for twice the forward work."""
     n, t_max, k = log_lik.shape
     dmax = duration.shape[1]
-    store = alpha.shape[0] >= t_max  # the whole forward pass is kept (backward or prefix)
+    store = alpha.shape[0] >= t_max
     b = np.empty((t_max, k))
     pred = np.empty((k, dmax))
     q = np.empty(k)
@@ -49,60 +110,32 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
     newb = np.empty((k, dmax))
     for row in range(n):
         length = lengths[row]
+        block = 1
+        while block * block < length:
+            block += 1
+        ckpt = np.empty((1 if store or not backward else (length + block - 1) // block, k,
+                         dmax))
         dead = False
         cur = 0
         for t in range(length):
             cur = t if store else t % 2
             prev = t - 1 if store else (t - 1) % 2
-            if t == 0:
-                for kk in range(k):
-                    for r in range(dmax):
-                        pred[kk, r] = initial[kk] * duration[kk, r]
-            else:
-                for kk in range(k):
-                    e[kk] = 0.0
-                for j in range(k):
-                    a = alpha[prev, j, 0]
-                    if a != 0.0:
-                        for kk in range(k):
-                            e[kk] += a * transition[j, kk]
-                for kk in range(k):
-                    ek = e[kk]
-                    for r in range(dmax - 1):
-                        pred[kk, r] = alpha[prev, kk, r + 1] + duration[kk, r] * ek
-                    pred[kk, dmax - 1] = duration[kk, dmax - 1] * ek
-            shift = -np.inf
-            total_q = 0.0
-            for kk in range(k):
-                qk = 0.0
-                for r in range(dmax):
-                    qk += pred[kk, r]
-                q[kk] = qk
-                total_q += qk
-                if qk > 0.0:
-                    v = log_lik[row, t, kk] + math.log(qk)
-                    if v > shift:
-                        shift = v
-            if not (shift > -np.inf) or not (total_q > 0.0):
+            step, total_q = _forward_step(initial, transition, duration, log_lik[row, t],
+                                          alpha[prev], alpha[cur], t == 0, pred, q, e, b[t])
+            if not (step > -np.inf):
                 dead = True
-                steps_out[row, t] = -np.inf
+                for tt in range(t, length):  # as the HMM: every conditional from here on
+                    steps_out[row, tt] = -np.inf
                 break
-            c = 0.0
-            for kk in range(k):
-                bk = math.exp(min(log_lik[row, t, kk] - shift, 700.0))
-                b[t, kk] = bk
-                c += bk * q[kk]
-            inv = 1.0 / c
+            steps_out[row, t] = step
             for kk in range(k):
                 f = 0.0
-                scale = b[t, kk] * inv
                 for r in range(dmax):
-                    val = pred[kk, r] * scale
-                    alpha[cur, kk, r] = val
-                    f += val
+                    f += alpha[cur, kk, r]
                 filtered_out[row, t, kk] = f
                 predicted_out[row, t, kk] = q[kk] / total_q
-            steps_out[row, t] = shift + math.log(c)
+            if backward and not store and t % block == 0:
+                ckpt[t // block] = alpha[cur]
         if dead:
             continue
         for kk in range(k):
@@ -110,6 +143,9 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
                 last_out[row, kk, r] = alpha[cur, kk, r]
         if not backward:
             continue
+        # The forward slices of the current block (recomputed from its checkpoint).
+        blk = alpha if store else np.empty((block, k, dmax))
+        blk_start = 0 if store else length  # no block recomputed yet
         end = length - 1
         for kk in range(k):
             smoothed_out[row, end, kk] = filtered_out[row, end, kk]
@@ -118,10 +154,18 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
         if length == 1:
             for kk in range(k):
                 for r in range(dmax):
-                    g0 = alpha[0, kk, r]
+                    g0 = alpha[cur, kk, r]
                     init_counts[kk] += g0
                     dur_counts[kk, r] += g0
         for t in range(length - 2, -1, -1):
+            if t < blk_start:
+                blk_start = (t // block) * block
+                blk[0] = ckpt[t // block]
+                for tt in range(blk_start + 1, t + 1):
+                    _forward_step(initial, transition, duration, log_lik[row, tt],
+                                  blk[tt - 1 - blk_start], blk[tt - blk_start], False, pred, q,
+                                  e, b[tt])
+            at = blk[t - blk_start]
             for j in range(k):
                 s = 0.0
                 for d in range(dmax):
@@ -138,7 +182,7 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
             z = 0.0
             for kk in range(k):
                 for r in range(dmax):
-                    z += alpha[t, kk, r] * newb[kk, r]
+                    z += at[kk, r] * newb[kk, r]
             if not (z > 0.0) or not (z < np.inf):
                 # Cannot happen for a sequence of positive probability (the messages are
                 # scaled); mark the row rather than divide by zero.
@@ -151,7 +195,7 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
             for kk in range(k):
                 e[kk] = 0.0
             for j in range(k):
-                a = alpha[t, j, 0] * invz
+                a = at[j, 0] * invz
                 if a != 0.0:
                     for kk in range(k):
                         w = a * transition[j, kk]
@@ -165,12 +209,12 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
             for kk in range(k):
                 sm = 0.0
                 for r in range(dmax):
-                    sm += alpha[t, kk, r] * newb[kk, r]
+                    sm += at[kk, r] * newb[kk, r]
                 smoothed_out[row, t, kk] = sm * invz
             if t == 0:
                 for kk in range(k):
                     for r in range(dmax):
-                        g0 = alpha[0, kk, r] * newb[kk, r] * invz
+                        g0 = at[kk, r] * newb[kk, r] * invz
                         init_counts[kk] += g0
                         dur_counts[kk, r] += g0
             top = 0.0
@@ -207,8 +251,8 @@ def hsmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor,
 
     Returns:
         A dict of float64 tensors: ``log_prob [N]``; ``steps [N, T_max]`` the conditionals
-        ``log p(x_t | x_<t)`` (0 at padding, ``-inf`` at the first impossible step and 0
-        after it); ``filtered [N, T_max, K]`` ``P(z_t | x_1..x_t)``; ``predicted [N, T_max,
+        ``log p(x_t | x_<t)`` (0 at padding, ``-inf`` from the first impossible step
+        on); ``filtered [N, T_max, K]`` ``P(z_t | x_1..x_t)``; ``predicted [N, T_max,
         K]`` ``P(z_t | x_<t)``; ``last [N, K, D]`` the filtered countdown state at each
         sequence's last step; with ``backward``: ``smoothed [N, T_max, K]``,
         ``initial_counts [K]``, ``transition_counts [K, K]`` and ``duration_counts [K, D]``
@@ -227,7 +271,7 @@ def hsmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor,
     init_counts = np.zeros(k)
     trans_counts = np.zeros((k, k))
     dur_counts = np.zeros((k, dmax))
-    alpha = np.empty((t_max if backward else 2, k, dmax))
+    alpha = np.empty((2, k, dmax))
     _forward_backward_rows(pi, a, p, ll, lens, backward, steps, filtered, predicted, smoothed,
                            last, init_counts, trans_counts, dur_counts, alpha)
     out = {
