@@ -299,3 +299,24 @@ def test_refusals():
     mod = sm.tsa.UnobservedComponents(y, "irregular", autoregressive=1)
     np.testing.assert_allclose(ar.log_prob_steps(y).numpy(),
                                mod.loglikeobs(np.array([1.0, 1.0, 0.5])), rtol=1e-10)
+
+
+def test_plot_decomposition():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from probseq.plots import plot_decomposition
+
+    series = ps.datasets.co2_monthly().iloc[:120]
+    model = LinearGaussianSSM.structural(trend=True, seasonal=12, obs_var=0.05,
+                                         level_var=0.05, slope_var=1e-5, seasonal_var=1e-4)
+    fig = plot_decomposition(model, series)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["data", "slope", "seasonal", "irregular"]
+    level_line = fig.axes[0].get_lines()[1].get_ydata()
+    np.testing.assert_allclose(level_line, model.decompose(series).mean["level"].to_numpy())
+    irregular = fig.axes[3].get_lines()[0].get_ydata()
+    assert np.isnan(irregular[series.isna().to_numpy()]).all()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
