@@ -92,6 +92,19 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
             f"exactly; fitted on the first {cut}, judged on the last 260 one step ahead",
             index=list(series.index),
         )
+    if name == "co2_monthly":
+        series = datasets.co2_monthly()
+        y = series.to_numpy()
+        cut = len(y) - 60
+        gaps = int(np.isnan(y).sum())
+        return Dataset(
+            name, Sequences.from_list([y[:cut]]), Sequences.from_list([y]), cut, "continuous",
+            f"co2_monthly: monthly mean CO2 at Mauna Loa (ppm), {len(y)} months "
+            f"({series.index[0]:%Y-%m} to {series.index[-1]:%Y-%m}, statsmodels) with {gaps} "
+            f"missing months, marginalised exactly; fitted on the first {cut}, judged on the "
+            "last 60 one step ahead",
+            index=list(series.index),
+        )
     if name == "regimes":
         seqs, _ = datasets.gaussian_hmm(240, 100, seed=seed)
         return Dataset(
@@ -144,6 +157,12 @@ def model_factories(kind: str, num_symbols: int | None = None
             "dmm": lambda: (ps.DeepMarkovModel(), {"max_epochs": 100}),
             "msar1": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=1), {}),
             "msar4": lambda: (ps.SwitchingAutoRegressive(num_regimes=2, order=4), {}),
+            # structural models (statsmodels' UnobservedComponents): a local linear trend
+            # plus a monthly dummy seasonal, or a yearly trigonometric seasonal of weekly data
+            "structural_s12": lambda: (
+                ps.LinearGaussianSSM.structural(trend=True, seasonal=12), {}),
+            "structural_weekly": lambda: (ps.LinearGaussianSSM.structural(
+                trend=True, freq_seasonal=[{"period": 365.25 / 7, "harmonics": 1}]), {}),
         }
     v = num_symbols
 
@@ -185,7 +204,8 @@ DEFAULT_DATASET = "text"
 DATASET_MODELS = {
     "gdp": "ar1,ar3,msar1,msar4,local_level,gru",
     # models that marginalise the gaps exactly
-    "co2": "ar2,ar4,local_level,local_linear_trend,hmm2",
+    "co2": "ar2,ar4,local_level,local_linear_trend,hmm2,structural_weekly",
+    "co2_monthly": "ar2,ar4,local_level,local_linear_trend,hmm2,structural_s12",
 }
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "gaussian_hmm",
     "copy_task",
     "co2",
+    "co2_monthly",
     "gdp_growth",
     "DATASETS",
 ]
@@ -335,7 +336,7 @@ def copy_task(
 
 
 #: names accepted by ``python -m probseq compare --dataset``.
-DATASETS = ("nile", "sunspots", "text", "regimes", "gdp", "co2")
+DATASETS = ("nile", "sunspots", "text", "regimes", "gdp", "co2", "co2_monthly")
 
 
 def co2() -> pd.Series:
@@ -350,6 +351,19 @@ def co2() -> pd.Series:
     return pd.Series(df["co2"].to_numpy(np.float64), index=df.index, name="co2").rename_axis(
         "week"
     )
+
+
+def co2_monthly() -> pd.Series:
+    """Monthly atmospheric CO2 at Mauna Loa, March 1958 - December 2001 (ppm), 526 values
+    with 5 missing (NaN): the monthly means of the weekly :func:`co2` (a month without any
+    weekly value is missing); the index holds the months' first days.
+
+    A seasonal series (period 12) with a trend and gaps, the classic data of structural
+    time-series models.
+    """
+    weekly = co2()
+    monthly = weekly.resample("MS").mean()
+    return monthly.rename("co2").rename_axis("month")
 
 
 def gdp_growth() -> pd.Series:

@@ -15,7 +15,7 @@ from probseq.base import SequenceModel
 from probseq.data import as_sequences
 
 __all__ = ["plot_comparison", "plot_step_log_lik", "plot_samples", "plot_forecast",
-           "plot_calibration"]
+           "plot_calibration", "plot_decomposition"]
 
 
 def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
@@ -374,5 +374,61 @@ def plot_calibration(
     ax_cov.set_ylabel("empirical coverage")
     ax_cov.set_title("Interval coverage")
     ax_cov.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decomposition(model: Any, series: Any, *, exog: Any = None, level: float = 0.95,
+                       index: Sequence | pd.Index | None = None, title: str | None = None):
+    """A structural model's decomposition of one series: the data with the smoothed level
+    (the trend), then one panel per component (slope, seasonal, cycle, ...) with its
+    central ``level`` interval from the smoothed variance, and the irregular (the data minus
+    the observation components).
+
+    Args:
+        model: a fitted structural :class:`~probseq.LinearGaussianSSM` (built by
+            ``LinearGaussianSSM.structural``).
+        series: one univariate series (array, tensor or pandas Series; NaN gaps allowed).
+        exog: the covariates of a model fitted with them (a ``regression`` panel is added).
+        level: coverage of the bands.
+        index: x positions (default: a pandas input's index, else 0..T-1).
+        title: the figure's title.
+    """
+    from scipy.stats import norm
+
+    dec = model.decompose(series, exog=exog)
+    y = np.asarray(as_sequences(series, "continuous")[0].with_gaps(0), dtype=float)
+    if y.ndim != 1:
+        raise ValueError("plot_decomposition draws univariate series only")
+    x, xlabel = _x_axis(series, index, len(y))
+    z = float(norm.ppf(0.5 + level / 2))
+    mean = {k: np.asarray(v, dtype=float) for k, v in dec.mean.items()}
+    std = {k: np.sqrt(np.maximum(np.asarray(v, dtype=float), 0.0)) for k, v in dec.var.items()}
+    others = [k for k in mean if k != "level"]
+    signal = sum((mean[k] for k in mean if k != "slope"), np.zeros(len(y)))
+    panels = 1 + len(others) + 1
+    fig, axes = _figure(panels, 1, figsize=(8.0, 1.9 * panels), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    ax = axes[0]
+    ax.plot(x, y, color="0.55", lw=0.8, label="data")
+    if "level" in mean:
+        ax.plot(x, mean["level"], color="C0", lw=1.3, label="level (smoothed)")
+        ax.fill_between(x, mean["level"] - z * std["level"], mean["level"] + z * std["level"],
+                        color="C0", alpha=0.25, lw=0)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_ylabel("data")
+    for ax, name in zip(axes[1:], others, strict=False):
+        m, s = mean[name], std[name]
+        ax.plot(x, m, color="C1", lw=1)
+        ax.fill_between(x, m - z * s, m + z * s, color="C1", alpha=0.3, lw=0)
+        ax.set_ylabel(name)
+    ax = axes[-1]
+    ax.plot(x, y - signal, ".", color="0.3", ms=2)
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_ylabel("irregular")
+    ax.set_xlabel(xlabel)
+    if np.issubdtype(np.asarray(x).dtype, np.datetime64):
+        fig.autofmt_xdate()
+    fig.suptitle(title or f"Smoothed components ({level:.0%} bands)")
     fig.tight_layout()
     return fig

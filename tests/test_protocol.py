@@ -93,6 +93,8 @@ def _entries() -> list[Entry]:
                                                duration="negative_binomial", max_duration=10),
               _counts, {"seed": 0, "max_epochs": 10, "num_restarts": 2}),
         Entry("local_level", lambda: ps.LinearGaussianSSM.local_level(), _reals),
+        Entry("structural_seasonal4", lambda: ps.LinearGaussianSSM.structural(seasonal=4),
+              _reals),
         Entry("lgssm_2d", lambda: ps.LinearGaussianSSM(state_dim=1, obs_dim=2), _reals2,
               {"max_epochs": 20, "seed": 0}, univariate=False),
         Entry("dmm", lambda: ps.DeepMarkovModel(latent_dim=2, hidden_dim=8, rnn_dim=8),
@@ -424,6 +426,13 @@ def test_missing_value_is_marginalised_exactly(name, step):
     """log p(x without x_step) equals the sum (symbols) or integral (reals) of the joint over
     the missing value, and the per-step scores are 0 there and still sum to log_prob."""
     e, m = ENTRIES[name], fitted(name)
+    if 0 < step < m.num_diffuse_steps:
+        # A gap inside the diffuse period changes which observations locate the diffuse
+        # state (a seasonal's unobserved season stays diffuse until it recurs): log_prob
+        # conditions on other steps than the integral of the gap-free density does, and the
+        # dropped -log(2 pi F_inf) / 2 terms differ. The identity holds after the diffuse
+        # period (step 5 here) and wherever every F_inf is 1 (the local level).
+        pytest.skip("a gap inside the diffuse period changes what log_prob conditions on")
     x = e.data(3)[0][:6]
     coord = None if e.univariate or e.kind == "discrete" else 1
     gappy = _with_gap(x, step, coord)

@@ -225,7 +225,7 @@ def riccati(
 
 #: D = 1 models with at most this many states run the covariance recursion in NumPy when no
 #: gradient is needed (a few microseconds a step instead of tens with torch's small ops).
-_SMALL_STATE = 8
+_SMALL_STATE = 32
 
 
 def _riccati_small(P: np.ndarray, A: np.ndarray, Q: np.ndarray, c: np.ndarray, r: float,
@@ -461,6 +461,8 @@ def filtered_means(
     )
     if S == 1 and not needs_grad:
         filt = _means_state1_numpy(u, mu0, L, t_loop)
+    elif N <= _NUMPY_MEANS_ROWS and not needs_grad:
+        filt = _means_numpy(u, mu0, L, t_loop, T)
     elif t_loop > _SCAN_FROM:
         # the transient by an associative scan over the affine maps (L_t, u_t)
         filt = linear_recurrence_varying(u[:, :t_loop], L[:t_loop], mu0)
@@ -480,6 +482,29 @@ def filtered_means(
     pred = torch.cat([initial_mean.reshape(-1, 1, S).expand(N, 1, S), _times(filt[:, :-1], A)],
                      dim=1)
     return filt, pred
+
+
+#: without gradients, at most this many sequences run the mean recursion as a NumPy loop
+#: (microseconds a step) instead of torch's doubling scan (which pays ``log T`` batched
+#: products of ``[T, S, S]``): the case of a structural model's profile likelihood.
+_NUMPY_MEANS_ROWS = 4
+
+
+def _means_numpy(u: torch.Tensor, mu0: torch.Tensor, L: torch.Tensor, t_loop: int,
+                 T: int) -> torch.Tensor:
+    """Filtered means ``m_t = L_t m_(t-1) + u_t`` without autograd, a NumPy loop (``L_t``
+    is ``L[min(t, U - 1)]``, the steady one after ``t_loop``)."""
+    un = u.numpy()  # [N, T, S]
+    Lt = L.numpy().transpose(0, 2, 1).copy()  # m @ L_t'
+    N, _, S = un.shape
+    out = np.empty((N, T, S))
+    m = un[:, 0] + np.broadcast_to(mu0.numpy(), (N, S))
+    out[:, 0] = m
+    last = Lt[-1]
+    for t in range(1, T):
+        m = m @ (Lt[t] if t < t_loop else last) + un[:, t]
+        out[:, t] = m
+    return torch.from_numpy(out)
 
 
 def _means_state1_numpy(
@@ -563,15 +588,19 @@ def kalman_filter(
 
 def _diffuse_steps(
     y: torch.Tensor, A: torch.Tensor, Q: torch.Tensor, C: torch.Tensor, R: torch.Tensor,
-    observed: list | None = None,
+    observed: list | None = None, initial_cov: torch.Tensor | None = None,
+    initial_cov_inf: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """The exact initial Kalman filter (Durbin & Koopman 2012, section 5.2) for D = 1.
 
     A missing step (``observed[t]`` False) skips the update, so gaps lengthen the diffuse
     period.
 
-    Every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the predicted
-    covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``. Step t has
+    By default every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the
+    predicted covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``;
+    ``initial_cov_inf`` and ``initial_cov`` give other ``P_inf`` and ``P_*`` (a mixed start:
+    some states diffuse, others from a proper prior, as the stationary AR states of a
+    structural model). Step t has
     ``F_inf = C P_inf C'``; while ``F_inf > 0`` the observation only pins down the diffuse
     directions and contributes no term to the diffuse log-likelihood (0 here); a step with
     ``F_inf = 0`` inside the diffuse period contributes ``log N(v; 0, F_*)``. The period ends
@@ -589,8 +618,8 @@ def _diffuse_steps(
     c, h = C[0], R[0, 0]
     scale = float((c.detach() ** 2).sum())
     a = torch.zeros(N, S, dtype=dtype)
-    P_inf = torch.eye(S, dtype=dtype)
-    P_st = torch.zeros(S, S, dtype=dtype)
+    P_inf = torch.eye(S, dtype=dtype) if initial_cov_inf is None else initial_cov_inf.to(dtype)
+    P_st = torch.zeros(S, S, dtype=dtype) if initial_cov is None else initial_cov.to(dtype)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
         "innov", "gain")}
@@ -639,9 +668,11 @@ _DIFFUSE_TOL = DIFFUSE_TOL
 
 
 def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000,
-                      observed: list[bool] | None = None) -> int:
+                      observed: list[bool] | None = None,
+                      initial_cov_inf: torch.Tensor | None = None) -> int:
     """d: the steps of a fully observed sequence until the diffuse part ``P_inf`` vanishes
-    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise).
+    (local level 1, local linear trend 2). Needs only A and C (``P_inf`` ignores noise) and
+    the initial ``P_inf`` (default: I, every state diffuse).
 
     With ``observed`` (a ``[T]`` pattern of a sequence with gaps) the steps of that pattern's
     diffuse period (gaps lengthen it), at most T; no refusal then."""
@@ -651,7 +682,8 @@ def diffuse_num_steps(A: torch.Tensor, C: torch.Tensor, max_steps: int = 1000,
     y = torch.zeros(1, max_steps, 1, dtype=A.dtype)
     Q = torch.zeros(S, S, dtype=A.dtype)
     R = torch.ones(1, 1, dtype=A.dtype)
-    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R, observed)
+    steps, _, _ = _diffuse_steps(y, A.detach(), Q, C.detach(), R, observed,
+                                 initial_cov_inf=initial_cov_inf)
     d = int(steps["lp"].shape[1])
     if observed is None and d == max_steps:
         raise ValueError(
@@ -669,8 +701,11 @@ def diffuse_kalman_filter(
     R: torch.Tensor,
     steady_tol: float | None = DEFAULT_STEADY_TOL,
     observed: torch.Tensor | None = None,
+    initial_cov: torch.Tensor | None = None,
+    initial_cov_inf: torch.Tensor | None = None,
 ) -> FilterResult:
-    """The Kalman filter under exact diffuse initialisation (every state diffuse), D = 1.
+    """The Kalman filter under exact diffuse initialisation (every state diffuse unless
+    ``initial_cov_inf`` says otherwise), D = 1.
 
     The first d steps run the exact initial filter (see :func:`_diffuse_steps`); their
     ``log_prob_steps`` are 0 (their terms are not densities), and the remaining steps are the
@@ -683,6 +718,9 @@ def diffuse_kalman_filter(
         A, Q, C, R: the parameters (see the module docstring).
         steady_tol: see :func:`riccati` (used after the diffuse steps).
         observed: ``[T]`` bool pattern shared by the sequences (see :func:`kalman_filter`).
+        initial_cov: ``[S, S]`` the proper part ``P_*`` of the initial covariance (default 0).
+        initial_cov_inf: ``[S, S]`` its diffuse part ``P_inf`` (default I); the initial mean
+            is 0.
 
     Returns:
         A :class:`FilterResult` whose ``covs.num_diffuse`` is d.
@@ -691,7 +729,7 @@ def diffuse_kalman_filter(
         raise ValueError("exact diffuse initialisation is implemented for D = 1 only")
     N, T, _ = y.shape
     obs = None if observed is None else observed.reshape(T).tolist()
-    st, mean, cov = _diffuse_steps(y, A, Q, C, R, obs)
+    st, mean, cov = _diffuse_steps(y, A, Q, C, R, obs, initial_cov, initial_cov_inf)
     d = st["lp"].shape[1]
     parts = [(st["lp"], st["filt_mean"], st["pred_mean"])]
     covs = [(st["pred_star"], st["filt_star"], st["innov"].reshape(-1, 1, 1),
@@ -840,15 +878,21 @@ def innovation_sums(
 ) -> tuple[float, float, int]:
     """``(sum v_t^2 / F_t, sum log F_t, n)`` over the scored steps of the diffuse filter of
     ``y [N, T, 1]`` (D = 1; ``mask [N, T]`` real steps): what a likelihood with the scale
-    concentrated out needs. Scored steps are those after the diffuse ones."""
+    concentrated out needs. Scored steps are the observed ones with ``F_inf = 0``: those
+    after the diffuse period, and those inside it (gaps lengthen it) that ``log_prob_steps``
+    scores."""
     res = diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
     d = res.covs.num_diffuse
     T = y.shape[1]
-    f = res.covs.per_step(res.covs.innov_cov[:, 0, 0], T)[d:]
-    v = (y[:, d:, 0] - _times(res.pred_mean[:, d:], C)[..., 0])
-    keep = mask[:, d:]
+    f = res.covs.per_step(res.covs.innov_cov[:, 0, 0], T)
+    v = (y[..., 0] - _times(res.pred_mean, C)[..., 0])
+    scored = torch.ones(T, dtype=torch.bool)
+    if d:
+        f_inf = (C @ res.covs.pred_cov_inf @ C.T)[:, 0, 0]
+        scored[:d] = f_inf <= _DIFFUSE_TOL * float((C.detach() ** 2).sum())
+    keep = mask & scored
     if observed is not None:
-        keep = keep & observed.reshape(1, T)[:, d:]
+        keep = keep & observed.reshape(1, T)
     quad = float(torch.where(keep, v * v / f, 0.0).sum())
     logdet = float((torch.log(f) * keep.sum(0)).sum())
     return quad, logdet, int(keep.sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -250,8 +251,106 @@ class LinearGaussianSSM(SequenceModel):
         )
 
     @classmethod
+    def structural(
+        cls,
+        *,
+        level: bool = True,
+        trend: bool = False,
+        seasonal: int | None = None,
+        freq_seasonal: Any = None,
+        cycle: bool = False,
+        autoregressive: int | None = None,
+        irregular: bool = True,
+        stochastic_level: bool = True,
+        stochastic_trend: bool = True,
+        stochastic_seasonal: bool = True,
+        stochastic_freq_seasonal: Any = None,
+        stochastic_cycle: bool = True,
+        cycle_period: float | None = None,
+        cycle_damping: float = 1.0,
+        ar_coef: Any = None,
+        obs_var: float | None = None,
+        level_var: float | None = None,
+        slope_var: float | None = None,
+        seasonal_var: float | None = None,
+        freq_seasonal_var: Any = None,
+        cycle_var: float | None = None,
+        ar_var: float | None = None,
+    ) -> LinearGaussianSSM:
+        """A structural time-series model: statsmodels' ``UnobservedComponents``, D = 1.
+
+        ``x_t = level_t + seasonal_t + sum_k freq_seasonal_k,t + cycle_t + ar_t + N(0,
+        obs_var)``, each component a linear-Gaussian state process (equations in
+        :mod:`probseq.lgssm.structural`). The states are ordered as statsmodels orders them.
+
+        Components:
+
+        * ``level`` (default True) and ``trend`` (a slope): the local level, or with
+          ``trend=True`` the local linear trend; ``stochastic_level=False`` /
+          ``stochastic_trend=False`` fix their variance at 0 (``trend=True`` with both False:
+          a deterministic linear trend; ``stochastic_level=False`` alone: the smooth trend).
+        * ``seasonal=s``: the dummy seasonal of integer period s (s - 1 states, the seasonal
+          effects sum to noise over any s consecutive steps).
+        * ``freq_seasonal=[{"period": p, "harmonics": h}, ...]``: trigonometric seasonals;
+          periods need not be integers (weekly data: 365.25 / 7); h < p / 2 harmonics each
+          (default the most allowed), 2 h states sharing one variance.
+        * ``cycle=True`` with ``cycle_period`` (steps) and ``cycle_damping`` rho in (0, 1]
+          (default 1): a stochastic cycle; its period and damping are fixed (not estimated).
+        * ``autoregressive=p`` with ``ar_coef`` (p stationary coefficients, lag 1 first,
+          fixed): an AR(p) component, which starts from its stationary distribution.
+
+        Variances (``obs_var``, ``level_var``, ``slope_var``, ``seasonal_var``,
+        ``freq_seasonal_var`` (one number, or a list: one per trigonometric seasonal),
+        ``cycle_var``, ``ar_var``): None (default) is estimated by ``fit``, a number is
+        fixed; a deterministic component's variance is 0.
+
+        Initialisation: exact diffuse, as ``UnobservedComponents(..., use_exact_diffuse=True)``:
+        every state but the AR states is diffuse, ``num_diffuse_steps`` is the number of
+        diffuse states (13 for a trend with ``seasonal=12``), those steps are not scored and
+        ``log_prob_steps`` after them equals statsmodels' ``loglikeobs``, gaps included.
+        :meth:`decompose` gives each component's smoothed mean and variance.
+
+        Raises:
+            ValueError: an unsupported combination (``irregular=False``, a cycle without
+                ``cycle_period``, an AR component without ``ar_coef``, a Nyquist harmonic),
+                or a bad value, named.
+        """
+        from probseq.lgssm import structural
+
+        st = structural.build(
+            level=level, trend=trend, seasonal=seasonal, freq_seasonal=freq_seasonal,
+            cycle=cycle, autoregressive=autoregressive, irregular=irregular,
+            stochastic_level=stochastic_level, stochastic_trend=stochastic_trend,
+            stochastic_seasonal=stochastic_seasonal,
+            stochastic_freq_seasonal=stochastic_freq_seasonal, stochastic_cycle=stochastic_cycle,
+            cycle_period=cycle_period, cycle_damping=cycle_damping, ar_coef=ar_coef,
+            obs_var=obs_var, level_var=level_var, slope_var=slope_var,
+            seasonal_var=seasonal_var, freq_seasonal_var=freq_seasonal_var,
+            cycle_var=cycle_var, ar_var=ar_var)
+        model = cls._structured(
+            st.transition_matrix, st.observation_matrix, st.transition_vars,
+            st.observation_vars, [0.0] * len(st.diffuse), None,
+            "diffuse" if any(st.diffuse) else "proper",
+            diffuse=st.diffuse, components=st.components)
+        k = sum(st.diffuse)
+        try:
+            steps = model.num_diffuse_steps
+        except ValueError:  # never located within inference's step limit
+            steps = None
+        if k and steps != k:
+            # each observation locates one diffuse direction; more steps means rounding
+            # left a diffuse residue (nearly collinear components: a long-period seasonal with
+            # several harmonics beside a trend), and the filter's results would be unreliable
+            raise ValueError(
+                f"the exact diffuse filter cannot locate these {k} diffuse states in floating "
+                f"point (it needs {steps or 'more than 1000'} steps): the components are nearly "
+                "collinear over the first steps (statsmodels' filter never leaves its diffuse "
+                "period here either); use fewer harmonics or a shorter period")
+        return model
+
+    @classmethod
     def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var,
-                    initialization) -> LinearGaussianSSM:
+                    initialization, diffuse=None, components=None) -> LinearGaussianSSM:
         if initialization is None:
             given = initial_mean is not None or initial_var is not None
             initialization = "proper" if given else "diffuse"
@@ -267,10 +366,14 @@ class LinearGaussianSSM(SequenceModel):
             "initial_mean": initial_mean,
             "initial_var": initial_var,
         }
+        if diffuse is not None:
+            structure["diffuse"] = [bool(d) for d in diffuse]
+        if components is not None:
+            structure["components"] = components
         model = cls(state_dim=len(A), obs_dim=len(C), structure=structure,
                     initialization=initialization)
         if not model._free_names():
-            variances = [v for _, v in tvars + ovars]
+            variances = [v for _, v in list(tvars) + list(ovars)]
             scale = max(variances) if max(variances) > 0 else 1.0
             mean = initial_mean if initial_mean is not None else [0.0] * len(A)
             var = initial_var if initial_var is not None else DIFFUSE_FACTOR * scale
@@ -341,13 +444,20 @@ class LinearGaussianSSM(SequenceModel):
         """
         if self.initialization == "proper":
             return 0
+        return inference.diffuse_num_steps(*self._diffuse_structure())
+
+    def _diffuse_structure(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(A, C, P_inf)``: what decides how many observations locate the diffuse state
+        (``P_inf`` None: every state diffuse)."""
         if self.structure is not None:
             A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
             C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
         else:
             self._check_fitted()
             A, C = self._params["transition_matrix"], self._params["observation_matrix"]
-        return inference.diffuse_num_steps(A, C)
+        flags = (self.structure or {}).get("diffuse")
+        P_inf = None if flags is None else torch.diag(torch.tensor(flags, dtype=torch.float64))
+        return A, C, P_inf
 
     def diffuse_steps(self, data: Any) -> torch.Tensor:
         """The initial steps of each sequence that only locate the diffuse state.
@@ -363,20 +473,15 @@ class LinearGaussianSSM(SequenceModel):
         seqs, single = self._coerce(data)
         out = torch.zeros(len(seqs), dtype=torch.int64)
         if self.initialization == "diffuse":
-            if self.structure is not None:
-                A = torch.tensor(self.structure["transition_matrix"], dtype=torch.float64)
-                C = torch.tensor(self.structure["observation_matrix"], dtype=torch.float64)
-            else:
-                self._check_fitted()
-                A = self._params["transition_matrix"]
-                C = self._params["observation_matrix"]
+            A, C, P_inf = self._diffuse_structure()
             d = self.num_diffuse_steps
             for rows, pattern in _patterns(seqs):
                 if pattern is None:
                     out[rows] = d
                 else:
                     out[rows] = inference.diffuse_num_steps(
-                        A, C, observed=pattern.reshape(pattern.shape[0], -1).all(-1).tolist())
+                        A, C, observed=pattern.reshape(pattern.shape[0], -1).all(-1).tolist(),
+                        initial_cov_inf=P_inf)
             out = torch.minimum(out, seqs.lengths)
         return out[0] if single else out
 
@@ -386,7 +491,8 @@ class LinearGaussianSSM(SequenceModel):
         ``observed``, None: no gaps) under this model's initialisation."""
         m0, P0, A, Q, C, R = self._matrices(params)
         if self.initialization == "diffuse":
-            return inference.diffuse_kalman_filter(y, A, Q, C, R, observed=observed)
+            return inference.diffuse_kalman_filter(y, A, Q, C, R, observed=observed,
+                                                   **self._diffuse_start(P0))
         return inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=observed)
 
     def _residual(self, seqs: Sequences, exog: torch.Tensor | None,
@@ -511,6 +617,51 @@ class LinearGaussianSSM(SequenceModel):
         mean, cov, _, _ = self._smoothed(seqs, self._params, ex, cross=False)
         return StatePosterior(mean[0], cov[0]) if single else StatePosterior(mean, cov)
 
+    @torch.no_grad()
+    def decompose(self, data: Any, *, exog: Any = None):
+        """The smoothed components of a structural model (:meth:`structural`).
+
+        Each component ``c_t = w @ z_t`` (``level``, ``slope``, ``seasonal``,
+        ``freq_seasonal``, ``cycle``, ``autoregressive``, whichever the model has) gets its
+        smoothed mean ``E[c_t | x]`` and variance ``Var[c_t | x]`` (from :meth:`smoother`,
+        so missing values are smoothed through); a model with covariates adds
+        ``regression`` (``exog_coef @ u_t``, variance 0). These equal statsmodels'
+        ``UnobservedComponents`` results' ``level["smoothed"]``, ``trend``, ``seasonal``,
+        ... and their ``smoothed_cov``.
+
+        Returns:
+            A :class:`probseq.lgssm.structural.Decomposition`: ``mean`` and ``var`` dicts of
+            ``[N, T_max]`` tensors (``[T]`` for one sequence, pandas Series on the input's
+            index for a pandas Series); ``to_frame()`` for one sequence.
+
+        Raises:
+            ValueError: the model is not a structural model.
+        """
+        import pandas as pd
+
+        from probseq.lgssm.structural import Decomposition
+
+        comps = (self.structure or {}).get("components")
+        if not comps:
+            raise ValueError(f"decompose needs a structural model (LinearGaussianSSM."
+                             f"structural); this {self.name} has no named components")
+        post = self.smoother(data, exog=exog)
+        W = torch.tensor([w for _, w in comps], dtype=torch.float64)  # [K, S]
+        mean = post.mean @ W.T  # [..., T, K]
+        var = torch.einsum("ks,...sr,kr->...k", W, post.cov, W)
+        out_m = {name: mean[..., k] for k, (name, _) in enumerate(comps)}
+        out_v = {name: var[..., k] for k, (name, _) in enumerate(comps)}
+        if exog is not None and "exog_coef" in self._params:
+            seqs, single = self._coerce(data)
+            ex = self._coerce_exog(exog, seqs, data)[:, : seqs.max_length]
+            reg = (ex @ self._params["exog_coef"].T)[..., 0]
+            out_m["regression"] = reg[0] if single else reg
+            out_v["regression"] = torch.zeros_like(out_m["regression"])
+        if isinstance(data, pd.Series):
+            out_m = {k: pd.Series(v.numpy(), index=data.index, name=k) for k, v in out_m.items()}
+            out_v = {k: pd.Series(v.numpy(), index=data.index, name=k) for k, v in out_v.items()}
+        return Decomposition(out_m, out_v)
+
     def _forecast_moments(self, seqs: Sequences, horizon: int,
                           exog: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact predictive moments ``[N, H, D]``, ``[N, H, D, D]`` after each sequence
@@ -572,7 +723,8 @@ class LinearGaussianSSM(SequenceModel):
         if self.structure is None:
             return []
         slots = self.structure["transition_vars"] + self.structure["observation_vars"]
-        return [name for name, value in slots if value is None]
+        # states that share a name share one variance (a trigonometric seasonal, a cycle)
+        return list(dict.fromkeys(name for name, value in slots if value is None))
 
     def _structured_params(
         self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor,
@@ -583,21 +735,46 @@ class LinearGaussianSSM(SequenceModel):
         Fixed variances are divided by ``unit**2`` (the fit works in data units of ``unit``).
         """
         st = self.structure
-        it = iter(free.unbind(0)) if free.numel() else iter(())
+        value = dict(zip(self._free_names(), free.unbind(0) if free.numel() else (),
+                         strict=True))
         u2 = unit * unit
-        tv = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
-              for _, v in st["transition_vars"]]
-        ov = [next(it) if v is None else torch.tensor(v / u2, dtype=torch.float64)
-              for _, v in st["observation_vars"]]
+        tv = [value[n] if v is None else torch.tensor(v / u2, dtype=torch.float64)
+              for n, v in st["transition_vars"]]
+        ov = [value[n] if v is None else torch.tensor(v / u2, dtype=torch.float64)
+              for n, v in st["observation_vars"]]
         S = self.state_dim
+        A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
+        Q = torch.diag(torch.stack(tv))
+        P0 = initial_var.to(torch.float64) * torch.eye(S, dtype=torch.float64)
+        if not all(st.get("diffuse", [True])):
+            # states that are not diffuse (a structural model's AR states) start from their
+            # stationary distribution
+            from probseq.lgssm.structural import stationary_cov
+
+            idx = torch.tensor([i for i, d in enumerate(st["diffuse"]) if not d])
+            block = stationary_cov(A[idx][:, idx], Q[idx][:, idx])
+            ii, jj = torch.meshgrid(idx, idx, indexing="ij")
+            P0 = P0.index_put((ii.reshape(-1), jj.reshape(-1)), block.reshape(-1))
         return {
             "initial_mean": initial_mean.to(torch.float64).reshape(S),
-            "initial_cov": initial_var.to(torch.float64) * torch.eye(S, dtype=torch.float64),
-            "transition_matrix": torch.tensor(st["transition_matrix"], dtype=torch.float64),
-            "transition_cov": torch.diag(torch.stack(tv)),
+            "initial_cov": P0,
+            "transition_matrix": A,
+            "transition_cov": Q,
             "observation_matrix": torch.tensor(st["observation_matrix"], dtype=torch.float64),
             "observation_cov": torch.diag(torch.stack(ov)),
         }
+
+    def _diffuse_start(self, initial_cov: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mixed diffuse start of a structural model with non-diffuse states:
+        ``initial_cov`` (``P_*``: the proper block) and ``initial_cov_inf`` (``P_inf``) for
+        :func:`inference.diffuse_kalman_filter`; empty when every state is diffuse."""
+        flags = (self.structure or {}).get("diffuse")
+        if flags is None or all(flags):
+            return {}
+        d = torch.tensor(flags, dtype=torch.float64)
+        keep = 1.0 - d
+        return {"initial_cov": initial_cov * torch.outer(keep, keep),
+                "initial_cov_inf": torch.diag(d)}
 
     def _data_prior(self, seqs: Sequences, unit: float = 1.0
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -761,7 +938,7 @@ class LinearGaussianSSM(SequenceModel):
         fixed = [v for _, v in self.structure["transition_vars"]
                  + self.structure["observation_vars"] if v is not None]
         if (self.initialization == "diffuse" and all(v == 0.0 for v in fixed)
-                and self._fit_exog is None
+                and self._fit_exog is None and all(self.structure.get("diffuse", [True]))
                 and self.structure["observation_vars"][0][1] is None):
             free, info = self._fit_concentrated(seqs, names, max_epochs, tol)
             return self._structured_params(free, prior_mean, prior_var, unit), info
@@ -813,9 +990,8 @@ class LinearGaussianSSM(SequenceModel):
         A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
         C = torch.tensor(st["observation_matrix"], dtype=torch.float64)
         slots = st["transition_vars"] + st["observation_vars"]
-        free_idx = [i for i, (_, v) in enumerate(slots) if v is None]
-        obs_slot = len(st["transition_vars"])  # the observation variance (free here)
-        others = [i for i in free_idx if i != obs_slot]
+        obs_name = st["observation_vars"][0][0]  # the observation variance (free here)
+        others = [n for n in names if n != obs_name]  # states sharing a name share a ratio
         y = seqs.values3d()
         S = self.state_dim
         n_scored = None
@@ -828,9 +1004,8 @@ class LinearGaussianSSM(SequenceModel):
 
         def profile(log_ratios: np.ndarray) -> tuple[float, float]:
             nonlocal n_scored
-            var = np.zeros(len(slots))
-            var[obs_slot] = 1.0
-            var[others] = np.exp(log_ratios)
+            ratio = dict(zip(others, np.exp(log_ratios), strict=True), **{obs_name: 1.0})
+            var = np.array([ratio[n] if v is None else 0.0 for n, v in slots])
             if small is not None:  # Python floats and lfilter, one sequence at a time
                 quad, logdet, n = 0.0, 0.0, 0
                 for row in small:
@@ -862,19 +1037,27 @@ class LinearGaussianSSM(SequenceModel):
         elif not others:
             x, ok, nit, msg = np.zeros(0), True, 0, "closed form"
         else:
-            x0 = np.zeros(len(others))
             # start from the best of a coarse grid (the profile is often flat in one ratio)
+            k = len(others)
             levels = (-20.0, -9.0, -4.0, 0.0)
-            if len(others) == 2:  # every pair: a ratio is often at its lower end
-                grid = [np.array([a, b]) for a in levels for b in levels]
-            else:
-                grid = [np.full(len(others), g) for g in levels]
-            x0 = min(grid, key=lambda g: profile(g)[0])
+            if k <= 3:  # every pair or triple: a ratio is often at its lower end
+                grid = [np.array(g) for g in itertools.product(levels, repeat=k)]
+            else:  # all equal, and each ratio near 0 with the others equal
+                grid = [np.full(k, g) for g in levels]
+                grid += [np.where(np.arange(k) == i, -20.0, g) for i in range(k)
+                         for g in (-4.0, 0.0)]
+            # more ratios, more local maxima (statsmodels' structural fits too): L-BFGS-B
+            # from the best three grid points when there are three ratios or more
+            starts = sorted(grid, key=lambda g: profile(g)[0])[: 1 if k <= 2 else 3]
             scale = 1.0 / max(n_scored or 1, 1)  # nats per scored step
-            res = minimize(lambda z: scale * profile(z)[0], x0, method="L-BFGS-B",
-                           bounds=[(lo, hi)] * len(others),
-                           options={"maxiter": max_epochs, "ftol": tol, "gtol": 1e-6,
-                                    "eps": 1e-7})
+            res = None
+            for x0 in starts:
+                out = minimize(lambda z: scale * profile(z)[0], x0, method="L-BFGS-B",
+                               bounds=[(lo, hi)] * k,
+                               options={"maxiter": max_epochs, "ftol": tol, "gtol": 1e-9,
+                                        "eps": 1e-7})
+                if res is None or out.fun < res.fun:
+                    res = out
             x, ok, nit, msg = res.x, bool(res.success), int(res.nit), str(res.message)
         _, sigma2 = profile(x)
         if not n_scored:
@@ -886,10 +1069,8 @@ class LinearGaussianSSM(SequenceModel):
                 f"{self.name} predicts these data exactly (every innovation is 0): constant or "
                 "exactly predictable series have an unbounded likelihood; add noise or use a "
                 "simpler model")
-        var = np.zeros(len(slots))
-        var[obs_slot] = sigma2
-        var[others] = sigma2 * np.exp(x)
-        free = torch.tensor(var[free_idx], dtype=torch.float64)
+        ratio = dict(zip(others, np.exp(x), strict=True), **{obs_name: 1.0})
+        free = torch.tensor([sigma2 * ratio[n] for n in names], dtype=torch.float64)
         info = {"converged": ok, "message": f"concentrated likelihood: {msg}",
                 "iterations": nit, "scored_steps": n_scored}
         return free, info
@@ -1052,9 +1233,12 @@ class LinearGaussianSSM(SequenceModel):
                 res.covs.num_unique > d) else 1.0)
             S = self.state_dim
             near = []
+            start = self._diffuse_start(params["initial_cov"])
             for kappa in (k, 2.0 * k):
+                P0 = (kappa * torch.eye(S, dtype=torch.float64) if not start else
+                      start["initial_cov"] + kappa * start["initial_cov_inf"])
                 approx = dict(params, initial_mean=torch.zeros(S, dtype=torch.float64),
-                              initial_cov=kappa * torch.eye(S, dtype=torch.float64))
+                              initial_cov=P0)
                 m0, P0, A, Q, C, R = self._matrices(approx)
                 filt = inference.kalman_filter(y, m0, P0, A, Q, C, R, observed=pattern)
                 near.append(_smoothed_from(seqs, approx, filt)[2])
@@ -1324,8 +1508,10 @@ def _check_structure(structure: Any, S: int, D: int | None) -> dict[str, Any] | 
         raise ValueError("structure must be a dict (see LinearGaussianSSM.local_level)")
     keys = {"transition_matrix", "observation_matrix", "transition_vars", "observation_vars",
             "initial_mean", "initial_var"}
-    if set(structure) != keys:
-        raise ValueError(f"structure needs exactly the keys {sorted(keys)}")
+    optional = {"diffuse", "components"}  # structural models (probseq.lgssm.structural)
+    if not keys <= set(structure) <= keys | optional:
+        raise ValueError(f"structure needs the keys {sorted(keys)} (optionally "
+                         f"{sorted(optional)})")
     A = np.asarray(structure["transition_matrix"], dtype=float)
     C = np.asarray(structure["observation_matrix"], dtype=float)
     if A.shape != (S, S) or C.ndim != 2 or C.shape[1] != S or (D is not None and C.shape[0] != D):
@@ -1348,7 +1534,7 @@ def _check_structure(structure: Any, S: int, D: int | None) -> dict[str, Any] | 
         raise ValueError(f"initial_mean must hold {S} finite numbers, got {mean!r}")
     if var is not None and not (math.isfinite(var) and var >= 0):
         raise ValueError(f"initial_var must be a finite non-negative number, got {var!r}")
-    return {
+    out = {
         "transition_matrix": A.tolist(),
         "observation_matrix": C.tolist(),
         "transition_vars": [[str(n), None if v is None else float(v)] for n, v in tv],
@@ -1356,6 +1542,17 @@ def _check_structure(structure: Any, S: int, D: int | None) -> dict[str, Any] | 
         "initial_mean": None if mean is None else [float(m) for m in mean],
         "initial_var": None if var is None else float(var),
     }
+    if "diffuse" in structure:
+        flags = structure["diffuse"]
+        if len(flags) != S or not all(isinstance(f, bool) for f in flags):
+            raise ValueError(f"structure['diffuse'] must hold {S} booleans")
+        out["diffuse"] = list(flags)
+    if "components" in structure:
+        comps = structure["components"]
+        if not all(len(c) == 2 and len(c[1]) == S for c in comps):
+            raise ValueError(f"structure['components'] must hold [name, {S} weights] pairs")
+        out["components"] = [[str(n), [float(x) for x in w]] for n, w in comps]
+    return out
 
 
 def _as_tensor(x: Any, name: str) -> torch.Tensor:
