@@ -444,7 +444,8 @@ class LinearGaussianSSM(SequenceModel):
         """
         if self.initialization == "proper":
             return 0
-        return inference.diffuse_num_steps(*self._diffuse_structure())
+        A, C, P_inf = self._diffuse_structure()
+        return inference.diffuse_num_steps(A, C, initial_cov_inf=P_inf)
 
     def _diffuse_structure(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(A, C, P_inf)``: what decides how many observations locate the diffuse state
