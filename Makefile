@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m probseq compare --out report
+	$(PY) -m probseq compare --overwrite
 
 # The suite runs on every core (pytest-xdist), then the documentation is built with every
 # warning an error; the build is where the notebooks run (once each).
@@ -39,4 +39,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) report docs/_build docs/generated docs/api.md
+	rm -rf $(VENV) report backtest docs/_build docs/generated docs/api.md

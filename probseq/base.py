@@ -587,6 +587,9 @@ def load(path: str | os.PathLike) -> SequenceModel:
         raise ValueError(f"{path} has unsupported format version {payload.get('format_version')}")
     cls = SequenceModel._registry.get(payload.get("class", ""))
     if cls is None:
+        _import_public_models()
+        cls = SequenceModel._registry.get(payload.get("class", ""))
+    if cls is None:
         raise ValueError(f"{path} holds an unknown model class {payload.get('class')!r}")
     try:
         config = json.loads(payload["config"])
@@ -625,10 +628,21 @@ def _exog_kw(exog: torch.Tensor | None) -> dict[str, torch.Tensor]:
     return {} if exog is None else {"exog": exog}
 
 
+def _import_public_models() -> None:
+    """Import every public model class (``import probseq`` imports them on first use), so
+    that the registry holds them all."""
+    import probseq
+
+    for name in probseq.__all__:
+        if name[0].isupper():
+            getattr(probseq, name)
+
+
 def _capable(flag: str) -> str:
     """The public model classes with a capability flag, for refusal messages."""
     import probseq
 
+    _import_public_models()
     names = sorted(
         name for name, cls in SequenceModel._registry.items()
         if getattr(cls, flag, False) and name in probseq.__all__
