@@ -193,7 +193,8 @@ class SequenceModel(abc.ABC):
         return message
 
     def _coerce_exog(
-        self, exog: Any, seqs: Sequences, data: Any = None, extra_steps: int = 0
+        self, exog: Any, seqs: Sequences, data: Any = None, extra_steps: int = 0,
+        fitting: bool = False,
     ) -> torch.Tensor | None:
         """``exog`` as a float64 tensor ``[N, T_max + extra_steps, E]``, or None."""
         if exog is None:
@@ -203,7 +204,45 @@ class SequenceModel(abc.ABC):
                 f"{self.name} does not take covariates (exog=); models that do: "
                 + _capable("supports_exog")
             )
+        if not fitting and self.num_exog == 0:
+            raise ValueError(
+                f"this {self.name} was fitted without covariates, so it cannot use exog=; "
+                "drop exog=, or refit it with fit(data, exog=...)"
+            )
         return as_exog(exog, seqs, data=data, extra_steps=extra_steps)
+
+    def _forecast_exog(self, exog: Any, seqs: Sequences, data: Any,
+                       horizon: int) -> torch.Tensor | None:
+        """Covariates of the history and the H future steps ``[N, T_max + H, E]``, from
+        ``exog`` holding both, or the future rows alone (the history's then come from the
+        fit, which must have been on this same data)."""
+        from probseq.forecast import future_exog
+
+        if exog is None:
+            return None
+        future = future_exog(exog, data, seqs, horizon) if self.supports_exog else None
+        if future is None:
+            return self._coerce_exog(exog, seqs, data, extra_steps=horizon)
+        future = self._coerce_exog(future, Sequences(torch.zeros(len(seqs), horizon),
+                                                     torch.full((len(seqs),), horizon)))
+        fitted = getattr(self, "_fit_exog", None)
+        if fitted is None or not _same_sequences(fitted[0], seqs):
+            raise ValueError(
+                f"exog holds only the {horizon} future rows, so the history's covariates must "
+                "come from the fit, but this model "
+                + ("was not fitted with exog= in this session" if fitted is None else
+                   "was fitted on other data than the data to forecast from")
+                + "; pass the covariates of the history and the future together")
+        hist = fitted[1][:, : seqs.max_length]
+        if hist.shape[-1] != future.shape[-1]:
+            raise ValueError(f"exog has {future.shape[-1]} covariates, the model was fitted "
+                             f"with {hist.shape[-1]}")
+        out = torch.zeros(len(seqs), seqs.max_length + horizon, hist.shape[-1],
+                          dtype=torch.float64)
+        for i, t in enumerate(seqs.lengths.tolist()):
+            out[i, :t] = hist[i, :t]
+            out[i, t: t + horizon] = future[i]
+        return out
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Refuse unknown ``fit`` keywords, listing the valid ones."""
@@ -258,11 +297,13 @@ class SequenceModel(abc.ABC):
         """
         self._check_options(options)
         seqs, _ = self._coerce(data, fitting=True)
-        ex = self._coerce_exog(exog, seqs, data)
+        ex = self._coerce_exog(exog, seqs, data, fitting=True)
         if distributed.is_active() and options.get("seed") is None:
             options["seed"] = distributed.common_seed()  # ranks must make the same choices
         with seeded(options.get("seed")):
             self._fit(seqs, **options, **_exog_kw(ex))
+        # the history's covariates, for forecasts given the future rows alone
+        self._fit_exog = None if ex is None else (seqs, ex)
         return self
 
     @torch.no_grad()
@@ -435,8 +476,10 @@ class SequenceModel(abc.ABC):
                 (H > 1 without exact marginals), none otherwise. Given explicitly, paths are
                 drawn for exact forecasts too (``Forecast.samples``).
             seed: makes the sampled part reproducible.
-            exog: covariates covering the observed and the H future steps (models that
-                take covariates only).
+            exog: covariates of the observed and the H future steps, or of the H future
+                steps alone (``[H, E]``, ``[N, H, E]``, or a pandas object whose index
+                continues the data's), for a model fitted with covariates; the history's
+                are then those of the fit, which must have been on the same data.
 
         Returns:
             A :class:`~probseq.forecast.Forecast`; one sequence in drops the N axis.
@@ -453,7 +496,7 @@ class SequenceModel(abc.ABC):
             num_samples = _positive_int(num_samples, "num_samples")
         index = future_index(data, h)
         seqs, single = self._coerce(data)
-        kw = _exog_kw(self._coerce_exog(exog, seqs, data, extra_steps=h))
+        kw = _exog_kw(self._forecast_exog(exog, seqs, data, h))
         with seeded(seed):
             dist, n_exact, samples, exact = self._predictive_batch(seqs, h, num_samples, **kw)
         return build_forecast(dist, n_exact, samples, h, float(level),
@@ -636,6 +679,17 @@ def _import_public_models() -> None:
     for name in probseq.__all__:
         if name[0].isupper():
             getattr(probseq, name)
+
+
+def _same_sequences(a: Sequences, b: Sequences) -> bool:
+    """The same sequences (lengths and observed values)."""
+    if len(a) != len(b) or not torch.equal(a.lengths, b.lengths) or a.values.shape != \
+            b.values.shape:
+        return False
+    mask = a.mask if a.values.ndim == 2 else a.mask[..., None]
+    va = torch.where(mask, a.values, torch.zeros((), dtype=a.values.dtype))
+    vb = torch.where(mask, b.values, torch.zeros((), dtype=b.values.dtype))
+    return bool(torch.equal(torch.nan_to_num(va), torch.nan_to_num(vb)))
 
 
 def _capable(flag: str) -> str:
