@@ -92,6 +92,11 @@ class SequenceModel(abc.ABC):
         super().__init_subclass__(**kwargs)
         if not getattr(cls, "__abstractmethods__", None):
             SequenceModel._registry[cls.__name__] = cls
+        # the latent-state outputs of a family leave as pandas too (one way out, here)
+        for method in _STATE_OUTPUTS:
+            fn = cls.__dict__.get(method)
+            if fn is not None and not getattr(fn, "_pandas_out", False):
+                setattr(cls, method, _with_pandas_out(fn, method))
 
     # ---------------------------------------------------------------- subclass interface
     @abc.abstractmethod
@@ -347,7 +352,7 @@ class SequenceModel(abc.ABC):
         keep = seqs.step_any_observed if seqs.has_missing else seqs.mask
         out = torch.where(keep, out, torch.zeros((), dtype=out.dtype))
         _refuse_nan(out, self.name)
-        return out[0] if single else out
+        return to_pandas(out[0] if single else out, data, "log_prob_steps")
 
     @torch.no_grad()
     def sample(
@@ -373,7 +378,9 @@ class SequenceModel(abc.ABC):
                 ``[N, T, E]`` (models with ``supports_exog``).
 
         Returns:
-            A ``Sequences`` of N sequences of length T.
+            A ``Sequences`` of N sequences of length T; for a univariate pandas ``prefix``
+            whose index can be continued, a DataFrame instead, one column per sample,
+            indexed by the prefix's labels and the T - len(prefix) labels after them.
         """
         self._check_fitted()
         n, length = _positive_int(num_sequences, "num_sequences"), _positive_int(length, "length")
@@ -391,7 +398,8 @@ class SequenceModel(abc.ABC):
             kw["prefix_observed"] = pre_obs
         with seeded(seed):
             values = self._sample(n, length, pre, **options, **kw)
-        return Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
+        out = Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
+        return _samples_frame(out, prefix) if _is_pandas_one(prefix) else out
 
     def _coerce_prefix(
         self, prefix: Any | None, length: int
@@ -539,7 +547,7 @@ class SequenceModel(abc.ABC):
             out = dist.mean.to(torch.float64)
         mask = seqs.mask if out.ndim == 2 else seqs.mask[..., None]
         out = torch.where(mask, out, torch.zeros((), dtype=out.dtype))
-        return out[0] if single else out
+        return to_pandas(out[0] if single else out, data, "predict")
 
     def _extended(self, seqs: Sequences) -> Sequences:
         """Each sequence extended by one placeholder step (zero: only x_<t is read)."""
@@ -718,3 +726,89 @@ def _refuse_nan(out: torch.Tensor, name: str) -> None:
         raise FloatingPointError(
             f"{name} produced NaN for sequence {i}; the parameters may be degenerate"
         )
+
+
+# ------------------------------------------------------------------ pandas out
+#: the latent-state methods whose outputs leave as pandas for pandas input.
+_STATE_OUTPUTS = ("filter", "smoother", "most_likely_states")
+
+
+def _is_pandas_one(data: Any) -> bool:
+    """One sequence given as a pandas Series or DataFrame."""
+    import sys
+
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(data, pd.Series | pd.DataFrame)
+
+
+def to_pandas(out: Any, data: Any, what: str) -> Any:
+    """A per-step output ``[T]`` / ``[T, K]`` (or a ``StatePosterior``) of one pandas
+    sequence as a Series / DataFrame on its index; anything else is returned unchanged.
+
+    ``log_prob_steps``, ``predict`` (univariate) and ``most_likely_states`` give a Series
+    named after the method; ``predict`` of a DataFrame gives its columns; state marginals
+    ``[T, K]`` give one column per state (``state_0``, ...); a Gaussian state posterior
+    gives the mean and standard deviation of each state component (``mean_0``, ``std_0``,
+    ...).
+    """
+    if not _is_pandas_one(data):
+        return out
+    import pandas as pd
+
+    index = data.index
+    if isinstance(out, torch.Tensor):
+        arr = out.detach().cpu().numpy()
+        if arr.ndim == 1:
+            return pd.Series(arr, index=index, name=what)
+        if arr.ndim == 2:
+            if what == "predict" and isinstance(data, pd.DataFrame):
+                return pd.DataFrame(arr, index=index, columns=data.columns)
+            prefix = "state_" if what in _STATE_OUTPUTS else f"{what}_"
+            return pd.DataFrame(arr, index=index,
+                                columns=[f"{prefix}{k}" for k in range(arr.shape[1])])
+        return out
+    mean, cov = getattr(out, "mean", None), getattr(out, "cov", None)
+    if isinstance(mean, torch.Tensor) and isinstance(cov, torch.Tensor) and mean.ndim == 2:
+        std = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+        cols = {}
+        for k in range(mean.shape[1]):
+            cols[f"mean_{k}"] = mean[:, k].numpy()
+            cols[f"std_{k}"] = std[:, k].numpy()
+        return pd.DataFrame(cols, index=index)
+    return out
+
+
+def _with_pandas_out(fn, what: str):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, data, *args, **kwargs):
+        return to_pandas(fn(self, data, *args, **kwargs), data, what)
+
+    wrapper._pandas_out = True
+    return wrapper
+
+
+def _samples_frame(samples: Sequences, prefix: Any) -> Any:
+    """Univariate samples continuing a pandas prefix: a DataFrame, one column per sample,
+    on the prefix's index continued (``Sequences`` where the index cannot be continued)."""
+    import warnings
+
+    import pandas as pd
+
+    from probseq.forecast import future_index
+
+    if samples.values.ndim != 2:
+        return samples
+    extra = samples.max_length - len(prefix)
+    if extra > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            future = future_index(prefix, extra)
+        if future is None:
+            return samples
+        index = prefix.index.append(future)
+    else:
+        index = prefix.index
+    return pd.DataFrame(samples.values.numpy().T, index=index,
+                        columns=[f"sample_{i}" for i in range(len(samples))])

@@ -46,3 +46,37 @@ def test_exog_for_a_model_fitted_without_covariates_is_refused_clearly():
                  lambda: model.log_prob(y[:60], exog=x[:60])):
         with pytest.raises(ValueError, match="fitted without covariates"):
             call()
+
+
+def test_pandas_in_pandas_out_keeps_the_index():
+    y, _ = _ar_with_exog()
+    ar = ps.AutoRegressive(order=2).fit(y)
+    steps = ar.log_prob_steps(y)
+    assert isinstance(steps, pd.Series) and steps.index.equals(y.index)
+    np.testing.assert_array_equal(steps.to_numpy(), ar.log_prob_steps(y.to_numpy()).numpy())
+    pred = ar.predict(y)
+    assert isinstance(pred, pd.Series) and pred.index.equals(y.index)
+    # tensors in, tensors out
+    assert isinstance(ar.log_prob_steps(torch.tensor(y.to_numpy())), torch.Tensor)
+    # samples continue the prefix's index
+    paths = ar.sample(3, 80, prefix=y, seed=0)
+    assert isinstance(paths, pd.DataFrame) and paths.shape == (80, 3)
+    assert paths.index[:72].equals(y.index) and paths.index[-1] == pd.Timestamp("2016-08-01")
+    np.testing.assert_array_equal(paths.iloc[:72, 0].to_numpy(), y.to_numpy())
+
+    hmm = ps.HiddenMarkovModel(num_states=2, emission="gaussian").fit(y, seed=0)
+    states = hmm.most_likely_states(y)
+    assert isinstance(states, pd.Series) and states.index.equals(y.index)
+    np.testing.assert_array_equal(states.to_numpy(), hmm.most_likely_states(y.to_numpy()).numpy())
+    for marginals in (hmm.filter(y), hmm.smoother(y)):
+        assert isinstance(marginals, pd.DataFrame) and list(marginals) == ["state_0", "state_1"]
+        assert marginals.index.equals(y.index)
+        np.testing.assert_allclose(marginals.sum(axis=1), 1.0, atol=1e-12)
+    assert isinstance(hmm.filter(y.to_numpy()), torch.Tensor)
+
+    ll = ps.LinearGaussianSSM.local_level().fit(y)
+    post = ll.smoother(y)
+    assert list(post) == ["mean_0", "std_0"] and post.index.equals(y.index)
+    ref = ll.smoother(y.to_numpy())
+    np.testing.assert_allclose(post["mean_0"], ref.mean[:, 0].numpy())
+    np.testing.assert_allclose(post["std_0"] ** 2, ref.cov[:, 0, 0].numpy())
