@@ -84,6 +84,9 @@ class SequenceModel(abc.ABC):
     _obs_dim: int | None | Literal["any"] = "any"
     #: the shortest sequence the model can score.
     min_length: int = 1
+    #: the names of ``params`` whose every entry is a free parameter, in the order
+    #: :meth:`summary` lists them (None: the family has no ``summary`` yet).
+    summary_params: ClassVar[tuple[str, ...] | None] = None
     #: False where ``_step_predictive`` is an approximation (its log density is then not
     #: ``log_prob_steps``).
     step_predictive_exact: ClassVar[bool] = True
@@ -309,6 +312,7 @@ class SequenceModel(abc.ABC):
             self._fit(seqs, **options, **_exog_kw(ex))
         # the history's covariates, for forecasts given the future rows alone
         self._fit_exog = None if ex is None else (seqs, ex)
+        self._fit_data = (seqs, ex)  # for summary()
         return self
 
     @torch.no_grad()
@@ -587,6 +591,111 @@ class SequenceModel(abc.ABC):
             values = self._sample(num_samples, t + horizon, seqs[i], **opts)
             out.append(values.detach().cpu()[:, t:])
         return torch.stack(out)
+
+    # ---------------------------------------------------------------- parameter uncertainty
+    def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95) -> Any:
+        """Estimates and standard errors of the free parameters (observed information).
+
+        The standard errors are the square roots of the diagonal of the inverse observed
+        information: minus the Hessian of the exact log-likelihood of the fitting data at
+        the estimates, computed by central finite differences of :meth:`log_prob` over the
+        free parameters (rebuilt with ``from_params``). Intervals are Wald intervals
+        ``estimate +- z * std_error``. Valid where the estimates maximise that likelihood
+        (an exact maximum-likelihood fit; a conditional least-squares fit is close to it on
+        long series).
+
+        Args:
+            data: the data the model was fitted on (default: the data of the last ``fit``;
+                required after :func:`probseq.load`).
+            exog: covariates of ``data``.
+            level: coverage of the intervals.
+
+        Returns:
+            A DataFrame, one row per free parameter (``coef[0]``, ...), with columns
+            ``estimate``, ``std_error``, ``ci_lower`` and ``ci_upper``; ``attrs`` hold
+            ``log_lik``, ``aic``, ``bic``, ``num_observations``, ``converged`` (the fit's
+            optimiser, True for a closed-form fit) and ``level``.
+
+        Raises:
+            ValueError: the family has no summary yet, or no fitting data is known, or the
+                observed information is not positive definite (not at a maximum).
+        """
+        import math
+
+        import numpy as np
+        import pandas as pd
+        from scipy import stats
+
+        self._check_fitted()
+        if self.summary_params is None or not hasattr(type(self), "from_params"):
+            raise ValueError(f"{self.name} has no summary() yet")
+        if not 0 < float(level) < 1:
+            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+        if data is None:
+            fitted = getattr(self, "_fit_data", None)
+            if fitted is None:
+                raise ValueError("summary() needs the data the model was fitted on: pass "
+                                 "summary(data) (a loaded model does not keep it)")
+            seqs, ex = fitted
+        else:
+            seqs, _ = self._coerce(data)
+            ex = self._coerce_exog(exog, seqs, data)
+        params = {k: v.detach().to(torch.float64) for k, v in self.params.items()}
+        names = [k for k in self.summary_params if k in params]
+        shapes = [params[k].shape for k in names]
+        theta = torch.cat([params[k].reshape(-1) for k in names]).numpy()
+        labels = [k if not shape else f"{k}[{i}]" for k, shape in zip(names, shapes, strict=True)
+                  for i in range(max(1, int(np.prod(shape))))]
+
+        def loglik(vec: np.ndarray) -> float:
+            new, i = dict(params), 0
+            for k, shape in zip(names, shapes, strict=True):
+                n = max(1, int(np.prod(shape)))
+                new[k] = torch.tensor(vec[i:i + n], dtype=torch.float64).reshape(shape)
+                i += n
+            model = type(self).from_params(**new)
+            return float(model._log_prob(seqs, **_exog_kw(ex)).sum())
+
+        k = len(theta)
+        step = 1e-4 * np.maximum(np.abs(theta), 1e-2)
+        f0 = loglik(theta)
+        hess = np.zeros((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                def f(a: float, b: float, i: int = i, j: int = j) -> float:
+                    v = theta.copy()
+                    v[i] += a * step[i]
+                    v[j] += b * step[j]
+                    return loglik(v)
+                if i == j:
+                    hess[i, i] = (f(1, 0) - 2 * f0 + f(-1, 0)) / step[i] ** 2
+                else:
+                    hess[i, j] = hess[j, i] = (f(1, 1) - f(1, -1) - f(-1, 1) + f(-1, -1)) / (
+                        4 * step[i] * step[j])
+        try:
+            cov = np.linalg.inv(-hess)
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError("the observed information is not positive definite: the "
+                             "estimates are not at a maximum of the likelihood") from None
+        se = np.sqrt(np.diag(cov))
+        z = float(stats.norm.ppf(0.5 + 0.5 * float(level)))
+        table = pd.DataFrame({"estimate": theta, "std_error": se, "ci_lower": theta - z * se,
+                              "ci_upper": theta + z * se}, index=pd.Index(labels,
+                                                                          name="parameter"))
+        n = int(seqs.step_observed.sum()) if seqs.has_missing else int(seqs.lengths.sum())
+        result = getattr(self, "fit_result_", None)
+        converged = True  # a closed-form fit
+        if isinstance(result, dict) and "converged" in result:
+            converged = bool(result["converged"])
+        elif hasattr(result, "success"):  # a scipy optimiser's result
+            converged = bool(result.success)
+        table.attrs.update(
+            log_lik=f0, aic=2 * self.num_params - 2 * f0,
+            bic=self.num_params * math.log(n) - 2 * f0, num_observations=n,
+            converged=converged, level=float(level),
+        )
+        return table
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
