@@ -209,3 +209,18 @@ def test_module_entry_point_help_and_listings(capsys):
     assert main(["models"]) == 0 and main(["datasets"]) == 0
     listed = capsys.readouterr().out
     assert "continuous:" in listed and "markov1" in listed and "nile" in listed
+
+
+def test_lazy_public_names_load_on_first_use():
+    code = ("import sys, probseq\\n"
+            "assert 'torch' not in sys.modules\\n"
+            "import probseq.backtest\\n"
+            "assert callable(probseq.backtest) and callable(probseq.compare)\\n"
+            "m = probseq.load('probseq/pretrained/text_rnn.pt')  # registers its class itself\\n"
+            "print(type(m).__name__)")
+    from pathlib import Path
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "RecurrentModel"
