@@ -136,8 +136,13 @@ def _figures(fitted, data, initial: int, args, out: Path) -> list[str]:
     y = data.evaluate[0].numpy()
     h = min(max(args.horizon, 12), len(y) - initial)
     if h >= 1:
-        fig = plots.plot_forecast(fitted, y[:initial], h, actual=y[initial:initial + h],
-                                  seed=args.seed, index=data.index)
+        scored = ("1 step ahead" if args.horizon == 1
+                  else f"1 to {args.horizon} steps ahead")
+        fig = plots.plot_forecast(
+            fitted, y[:initial], h, actual=y[initial:initial + h], seed=args.seed,
+            index=data.index, level=args.level,
+            title=f"Forecasts of the next {h} steps from the first origin ({args.level:.0%} "
+            f"intervals); the backtest scores {scored} from every origin")
         fig.savefig(out / "forecast.png", dpi=110)
         plt.close(fig)
         written.append("forecast.png")

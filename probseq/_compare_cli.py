@@ -128,8 +128,11 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
          "samples.png")
     if data.kind == "continuous" and data.start:
         y = np.asarray(data.evaluate.with_gaps(0))
-        save(plots.plot_forecast(fitted, y[: data.start], len(y) - data.start,
-                                 actual=y[data.start:], seed=seed, index=data.index),
+        h = len(y) - data.start
+        save(plots.plot_forecast(
+            fitted, y[: data.start], h, actual=y[data.start:], seed=seed, index=data.index,
+            title=f"Forecasts of all {h} held-out steps from the end of the fitting data (95% "
+            "intervals; the comparison scores one step ahead, not these)"),
              "forecast.png")
     return written
 
