@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m probseq compare --out report
+	$(PY) -m probseq compare --overwrite
 
 # The suite runs on every core (pytest-xdist), then the documentation is built with every
 # warning an error; the build is where the notebooks run (once each).
@@ -60,4 +60,4 @@ bench-against: $(STAMP)
 	$(PY) -m benchmarks --against $(or $(REV),HEAD) $(if $(ONLY),--only $(ONLY))
 
 clean:
-	rm -rf $(VENV) report docs/_build docs/generated docs/api.md
+	rm -rf $(VENV) report backtest docs/_build docs/generated docs/api.md

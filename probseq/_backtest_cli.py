@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from probseq import datasets
+from probseq._cli_common import (
+    add_data_arguments,
+    choose_models,
+    data_from_args,
+    fit_models,
+    markdown_table,
+    output_folder,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -16,12 +23,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "backtest",
         help="rolling-origin forecast evaluation of model families on a dataset",
-        description="Fit model families on a built-in dataset, forecast from every origin of "
-        "its evaluation data (expanding window) and score the forecasts: log score, CRPS or "
-        "Brier score, errors and interval coverage, with paired standard errors.",
+        description="Fit model families on a built-in dataset or your own file (--data), "
+        "forecast from every origin of its evaluation data (expanding window) and score the "
+        "forecasts: log score, CRPS or Brier score, errors and interval coverage, with paired "
+        "standard errors.",
     )
-    p.add_argument("--dataset", default="nile", choices=datasets.DATASETS,
-                   help="built-in dataset (default: nile)")
+    add_data_arguments(p, "nile", "backtest")
     p.add_argument("--models", default=None,
                    help="comma-separated model names (see `python -m probseq models`)")
     p.add_argument("--horizon", type=int, default=1, help="steps ahead (default: 1)")
@@ -33,43 +40,43 @@ def add_parser(sub) -> None:
                    help="refit every k origins (default 0: never; fit once on the fit data)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="sampled paths where forecasts need them (default: 1000)")
-    p.add_argument("--out", default="backtest", help="output folder (default: backtest)")
+    p.add_argument("--level", type=float, default=0.95,
+                   help="coverage of the central prediction intervals (default: 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of every fit and sample")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.set_defaults(subparser=p)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``backtest`` with parsed arguments."""
     import pandas as pd
 
-    from probseq._utils import progress_bar
     from probseq.backtest import backtest
-    from probseq.cli import _choose_models, _markdown_table, load_dataset, model_factories
 
-    data = load_dataset(args.dataset, seed=args.seed)
-    names = _choose_models(parser, data.kind, args.models)
-    factories = model_factories(data.kind)
+    data = data_from_args(args, parser, "nile")
+    names = choose_models(parser, data, args.models)
     shortest = int(data.evaluate.lengths.min())
     initial = args.initial if args.initial is not None else (data.start or max(1, shortest // 2))
     if args.horizon < 1 or args.step < 1 or args.refit < 0:
         parser.error("--horizon and --step must be >= 1, --refit >= 0")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not 0 < args.level < 1:
+        parser.error("--level must lie strictly between 0 and 1")
+    out = output_folder(args.out, "backtest", data.name, "report.md", args.overwrite)
     print(data.description, file=sys.stderr)
 
-    fitted, fit_kws = {}, {}
-    bar = progress_bar(len(names), None, "fitting")
-    for name in names:
-        model, fit_kw = factories[name]()
-        fit_kws[name] = {"seed": args.seed, **fit_kw}
-        fitted[name] = model.fit(data.fit, **fit_kws[name])
-        bar.update()
-    bar.close()
+    result = fit_models(names, data, args.seed)
+    fitted = result.models
+    if args.refit and result.shipped:
+        parser.error(f"--refit cannot refit the shipped networks ({', '.join(result.shipped)})")
+    if not fitted:
+        parser.error("no model could be backtested: "
+                     + "; ".join(f"{n}: {why}" for n, why in result.left_out.items()))
+    fit_kws = {n: {"seed": args.seed, **result.fit_kwargs[n]} for n in fitted}
     try:
         table, summary = backtest(fitted, data.evaluate, initial=initial, horizon=args.horizon,
                                   step=args.step, refit=args.refit or False,
                                   num_samples=args.num_samples, fit_options=fit_kws,
-                                  seed=args.seed)
+                                  seed=args.seed, level=args.level)
     except ValueError as err:
         parser.error(str(err))
     table.to_csv(out / "backtest.csv", index=False)
@@ -78,16 +85,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                            "display.float_format", "{:.4g}".format):
         print(summary.to_string(index=False))
     figures = [] if args.no_plots else _figures(fitted, data, initial, args, out)
+    ahead = ("one step ahead" if args.horizon == 1
+             else f"1 to {args.horizon} steps ahead")
     lines = [
-        f"# probseq backtest: {data.name}", "", data.description + ".", "",
-        f"Origins every {args.step} step(s) from step {initial}, horizon {args.horizon}, "
+        f"# probseq backtest: {data.name}", "", data.description.replace(
+            " one step ahead", "") + ".", "",
+        f"Forecasts {ahead} from origins every {args.step} step(s) from step {initial}, "
         + ("models fitted once on the fit data" if not args.refit
            else f"models refitted every {args.refit} origin(s)")
-        + ". Mean scores per forecast (log score: higher is better; CRPS, Brier, RMSE, MAE: "
+        + f"; intervals and coverage at the {args.level:.0%} level. Mean scores per "
+        "forecast (log score: higher is better; CRPS, Brier, RMSE, MAE: "
         "lower is better); `delta_vs_best` and `crps_delta` are paired differences to the "
         "best model with standard errors across origins. Log scores of sampled steps are "
         "not available (NaN).", "",
-        _markdown_table(summary.set_index("model")), "",
+        markdown_table(summary.set_index("model")), "",
+        "Left out: " + ("; ".join(f"{n} ({why})" for n, why in result.left_out.items())
+                        if result.left_out else "none") + ".", "",
     ]
     for fig in figures:
         lines += [f"![{fig}]({fig})", ""]
@@ -123,8 +136,13 @@ def _figures(fitted, data, initial: int, args, out: Path) -> list[str]:
     y = data.evaluate[0].numpy()
     h = min(max(args.horizon, 12), len(y) - initial)
     if h >= 1:
-        fig = plots.plot_forecast(fitted, y[:initial], h, actual=y[initial:initial + h],
-                                  seed=args.seed, index=data.index)
+        scored = ("1 step ahead" if args.horizon == 1
+                  else f"1 to {args.horizon} steps ahead")
+        fig = plots.plot_forecast(
+            fitted, y[:initial], h, actual=y[initial:initial + h], seed=args.seed,
+            index=data.index, level=args.level,
+            title=f"Forecasts of the next {h} steps from the first origin ({args.level:.0%} "
+            f"intervals); the backtest scores {scored} from every origin")
         fig.savefig(out / "forecast.png", dpi=110)
         plt.close(fig)
         written.append("forecast.png")

@@ -84,6 +84,9 @@ class SequenceModel(abc.ABC):
     _obs_dim: int | None | Literal["any"] = "any"
     #: the shortest sequence the model can score.
     min_length: int = 1
+    #: the names of ``params`` whose every entry is a free parameter, in the order
+    #: :meth:`summary` lists them (None: the family has no ``summary`` yet).
+    summary_params: ClassVar[tuple[str, ...] | None] = None
     #: False where ``_step_predictive`` is an approximation (its log density is then not
     #: ``log_prob_steps``).
     step_predictive_exact: ClassVar[bool] = True
@@ -92,6 +95,11 @@ class SequenceModel(abc.ABC):
         super().__init_subclass__(**kwargs)
         if not getattr(cls, "__abstractmethods__", None):
             SequenceModel._registry[cls.__name__] = cls
+        # the latent-state outputs of a family leave as pandas too (one way out, here)
+        for method in _STATE_OUTPUTS:
+            fn = cls.__dict__.get(method)
+            if fn is not None and not getattr(fn, "_pandas_out", False):
+                setattr(cls, method, _with_pandas_out(fn, method))
 
     # ---------------------------------------------------------------- subclass interface
     @abc.abstractmethod
@@ -193,7 +201,8 @@ class SequenceModel(abc.ABC):
         return message
 
     def _coerce_exog(
-        self, exog: Any, seqs: Sequences, data: Any = None, extra_steps: int = 0
+        self, exog: Any, seqs: Sequences, data: Any = None, extra_steps: int = 0,
+        fitting: bool = False,
     ) -> torch.Tensor | None:
         """``exog`` as a float64 tensor ``[N, T_max + extra_steps, E]``, or None."""
         if exog is None:
@@ -203,7 +212,45 @@ class SequenceModel(abc.ABC):
                 f"{self.name} does not take covariates (exog=); models that do: "
                 + _capable("supports_exog")
             )
+        if not fitting and self.num_exog == 0:
+            raise ValueError(
+                f"this {self.name} was fitted without covariates, so it cannot use exog=; "
+                "drop exog=, or refit it with fit(data, exog=...)"
+            )
         return as_exog(exog, seqs, data=data, extra_steps=extra_steps)
+
+    def _forecast_exog(self, exog: Any, seqs: Sequences, data: Any,
+                       horizon: int) -> torch.Tensor | None:
+        """Covariates of the history and the H future steps ``[N, T_max + H, E]``, from
+        ``exog`` holding both, or the future rows alone (the history's then come from the
+        fit, which must have been on this same data)."""
+        from probseq.forecast import future_exog
+
+        if exog is None:
+            return None
+        future = future_exog(exog, data, seqs, horizon) if self.supports_exog else None
+        if future is None:
+            return self._coerce_exog(exog, seqs, data, extra_steps=horizon)
+        future = self._coerce_exog(future, Sequences(torch.zeros(len(seqs), horizon),
+                                                     torch.full((len(seqs),), horizon)))
+        fitted = getattr(self, "_fit_exog", None)
+        if fitted is None or not _same_sequences(fitted[0], seqs):
+            raise ValueError(
+                f"exog holds only the {horizon} future rows, so the history's covariates must "
+                "come from the fit, but this model "
+                + ("was not fitted with exog= in this session" if fitted is None else
+                   "was fitted on other data than the data to forecast from")
+                + "; pass the covariates of the history and the future together")
+        hist = fitted[1][:, : seqs.max_length]
+        if hist.shape[-1] != future.shape[-1]:
+            raise ValueError(f"exog has {future.shape[-1]} covariates, the model was fitted "
+                             f"with {hist.shape[-1]}")
+        out = torch.zeros(len(seqs), seqs.max_length + horizon, hist.shape[-1],
+                          dtype=torch.float64)
+        for i, t in enumerate(seqs.lengths.tolist()):
+            out[i, :t] = hist[i, :t]
+            out[i, t: t + horizon] = future[i]
+        return out
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Refuse unknown ``fit`` keywords, listing the valid ones."""
@@ -258,11 +305,14 @@ class SequenceModel(abc.ABC):
         """
         self._check_options(options)
         seqs, _ = self._coerce(data, fitting=True)
-        ex = self._coerce_exog(exog, seqs, data)
+        ex = self._coerce_exog(exog, seqs, data, fitting=True)
         if distributed.is_active() and options.get("seed") is None:
             options["seed"] = distributed.common_seed()  # ranks must make the same choices
         with seeded(options.get("seed")):
             self._fit(seqs, **options, **_exog_kw(ex))
+        # the history's covariates, for forecasts given the future rows alone
+        self._fit_exog = None if ex is None else (seqs, ex)
+        self._fit_data = (seqs, ex)  # for summary()
         return self
 
     @torch.no_grad()
@@ -306,7 +356,7 @@ class SequenceModel(abc.ABC):
         keep = seqs.step_any_observed if seqs.has_missing else seqs.mask
         out = torch.where(keep, out, torch.zeros((), dtype=out.dtype))
         _refuse_nan(out, self.name)
-        return out[0] if single else out
+        return to_pandas(out[0] if single else out, data, "log_prob_steps")
 
     @torch.no_grad()
     def sample(
@@ -332,7 +382,9 @@ class SequenceModel(abc.ABC):
                 ``[N, T, E]`` (models with ``supports_exog``).
 
         Returns:
-            A ``Sequences`` of N sequences of length T.
+            A ``Sequences`` of N sequences of length T; for a univariate pandas ``prefix``
+            whose index can be continued, a DataFrame instead, one column per sample,
+            indexed by the prefix's labels and the T - len(prefix) labels after them.
         """
         self._check_fitted()
         n, length = _positive_int(num_sequences, "num_sequences"), _positive_int(length, "length")
@@ -350,7 +402,8 @@ class SequenceModel(abc.ABC):
             kw["prefix_observed"] = pre_obs
         with seeded(seed):
             values = self._sample(n, length, pre, **options, **kw)
-        return Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
+        out = Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
+        return _samples_frame(out, prefix) if _is_pandas_one(prefix) else out
 
     def _coerce_prefix(
         self, prefix: Any | None, length: int
@@ -435,8 +488,10 @@ class SequenceModel(abc.ABC):
                 (H > 1 without exact marginals), none otherwise. Given explicitly, paths are
                 drawn for exact forecasts too (``Forecast.samples``).
             seed: makes the sampled part reproducible.
-            exog: covariates covering the observed and the H future steps (models that
-                take covariates only).
+            exog: covariates of the observed and the H future steps, or of the H future
+                steps alone (``[H, E]``, ``[N, H, E]``, or a pandas object whose index
+                continues the data's), for a model fitted with covariates; the history's
+                are then those of the fit, which must have been on the same data.
 
         Returns:
             A :class:`~probseq.forecast.Forecast`; one sequence in drops the N axis.
@@ -453,7 +508,7 @@ class SequenceModel(abc.ABC):
             num_samples = _positive_int(num_samples, "num_samples")
         index = future_index(data, h)
         seqs, single = self._coerce(data)
-        kw = _exog_kw(self._coerce_exog(exog, seqs, data, extra_steps=h))
+        kw = _exog_kw(self._forecast_exog(exog, seqs, data, h))
         with seeded(seed):
             dist, n_exact, samples, exact = self._predictive_batch(seqs, h, num_samples, **kw)
         return build_forecast(dist, n_exact, samples, h, float(level),
@@ -496,7 +551,7 @@ class SequenceModel(abc.ABC):
             out = dist.mean.to(torch.float64)
         mask = seqs.mask if out.ndim == 2 else seqs.mask[..., None]
         out = torch.where(mask, out, torch.zeros((), dtype=out.dtype))
-        return out[0] if single else out
+        return to_pandas(out[0] if single else out, data, "predict")
 
     def _extended(self, seqs: Sequences) -> Sequences:
         """Each sequence extended by one placeholder step (zero: only x_<t is read)."""
@@ -536,6 +591,111 @@ class SequenceModel(abc.ABC):
             values = self._sample(num_samples, t + horizon, seqs[i], **opts)
             out.append(values.detach().cpu()[:, t:])
         return torch.stack(out)
+
+    # ---------------------------------------------------------------- parameter uncertainty
+    def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95) -> Any:
+        """Estimates and standard errors of the free parameters (observed information).
+
+        The standard errors are the square roots of the diagonal of the inverse observed
+        information: minus the Hessian of the exact log-likelihood of the fitting data at
+        the estimates, computed by central finite differences of :meth:`log_prob` over the
+        free parameters (rebuilt with ``from_params``). Intervals are Wald intervals
+        ``estimate +- z * std_error``. Valid where the estimates maximise that likelihood
+        (an exact maximum-likelihood fit; a conditional least-squares fit is close to it on
+        long series).
+
+        Args:
+            data: the data the model was fitted on (default: the data of the last ``fit``;
+                required after :func:`probseq.load`).
+            exog: covariates of ``data``.
+            level: coverage of the intervals.
+
+        Returns:
+            A DataFrame, one row per free parameter (``coef[0]``, ...), with columns
+            ``estimate``, ``std_error``, ``ci_lower`` and ``ci_upper``; ``attrs`` hold
+            ``log_lik``, ``aic``, ``bic``, ``num_observations``, ``converged`` (the fit's
+            optimiser, True for a closed-form fit) and ``level``.
+
+        Raises:
+            ValueError: the family has no summary yet, or no fitting data is known, or the
+                observed information is not positive definite (not at a maximum).
+        """
+        import math
+
+        import numpy as np
+        import pandas as pd
+        from scipy import stats
+
+        self._check_fitted()
+        if self.summary_params is None or not hasattr(type(self), "from_params"):
+            raise ValueError(f"{self.name} has no summary() yet")
+        if not 0 < float(level) < 1:
+            raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+        if data is None:
+            fitted = getattr(self, "_fit_data", None)
+            if fitted is None:
+                raise ValueError("summary() needs the data the model was fitted on: pass "
+                                 "summary(data) (a loaded model does not keep it)")
+            seqs, ex = fitted
+        else:
+            seqs, _ = self._coerce(data)
+            ex = self._coerce_exog(exog, seqs, data)
+        params = {k: v.detach().to(torch.float64) for k, v in self.params.items()}
+        names = [k for k in self.summary_params if k in params]
+        shapes = [params[k].shape for k in names]
+        theta = torch.cat([params[k].reshape(-1) for k in names]).numpy()
+        labels = [k if not shape else f"{k}[{i}]" for k, shape in zip(names, shapes, strict=True)
+                  for i in range(max(1, int(np.prod(shape))))]
+
+        def loglik(vec: np.ndarray) -> float:
+            new, i = dict(params), 0
+            for k, shape in zip(names, shapes, strict=True):
+                n = max(1, int(np.prod(shape)))
+                new[k] = torch.tensor(vec[i:i + n], dtype=torch.float64).reshape(shape)
+                i += n
+            model = type(self).from_params(**new)
+            return float(model._log_prob(seqs, **_exog_kw(ex)).sum())
+
+        k = len(theta)
+        step = 1e-4 * np.maximum(np.abs(theta), 1e-2)
+        f0 = loglik(theta)
+        hess = np.zeros((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                def f(a: float, b: float, i: int = i, j: int = j) -> float:
+                    v = theta.copy()
+                    v[i] += a * step[i]
+                    v[j] += b * step[j]
+                    return loglik(v)
+                if i == j:
+                    hess[i, i] = (f(1, 0) - 2 * f0 + f(-1, 0)) / step[i] ** 2
+                else:
+                    hess[i, j] = hess[j, i] = (f(1, 1) - f(1, -1) - f(-1, 1) + f(-1, -1)) / (
+                        4 * step[i] * step[j])
+        try:
+            cov = np.linalg.inv(-hess)
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError("the observed information is not positive definite: the "
+                             "estimates are not at a maximum of the likelihood") from None
+        se = np.sqrt(np.diag(cov))
+        z = float(stats.norm.ppf(0.5 + 0.5 * float(level)))
+        table = pd.DataFrame({"estimate": theta, "std_error": se, "ci_lower": theta - z * se,
+                              "ci_upper": theta + z * se}, index=pd.Index(labels,
+                                                                          name="parameter"))
+        n = int(seqs.step_observed.sum()) if seqs.has_missing else int(seqs.lengths.sum())
+        result = getattr(self, "fit_result_", None)
+        converged = True  # a closed-form fit
+        if isinstance(result, dict) and "converged" in result:
+            converged = bool(result["converged"])
+        elif hasattr(result, "success"):  # a scipy optimiser's result
+            converged = bool(result.success)
+        table.attrs.update(
+            log_lik=f0, aic=2 * self.num_params - 2 * f0,
+            bic=self.num_params * math.log(n) - 2 * f0, num_observations=n,
+            converged=converged, level=float(level),
+        )
+        return table
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
@@ -587,6 +747,9 @@ def load(path: str | os.PathLike) -> SequenceModel:
         raise ValueError(f"{path} has unsupported format version {payload.get('format_version')}")
     cls = SequenceModel._registry.get(payload.get("class", ""))
     if cls is None:
+        _import_public_models()
+        cls = SequenceModel._registry.get(payload.get("class", ""))
+    if cls is None:
         raise ValueError(f"{path} holds an unknown model class {payload.get('class')!r}")
     try:
         config = json.loads(payload["config"])
@@ -625,10 +788,32 @@ def _exog_kw(exog: torch.Tensor | None) -> dict[str, torch.Tensor]:
     return {} if exog is None else {"exog": exog}
 
 
+def _import_public_models() -> None:
+    """Import every public model class (``import probseq`` imports them on first use), so
+    that the registry holds them all."""
+    import probseq
+
+    for name in probseq.__all__:
+        if name[0].isupper():
+            getattr(probseq, name)
+
+
+def _same_sequences(a: Sequences, b: Sequences) -> bool:
+    """The same sequences (lengths and observed values)."""
+    if len(a) != len(b) or not torch.equal(a.lengths, b.lengths) or a.values.shape != \
+            b.values.shape:
+        return False
+    mask = a.mask if a.values.ndim == 2 else a.mask[..., None]
+    va = torch.where(mask, a.values, torch.zeros((), dtype=a.values.dtype))
+    vb = torch.where(mask, b.values, torch.zeros((), dtype=b.values.dtype))
+    return bool(torch.equal(torch.nan_to_num(va), torch.nan_to_num(vb)))
+
+
 def _capable(flag: str) -> str:
     """The public model classes with a capability flag, for refusal messages."""
     import probseq
 
+    _import_public_models()
     names = sorted(
         name for name, cls in SequenceModel._registry.items()
         if getattr(cls, flag, False) and name in probseq.__all__
@@ -650,3 +835,89 @@ def _refuse_nan(out: torch.Tensor, name: str) -> None:
         raise FloatingPointError(
             f"{name} produced NaN for sequence {i}; the parameters may be degenerate"
         )
+
+
+# ------------------------------------------------------------------ pandas out
+#: the latent-state methods whose outputs leave as pandas for pandas input.
+_STATE_OUTPUTS = ("filter", "smoother", "most_likely_states")
+
+
+def _is_pandas_one(data: Any) -> bool:
+    """One sequence given as a pandas Series or DataFrame."""
+    import sys
+
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(data, pd.Series | pd.DataFrame)
+
+
+def to_pandas(out: Any, data: Any, what: str) -> Any:
+    """A per-step output ``[T]`` / ``[T, K]`` (or a ``StatePosterior``) of one pandas
+    sequence as a Series / DataFrame on its index; anything else is returned unchanged.
+
+    ``log_prob_steps``, ``predict`` (univariate) and ``most_likely_states`` give a Series
+    named after the method; ``predict`` of a DataFrame gives its columns; state marginals
+    ``[T, K]`` give one column per state (``state_0``, ...); a Gaussian state posterior
+    gives the mean and standard deviation of each state component (``mean_0``, ``std_0``,
+    ...).
+    """
+    if not _is_pandas_one(data):
+        return out
+    import pandas as pd
+
+    index = data.index
+    if isinstance(out, torch.Tensor):
+        arr = out.detach().cpu().numpy()
+        if arr.ndim == 1:
+            return pd.Series(arr, index=index, name=what)
+        if arr.ndim == 2:
+            if what == "predict" and isinstance(data, pd.DataFrame):
+                return pd.DataFrame(arr, index=index, columns=data.columns)
+            prefix = "state_" if what in _STATE_OUTPUTS else f"{what}_"
+            return pd.DataFrame(arr, index=index,
+                                columns=[f"{prefix}{k}" for k in range(arr.shape[1])])
+        return out
+    mean, cov = getattr(out, "mean", None), getattr(out, "cov", None)
+    if isinstance(mean, torch.Tensor) and isinstance(cov, torch.Tensor) and mean.ndim == 2:
+        std = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+        cols = {}
+        for k in range(mean.shape[1]):
+            cols[f"mean_{k}"] = mean[:, k].numpy()
+            cols[f"std_{k}"] = std[:, k].numpy()
+        return pd.DataFrame(cols, index=index)
+    return out
+
+
+def _with_pandas_out(fn, what: str):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, data, *args, **kwargs):
+        return to_pandas(fn(self, data, *args, **kwargs), data, what)
+
+    wrapper._pandas_out = True
+    return wrapper
+
+
+def _samples_frame(samples: Sequences, prefix: Any) -> Any:
+    """Univariate samples continuing a pandas prefix: a DataFrame, one column per sample,
+    on the prefix's index continued (``Sequences`` where the index cannot be continued)."""
+    import warnings
+
+    import pandas as pd
+
+    from probseq.forecast import future_index
+
+    if samples.values.ndim != 2:
+        return samples
+    extra = samples.max_length - len(prefix)
+    if extra > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            future = future_index(prefix, extra)
+        if future is None:
+            return samples
+        index = prefix.index.append(future)
+    else:
+        index = prefix.index
+    return pd.DataFrame(samples.values.numpy().T, index=index,
+                        columns=[f"sample_{i}" for i in range(len(samples))])

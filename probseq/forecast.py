@@ -458,3 +458,56 @@ def future_index(data: Any, horizon: int) -> pd.Index | None:
             step = int(diffs[0])
             return pd.Index(int(idx[-1]) + step * np.arange(1, horizon + 1), name=idx.name)
     return None
+
+
+def future_exog(exog: Any, data: Any, seqs: Any, horizon: int) -> Any | None:
+    """The future rows of covariates given for the H future steps alone, or None when
+    ``exog`` also covers the history.
+
+    A pandas ``exog`` whose index continues the data's (the labels of
+    :func:`future_index`) is aligned by label; an array with exactly H rows per sequence
+    (``[H, E]``, ``[H]`` for one sequence, ``[N, H, E]``) is taken as the future rows.
+
+    Returns:
+        ``[N, H, E]`` float64 numpy array, or None.
+    """
+    n = len(seqs)
+    if isinstance(exog, pd.Series | pd.DataFrame):
+        if not isinstance(data, pd.Series | pd.DataFrame):
+            rows = exog.to_numpy(dtype=float)
+            return _future_rows(rows, n, horizon)
+        if len(exog.index) >= len(data.index) and exog.index[: len(data.index)].equals(
+                data.index):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            labels = future_index(data, horizon)
+        if labels is None or not labels.isin(exog.index).all():
+            raise ValueError(
+                "exog's index lines up neither with the data's (history and future) nor "
+                f"with the {horizon} steps after it"
+                + ("" if labels is None else f" ({labels[0]} .. {labels[-1]})"))
+        rows = exog.loc[labels].to_numpy(dtype=float)
+        return rows.reshape(1, horizon, -1)
+    if isinstance(exog, list | tuple) and exog and not np.isscalar(exog[0]):
+        try:
+            rows = [np.asarray(e, dtype=float) for e in exog]
+        except (TypeError, ValueError):
+            return None
+        if len(rows) == n and all(r.shape[0] == horizon for r in rows) and not bool(
+                (seqs.lengths == 0).any()):
+            return np.stack([r.reshape(horizon, -1) for r in rows])
+        return None
+    try:
+        rows = np.asarray(exog.detach().cpu() if hasattr(exog, "detach") else exog, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return _future_rows(rows, n, horizon)
+
+
+def _future_rows(rows: np.ndarray, n: int, horizon: int) -> np.ndarray | None:
+    if rows.ndim in (1, 2) and n == 1 and rows.shape[0] == horizon:
+        return rows.reshape(1, horizon, -1)
+    if rows.ndim == 3 and rows.shape[:2] == (n, horizon):
+        return rows
+    return None

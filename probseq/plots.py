@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,18 +223,24 @@ def plot_forecast(
     horizon: int | None = None,
     actual: Any | None = None,
     num_samples: int = 500,
-    level: float = 0.9,
+    level: float = 0.95,
     seed: int | None = 0,
     index: Sequence | pd.Index | None = None,
+    title: str | None = None,
 ):
     """Forecast fans: each model's median and central ``level`` interval of the next
     ``horizon`` values after ``history``.
 
+    The panels share one y-scale when their ranges are comparable (within a factor of 3),
+    so that spreads can be compared; otherwise each panel has its own, so that one wide fan
+    does not flatten the others.
+
     Args:
-        models: name -> fitted model or :class:`~probseq.forecast.Forecast` (one ``Forecast``
-            alone is also accepted). Models are asked for ``forecast(history, horizon)``
-            (exact where they can, sampled otherwise, ``num_samples`` paths); a model
-            without a forecast falls back to quantiles of sampled continuations.
+        models: name -> fitted model or :class:`~probseq.forecast.Forecast` (one model or
+            one ``Forecast`` alone is also accepted). Models are asked for
+            ``forecast(history, horizon)`` (exact where they can, sampled otherwise,
+            ``num_samples`` paths); a model without a forecast falls back to quantiles of
+            sampled continuations.
         history: one univariate series (array, tensor or pandas Series).
         horizon: H; taken from the forecasts when only Forecast objects are given.
         actual: the values that followed, drawn dashed.
@@ -243,11 +250,14 @@ def plot_forecast(
         index: x positions of history and future (``len(history) + H``): any sequence or a
             pandas ``DatetimeIndex`` / ``PeriodIndex``. By default a pandas ``history``
             provides them (its index continued by the forecast's), else ``0..T+H-1``.
+        title: the figure's title (default: the horizon and the intervals' level).
     """
     from probseq.forecast import Forecast
 
     if isinstance(models, Forecast):
         models = {"forecast": models}
+    elif isinstance(models, SequenceModel):
+        models = {models.name: models}
     hist = np.asarray(as_sequences(history, "continuous")[0].with_gaps(0), dtype=float)
     if hist.ndim != 1:
         raise ValueError("plot_forecast draws univariate series only")
@@ -267,9 +277,10 @@ def plot_forecast(
     shown = max(0, t0 - max(3 * h, 30))  # the recent history only
     ncols = min(3, len(fcs))
     nrows = math.ceil(len(fcs) / ncols)
-    # one y-scale for every panel, so that the spreads of the models can be compared
-    fig, axes = _figure(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
-                        sharex=True, sharey=True)
+    width = max(4.2 * ncols, 7.0)
+    fig, axes = _figure(nrows, ncols, figsize=(width, 3.2 * nrows + 0.4), squeeze=False,
+                        sharex=True)
+    ranges = []
     for ax, (name, fc) in zip(axes.flat, fcs.items(), strict=False):
         hh = min(h, int(fc.mean.shape[0]))
         lvl = fc.level
@@ -281,13 +292,22 @@ def plot_forecast(
             act = np.asarray(actual, dtype=float)[:hh]
             ax.plot(x[t0:t0 + len(act)], act, "k--", lw=1, label="actual")
         ax.set_title(name)
+        ranges.append(ax.get_ylim())
         if np.issubdtype(np.asarray(x).dtype, np.datetime64):
             fig.autofmt_xdate()
+    spans = [hi - lo for lo, hi in ranges]
+    if len(spans) > 1 and max(spans) <= 3 * max(min(spans), 1e-300):
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        for ax in list(axes.flat)[: len(fcs)]:
+            ax.set_ylim(lo, hi)  # comparable ranges: one scale, so spreads compare
     for ax in list(axes.flat)[len(fcs):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Forecasts of the next {h} steps from one origin ({level:.0%} intervals; "
-                 "not what the one-step-ahead comparison scores)")
+    levels = sorted({round(float(fc.level), 6) for fc in fcs.values()})
+    if title is None:
+        title = (f"Forecasts of the next {h} steps from one origin "
+                 f"({' / '.join(f'{v:.0%}' for v in levels)} intervals)")
+    fig.suptitle(textwrap.fill(title, int(width * 11)), fontsize=10)
     fig.tight_layout()
     return fig
 

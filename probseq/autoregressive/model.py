@@ -92,6 +92,7 @@ class AutoRegressive(SequenceModel):
     """
 
     data_kind = "continuous"
+    summary_params = ("intercept", "coef", "noise_var", "exog_coef")
     supports_missing = True
     supports_exog = True
     _obs_dim = None

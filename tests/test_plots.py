@@ -1,0 +1,31 @@
+"""Figures: the forecast fans' model argument, level, title and y-scales."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import probseq as ps
+
+
+def test_plot_forecast_takes_one_model_and_says_its_level():
+    y = ps.datasets.nile()
+    ar = ps.AutoRegressive(order=1).fit(y[:80])
+    fig = ps.plots.plot_forecast(ar, y[:80], 5)  # a single model, not a dict
+    assert [ax.get_title() for ax in fig.axes] == ["AutoRegressive"]
+    assert "95% intervals" in fig._suptitle.get_text()  # the default level everywhere
+    plt.close(fig)
+
+
+def test_plot_forecast_shares_the_y_scale_only_between_comparable_ranges():
+    y = ps.datasets.nile()
+    wide = ps.AutoRegressive.from_params(intercept=900.0, coef=[0.0], noise_var=1e8)
+    narrow = ps.AutoRegressive.from_params(intercept=900.0, coef=[0.0], noise_var=100.0)
+    fig = ps.plots.plot_forecast({"wide": wide, "narrow": narrow}, y[:80], 5)
+    lims = [ax.get_ylim() for ax in fig.axes[:2]]
+    assert lims[0] != lims[1]  # the wide fan does not flatten the narrow one
+    plt.close(fig)
+    ll = ps.LinearGaussianSSM.local_level().fit(y[:80])
+    fig = ps.plots.plot_forecast({"ar": ps.AutoRegressive(order=1).fit(y[:80]), "ll": ll},
+                                 y[:80], 5, level=0.8)
+    lims = [ax.get_ylim() for ax in fig.axes[:2]]
+    assert np.allclose(lims[0], lims[1]) and "80% intervals" in fig._suptitle.get_text()
+    plt.close(fig)
