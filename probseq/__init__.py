@@ -8,6 +8,7 @@ from probseq import datasets, distributed, plots, pretrained, selection
 from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
 from probseq.backtest import backtest
 from probseq.base import NotFittedError, SequenceModel, load
+from probseq.bayes import BayesianModel
 from probseq.compare import compare
 from probseq.data import Sequences
 from probseq.deep_markov import DeepMarkovModel
@@ -33,6 +34,7 @@ __all__ = [
     "DeepMarkovModel",
     "RecurrentModel",
     "SwitchingAutoRegressive",
+    "BayesianModel",
     "compare",
     "backtest",
     "Forecast",
