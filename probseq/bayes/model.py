@@ -87,7 +87,6 @@ class BayesianModel(SequenceModel):
     """
 
     exact_likelihood: ClassVar[bool] = False
-    step_predictive_exact: ClassVar[bool] = False
 
     def __init__(self, model: SequenceModel | dict[str, Any], method: str = "nuts",
                  num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1,
@@ -265,6 +264,11 @@ class BayesianModel(SequenceModel):
         with poutine.block():
             made = self.model.pyro_model(seqs)
         base = made if callable(made) else (lambda: self.model.pyro_model(seqs))
+        with poutine.block():
+            trace = poutine.trace(base).get_trace()
+        family_priors = {n: site["fn"] for n, site in trace.nodes.items()
+                         if site["type"] == "sample" and not site["is_observed"]}
+        base = families.fast_pyro_function(self.model, seqs, family_priors) or base
         if not self.prior:
             return base
         override = PriorOverride(self.prior)
@@ -429,6 +433,7 @@ class BayesianModel(SequenceModel):
         batch_steps = torch.zeros(len(batches), n, t_max, dtype=torch.float64)
         khat = torch.full((n, t_max), float("nan"), dtype=torch.float64)
         refits: list[dict[str, Any]] = []
+        tails: dict[int, dict[str, Any]] = {}
         for i in range(n):
             length, k = int(seqs.lengths[i]), int(prefix[i])
             head = length if k == 0 else k
@@ -437,43 +442,52 @@ class BayesianModel(SequenceModel):
                 batch_steps[j, i, :head] = _telescoped(L[idx, i, :head])
             if k == 0:
                 continue
-            out, out_b, kh, ref = self._leave_future_out(seqs, i, k, L[:, i, :length],
-                                                         batches)
-            steps[i, k:length], khat[i, k:length] = out, kh
+            lfo = self._leave_future_out(seqs, i, k, L[:, i, :length], batches)
+            steps[i, k:length], khat[i, k:length] = lfo["steps"], lfo["khat"]
             if batches:
-                batch_steps[:, i, k:length] = out_b
-            refits.extend(ref)
+                batch_steps[:, i, k:length] = lfo["batch_steps"]
+            refits.extend(lfo["refits"])
+            tails[i] = lfo
         return {"steps": steps, "batch_steps": batch_steps, "khat": khat, "refits": refits,
-                "prefix": prefix}
+                "prefix": prefix, "L": L, "tails": tails}
 
     def _leave_future_out(self, seqs: Sequences, i: int, k: int, L: torch.Tensor,
-                          batches: list[np.ndarray]):
-        """PSIS leave-future-out steps k..T-1 of sequence i, refitting where k_hat is high."""
+                          batches: list[np.ndarray]) -> dict[str, Any]:
+        """PSIS leave-future-out steps k..T-1 of sequence i, refitting where k_hat is high.
+
+        Returns ``steps [T - k]``, ``batch_steps [B, T - k]``, ``khat [T - k]``, ``refits``,
+        ``weights [S, T - k]`` (each step's log weights) and ``sets`` (per step, the index of
+        its draws: 0 the fitted posterior, r > 0 the r-th refit in ``members``).
+        """
         length = L.shape[1]
-        out = torch.zeros(length - k, dtype=torch.float64)
-        out_b = torch.zeros(len(batches), length - k, dtype=torch.float64)
-        kh = torch.full((length - k,), float("nan"), dtype=torch.float64)
-        refits = []
+        out = {"steps": torch.zeros(length - k, dtype=torch.float64),
+               "batch_steps": torch.zeros(len(batches), length - k, dtype=torch.float64),
+               "khat": torch.full((length - k,), float("nan"), dtype=torch.float64),
+               "weights": torch.zeros(L.shape[0], length - k, dtype=torch.float64),
+               "sets": [0] * (length - k), "refits": [], "members": [self.members]}
         ref, cur = k, L
         for t in range(k, length):
             lw, k_hat = _lfo_weights(cur[:, ref:t])
             if k_hat > self.lfo_threshold:
-                refits.append({"sequence": i, "step": t, "k_hat": k_hat})
+                out["refits"].append({"sequence": i, "step": t, "k_hat": k_hat})
                 one = Sequences(seqs.values[i : i + 1, :length].clone(),
                                 torch.tensor([length]))
-                cur = self._refit_steps(one, t)
+                members, cur = self._refit(one, t)
+                out["members"].append(members)
                 ref = t
                 lw, k_hat = _lfo_weights(cur[:, ref:t])
-            out[t - k] = torch.logsumexp(lw + cur[:, t], 0)
-            kh[t - k] = k_hat
+            out["steps"][t - k] = torch.logsumexp(lw + cur[:, t], 0)
+            out["khat"][t - k] = k_hat
+            out["weights"][:, t - k] = lw
+            out["sets"][t - k] = len(out["members"]) - 1
             for j, idx in enumerate(batches):
                 lwb, _ = _lfo_weights(cur[idx, ref:t])
-                out_b[j, t - k] = torch.logsumexp(lwb + cur[idx, t], 0)
-        return out, out_b, kh, refits
+                out["batch_steps"][j, t - k] = torch.logsumexp(lwb + cur[idx, t], 0)
+        return out
 
-    def _refit_steps(self, one: Sequences, t: int) -> torch.Tensor:
-        """``[S, T]``: per-step conditionals of ``one`` under a posterior refitted on its
-        first t steps (same family, prior and sampler settings)."""
+    def _refit(self, one: Sequences, t: int) -> tuple[list[SequenceModel], torch.Tensor]:
+        """The members of a posterior refitted on the first t steps of ``one`` (same family,
+        prior and sampler settings), and their per-step conditionals of ``one`` ``[S, T]``."""
         refit = BayesianModel(copy.deepcopy(self.model), **{
             k: v for k, v in self.get_config().items() if k not in ("model", "prior")},
             prior=self.prior)
@@ -481,7 +495,7 @@ class BayesianModel(SequenceModel):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             refit._fit(part)
-        return refit._draw_steps(one)[:, 0]
+        return refit.members, refit._draw_steps(one)[:, 0]
 
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
         return self._score(seqs)["steps"]
@@ -536,22 +550,30 @@ class BayesianModel(SequenceModel):
         return out
 
     def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
-        """The draws' one-step predictives mixed with the weights ``log_prob_steps`` uses:
-        given each step's past, and past a fitted prefix by leave-future-out PSIS weights
-        (refits are not repeated here: where ``log_prob_steps`` refitted, this mixture uses
-        the original draws, hence ``step_predictive_exact = False``)."""
+        """The draws' one-step predictives mixed with exactly the weights (and, after a
+        leave-future-out refit, the draws) of ``log_prob_steps``: its log density at every
+        step is ``log_prob_steps``."""
+        res = self._score(seqs)
         with one_thread():
-            L = self._draw_steps(seqs)
-            prefix = self._fitted_prefix(seqs)
-            cum = torch.cumsum(L, -1)
+            cum = torch.cumsum(res["L"], -1)
             prev = torch.cat([torch.zeros_like(cum[..., :1]), cum[..., :-1]], -1)
             lw = prev - torch.logsumexp(prev, 0, keepdim=True)  # [S, N, T]
-            for i in torch.nonzero(prefix).reshape(-1).tolist():
-                k, length = int(prefix[i]), int(seqs.lengths[i])
-                for t in range(k, length):
-                    lw[:, i, t] = _lfo_weights(L[:, i, k:t])[0]
-            dists = [m._step_predictive(seqs) for m in self.members]
-            return _mix(dists, lw.permute(1, 2, 0))
+            for i, tail in res["tails"].items():
+                k = int(res["prefix"][i])
+                lw[:, i, k : k + tail["weights"].shape[1]] = tail["weights"]
+            out = _mix([m._step_predictive(seqs) for m in self.members], lw.permute(1, 2, 0))
+            for i, tail in res["tails"].items():
+                k = int(res["prefix"][i])
+                for r in range(1, len(tail["members"])):
+                    cells = torch.zeros(seqs.values.shape[:2], dtype=torch.bool)
+                    steps = [k + j for j, set_ in enumerate(tail["sets"]) if set_ == r]
+                    cells[i, steps] = True
+                    w = lw.clone()
+                    w[:, i, steps] = tail["weights"][:, [t - k for t in steps]]
+                    other = _mix([m._step_predictive(seqs) for m in tail["members"][r]],
+                                 w.permute(1, 2, 0))
+                    out = _splice(out, other, cells)
+            return out
 
     def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
         """Each draw's exact h-step marginals, mixed with the draws' weights given the
@@ -608,6 +630,27 @@ def _telescoped(L: torch.Tensor) -> torch.Tensor:
     s = L.shape[0]
     lse = torch.logsumexp(torch.cumsum(L, -1), 0) - math.log(s)
     return torch.diff(lse, prepend=torch.zeros(1, dtype=lse.dtype))
+
+
+def _splice(a: torch.distributions.Distribution, b: torch.distributions.Distribution,
+            cells: torch.Tensor) -> torch.distributions.Distribution:
+    """``b`` at the ``[N, T]`` cells where ``cells`` is True, ``a`` elsewhere (two outputs of
+    :func:`_mix` over the same number of components)."""
+    dist = torch.distributions
+
+    def pick(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(cells.reshape(cells.shape + (1,) * (x.ndim - 2)), y, x)
+
+    if isinstance(a, dist.Categorical):
+        return dist.Categorical(probs=pick(a.probs, b.probs))
+    mix = dist.Categorical(probs=pick(a.mixture_distribution.probs,
+                                      b.mixture_distribution.probs))
+    ca, cb = a.component_distribution, b.component_distribution
+    if isinstance(ca, dist.Normal):
+        comp = dist.Normal(pick(ca.loc, cb.loc), pick(ca.scale, cb.scale))
+    else:
+        comp = dist.Poisson(pick(ca.rate, cb.rate))
+    return dist.MixtureSameFamily(mix, comp)
 
 
 def _lfo_weights(step_logs: torch.Tensor) -> tuple[torch.Tensor, float]:

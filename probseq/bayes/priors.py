@@ -52,11 +52,6 @@ class PriorOverride(Messenger):
         self.used.add(msg["name"])
 
 
-def _tensor_args(d: Any) -> dict[str, Any]:
-    return {k: getattr(d, k) for k in d.arg_constraints if k in d.__dict__
-            or k in getattr(type(d), "__dict__", {})}
-
-
 def prior_to_json(priors: dict[str, Any] | None) -> dict[str, Any] | None:
     """The JSON-able description of a prior override (see :func:`prior_from_json`)."""
     if priors is None:
@@ -74,12 +69,10 @@ def _dist_to_json(d: Any, name: str) -> dict[str, Any]:
     if getattr(dist, cls, None) is not type(d):
         raise ValueError(f"prior for {name!r} is a {cls}; priors must be distributions of "
                          "pyro.distributions (optionally .to_event(...))")
-    args = {}
-    for k in d.arg_constraints:
-        v = d.__dict__.get(k)
-        if v is None:
-            continue
-        args[k] = torch.as_tensor(v, dtype=torch.float64).tolist()
+    # the arguments it was built from: those stored on it (one of probs/logits), else every
+    # argument (properties of transformed distributions such as LogNormal, InverseGamma)
+    keys = [k for k in d.arg_constraints if k in d.__dict__] or list(d.arg_constraints)
+    args = {k: torch.as_tensor(getattr(d, k), dtype=torch.float64).tolist() for k in keys}
     return {"class": cls, "args": args}
 
 
