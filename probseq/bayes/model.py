@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probseq._utils import seeded
 from probseq.base import SequenceModel
 from probseq.bayes import families
 from probseq.bayes.priors import PriorOverride, check_prior, prior_from_json, prior_to_json
@@ -77,7 +78,8 @@ class BayesianModel(SequenceModel):
         num_chains: NUTS chains, run one after the other (for R-hat).
         prior: site name -> Pyro distribution, replacing the family's default prior of that
             site (see each family's ``pyro_model`` for the names).
-        lfo_threshold: the Pareto ``k_hat`` above which leave-future-out refits.
+        lfo_threshold: the Pareto ``k_hat`` above which leave-future-out refits (0.7;
+            ``inf`` never refits, ``-inf`` refits at every held-out step after the first).
 
     Attributes:
         draws: site-free posterior draws in the family's parameter names,
@@ -104,8 +106,9 @@ class BayesianModel(SequenceModel):
             low = 0 if name == "warmup_steps" else 1
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        if not (isinstance(lfo_threshold, int | float) and lfo_threshold > 0):
-            raise ValueError(f"lfo_threshold must be positive, got {lfo_threshold!r}")
+        if not (isinstance(lfo_threshold, int | float) and not math.isnan(lfo_threshold)):
+            raise ValueError(f"lfo_threshold must be a number (inf: never refit, -inf: refit "
+                             f"at every held-out step), got {lfo_threshold!r}")
         if isinstance(prior, dict) and prior and all(isinstance(v, dict)
                                                      for v in prior.values()):
             prior = prior_from_json(prior)
@@ -211,7 +214,8 @@ class BayesianModel(SequenceModel):
 
     # ---------------------------------------------------------------- fitting
     def fit(self, data: Any, *, seed: int | None = None, progress: bool | None = None,
-            max_epochs: int = 2000, learning_rate: float = 0.01) -> BayesianModel:
+            max_epochs: int = 2000, learning_rate: float = 0.01,
+            **unknown: Any) -> BayesianModel:
         """Draw the parameters from their posterior given ``data``.
 
         Args:
@@ -229,7 +233,7 @@ class BayesianModel(SequenceModel):
                 the parameters.
         """
         return super().fit(data, seed=seed, progress=progress, max_epochs=max_epochs,
-                           learning_rate=learning_rate)
+                           learning_rate=learning_rate, **unknown)
 
     def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None,
              max_epochs: int = 2000, learning_rate: float = 0.01) -> None:
@@ -370,7 +374,7 @@ class BayesianModel(SequenceModel):
             problems.append(f"R-hat above 1.05 for {', '.join(bad)}")
         if problems:
             warnings.warn(f"NUTS posterior of {self.model.name}: " + "; ".join(problems)
-                          + " (more warmup_steps or num_samples may help)", stacklevel=4)
+                          + " (more warmup_steps or num_samples may help)", stacklevel=6)
 
     def to_inference_data(self) -> Any:
         """The draws as an ArviZ ``InferenceData`` (``posterior`` group, chains x draws;
@@ -472,7 +476,8 @@ class BayesianModel(SequenceModel):
                 out["refits"].append({"sequence": i, "step": t, "k_hat": k_hat})
                 one = Sequences(seqs.values[i : i + 1, :length].clone(),
                                 torch.tensor([length]))
-                members, cur = self._refit(one, t)
+                with seeded(7919 * i + t):  # reproducible refits
+                    members, cur = self._refit(one, t)
                 out["members"].append(members)
                 ref = t
                 lw, k_hat = _lfo_weights(cur[:, ref:t])
