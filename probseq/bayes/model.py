@@ -497,7 +497,7 @@ class BayesianModel(SequenceModel):
             k: v for k, v in self.get_config().items() if k not in ("model", "prior")},
             prior=self.prior)
         part = Sequences(one.values[:, :t].clone(), torch.tensor([t]))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.enable_grad():  # scoring runs under no_grad
             warnings.simplefilter("ignore")
             refit._fit(part)
         return refit.members, refit._draw_steps(one)[:, 0]
@@ -687,7 +687,9 @@ def _mix(dists: list[torch.distributions.Distribution],
             comps.append(d.component_distribution)
         elif isinstance(d, dist.Normal):
             weights.append(w[..., i, None])
-            comps.append(dist.Normal(d.loc[..., None], d.scale[..., None]))
+            # an infinite scale (a diffuse, unscored step) made finite: mixture quantiles
+            # bisect between loc -/+ 40 scale
+            comps.append(dist.Normal(d.loc[..., None], d.scale[..., None].clamp(max=1e100)))
         elif isinstance(d, dist.Poisson):
             weights.append(w[..., i, None])
             comps.append(dist.Poisson(d.rate[..., None]))
