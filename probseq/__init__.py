@@ -33,6 +33,7 @@ _PUBLIC: dict[str, str | None] = {
     "DeepMarkovModel": "probseq.deep_markov",
     "RecurrentModel": "probseq.recurrent",
     "SwitchingAutoRegressive": "probseq.switching",
+    "BayesianModel": "probseq.bayes",
     "compare": "probseq.compare",
     "backtest": "probseq.backtest",
     "Forecast": "probseq.forecast",
@@ -58,6 +59,7 @@ __all__ = [
     "DeepMarkovModel",
     "RecurrentModel",
     "SwitchingAutoRegressive",
+    "BayesianModel",
     "compare",
     "backtest",
     "Forecast",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
     from probseq.backtest import backtest
     from probseq.base import NotFittedError, SequenceModel, load
+    from probseq.bayes import BayesianModel
     from probseq.compare import compare
     from probseq.data import Sequences
     from probseq.deep_markov import DeepMarkovModel

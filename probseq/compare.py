@@ -40,9 +40,12 @@ Statistics (n = number of scored time steps, k = ``num_params``):
   words is ``table.attrs["verdict"]``.
 * ``score_kind``: ``"exact"`` (an exact log-likelihood), ``"bound"`` (a lower bound, e.g. an
   ELBO or an importance-weighted bound of a whole sequence) or ``"approximate"`` (neither:
-  e.g. a held-out tail of a bound-based model is a difference of two bounds). Read from a
+  e.g. a held-out tail of a bound-based model is a difference of two bounds) or ``"monte
+  carlo"`` (an estimate from posterior draws: :class:`probseq.BayesianModel`). Read from a
   model's ``score_kind`` where it has one, else from ``exact_likelihood``; ``exact`` is
-  ``score_kind == "exact"``.
+  ``score_kind == "exact"``. ``mc_se`` is the Monte Carlo standard error of a Monte Carlo
+  ``log_lik`` (its ``monte_carlo_se``; NaN for the others), stated in the verdict with the
+  model's ``score_note`` (leave-future-out k-hats and refits).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ __all__ = ["compare", "per_sequence_log_prob", "holm", "score_kind", "conditioni
            "conditioning_per_sequence"]
 
 _PMF_KINDS = {"discrete", "count"}
-_SCORE_KINDS = ("exact", "bound", "approximate")
+_SCORE_KINDS = ("exact", "bound", "approximate", "monte carlo")
 
 
 def _data_family(models: Mapping[str, SequenceModel]) -> str:
@@ -244,7 +247,7 @@ def compare(
     Returns:
         A DataFrame indexed by model name, best first, with columns ``model``, ``log_lik``,
         ``nats_per_step`` (and ``bits_per_step`` for discrete data), ``num_params``, ``aic``,
-        ``bic``, ``delta_vs_best``, ``delta_se``, ``p_value``, ``p_adjusted``,
+        ``bic``, ``delta_vs_best``, ``delta_se``, ``mc_se``, ``p_value``, ``p_adjusted``,
         ``significant``, ``indistinguishable``, ``simplest``, ``params_exceed_data``,
         ``score_kind``, ``exact``, ``conditioned_on``, ``scored_steps``. With ``start > 0``
         also ``crps`` or ``brier`` and their paired ``*_se`` on the same scored steps (see
@@ -347,6 +350,7 @@ def compare(
             bic=k * math.log(n_fit) - 2 * fit_ll[name] if meaningful else float("nan"),
             delta_vs_best=delta,
             delta_se=se,
+            mc_se=m.monte_carlo_se(seqs, cond) if hasattr(m, "monte_carlo_se") else math.nan,
             p_value=p,
             p_adjusted=p_adj,
             significant=significant,
@@ -377,7 +381,9 @@ def compare(
         best=best,
         indistinguishable=tied,
         simplest=simplest,
-        verdict=_verdict(df, best, tied, simplest, cond, diffuse, units, level),
+        verdict=_verdict(df, best, tied, simplest, cond, diffuse, units, level) + "".join(
+            f" {name}: {m.score_note(seqs, cond)}." for name, m in models.items()
+            if hasattr(m, "score_note")),
     )
     return df
 

@@ -119,6 +119,9 @@ def _entries() -> list[Entry]:
                      univariate=False))
     out.append(Entry("ar1_exact_mle", lambda: ps.AutoRegressive(order=1), _reals,
                      {"method": "mle"}))
+    # a posterior (NUTS, deliberately short: its warnings of low ESS are expected)
+    out.append(Entry("bayes_markov1", lambda: ps.BayesianModel(
+        ps.MarkovChain(order=1), num_samples=30, warmup_steps=30), _symbols, {"seed": 0}))
     return out
 
 

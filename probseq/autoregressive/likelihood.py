@@ -23,6 +23,7 @@ run only over the windows that the steps after a gap need (:func:`predictive_mom
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.linalg import (
     cho_solve,
     cho_solve_banded,
@@ -49,6 +50,8 @@ __all__ = [
     "forecast_moments",
     "coef_from_pacf",
     "pacf_from_coef",
+    "torch_coef_from_pacf",
+    "torch_log_prob",
 ]
 
 _LOG_2PI = float(np.log(2 * np.pi))
@@ -612,6 +615,64 @@ def coef_from_pacf(pacf: np.ndarray) -> np.ndarray:
     for k, r in enumerate(pacf):
         phi = np.r_[phi - r * phi[::-1], r] if k else np.array([r])
     return phi
+
+
+def torch_coef_from_pacf(pacf: torch.Tensor) -> torch.Tensor:
+    """:func:`coef_from_pacf` in torch (differentiable): ``[p]`` coefficients from ``[p]``
+    partial autocorrelations in (-1, 1)."""
+    phi = pacf[:0]
+    for j in range(pacf.shape[-1]):
+        r = pacf[j : j + 1]
+        phi = torch.cat([phi - r * phi.flip(-1), r])
+    return phi
+
+
+def torch_log_prob(values: torch.Tensor, lengths: torch.Tensor, intercept: torch.Tensor,
+                   coef: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
+    """The exact stationary joint log density of each sequence, in torch (differentiable in
+    the parameters; for Pyro). Fully observed sequences, no covariates.
+
+    The first ``m = min(p, T)`` values are ``N(mu, Gamma[:m, :m])`` with ``Gamma`` the
+    stationary covariance of p consecutive values (from the companion form's Lyapunov
+    equation ``Gamma = A Gamma A' + sigma2 e1 e1'``), each later value
+    ``N(c + sum_j phi_j y_(t-j), sigma2)``.
+
+    Args:
+        values: ``[N, T_max]`` float64 (padding arbitrary).
+        lengths: ``[N]``.
+        intercept, noise_var: 0-d tensors; coef: ``[p]`` stationary coefficients.
+
+    Returns:
+        ``[N]`` float64.
+    """
+    p = coef.shape[0]
+    n, t_max = values.shape
+    mask = torch.arange(t_max)[None, :] < lengths[:, None]
+    y = torch.where(mask, values, torch.zeros((), dtype=values.dtype))
+    out = torch.zeros(n, dtype=values.dtype)
+    if p:
+        a = torch.zeros(p, p, dtype=values.dtype)
+        a = a + torch.diag(torch.ones(p - 1, dtype=values.dtype), -1)
+        a = torch.cat([coef[None, :], a[1:]])
+        q = torch.zeros(p * p, dtype=values.dtype)
+        q = q + noise_var * (torch.arange(p * p) == 0).to(values.dtype)
+        eye = torch.eye(p * p, dtype=values.dtype)
+        gamma = torch.linalg.solve(eye - torch.kron(a, a), q).reshape(p, p)
+        gamma = 0.5 * (gamma + gamma.T)
+        mu = intercept / (1.0 - coef.sum())
+        for m in sorted({min(p, int(length)) for length in lengths}):
+            rows = torch.minimum(lengths, torch.tensor(p)) == m
+            chol = torch.linalg.cholesky(gamma[:m, :m])
+            z = torch.linalg.solve_triangular(chol, (y[:, :m] - mu).T, upper=False)
+            head = -0.5 * (m * _LOG_2PI + (z * z).sum(0)) - torch.log(
+                torch.diagonal(chol)).sum()
+            out = out + torch.where(rows, head, torch.zeros(()))
+    if t_max > p:
+        mean = intercept + sum(coef[j] * y[:, p - 1 - j : t_max - 1 - j] for j in range(p))
+        resid = y[:, p:] - mean
+        lp = -0.5 * (_LOG_2PI + torch.log(noise_var) + resid**2 / noise_var)
+        out = out + torch.where(mask[:, p:], lp, torch.zeros(())).sum(-1)
+    return out
 
 
 def pacf_from_coef(coef: np.ndarray) -> np.ndarray:

@@ -536,6 +536,49 @@ class AutoRegressive(SequenceModel):
         beta = None if beta is None else beta.to(torch.float64).numpy().copy()
         self._set(float(tensors["intercept"]), coef, float(tensors["noise_var"]), beta)
 
+    # ---------------------------------------------------------------- Pyro
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of the data with priors on every parameter (for NUTS and SVI).
+
+        Priors (empirical Bayes: located on the data, broad):
+
+        * ``mean ~ Normal(data mean, 3 * data std)``: the stationary mean mu;
+        * ``pacf ~ Uniform(-1, 1)`` per lag ``[p]``: the partial autocorrelations, so every
+          draw is stationary (``coef`` by the Durbin-Levinson map);
+        * ``noise_var ~ LogNormal(log data variance, 1)``.
+
+        The intercept is ``mu (1 - sum(coef))``. The likelihood is
+        ``pyro.factor("log_lik", ...)`` of the exact stationary joint density. Fully observed
+        data without covariates only. Override a prior with
+        ``probseq.BayesianModel(..., prior={"noise_var": ...})``.
+
+        Args:
+            data: the sequences (any accepted input).
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        seqs, _ = self._coerce(data, fitting=True)
+        if seqs.has_missing:
+            raise ValueError("AutoRegressive.pyro_model needs fully observed data")
+        f64 = torch.float64
+        x = seqs.values[seqs.mask].to(f64)
+        sd = x.std() if x.numel() > 1 else torch.ones((), dtype=f64)
+        sd = torch.where(sd > 0, sd, torch.ones((), dtype=f64))
+        mean = pyro.sample("mean", dist.Normal(x.mean(), 3.0 * sd))
+        p = self.order
+        if p:
+            pacf = pyro.sample("pacf", dist.Uniform(-torch.ones(p, dtype=f64),
+                                                    torch.ones(p, dtype=f64)).to_event(1))
+            coef = likelihood.torch_coef_from_pacf(pacf)
+        else:
+            coef = torch.zeros(0, dtype=f64)
+        noise_var = pyro.sample("noise_var", dist.LogNormal(torch.log(sd**2),
+                                                            torch.ones((), dtype=f64)))
+        intercept = mean * (1.0 - coef.sum())
+        pyro.factor("log_lik", likelihood.torch_log_prob(
+            seqs.values.to(f64), seqs.lengths, intercept, coef, noise_var).sum())
+
     # ---------------------------------------------------------------- predictive distributions
     def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
                          ) -> torch.distributions.Normal:

@@ -477,6 +477,40 @@ class MarkovChain(SequenceModel):
         self._check_fitted()
         return sum(a.nbytes for t in self._tables if t is not None for a in t.values())
 
+    # ---------------------------------------------------------------- Pyro
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of a first-order chain with Dirichlet priors (for NUTS and SVI).
+
+        Priors: ``initial ~ Dirichlet(1)`` over the V symbols and each row of
+        ``transition ~ Dirichlet(1)`` (uniform on the simplex; override with
+        ``probseq.BayesianModel(..., prior={"transition": ...})``). The likelihood is
+        ``pyro.factor("log_lik", ...)`` of the counts of first symbols and of transitions,
+        the exact joint ``sum n_i log initial_i + sum n_ij log transition_ij``.
+
+        Args:
+            data: fully observed sequences (any accepted input).
+
+        Raises:
+            ValueError: an order other than 1, or missing symbols.
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        if self.order != 1:
+            raise ValueError(f"MarkovChain.pyro_model is for order 1; this chain has order "
+                             f"{self.order}")
+        seqs, _ = self._coerce(data, fitting=not self._is_fitted())
+        if seqs.has_missing:
+            raise ValueError("MarkovChain.pyro_model needs fully observed sequences")
+        v = self.num_symbols or self._fit_num_symbols(seqs)
+        first, trans = transition_counts(seqs, v)
+        f64 = torch.float64
+        initial = pyro.sample("initial", dist.Dirichlet(torch.ones(v, dtype=f64)))
+        transition = pyro.sample("transition",
+                                 dist.Dirichlet(torch.ones(v, v, dtype=f64)).to_event(1))
+        pyro.factor("log_lik", torch.xlogy(first, initial).sum()
+                    + torch.xlogy(trans, transition).sum())
+
     # ---------------------------------------------------------------- forecasts
     def _step_predictive(self, seqs: Sequences) -> torch.distributions.Categorical:
         """``Categorical [N, T_max]``: ``p(x_t | context)`` at every step (uniform at padding)."""
@@ -535,6 +569,17 @@ class MarkovChain(SequenceModel):
                 weights = np.bincount(inverse.reshape(-1), weights=joint.reshape(-1),
                                       minlength=keys.shape[0])
         return torch.distributions.Categorical(probs=torch.from_numpy(out))
+
+
+def transition_counts(seqs: Sequences, num_symbols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of first symbols ``[V]`` and of transitions ``[V, V]`` (rows: from) of fully
+    observed sequences, float64."""
+    v = num_symbols
+    first = torch.bincount(seqs.values[:, 0], minlength=v).to(torch.float64)
+    pairs = seqs.values[:, :-1] * v + seqs.values[:, 1:]
+    keep = seqs.mask[:, 1:]
+    trans = torch.bincount(pairs[keep], minlength=v * v).to(torch.float64).reshape(v, v)
+    return first, trans
 
 
 def _complete_windows(seqs: Sequences, order: int) -> np.ndarray:
