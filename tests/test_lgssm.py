@@ -984,3 +984,103 @@ def test_located_state_forecasts_match_statsmodels(scale):
     y[-2] = np.nan
     with pytest.raises(ValueError, match="sequence 0 has 1 observed value, too few"):
         model.forecast(y, 2)
+
+
+def _joint_gaussian_fill(model: LinearGaussianSSM, y: np.ndarray):
+    """Brute-force conditional of the missing values of ``y [T, D]`` given the observed
+    ones under a proper prior: the dense Gaussian of all T*D values."""
+    p = {k: v.numpy() for k, v in model.params.items()}
+    A, Q, C, R = (p[k] for k in ("transition_matrix", "transition_cov", "observation_matrix",
+                                 "observation_cov"))
+    T, D = y.shape
+    mz, Pz = [p["initial_mean"]], [p["initial_cov"]]
+    for _ in range(1, T):
+        mz.append(A @ mz[-1])
+        Pz.append(A @ Pz[-1] @ A.T + Q)
+    cov = np.zeros((T * D, T * D))
+    for s_ in range(T):
+        for t in range(s_, T):
+            cross = np.linalg.matrix_power(A, t - s_) @ Pz[s_]  # Cov(z_t, z_s)
+            block = C @ cross @ C.T + (R if t == s_ else 0.0)
+            cov[t * D:(t + 1) * D, s_ * D:(s_ + 1) * D] = block
+            cov[s_ * D:(s_ + 1) * D, t * D:(t + 1) * D] = block.T
+    mean = np.concatenate([C @ m for m in mz])
+    flat = y.reshape(-1)
+    o, u = ~np.isnan(flat), np.isnan(flat)
+    gain = np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, u)]).T
+    return mean[u] + gain @ (flat[o] - mean[o]), cov[np.ix_(u, u)] - gain @ cov[np.ix_(o, u)]
+
+
+def _check_draws(draws: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> None:
+    n = draws.shape[0]
+    sd = np.sqrt(np.diag(cov))
+    assert np.abs((draws.mean(0) - mean) / (sd / np.sqrt(n))).max() < 5.0
+    emp = np.cov(draws, rowvar=False)
+    # covariances in correlation units, sampling sd about 1 / sqrt(n)
+    assert np.abs((emp - cov) / np.outer(sd, sd)).max() < 6.0 / np.sqrt(n)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_sample_after_gappy_prefix_is_the_exact_conditional(scale):
+    """Issue 23.5: the simulation smoother's draws of the missing values (jointly) match the
+    brute-force Gaussian conditional: a proper D = 2 model with a partially observed step,
+    and the diffuse local linear trend with leading and inner gaps (its conditional from
+    the exact smoother, checked above against a 40-digit reference)."""
+    n = 4000
+    model = _random_model(2, 2, seed=5)
+    p = {k: v * (scale if k in ("initial_mean", "observation_matrix") else 1.0)
+         for k, v in model.params.items()}
+    p["observation_cov"] = p["observation_cov"] * scale**2
+    model = LinearGaussianSSM.from_params(**p)
+    y = np.array([[0.3, -0.2], [np.nan, 0.5], [np.nan, np.nan], [1.0, 0.1], [np.nan, np.nan]])
+    y = y * scale
+    mean, cov = _joint_gaussian_fill(model, y)
+    out = model.sample(n, 7, prefix=y, seed=0).values.numpy()
+    gaps = np.isnan(y)
+    assert np.array_equal(out[:, :5][:, ~gaps], np.broadcast_to(y[~gaps], (n, (~gaps).sum())))
+    _check_draws(out[:, :5][:, gaps], mean, cov)
+    # the continuation is the exact forecast of the gappy prefix
+    f = model.forecast(y, 2, num_samples=n, seed=1)
+    assert np.abs((f.samples.numpy().mean(-3) - f.mean.numpy()) / (
+        f.std.numpy() / np.sqrt(n))).max() < 5.0
+    # diffuse local linear trend: missing values = C z_t + v_t with z_t from the smoother
+    trend = _trend(scale)
+    y = np.array([np.nan, np.nan, 1.0, np.nan, 2.0, 2.5, np.nan, 3.0]) * scale
+    sm_ = trend.smoother(y)
+    miss = np.isnan(y)
+    loc = sm_.mean.numpy()[miss, 0]
+    var = sm_.cov.numpy()[miss, 0, 0] + 2.0 * scale**2
+    draws = trend.sample(n, 10, prefix=y, seed=2).values.numpy()[:, :8][:, miss]
+    assert np.abs((draws.mean(0) - loc) / np.sqrt(var / n)).max() < 5.0
+    np.testing.assert_allclose(draws.var(0), var, rtol=6.0 * np.sqrt(2.0 / n))
+    f = trend.forecast(y, 3, num_samples=n, seed=3)
+    assert np.abs((f.samples.numpy().mean(-2) - f.mean.numpy()) / (
+        f.std.numpy() / np.sqrt(n))).max() < 5.0
+    with pytest.raises(ValueError, match="too few to locate the diffuse initial state"):
+        trend.sample(5, 10, prefix=[np.nan, 1.0, np.nan])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_none_is_a_missing_value_and_no_frequency_warning(scale):
+    """Issue 23, smaller items: a list with None inside is one sequence with a gap (as
+    NaN), and a DatetimeIndex without a set frequency gives its index without warnings."""
+    import warnings
+
+    import pandas as pd
+
+    model = LinearGaussianSSM.local_level(scale**2, scale**2)
+    y = [1.0 * scale, None, 2.0 * scale, 2.5 * scale]
+    nan = [np.nan if v is None else v for v in y]
+    assert torch.equal(model.log_prob(y), model.log_prob(nan))
+    assert torch.equal(model.log_prob_steps(y), model.log_prob_steps(nan))
+    assert torch.equal(model.forecast(y, 2).mean, model.forecast(nan, 2).mean)
+    with pytest.raises(ValueError, match="mixes scalars and sequences"):
+        model.log_prob([1.0, None, [2.0]])
+    for freq in ("D", "MS", "h", "W-SUN", "QS"):
+        idx = pd.date_range("2020-01-01", periods=12, freq=freq)
+        series = pd.Series(np.sin(np.arange(12.0)) * scale, index=pd.DatetimeIndex(list(idx)))
+        assert series.index.freq is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            f = model.forecast(series, 3)
+        assert list(f.index) == list(pd.date_range(idx[-1], periods=4, freq=freq)[1:])
