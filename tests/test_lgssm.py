@@ -945,7 +945,7 @@ def test_diffuse_smoother_after_long_gaps_is_exact(case, scale):
 def test_diffuse_smoother_refuses_an_unlocated_state():
     model = _trend(1.0)
     with pytest.raises(ValueError, match="sequence 1 does not locate the diffuse initial "
-                                         "state.*1 observed value"):
+                                         "state.*1 observed value;"):
         model.smoother([[1.0, 2.0, 3.0], [np.nan, 1.0, np.nan]])
 
 

@@ -1114,9 +1114,10 @@ class LinearGaussianSSM(SequenceModel):
                                                   pattern)
             except ValueError:
                 i = int(idx[0]) if rows is None else int(rows[idx[0]])
+                seen = _num_observed(seqs, int(idx[0]))
                 raise ValueError(
-                    f"sequence {i} does not locate the diffuse initial state (it has "
-                    f"{_num_observed(seqs, int(idx[0]))} observed values; a fully observed "
+                    f"sequence {i} does not locate the diffuse initial state (it has {seen} "
+                    f"observed value{'s' if seen != 1 else ''}; a fully observed "
                     f"sequence needs {self.num_diffuse_steps}): its smoothed state has an "
                     "infinite variance") from None
             k = m.shape[1]
