@@ -496,14 +496,21 @@ class LinearGaussianSSM(SequenceModel):
     def smoother(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Smoothed state marginals ``p(z_t | x_0..x_(T-1))`` (Rauch-Tung-Striebel).
 
-        Under exact diffuse initialisation the steps whose filtered state is still diffuse
-        (the first step of the local linear trend) are smoothed through proper priors
-        ``kappa`` = 1e5 and 2e5 times wider than the located state's variance, extrapolated
-        to kappa -> inf (Richardson; within about 1e-9 times the largest state variance of
-        the exact diffuse smoother); every other step is exact.
+        Under exact diffuse initialisation the steps of the diffuse period (gaps before the
+        state is located included, and a diffuse period that reaches the last step) are
+        smoothed by the exact initial state smoother (Durbin & Koopman 2012, section 5.3;
+        :func:`probseq.lgssm.inference.diffuse_smoother`): no kappa is chosen, so the result
+        does not depend on the data's scale. Tested against a 40-digit brute-force posterior
+        (means within 1e-9 smoothed standard deviations, covariances within 1e-9 of the
+        largest variance, after 20 leading gaps and with two observations only) and, in a
+        fuzz suite, against statsmodels.
 
         Returns:
             A :class:`StatePosterior` shaped as in :meth:`filter`.
+
+        Raises:
+            ValueError: a sequence never locates the diffuse state (too few observed
+                values): its smoothed state has an infinite variance.
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
