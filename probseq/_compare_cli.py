@@ -121,7 +121,11 @@ def _write_figures(fitted, table, data: Dataset, out: Path, seed: int) -> list[s
          "step_log_lik.png")
     length = min(int(data.evaluate.lengths[0]), 200)
     # samples continue the data's first steps, enough of them to locate diffuse states
-    prefix = max([1] + [getattr(m, "num_diffuse_steps", 0) for m in fitted.values()])
+    # (the first d observed values: gaps before them lengthen the prefix)
+    from probseq.compare import conditioning_per_sequence
+
+    located = conditioning_per_sequence(fitted, data.evaluate[:1])
+    prefix = max(1, min(int(located[0]), length))
     save(plots.plot_samples(fitted, data.evaluate[:1] if data.decode is None else first,
                             length=length, seed=seed, decode=data.decode,
                             prefix_length=prefix, index=data.index),

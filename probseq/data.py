@@ -589,6 +589,9 @@ def as_sequences(data: Any, kind: DataKind | None = None) -> tuple[Sequences, bo
             raise ValueError("no sequences were given (an empty list)")
         if all(_is_scalar(x) for x in data):
             return Sequences.from_list([np.asarray([_scalar(x) for x in data])], kind), True
+        if all(x is None or _is_scalar(x) for x in data):  # None: a missing value
+            return Sequences.from_list([[x if x is None else _scalar(x) for x in data]],
+                                       kind), True
         if any(_is_scalar(x) for x in data):
             raise ValueError(
                 "the list mixes scalars and sequences; pass one sequence (a list of numbers) "

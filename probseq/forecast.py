@@ -440,7 +440,9 @@ def future_index(data: Any, horizon: int) -> pd.Index | None:
     if isinstance(idx, pd.PeriodIndex):
         return pd.period_range(idx[-1] + 1, periods=horizon, freq=idx.freq, name=idx.name)
     if isinstance(idx, pd.DatetimeIndex):
-        freq = idx.freq or (pd.infer_freq(idx) if len(idx) >= 3 else None)
+        # the frequency inferred as an offset (pd.infer_freq's string return is deprecated
+        # and warns)
+        freq = idx.freq or (pd.DatetimeIndex(idx, freq="infer").freq if len(idx) >= 3 else None)
         if freq is None:
             warnings.warn(
                 "the DatetimeIndex has no regular frequency, so the forecast has no index "

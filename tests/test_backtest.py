@@ -190,3 +190,38 @@ def test_refits_keep_missing_values_and_covariates():
     ref = ps.AutoRegressive(order=1).fit(y[:60], exog=x[:60])
     fc = ref.forecast(y[:60], 1, exog=x[:61])
     assert np.isclose(float(first.error.iloc[0]), y[60] - float(fc.mean[0]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_origins_before_the_diffuse_state_is_located_are_not_scored(scale):
+    """Issue 23.2: with y[0] missing no model forecasts from origin 1 (the local level's
+    state is not located by then; it used to score log 0, crps inf); the later one-step
+    log scores are statsmodels' exact diffuse conditionals."""
+    pytest.importorskip("statsmodels.api")
+    y = ps.datasets.nile().to_numpy() * scale
+    y[0] = np.nan
+    level = ps.LinearGaussianSSM.local_level(level_var=1469.1 * scale**2,
+                                             obs_var=15099.0 * scale**2)
+    ar1 = ps.AutoRegressive(order=1).fit(np.nan_to_num(y, nan=float(np.nanmean(y))))
+    ref = _uc(y, "llevel").smooth(
+        [15099.0 * scale**2, 1469.1 * scale**2])
+    for horizon in (1, 2):
+        res = backtest({"level": level, "ar1": ar1}, y, initial=1, horizon=horizon, step=7)
+        t = res.table
+        assert t["origin"].min() == 8 and np.isfinite(t["crps"]).all()
+        one = t[(t["model"] == "level") & (t["h"] == 1)]
+        np.testing.assert_allclose(one["log_score"], ref.llf_obs[one["origin"].to_numpy()],
+                                   rtol=1e-9)
+        assert np.isfinite(res.summary["delta_se"]).all()
+    res = backtest({"level": level, "ar1": ar1}, y, initial=1, horizon=1)
+    assert res.table["origin"].min() == 2 and np.isfinite(res.table["crps"]).all()
+
+
+def _uc(y, kind):
+    """statsmodels' exact diffuse structural model, its steady-state switch off (it is an
+    absolute tolerance: at small scales it stops the recursion early)."""
+    import statsmodels.api as sm
+
+    mod = sm.tsa.UnobservedComponents(y, kind, use_exact_diffuse=True)
+    mod.ssm.tolerance = 0.0
+    return mod

@@ -288,3 +288,55 @@ def test_crps_counts_only_observed_steps():
     assert float(s[100]) == 0.0 and float(s[121]) == 0.0
     assert np.isclose(gap.loc["ar", "crps"], float(s.sum()) / 57, rtol=1e-12)
     assert gap.loc["ar", "crps"] != full.loc["ar", "crps"]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_gaps_before_the_diffuse_state_is_located_give_no_free_score(scale):
+    """Issue 23.2: with y[0] missing the local level is located by y[1], so every model is
+    conditioned on steps 0 and 1 of that sequence (not on step 0 only, which scored step 1
+    as 0 for the local level and -6.5 for the AR); the local linear trend with y[1] missing
+    likewise on steps 0..2. The scores are statsmodels' exact diffuse conditionals."""
+    pytest.importorskip("statsmodels.api")
+    y = ps.datasets.nile().to_numpy() * scale
+    y[0] = np.nan
+    level = ps.LinearGaussianSSM.local_level(level_var=1469.1 * scale**2,
+                                             obs_var=15099.0 * scale**2)
+    ar1 = ps.AutoRegressive(order=1).fit(np.nan_to_num(y, nan=float(np.nanmean(y))))
+    assert int(level.diffuse_steps(y)) == 2
+    df = compare({"local_level": level, "ar1": ar1}, y)
+    assert df.attrs["conditioned_steps"] == [2] and (df["scored_steps"] == 98).all()
+    ref = _uc(y, "llevel").smooth(
+        [15099.0 * scale**2, 1469.1 * scale**2])
+    assert df.loc["local_level", "log_lik"] == pytest.approx(ref.llf_obs[2:].sum(), rel=1e-9)
+    assert df.loc["ar1", "log_lik"] == pytest.approx(
+        float(ar1.log_prob_steps(y)[2:].sum()), rel=1e-12)
+    delta = df.loc["local_level", "log_lik"] - df.loc["ar1", "log_lik"]
+    assert abs(abs(df["delta_vs_best"]).max() - abs(delta)) < 1e-9 * abs(delta)
+    tail = compare({"local_level": level, "ar1": ar1}, y, start=1)
+    assert tail.attrs["conditioned_steps"] == [2]
+    assert np.isfinite(tail["crps"]).all() and np.isfinite(tail["crps_se"]).all()
+    assert np.isfinite(tail["delta_se"]).all()
+    # local linear trend, y[1] missing: located by y[0] and y[2]
+    z = ps.datasets.nile().to_numpy() * scale
+    z[1] = np.nan
+    trend = ps.LinearGaussianSSM.local_linear_trend(
+        level_var=1400.0 * scale**2, slope_var=10.0 * scale**2, obs_var=15000.0 * scale**2)
+    df = compare({"trend": trend, "level": level}, [z, y])
+    assert df.attrs["conditioned_steps"] == [3, 3]  # y needs y[1], y[2] for the trend
+    ref = _uc(z, "lltrend").smooth(
+        [15000.0 * scale**2, 1400.0 * scale**2, 10.0 * scale**2])
+    trend_ll = ref.llf_obs[3:].sum() + float(trend.log_prob_steps(y)[3:].sum())
+    assert df.loc["trend", "log_lik"] == pytest.approx(trend_ll, rel=1e-9)
+    # a sequence never located leaves nothing to score: refused, not scored for free
+    with pytest.raises(ValueError, match="sequence 1 of data has no observed value left"):
+        compare({"trend": trend, "level": level}, [z, [np.nan, np.nan, 3.0 * scale, np.nan]])
+
+
+def _uc(y, kind):
+    """statsmodels' exact diffuse structural model, its steady-state switch off (it is an
+    absolute tolerance: at small scales it stops the recursion early)."""
+    import statsmodels.api as sm
+
+    mod = sm.tsa.UnobservedComponents(y, kind, use_exact_diffuse=True)
+    mod.ssm.tolerance = 0.0
+    return mod

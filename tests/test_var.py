@@ -247,7 +247,7 @@ def test_univariate_series_and_files(tmp_path):
     loaded = probseq.load(tmp_path / "var.pt")
     assert torch.equal(loaded.log_prob(y3), m3.log_prob(y3))
     assert loaded.sample(3, 6, seed=1) == m3.sample(3, 6, seed=1)
-    assert loaded.get_config() == m3.get_config() == {"order": 2}
+    assert loaded.get_config() == m3.get_config() == {"order": 2, "noise_estimate": "mle"}
     padded = Sequences.from_list([y3[:10], y3[:4]])
     torch.testing.assert_close(m3.log_prob(padded), torch.stack(
         [m3.log_prob(y3[:10]), m3.log_prob(y3[:4])]), rtol=1e-13, atol=0)
@@ -373,3 +373,29 @@ def test_public_forecast_and_predict():
     assert np.allclose(fc.cov.numpy(), expected, rtol=1e-8, atol=1e-14)
     pred = m.predict(y).numpy()
     assert np.allclose(pred[2:], ref.fittedvalues, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_noise_estimate_unbiased_matches_statsmodels_forecast_interval(scale):
+    """Issue 23: the MLE noise covariance by default (sigma_u_mle), the degrees-of-freedom
+    adjusted one on request (sigma_u, what statsmodels' VAR.forecast_interval uses)."""
+    rng = np.random.default_rng(7)
+    y = _simulate(INTERCEPT, COEF, NOISE, 120, rng) * scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = VAR(y).fit(2, trend="c")
+    mle = VectorAutoRegressive(2).fit(y)
+    adj = VectorAutoRegressive(2, noise_estimate="unbiased").fit(y)
+    np.testing.assert_allclose(mle.params["noise_cov"], ref.sigma_u_mle, rtol=1e-8)
+    np.testing.assert_allclose(adj.params["noise_cov"], ref.sigma_u, rtol=1e-8)
+    np.testing.assert_allclose(mle.noise_cov_unbiased, ref.sigma_u, rtol=1e-8)
+    np.testing.assert_allclose(adj.noise_cov_mle, ref.sigma_u_mle, rtol=1e-8)
+    mean, lo, hi = ref.forecast_interval(y[-2:], 3, alpha=0.05)
+    f = adj.forecast(y, 3, level=0.95)
+    np.testing.assert_allclose(f.mean, mean, rtol=1e-7, atol=1e-9 * scale)
+    np.testing.assert_allclose(f.lower, lo, rtol=1e-7, atol=1e-9 * scale)
+    np.testing.assert_allclose(f.upper, hi, rtol=1e-7, atol=1e-9 * scale)
+    assert VectorAutoRegressive(2, noise_estimate="unbiased").get_config()["noise_estimate"] \
+        == "unbiased"
+    with pytest.raises(ValueError, match="noise_estimate must be"):
+        VectorAutoRegressive(2, noise_estimate="df")

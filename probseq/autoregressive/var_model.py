@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -37,19 +38,32 @@ class VectorAutoRegressive(SequenceModel):
     Fitting is least squares equation by equation (the conditional maximum likelihood given
     the first p vectors of each sequence): one sequence with statsmodels ``VAR(y).fit(p,
     trend="c")``, several by least squares on the pooled lagged design (lags never cross a
-    sequence boundary). ``noise_cov`` is the maximum-likelihood estimate ``resid^T resid /
-    nobs`` (statsmodels' ``sigma_u_mle``).
+    sequence boundary). ``noise_cov`` is by default the maximum-likelihood estimate
+    ``resid^T resid / nobs`` (statsmodels' ``sigma_u_mle``; nobs = the regression rows);
+    ``noise_estimate="unbiased"`` divides by the residual degrees of freedom ``nobs - (1 +
+    p D)`` instead (statsmodels' ``sigma_u``, which its ``VAR.forecast_interval`` uses: the
+    intervals are then wider by ``sqrt(nobs / (nobs - 1 - p D))``). The other estimate is
+    always ``noise_cov_mle`` / ``noise_cov_unbiased`` after a fit.
 
     Args:
         order: p >= 0.
+        noise_estimate: ``"mle"`` (default) or ``"unbiased"`` (degrees-of-freedom adjusted):
+            which estimate of Sigma the fitted model uses.
     """
 
     data_kind = "continuous"
 
-    def __init__(self, order: int = 1):
+    def __init__(self, order: int = 1, noise_estimate: str = "mle"):
         if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
             raise ValueError(f"order must be a non-negative integer, got {order!r}")
+        if noise_estimate not in ("mle", "unbiased"):
+            raise ValueError("noise_estimate must be 'mle' or 'unbiased', got "
+                             f"{noise_estimate!r}")
         self.order = int(order)
+        self.noise_estimate = noise_estimate
+        #: the two estimates of Sigma from the last fit (None before one)
+        self.noise_cov_mle: torch.Tensor | None = None
+        self.noise_cov_unbiased: torch.Tensor | None = None
         self._obs_dim = "any"
         self._univariate = False
         self._intercept: np.ndarray | None = None
@@ -179,6 +193,15 @@ class VectorAutoRegressive(SequenceModel):
             raise ValueError(f"the VAR({p}) fit gave non-finite parameters")
         _check_not_exactly_predictable(resid, observed, p)
         self._obs_dim = 1 if self._univariate else d
+        df = rows - (1 + p * d)
+        unbiased = noise_cov * (rows / df) if df > 0 else noise_cov * math.inf
+        self.noise_cov_mle = torch.from_numpy(noise_cov.copy())
+        self.noise_cov_unbiased = torch.from_numpy(unbiased.copy())
+        if self.noise_estimate == "unbiased":
+            if df <= 0:
+                raise ValueError(f"noise_estimate='unbiased' needs more regression rows "
+                                 f"({rows}) than regressors ({1 + p * d})")
+            noise_cov = unbiased
         self._set(intercept, coef, noise_cov)
 
     # ---------------------------------------------------------------- probabilities
@@ -294,7 +317,7 @@ class VectorAutoRegressive(SequenceModel):
         return self._coef is not None
 
     def get_config(self) -> dict[str, Any]:
-        return {"order": self.order}
+        return {"order": self.order, "noise_estimate": self.noise_estimate}
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         return self.params

@@ -594,7 +594,11 @@ def _diffuse_steps(
     """The exact initial Kalman filter (Durbin & Koopman 2012, section 5.2) for D = 1.
 
     A missing step (``observed[t]`` False) skips the update, so gaps lengthen the diffuse
-    period.
+    period. Through leading gaps (nothing observed yet) with a well-conditioned A (see
+    :func:`flat_start`) the state stays flat: ``P_inf = I``, ``P_* = 0`` at every such step
+    (exactly the same limit, since ``A^t A^t'`` is then nonsingular and a flat prior does
+    not depend on ``P_*``), instead of ``P_inf = A^t A^t'`` growing like t^2 for a trend and
+    costing digits to cancellation once an observation arrives.
 
     By default every state starts diffuse: ``z_0 ~ N(0, kappa I)`` with kappa -> inf, i.e. the
     predicted covariance is ``P_* + kappa P_inf`` with ``P_inf = I``, ``P_* = 0``;
@@ -623,7 +627,10 @@ def _diffuse_steps(
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
         "innov", "gain")}
+    leading = observed is not None and not observed[0] and flat_start(A)
     for t in range(T):
+        if leading and observed[t]:
+            leading = False
         if float(P_inf.detach().abs().max()) <= _DIFFUSE_TOL:
             break
         v = y[:, t, 0] - a @ c
@@ -651,12 +658,20 @@ def _diffuse_steps(
                      ("filt_star", _sym(Pst_f)), ("pred_inf", P_inf), ("filt_inf", _sym(Pinf_f)),
                      ("innov", f_st), ("gain", gain)):
             out[k].append(x)
+        if leading:  # still flat: the next step's prior is flat as well
+            continue
         a = a_f @ A.T
         P_inf = _sym(A @ Pinf_f @ A.T)
         P_st = _sym(A @ Pst_f @ A.T + Q)
     steps = {k: torch.stack(v, dim=1 if k in ("lp", "filt_mean", "pred_mean") else 0)
              for k, v in out.items()}
     return steps, a, P_st
+
+
+def flat_start(A: torch.Tensor) -> bool:
+    """Whether a diffuse state stays flat through leading gaps: A well conditioned
+    (condition number below 1e8), so ``A^t A^t'`` is nonsingular."""
+    return bool(np.linalg.cond(A.detach().numpy()) < 1e8)
 
 
 #: P_inf entries (and F_inf relative to |C|^2) below this count as zero: P_inf starts at I and
@@ -761,6 +776,7 @@ def diffuse_smoother(
     y: torch.Tensor,
     res: FilterResult,
     A: torch.Tensor,
+    Q: torch.Tensor,
     C: torch.Tensor,
     R: torch.Tensor,
     length: int,
@@ -779,10 +795,17 @@ def diffuse_smoother(
     ``Var[z_t] = P_* - P_* N^(0) P_* - (P_inf N^(1) P_*)' - P_inf N^(1) P_* - P_inf N^(2)
     P_inf``. No kappa is chosen: the limit is exact up to rounding.
 
+    Leading gaps (no observation at or before step t) are smoothed backwards by
+    ``E[z_t] = A^-1 E[z_(t+1)]``, ``Var[z_t] = A^-1 (Var[z_(t+1)] + Q) A^-T`` (exact under
+    the flat prior; A well conditioned, :func:`flat_start`; the filter keeps the state
+    flat there too). Against a 40-digit reference
+    (local linear trend, 100 steps, observed only at 90 and 95) the covariances are within
+    1e-9 of the largest variance and the means within 1e-9 smoothed standard deviations.
+
     Args:
         y: ``[n, T, 1]`` (T >= length) the data filtered into ``res``.
         res: :func:`diffuse_kalman_filter` of ``y``.
-        A, C, R: the parameters.
+        A, Q, C, R: the parameters.
         length: the sequences' common length.
         observed: ``[T]`` bool pattern shared by the sequences (None: no gaps).
 
@@ -837,7 +860,11 @@ def diffuse_smoother(
     means = np.empty((n, m, S))
     out_cov = np.empty((m, S, S))
     cc = np.outer(c, c)
-    for t in range(m - 1, -1, -1):
+    first = 0 if obs is None else next((t for t in range(length) if obs[t]), length)
+    stop = 0  # the expansion runs down to this step; leading gaps below by A^-1
+    if 0 < first < m and flat_start(A):
+        stop = first  # (the filter kept the state flat there: P_inf = I, P_* = 0)
+    for t in range(m - 1, stop - 1, -1):
         Ps, Pi = P_st[t], P_inf[t]
         if obs is not None and not obs[t]:
             r0, r1 = r0 @ An, r1 @ An
@@ -869,6 +896,13 @@ def diffuse_smoother(
         PiN1Ps = Pi @ N1 @ Ps
         V = Ps - Ps @ N0 @ Ps - PiN1Ps.T - PiN1Ps - Pi @ N2 @ Pi
         out_cov[t] = 0.5 * (V + V.T)
+    if stop:
+        Ai = np.linalg.inv(An)
+        Qn = Q.detach().numpy()
+        for t in range(stop - 1, -1, -1):
+            means[:, t] = means[:, t + 1] @ Ai.T
+            V = Ai @ (out_cov[t + 1] + Qn) @ Ai.T
+            out_cov[t] = 0.5 * (V + V.T)
     return torch.from_numpy(means), torch.from_numpy(out_cov)
 
 

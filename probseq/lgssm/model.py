@@ -603,14 +603,21 @@ class LinearGaussianSSM(SequenceModel):
     def smoother(self, data: Any, *, exog: Any = None) -> StatePosterior:
         """Smoothed state marginals ``p(z_t | x_0..x_(T-1))`` (Rauch-Tung-Striebel).
 
-        Under exact diffuse initialisation the steps whose filtered state is still diffuse
-        (the first step of the local linear trend) are smoothed through proper priors
-        ``kappa`` = 1e5 and 2e5 times wider than the located state's variance, extrapolated
-        to kappa -> inf (Richardson; within about 1e-9 times the largest state variance of
-        the exact diffuse smoother); every other step is exact.
+        Under exact diffuse initialisation the steps of the diffuse period (gaps before the
+        state is located included, and a diffuse period that reaches the last step) are
+        smoothed by the exact initial state smoother (Durbin & Koopman 2012, section 5.3;
+        :func:`probseq.lgssm.inference.diffuse_smoother`): no kappa is chosen, so the result
+        does not depend on the data's scale. Tested against a 40-digit brute-force posterior
+        (means within 1e-9 smoothed standard deviations, covariances within 1e-9 of the
+        largest variance, after 20 leading gaps and with two observations only) and, in a
+        fuzz suite, against statsmodels.
 
         Returns:
             A :class:`StatePosterior` shaped as in :meth:`filter`.
+
+        Raises:
+            ValueError: a sequence never locates the diffuse state (too few observed
+                values): its smoothed state has an infinite variance.
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
@@ -684,7 +691,13 @@ class LinearGaussianSSM(SequenceModel):
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                exog: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+                exog: torch.Tensor | None = None,
+                prefix_observed: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+        """Ancestral samples; after a prefix, continuations of it. A prefix with gaps has
+        its missing values drawn jointly with the state from their exact conditional given
+        the observed values: the simulation smoother (Durbin & Koopman 2002; under exact
+        diffuse initialisation its diffuse variant, which simulates from an arbitrary
+        initial state, here 0, that the smoothed means cancel)."""
         if options:
             raise ValueError(f"unknown sample options: {sorted(options)}")
         m0, P0, A, Q, C, R = self._matrices()
@@ -695,29 +708,107 @@ class LinearGaussianSSM(SequenceModel):
             raise ValueError("exog= is needed exactly when the model has a regression on "
                              "covariates" + ("" if B is None else f" ({B.shape[1]} here)"))
         shift = None if B is None else exog @ B.T  # [n, length, D]
+        gaps = prefix_observed is not None and not bool(prefix_observed.all())
         if prefix is None:
             start = m0 + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(P0).T
             steps = length
         else:
             pre = prefix.to(torch.float64).reshape(prefix.shape[0], D)
             resid = pre if shift is None else pre - shift[0, : pre.shape[0]]
-            res = self._filter(resid.unsqueeze(0))
-            mf, Pf = (x[0] for x in _last_state(res, torch.tensor([pre.shape[0]])))
-            last = mf + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Pf).T
-            steps = length - pre.shape[0]
+            if gaps:
+                obs = prefix_observed.reshape(pre.shape[0], -1).expand(-1, D)
+                z, filled = self._simulation_smoother(resid, obs, n)
+                last = z[:, -1]
+                pre = filled if shift is None else filled + shift[:, : pre.shape[0]]
+            else:
+                res = self._filter(resid.unsqueeze(0))
+                mf, Pf = (x[0] for x in _last_state(res, torch.tensor([pre.shape[0]]),
+                                                     need=self.num_diffuse_steps))
+                last = mf + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Pf).T
+            steps = length - pre.shape[-2]
             start = last @ A.T + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(Q).T
-        if steps > 0:
-            w = torch.randn(n, steps, S, dtype=torch.float64) @ _psd_sqrt(Q).T
-            w[:, 0] = start
-            z = inference.linear_recurrence(w, A, torch.zeros(n, S, dtype=torch.float64))
-            x = z @ C.T + torch.randn(n, steps, D, dtype=torch.float64) @ _psd_sqrt(R).T
-        else:
-            x = torch.zeros(n, 0, D, dtype=torch.float64)
+        x = self._simulate(start, steps)
         if shift is not None:
             x = x + shift[:, length - x.shape[1]:]
         if prefix is not None:
             x = torch.cat([pre.expand(n, -1, -1), x], dim=1)
         return x[..., 0] if D == 1 else x
+
+    def _simulate(self, start: torch.Tensor, steps: int,
+                  states: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``[n, steps, D]`` observations of paths whose first state is ``start [n, S]``
+        (and with ``states`` the states ``[n, steps, S]``)."""
+        _, _, A, Q, C, R = self._matrices()
+        n, S = start.shape
+        D = C.shape[0]
+        if steps <= 0:
+            z = torch.zeros(n, 0, S, dtype=torch.float64)
+        else:
+            w = torch.randn(n, steps, S, dtype=torch.float64) @ _psd_sqrt(Q).T
+            w[:, 0] = start
+            z = inference.linear_recurrence(w, A, torch.zeros(n, S, dtype=torch.float64))
+        x = z @ C.T + torch.randn(n, z.shape[1], D, dtype=torch.float64) @ _psd_sqrt(R).T
+        return (x, z) if states else x
+
+    def _simulation_smoother(self, y: torch.Tensor, observed: torch.Tensor,
+                             n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n joint draws of the states and the missing values of one sequence with gaps.
+
+        ``z = E[z | y] + z+ - E[z+ | y+]`` with ``(z+, y+)`` simulated from the model (the
+        same gaps in ``y+``): an exact draw from ``p(z | y)`` (Durbin & Koopman 2002).
+        Under exact diffuse initialisation ``z+`` starts from 0: the smoothed means are
+        shift-equivariant in the diffuse directions, so the start cancels. A missing value
+        is then ``C z_t + v_t`` with ``v_t`` drawn given the observed coordinates of step t
+        (``v_obs = y_obs - C_obs z_t``).
+
+        Args:
+            y: ``[T, D]`` the prefix (its regression term removed; anything at gaps).
+            observed: ``[T, D]`` bool.
+            n: draws.
+
+        Returns:
+            ``(states [n, T, S], values [n, T, D])``, the values with the gaps filled.
+        """
+        m0, P0, A, Q, C, R = self._matrices()
+        T, D = y.shape
+        S = self.state_dim
+        y = torch.where(observed, y, torch.zeros((), dtype=y.dtype))
+        if self.initialization == "diffuse":
+            z_start = torch.zeros(n, S, dtype=torch.float64)
+        else:
+            z_start = m0 + torch.randn(n, S, dtype=torch.float64) @ _psd_sqrt(P0).T
+        y_plus, z_plus = self._simulate(z_start, T, states=True)
+        y_plus = torch.where(observed, y_plus, torch.zeros((), dtype=y.dtype))
+        obs = observed[:, 0] if D == 1 else observed
+        both = Sequences(torch.cat([y.unsqueeze(0), y_plus]) if D > 1 else
+                         torch.cat([y.unsqueeze(0), y_plus])[..., 0],
+                         torch.full((n + 1,), T), obs.expand(n + 1, *obs.shape))
+        params = {k: v for k, v in self._params.items() if k != "exog_coef"}
+        try:
+            mean = self._smoothed(both, params, cross=False)[0]
+        except ValueError:
+            seen = int(observed.any(-1).sum())
+            raise ValueError(
+                f"the prefix has {seen} observed value{'s' if seen != 1 else ''}, too few to "
+                f"locate the diffuse initial state (a fully observed prefix needs "
+                f"{self.num_diffuse_steps}): it does not determine a conditional to sample "
+                "from") from None
+        z = mean[:1] + z_plus - mean[1:]
+        loc = z @ C.T  # [n, T, D]
+        filled = y.expand(n, T, D).clone()
+        for t in torch.nonzero(~observed.all(-1))[:, 0].tolist():
+            o = observed[t]
+            mis = ~o
+            if bool(o.any()):
+                gain = torch.linalg.solve(R[o][:, o], R[o][:, mis]).T  # [m, o]
+                v_obs = y[t, o] - loc[:, t, o]
+                mu = loc[:, t, mis] + v_obs @ gain.T
+                cov = R[mis][:, mis] - gain @ R[o][:, mis]
+            else:
+                mu, cov = loc[:, t, mis], R[mis][:, mis]
+            k = int(mis.sum())
+            filled[:, t, mis] = mu + torch.randn(n, k, dtype=torch.float64) @ _psd_sqrt(cov).T
+        return z, filled
 
     # ------------------------------------------------------------------ fitting
     def _free_names(self) -> list[str]:
@@ -1203,18 +1294,19 @@ class LinearGaussianSSM(SequenceModel):
         d = res.covs.num_diffuse
         if not d:
             return out
-        _, _, A, _, C, R = self._matrices(params)
+        _, _, A, Q, C, R = self._matrices(params)
         y = seqs.values3d()
         for length in torch.unique(seqs.lengths).tolist():
             idx = torch.nonzero(seqs.lengths == length)[:, 0]
             try:
-                m, P = inference.diffuse_smoother(y[idx], _take(res, idx), A, C, R, length,
+                m, P = inference.diffuse_smoother(y[idx], _take(res, idx), A, Q, C, R, length,
                                                   pattern)
             except ValueError:
                 i = int(idx[0]) if rows is None else int(rows[idx[0]])
+                seen = _num_observed(seqs, int(idx[0]))
                 raise ValueError(
-                    f"sequence {i} does not locate the diffuse initial state (it has "
-                    f"{_num_observed(seqs, int(idx[0]))} observed values; a fully observed "
+                    f"sequence {i} does not locate the diffuse initial state (it has {seen} "
+                    f"observed value{'s' if seen != 1 else ''}; a fully observed "
                     f"sequence needs {self.num_diffuse_steps}): its smoothed state has an "
                     "infinite variance") from None
             k = m.shape[1]
