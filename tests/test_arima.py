@@ -128,29 +128,57 @@ def test_missing_values_against_brute_force():
     assert np.all(steps.numpy()[1, :1] == 0)
 
 
-def test_gaps_with_differencing_are_refused(monthly):
-    model = ps.ARIMA.from_params(order=(0, 1, 1), ma=[-0.3], noise_var=1.0)
-    y = monthly[:50].copy()
-    y[10] = np.nan
-    with pytest.raises(ValueError, match="sequence 0 has a missing value at step 10.*d = D = 0"):
-        model.log_prob(y)
+def test_gaps_with_differencing_equal_exact_diffuse(monthly):
+    """With gaps, a differencing model is filtered in its integrated form with an exact
+    diffuse start: its scored steps equal statsmodels' exact diffuse filter per step, and
+    the steps that only resolve the d + D*s integration constants score 0."""
+    y = monthly[:120].copy()
+    gaps = [3, 20, 21, 60, 119]
+    y[gaps] = np.nan
+    params = [0.4, -0.35, -0.85, 0.09]
+    model = ps.ARIMA.from_params(order=(1, 1, 1), seasonal_order=(0, 1, 1, 12), ar=[0.4],
+                                 ma=[-0.35], seasonal_ma=[-0.85], noise_var=0.09)
+    steps = model.log_prob_steps(y).numpy()
+    ref = _sarimax(y, (1, 1, 1), (0, 1, 1, 12), use_exact_diffuse=True)
+    expected = ref.loglikeobs(params)
+    diffuse = (steps == 0) & ~np.isnan(y)
+    assert diffuse.sum() == 13 and diffuse[:16].sum() == 13  # the gap at 3 lengthens it
+    np.testing.assert_allclose(steps[~diffuse], expected[~diffuse], atol=1e-9, rtol=0)
+    # the same model scores complete rows by the differenced series in the same batch
+    batch = model.log_prob([y, monthly[:100]]).numpy()
+    assert abs(batch[0] - steps.sum()) < 1e-9
+    assert abs(batch[1] - float(model.log_prob(monthly[:100]))) < 1e-12
+    # forecasts after the gap at the last step
+    fc = model.forecast(y, 6)
+    want = ref.smooth(params).get_forecast(6)
+    np.testing.assert_allclose(fc.mean.numpy(), want.predicted_mean, atol=1e-8)
+    np.testing.assert_allclose(fc.std.numpy() ** 2, want.var_pred_mean, rtol=1e-8)
+    # the fit maximises the same likelihood (statsmodels' adds a constant: the F_inf terms)
+    fitted = ps.ARIMA((1, 1, 1), (0, 1, 1, 12)).fit(y)
+    best = ref.fit(disp=False, maxiter=500)
+    const = expected[diffuse].sum()
+    assert float(fitted.log_prob(y)) >= best.llf - const - 1e-6
 
 
 @pytest.mark.parametrize("c", [1e-3, 1.0, 1e3])
-def test_scale_equivariance(monthly, c):
-    y = monthly[:100]
+def test_scale_equivariance(c):
     kw = dict(order=(1, 1, 1), seasonal_order=(0, 1, 1, 12), ar=[0.3], ma=[-0.4],
               seasonal_ma=[-0.6])
     base = ps.ARIMA.from_params(**kw, noise_var=0.1)
     scaled = ps.ARIMA.from_params(**kw, noise_var=0.1 * c * c)
+    y = base.sample(1, 100, seed=0)[0].numpy() + 300.0
     n = 100 - 13
     lp0, lp1 = float(base.log_prob(y)), float(scaled.log_prob(c * y))
     assert abs(lp1 - (lp0 - n * np.log(c))) < 1e-9 * max(1.0, abs(lp0))
     fit0 = ps.ARIMA((1, 1, 1), (0, 1, 1, 12)).fit(y)
     fit1 = ps.ARIMA((1, 1, 1), (0, 1, 1, 12)).fit(c * y)
+    # the maximised likelihood is equivariant to the optimiser's precision; the estimates
+    # agree to the flatness of the optimum
+    ll0, ll1 = float(fit0.log_prob(y)), float(fit1.log_prob(c * y))
+    assert abs(ll1 - (ll0 - n * np.log(c))) < 1e-7 * max(1.0, abs(ll0))
     for k in ("ar", "ma", "seasonal_ma"):
-        np.testing.assert_allclose(fit1.params[k], fit0.params[k], atol=1e-6)
-    assert abs(float(fit1.params["noise_var"]) / c**2 / float(fit0.params["noise_var"]) - 1) < 1e-5
+        np.testing.assert_allclose(fit1.params[k], fit0.params[k], atol=1e-4)
+    assert abs(float(fit1.params["noise_var"]) / c**2 / float(fit0.params["noise_var"]) - 1) < 1e-4
 
 
 def _best_of(model: SARIMAX) -> float:
