@@ -340,3 +340,24 @@ def test_non_invertible_ma_is_scored_exactly():
     inv = ps.ARIMA.from_params(order=(0, 0, 1), ma=[0.5], noise_var=1.0)
     non = ps.ARIMA.from_params(order=(0, 0, 1), ma=[2.0], noise_var=0.25)
     assert abs(float(inv.log_prob(y)) - float(non.log_prob(y))) < 1e-9
+
+
+def test_ar_errors_equal_autoregressive():
+    """ARIMA(p, 0, 0) and AutoRegressive compute the same exact likelihood two ways (the
+    Kalman filter here, the stationary conditionals and banded precision there), gaps and
+    covariates included: a test keeps the two from drifting apart."""
+    rng = np.random.default_rng(5)
+    ar = ps.AutoRegressive.from_params(intercept=0.6, coef=[0.5, -0.3], noise_var=0.8,
+                                       exog_coef=[1.5])
+    arima = ps.ARIMA.from_params(order=(2, 0, 0), ar=[0.5, -0.3], noise_var=0.8,
+                                 intercept=0.6, exog_coef=[1.5])
+    data = [rng.normal(size=n) for n in (5, 30, 47)]
+    data[1][[0, 7, 8]] = np.nan
+    x = [rng.normal(size=(len(d), 1)) for d in data]
+    xs = np.zeros((3, 47, 1))
+    for i, xi in enumerate(x):
+        xs[i, : len(xi)] = xi
+    np.testing.assert_allclose(arima.log_prob(data, exog=xs).numpy(),
+                               ar.log_prob(data, exog=xs).numpy(), atol=1e-9)
+    np.testing.assert_allclose(arima.log_prob_steps(data, exog=xs).numpy(),
+                               ar.log_prob_steps(data, exog=xs).numpy(), atol=1e-9)

@@ -2,7 +2,7 @@
 
 import importlib
 
-MODULES = ("hmm", "lgssm", "autoregressive", "markov", "recurrent", "sampling", "scaling")
+MODULES = ("hmm", "lgssm", "autoregressive", "arima", "markov", "recurrent", "sampling", "scaling")
 
 for _name in MODULES:
     importlib.import_module(f"benchmarks.cases.{_name}")
