@@ -153,10 +153,20 @@ def test_gaps_with_differencing_equal_exact_diffuse(monthly):
     want = ref.smooth(params).get_forecast(6)
     np.testing.assert_allclose(fc.mean.numpy(), want.predicted_mean, atol=1e-8)
     np.testing.assert_allclose(fc.std.numpy() ** 2, want.var_pred_mean, rtol=1e-8)
-    # the fit maximises the same likelihood (statsmodels' adds a constant: the F_inf terms)
+
+
+@pytest.mark.slow
+def test_fit_with_gaps_and_differencing_reaches_statsmodels_optimum(monthly):
+    """statsmodels' exact diffuse log-likelihood adds a constant to ours (the terms of the
+    diffuse steps depend on the differencing only), so the optima coincide."""
+    y = monthly[:120].copy()
+    y[[3, 20, 21, 60, 119]] = np.nan
     fitted = ps.ARIMA((1, 1, 1), (0, 1, 1, 12)).fit(y)
+    ref = _sarimax(y, (1, 1, 1), (0, 1, 1, 12), use_exact_diffuse=True)
     best = ref.fit(disp=False, maxiter=500)
-    const = expected[diffuse].sum()
+    steps = fitted.log_prob_steps(y).numpy()
+    diffuse = (steps == 0) & ~np.isnan(y)
+    const = ref.loglikeobs(best.params)[diffuse].sum()
     assert float(fitted.log_prob(y)) >= best.llf - const - 1e-6
 
 
@@ -361,3 +371,26 @@ def test_ar_errors_equal_autoregressive():
                                ar.log_prob(data, exog=xs).numpy(), atol=1e-9)
     np.testing.assert_allclose(arima.log_prob_steps(data, exog=xs).numpy(),
                                ar.log_prob_steps(data, exog=xs).numpy(), atol=1e-9)
+
+
+def test_select_arima_order_by_aicc_and_heldout():
+    truth = ps.ARIMA.from_params(order=(0, 1, 1), seasonal_order=(0, 1, 1, 12), ma=[-0.4],
+                                 seasonal_ma=[-0.6], noise_var=1.0)
+    y = truth.sample(1, 180, seed=3)[0].numpy() + 50.0 * np.sin(np.arange(180) * np.pi / 6)
+    sel = ps.selection.select_arima_order(y, period=12, max_p=1, max_q=1)
+    assert sel.details["d"] == 1 and sel.details["seasonal_d"] == 1
+    assert "KPSS" in sel.description and "seasonal strength" in sel.description
+    assert "AICc" in sel.description and sel.criterion == "aicc"
+    table = sel.table
+    n = 180 - 13
+    k = table["num_params"]
+    np.testing.assert_allclose(table["aicc"], table["aic"] + 2 * k * (k + 1) / (n - k - 1))
+    label = table["aicc"].idxmin()
+    assert sel.best == ((int(label[1]), 1, int(label[5])), (int(label[8]), 1, int(label[12]), 12))
+    assert sel.model is sel.models[sel.best]
+    assert float(sel.model.log_prob(y)) == pytest.approx(table.loc[label, "log_lik"])
+    assert sel.best[1][2] == 1  # the seasonal MA of the truth is found
+    held = ps.selection.select_arima_order(y, period=12, max_p=1, max_q=0, max_seasonal_p=0,
+                                           d=1, seasonal_d=1, criterion="crossval")
+    assert held.criterion == "crossval" and "held-out tail" in held.description
+    assert "(given)" in held.description
