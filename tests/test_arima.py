@@ -394,3 +394,34 @@ def test_select_arima_order_by_aicc_and_heldout():
                                            d=1, seasonal_d=1, criterion="crossval")
     assert held.criterion == "crossval" and "held-out tail" in held.description
     assert "(given)" in held.description
+
+
+def test_stationary_state_cov_solves_lyapunov():
+    """The doubling sum against a direct solve of the r^2 linear equations, near a unit
+    root too."""
+    from scipy.linalg import solve_discrete_lyapunov
+
+    from probseq.arima import inference
+
+    for ar, ma, sar, sma in [([0.5, 0.2], [0.3, 0.1], [0.4], [-0.5]),
+                             ([0.99], [], [0.95], [0.9]), ([], [0.4], [], [-0.85])]:
+        a, b = inference.reduced_polynomials(np.array(ar), np.array(ma), np.array(sar),
+                                             np.array(sma), 12)
+        first, rvec = inference.transition_first_column(a, b)
+        got = inference.stationary_state_cov(first, rvec)
+        tm = np.zeros((len(first), len(first)))
+        tm[:, 0] = first
+        tm[np.arange(len(first) - 1), np.arange(1, len(first))] = 1.0
+        want = solve_discrete_lyapunov(tm, np.outer(rvec, rvec), method="direct")
+        assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+
+
+def test_compare_conditions_on_the_diffuse_steps(monthly):
+    y = monthly[:120]
+    models = {"airline": ps.ARIMA((0, 1, 1), (0, 1, 1, 12)).fit(y),
+              "ar2": ps.AutoRegressive(order=2).fit(y)}
+    table = ps.compare(models, y)
+    assert table.index[0] == "airline"
+    # both scored on the steps after the airline model's 13 diffuse ones
+    ar_steps = models["ar2"].log_prob_steps(y).numpy()[13:].sum()
+    assert abs(table.loc["ar2", "log_lik"] - ar_steps) < 1e-6
