@@ -153,4 +153,12 @@ GOALS: dict[str, Goal] = {g.id: g for g in [
     Goal("bayes_nuts_local_level", "BayesianModel NUTS fit of the local level (exact diffuse "
          "Kalman likelihood) on 100 points, 1 chain, 300 warmup + 500 draws, against a 60 s "
          "budget", RatioRule(1.0), "issue 27: under a minute on 2 cores"),
+    # Seasonal ARIMA (benchmarks/cases/arima.py), written before the first measurement.
+    Goal("arima_log_prob_batch", "exact SARIMA(0,1,1)(0,1,1,12) log_prob over 200 monthly "
+         "series of 144 values vs a loop of statsmodels SARIMAX(simple_differencing=True)"
+         ".loglike (models built outside the timing)", RatioRule(10.0), "issues 24 and 28"),
+    Goal("arima_fit_airline", "SARIMA(0,1,1)(0,1,1,12) MLE on monthly co2 (526 values) vs "
+         "statsmodels SARIMAX(simple_differencing=True).fit (wall time, model built inside "
+         "the timing on both sides; probseq's optimum at least as high)", RatioRule(1.0),
+         "issues 24 and 28"),
 ]}

@@ -1,4 +1,5 @@
-"""Model selection: choose a Markov order, an AR order or a number of HMM states.
+"""Model selection: choose a Markov order, an AR order, a (seasonal) ARIMA order or a number
+of HMM states.
 
 Four criteria, each honest about what it measures; every result says which one it used
 (:attr:`Selection.criterion`, and ``table.attrs["criterion"]``):
@@ -17,6 +18,9 @@ Four criteria, each honest about what it measures; every result says which one i
   correctly specified parametric model (the default of :func:`select`, AR orders and HMM
   states; ``validation_data`` then only adds held-out columns to the table).
 * ``"aic"``: the lowest AIC (``2k - 2 log L``).
+* ``"aicc"`` (:func:`select_arima_order` only, its default): the lowest small-sample
+  corrected AIC, ``AIC + 2k(k + 1) / (n - k - 1)`` with n the scored steps, as R's
+  ``auto.arima`` ranks orders.
 
 The held-out criteria also report, for each candidate, the paired difference to the chosen
 one and its standard error (over held-out sequences, or over held-out steps for a tail).
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +46,7 @@ __all__ = [
     "select_ar_order",
     "select_hmm_states",
     "select_var_order",
+    "select_arima_order",
 ]
 
 Criterion = Literal["crossval", "heldout", "bic", "aic"]
@@ -64,6 +69,9 @@ class Selection:
         criterion: the criterion used (``"crossval"``, ``"heldout"``, ``"bic"`` or
             ``"aic"``).
         description: one sentence saying how the criterion was computed.
+        details: anything else the selection decided on the way (for
+            :func:`select_arima_order`: the differencing orders and the tests that chose
+            them).
     """
 
     best: Any
@@ -72,6 +80,7 @@ class Selection:
     models: dict[Any, SequenceModel]
     criterion: str = "bic"
     description: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def select(
@@ -317,3 +326,167 @@ def select_var_order(
 
     return select(lambda p: VectorAutoRegressive(order=p), orders, data, criterion=criterion,
                   validation_data=validation_data)
+
+
+#: ``auto.arima``'s threshold on the seasonal strength for one seasonal difference.
+SEASONAL_STRENGTH_THRESHOLD = 0.64
+
+
+def kpss_differences(y: np.ndarray, max_d: int = 2, alpha: float = 0.05) -> tuple[int, list]:
+    """d from repeated KPSS tests (level stationarity, statsmodels' ``kpss``): difference
+    while the test rejects at ``alpha`` (R's ``ndiffs``). Returns ``(d, [(d, statistic,
+    p-value), ...])`` (statsmodels interpolates p-values within 0.01..0.1 only)."""
+    import warnings
+
+    from statsmodels.tsa.stattools import kpss
+
+    record = []
+    x = np.asarray(y, dtype=np.float64)
+    for d in range(max_d + 1):
+        if x.size < 4 or float(x.std()) == 0.0:
+            return d, record
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stat, pvalue, *_ = kpss(x, regression="c", nlags="auto")
+        record.append((d, float(stat), float(pvalue)))
+        if pvalue >= alpha or d == max_d:
+            return d, record
+        x = np.diff(x)
+    return max_d, record
+
+
+def seasonal_strength(y: np.ndarray, period: int) -> float:
+    """Wang, Smith & Hyndman's seasonal strength ``max(0, 1 - Var(R) / Var(S + R))`` from an
+    STL decomposition (statsmodels' ``STL``); R's ``nsdiffs`` (its default test) takes
+    ``D = 1`` above 0.64."""
+    from statsmodels.tsa.seasonal import STL
+
+    res = STL(np.asarray(y, dtype=np.float64), period=period, robust=True).fit()
+    resid, seasonal = np.asarray(res.resid), np.asarray(res.seasonal)
+    total = float(np.var(seasonal + resid))
+    return 0.0 if total == 0 else max(0.0, 1.0 - float(np.var(resid)) / total)
+
+
+def select_arima_order(
+    data: Any,
+    *,
+    period: int = 0,
+    max_p: int = 3,
+    max_q: int = 3,
+    max_seasonal_p: int = 1,
+    max_seasonal_q: int = 1,
+    d: int | None = None,
+    seasonal_d: int | None = None,
+    max_d: int = 2,
+    criterion: Literal["aicc", "aic", "bic", "heldout", "crossval"] = "aicc",
+    validation_data: Any | None = None,
+    tail: float = 0.2,
+    alpha: float = 0.05,
+) -> Selection:
+    """Choose a seasonal ARIMA(p, d, q)(P, D, Q, s) for ``data``, as R's ``auto.arima`` does
+    in its exhaustive (not stepwise) mode.
+
+    The differencing orders come first, from unit-root tests on the data (unless given):
+    D (0 or 1, when ``period >= 2``) from the seasonal strength of an STL decomposition
+    (``D = 1`` above 0.64, ``nsdiffs``' default; statsmodels has no OCSB test), then d from
+    repeated KPSS tests on the seasonally differenced series (``ndiffs``). With d and D
+    fixed, every (p, q, P, Q) in the grid is fitted by exact maximum likelihood of the
+    differenced series, with a constant (``trend="c"``: a mean, or a drift when
+    ``d + D = 1``) when ``d + D <= 1``, and the lowest AICc wins (on the same differenced
+    data, so the likelihoods are comparable). ``criterion="heldout"`` (with
+    ``validation_data``) or ``"crossval"`` (a held-out tail of one series, scored one step
+    ahead) rank by held-out likelihood instead; ``"aic"`` and ``"bic"`` as :func:`select`.
+
+    With several sequences the tests run on each and the largest d and D are used.
+
+    Args:
+        data: one series, a list of series or a ``Sequences`` (complete values for the
+            tests; the fits take gaps).
+        period: s, the seasonal period (0: no seasonal part).
+        max_p, max_q, max_seasonal_p, max_seasonal_q: the grid.
+        d, seasonal_d: fixed differencing orders (skip the tests).
+        max_d: the largest d the KPSS tests may choose.
+        criterion: ``"aicc"`` (default), ``"aic"``, ``"bic"``, ``"heldout"`` or
+            ``"crossval"``.
+        validation_data: held-out series for ``"heldout"``.
+        tail: the held-out fraction for ``"crossval"``.
+        alpha: the level of the KPSS tests.
+
+    Returns:
+        A :class:`Selection`: ``best`` is ``((p, d, q), (P, D, Q, s))`` (``models`` is keyed
+        the same way), the table (one row per order, labelled ``"(p,d,q)(P,D,Q,s)"``) has an
+        ``aicc`` column, ``details`` holds ``d``, ``seasonal_d`` and the test results, and
+        ``description`` states both the tests and the criterion.
+    """
+    from probseq.arima import ARIMA
+
+    period = int(period)
+    if period == 1 or period < 0:
+        raise ValueError(f"period must be 0 (no seasonal part) or at least 2, got {period}")
+    if criterion not in ("aicc", "aic", "bic", "heldout", "crossval"):
+        raise ValueError(f"criterion must be 'aicc', 'aic', 'bic', 'heldout' or 'crossval', "
+                         f"got {criterion!r}")
+    seqs, _ = as_sequences(data, "continuous")
+    series = [s.numpy() for s in seqs.to_list()]
+    series = [s[np.isfinite(s)] for s in series]
+    tests: dict[str, Any] = {}
+    if seasonal_d is None:
+        if period >= 2:
+            strengths = [seasonal_strength(s, period) if s.size >= 2 * period + 1 else 0.0
+                         for s in series]
+            seasonal_d = int(max(strengths) > SEASONAL_STRENGTH_THRESHOLD)
+            tests["seasonal_strength"] = strengths
+            seasonal_how = (f"D = {seasonal_d} from the STL seasonal strength "
+                            f"{max(strengths):.3f} (threshold {SEASONAL_STRENGTH_THRESHOLD})")
+        else:
+            seasonal_d, seasonal_how = 0, "D = 0 (no period)"
+    else:
+        seasonal_how = f"D = {seasonal_d} (given)"
+    if d is None:
+        found = []
+        for s in series:
+            x = s[period:] - s[:-period] if seasonal_d and s.size > period else s
+            found.append(kpss_differences(x, max_d, alpha))
+        d = max(k for k, _ in found)
+        tests["kpss"] = [rec for _, rec in found]
+        how_d = f"d = {d} from KPSS tests at level {alpha} (statsmodels kpss)"
+    else:
+        how_d = f"d = {d} (given)"
+    s_period = period if period >= 2 else 0
+    trend = "c" if d + seasonal_d <= 1 else "n"
+    orders = {
+        f"({p},{d},{q})({sp},{seasonal_d},{sq},{s_period})":
+            ((p, d, q), (sp, seasonal_d, sq, s_period))
+        for p in range(max_p + 1) for q in range(max_q + 1)
+        for sp in range(max_seasonal_p + 1 if s_period else 1)
+        for sq in range(max_seasonal_q + 1 if s_period else 1)
+    }
+
+    def build(label: str) -> ARIMA:
+        order, seasonal_order = orders[label]
+        return ARIMA(order, seasonal_order, trend=trend)
+
+    base = "aic" if criterion == "aicc" else criterion
+    sel = select(build, list(orders), seqs, criterion=base, validation_data=validation_data,
+                 tail=tail)
+    nd = d + seasonal_d * s_period
+    n = int((seqs.lengths - nd).sum())
+    k = sel.table["num_params"].to_numpy()
+    sel.table["aicc"] = np.where(n - k - 1 > 0, sel.table["aic"].to_numpy()
+                                 + 2 * k * (k + 1) / np.maximum(n - k - 1, 1), np.inf)
+    if criterion == "aicc":
+        label = min(orders, key=lambda c: (sel.table.loc[c, "aicc"],
+                                           sel.table.loc[c, "num_params"]))
+        sel.model = sel.models[label]
+        sel.description = (f"lowest AICc (n = {n} steps of the differenced series) of the "
+                           "exact maximum-likelihood fits on all of data")
+    else:
+        label = sel.best
+    sel.best = orders[label]
+    sel.models = {orders[c]: m for c, m in sel.models.items()}
+    sel.criterion = criterion
+    sel.table.attrs["criterion"] = criterion
+    sel.description = f"{seasonal_how}; {how_d}; then {sel.description}"
+    sel.table.attrs["description"] = sel.description
+    sel.details = {"d": d, "seasonal_d": seasonal_d, "tests": tests, "trend": trend}
+    return sel

@@ -2,8 +2,8 @@
 
 import importlib
 
-MODULES = ("hmm", "hsmm", "lgssm", "autoregressive", "markov", "recurrent", "sampling",
-           "scaling", "bayes")
+MODULES = ("hmm", "hsmm", "lgssm", "autoregressive", "arima", "markov", "recurrent",
+           "sampling", "scaling", "bayes")
 
 for _name in MODULES:
     importlib.import_module(f"benchmarks.cases.{_name}")

@@ -3,6 +3,7 @@ likelihood of the differenced series, missing values and regression with SARIMA 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any
@@ -19,6 +20,17 @@ from probseq.data import Sequences
 __all__ = ["ARIMA"]
 
 _TRENDS = ("n", "c")
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """One BLAS thread for the optimiser: its products are of a handful of numbers, and on
+    a busy machine idle BLAS threads spinning for work made each L-BFGS step cost
+    milliseconds (the fit ran 3x slower). A no-op without ``threadpoolctl``."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _order(x: Any, size: int, name: str) -> tuple[int, ...]:
@@ -68,9 +80,12 @@ class ARIMA(SequenceModel):
     (``SARIMAX(..., use_exact_diffuse=True)``); ``log_prob_steps`` is 0 at the diffuse
     steps, and :func:`probseq.compare` conditions every model on them.
 
-    **Missing values** (NaN) are marginalised exactly for ``d = D = 0`` (the Kalman filter
-    skips the update). With differencing, gaps are refused (their exact treatment needs
-    the integrated state-space form with a partially diffuse start).
+    **Missing values** (NaN) are marginalised exactly: the Kalman filter skips the update
+    at a gap. With differencing, a sequence with gaps is filtered in the integrated
+    state-space form (the ARMA state and the ``d + D s`` previous values, the latter with an
+    exact diffuse start; Durbin & Koopman 2012, 5.2): its scored terms are the exact
+    diffuse likelihood (statsmodels ``SARIMAX(..., use_exact_diffuse=True)``), and a gap
+    among the first values lengthens the diffuse period (those steps score 0 too).
 
     **Covariates** (``exog [N, T, E]``): regression with SARIMA errors, ``y_t = exog_t .
     exog_coef + u_t``; with differencing both sides are differenced (as statsmodels'
@@ -222,43 +237,20 @@ class ARIMA(SequenceModel):
             raise ValueError(f"exog has {exog.shape[2]} covariates, the model was fitted with {e}")
         return values - exog[:, : values.shape[1]].numpy() @ self._exog_coef
 
-    def _check_gaps(self, seqs: Sequences) -> None:
-        if seqs.has_missing and self.num_diffuse_steps:
-            i, t = (int(v) for v in torch.nonzero(~seqs.step_observed & seqs.mask)[0])
-            raise ValueError(
-                f"sequence {i} has a missing value at step {t}; this ARIMA differences the "
-                f"data (d + D*s = {self.num_diffuse_steps}) and marginalises missing values "
-                "exactly only without differencing (d = D = 0)")
-
-    def _differenced(self, u: np.ndarray, seqs: Sequences
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(w, lengths_w, observed_w)``: the de-meaned differenced series."""
-        nd = self.num_diffuse_steps
-        w = inference.difference(u, self._delta) - self._mean
-        lengths = seqs.lengths.numpy() - nd
-        observed = seqs.observed.numpy().copy() if seqs.has_missing else None
-        if observed is not None:
-            w = np.where(observed, w, 0.0)
-        return w, lengths, observed
-
     def _filter(self, seqs: Sequences, exog: torch.Tensor | None
-                ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray | None]:
-        self._check_gaps(seqs)
+                ) -> tuple[np.ndarray, inference.SeriesFilter]:
+        """``(u, filter)``: the regression errors and the exact filter of them."""
         u = self._errors(seqs.values.numpy(), exog)
-        w, lengths, observed = self._differenced(u, seqs)
-        out = inference.arma_filter(w, lengths, observed, self._ar, self._rvec, self._P0)
-        return u, out, lengths, observed
+        observed = seqs.observed.numpy() if seqs.has_missing else None
+        res = inference.filter_series(u, seqs.lengths.numpy(), observed, self._delta, self._ar,
+                                      self._rvec, self._P0, self._mean)
+        return u, res
 
     # ---------------------------------------------------------------- probabilities
     def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
-        _, (_, v, f, _, _), lengths, observed = self._filter(seqs, exog)
-        keep = np.arange(v.shape[1])[None, :] < lengths[:, None]
-        if observed is not None:
-            keep &= observed
-        steps = inference.gaussian_steps(v, f, keep, self._noise_var)
-        out = np.zeros((len(seqs), seqs.max_length))
-        out[:, self.num_diffuse_steps:] = steps
-        return torch.from_numpy(out)
+        _, res = self._filter(seqs, exog)
+        return torch.from_numpy(
+            inference.gaussian_steps(res.innov, res.var, res.scored, self._noise_var))
 
     def _log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
         # a sequential sum, so trailing padding (exact zeros) cannot change a bit
@@ -277,7 +269,7 @@ class ARIMA(SequenceModel):
 
         Args:
             data: one series, a list of series or a ``Sequences`` (one set of parameters
-                for all); NaN marks a missing value (``d = D = 0`` only).
+                for all); NaN marks a missing value.
             exog: covariates aligned with the data (regression with SARIMA errors).
             max_iter: the optimiser's iteration limit.
             seed: accepted for a uniform interface (the fit is deterministic).
@@ -295,26 +287,27 @@ class ARIMA(SequenceModel):
         from scipy.optimize import minimize
 
         self._fit_obs_dim(seqs, univariate_only=True)
-        self._check_gaps(seqs)
         p, _, q = self.order
         sp, _, sq, _ = self.seasonal_order
         nd = self.num_diffuse_steps
         y = seqs.values.numpy()
+        lengths = seqs.lengths.numpy()
         obs = seqs.observed.numpy() & seqs.mask.numpy()
+        observed = obs if seqs.has_missing else None
         x = None if exog is None else exog[:, : seqs.max_length].numpy()
         e = 0 if x is None else x.shape[2]
         k_arma = p + q + sp + sq
-        keep = self._keep(seqs)
-        n_scored = int(keep.sum())
+        keep_w = self._complete_differences(obs)
         n_free = k_arma + (self.trend == "c") + e + 1
+        n_scored = int(keep_w.sum())
         if n_scored < n_free + 1:
             raise ValueError(
                 f"an ARIMA{self.order}{self.seasonal_order} fit with {e} covariate(s) needs at "
-                f"least {n_free + 1} values after the first {nd} of each sequence, but the "
-                f"data gives {n_scored}")
-        # scale (and, without differencing, centre) so the fit is equivariant
-        w_raw, _, _ = self._raw_differenced(y, seqs)
-        w_obs = w_raw[keep]
+                f"least {n_free + 1} complete differences (d + D*s = {nd} steps back), but "
+                f"the data gives {n_scored}")
+        # scale (and, without differencing, centre) so that the fit is equivariant
+        y0 = np.where(obs, y, 0.0)
+        w_obs = inference.difference(y0, self._delta)[keep_w]
         y_loc = float(y[obs].mean()) if nd == 0 else 0.0
         y_scale = float(w_obs.std()) if nd else float(y[obs].std())
         if not y_scale > 1e-12 * max(float(np.abs(y[obs]).max()), 1e-300):
@@ -348,75 +341,64 @@ class ARIMA(SequenceModel):
             beta = theta[k_arma + (self.trend == "c"):]
             return coefs, mu, beta
 
-        def objective(theta: np.ndarray) -> float:
+        def run(theta: np.ndarray) -> tuple[float, float]:
             coefs, mu, beta = unpack(theta)
             u = ys if xs is None else ys - xs @ beta
             a, b = self._reduced(coefs)
             ar, rvec = inference.transition_first_column(a, b)
+            P0 = inference.stationary_state_cov(ar, rvec)
+            res = inference.filter_series(u, lengths, observed, self._delta, ar, rvec, P0, mu)
+            if not (res.var[res.scored] > 0).all():
+                return -np.inf, np.nan
+            return inference.concentrated_log_lik(res.innov, res.var, res.scored)
+
+        def objective(theta: np.ndarray) -> float:
             try:
-                P0 = inference.stationary_state_cov(ar, rvec)
+                ll, _ = run(theta)
             except (np.linalg.LinAlgError, ValueError):
                 return 1e300
-            w, lengths, observed = self._raw_differenced(u, seqs)
-            _, v, f, _, _ = inference.arma_filter(w - mu, lengths, observed, ar, rvec, P0)
-            if not (f[keep] > 0).all():
-                return 1e300
-            ll, _ = inference.concentrated_log_lik(v, f, keep)
             return -ll / n_scored if np.isfinite(ll) else 1e300
 
-        start = self._start(ys, xs, seqs, sizes, keep)
-        with warnings.catch_warnings():
+        start = self._start(ys, xs, sizes, keep_w)
+        with warnings.catch_warnings(), _one_blas_thread():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = minimize(objective, start, method="L-BFGS-B",
                            options={"maxiter": int(max_iter), "gtol": 1e-8, "ftol": 1e-14})
         if not np.isfinite(res.fun) or res.fun >= 1e299:
             raise ValueError("the ARIMA fit failed to find a finite likelihood")
         coefs, mu_s, beta_s = unpack(res.x)
-        u = ys if xs is None else ys - xs @ beta_s
-        a, b = self._reduced(coefs)
-        ar, rvec = inference.transition_first_column(a, b)
-        w, lengths, observed = self._raw_differenced(u, seqs)
-        _, v, f, _, _ = inference.arma_filter(w - mu_s, lengths, observed, ar, rvec)
-        _, s2 = inference.concentrated_log_lik(v, f, keep)
+        _, s2 = run(res.x)
         beta = beta_s * y_scale / x_scale
         mu = y_scale * mu_s + (y_loc - float(x_loc @ beta) if nd == 0 else 0.0)
         self.fit_result_ = res
         self._set(coefs, s2 * y_scale**2, mu, beta if e else None)
 
-    def _raw_differenced(self, u: np.ndarray, seqs: Sequences
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        w = inference.difference(u, self._delta)
-        lengths = seqs.lengths.numpy() - self.num_diffuse_steps
-        observed = seqs.observed.numpy() if seqs.has_missing else None
-        if observed is not None:
-            w = np.where(observed, w, 0.0)
-        return w, lengths, observed
-
-    def _keep(self, seqs: Sequences) -> np.ndarray:
-        """``[N, T_max - n_d]`` the scored steps of the differenced series."""
+    def _complete_differences(self, obs: np.ndarray) -> np.ndarray:
+        """``[N, T_max - n_d]`` bool: the differences whose every term is observed."""
         nd = self.num_diffuse_steps
-        lengths = seqs.lengths.numpy() - nd
-        keep = np.arange(seqs.max_length - nd)[None, :] < lengths[:, None]
-        if seqs.has_missing:
-            keep &= seqs.observed.numpy()
+        t_max = obs.shape[1]
+        keep = obs[:, nd:].copy()
+        for k in range(1, nd + 1):
+            if self._delta[k] != 0.0:
+                keep &= obs[:, nd - k : t_max - k]
         return keep
 
-    def _start(self, ys: np.ndarray, xs: np.ndarray | None, seqs: Sequences,
-               sizes: tuple[int, ...], keep: np.ndarray) -> np.ndarray:
-        """Starting values: regression by least squares on the differenced data, AR partial
-        autocorrelations from the sample ones (shrunk), seasonal AR and MA terms at 0."""
+    def _start(self, ys: np.ndarray, xs: np.ndarray | None, sizes: tuple[int, ...],
+               keep: np.ndarray) -> np.ndarray:
+        """Starting values: regression by least squares on the complete differences, AR
+        partial autocorrelations from the sample ones (halved), the rest at 0."""
         p, sp, q, sq = sizes
-        w, _, _ = self._raw_differenced(ys, seqs)
+        w = np.where(keep, inference.difference(ys, self._delta), 0.0)
         beta = np.zeros(0)
         if xs is not None:
-            xw = np.stack([self._raw_differenced(xs[..., j], seqs)[0]
+            xw = np.stack([inference.difference(xs[..., j], self._delta)
                            for j in range(xs.shape[2])], -1)
             design = xw[keep]
             if self.trend == "c":
                 design = np.c_[np.ones(design.shape[0]), design]
             coef = np.linalg.lstsq(design, w[keep], rcond=None)[0]
             beta = coef[1:] if self.trend == "c" else coef
-            w = w - xw @ beta
+            w = np.where(keep, w - xw @ beta, 0.0)
         mu = float(w[keep].mean()) if self.trend == "c" else 0.0
         resid = np.where(keep, w - mu, 0.0)
         pacf = np.zeros(p)
@@ -440,42 +422,28 @@ class ARIMA(SequenceModel):
     def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
                          ) -> torch.distributions.Normal:
         """``Normal`` with batch shape ``[N, T_max]``: ``y_t`` given the observed ``y_<t``
-        (and the covariates), exact after the ``num_diffuse_steps`` diffuse steps, where the
-        variance is infinite (the mean there is the previous value). Arbitrary (but finite)
-        past each length."""
+        (and the covariates), exact; the variance is infinite at the diffuse steps (the
+        first ``num_diffuse_steps``, later with gaps). Arbitrary (but finite) past each
+        length."""
         self._check_fitted()
         values = seqs.values.numpy()
-        u, (m, _, f, _, _), _, _ = self._filter(seqs, exog)
-        nd = self.num_diffuse_steps
-        n, t_max = values.shape
-        shift = values - u  # exog @ exog_coef
-        loc = np.zeros((n, t_max))
-        var = np.full((n, t_max), math.inf)
-        u_known = np.where(seqs.observed.numpy(), u, 0.0) if seqs.has_missing else u
-        # E[u_t | past] = mean + m_t - sum_(k >= 1) delta_k u_(t-k)
-        past = np.zeros((n, t_max - nd))
-        for k in range(1, nd + 1):
-            past += self._delta[k] * u_known[:, nd - k : t_max - k]
-        loc[:, nd:] = self._mean + m - past
-        var[:, nd:] = np.where(f > 0, self._noise_var * f, self._noise_var)
-        if nd:
-            loc[:, 1:nd] = u_known[:, : nd - 1]
-        loc = loc + shift
-        return torch.distributions.Normal(torch.from_numpy(loc), torch.from_numpy(np.sqrt(var)),
-                                          validate_args=False)
+        u, res = self._filter(seqs, exog)
+        shift = np.where(np.isfinite(values - u), values - u, 0.0)  # exog @ exog_coef
+        var = np.where(res.diffuse_step, math.inf, self._noise_var * res.var)
+        return torch.distributions.Normal(torch.from_numpy(res.mean + shift),
+                                          torch.from_numpy(np.sqrt(var)), validate_args=False)
 
     def _forecast(self, seqs: Sequences, horizon: int, exog: torch.Tensor | None = None
-                  ) -> torch.distributions.MultivariateNormal:
-        """Exact joint predictive distribution of the next H values after each sequence:
-        ``MultivariateNormal`` with batch shape ``[N]`` and event shape ``[H]`` is wrapped
-        as per-step ``Normal`` marginals ``[N, H]`` (``exog [N, T_max + H, E]`` covers the
-        future steps of a model with covariates)."""
-        mean, cov = self._forecast_moments(seqs, horizon, exog)
-        std = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-        return torch.distributions.Normal(torch.from_numpy(mean), torch.from_numpy(std))
+                  ) -> torch.distributions.Normal:
+        """Exact h-step predictive marginals ``Normal`` with batch shape ``[N, H]`` of
+        ``y_(T+h)`` given each sequence (and the covariates: ``exog [N, T_max + H, E]``
+        covers the future steps of a model with covariates)."""
+        mean, var = self._forecast_moments(seqs, horizon, exog)
+        return torch.distributions.Normal(torch.from_numpy(mean), torch.from_numpy(np.sqrt(var)))
 
     def _forecast_moments(self, seqs: Sequences, horizon: int,
                           exog: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean [N, H], var [N, H])`` of the next H values after each sequence."""
         self._check_fitted()
         h = int(horizon)
         t_max = seqs.max_length
@@ -484,12 +452,44 @@ class ARIMA(SequenceModel):
         if exog is not None:
             full = exog.numpy()
             exog = exog[:, :t_max]
-        u, (_, _, _, a_end, p_end), _, _ = self._filter(seqs, exog)
+        u, res = self._filter(seqs, exog)
+        n = len(seqs)
+        mean = np.zeros((n, h))
+        var = np.zeros((n, h))
+        plain = np.flatnonzero(~res.diffuse_rows)
+        if plain.size:
+            mean[plain], var[plain] = self._integrate_future(
+                u[plain], lengths[plain], res.a_end[plain], res.p_end[plain], h)
+        for i in np.flatnonzero(res.diffuse_rows):
+            if res.diffuse_end[i]:
+                raise ValueError(
+                    f"sequence {i} has too few observed values to pin down its "
+                    f"{self.num_diffuse_steps} integration constants; it cannot be forecast")
+            tm, c, rr, z, _ = inference.integrated_form(self._ar, self._rvec, self._delta,
+                                                        self._mean)
+            x, P = res.x_end[i], res.px_end[i]
+            for j in range(h):
+                mean[i, j] = z @ x + self._mean
+                var[i, j] = z @ P @ z
+                x = tm @ x + c
+                P = tm @ P @ tm.T + rr
+        var = var * self._noise_var
+        if self._exog_coef is not None:
+            future = lengths[:, None] + np.arange(h)[None, :]
+            if full is None or future.max() >= full.shape[1]:
+                raise ValueError(f"exog must cover the {h} forecast steps")
+            mean = mean + full[np.arange(n)[:, None], future] @ self._exog_coef
+        return mean, var
+
+    def _integrate_future(self, u: np.ndarray, lengths: np.ndarray, a_end: np.ndarray,
+                          p_end: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """Moments of ``u_(T+1..T+H)`` from the joint moments of the future differences:
+        ``u_future = L^-1 (w_future + mean - c)`` with L the lower-triangular Toeplitz matrix
+        of the differencing weights and c the share of the observed past."""
         wm, wcov = inference.future_cov(a_end, p_end, self._ar, self._rvec, h)
         wm = wm + self._mean
-        wcov = wcov * self._noise_var
         nd = self.num_diffuse_steps
-        n = len(seqs)
+        n = u.shape[0]
         lower = np.zeros((h, h))
         for k in range(min(nd, h - 1) + 1):
             lower[np.arange(k, h), np.arange(h - k)] = self._delta[k]
@@ -498,15 +498,10 @@ class ARIMA(SequenceModel):
         for j in range(h):
             for k in range(j + 1, nd + 1):
                 c[:, j] += self._delta[k] * u[rows, lengths + j - k]
-        mean = np.linalg.solve(lower, (wm - c).T).T
         inv = np.linalg.inv(lower)
+        mean = (wm - c) @ inv.T
         cov = inv @ wcov @ inv.T
-        if self._exog_coef is not None:
-            future = lengths[:, None] + np.arange(h)[None, :]
-            if full is None or future.max() >= full.shape[1]:
-                raise ValueError(f"exog must cover the {h} forecast steps")
-            mean = mean + full[rows[:, None], future] @ self._exog_coef
-        return mean, cov
+        return mean, np.diagonal(cov, axis1=1, axis2=2).copy()
 
     # ---------------------------------------------------------------- sampling
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
@@ -528,8 +523,8 @@ class ARIMA(SequenceModel):
             pre = Sequences(torch.from_numpy(prefix.numpy()[None, :].copy()),
                             torch.tensor([start]))
             ex = None if exog is None else exog[:1, :start]
-            _, (_, _, _, a_end, p_end), _, _ = self._filter(pre, ex)
-            state, state_cov = np.repeat(a_end, n, 0), np.repeat(p_end, n, 0)
+            _, res = self._filter(pre, ex)
+            state, state_cov = np.repeat(res.a_end, n, 0), np.repeat(res.p_end, n, 0)
         todo = length - start
         if todo <= 0:
             return torch.from_numpy(u + shift)
