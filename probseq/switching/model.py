@@ -58,7 +58,8 @@ class SwitchingAutoRegressive(SequenceModel):
     prefix, and so ``forecast`` and ``backtest`` beyond one step, draw the regimes (forward
     filtering, backward sampling over those windows) and then the missing values given the
     regimes exactly; forecasts stay exact (Gaussian mixtures) when the last p values are
-    observed. ``fit`` and ``conditional_log_prob`` need complete data.
+    observed. ``fit`` maximises the exact likelihood of gappy univariate data (see
+    :meth:`fit`); ``fit(conditional=True)`` and ``conditional_log_prob`` need complete data.
 
     Args:
         num_regimes: K >= 1.
@@ -312,7 +313,9 @@ class SwitchingAutoRegressive(SequenceModel):
     def _scaled(self, seqs: Sequences) -> hmm.Scaled:
         return hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs))
 
-    def _emissions(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+    def _emissions(self, seqs: Sequences, prm: dict[str, torch.Tensor] | None = None,
+                   initial: torch.Tensor | None = None,
+                   plan: tuple[list, int] | None = None) -> dict[str, torch.Tensor]:
         """The HMM over windows of regimes for a batch: ``initial [W]``, ``transition
         [W, W]``, ``log_lik [N, T_max, W]`` and the Gaussians ``mean [N, T_max, W, D]``,
         ``scale_tril [N or 1, T_max, W, D, D]`` of each step given its past and the window.
@@ -320,17 +323,65 @@ class SwitchingAutoRegressive(SequenceModel):
         Complete data use windows of ``p + 1`` regimes. With missing values, a step whose
         last p values are not all observed is scored from the exact Gaussian of the segment
         back to the latest p fully observed values (or to the first step), so the windows
-        grow to cover the longest such segment (at most 4096 windows).
+        grow to cover the longest such segment (at most 4096 windows). Differentiable in
+        ``prm`` and ``initial`` (the gradient fit on gappy data runs through it); ``plan``
+        is :meth:`_gap_plan` of ``seqs``, computed once by a caller that repeats the call.
         """
-        k, p = self.num_regimes, self.order
-        prm = self._p
+        p = self.order
+        prm = self._p if prm is None else prm
+        initial = self._initial_probs(prm) if initial is None else initial
         y = seqs.values3d()
         mean, tril = sw.window_gaussians(y, self.switching, prm["loc"], prm["coef"], prm["cov"])
         if not seqs.has_missing:
-            init, trans = self._windows()
-            return {"initial": init, "transition": trans,
+            return {"initial": sw.window_start(initial, p),
+                    "transition": sw.window_transition(prm["transition"], p),
                     "log_lik": sw.gaussian_log_lik(y, mean, tril), "mean": mean,
                     "scale_tril": tril[None]}
+        k = self.num_regimes
+        obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        plan, need = self._gap_plan(seqs) if plan is None else plan
+        full = obs.all(-1)
+        base = torch.arange(k**need) % k ** (p + 1)
+        dig = sw.window_digits(k, need)
+        mean = mean[:, :, base].clone()
+        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
+        # Segments of one length, start flag and pattern of gaps share their covariance.
+        groups: dict[tuple, list[tuple[int, int, int]]] = {}
+        for n, t, first, start in plan:
+            pattern = tuple(obs[n, first : t + 1].reshape(-1).tolist())
+            groups.setdefault((t - first + 1, start, pattern), []).append((n, t, first))
+        for (length, start, _), items in groups.items():
+            rows = torch.tensor([n for n, _, _ in items])
+            steps = torch.tensor([t for _, t, _ in items])
+            span = torch.tensor([first for _, _, first in items])[:, None] + torch.arange(length)
+            n0, t0, f0 = items[0]
+            m_t, c_t = sw.segment_predictive(
+                y[rows[:, None], span], obs[n0, f0 : t0 + 1], dig[:, need - length :],
+                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
+            mean[rows, steps] = m_t
+            tril[rows, steps] = torch.linalg.cholesky(c_t)[None].expand(len(items), -1, -1, -1)
+        resid = y[:, :, None, :] - mean
+        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        d = y.shape[-1]
+        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
+        partial = (obs.any(-1) & ~full) & seqs.mask
+        for n, t in torch.nonzero(partial).tolist():
+            keep = torch.nonzero(obs[n, t])[:, 0]
+            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
+            ll[n, t] = torch.distributions.MultivariateNormal(
+                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
+        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
+        init = sw.window_start(initial, need - 1)
+        trans = sw.window_transition(prm["transition"], need - 1)
+        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
+                "scale_tril": tril}
+
+    def _gap_plan(self, seqs: Sequences) -> tuple[list[tuple[int, int, int, bool]], int]:
+        """The steps whose last p values are not all observed, each with the segment that
+        scores it: ``[(sequence, step, first step of the segment, segment at the start)]``,
+        and the number of regimes the windows must hold (refused beyond 4096 windows)."""
+        k, p = self.num_regimes, self.order
         obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
         full = obs.all(-1)
         plan, need = [], p + 1
@@ -351,31 +402,7 @@ class SwitchingAutoRegressive(SequenceModel):
                         f"sequence {n} has missing values too close together for exact "
                         f"marginalisation: step {t} depends on the regimes of {need} steps "
                         f"({k}^{need} windows, more than {_MISSING_WINDOWS})")
-        base = torch.arange(k**need) % k ** (p + 1)
-        dig = sw.window_digits(k, need)
-        mean = mean[:, :, base].clone()
-        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
-        for n, t, first, start in plan:
-            m_t, c_t = sw.segment_predictive(
-                y[n, first : t + 1], obs[n, first : t + 1], dig[:, need - (t - first + 1) :],
-                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
-            mean[n, t], tril[n, t] = m_t, torch.linalg.cholesky(c_t)
-        resid = y[:, :, None, :] - mean
-        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
-        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
-        d = y.shape[-1]
-        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
-        partial = (obs.any(-1) & ~full) & seqs.mask
-        for n, t in torch.nonzero(partial).tolist():
-            keep = torch.nonzero(obs[n, t])[:, 0]
-            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
-            ll[n, t] = torch.distributions.MultivariateNormal(
-                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
-        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
-        init = sw.window_start(self._initial_probs(), need - 1)
-        trans = sw.window_transition(prm["transition"], need - 1)
-        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
-                "scale_tril": tril}
+        return plan, need
 
     def _refuse_missing(self, seqs: Sequences, what: str) -> None:
         if seqs.has_missing:
@@ -498,6 +525,13 @@ class SwitchingAutoRegressive(SequenceModel):
         for. The data are standardised for the fit and the parameters mapped back, so the fit
         is equivariant to the data's scale and location.
 
+        Gappy data (univariate, ``conditional=False``): EM runs on the gaps filled by linear
+        interpolation, which only chooses the starting points; the polish then maximises
+        the exact likelihood of the observed values (gaps marginalised as in ``log_prob``),
+        so the estimate is a maximum of the exact likelihood, not of the filled data's.
+        This is a gradient fit through the exact likelihood, not EM with expectations over
+        the missing values.
+
         Args:
             data: the sequences (any accepted input); with ``conditional=True`` each needs
                 more than p values.
@@ -538,7 +572,11 @@ class SwitchingAutoRegressive(SequenceModel):
         _positive_int(max_polish_iter, "max_polish_iter", 0)
         if not (isinstance(tol, int | float) and tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-        self._refuse_missing(seqs, "fit")
+        gappy = seqs.has_missing
+        if gappy and conditional:
+            self._refuse_missing(seqs, "fit(conditional=True) (Hamilton's conditional "
+                                 "likelihood; fit(conditional=False) maximises the exact "
+                                 "likelihood of gappy data)")
         if self.switching == "mean":
             self._fit_obs_dim(seqs, univariate_only=True)
             univariate, d = True, 1
@@ -555,22 +593,33 @@ class SwitchingAutoRegressive(SequenceModel):
             raise ValueError(
                 f"a {k}-regime switching AR({p}) fit needs more than {n_reg + 1} values after "
                 f"the first {p} of each sequence, but the data give {rows}")
+        if gappy and not univariate:
+            self._refuse_missing(seqs, "the fit of a multivariate AR-HMM")
+        if gappy and not (polish and max_polish_iter > 0):
+            raise ValueError("a fit on gappy data maximises the exact likelihood by L-BFGS "
+                             "(polish=True, max_polish_iter > 0); EM alone only starts it")
         # Standardise: y = centre + scale * z, per dimension.
-        x = seqs.values3d()[seqs.mask]
+        obs3 = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        x = seqs.values3d()[seqs.mask & obs3.all(-1)] if gappy else seqs.values3d()[seqs.mask]
         centre, scale = x.mean(0), x.std(0)
         if not bool((scale > 0).all()):
             raise ValueError("the data are constant (zero variance); nothing to fit")
         z = Sequences(torch.where(seqs.mask[..., None], (seqs.values3d() - centre) / scale,
                                   torch.zeros((), dtype=torch.float64)), seqs.lengths.clone())
-        fit_seqs = z if univariate is False else Sequences(z.values[..., 0], z.lengths)
+        fit_seqs = z if univariate is False else Sequences(
+            z.values[..., 0], z.lengths, observed=seqs.observed if gappy else None)
         self._univariate = univariate
         if not univariate:
             self._obs_dim = d
-        zlong = fit_seqs[long]
+        # EM starts from the gaps filled by linear interpolation; the polish then maximises
+        # the exact likelihood of the observed values (gaps marginalised).
+        em_seqs = _interpolated(fit_seqs) if gappy else fit_seqs
+        zlong = em_seqs[long]
         self._refuse_exact_fit(zlong)
-        scored = seqs.num_steps - (p * len(seqs) if conditional else 0)
+        count = seqs.num_observed if gappy else seqs.num_steps
+        scored = count - (p * len(seqs) if conditional else 0)
         log_jac = float(torch.log(scale).sum()) * (
-            int((seqs.lengths[long] - p).sum()) if conditional else seqs.num_steps)
+            int((seqs.lengths[long] - p).sum()) if conditional else count)
         results = []
         bar = progress_bar(num_restarts * max_epochs, progress, "switching AR fit")
         try:
@@ -623,9 +672,9 @@ class SwitchingAutoRegressive(SequenceModel):
                 init, trans, ll, lengths = self._conditional_parts(seqs, p)
                 return float(hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll)).sum())
             pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
-            init, trans = self._windows(p, pi)
-            scaled = hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs, p))
-            return float(hmm.hmm_log_prob(init, trans, scaled).sum())
+            e = self._emissions(seqs, p, pi / pi.sum())
+            scaled = hmm.Scaled(seqs.lengths, log_lik=e["log_lik"])
+            return float(hmm.hmm_log_prob(e["initial"], e["transition"], scaled).sum())
 
     def _unstandardise(self, p: dict[str, torch.Tensor], centre: torch.Tensor,
                        scale: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -765,7 +814,8 @@ class SwitchingAutoRegressive(SequenceModel):
             "log_var": torch.log(params["cov"][:kv, 0, 0].clone()),
         }
         raw = {n: v.detach().clone().requires_grad_(True) for n, v in raw.items()}
-        steps = seqs.num_steps
+        steps = seqs.num_observed
+        plan = self._gap_plan(seqs) if seqs.has_missing else None
 
         def build() -> dict[str, torch.Tensor]:
             coef = sw.pacf_to_coef(torch.tanh(raw["pacf"])).expand(k, -1)
@@ -781,6 +831,10 @@ class SwitchingAutoRegressive(SequenceModel):
                 init = sw.window_path_prior(pi, trans, p)
                 ll = self._window_log_lik(seqs, q, head=False)
                 lengths = seqs.lengths - p
+            elif seqs.has_missing:
+                e = self._emissions(seqs, q, pi, plan)
+                init, wt, ll = e["initial"], e["transition"], e["log_lik"]
+                return hmm.hmm_log_prob_differentiable(init, wt, ll, seqs.lengths).sum()
             else:
                 init = sw.window_start(pi, p)
                 ll = self._window_log_lik(seqs, q)
@@ -1154,6 +1208,21 @@ def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
     logits = torch.where(probs > 0, torch.log(probs), torch.full((), -math.inf,
                                                                  dtype=probs.dtype))
     return torch.distributions.Categorical(logits=logits)
+
+
+def _interpolated(seqs: Sequences) -> Sequences:
+    """Univariate sequences with their gaps filled by linear interpolation (the nearest
+    observed value before the first or after the last observation)."""
+    values = seqs.values.clone()
+    for i in range(len(seqs)):
+        t = int(seqs.lengths[i])
+        obs = seqs.observed[i, :t].numpy()
+        if obs.all() or not obs.any():
+            continue
+        steps = np.arange(t)
+        values[i, :t] = torch.from_numpy(np.interp(steps, steps[obs],
+                                                   values[i, :t].numpy()[obs]))
+    return Sequences(values, seqs.lengths.clone())
 
 
 def _finite(x: float) -> float:
