@@ -13,6 +13,7 @@ from probseq.data import Sequences
 from probseq.deep_markov import DeepMarkovModel
 from probseq.forecast import Forecast
 from probseq.hmm import HiddenMarkovModel
+from probseq.iohmm import InputOutputHMM
 from probseq.lgssm import LinearGaussianSSM
 from probseq.markov import MarkovChain
 from probseq.recurrent import RecurrentModel
@@ -28,6 +29,7 @@ __all__ = [
     "LinearGaussianSSM",
     "MarkovChain",
     "HiddenMarkovModel",
+    "InputOutputHMM",
     "AutoRegressive",
     "VectorAutoRegressive",
     "DeepMarkovModel",
