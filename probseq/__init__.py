@@ -27,6 +27,7 @@ _PUBLIC: dict[str, str | None] = {
     "MarkovChain": "probseq.markov",
     "HiddenMarkovModel": "probseq.hmm",
     "HiddenSemiMarkovModel": "probseq.hsmm",
+    "InputOutputHMM": "probseq.iohmm",
     "ARIMA": "probseq.arima",
     "AutoRegressive": "probseq.autoregressive",
     "VectorAutoRegressive": "probseq.autoregressive",
@@ -53,6 +54,7 @@ __all__ = [
     "MarkovChain",
     "HiddenMarkovModel",
     "HiddenSemiMarkovModel",
+    "InputOutputHMM",
     "AutoRegressive",
     "ARIMA",
     "VectorAutoRegressive",
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from probseq.forecast import Forecast
     from probseq.hmm import HiddenMarkovModel
     from probseq.hsmm import HiddenSemiMarkovModel
+    from probseq.iohmm import InputOutputHMM
     from probseq.lgssm import LinearGaussianSSM
     from probseq.markov import MarkovChain
     from probseq.recurrent import RecurrentModel

@@ -1305,3 +1305,71 @@ def test_compiled_viterbi_of_an_impossible_sequence():
     assert best[0] == -np.inf and np.isfinite(best[1])
     assert ((paths[0] >= 0) & (paths[0] < 2)).all()
     assert paths[1, 4] == -1
+
+
+# ---------------------------------------------------------------- partly labelled states
+def _labelled_brute_force(model: HiddenMarkovModel, x: np.ndarray, labels: np.ndarray):
+    """Posterior marginals P(z_t | x, known states) and the best path through the known
+    states, by enumerating every state path (scipy densities, independent of the model)."""
+    from scipy import stats
+
+    p = {n: v.numpy() for n, v in model.params.items()}
+    k, t_len = p["initial"].shape[0], x.shape[0]
+    sd = np.sqrt(p["covariances"][:, 0, 0])
+    weights, paths = [], []
+    for z in itertools.product(range(k), repeat=t_len):
+        if any(lab >= 0 and lab != s for lab, s in zip(labels, z, strict=True)):
+            continue
+        lp = np.log(p["initial"][z[0]]) + sum(np.log(p["transition"][a, b])
+                                               for a, b in itertools.pairwise(z))
+        lp += stats.norm(p["means"][list(z), 0], sd[list(z)]).logpdf(x).sum()
+        weights.append(lp)
+        paths.append(z)
+    w = np.exp(np.array(weights) - np.logaddexp.reduce(weights))
+    marg = np.zeros((t_len, k))
+    for wi, z in zip(w, paths, strict=True):
+        marg[np.arange(t_len), list(z)] += wi
+    return marg, np.array(paths[int(np.argmax(weights))])
+
+
+def test_labelled_smoother_and_viterbi_equal_enumeration():
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.3, 0.2], transition=[[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]],
+        means=[-1.0, 0.5, 2.0], covariances=[1.0, 0.6, 1.5])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=6)
+    labels = np.array([-1, 2, -1, -1, 0, -1])
+    marg, best = _labelled_brute_force(model, x, labels)
+    np.testing.assert_allclose(model.smoother(x, states=labels).numpy(), marg, atol=1e-12)
+    np.testing.assert_array_equal(model.most_likely_states(x, states=labels).numpy(), best)
+    masked = np.ma.MaskedArray([0, 2, 0, 0, 0, 0], mask=labels < 0)
+    np.testing.assert_allclose(model.smoother(x, states=masked).numpy(), marg, atol=1e-12)
+    as_list = [None if v < 0 else int(v) for v in labels]
+    np.testing.assert_allclose(model.smoother([x], states=[as_list])[0].numpy(), marg,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="5 labels"):
+        model.smoother(x, states=labels[:5])
+    with pytest.raises(ValueError, match=r"-1\.\.2"):
+        model.smoother(x, states=np.array([3, -1, -1, -1, -1, -1]))
+
+
+def test_four_percent_labelled_steps_fix_the_numbering():
+    """Labels on 4% of the steps, in a numbering that permutes the simulation's: every
+    restart seed fits states numbered as the labels are."""
+    truth = HiddenMarkovModel.from_params(
+        initial=[1 / 3] * 3, transition=[[0.9, 0.05, 0.05], [0.05, 0.9, 0.05],
+                                         [0.05, 0.05, 0.9]],
+        means=[-3.0, 0.0, 3.0], covariances=[1.0, 1.0, 1.0])
+    data, z = truth.sample(10, 100, seed=0, return_states=True)
+    perm = np.array([2, 0, 1])  # true state s is labelled perm[s]
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(z.shape) < 0.04, perm[z.numpy()], -1)
+    assert 0.02 < (labels >= 0).mean() < 0.06
+    means = np.array([-3.0, 0.0, 3.0])
+    for seed in range(3):
+        model = HiddenMarkovModel(3, emission="gaussian").fit(
+            data, states=labels, num_restarts=1, seed=seed, progress=False)
+        fitted = model.params["means"][:, 0].numpy()
+        np.testing.assert_allclose(fitted[perm], means, atol=0.25)
+    with pytest.raises(ValueError, match="EM"):
+        HiddenMarkovModel(3, emission="gaussian").fit(data, states=labels, method="gradient")

@@ -114,6 +114,8 @@ def _entries() -> list[Entry]:
         Entry("switching_ar", lambda: ps.SwitchingAutoRegressive(2, 1), _reals, quick_switching),
         Entry("arhmm_2d", lambda: ps.SwitchingAutoRegressive(2, 1, switching="intercept"),
               _reals2, quick_switching, univariate=False),
+        Entry("iohmm_gaussian", lambda: ps.InputOutputHMM(2, emission="gaussian"), _reals,
+              {"seed": 0, "max_epochs": 20, "progress": False}),
     ]
     out.append(Entry("var1_2d", lambda: ps.VectorAutoRegressive(order=1), _reals2,
                      univariate=False))

@@ -588,3 +588,144 @@ def test_backtest_with_gaps_and_horizon_two():
     res = ps.backtest({"msar": model}, y, initial=8, horizon=2, num_samples=200)
     assert set(res.table["h"]) == {1, 2}
     assert np.isfinite(res.table["crps"]).all()
+
+
+# ----------------------------------------------------------------------------- gappy fit
+def _msar_from_vector(th):
+    a, b = 1 / (1 + np.exp(-th[0])), 1 / (1 + np.exp(-th[1]))
+    return SwitchingAutoRegressive.from_params(
+        transition=[[1 - a, a], [b, 1 - b]], means=th[2:4], coef=[np.tanh(th[4])],
+        noise_var=np.exp(th[5]))
+
+
+def _msar_vector(model):
+    pr = {n: v.numpy() for n, v in model.params.items()}
+    t = pr["transition"]
+    return np.array([np.log(t[0, 1] / t[0, 0]), np.log(t[1, 0] / t[1, 1]), *pr["means"],
+                     np.arctanh(pr["coef"][0]), np.log(pr["noise_var"])])
+
+
+def test_fit_on_gappy_data_reaches_the_maximum_of_the_exact_likelihood():
+    """The fit on a short gappy series (isolated and adjacent gaps) against a derivative-free
+    maximisation (Nelder-Mead) of the exact likelihood, whose log_prob is checked against
+    brute-force enumeration above: started from the fit it finds nothing better, and started
+    from the truth it ends no higher."""
+    from scipy import optimize
+
+    truth = SwitchingAutoRegressive.from_params(
+        transition=[[0.9, 0.1], [0.2, 0.8]], means=[-1.0, 2.0], coef=[0.5], noise_var=0.5)
+    y = truth.sample(1, 60, seed=1).values[0].numpy()
+    y[[0, 5, 6, 20, 33, 47]] = np.nan
+    model = SwitchingAutoRegressive(2, 1).fit(y, num_restarts=3, seed=0, progress=False)
+    ll = float(model.log_prob(y))
+    assert model.history_[-1] == pytest.approx(ll, abs=1e-8)
+
+    def objective(th):
+        return -float(_msar_from_vector(th).log_prob(y))
+
+    opts = {"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000, "maxfev": 4000}
+    polished = optimize.minimize(objective, _msar_vector(model), method="Nelder-Mead",
+                                 options=opts)
+    assert -polished.fun < ll + 1e-6
+    other = optimize.minimize(objective, _msar_vector(truth), method="Nelder-Mead",
+                              options=opts)
+    assert -other.fun < ll + 1e-6
+    with pytest.raises(ValueError, match="missing values.*conditional=True"):
+        SwitchingAutoRegressive(2, 1).fit(y, conditional=True, progress=False)
+    with pytest.raises(ValueError, match="polish"):
+        SwitchingAutoRegressive(2, 1).fit(y, polish=False, progress=False)
+
+
+# ----------------------------------------------------------------------------- covariates
+def _macro_growth_and_rate():
+    dta = sm.datasets.macrodata.load_pandas().data
+    y = 100 * np.diff(np.log(dta["realgdp"].to_numpy()))
+    return y, dta["realint"].to_numpy()[1:, None]
+
+
+def test_conditional_log_prob_with_exog_equals_statsmodels():
+    """Hamilton's conditional likelihood with a covariate shared by the regimes, against
+    statsmodels' MarkovAutoregression(exog=..., switching_exog=False) at the same parameters
+    (order 2 with switching AR coefficients; switching variances at order 1, see SETTINGS)."""
+    y, x = _macro_growth_and_rate()
+    x2 = np.c_[x, np.sin(np.arange(len(y)))]
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=2, exog=x2, switching_ar=True,
+                                      switching_exog=False)
+    values = {"p[0->0]": 0.8, "p[1->0]": 0.15, "const[0]": -0.4, "const[1]": 0.9,
+              "sigma2": 0.7, "ar.L1[0]": 0.3, "ar.L1[1]": 0.1, "ar.L2[0]": -0.2,
+              "ar.L2[1]": 0.15}
+    exog_names = [n for n in mod.param_names if n not in values]
+    assert len(exog_names) == 2  # x1 and x2 (statsmodels suffixes them oddly)
+    values.update(zip(exog_names, [0.05, -0.4], strict=True))
+    params = np.array([values[n] for n in mod.param_names])
+    model = SwitchingAutoRegressive.from_params(
+        transition=[[0.8, 0.2], [0.15, 0.85]], means=[-0.4, 0.9],
+        coef=[[0.3, -0.2], [0.1, 0.15]], noise_var=0.7, exog_coef=[0.05, -0.4])
+    assert float(model.conditional_log_prob(y, exog=x2)) == pytest.approx(
+        mod.loglike(params), abs=1e-9)
+    mod1 = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=1, exog=x, switching_ar=False,
+                                       switching_variance=True, switching_exog=False)
+    values = {"p[0->0]": 0.7, "p[1->0]": 0.2, "const[0]": -0.3, "const[1]": 1.0,
+              "sigma2[0]": 1.1, "sigma2[1]": 0.5, "ar.L1": 0.35}
+    (name,) = [n for n in mod1.param_names if n not in values]
+    values[name] = 0.1
+    model = SwitchingAutoRegressive.from_params(
+        transition=[[0.7, 0.3], [0.2, 0.8]], means=[-0.3, 1.0], coef=[0.35],
+        noise_var=[1.1, 0.5], exog_coef=[0.1])
+    assert float(model.conditional_log_prob(y, exog=x)) == pytest.approx(
+        mod1.loglike(np.array([values[n] for n in mod1.param_names])), abs=1e-9)
+    with pytest.raises(ValueError, match="pass exog="):
+        model.log_prob(y)
+
+
+def test_fit_with_exog_reaches_statsmodels_conditional_optimum():
+    y, x = _macro_growth_and_rate()
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=1, exog=x, switching_ar=False,
+                                      switching_exog=False)
+    np.random.seed(0)  # noqa: NPY002 (statsmodels' search_reps draws from numpy's global state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(disp=False, search_reps=20)
+    model = SwitchingAutoRegressive(2, 1).fit(y, exog=x, conditional=True, num_restarts=3,
+                                              seed=0, progress=False)
+    got = float(model.conditional_log_prob(y, exog=x))
+    assert got >= res.llf - 1e-6
+    assert model.history_[-1] == pytest.approx(got, abs=1e-8)
+    assert model.num_exog == 1 and model.num_params == 2 + 2 + 1 + 1 + 1
+
+
+def test_forecasts_and_samples_with_future_covariates(tmp_path):
+    """With covariates shared by the regimes, ``y - x beta`` follows the model without them:
+    forecasts move by the future covariate effect, the first step equals log_prob_steps of
+    the extended series, and samples (same seed) differ by the effect exactly."""
+    model = _models()["mean_p2_switching"]
+    prm = model.params
+    with_x = SwitchingAutoRegressive.from_params(
+        transition=prm["transition"], means=prm["means"], coef=prm["coef"],
+        noise_var=prm["noise_var"], initial=prm["initial"], exog_coef=[0.7, -0.3])
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(12, 2))
+    y = rng.normal(size=9)
+    y[3] = np.nan
+    effect = x @ np.array([0.7, -0.3])
+    fc = with_x.forecast(y, 3, exog=x)
+    ref = model.forecast(y - effect[:9], 3)
+    assert fc.method == ref.method == "exact"
+    np.testing.assert_allclose(fc.mean.numpy(), ref.mean.numpy() + effect[9:], atol=1e-12)
+    np.testing.assert_allclose(fc.std.numpy(), ref.std.numpy(), atol=1e-12)
+    nxt = 0.4
+    step = with_x.log_prob_steps(np.r_[y, nxt], exog=x[:10])[-1]
+    dist = with_x._forecast(ps.Sequences.from_list([y]), 1, exog=torch.as_tensor(x[None, :10]))
+    value = torch.tensor([[nxt]], dtype=torch.float64)
+    assert float(dist.log_prob(value)) == pytest.approx(float(step), abs=1e-10)
+    a = with_x.sample(4, 12, prefix=y, exog=x, seed=2).values.numpy()
+    b = model.sample(4, 12, prefix=y - effect[:9], seed=2).values.numpy()
+    np.testing.assert_allclose(a, b + effect, atol=1e-12)
+    with pytest.raises(ValueError, match="without covariates"):
+        model.log_prob(y, exog=x[:9])
+    path = tmp_path / "msar.pt"
+    with_x.save(path)
+    back = ps.load(path)
+    assert back.num_exog == 2
+    torch.testing.assert_close(back.log_prob(y, exog=x[:9]), with_x.log_prob(y, exog=x[:9]),
+                               rtol=0, atol=0)

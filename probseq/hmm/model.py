@@ -19,6 +19,7 @@ import warnings
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from probseq import distributed
@@ -128,7 +129,7 @@ class HiddenMarkovModel(SequenceModel):
     def fit(self, data: Any, *, method: str = "em", max_epochs: int = 100, tol: float = 1e-6,
             num_restarts: int = 3, init: str = "random", learning_rate: float | None = None,
             optimizer: str = "adam", batch_size: int | None = None,
-            progress: bool | None = None, seed: int | None = None,
+            progress: bool | None = None, seed: int | None = None, states: Any = None,
             **unknown: Any) -> HiddenMarkovModel:
         """Estimate the parameters by maximum likelihood.
 
@@ -148,6 +149,12 @@ class HiddenMarkovModel(SequenceModel):
             batch_size: gradient method with Adam: sequences per step (None: all).
             progress: show a progress bar (None: when stderr is a terminal).
             seed: makes the initialisations reproducible (None: not seeded).
+            states: partly known states (EM only), the data's shape: per step a state
+                ``0..K-1``, or ``-1`` (or a masked entry, ``pd.NA``, NaN) where unknown. A
+                known state clamps the posterior during EM (the emission likelihood of every
+                other state is zero at that step), so the fit maximises ``log p(x, known
+                states)`` and the fitted numbering follows the labels; ``history_`` records
+                that objective.
             **unknown: refused with a ``ValueError`` that lists the valid options; covariates
                 (``exog``) are not supported by the HMM.
 
@@ -160,7 +167,7 @@ class HiddenMarkovModel(SequenceModel):
         return super().fit(data, method=method, max_epochs=max_epochs, tol=tol,
                            num_restarts=num_restarts, init=init, learning_rate=learning_rate,
                            optimizer=optimizer, batch_size=batch_size, progress=progress,
-                           seed=seed, **unknown)
+                           seed=seed, states=states, **unknown)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -314,11 +321,81 @@ class HiddenMarkovModel(SequenceModel):
         }
 
     # ------------------------------------------------------------------ likelihood
-    def _log_lik(self, params: dict[str, torch.Tensor], seqs: Sequences) -> torch.Tensor:
-        return self._em.log_lik(params, seqs)
+    def _log_lik(self, params: dict[str, torch.Tensor], seqs: Sequences,
+                 states: torch.Tensor | None = None) -> torch.Tensor:
+        ll = self._em.log_lik(params, seqs)
+        if states is None:
+            return ll
+        # A known state: every other state's emission likelihood is zero at that step.
+        other = (states[..., None] >= 0) & (
+            states[..., None] != torch.arange(ll.shape[-1])[None, None])
+        return ll.masked_fill(other, -math.inf)
 
-    def _scaled(self, params: dict[str, torch.Tensor], seqs: Sequences) -> inference.Scaled:
-        """The scaled emission likelihoods of a batch, as the NumPy kernels take them."""
+    def coerce_states(self, states: Any, seqs: Sequences) -> torch.Tensor:
+        """Partly known states as ``[N, T_max]`` int64, -1 where unknown (and at padding).
+
+        Args:
+            states: the data's shape: one sequence of labels, a list of them, or an
+                ``[N, T]`` array; ``-1``, masked entries (``numpy.ma``), ``pd.NA`` or NaN
+                where a state is unknown.
+            seqs: the data the labels belong to.
+
+        Raises:
+            ValueError: labels that do not line up with the sequences, are not whole
+                numbers, or lie outside ``-1..K-1``.
+        """
+        n, t_max = len(seqs), seqs.max_length
+        if isinstance(states, Sequences):
+            rows = [states.with_gaps(i) if states.has_missing else states[i]
+                    for i in range(len(states))]
+        elif isinstance(states, list | tuple) and states and not np.isscalar(states[0]) and (
+                np.ndim(states[0]) >= 1):
+            rows = list(states)
+        else:
+            arr = states.to_numpy(dtype=object) if hasattr(states, "to_numpy") else states
+            if isinstance(arr, torch.Tensor):
+                arr = arr.numpy()
+            arr = arr if isinstance(arr, np.ma.MaskedArray) else np.asarray(arr, dtype=object)
+            rows = [arr] if arr.ndim == 1 else list(arr)
+        if len(rows) != n:
+            raise ValueError(f"states has labels for {len(rows)} sequences, the data has {n}")
+        out = torch.full((n, t_max), -1, dtype=torch.int64)
+        for i, row in enumerate(rows):
+            if isinstance(row, torch.Tensor):
+                row = row.numpy()
+            if hasattr(row, "to_numpy"):
+                row = row.to_numpy(dtype=object)
+            mask = np.ma.getmaskarray(row) if isinstance(row, np.ma.MaskedArray) else None
+            vals = np.asarray(np.ma.getdata(row), dtype=object).reshape(-1)
+            t = int(seqs.lengths[i])
+            if vals.shape[0] != t:
+                raise ValueError(f"states of sequence {i} has {vals.shape[0]} labels, the "
+                                 f"sequence has {t} steps")
+            unknown = np.array([v is None or v is pd.NA
+                                or (isinstance(v, float) and math.isnan(v)) for v in vals])
+            if mask is not None:
+                unknown |= mask.reshape(-1)
+            known = vals[~unknown]
+            try:
+                num = np.array([float(v) for v in known])
+            except (TypeError, ValueError):
+                raise ValueError(f"states of sequence {i} must be integers (-1 unknown)") from None
+            if num.size and ((num != np.round(num)).any() or (num < -1).any()
+                             or (num >= self.num_states).any()):
+                raise ValueError(f"states of sequence {i} must be whole numbers in -1.."
+                                 f"{self.num_states - 1}")
+            lab = np.full(t, -1, dtype=np.int64)
+            lab[~unknown] = num.astype(np.int64)
+            out[i, :t] = torch.from_numpy(lab)
+        return out
+
+    def _scaled(self, params: dict[str, torch.Tensor], seqs: Sequences,
+                states: torch.Tensor | None = None) -> inference.Scaled:
+        """The scaled emission likelihoods of a batch, as the NumPy kernels take them
+        (clamped to the known ``states [N, T_max]``, -1 unknown, when given)."""
+        if states is not None:
+            return inference.Scaled(seqs.lengths,
+                                    log_lik=self._log_lik(params, seqs, states))
         if hasattr(self._em, "scaled_table"):
             table, shift = self._em.scaled_table(params)
             symbols = seqs.values
@@ -346,11 +423,12 @@ class HiddenMarkovModel(SequenceModel):
     def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
         return self._forward(seqs, filtered=False)["steps"]
 
-    def _posteriors(self, seqs: Sequences,
-                    params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def _posteriors(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                    states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         p = self._params if params is None else params
         return inference.hmm_forward_backward(p["initial"], p["transition"],
-                                              self._scaled(p, seqs), chunk_size=self.chunk_size)
+                                              self._scaled(p, seqs, states),
+                                              chunk_size=self.chunk_size)
 
     @torch.no_grad()
     def filter(self, data: Any) -> torch.Tensor:
@@ -366,8 +444,13 @@ class HiddenMarkovModel(SequenceModel):
         return u[0] if single else u
 
     @torch.no_grad()
-    def smoother(self, data: Any) -> torch.Tensor:
-        """Smoothed marginals ``P(z_t | x_1..x_T)``.
+    def smoother(self, data: Any, *, states: Any = None) -> torch.Tensor:
+        """Smoothed marginals ``P(z_t | x_1..x_T)`` (and the known states, when given).
+
+        Args:
+            data: the sequences.
+            states: partly known states, as in :meth:`fit` (-1 unknown): the marginals
+                are ``P(z_t | x_1..x_T, known states)``.
 
         Returns:
             ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
@@ -375,12 +458,18 @@ class HiddenMarkovModel(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = self._posteriors(seqs)["smoothed"]
+        labels = None if states is None else self.coerce_states(states, seqs)
+        out = self._posteriors(seqs, states=labels)["smoothed"]
         return out[0] if single else out
 
     @torch.no_grad()
-    def most_likely_states(self, data: Any) -> torch.Tensor:
+    def most_likely_states(self, data: Any, *, states: Any = None) -> torch.Tensor:
         """The Viterbi path of each sequence.
+
+        Args:
+            data: the sequences.
+            states: partly known states, as in :meth:`fit` (-1 unknown): the most likely
+                path among those through them.
 
         Returns:
             ``[N, T_max]`` int64 states, ``-1`` at padded steps (``[T]`` for one sequence).
@@ -389,13 +478,14 @@ class HiddenMarkovModel(SequenceModel):
         self._check_fitted()
         seqs, single = self._coerce(data)
         p = self._params
+        labels = None if states is None else self.coerce_states(states, seqs)
         paths, _ = inference.hmm_viterbi(p["initial"], p["transition"],
-                                         self._log_lik(p, seqs), seqs.lengths)
+                                         self._log_lik(p, seqs, labels), seqs.lengths)
         return paths[0] if single else paths
 
     # ------------------------------------------------------------------ EM
-    def expected_stats(self, seqs: Sequences,
-                       params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def expected_stats(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                       states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """E-step: expected sufficient statistics summed over the sequences.
 
         Every entry is a tensor that adds up across shards of the data (so a data-parallel
@@ -403,9 +493,10 @@ class HiddenMarkovModel(SequenceModel):
         ``num_sequences`` (0-d), ``initial_counts [K]``, ``transition_counts [K, K]`` and the
         emission's statistics (categorical ``emission_counts [K, V]``; gaussian ``weight
         [K]``, ``sum_x [K, D]``, ``sum_xx [K, D, D]``; poisson ``weight [K]``, ``sum_x [K]``).
+        ``states [N, T_max]`` (known states, -1 unknown) clamps the posteriors.
         """
         post = inference.hmm_forward_backward(params["initial"], params["transition"],
-                                              self._scaled(params, seqs),
+                                              self._scaled(params, seqs, states),
                                               chunk_size=self.chunk_size, time_major=True)
         stats = {
             "log_lik": post["log_prob"].sum(),
@@ -465,7 +556,7 @@ class HiddenMarkovModel(SequenceModel):
              tol: float = 1e-6, num_restarts: int = 3, init: str = "random",
              learning_rate: float | None = None, optimizer: str = "adam",
              batch_size: int | None = None, progress: bool | None = None,
-             seed: int | None = None) -> None:
+             seed: int | None = None, states: Any = None) -> None:
         """Fit by Baum-Welch EM (``method="em"``) or gradient ascent (``"gradient"``).
 
         Args:
@@ -480,6 +571,7 @@ class HiddenMarkovModel(SequenceModel):
             batch_size: gradient method with Adam: sequences per step (default all).
             progress: show a progress bar (None: when stderr is a terminal).
             seed: handled by the base class (the RNG is seeded around this call).
+            states: partly known states (see :meth:`fit`).
 
         Under an active ``torch.distributed`` process group, EM is data-parallel: each rank
         computes the expected sufficient statistics of its shard and they are summed over
@@ -497,18 +589,26 @@ class HiddenMarkovModel(SequenceModel):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not (isinstance(tol, int | float) and tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        labels = None
+        if states is not None:
+            if method != "em":
+                raise ValueError("states= (partly known states) is used by EM; "
+                                 "method='gradient' does not take it")
+            labels = self.coerce_states(states, seqs)
         self._prepare_data_shape(seqs)
         starts = (
             [dict(self._params)] if init == "params"
             else [self._random_params(seqs) for _ in range(num_restarts)]
         )
+        if labels is not None and init == "random":
+            starts = [self._labelled_start(seqs, start, labels) for start in starts]
         results = []
         self._restart_floored: list[list[int]] = []
         bar = progress_bar(len(starts) * max_epochs, progress, f"HMM {method}")
         try:
             for start in starts:
                 if method == "em":
-                    results.append(self._run_em(seqs, start, max_epochs, tol, bar))
+                    results.append(self._run_em(seqs, start, max_epochs, tol, bar, labels))
                 else:
                     results.append(self._run_gradient(
                         seqs, start, max_epochs, tol, learning_rate, optimizer, batch_size, bar))
@@ -528,6 +628,25 @@ class HiddenMarkovModel(SequenceModel):
                 "steps than dimensions, or a state on repeated values) and was regularised: "
                 f"min_covar={self.min_covar:g} times the data's variance was added to its "
                 "diagonal", RuntimeWarning, stacklevel=4)
+
+    def _labelled_start(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                        labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A random start whose emissions are refitted to the labelled steps (an M-step
+        with the known states as posteriors; states without labels keep their random
+        parameters), so that EM starts with the labels' numbering instead of having to
+        cross a valley of the clamped likelihood to reach it."""
+        known = (labels >= 0) & seqs.step_observed & seqs.mask
+        rows, steps = torch.nonzero(known, as_tuple=True)
+        if rows.numel() == 0:
+            return params
+        weights = torch.nn.functional.one_hot(labels[rows, steps], self.num_states).to(
+            torch.float64)
+        stats = self._em.stats(self._em.values(seqs, rows, steps), weights)
+        options = self._options()
+        options["floored"] = []
+        out = dict(params)
+        out.update(self._em.m_step(stats, params, options))
+        return out
 
     def _prepare_data_shape(self, seqs: Sequences) -> None:
         """Read V or D from the data (the constructor's ``num_symbols`` is checked, never
@@ -562,7 +681,8 @@ class HiddenMarkovModel(SequenceModel):
             self._data_var = var
 
     def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
-                tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
+                tol: float, bar, states: torch.Tensor | None = None
+                ) -> tuple[dict[str, torch.Tensor], list[float]]:
         steps = seqs.num_steps
         history: list[float] = []
         good = params  # the parameters whose log-likelihood history[-1] is
@@ -572,7 +692,7 @@ class HiddenMarkovModel(SequenceModel):
         for it in range(max_epochs):
             # One E-step per iteration: its forward pass gives the log-likelihood of the
             # current parameters, which is what is recorded and checked (as hmmlearn does).
-            stats = self._expected_stats_all_ranks(seqs, params)
+            stats = self._expected_stats_all_ranks(seqs, params, states)
             ll = float(stats["log_lik"])
             if not math.isfinite(ll) or any(not torch.isfinite(v).all() for v in params.values()):
                 warnings.warn(
@@ -611,14 +731,18 @@ class HiddenMarkovModel(SequenceModel):
         self._restart_floored.append(floored if result is params else good_floored)
         return result, history
 
-    def _expected_stats_all_ranks(self, seqs: Sequences,
-                                  params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _expected_stats_all_ranks(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                                  states: torch.Tensor | None = None
+                                  ) -> dict[str, torch.Tensor]:
         """The E-step over all of ``seqs``; under an active process group each rank computes
         the statistics of its shard and they are summed over ranks (EM is then the same
         algorithm as on one process, up to the order of floating-point sums)."""
         if not distributed.is_active() or len(seqs) < distributed.world_size():
-            return self.expected_stats(seqs, params)
-        return distributed.all_reduce_sum(self.expected_stats(distributed.shard(seqs), params))
+            return self.expected_stats(seqs, params, states)
+        idx = distributed.shard_indices(len(seqs))
+        part = seqs[idx]
+        local = None if states is None else states[idx, : part.max_length]
+        return distributed.all_reduce_sum(self.expected_stats(part, params, local))
 
     # ------------------------------------------------------------------ gradient MLE
     def _unconstrained(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

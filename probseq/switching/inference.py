@@ -301,26 +301,27 @@ def segment_joint(
     ``e`` Gaussian noise of block-diagonal covariance (the stationary block at the start).
 
     Args:
-        values: ``[S, D]`` the segment (entries after the anchor are not read).
+        values: ``[..., S, D]`` segments of one length (entries after the anchor are not
+            read); only the mean depends on them.
         regimes: ``[W, S]`` int64 regime paths over the segment.
         form, loc, coef, cov: as in :func:`window_gaussians`.
         start: the segment begins at the first step.
 
     Returns:
-        ``(mean [W, F * D], cov [W, F * D, F * D])``, positions in time order.
+        ``(mean [..., W, F * D], cov [W, F * D, F * D])``, positions in time order.
     """
-    s_len, d = values.shape
+    *batch, s_len, d = values.shape
     w = regimes.shape[0]
     p = coef.shape[1]
     anchor = 0 if start else p
     f = s_len - anchor
     dt = values.dtype
     mu = loc[regimes] if form == "mean" else None  # [W, S, D]
-    x_known = values[:anchor][None].expand(w, -1, -1)
+    x_known = values[..., None, :anchor, :]  # [..., 1, anchor, D]
     if form == "mean" and anchor:
-        x_known = x_known - mu[:, :anchor]
+        x_known = x_known - mu[:, :anchor]  # [..., W, anchor, D]
     phi = torch.eye(f * d, dtype=dt).repeat(w, 1, 1)
-    b = torch.zeros(w, f * d, dtype=dt)
+    b = torch.zeros(*batch, w, f * d, dtype=dt)
     q = torch.zeros(w, f * d, f * d, dtype=dt)
     h = min(p, f) if start else 0
     if h:
@@ -330,19 +331,20 @@ def segment_joint(
         if form == "intercept":
             eye = torch.eye(d, dtype=dt)
             level = torch.linalg.solve(eye - coef.sum(1), loc[..., None])[..., 0]  # [K, D]
-            b[:, : h * d] = level[first].repeat(1, h)
+            b[..., : h * d] = b[..., : h * d] + level[first].repeat(1, h)
     for j in range(h, f):
         r = regimes[:, anchor + j]
         rows = slice(j * d, (j + 1) * d)
         q[:, rows, rows] = cov[r]
         if form == "intercept":
-            b[:, rows] += loc[r]
+            b[..., rows] = b[..., rows] + loc[r]
         for i in range(1, p + 1):
             a = coef[r, i - 1]  # [W, D, D]
             if j - i >= 0:
                 phi[:, rows, (j - i) * d : (j - i + 1) * d] = -a
             else:
-                b[:, rows] += (a @ x_known[:, anchor + j - i, :, None])[..., 0]
+                lag = x_known[..., anchor + j - i, :]  # [..., W or 1, D]
+                b[..., rows] = b[..., rows] + (a @ lag[..., None])[..., 0]
     mean = torch.linalg.solve_triangular(phi, b[..., None], upper=False,
                                          unitriangular=True)[..., 0]
     inv = torch.linalg.solve_triangular(phi, torch.eye(f * d, dtype=dt).expand_as(phi),
@@ -366,32 +368,33 @@ def segment_predictive(
     """The Gaussian of the last value of a segment given its observed coordinates before it,
     for each path of regimes over the segment (exact marginalisation of missing values).
 
-    The segment is as in :func:`segment_joint`.
+    The segment is as in :func:`segment_joint`; segments of one length and one pattern of
+    observed entries are computed together (the covariance is shared).
 
     Args:
-        values: ``[S, D]`` the segment (missing entries anything finite).
-        observed: ``[S, D]`` bool.
+        values: ``[..., S, D]`` the segments (missing entries anything finite).
+        observed: ``[S, D]`` bool, shared by the segments.
         regimes: ``[W, S]`` int64 regime paths over the segment.
         form, loc, coef, cov: as in :func:`window_gaussians`.
         start: the segment begins at the first step.
 
     Returns:
-        ``(mean [W, D], cov [W, D, D])`` of the last value.
+        ``(mean [..., W, D], cov [W, D, D])`` of the last value.
     """
-    s_len, d = values.shape
+    s_len, d = values.shape[-2:]
     anchor = 0 if start else coef.shape[1]
     f = s_len - anchor
     mean, full = segment_joint(values, regimes, form, loc, coef, cov, start)
     last = slice((f - 1) * d, f * d)
     cond = observed[anchor:-1].reshape(-1)
-    m_t, c_t = mean[:, last], full[:, last, last]
+    m_t, c_t = mean[..., last], full[:, last, last]
     if bool(cond.any()):
         idx = torch.nonzero(cond)[:, 0]
         c_oo = full[:, idx][:, :, idx]
         c_to = full[:, last][:, :, idx]
-        y_o = values[anchor:-1].reshape(-1)[idx]
+        y_o = values[..., anchor:-1, :].reshape(*values.shape[:-2], -1)[..., idx]
         gain = torch.linalg.solve(c_oo, c_to.transpose(-1, -2)).transpose(-1, -2)  # [W, D, O]
-        m_t = m_t + (gain @ (y_o - mean[:, idx])[..., None])[..., 0]
+        m_t = m_t + (gain @ (y_o[..., None, :] - mean[..., idx])[..., None])[..., 0]
         c_t = c_t - gain @ c_to.transpose(-1, -2)
     return m_t, 0.5 * (c_t + c_t.transpose(-1, -2))
 

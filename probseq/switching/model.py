@@ -59,7 +59,8 @@ class SwitchingAutoRegressive(SequenceModel):
     prefix, and so ``forecast`` and ``backtest`` beyond one step, draw the regimes (forward
     filtering, backward sampling over those windows) and then the missing values given the
     regimes exactly; forecasts stay exact (Gaussian mixtures) when the last p values are
-    observed. ``fit`` and ``conditional_log_prob`` need complete data.
+    observed. ``fit`` maximises the exact likelihood of gappy univariate data (see
+    :meth:`fit`); ``fit(conditional=True)`` and ``conditional_log_prob`` need complete data.
 
     Args:
         num_regimes: K >= 1.
@@ -83,6 +84,7 @@ class SwitchingAutoRegressive(SequenceModel):
 
     data_kind = "continuous"
     supports_missing = True
+    supports_exog = True
 
     def __init__(self, num_regimes: int = 2, order: int = 1, switching: str = "mean",
                  switching_ar: bool = False, switching_variance: bool = False):
@@ -108,8 +110,8 @@ class SwitchingAutoRegressive(SequenceModel):
     @classmethod
     def from_params(cls, *, transition: Any, coef: Any, means: Any | None = None,
                     intercept: Any | None = None, noise_var: Any | None = None,
-                    noise_cov: Any | None = None,
-                    initial: Any | None = None) -> SwitchingAutoRegressive:
+                    noise_cov: Any | None = None, initial: Any | None = None,
+                    exog_coef: Any | None = None) -> SwitchingAutoRegressive:
         """Build a model from parameters; the form and the switching flags follow the shapes.
 
         Args:
@@ -121,6 +123,8 @@ class SwitchingAutoRegressive(SequenceModel):
             noise_var: a scalar (shared) or ``[K]`` (switching) noise variance, univariate.
             noise_cov: ``[D, D]`` or ``[K, D, D]`` noise covariance, multivariate AR-HMM.
             initial: ``[K]`` distribution of the first regime (default: stationary).
+            exog_coef: ``[E]`` coefficients of covariates shared by the regimes (mean form):
+                ``y_t - x_t . exog_coef`` follows the model without covariates.
 
         Probabilities valid to rounding (see :func:`probseq.validation.probability_vectors`)
         are projected once: negative rounding set to 0, each vector divided by its sum.
@@ -213,6 +217,14 @@ class SwitchingAutoRegressive(SequenceModel):
                 f"the autoregression of regime {bad} is not stationary (companion spectral "
                 f"radius {float(radius[bad]):.6g} >= 1), so the first {p} values have no "
                 "stationary distribution")
+        if exog_coef is not None:
+            if form != "mean":
+                raise ValueError("covariates (exog_coef) are supported in the mean form "
+                                 "(statsmodels' MarkovAutoregression with exog)")
+            beta = param_array(exog_coef, "exog_coef")
+            if beta.ndim != 1:
+                raise ValueError(f"exog_coef must be a vector [E], got shape {beta.shape}")
+            params["beta"] = torch.from_numpy(beta.copy())
         model._p, model._initial = params, init
         model._univariate = univariate
         if form == "intercept":
@@ -237,6 +249,8 @@ class SwitchingAutoRegressive(SequenceModel):
             out[name] = p["loc"][:, 0].clone()
             out["coef"] = coef[..., 0, 0].clone()
             out["noise_var"] = cov[..., 0, 0].clone()
+            if "beta" in p:
+                out["exog_coef"] = p["beta"].clone()
         else:
             out[name] = p["loc"].clone()
             out["coef"] = coef.clone()
@@ -252,6 +266,12 @@ class SwitchingAutoRegressive(SequenceModel):
 
     # ------------------------------------------------------------------ protocol
     @property
+    def num_exog(self) -> int:
+        """E, the number of covariates (0: fitted without ``exog``)."""
+        beta = None if self._p is None else self._p.get("beta")
+        return 0 if beta is None else int(beta.shape[0])
+
+    @property
     def num_params(self) -> int:
         """Free parameters: ``K (K - 1)`` transitions, K means (intercepts) times D, the
         coefficients and the noise (co)variances, shared or per regime (the initial
@@ -261,7 +281,7 @@ class SwitchingAutoRegressive(SequenceModel):
         d = 1 if self._univariate else int(self._obs_dim)
         n_coef = (k if self.switching_ar else 1) * p * d * d
         n_cov = (k if self.switching_variance else 1) * d * (d + 1) // 2
-        return k * (k - 1) + k * d + n_coef + n_cov
+        return k * (k - 1) + k * d + n_coef + n_cov + self.num_exog
 
     def _is_fitted(self) -> bool:
         return self._p is not None
@@ -287,6 +307,8 @@ class SwitchingAutoRegressive(SequenceModel):
         if missing:
             raise KeyError(f"missing tensors {missing}")
         self._p = {n: tensors[n].to(torch.float64) for n in names}
+        if "beta" in tensors:
+            self._p["beta"] = tensors["beta"].to(torch.float64)
         if self._p["coef"].shape[:2] != (self.num_regimes, self.order):
             raise KeyError(f"coef of shape {tuple(self._p['coef'].shape)} for K="
                            f"{self.num_regimes}, p={self.order}")
@@ -316,7 +338,9 @@ class SwitchingAutoRegressive(SequenceModel):
     def _scaled(self, seqs: Sequences) -> hmm.Scaled:
         return hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs))
 
-    def _emissions(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+    def _emissions(self, seqs: Sequences, prm: dict[str, torch.Tensor] | None = None,
+                   initial: torch.Tensor | None = None,
+                   plan: tuple[list, int] | None = None) -> dict[str, torch.Tensor]:
         """The HMM over windows of regimes for a batch: ``initial [W]``, ``transition
         [W, W]``, ``log_lik [N, T_max, W]`` and the Gaussians ``mean [N, T_max, W, D]``,
         ``scale_tril [N or 1, T_max, W, D, D]`` of each step given its past and the window.
@@ -324,17 +348,65 @@ class SwitchingAutoRegressive(SequenceModel):
         Complete data use windows of ``p + 1`` regimes. With missing values, a step whose
         last p values are not all observed is scored from the exact Gaussian of the segment
         back to the latest p fully observed values (or to the first step), so the windows
-        grow to cover the longest such segment (at most 4096 windows).
+        grow to cover the longest such segment (at most 4096 windows). Differentiable in
+        ``prm`` and ``initial`` (the gradient fit on gappy data runs through it); ``plan``
+        is :meth:`_gap_plan` of ``seqs``, computed once by a caller that repeats the call.
         """
-        k, p = self.num_regimes, self.order
-        prm = self._p
+        p = self.order
+        prm = self._p if prm is None else prm
+        initial = self._initial_probs(prm) if initial is None else initial
         y = seqs.values3d()
         mean, tril = sw.window_gaussians(y, self.switching, prm["loc"], prm["coef"], prm["cov"])
         if not seqs.has_missing:
-            init, trans = self._windows()
-            return {"initial": init, "transition": trans,
+            return {"initial": sw.window_start(initial, p),
+                    "transition": sw.window_transition(prm["transition"], p),
                     "log_lik": sw.gaussian_log_lik(y, mean, tril), "mean": mean,
                     "scale_tril": tril[None]}
+        k = self.num_regimes
+        obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        plan, need = self._gap_plan(seqs) if plan is None else plan
+        full = obs.all(-1)
+        base = torch.arange(k**need) % k ** (p + 1)
+        dig = sw.window_digits(k, need)
+        mean = mean[:, :, base].clone()
+        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
+        # Segments of one length, start flag and pattern of gaps share their covariance.
+        groups: dict[tuple, list[tuple[int, int, int]]] = {}
+        for n, t, first, start in plan:
+            pattern = tuple(obs[n, first : t + 1].reshape(-1).tolist())
+            groups.setdefault((t - first + 1, start, pattern), []).append((n, t, first))
+        for (length, start, _), items in groups.items():
+            rows = torch.tensor([n for n, _, _ in items])
+            steps = torch.tensor([t for _, t, _ in items])
+            span = torch.tensor([first for _, _, first in items])[:, None] + torch.arange(length)
+            n0, t0, f0 = items[0]
+            m_t, c_t = sw.segment_predictive(
+                y[rows[:, None], span], obs[n0, f0 : t0 + 1], dig[:, need - length :],
+                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
+            mean[rows, steps] = m_t
+            tril[rows, steps] = torch.linalg.cholesky(c_t)[None].expand(len(items), -1, -1, -1)
+        resid = y[:, :, None, :] - mean
+        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        d = y.shape[-1]
+        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
+        partial = (obs.any(-1) & ~full) & seqs.mask
+        for n, t in torch.nonzero(partial).tolist():
+            keep = torch.nonzero(obs[n, t])[:, 0]
+            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
+            ll[n, t] = torch.distributions.MultivariateNormal(
+                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
+        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
+        init = sw.window_start(initial, need - 1)
+        trans = sw.window_transition(prm["transition"], need - 1)
+        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
+                "scale_tril": tril}
+
+    def _gap_plan(self, seqs: Sequences) -> tuple[list[tuple[int, int, int, bool]], int]:
+        """The steps whose last p values are not all observed, each with the segment that
+        scores it: ``[(sequence, step, first step of the segment, segment at the start)]``,
+        and the number of regimes the windows must hold (refused beyond 4096 windows)."""
+        k, p = self.num_regimes, self.order
         obs = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
         full = obs.all(-1)
         plan, need = [], p + 1
@@ -355,31 +427,29 @@ class SwitchingAutoRegressive(SequenceModel):
                         f"sequence {n} has missing values too close together for exact "
                         f"marginalisation: step {t} depends on the regimes of {need} steps "
                         f"({k}^{need} windows, more than {_MISSING_WINDOWS})")
-        base = torch.arange(k**need) % k ** (p + 1)
-        dig = sw.window_digits(k, need)
-        mean = mean[:, :, base].clone()
-        tril = tril[None, :, base].expand(len(seqs), -1, -1, -1, -1).clone()
-        for n, t, first, start in plan:
-            m_t, c_t = sw.segment_predictive(
-                y[n, first : t + 1], obs[n, first : t + 1], dig[:, need - (t - first + 1) :],
-                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
-            mean[n, t], tril[n, t] = m_t, torch.linalg.cholesky(c_t)
-        resid = y[:, :, None, :] - mean
-        z = torch.linalg.solve_triangular(tril, resid[..., None], upper=False)[..., 0]
-        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
-        d = y.shape[-1]
-        ll = -0.5 * d * math.log(2 * math.pi) - logdet - 0.5 * z.pow(2).sum(-1)
-        partial = (obs.any(-1) & ~full) & seqs.mask
-        for n, t in torch.nonzero(partial).tolist():
-            keep = torch.nonzero(obs[n, t])[:, 0]
-            c = tril[n, t] @ tril[n, t].transpose(-1, -2)
-            ll[n, t] = torch.distributions.MultivariateNormal(
-                mean[n, t][:, keep], c[:, keep][:, :, keep]).log_prob(y[n, t, keep])
-        ll = torch.where(obs.any(-1)[..., None], ll, torch.zeros((), dtype=ll.dtype))
-        init = sw.window_start(self._initial_probs(), need - 1)
-        trans = sw.window_transition(prm["transition"], need - 1)
-        return {"initial": init, "transition": trans, "log_lik": ll, "mean": mean,
-                "scale_tril": tril}
+        return plan, need
+
+    def _adjusted(self, seqs: Sequences, exog: torch.Tensor | None,
+                  prm: dict[str, torch.Tensor] | None = None) -> Sequences:
+        """The series less its covariate effect, ``y_t - x_t . exog_coef``, which follows the
+        model without covariates (the identity, checked, for a model without them)."""
+        prm = self._p if prm is None else prm
+        beta = prm.get("beta")
+        if beta is None:
+            if exog is not None:
+                raise ValueError(f"this {self.name} was fitted without covariates; do not "
+                                 "pass exog=")
+            return seqs
+        if exog is None:
+            raise ValueError(f"this {self.name} has {beta.shape[0]} covariate coefficient(s); "
+                             "pass exog= with the covariates of every step")
+        if exog.shape[2] != beta.shape[0]:
+            raise ValueError(f"exog has {exog.shape[2]} covariates, the model has "
+                             f"{beta.shape[0]}")
+        shift = exog[:, : seqs.max_length] @ beta
+        values = torch.where(seqs.mask, seqs.values - shift, torch.zeros((), dtype=shift.dtype))
+        return Sequences(values, seqs.lengths,
+                         observed=seqs.observed if seqs.has_missing else None)
 
     def _refuse_missing(self, seqs: Sequences, what: str) -> None:
         if seqs.has_missing:
@@ -394,13 +464,13 @@ class SwitchingAutoRegressive(SequenceModel):
         return hmm.hmm_forward_backward(e["initial"], e["transition"],
                                         hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]), **kw)
 
-    def _log_prob(self, seqs: Sequences) -> torch.Tensor:
-        e = self._emissions(seqs)
+    def _log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        e = self._emissions(self._adjusted(seqs, exog))
         return hmm.hmm_log_prob(e["initial"], e["transition"],
                                 hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]))
 
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        return self._hmm(seqs, backward=False, filtered=False)["steps"]
+    def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        return self._hmm(self._adjusted(seqs, exog), backward=False, filtered=False)["steps"]
 
     def _conditional_parts(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -422,7 +492,7 @@ class SwitchingAutoRegressive(SequenceModel):
                 f"of an order-{self.order} model needs at least {self.order + 1}")
 
     @torch.no_grad()
-    def conditional_log_prob(self, data: Any) -> torch.Tensor:
+    def conditional_log_prob(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """Hamilton's conditional log-likelihood ``log p(y_(p+1..T) | y_(1..p))`` per sequence.
 
         The first window of regimes ``(S_1..S_(p+1))`` starts from ``initial`` (the
@@ -438,6 +508,7 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
         self._refuse_missing(seqs, "conditional_log_prob")
         self._check_conditional_lengths(seqs)
         init, trans, ll, lengths = self._conditional_parts(seqs)
@@ -446,7 +517,7 @@ class SwitchingAutoRegressive(SequenceModel):
 
     # ------------------------------------------------------------------ posteriors
     @torch.no_grad()
-    def filter(self, data: Any) -> torch.Tensor:
+    def filter(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """Filtered regime probabilities ``P(S_t | y_1..y_t)``.
 
         Returns:
@@ -454,12 +525,13 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
         u = self._hmm(seqs, backward=False, filtered=True)["filtered"]
         out = sw.regime_marginals(u, self.num_regimes)
         return out[0] if single else out
 
     @torch.no_grad()
-    def smoother(self, data: Any) -> torch.Tensor:
+    def smoother(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """Smoothed regime probabilities ``P(S_t | y_1..y_T)`` (Kim's smoother).
 
         Returns:
@@ -467,12 +539,13 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
         post = self._hmm(seqs)
         out = sw.regime_marginals(post["smoothed"], self.num_regimes)
         return out[0] if single else out
 
     @torch.no_grad()
-    def most_likely_states(self, data: Any) -> torch.Tensor:
+    def most_likely_states(self, data: Any, *, exog: Any = None) -> torch.Tensor:
         """The most likely regime path of each sequence (Viterbi over windows of regimes).
 
         Returns:
@@ -480,13 +553,15 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
+        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
         e = self._emissions(seqs)
         paths, _ = hmm.hmm_viterbi(e["initial"], e["transition"], e["log_lik"], seqs.lengths)
         out = torch.where(paths >= 0, paths % self.num_regimes, paths)
         return out[0] if single else out
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, data: Any, *, conditional: bool = False, num_restarts: int = 5,
+    def fit(self, data: Any, *, exog: Any = None, conditional: bool = False,
+            num_restarts: int = 5,
             max_epochs: int = 200, tol: float = 1e-6, polish: bool = True,
             max_polish_iter: int = 100, progress: bool | None = None,
             seed: int | None = None, **unknown: Any) -> SwitchingAutoRegressive:
@@ -502,9 +577,22 @@ class SwitchingAutoRegressive(SequenceModel):
         for. The data are standardised for the fit and the parameters mapped back, so the fit
         is equivariant to the data's scale and location.
 
+        Gappy data (univariate, ``conditional=False``): EM runs on the gaps filled by linear
+        interpolation, which only chooses the starting points; the polish then maximises
+        the exact likelihood of the observed values (gaps marginalised as in ``log_prob``),
+        so the estimate is a maximum of the exact likelihood, not of the filled data's.
+        This is a gradient fit through the exact likelihood, not EM with expectations over
+        the missing values.
+
         Args:
             data: the sequences (any accepted input); with ``conditional=True`` each needs
                 more than p values.
+            exog: covariates ``[T, E]`` / ``[N, T, E]`` / a DataFrame aligned with the data
+                (mean form): ``y_t - x_t . exog_coef`` follows the model without
+                covariates, so every regime level moves with the covariates
+                (statsmodels' ``MarkovAutoregression(exog=..., switching_exog=False)``). EM
+                estimates the coefficients with the regime means (the same weighted least
+                squares); the polish includes them.
             conditional: False maximises the exact joint likelihood (``log_prob``); True
                 maximises Hamilton's conditional likelihood (``conditional_log_prob``), the
                 criterion of statsmodels' ``MarkovAutoregression``.
@@ -528,12 +616,13 @@ class SwitchingAutoRegressive(SequenceModel):
         Returns:
             self.
         """
-        return super().fit(data, conditional=conditional, num_restarts=num_restarts,
+        return super().fit(data, exog=exog, conditional=conditional, num_restarts=num_restarts,
                            max_epochs=max_epochs, tol=tol, polish=polish,
                            max_polish_iter=max_polish_iter, progress=progress, seed=seed,
                            **unknown)
 
-    def _fit(self, seqs: Sequences, *, conditional: bool = False, num_restarts: int = 5,
+    def _fit(self, seqs: Sequences, *, exog: torch.Tensor | None = None,
+             conditional: bool = False, num_restarts: int = 5,
              max_epochs: int = 200, tol: float = 1e-6, polish: bool = True,
              max_polish_iter: int = 100, progress: bool | None = None,
              seed: int | None = None) -> None:
@@ -542,7 +631,11 @@ class SwitchingAutoRegressive(SequenceModel):
         _positive_int(max_polish_iter, "max_polish_iter", 0)
         if not (isinstance(tol, int | float) and tol >= 0):
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-        self._refuse_missing(seqs, "fit")
+        gappy = seqs.has_missing
+        if gappy and conditional:
+            self._refuse_missing(seqs, "fit(conditional=True) (Hamilton's conditional "
+                                 "likelihood; fit(conditional=False) maximises the exact "
+                                 "likelihood of gappy data)")
         if self.switching == "mean":
             self._fit_obs_dim(seqs, univariate_only=True)
             univariate, d = True, 1
@@ -559,38 +652,65 @@ class SwitchingAutoRegressive(SequenceModel):
             raise ValueError(
                 f"a {k}-regime switching AR({p}) fit needs more than {n_reg + 1} values after "
                 f"the first {p} of each sequence, but the data give {rows}")
+        if gappy and not univariate:
+            self._refuse_missing(seqs, "the fit of a multivariate AR-HMM")
+        if gappy and not (polish and max_polish_iter > 0):
+            raise ValueError("a fit on gappy data maximises the exact likelihood by L-BFGS "
+                             "(polish=True, max_polish_iter > 0); EM alone only starts it")
         # Standardise: y = centre + scale * z, per dimension.
-        x = seqs.values3d()[seqs.mask]
+        obs3 = seqs.observed if seqs.observed.ndim == 3 else seqs.observed[..., None]
+        x = seqs.values3d()[seqs.mask & obs3.all(-1)] if gappy else seqs.values3d()[seqs.mask]
         centre, scale = x.mean(0), x.std(0)
         if not bool((scale > 0).all()):
             raise ValueError("the data are constant (zero variance); nothing to fit")
         z = Sequences(torch.where(seqs.mask[..., None], (seqs.values3d() - centre) / scale,
                                   torch.zeros((), dtype=torch.float64)), seqs.lengths.clone())
-        fit_seqs = z if univariate is False else Sequences(z.values[..., 0], z.lengths)
+        fit_seqs = z if univariate is False else Sequences(
+            z.values[..., 0], z.lengths, observed=seqs.observed if gappy else None)
         self._univariate = univariate
         if not univariate:
             self._obs_dim = d
-        zlong = fit_seqs[long]
+        xz = None
+        if exog is not None:
+            if self.switching != "mean":
+                raise ValueError("covariates (exog=) are supported in the mean form "
+                                 "(switching=\"mean\", statsmodels' MarkovAutoregression)")
+            xs = exog[:, : seqs.max_length]
+            rows_x = xs[seqs.mask]
+            x_centre, x_scale = rows_x.mean(0), rows_x.std(0)
+            if not bool((x_scale > 0).all()):
+                j = int(torch.nonzero(~(x_scale > 0))[0, 0])
+                raise ValueError(f"covariate {j} is constant over the data; the regime means "
+                                 "already hold the intercept")
+            xz = torch.where(seqs.mask[..., None], (xs - x_centre) / x_scale,
+                             torch.zeros((), dtype=torch.float64))
+        # EM starts from the gaps filled by linear interpolation; the polish then maximises
+        # the exact likelihood of the observed values (gaps marginalised).
+        em_seqs = _interpolated(fit_seqs) if gappy else fit_seqs
+        zlong = em_seqs[long]
+        xlong = None if xz is None else xz[long][:, : zlong.max_length]
         self._refuse_exact_fit(zlong)
-        scored = seqs.num_steps - (p * len(seqs) if conditional else 0)
+        count = seqs.num_observed if gappy else seqs.num_steps
+        scored = count - (p * len(seqs) if conditional else 0)
         log_jac = float(torch.log(scale).sum()) * (
-            int((seqs.lengths[long] - p).sum()) if conditional else seqs.num_steps)
+            int((seqs.lengths[long] - p).sum()) if conditional else count)
         results = []
         bar = progress_bar(num_restarts * max_epochs, progress, "switching AR fit")
         try:
             for _ in range(num_restarts):
-                params = self._random_params(zlong)
-                params, history = self._run_em(zlong, params, max_epochs, tol, bar)
+                params = self._random_params(zlong, xlong)
+                params, history = self._run_em(zlong, params, max_epochs, tol, bar, xlong)
                 history = [h - log_jac for h in history]
-                final = self._objective(fit_seqs, params, conditional) - log_jac
+                final = self._objective(fit_seqs, params, conditional, xz) - log_jac
                 results.append([final, params, history + [final]])
                 bar.set_postfix(nats_per_step=f"{-final / scored:.5f}")
             if polish and univariate and max_polish_iter > 0:
                 # The two best EM restarts (distinct optima are usually far apart in value).
                 ranked = sorted(range(len(results)), key=lambda i: -_finite(results[i][0]))
                 for i in ranked[:2]:
-                    params = self._polish(fit_seqs, results[i][1], conditional, max_polish_iter)
-                    final = self._objective(fit_seqs, params, conditional) - log_jac
+                    params = self._polish(fit_seqs, results[i][1], conditional,
+                                          max_polish_iter, xz)
+                    final = self._objective(fit_seqs, params, conditional, xz) - log_jac
                     results[i] = [final, params, results[i][2] + [final]]  # after the polish
         finally:
             bar.close()
@@ -599,7 +719,13 @@ class SwitchingAutoRegressive(SequenceModel):
         if not math.isfinite(finals[best]):
             raise ValueError("every restart of the switching AR fit failed "
                              "(non-finite log-likelihood)")
-        self._p = self._unstandardise(results[best][1], centre, scale)
+        best_params = results[best][1]
+        if xz is not None:  # y - x beta = (centre - x_centre . beta) + scale * (z - xz beta_z)
+            beta = scale[0] * best_params["beta"] / x_scale
+            centre = centre - x_centre @ beta
+        self._p = self._unstandardise(best_params, centre, scale)
+        if xz is not None:
+            self._p["beta"] = beta
         self._initial = None
         self.history_ = results[best][2]
         self.restart_log_likelihoods_ = finals
@@ -621,15 +747,18 @@ class SwitchingAutoRegressive(SequenceModel):
                 f"the data are (nearly) exactly predictable from {p} lags (an AR({p}) leaves "
                 "no residual variance), so a switching AR has no finite maximum likelihood")
 
-    def _objective(self, seqs: Sequences, p: dict[str, torch.Tensor], conditional: bool) -> float:
+    def _objective(self, seqs: Sequences, p: dict[str, torch.Tensor], conditional: bool,
+                   exog: torch.Tensor | None = None) -> float:
+        if exog is not None:
+            seqs = self._adjusted(seqs, exog, p)
         with torch.no_grad():
             if conditional:
                 init, trans, ll, lengths = self._conditional_parts(seqs, p)
                 return float(hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll)).sum())
             pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
-            init, trans = self._windows(p, pi)
-            scaled = hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs, p))
-            return float(hmm.hmm_log_prob(init, trans, scaled).sum())
+            e = self._emissions(seqs, p, pi / pi.sum())
+            scaled = hmm.Scaled(seqs.lengths, log_lik=e["log_lik"])
+            return float(hmm.hmm_log_prob(e["initial"], e["transition"], scaled).sum())
 
     def _unstandardise(self, p: dict[str, torch.Tensor], centre: torch.Tensor,
                        scale: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -643,9 +772,18 @@ class SwitchingAutoRegressive(SequenceModel):
             loc = s * p["loc"] + ((eye - coef.sum(1)) @ centre[:, None])[..., 0]
         return {"transition": p["transition"].clone(), "loc": loc, "coef": coef, "cov": cov}
 
-    def _random_params(self, seqs: Sequences) -> dict[str, torch.Tensor]:
+    def _random_params(self, seqs: Sequences,
+                       exog: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A random start on standardised data: a pooled VAR(p) by least squares, regime
-        levels at random quantiles, a sticky random transition."""
+        levels at random quantiles, a sticky random transition (covariate coefficients by
+        least squares of the series on them, the rest from the series less their effect)."""
+        if exog is not None:
+            rows = exog[seqs.mask]
+            design = torch.cat([torch.ones(rows.shape[0], 1, dtype=torch.float64), rows], 1)
+            beta = torch.linalg.lstsq(design, seqs.values[seqs.mask][:, None]).solution[1:, 0]
+            out = self._random_params(self._adjusted(seqs, exog, {"beta": beta}))
+            out["beta"] = beta
+            return out
         k, p = self.num_regimes, self.order
         y = seqs.values3d()
         d = y.shape[-1]
@@ -684,22 +822,30 @@ class SwitchingAutoRegressive(SequenceModel):
                 "coef": a[None].expand(k, -1, -1, -1).clone(), "cov": cov.clone()}
 
     # ---------------------------------------------------------------- EM
-    def _e_step(self, seqs: Sequences, p: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _e_step(self, seqs: Sequences, p: dict[str, torch.Tensor],
+                exog: torch.Tensor | None = None) -> dict[str, Any]:
+        if exog is not None:
+            seqs = self._adjusted(seqs, exog, p)
         init, trans, ll, lengths = self._conditional_parts(seqs, p)
         post = hmm.hmm_forward_backward(init, trans, hmm.Scaled(lengths, log_lik=ll))
         return {"log_lik": float(post["log_prob"].sum()), "smoothed": post["smoothed"],
                 "window_counts": post["transition_counts"]}
 
     def _run_em(self, seqs: Sequences, params: dict[str, torch.Tensor], max_epochs: int,
-                tol: float, bar) -> tuple[dict[str, torch.Tensor], list[float]]:
+                tol: float, bar, exog: torch.Tensor | None = None
+                ) -> tuple[dict[str, torch.Tensor], list[float]]:
         steps = int((seqs.lengths - self.order).sum())
         history: list[float] = []
         good = params
         parallel = distributed.is_active() and len(seqs) >= distributed.world_size()
-        local = distributed.shard(seqs) if parallel else seqs
+        local, local_x = seqs, exog
+        if parallel:
+            idx = distributed.shard_indices(len(seqs))
+            local = seqs[idx]
+            local_x = None if exog is None else exog[idx][:, : local.max_length]
         reduce = _all_ranks if parallel else _no_reduce
         for _ in range(max_epochs):
-            stats = self._e_step(local, params)
+            stats = self._e_step(local, params, local_x)
             ll = float(reduce({"ll": np.array([stats["log_lik"]])})["ll"][0])
             if not math.isfinite(ll):
                 params = good
@@ -710,13 +856,14 @@ class SwitchingAutoRegressive(SequenceModel):
             history.append(ll)
             good = params
             bar.update(1)
-            params = self._m_step(local, stats, params, reduce)
+            params = self._m_step(local, stats, params, reduce, local_x)
             if len(history) > 1 and history[-1] - history[-2] < tol * steps:
                 break
         return params, history
 
     def _m_step(self, seqs: Sequences, stats: dict[str, Any], old: dict[str, torch.Tensor],
-                reduce: Reduce | None = None) -> dict[str, torch.Tensor]:
+                reduce: Reduce | None = None,
+                exog: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The M-step from the E-step of ``seqs``; ``reduce`` sums the sufficient statistics
         of every shard of the data (data-parallel EM; the identity on one process)."""
         reduce = _no_reduce if reduce is None else reduce
@@ -743,20 +890,31 @@ class SwitchingAutoRegressive(SequenceModel):
             np.zeros(yt.shape[:2] + (0, yt.shape[-1])))  # [N, T', p, D]
         loc, coef, cov = (old["loc"].numpy().copy(), old["coef"].numpy().copy(),
                           old["cov"].numpy().copy())
+        beta = None
         if self.switching == "mean":
-            loc, coef, cov = _m_step_mean(yt[..., 0], lags[..., 0], g, dig, loc[:, 0],
-                                          coef[:, :, 0, 0], cov[:, 0, 0], self.switching_ar,
-                                          self.switching_variance, reduce)
+            xt = xlags = None
+            if exog is not None:
+                x = exog.numpy()
+                xt = x[:, p:]
+                xlags = (np.stack([x[:, p - i : t_max - i] for i in range(1, p + 1)], 2) if p
+                         else np.zeros(xt.shape[:2] + (0, xt.shape[-1])))
+                beta = old["beta"].numpy().copy()
+            loc, coef, cov, beta = _m_step_mean(
+                yt[..., 0], lags[..., 0], g, dig, loc[:, 0], coef[:, :, 0, 0], cov[:, 0, 0],
+                self.switching_ar, self.switching_variance, reduce, xt, xlags, beta)
         else:
             gk = g.reshape(*g.shape[:2], -1, k).sum(2)  # [N, T', K]
             loc, coef, cov = _m_step_intercept(yt, lags, gk, loc, coef, cov, self.switching_ar,
                                                self.switching_variance, reduce)
-        return {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc),
-                "coef": torch.from_numpy(coef), "cov": torch.from_numpy(cov)}
+        out = {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc),
+               "coef": torch.from_numpy(coef), "cov": torch.from_numpy(cov)}
+        if beta is not None:
+            out["beta"] = torch.from_numpy(beta)
+        return out
 
     # ---------------------------------------------------------------- L-BFGS polish
     def _polish(self, seqs: Sequences, params: dict[str, torch.Tensor], conditional: bool,
-                max_iter: int) -> dict[str, torch.Tensor]:
+                max_iter: int, exog: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         k, p = self.num_regimes, self.order
         ka = k if self.switching_ar else 1
         kv = k if self.switching_variance else 1
@@ -768,23 +926,36 @@ class SwitchingAutoRegressive(SequenceModel):
             "pacf": torch.atanh(pacf.clamp(-1 + 1e-9, 1 - 1e-9)),
             "log_var": torch.log(params["cov"][:kv, 0, 0].clone()),
         }
+        if "beta" in params:
+            raw["beta"] = params["beta"].clone()
         raw = {n: v.detach().clone().requires_grad_(True) for n, v in raw.items()}
-        steps = seqs.num_steps
+        steps = seqs.num_observed
+        plan = self._gap_plan(seqs) if seqs.has_missing else None
 
         def build() -> dict[str, torch.Tensor]:
             coef = sw.pacf_to_coef(torch.tanh(raw["pacf"])).expand(k, -1)
             var = torch.exp(raw["log_var"]).expand(k)
-            return {"transition": torch.softmax(raw["logits"], -1), "loc": raw["loc"][:, None],
-                    "coef": coef[:, :, None, None], "cov": var[:, None, None]}
+            out = {"transition": torch.softmax(raw["logits"], -1), "loc": raw["loc"][:, None],
+                   "coef": coef[:, :, None, None], "cov": var[:, None, None]}
+            if "beta" in raw:
+                out["beta"] = raw["beta"]
+            return out
+
+        raw_seqs = seqs
 
         def objective() -> torch.Tensor:
             q = build()
+            seqs = raw_seqs if exog is None else self._adjusted(raw_seqs, exog, q)
             trans = q["transition"]
             pi = sw.stationary_distribution(trans)
             if conditional:
                 init = sw.window_path_prior(pi, trans, p)
                 ll = self._window_log_lik(seqs, q, head=False)
                 lengths = seqs.lengths - p
+            elif seqs.has_missing:
+                e = self._emissions(seqs, q, pi, plan)
+                init, wt, ll = e["initial"], e["transition"], e["log_lik"]
+                return hmm.hmm_log_prob_differentiable(init, wt, ll, seqs.lengths).sum()
             else:
                 init = sw.window_start(pi, p)
                 ll = self._window_log_lik(seqs, q)
@@ -792,7 +963,7 @@ class SwitchingAutoRegressive(SequenceModel):
             wt = sw.window_transition(trans, p)
             return hmm.hmm_log_prob_differentiable(init, wt, ll, lengths).sum()
 
-        start = self._objective(seqs, params, conditional)
+        start = self._objective(seqs, params, conditional, exog)
         opt = torch.optim.LBFGS(list(raw.values()), lr=1.0, max_iter=max_iter,
                                 tolerance_grad=1e-8, tolerance_change=1e-11,
                                 line_search_fn="strong_wolfe")
@@ -811,7 +982,7 @@ class SwitchingAutoRegressive(SequenceModel):
             return params
         with torch.no_grad():
             new = {n: v.detach().clone() for n, v in build().items()}
-        end = self._objective(seqs, new, conditional)
+        end = self._objective(seqs, new, conditional, exog)
         return new if math.isfinite(end) and end >= start else params
 
     # ------------------------------------------------------------------ sampling
@@ -826,7 +997,34 @@ class SwitchingAutoRegressive(SequenceModel):
         return gamma, level
 
     def _sample(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
-                prefix_observed: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+                prefix_observed: torch.Tensor | None = None,
+                exog: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+        beta = self._p.get("beta")
+        if exog is None and beta is None:
+            return self._sample_adjusted(num_sequences, length, prefix, prefix_observed,
+                                         **options)
+        if beta is None:
+            raise ValueError(f"this {self.name} was fitted without covariates; do not pass "
+                             "exog=")
+        if exog is None:
+            raise ValueError(f"this {self.name} has {beta.shape[0]} covariate coefficient(s); "
+                             "pass exog= covering every sampled step")
+        if exog.shape[2] != beta.shape[0]:
+            raise ValueError(f"exog has {exog.shape[2]} covariates, the model has "
+                             f"{beta.shape[0]}")
+        effect = exog @ beta  # [n, length]
+        if prefix is not None:
+            t0 = prefix.shape[0]
+            if not torch.equal(effect[:, :t0], effect[:1, :t0].expand(num_sequences, -1)):
+                raise ValueError("with a prefix, every sample needs the same covariates over "
+                                 "the prefix's steps")
+            prefix = prefix - effect[0, :t0]
+        out = self._sample_adjusted(num_sequences, length, prefix, prefix_observed, **options)
+        return out + effect
+
+    def _sample_adjusted(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
+                         prefix_observed: torch.Tensor | None = None,
+                         **options: Any) -> torch.Tensor:
         if options:
             raise ValueError(f"SwitchingAutoRegressive.sample got unknown options "
                              f"{sorted(options)}")
@@ -975,9 +1173,11 @@ class SwitchingAutoRegressive(SequenceModel):
             sw.window_start(pi, p), sw.window_transition(trans, p), ll, seqs.lengths).sum())
 
     # ------------------------------------------------------------------ forecasts
-    def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
+    def _step_predictive(self, seqs: Sequences,
+                         exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
         """The one-step predictive ``p(y_t | y_<t)`` at every step: a mixture over windows of
         regimes of the Gaussians given each window, ``[N, T_max]`` batch."""
+        seqs = self._adjusted(seqs, exog)
         e = self._emissions(seqs)
         init, trans, mean = e["initial"], e["transition"], e["mean"]
         tril = e["scale_tril"].expand(mean.shape + (mean.shape[-1],))
@@ -988,12 +1188,31 @@ class SwitchingAutoRegressive(SequenceModel):
         pred = torch.where(ok, pred, init)
         mix = _categorical(pred)
         if self._univariate:
-            comp = torch.distributions.Normal(mean[..., 0], tril[..., 0, 0])
+            loc = mean[..., 0]
+            if exog is not None:  # the covariate effect, the same in every window
+                loc = loc + (exog[:, : seqs.max_length] @ self._p["beta"])[..., None]
+            comp = torch.distributions.Normal(loc, tril[..., 0, 0])
         else:
             comp = torch.distributions.MultivariateNormal(mean, scale_tril=tril)
         return torch.distributions.MixtureSameFamily(mix, comp)
 
-    def _forecast(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution | None:
+    def _forecast(self, seqs: Sequences, horizon: int,
+                  exog: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
+        """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None (see
+        :meth:`_forecast_adjusted`); covariates shift every component by ``x_(T+h) .
+        exog_coef`` (``exog [N, T_max + H, E]`` covers the future)."""
+        dist = self._forecast_adjusted(self._adjusted(seqs, exog), horizon)
+        if dist is None or exog is None:
+            return dist
+        effect = exog @ self._p["beta"]  # [N, T_max + H]
+        future = effect.gather(1, seqs.lengths[:, None] + torch.arange(horizon)[None, :])
+        comp = dist.component_distribution
+        return torch.distributions.MixtureSameFamily(
+            dist.mixture_distribution,
+            torch.distributions.Normal(comp.loc + future[..., None], comp.scale))
+
+    def _forecast_adjusted(self, seqs: Sequences,
+                           horizon: int) -> torch.distributions.Distribution | None:
         """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None.
 
         Given the windows of regimes at the last step T (filtered), the future is linear
@@ -1160,6 +1379,21 @@ def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
     return torch.distributions.Categorical(logits=logits)
 
 
+def _interpolated(seqs: Sequences) -> Sequences:
+    """Univariate sequences with their gaps filled by linear interpolation (the nearest
+    observed value before the first or after the last observation)."""
+    values = seqs.values.clone()
+    for i in range(len(seqs)):
+        t = int(seqs.lengths[i])
+        obs = seqs.observed[i, :t].numpy()
+        if obs.all() or not obs.any():
+            continue
+        steps = np.arange(t)
+        values[i, :t] = torch.from_numpy(np.interp(steps, steps[obs],
+                                                   values[i, :t].numpy()[obs]))
+    return Sequences(values, seqs.lengths.clone())
+
+
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
@@ -1179,23 +1413,32 @@ def _stationary(coef: np.ndarray) -> bool:
 
 def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarray,
                  mu: np.ndarray, phi: np.ndarray, var: np.ndarray, switching_ar: bool,
-                 switching_variance: bool, reduce: Reduce = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 switching_variance: bool, reduce: Reduce = None,
+                 xt: np.ndarray | None = None, xlags: np.ndarray | None = None,
+                 beta: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Conditional maximisation of the mean form (univariate): coefficients given the
-    means, means given the coefficients, then variances.
+    means (and covariate coefficients), means and covariate coefficients given the AR
+    coefficients (one weighted least squares), then variances.
 
     Args:
         yt: ``[N, T']`` the scored values; lags ``[N, T', p]``; g ``[N, T', M]`` window
-        weights; dig ``[M, p + 1]``; mu ``[K]``; phi ``[K, p]``; var ``[K]``.
+        weights; dig ``[M, p + 1]``; mu ``[K]``; phi ``[K, p]``; var ``[K]``; xt
+        ``[N, T', E]`` and xlags ``[N, T', p, E]`` the covariates of the scored steps and
+        their lags, beta ``[E]`` (all None without covariates).
     """
     k, p = mu.shape[0], phi.shape[1]
     cur = dig[:, p]
     rev = dig[:, :p][:, ::-1]  # the regimes at lags 1..p
     reduce = _no_reduce if reduce is None else reduce
     w = g / var[cur]
+    ys, lag_s = yt, lags
+    if beta is not None:  # the series less the covariate effect follows the plain model
+        ys = yt - xt @ beta
+        lag_s = lags - xlags @ beta
     if p:
-        u = yt[..., None] - mu[cur]  # [N, T', M]
-        lag_u = lags[:, :, None, :] - mu[rev][None, None]  # [N, T', M, p]
+        u = ys[..., None] - mu[cur]  # [N, T', M]
+        lag_u = lag_s[:, :, None, :] - mu[rev][None, None]  # [N, T', M, p]
         new = phi.copy()
         groups = [np.arange(k)] if not switching_ar else [[j] for j in range(k)]
         sums = {}
@@ -1209,14 +1452,31 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
             new[grp] = _ridge_solve(sums[f"a{i}"], sums[f"b{i}"], phi[grp[0]])
         if _stationary(new[:, :, None, None]):
             phi = new
-    # Means given the coefficients: ytil = y_t - sum_i phi_i y_(t-i) = X(window) mu + e.
+    # Means given the coefficients: ytil = y_t - sum_i phi_i y_(t-i) = X(window) mu + e
+    # (+ xtil_t beta with covariates, xtil_t = x_t - sum_i phi_i x_(t-i)).
     a_cur = phi[cur]  # [M, p]
     ytil = yt[..., None] - np.einsum("mi,nti->ntm", a_cur, lags)
     x = np.eye(k)[cur] - np.einsum("mi,mik->mk", a_cur, np.eye(k)[rev])
-    sums = reduce({"weight": w.sum((0, 1)), "wy": (w * ytil).sum((0, 1))})  # [M] each
-    a = (x * sums["weight"][:, None]).T @ x
-    mu = _ridge_solve(a, x.T @ sums["wy"], mu)
-    e2 = (ytil - (x @ mu)[None, None]) ** 2
+    if beta is None:
+        sums = reduce({"weight": w.sum((0, 1)), "wy": (w * ytil).sum((0, 1))})  # [M] each
+        a = (x * sums["weight"][:, None]).T @ x
+        mu = _ridge_solve(a, x.T @ sums["wy"], mu)
+        fitted = (x @ mu)[None, None]
+    else:
+        xtil = xt[:, :, None, :] - np.einsum("mi,ntie->ntme", a_cur, xlags)  # [N, T', M, E]
+        sums = reduce({
+            "weight": w.sum((0, 1)), "wy": (w * ytil).sum((0, 1)),
+            "wx": np.einsum("ntm,ntme->me", w, xtil),
+            "wxx": np.einsum("ntm,ntme,ntmf->ef", w, xtil, xtil),
+            "wxy": np.einsum("ntm,ntme,ntm->e", w, xtil, ytil)})
+        a_mm = (x * sums["weight"][:, None]).T @ x
+        a_mb = x.T @ sums["wx"]  # [K, E]
+        lhs = np.block([[a_mm, a_mb], [a_mb.T, sums["wxx"]]])
+        rhs = np.concatenate([x.T @ sums["wy"], sums["wxy"]])
+        sol = _ridge_solve(lhs, rhs, np.concatenate([mu, beta]))
+        mu, beta = sol[:k], sol[k:]
+        fitted = (x @ mu)[None, None] + xtil @ beta
+    e2 = (ytil - fitted) ** 2
     sums = reduce({"num": np.bincount(cur, weights=(g * e2).sum((0, 1)), minlength=k),
                    "den": np.bincount(cur, weights=g.sum((0, 1)), minlength=k)})
     num, den = sums["num"], sums["den"]
@@ -1225,7 +1485,7 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
     else:
         var = np.full(k, num.sum() / den.sum())
     var = np.maximum(var, 1e-8)
-    return mu[:, None], phi[:, :, None, None], var[:, None, None]
+    return mu[:, None], phi[:, :, None, None], var[:, None, None], beta
 
 
 def _m_step_intercept(yt: np.ndarray, lags: np.ndarray, gk: np.ndarray, loc: np.ndarray,
