@@ -69,7 +69,8 @@ class LinearGaussianSSM(SequenceModel):
     ``[T, 1]``), ``sample`` returns 1-D sequences and ``forecast`` drops the D axis. Models
     with D >= 2 take and return ``[T, D]``.
 
-    Build one with :meth:`from_params`, :meth:`local_level`, :meth:`local_linear_trend`, or
+    Build one with :meth:`from_params`, :meth:`local_level`, :meth:`local_linear_trend`,
+    :meth:`structural` (trend, seasonal, cycle and AR components; :meth:`decompose`), or
     ``LinearGaussianSSM(state_dim=S).fit(data)`` (maximum likelihood over every parameter,
     L-BFGS on an unconstrained parametrisation).
 
@@ -905,22 +906,25 @@ class LinearGaussianSSM(SequenceModel):
     ) -> LinearGaussianSSM:
         """Maximum likelihood estimation of the parameters.
 
-        Structured models (:meth:`local_level`, :meth:`local_linear_trend`) estimate their
-        free variances; other models every parameter (``initial_mean``, ``initial_cov``,
-        ``transition_matrix``, ``transition_cov``, ``observation_matrix``,
-        ``observation_cov``). The likelihood maximised is ``log_prob`` under the model's
-        ``initialization`` (under exact diffuse initialisation: the diffuse log-likelihood,
-        as statsmodels' ``UnobservedComponents``). The fit is scale-equivariant: the data are
+        Structured models (:meth:`local_level`, :meth:`local_linear_trend`,
+        :meth:`structural`) estimate their free variances; other models every parameter
+        (``initial_mean``, ``initial_cov``, ``transition_matrix``, ``transition_cov``,
+        ``observation_matrix``, ``observation_cov``). The likelihood maximised is
+        ``log_prob`` under the model's ``initialization`` (under exact diffuse
+        initialisation: the diffuse log-likelihood, as statsmodels'
+        ``UnobservedComponents``). The fit is scale-equivariant: the data are
         divided by their standard deviation before optimising and the estimates scaled
         back, so fitting ``c * x`` gives the fit on ``x`` rescaled.
 
         Structured models under exact diffuse initialisation whose fixed variances are all 0
         (the usual case: every variance free) are fitted on a concentrated likelihood: the
         observation variance is profiled out in closed form and the ratios of the other
-        variances to it are optimised by L-BFGS-B (bounded Brent's method for one ratio) with
-        the plain NumPy filter. Other models use L-BFGS-B with exact gradients (torch
-        autograd) on an unconstrained parametrisation (log variances; Cholesky factors with
-        log diagonals).
+        variances to it are optimised by L-BFGS-B from the best point of a coarse grid of
+        log ratios (from the best three with three ratios or more, which have local maxima;
+        bounded Brent's method for one ratio) with the plain NumPy filter. Models with
+        states that are not diffuse (an AR component), and other models, use L-BFGS-B with
+        exact gradients (torch autograd) on an unconstrained parametrisation (log variances;
+        Cholesky factors with log diagonals).
 
         Args:
             data: the sequences (``Sequences``, a list, or one sequence ``[T]`` / ``[T, D]``);
