@@ -278,7 +278,7 @@ def test_refusals():
     with pytest.raises(ValueError, match="cycle_period"):
         S(cycle=True)
     with pytest.raises(ValueError, match="ar_coef"):
-        S(autoregressive=2)
+        S(autoregressive=2, ar_coef=[0.5])
     with pytest.raises(ValueError, match="not stationary"):
         S(autoregressive=1, ar_coef=[1.0])
     with pytest.raises(ValueError, match="harmonics"):
@@ -328,3 +328,47 @@ def test_plot_decomposition():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def _ar_cycle_data():
+    g = np.random.default_rng(0)
+    T = 160
+    e = np.zeros(T)
+    for t in range(2, T):
+        e[t] = 0.6 * e[t - 1] + 0.2 * e[t - 2] + g.normal()
+    level = np.cumsum(g.normal(scale=0.3, size=T))
+    y = level + e + g.normal(scale=0.5, size=T)
+    x = level + 2 * np.sin(2 * np.pi * np.arange(T) / 25) + g.normal(scale=0.5, size=T)
+    y[[30, 31, 100]] = np.nan
+    return y, x
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+def test_fit_estimates_ar_coefficients_and_cycle_damping_like_statsmodels():
+    y, x = _ar_cycle_data()
+    ar = LinearGaussianSSM.structural(autoregressive=2).fit(y)
+    assert ar.num_params == 5  # obs, level, ar variances and two coefficients
+    mod = sm.tsa.UnobservedComponents(y, "local level", autoregressive=2,
+                                      use_exact_diffuse=True)
+    ref = mod.fit(disp=0)
+    ours = ar.log_prob_steps(y).numpy()
+    assert ar.log_prob(y).item() >= mod.loglikeobs(ref.params)[ours != 0].sum() - 1e-6
+    np.testing.assert_allclose(ar.params["transition_matrix"][1, 1:].numpy(), ref.params[3:],
+                               rtol=1e-3)
+    # a damped cycle of known period (statsmodels with the frequency fixed)
+    cyc = LinearGaussianSSM.structural(cycle=True, cycle_period=25.0, cycle_damping=None)
+    cyc.fit(x)
+    mod = sm.tsa.UnobservedComponents(x, "local level", cycle=True, damped_cycle=True,
+                                      stochastic_cycle=True, use_exact_diffuse=True)
+    with mod.fix_params({"frequency.cycle": 2 * math.pi / 25.0}):
+        ref = mod.fit(disp=0)
+    ours = cyc.log_prob_steps(x).numpy()
+    assert cyc.log_prob(x).item() >= mod.loglikeobs(ref.params)[ours != 0].sum() - 1e-6
+    B = cyc.params["transition_matrix"][1:3, 1:3].numpy()
+    assert 2 * math.pi / math.atan2(B[0, 1], B[0, 0]) == pytest.approx(25.0)
+    # statsmodels' optimiser does not converge here: check our optimum in its likelihood
+    q = cyc.params["transition_cov"].diagonal().numpy()
+    mine = np.array([cyc.params["observation_cov"].item(), q[0], q[1], 2 * math.pi / 25.0,
+                     math.sqrt(np.linalg.det(B))])
+    np.testing.assert_allclose(ours[ours != 0], mod.loglikeobs(mine)[ours != 0], rtol=1e-8)

@@ -268,7 +268,7 @@ class LinearGaussianSSM(SequenceModel):
         stochastic_freq_seasonal: Any = None,
         stochastic_cycle: bool = True,
         cycle_period: float | None = None,
-        cycle_damping: float = 1.0,
+        cycle_damping: float | None = 1.0,
         ar_coef: Any = None,
         obs_var: float | None = None,
         level_var: float | None = None,
@@ -295,10 +295,13 @@ class LinearGaussianSSM(SequenceModel):
         * ``freq_seasonal=[{"period": p, "harmonics": h}, ...]``: trigonometric seasonals;
           periods need not be integers (weekly data: 365.25 / 7); h < p / 2 harmonics each
           (default the most allowed), 2 h states sharing one variance.
-        * ``cycle=True`` with ``cycle_period`` (steps) and ``cycle_damping`` rho in (0, 1]
-          (default 1): a stochastic cycle; its period and damping are fixed (not estimated).
-        * ``autoregressive=p`` with ``ar_coef`` (p stationary coefficients, lag 1 first,
-          fixed): an AR(p) component, which starts from its stationary distribution.
+        * ``cycle=True``: a stochastic cycle of period ``cycle_period`` (steps, required:
+          the period is not estimated) and damping ``cycle_damping`` rho in (0, 1] (default
+          1, undamped as statsmodels' default; None: estimated in (0, 1), statsmodels'
+          ``damped_cycle=True``).
+        * ``autoregressive=p``: an AR(p) component with coefficients ``ar_coef`` (lag 1
+          first; None, the default: estimated, constrained stationary), which starts from its
+          stationary distribution.
 
         Variances (``obs_var``, ``level_var``, ``slope_var``, ``seasonal_var``,
         ``freq_seasonal_var`` (one number, or a list: one per trigonometric seasonal),
@@ -312,9 +315,9 @@ class LinearGaussianSSM(SequenceModel):
         :meth:`decompose` gives each component's smoothed mean and variance.
 
         Raises:
-            ValueError: an unsupported combination (``irregular=False``, a cycle without
-                ``cycle_period``, an AR component without ``ar_coef``, a Nyquist harmonic),
-                or a bad value, named.
+            ValueError: an unsupported combination (``irregular=False``, a Nyquist
+                harmonic, components the exact diffuse filter cannot locate), or a bad value,
+                named.
         """
         from probseq.lgssm import structural
 
@@ -332,7 +335,7 @@ class LinearGaussianSSM(SequenceModel):
             st.transition_matrix, st.observation_matrix, st.transition_vars,
             st.observation_vars, [0.0] * len(st.diffuse), None,
             "diffuse" if any(st.diffuse) else "proper",
-            diffuse=st.diffuse, components=st.components)
+            diffuse=st.diffuse, components=st.components, dynamics=st.dynamics)
         k = sum(st.diffuse)
         try:
             steps = model.num_diffuse_steps
@@ -351,7 +354,8 @@ class LinearGaussianSSM(SequenceModel):
 
     @classmethod
     def _structured(cls, A, C, tvars, ovars, initial_mean, initial_var,
-                    initialization, diffuse=None, components=None) -> LinearGaussianSSM:
+                    initialization, diffuse=None, components=None,
+                    dynamics=None) -> LinearGaussianSSM:
         if initialization is None:
             given = initial_mean is not None or initial_var is not None
             initialization = "proper" if given else "diffuse"
@@ -371,9 +375,11 @@ class LinearGaussianSSM(SequenceModel):
             structure["diffuse"] = [bool(d) for d in diffuse]
         if components is not None:
             structure["components"] = components
+        if dynamics is not None:
+            structure["dynamics"] = dynamics
         model = cls(state_dim=len(A), obs_dim=len(C), structure=structure,
                     initialization=initialization)
-        if not model._free_names():
+        if not model._free_names() and not model._num_free_dynamics():
             variances = [v for _, v in list(tvars) + list(ovars)]
             scale = max(variances) if max(variances) > 0 else 1.0
             mean = initial_mean if initial_mean is not None else [0.0] * len(A)
@@ -403,7 +409,7 @@ class LinearGaussianSSM(SequenceModel):
         if self._params is not None and "exog_coef" in self._params:
             extra = self._params["exog_coef"].numel()
         if self.structure is not None:
-            return len(self._free_names()) + extra
+            return len(self._free_names()) + self._num_free_dynamics() + extra
         S, D = self.state_dim, self._dim
         return S * S + D * S + S * (S + 1) + D * (D + 1) // 2 + S + extra
 
@@ -819,11 +825,20 @@ class LinearGaussianSSM(SequenceModel):
         # states that share a name share one variance (a trigonometric seasonal, a cycle)
         return list(dict.fromkeys(name for name, value in slots if value is None))
 
+    def _num_free_dynamics(self) -> int:
+        """The number of estimated transition parameters (a structural model's cycle and AR
+        component, see :func:`probseq.lgssm.structural.free_dynamics`)."""
+        from probseq.lgssm.structural import free_dynamics
+
+        dyn = (self.structure or {}).get("dynamics")
+        return sum(n for _, n in free_dynamics(dyn)) if dyn else 0
+
     def _structured_params(
         self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor,
-        unit: float = 1.0,
+        unit: float = 1.0, dynamics: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Parameters of a structured model from its free variances (differentiable).
+        """Parameters of a structured model from its free variances (differentiable) and the
+        unconstrained estimated transition parameters ``dynamics`` (structural models).
 
         Fixed variances are divided by ``unit**2`` (the fit works in data units of ``unit``).
         """
@@ -837,6 +852,10 @@ class LinearGaussianSSM(SequenceModel):
               for n, v in st["observation_vars"]]
         S = self.state_dim
         A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
+        if dynamics is not None and dynamics.numel():
+            from probseq.lgssm.structural import apply_dynamics
+
+            A = apply_dynamics(A, st["dynamics"], dynamics)
         Q = torch.diag(torch.stack(tv))
         P0 = initial_var.to(torch.float64) * torch.eye(S, dtype=torch.float64)
         if not all(st.get("diffuse", [True])):
@@ -1029,25 +1048,32 @@ class LinearGaussianSSM(SequenceModel):
         """Structured fit on data in units of ``unit`` (parameters in those units)."""
         prior_mean, prior_var = self._data_prior(seqs, unit)
         names = self._free_names()
-        if not names:
+        m = self._num_free_dynamics()
+        if not names and not m:
             return self._structured_params(torch.zeros(0), prior_mean, prior_var, unit), None
         fixed = [v for _, v in self.structure["transition_vars"]
                  + self.structure["observation_vars"] if v is not None]
         if (self.initialization == "diffuse" and all(v == 0.0 for v in fixed)
                 and self._fit_exog is None and all(self.structure.get("diffuse", [True]))
+                and not m
                 and self.structure["observation_vars"][0][1] is None):
             free, info = self._fit_concentrated(seqs, names, max_epochs, tol)
             return self._structured_params(free, prior_mean, prior_var, unit), info
         scale = _diff_variance(seqs)
-        x0 = np.full(len(names), math.log(0.5))
-        bounds = [(math.log(1e-12), math.log(1e8))] * len(names)
         k = len(names)
+        x0 = np.full(k, math.log(0.5))
+        bounds = [(math.log(1e-12), math.log(1e8))] * k
+        if m:  # a structural model's cycle / AR parameters (unconstrained)
+            from probseq.lgssm.structural import dynamics_start
+
+            x0 = np.concatenate([x0, dynamics_start(self.structure["dynamics"])])
+            bounds = bounds + [(-30.0, 30.0)] * m
 
         def build(theta: torch.Tensor) -> dict[str, torch.Tensor]:
             return self._structured_params(scale * torch.exp(theta[:k]), prior_mean,
-                                           prior_var, unit)
+                                           prior_var, unit, theta[k: k + m] if m else None)
 
-        build, x0, bounds = self._with_exog_coef(seqs, build, x0, bounds, k)
+        build, x0, bounds = self._with_exog_coef(seqs, build, x0, bounds, k + m)
         return self._minimize(seqs, build, x0, bounds, max_epochs, tol, progress)
 
     def _with_exog_coef(self, seqs: Sequences, build, x0: np.ndarray, bounds, k: int):
@@ -1371,6 +1397,9 @@ class LinearGaussianSSM(SequenceModel):
             names = self._free_names()
             if not names:
                 raise ValueError("this structured model has no free variance to infer")
+            if self._num_free_dynamics():
+                raise ValueError("pyro_model infers variances only: give this structural "
+                                 "model's cycle_period, cycle_damping and ar_coef")
             prior_mean, prior_var = self._data_prior(seqs)
         else:
             self._check_fitted()
@@ -1605,7 +1634,8 @@ def _check_structure(structure: Any, S: int, D: int | None) -> dict[str, Any] | 
         raise ValueError("structure must be a dict (see LinearGaussianSSM.local_level)")
     keys = {"transition_matrix", "observation_matrix", "transition_vars", "observation_vars",
             "initial_mean", "initial_var"}
-    optional = {"diffuse", "components"}  # structural models (probseq.lgssm.structural)
+    # structural models (probseq.lgssm.structural)
+    optional = {"diffuse", "components", "dynamics"}
     if not keys <= set(structure) <= keys | optional:
         raise ValueError(f"structure needs the keys {sorted(keys)} (optionally "
                          f"{sorted(optional)})")
@@ -1649,6 +1679,13 @@ def _check_structure(structure: Any, S: int, D: int | None) -> dict[str, Any] | 
         if not all(len(c) == 2 and len(c[1]) == S for c in comps):
             raise ValueError(f"structure['components'] must hold [name, {S} weights] pairs")
         out["components"] = [[str(n), [float(x) for x in w]] for n, w in comps]
+    if "dynamics" in structure:
+        dyn = structure["dynamics"]
+        if not all(len(d) == 4 and d[0] in ("cycle", "ar") and 0 <= int(d[1]) < S
+                   for d in dyn):
+            raise ValueError("structure['dynamics'] must hold [kind, state, ., .] entries "
+                             "(see probseq.lgssm.structural.Structure)")
+        out["dynamics"] = [list(d) for d in dyn]
     return out
 
 

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["Structure", "build", "stationary_cov", "Decomposition"]
+__all__ = ["Structure", "build", "stationary_cov", "Decomposition", "free_dynamics",
+           "dynamics_start", "apply_dynamics"]
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Structure:
         observation_vars: ``[[name, value or None]]``.
         diffuse: per state, True where the state starts diffuse.
         components: ``[name, weights [S]]``: a component's value is ``weights @ z_t``.
+        dynamics: the blocks of A with parameters: ``["cycle", first state, period or None,
+            damping or None]`` and ``["ar", first state, order, coefficients or None]`` (None:
+            estimated by ``fit``; A then holds a placeholder there).
     """
 
     transition_matrix: list
@@ -57,6 +61,7 @@ class Structure:
     observation_vars: list
     diffuse: list
     components: list
+    dynamics: list
 
 
 def _variance(name: str, value: Any, stochastic: bool) -> list:
@@ -142,7 +147,7 @@ def build(
     stochastic_freq_seasonal: Any = None,
     stochastic_cycle: bool = True,
     cycle_period: float | None = None,
-    cycle_damping: float = 1.0,
+    cycle_damping: float | None = 1.0,
     ar_coef: Any = None,
     obs_var: float | None = None,
     level_var: float | None = None,
@@ -165,6 +170,7 @@ def build(
     if trend and not level:
         raise ValueError("a trend (slope) needs a level: use level=True")
     blocks: list[tuple[np.ndarray, list, list[bool], list[tuple[str, np.ndarray]]]] = []
+    dynamics: list[tuple[str, int, Any, Any]] = []  # (kind, block number, ., .)
     # each block: (A block, variance slots, diffuse flags, [(component, C weights)])
     if level:
         if trend:
@@ -207,38 +213,48 @@ def build(
     if cycle:
         if cycle_period is None:
             raise ValueError(
-                "cycle=True needs cycle_period= (its length in steps; the frequency is "
-                "2 pi / cycle_period) and optionally cycle_damping= (default 1): estimating "
-                "them is not implemented, only the cycle's variance is fitted")
+                "cycle=True needs cycle_period= (its length in steps): estimating the period "
+                "is not implemented (the likelihood is multimodal in the frequency; fit a few "
+                "periods and compare); the damping (cycle_damping=None) and the variance are "
+                "estimated")
+        period = rho = None
         try:
-            period, rho = float(cycle_period), float(cycle_damping)
+            if cycle_period is not None:
+                period = float(cycle_period)
+            if cycle_damping is not None:
+                rho = float(cycle_damping)
         except (TypeError, ValueError):
-            raise ValueError("cycle_period and cycle_damping must be numbers") from None
-        if not (math.isfinite(period) and period > 2.0):
-            raise ValueError(f"cycle_period must be a number > 2, got {cycle_period!r}")
-        if not (0.0 < rho <= 1.0):
-            raise ValueError(f"cycle_damping must lie in (0, 1], got {cycle_damping!r}")
+            raise ValueError("cycle_period and cycle_damping must be numbers or None") from None
+        if period is not None and not (math.isfinite(period) and period >= 2.0):
+            raise ValueError(f"cycle_period must be a number >= 2, got {cycle_period!r}")
+        if rho is not None and not (0.0 < rho <= 1.0):
+            raise ValueError(f"cycle_damping must lie in (0, 1] or be None, got "
+                             f"{cycle_damping!r}")
         slot = _variance("cycle_var", cycle_var, stochastic_cycle)
-        blocks.append((rho * _rotation(2.0 * math.pi / period), [list(slot), list(slot)],
-                       [True, True], [("cycle", np.array([1.0, 0.0]))]))
+        # a placeholder (period 4, damping 1) where the period or damping is estimated
+        A = (1.0 if rho is None else rho) * _rotation(
+            2.0 * math.pi / (4.0 if period is None else period))
+        dynamics.append(("cycle", len(blocks), period, rho))
+        blocks.append((A, [list(slot), list(slot)], [True, True],
+                       [("cycle", np.array([1.0, 0.0]))]))
     elif cycle_var is not None or cycle_period is not None:
         raise ValueError("cycle_var/cycle_period given without cycle=True")
     if autoregressive is not None:
         p = _check_int(autoregressive, "autoregressive", 1)
-        if ar_coef is None:
-            raise ValueError(
-                "autoregressive=p needs ar_coef= (p coefficients, lag 1 first): estimating "
-                "them is not implemented, only the AR component's variance is fitted")
-        phi = np.atleast_1d(np.asarray(ar_coef, dtype=float))
-        if phi.shape != (p,) or not np.isfinite(phi).all():
-            raise ValueError(f"ar_coef must hold {p} finite numbers, got {ar_coef!r}")
         A = np.zeros((p, p))
-        A[0] = phi
         A[1:, :-1] += np.eye(p - 1)
-        if p and np.abs(np.linalg.eigvals(A)).max() >= 1.0:
-            raise ValueError(f"ar_coef {phi.tolist()} is not stationary (a root on or inside "
-                             "the unit circle): the AR component starts from its stationary "
-                             "distribution")
+        coef = None
+        if ar_coef is not None:
+            phi = np.atleast_1d(np.asarray(ar_coef, dtype=float))
+            if phi.shape != (p,) or not np.isfinite(phi).all():
+                raise ValueError(f"ar_coef must hold {p} finite numbers, got {ar_coef!r}")
+            A[0] = phi
+            if np.abs(np.linalg.eigvals(A)).max() >= 1.0:
+                raise ValueError(f"ar_coef {phi.tolist()} is not stationary (a root on or "
+                                 "inside the unit circle): the AR component starts from its "
+                                 "stationary distribution")
+            coef = phi.tolist()
+        dynamics.append(("ar", len(blocks), p, coef))
         slots = [_variance("ar_var", ar_var, True)] + [["ar_var (fixed)", 0.0]] * (p - 1)
         w = np.zeros(p)
         w[0] = 1.0
@@ -252,6 +268,8 @@ def build(
     A = np.zeros((S, S))
     C = np.zeros(S)
     tvars, diffuse, components = [], [], []
+    offsets = np.cumsum([0] + [len(b[2]) for b in blocks]).tolist()
+    dyn = [[kind, offsets[b], x, y] for kind, b, x, y in dynamics]
     i = 0
     for Ab, slots, flags, comps in blocks:
         n = len(flags)
@@ -266,7 +284,68 @@ def build(
         diffuse += flags
         i += n
     return Structure(A.tolist(), [C.tolist()], tvars, [_variance("obs_var", obs_var, True)],
-                     diffuse, components)
+                     diffuse, components, dyn)
+
+
+def free_dynamics(dynamics: list) -> list[tuple[str, int]]:
+    """``(name, size)`` of each estimated transition parameter: ``cycle_period``,
+    ``cycle_damping``, ``ar_coef`` (size p)."""
+    out = []
+    for kind, _, x, y in dynamics:
+        if kind == "cycle":
+            out += [("cycle_period", 1)] if x is None else []
+            out += [("cycle_damping", 1)] if y is None else []
+        elif y is None:
+            out.append(("ar_coef", int(x)))
+    return out
+
+
+def dynamics_start(dynamics: list) -> np.ndarray:
+    """The unconstrained start of :func:`apply_dynamics`' ``theta``: statsmodels' start for
+    data without dates (cycle frequency pi / 2, damping 1/2, AR coefficients 0)."""
+    return np.zeros(sum(n for _, n in free_dynamics(dynamics)))
+
+
+def _ar_from_pacf(r: torch.Tensor) -> torch.Tensor:
+    """Stationary AR coefficients from partial autocorrelations in (-1, 1) (Durbin-Levinson,
+    as statsmodels' ``constrain_stationary_univariate``)."""
+    phi = r[:1]
+    for k in range(1, r.shape[0]):
+        phi = torch.cat([phi - r[k] * phi.flip(0), r[k: k + 1]])
+    return phi
+
+
+def apply_dynamics(A: torch.Tensor, dynamics: list, theta: torch.Tensor) -> torch.Tensor:
+    """A with its estimated blocks set from the unconstrained ``theta`` (differentiable):
+    cycle frequency ``pi * sigmoid(u)`` (statsmodels' bounds (0, pi) for data without dates),
+    damping ``sigmoid(u)``, AR coefficients through partial autocorrelations
+    ``u / sqrt(1 + u^2)`` (stationary)."""
+    A = A.clone()
+    k = 0
+    for kind, i, x, y in dynamics:
+        if kind == "cycle":
+            if x is None:
+                lam = math.pi * torch.sigmoid(theta[k])
+                k += 1
+            else:
+                lam = torch.tensor(2.0 * math.pi / x, dtype=A.dtype)
+            if y is None:
+                rho = torch.sigmoid(theta[k])
+                k += 1
+            else:
+                rho = torch.tensor(y, dtype=A.dtype)
+            if x is None or y is None:
+                c, s = rho * torch.cos(lam), rho * torch.sin(lam)
+                block = torch.stack([torch.stack([c, s]), torch.stack([-s, c])])
+                A = A.index_put((torch.arange(i, i + 2)[:, None], torch.arange(i, i + 2)),
+                                block)
+        elif y is None:
+            p = int(x)
+            u = theta[k: k + p]
+            k += p
+            A = A.index_put((torch.tensor([i]), torch.arange(i, i + p)),
+                            _ar_from_pacf(u / torch.sqrt(1.0 + u * u)))
+    return A
 
 
 def stationary_cov(A: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
