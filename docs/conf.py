@@ -26,22 +26,6 @@ os.environ["PYTHONWARNINGS"] = ",".join(
     [*filter(None, [os.environ.get("PYTHONWARNINGS")]), "ignore:IProgress not found"])
 
 
-def _kernels_over_ipc() -> None:
-    """Notebook kernels talk to the build over local sockets (IPC), not TCP.
-
-    ipykernel warns "Kernel is running over TCP without encryption" for every kernel that
-    jupyter_client's default transport starts, and nothing between the build and
-    jupyter_client (MyST-NB, jupyter-cache, nbclient) passes a kernel manager's settings
-    on: so the default transport of every kernel manager of this build (and of the worker
-    processes it forks) is IPC.
-    """
-    from jupyter_client.connect import ConnectionFileMixin
-
-    ConnectionFileMixin.class_traits()["transport"].default_value = "ipc"
-
-
-_kernels_over_ipc()
-
 _WARNINGS_STARTUP = """\
 import warnings
 
@@ -56,13 +40,21 @@ del _format_warning
 
 
 def _kernel_profile() -> None:
-    """Kernels start in an IPython profile of this build, whose startup file prints a
-    warning as ``Category: message``, without the file it came from: no page shows a path
-    of the machine that built it (``/tmp/ipykernel_*/...``, a venv's ``site-packages``)."""
+    """Kernels start in an IPython profile of this build (``_build/ipython``), which
+
+    - prints a warning as ``Category: message``, without the file it came from, so that no
+      page shows a path of the machine that built it (``/tmp/ipykernel_*/...``, a venv's
+      ``site-packages``);
+    - logs the kernel application's own messages from ERROR up, so that the build log is
+      free of ipykernel's "Kernel is running over TCP without encryption" warning (the
+      kernels talk to the build on localhost; MyST-NB passes no transport setting on).
+    """
     ipython_dir = DOCS / "_build" / "ipython"
     startup = ipython_dir / "profile_default" / "startup"
     startup.mkdir(parents=True, exist_ok=True)
     (startup / "00-warnings.py").write_text(_WARNINGS_STARTUP)
+    (ipython_dir / "profile_default" / "ipython_kernel_config.py").write_text(
+        'c.IPKernelApp.log_level = "ERROR"\n')
     os.environ["IPYTHONDIR"] = str(ipython_dir)
 
 
