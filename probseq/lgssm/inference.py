@@ -743,6 +743,7 @@ def diffuse_smoother(
     R: torch.Tensor,
     length: int,
     observed: torch.Tensor | None = None,
+    smoothed_at_d: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact initial state smoother (Durbin & Koopman 2012, section 5.3) for D = 1.
 
@@ -770,6 +771,11 @@ def diffuse_smoother(
         A, Q, C, R: the parameters.
         length: the sequences' common length.
         observed: ``[T]`` bool pattern shared by the sequences (None: no gaps).
+        smoothed_at_d: the RTS smoother's ``(mean [n, S], cov [S, S])`` at step d (when
+            ``length > d``): then ``r`` and ``N`` after the proper steps follow from
+            ``E[z_d] = a_d + P_d r``, ``Var[z_d] = P_d - P_d N P_d`` (one solve with the
+            predicted covariance ``P_d``) instead of the backward loop over every step,
+            where ``P_d`` is well conditioned (condition number below 1e8).
 
     Returns:
         ``(mean [n, m, S], cov [m, S, S])`` with ``m = min(d, length)``.
@@ -799,7 +805,15 @@ def diffuse_smoother(
     # --- proper steps, backwards from the end: r, N after step t (r_(t-1) in D&K)
     r0 = np.zeros((n, S))
     N0 = np.zeros((S, S))
-    if length > d:
+    P_d = covs.pred_cov[min(d, covs.num_unique - 1)].detach().numpy() if length > d else None
+    if P_d is not None and smoothed_at_d is not None and np.linalg.cond(P_d) < 1e8:
+        m_d, V_d = (x.detach().numpy() for x in smoothed_at_d)
+        a_d = res.pred_mean[:, d].detach().numpy()
+        Pinv = np.linalg.inv(P_d)
+        r0 = (m_d - a_d) @ Pinv  # P_d symmetric
+        N0 = Pinv @ (P_d - V_d) @ Pinv
+        N0 = 0.5 * (N0 + N0.T)
+    elif length > d:
         idx = covs.index(length).tolist()
         F = covs.innov_cov[:, 0, 0].detach().numpy()
         K = covs.gain[:, :, 0].detach().numpy()
