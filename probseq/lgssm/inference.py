@@ -598,7 +598,7 @@ def _diffuse_steps(
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
         "innov", "gain")}
-    leading = observed is not None and not observed[0] and flat_start(A)
+    leading = observed is not None and not observed[0] and flat_start(A, P_inf)
     for t in range(T):
         if leading and observed[t]:
             leading = False
@@ -639,9 +639,13 @@ def _diffuse_steps(
     return steps, a, P_st
 
 
-def flat_start(A: torch.Tensor) -> bool:
-    """Whether a diffuse state stays flat through leading gaps: A well conditioned
-    (condition number below 1e8), so ``A^t A^t'`` is nonsingular."""
+def flat_start(A: torch.Tensor, P_inf: torch.Tensor | None = None) -> bool:
+    """Whether a diffuse state stays flat through leading gaps: every state diffuse at the
+    start (``P_inf`` None, meaning I, or nonsingular) and A well conditioned (condition
+    numbers below 1e8), so ``A^t P_inf A^t'`` stays nonsingular. A mixed start (some states
+    proper, a singular ``P_inf``) is not flat: its proper part evolves through the gaps."""
+    if P_inf is not None and not np.linalg.cond(P_inf.detach().numpy()) < 1e8:
+        return False
     return bool(np.linalg.cond(A.detach().numpy()) < 1e8)
 
 
@@ -838,7 +842,7 @@ def diffuse_smoother(
     cc = np.outer(c, c)
     first = 0 if obs is None else next((t for t in range(length) if obs[t]), length)
     stop = 0  # the expansion runs down to this step; leading gaps below by A^-1
-    if 0 < first < m and flat_start(A):
+    if 0 < first < m and flat_start(A, covs.pred_cov_inf[0]):
         stop = first  # (the filter kept the state flat there: P_inf = I, P_* = 0)
     for t in range(m - 1, stop - 1, -1):
         Ps, Pi = P_st[t], P_inf[t]
