@@ -627,7 +627,7 @@ def _diffuse_steps(
     out: dict[str, list[torch.Tensor]] = {k: [] for k in (
         "lp", "filt_mean", "pred_mean", "pred_star", "filt_star", "pred_inf", "filt_inf",
         "innov", "gain")}
-    leading = observed is not None and not observed[0] and flat_start(A)
+    leading = observed is not None and not observed[0] and flat_start(A, P_inf)
     for t in range(T):
         if leading and observed[t]:
             leading = False
@@ -668,9 +668,13 @@ def _diffuse_steps(
     return steps, a, P_st
 
 
-def flat_start(A: torch.Tensor) -> bool:
-    """Whether a diffuse state stays flat through leading gaps: A well conditioned
-    (condition number below 1e8), so ``A^t A^t'`` is nonsingular."""
+def flat_start(A: torch.Tensor, P_inf: torch.Tensor | None = None) -> bool:
+    """Whether a diffuse state stays flat through leading gaps: every state diffuse at the
+    start (``P_inf`` None, meaning I, or nonsingular) and A well conditioned (condition
+    numbers below 1e8), so ``A^t P_inf A^t'`` stays nonsingular. A mixed start (some states
+    proper, a singular ``P_inf``) is not flat: its proper part evolves through the gaps."""
+    if P_inf is not None and not np.linalg.cond(P_inf.detach().numpy()) < 1e8:
+        return False
     return bool(np.linalg.cond(A.detach().numpy()) < 1e8)
 
 
@@ -781,6 +785,7 @@ def diffuse_smoother(
     R: torch.Tensor,
     length: int,
     observed: torch.Tensor | None = None,
+    smoothed_at_d: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact initial state smoother (Durbin & Koopman 2012, section 5.3) for D = 1.
 
@@ -808,6 +813,11 @@ def diffuse_smoother(
         A, Q, C, R: the parameters.
         length: the sequences' common length.
         observed: ``[T]`` bool pattern shared by the sequences (None: no gaps).
+        smoothed_at_d: the RTS smoother's ``(mean [n, S], cov [S, S])`` at step d (when
+            ``length > d``): then ``r`` and ``N`` after the proper steps follow from
+            ``E[z_d] = a_d + P_d r``, ``Var[z_d] = P_d - P_d N P_d`` (one solve with the
+            predicted covariance ``P_d``) instead of the backward loop over every step,
+            where ``P_d`` is well conditioned (condition number below 1e8).
 
     Returns:
         ``(mean [n, m, S], cov [m, S, S])`` with ``m = min(d, length)``.
@@ -837,7 +847,15 @@ def diffuse_smoother(
     # --- proper steps, backwards from the end: r, N after step t (r_(t-1) in D&K)
     r0 = np.zeros((n, S))
     N0 = np.zeros((S, S))
-    if length > d:
+    P_d = covs.pred_cov[min(d, covs.num_unique - 1)].detach().numpy() if length > d else None
+    if P_d is not None and smoothed_at_d is not None and np.linalg.cond(P_d) < 1e8:
+        m_d, V_d = (x.detach().numpy() for x in smoothed_at_d)
+        a_d = res.pred_mean[:, d].detach().numpy()
+        Pinv = np.linalg.inv(P_d)
+        r0 = (m_d - a_d) @ Pinv  # P_d symmetric
+        N0 = Pinv @ (P_d - V_d) @ Pinv
+        N0 = 0.5 * (N0 + N0.T)
+    elif length > d:
         idx = covs.index(length).tolist()
         F = covs.innov_cov[:, 0, 0].detach().numpy()
         K = covs.gain[:, :, 0].detach().numpy()
@@ -862,7 +880,7 @@ def diffuse_smoother(
     cc = np.outer(c, c)
     first = 0 if obs is None else next((t for t in range(length) if obs[t]), length)
     stop = 0  # the expansion runs down to this step; leading gaps below by A^-1
-    if 0 < first < m and flat_start(A):
+    if 0 < first < m and flat_start(A, covs.pred_cov_inf[0]):
         stop = first  # (the filter kept the state flat there: P_inf = I, P_* = 0)
     for t in range(m - 1, stop - 1, -1):
         Ps, Pi = P_st[t], P_inf[t]

@@ -1329,8 +1329,9 @@ class LinearGaussianSSM(SequenceModel):
         for length in torch.unique(seqs.lengths).tolist():
             idx = torch.nonzero(seqs.lengths == length)[:, 0]
             try:
+                at_d = (out[0][idx, d], out[1][idx[0], d]) if length > d else None
                 m, P = inference.diffuse_smoother(y[idx], _take(res, idx), A, Q, C, R, length,
-                                                  pattern)
+                                                  pattern, at_d)
             except ValueError:
                 i = int(idx[0]) if rows is None else int(rows[idx[0]])
                 seen = _num_observed(seqs, int(idx[0]))
