@@ -620,19 +620,23 @@ def filter_series(u: np.ndarray, lengths: np.ndarray, observed: np.ndarray | Non
     px_end = np.zeros((n, size, size))
     diffuse_end = np.zeros(n, dtype=bool)
     plain = ~gaps if nd else np.ones(n, dtype=bool)
-    if plain.any():
+    if plain.all():
+        rows = slice(None)  # every row: views, not copies
+    elif plain.any():
         rows = np.flatnonzero(plain)
-        uu = np.where(obs_full[rows], u[rows], 0.0)
+    if plain.any():
+        uu = u[rows] if observed is None else np.where(obs_full[rows], u[rows], 0.0)
         w = difference(uu, delta) - mean
         obs_w = None if not gaps[rows].any() else obs_full[rows][:, nd:]
         if obs_w is not None:
             w = np.where(obs_w, w, 0.0)
         mw, vw, fw, a_end[rows], p_end[rows] = arma_filter(w, lengths[rows] - nd, obs_w, ar,
                                                            rvec, P0)
-        past = np.zeros_like(w)
+        pred = mean + mw
         for k in range(1, nd + 1):
-            past += delta[k] * uu[:, nd - k : t_max - k]
-        m[rows, nd:] = mean + mw - past
+            if delta[k] != 0.0:
+                pred -= delta[k] * uu[:, nd - k : t_max - k]
+        m[rows, nd:] = pred
         v[rows, nd:] = vw
         f[rows, nd:] = np.where(fw > 0, fw, 1.0)
         scored[rows, nd:] = obs_full[rows, nd:]
