@@ -298,14 +298,16 @@ def test_sample_moments_and_prefix():
     assert abs(cov[0, 1] - gamma[1]) < 5 * se
     airline = ps.ARIMA.from_params(order=(0, 1, 1), seasonal_order=(0, 1, 1, 12), ma=[-0.3],
                                    seasonal_ma=[-0.7], noise_var=0.1)
-    prefix = np.linspace(300.0, 310.0, 30)
+    prefix = airline.sample(1, 30, seed=5)[0].numpy() + 300.0
     out = airline.sample(5, 40, prefix=prefix, seed=1)
     np.testing.assert_array_equal(out.values.numpy()[:, :30], np.tile(prefix, (5, 1)))
     assert torch.isfinite(airline.log_prob(out)).all()
-    # the continuation's first value has the exact one-step predictive distribution
-    many = airline.sample(4000, 31, prefix=prefix, seed=2).values.numpy()[:, 30]
-    fc = airline.forecast(prefix, 1)
-    assert abs(many.mean() - float(fc.mean[0])) < 5 * float(fc.std[0]) / np.sqrt(4000)
+    # the continuations have the exact h-step predictive distributions (mean and variance)
+    many = airline.sample(4000, 36, prefix=prefix, seed=2).values.numpy()[:, 30:]
+    fc = airline.forecast(prefix, 6)
+    mean, sd = fc.mean.numpy(), fc.std.numpy()
+    assert np.all(np.abs(many.mean(0) - mean) < 5 * sd / np.sqrt(4000))
+    assert np.all(np.abs(many.var(0) / sd**2 - 1) < 5 * np.sqrt(2 / 4000))
 
 
 def test_params_save_load(tmp_path, monthly):

@@ -383,28 +383,24 @@ def future_cov(a_end: np.ndarray, p_end: np.ndarray, ar: np.ndarray, rvec: np.nd
 
 def sample_arma(num_sequences: int, length: int, ar: np.ndarray, rvec: np.ndarray,
                 P0: np.ndarray, state: np.ndarray | None, state_cov: np.ndarray | None,
-                noise: np.ndarray, start_noise: np.ndarray) -> np.ndarray:
-    """``[N, length]`` draws of the zero-mean ARMA with unit noise variance.
+                noise: np.ndarray, start_noise: np.ndarray, sigma: float) -> np.ndarray:
+    """``[N, length]`` draws of the zero-mean ARMA with noise sd ``sigma``.
 
-    The first state is drawn from ``N(state, state_cov)`` (the stationary ``N(0, P0)``
-    when ``state`` is None) with the standard normals ``start_noise [N, r]``; ``noise
-    [N, length]`` drives the later steps.
+    The first state is drawn from ``N(state, sigma^2 state_cov)`` (``[r]``, ``[r, r]``;
+    the stationary ``N(0, sigma^2 P0)`` when ``state`` is None; covariances in units of the
+    noise variance, as :func:`arma_filter` returns them) with the standard normals
+    ``start_noise [N, r]``; ``noise [N, length]`` (standard normals) drives the later steps.
     """
     r = len(ar)
     tm = _transition(ar)
-    if state is None:
-        mean, cov = np.zeros((num_sequences, r)), np.broadcast_to(P0, (num_sequences, r, r))
-    else:
-        mean, cov = state, state_cov
+    mean, cov = (np.zeros(r), P0) if state is None else (state, state_cov)
+    vals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    root = vecs * np.sqrt(np.clip(vals, 0.0, None))
     out = np.empty((num_sequences, length))
-    alpha = np.empty((num_sequences, r))
-    for i in range(num_sequences):
-        vals, vecs = np.linalg.eigh(0.5 * (cov[i] + cov[i].T))
-        root = vecs * np.sqrt(np.clip(vals, 0.0, None))
-        alpha[i] = mean[i] + root @ start_noise[i]
+    alpha = mean[None, :] + sigma * (start_noise @ root.T)
     for t in range(length):
         if t:
-            alpha = alpha @ tm.T + noise[:, t, None] * rvec[None, :]
+            alpha = alpha @ tm.T + sigma * noise[:, t, None] * rvec[None, :]
         out[:, t] = alpha[:, 0]
     return out
 
@@ -624,19 +620,23 @@ def filter_series(u: np.ndarray, lengths: np.ndarray, observed: np.ndarray | Non
     px_end = np.zeros((n, size, size))
     diffuse_end = np.zeros(n, dtype=bool)
     plain = ~gaps if nd else np.ones(n, dtype=bool)
-    if plain.any():
+    if plain.all():
+        rows = slice(None)  # every row: views, not copies
+    elif plain.any():
         rows = np.flatnonzero(plain)
-        uu = np.where(obs_full[rows], u[rows], 0.0)
+    if plain.any():
+        uu = u[rows] if observed is None else np.where(obs_full[rows], u[rows], 0.0)
         w = difference(uu, delta) - mean
         obs_w = None if not gaps[rows].any() else obs_full[rows][:, nd:]
         if obs_w is not None:
             w = np.where(obs_w, w, 0.0)
         mw, vw, fw, a_end[rows], p_end[rows] = arma_filter(w, lengths[rows] - nd, obs_w, ar,
                                                            rvec, P0)
-        past = np.zeros_like(w)
+        pred = mean + mw
         for k in range(1, nd + 1):
-            past += delta[k] * uu[:, nd - k : t_max - k]
-        m[rows, nd:] = mean + mw - past
+            if delta[k] != 0.0:
+                pred -= delta[k] * uu[:, nd - k : t_max - k]
+        m[rows, nd:] = pred
         v[rows, nd:] = vw
         f[rows, nd:] = np.where(fw > 0, fw, 1.0)
         scored[rows, nd:] = obs_full[rows, nd:]

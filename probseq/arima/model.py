@@ -524,7 +524,7 @@ class ARIMA(SequenceModel):
                             torch.tensor([start]))
             ex = None if exog is None else exog[:1, :start]
             _, res = self._filter(pre, ex)
-            state, state_cov = np.repeat(res.a_end, n, 0), np.repeat(res.p_end, n, 0)
+            state, state_cov = res.a_end[0], res.p_end[0]
         todo = length - start
         if todo <= 0:
             return torch.from_numpy(u + shift)
@@ -532,7 +532,7 @@ class ARIMA(SequenceModel):
         start_noise = torch.randn(n, r, dtype=torch.float64).numpy()
         noise = torch.randn(n, todo, dtype=torch.float64).numpy()
         w = inference.sample_arma(n, todo, self._ar, self._rvec, self._P0, state, state_cov,
-                                  noise, start_noise) * math.sqrt(self._noise_var) + self._mean
+                                  noise, start_noise, math.sqrt(self._noise_var)) + self._mean
         for t in range(start, length):
             val = w[:, t - start]
             for k in range(1, nd + 1):
