@@ -229,9 +229,13 @@ def _forward_backward_rows(initial, transition, duration, log_lik, lengths, back
                     beta[kk, r] = newb[kk, r] * top
 
 
+def _float64(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
+
+
 def _arrays(initial, transition, duration, log_lik, lengths):
-    f = lambda x: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)  # noqa: E731
-    return (f(initial), f(transition), f(duration), f(log_lik),
+    """The kernels' NumPy arrays (float64, C-contiguous; lengths int64)."""
+    return (_float64(initial), _float64(transition), _float64(duration), _float64(log_lik),
             np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64))
 
 
