@@ -1,4 +1,4 @@
-"""Figures: the forecast fans' model argument, level, title and y-scales."""
+"""Figures (forecast fans: model argument, level, title, y-scales) and training progress."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,3 +29,14 @@ def test_plot_forecast_shares_the_y_scale_only_between_comparable_ranges():
     lims = [ax.get_ylim() for ax in fig.axes[:2]]
     assert np.allclose(lims[0], lims[1]) and "80% intervals" in fig._suptitle.get_text()
     plt.close(fig)
+
+
+def test_network_training_logs_its_progress(caplog):
+    import logging
+
+    y = ps.datasets.ar_process(4, 60, seed=0)
+    with caplog.at_level(logging.INFO, logger="probseq"):
+        ps.RecurrentModel(cell="gru", hidden_size=4, emission="gaussian").fit(
+            y, max_epochs=2, min_steps=0, patience=None, progress=False)
+    epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
+    assert len(epochs) == 2 and "validation loss" in epochs[0] and "s left" in epochs[0]
