@@ -90,28 +90,35 @@ def plot_step_log_lik(models: Mapping[str, SequenceModel], sequence: Any, start:
             the step numbers.
     """
     fig, (ax, ax2) = _figure(2, 1, figsize=(9, 5.5), sharex=True)
-    steps = {name: m.log_prob_steps(sequence).numpy() for name, m in models.items()}
+    steps = {name: np.asarray(m.log_prob_steps(sequence), dtype=float)
+             for name, m in models.items()}
     length = len(next(iter(steps.values())))
     x, xlabel = _x_axis(sequence, index, length)
     cum = {name: np.cumsum(v[start:]) for name, v in steps.items()}
     best = max(cum, key=lambda n: cum[n][-1])
+    # of a long conditioning history, only as much as is scored is drawn
+    lo = max(0, start - max(length - start, 10)) if start else 0
     for name, v in steps.items():
-        ax.plot(x, v, lw=0.8, label=name)
+        ax.plot(x[lo:], v[lo:], lw=0.8, label=name)
         ax2.plot(x[start:], cum[name] - cum[best], lw=1.2, label=name)
     if start:
         half = (x[1] - x[0]) / 2 if length > 1 else 0.5
         for a in (ax, ax2):
-            a.axvspan(x[0] - half, x[start] - half, color="0.9", zorder=0,
+            a.axvspan(x[lo] - half, x[start] - half, color="0.9", zorder=0,
                       label="conditioned on, not scored" if a is ax else None)
     ax.set_ylabel("log p(x_t | x_<t)  (nats)")
-    ax2.set_ylabel(f"cumulative log-lik\nminus {best}'s")
+    ax2.set_ylabel(f"cumulative log-lik minus\n{best}'s (the best here)")
     ax2.axhline(0.0, color="0.5", lw=0.6)
     ax2.set_xlabel(xlabel)
     ax.legend(fontsize=8, ncol=min(5, len(models) + bool(start)))
     first = x[start]
+    if isinstance(first, np.datetime64 | pd.Timestamp):
+        first = f"{pd.Timestamp(first):%Y-%m-%d}"
     scored = (f"scored from {'step ' if xlabel == 'step t' else ''}{first} on, each step "
               "given the ones before it") if start else "every step given the ones before it"
-    ax.set_title(f"One-step-ahead log-likelihood per step: {scored}", fontsize=10)
+    ax.set_title(textwrap.fill(
+        f"One-step-ahead log-likelihood per step: {scored}; below, each model's cumulative "
+        f"difference to {best}, the best on this sequence", 100), fontsize=9)
     fig.tight_layout()
     return fig
 
