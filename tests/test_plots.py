@@ -40,3 +40,20 @@ def test_network_training_logs_its_progress(caplog):
             y, max_epochs=2, min_steps=0, patience=None, progress=False)
     epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
     assert len(epochs) == 2 and "validation loss" in epochs[0] and "s left" in epochs[0]
+
+
+def test_calibration_draws_one_pit_panel_per_model_and_keeps_coverage_inside():
+    y = ps.datasets.nile()
+    models = {"ar1": ps.AutoRegressive(order=1).fit(y[:80]),
+              "narrow": ps.AutoRegressive.from_params(intercept=900.0, coef=[0.0],
+                                                      noise_var=100.0)}
+    fig = ps.plots.plot_calibration(models, y, start=50)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["PIT: ar1", "PIT: narrow", "Interval coverage"]
+    cov_ax = fig.axes[2]
+    low, high = cov_ax.get_ylim()
+    lines = [ln for ln in cov_ax.get_lines() if ln.get_label() in models]
+    assert len(lines) == 2
+    for line in lines:
+        assert np.all((line.get_ydata() >= low) & (line.get_ydata() <= high))
+    plt.close(fig)
