@@ -49,10 +49,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``backtest`` with parsed arguments."""
+    import logging
+
     import pandas as pd
 
     from probseq.backtest import backtest
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = data_from_args(args, parser, "nile")
     names = choose_models(parser, data, args.models)
     shortest = int(data.evaluate.lengths.min())

@@ -90,28 +90,35 @@ def plot_step_log_lik(models: Mapping[str, SequenceModel], sequence: Any, start:
             the step numbers.
     """
     fig, (ax, ax2) = _figure(2, 1, figsize=(9, 5.5), sharex=True)
-    steps = {name: m.log_prob_steps(sequence).numpy() for name, m in models.items()}
+    steps = {name: np.asarray(m.log_prob_steps(sequence), dtype=float)
+             for name, m in models.items()}
     length = len(next(iter(steps.values())))
     x, xlabel = _x_axis(sequence, index, length)
     cum = {name: np.cumsum(v[start:]) for name, v in steps.items()}
     best = max(cum, key=lambda n: cum[n][-1])
+    # of a long conditioning history, only as much as is scored is drawn
+    lo = max(0, start - max(length - start, 10)) if start else 0
     for name, v in steps.items():
-        ax.plot(x, v, lw=0.8, label=name)
+        ax.plot(x[lo:], v[lo:], lw=0.8, label=name)
         ax2.plot(x[start:], cum[name] - cum[best], lw=1.2, label=name)
     if start:
         half = (x[1] - x[0]) / 2 if length > 1 else 0.5
         for a in (ax, ax2):
-            a.axvspan(x[0] - half, x[start] - half, color="0.9", zorder=0,
+            a.axvspan(x[lo] - half, x[start] - half, color="0.9", zorder=0,
                       label="conditioned on, not scored" if a is ax else None)
     ax.set_ylabel("log p(x_t | x_<t)  (nats)")
-    ax2.set_ylabel(f"cumulative log-lik\nminus {best}'s")
+    ax2.set_ylabel(f"cumulative log-lik minus\n{best}'s (the best here)")
     ax2.axhline(0.0, color="0.5", lw=0.6)
     ax2.set_xlabel(xlabel)
     ax.legend(fontsize=8, ncol=min(5, len(models) + bool(start)))
     first = x[start]
+    if isinstance(first, np.datetime64 | pd.Timestamp):
+        first = f"{pd.Timestamp(first):%Y-%m-%d}"
     scored = (f"scored from {'step ' if xlabel == 'step t' else ''}{first} on, each step "
               "given the ones before it") if start else "every step given the ones before it"
-    ax.set_title(f"One-step-ahead log-likelihood per step: {scored}", fontsize=10)
+    ax.set_title(textwrap.fill(
+        f"One-step-ahead log-likelihood per step: {scored}; below, each model's cumulative "
+        f"difference to {best}, the best on this sequence", 100), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -359,41 +366,51 @@ def plot_calibration(
 ):
     """Calibration of the one-step-ahead predictives of continuous (or count) models.
 
-    Left: the histogram of PIT values ``F(x_t)`` of every step ``t >= start`` (flat for a
-    calibrated model; U-shaped: too narrow; hump-shaped: too wide). Right: the empirical
-    coverage of the central intervals against their nominal levels (on the diagonal for a
-    calibrated model).
+    One small panel per model: the histogram of PIT values ``F(x_t)`` of every step
+    ``t >= start`` (flat for a calibrated model; U-shaped: too narrow; hump-shaped: too
+    wide). Last panel: the empirical coverage of the central intervals against their nominal
+    levels (on the diagonal for a calibrated model), every model's line inside the axes.
     """
     from probseq.scoring import covered, pit
 
     seqs = as_sequences(data, "continuous")[0]
     keep = seqs.mask.clone()
     keep[:, :start] = False
-    fig, (ax_pit, ax_cov) = _figure(1, 2, figsize=(9, 3.6))
+    panels = len(models) + 1
+    ncols = min(4, panels)
+    nrows = math.ceil(panels / ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(2.9 * ncols, 2.6 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    ax_cov = flat[len(models)]
     edges = np.linspace(0, 1, bins + 1)
-    for name, m in models.items():
+    lowest = min(levels)
+    for (name, m), ax_pit, color in zip(models.items(), flat, _colors(len(models)),
+                                        strict=False):
         dist = m._step_predictive(seqs)
         values = seqs.values.to(torch.float64)
         u = pit(dist, values)
         u = (u[..., 0] if u.ndim == 3 else u)[keep].numpy()
-        ax_pit.hist(u, bins=edges, density=True, histtype="step", lw=1.5, label=name)
+        ax_pit.hist(u, bins=edges, density=True, color=color, alpha=0.8)
+        ax_pit.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax_pit.set_title(f"PIT: {name}", fontsize=9)
+        ax_pit.set_xlabel("PIT", fontsize=8)
         cov = []
         for lvl in levels:
             c = covered(dist, values, lvl)
             c = c[..., 0] if c.ndim == 3 else c
             cov.append(float(c[keep].to(torch.float64).mean()))
-        ax_cov.plot(levels, cov, "o-", label=name)
-    ax_pit.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax_pit.set_xlabel("PIT")
-    ax_pit.set_ylabel("density")
-    ax_pit.set_title("PIT histogram")
+        lowest = min(lowest, *cov)
+        ax_cov.plot(levels, cov, "o-", color=color, label=name)
+    flat[0].set_ylabel("density")
     ax_cov.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
-    ax_cov.set_xlim(min(levels) - 0.05, 1.0)
-    ax_cov.set_ylim(min(levels) - 0.05, 1.0)
-    ax_cov.set_xlabel("nominal coverage")
-    ax_cov.set_ylabel("empirical coverage")
-    ax_cov.set_title("Interval coverage")
+    ax_cov.set_xlim(min(levels) - 0.05, 1.02)
+    ax_cov.set_ylim(lowest - 0.05, 1.02)
+    ax_cov.set_xlabel("nominal coverage", fontsize=8)
+    ax_cov.set_ylabel("empirical coverage", fontsize=8)
+    ax_cov.set_title("Interval coverage", fontsize=9)
     ax_cov.legend(fontsize=7)
+    for ax in flat[panels:]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -452,3 +469,11 @@ def plot_decomposition(model: Any, series: Any, *, exog: Any = None, level: floa
     fig.suptitle(title or f"Smoothed components ({level:.0%} bands)")
     fig.tight_layout()
     return fig
+
+
+def _colors(n: int) -> list:
+    """n colours of matplotlib's default cycle (repeated past its length)."""
+    import matplotlib.pyplot as plt
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    return [cycle[i % len(cycle)] for i in range(n)]

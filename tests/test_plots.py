@@ -1,4 +1,4 @@
-"""Figures: the forecast fans' model argument, level, title and y-scales."""
+"""Figures (forecast fans: model argument, level, title, y-scales) and training progress."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,4 +28,32 @@ def test_plot_forecast_shares_the_y_scale_only_between_comparable_ranges():
                                  y[:80], 5, level=0.8)
     lims = [ax.get_ylim() for ax in fig.axes[:2]]
     assert np.allclose(lims[0], lims[1]) and "80% intervals" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_network_training_logs_its_progress(caplog):
+    import logging
+
+    y = ps.datasets.ar_process(4, 60, seed=0)
+    with caplog.at_level(logging.INFO, logger="probseq"):
+        ps.RecurrentModel(cell="gru", hidden_size=4, emission="gaussian").fit(
+            y, max_epochs=2, min_steps=0, patience=None, progress=False)
+    epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
+    assert len(epochs) == 2 and "validation loss" in epochs[0] and "s left" in epochs[0]
+
+
+def test_calibration_draws_one_pit_panel_per_model_and_keeps_coverage_inside():
+    y = ps.datasets.nile()
+    models = {"ar1": ps.AutoRegressive(order=1).fit(y[:80]),
+              "narrow": ps.AutoRegressive.from_params(intercept=900.0, coef=[0.0],
+                                                      noise_var=100.0)}
+    fig = ps.plots.plot_calibration(models, y, start=50)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["PIT: ar1", "PIT: narrow", "Interval coverage"]
+    cov_ax = fig.axes[2]
+    low, high = cov_ax.get_ylim()
+    lines = [ln for ln in cov_ax.get_lines() if ln.get_label() in models]
+    assert len(lines) == 2
+    for line in lines:
+        assert np.all((line.get_ydata() >= low) & (line.get_ydata() <= high))
     plt.close(fig)

@@ -18,7 +18,9 @@ W the window length, B the batch size.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from torch import nn
 
 from probseq import distributed
 from probseq._utils import progress_bar
+
+_log = logging.getLogger("probseq")
 
 __all__ = ["PaddedData", "ShuffleSampler", "TrainingResult", "train_network", "evaluate_nll",
            "LR_SCHEDULES"]
@@ -343,6 +347,7 @@ def train_network(
     total_bar = (min(max_steps, steps_per_epoch * max_epochs) if max_epochs and max_steps
                  else max_steps or steps_per_epoch * max_epochs)
     bar = progress_bar(total_bar, progress, desc)
+    report = _ProgressLog(desc, total_bar)
     step = 0
     kept_epoch = 0
     lr = learning_rate
@@ -392,6 +397,7 @@ def train_network(
                     step += 1
                     counted += n_window
                     bar.update(1)
+                    report.step(step, epoch, running, counted)
                     if max_steps is not None and step >= max_steps:
                         out_of_steps = True
                         break
@@ -421,6 +427,7 @@ def train_network(
             elif lr_schedule == "plateau":
                 lr = max(lr / 2, learning_rate / 64)
                 set_lr(lr)
+            report.epoch(step, epoch, train_nats, valid_nats)
             bar.set_postfix(epoch=epoch, train=f"{train_nats:.4f}",
                             valid=f"{valid_nats:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
             stalled = patience is not None and step - result.best_step >= patience
@@ -441,6 +448,38 @@ def train_network(
     distributed.broadcast_tensors(network.state_dict())
     network.eval()
     return result
+
+
+class _ProgressLog:
+    """Progress through :mod:`logging` (logger ``probseq``, level INFO): after each epoch
+    and at most every ``interval`` seconds within one, the steps done, the losses, the time
+    spent and an estimate of the time left. Seen wherever logging is configured (the
+    command line configures it; in a notebook, ``logging.basicConfig(level="INFO")``)."""
+
+    def __init__(self, desc: str, total: int | None, interval: float = 30.0):
+        self.desc, self.total, self.interval = desc, total, interval
+        self.start = self.last = time.perf_counter()
+
+    def _left(self, step: int) -> str:
+        if not self.total or step <= 0:
+            return ""
+        spent = time.perf_counter() - self.start
+        return f", about {spent * (self.total - step) / step:.0f} s left at most"
+
+    def step(self, step: int, epoch: int, running: torch.Tensor, counted: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.interval and _log.isEnabledFor(logging.INFO):
+            self.last = now
+            _log.info("%s: step %d/%s (epoch %d), training loss %.4f nats/step, %.0f s%s",
+                      self.desc, step, self.total or "?", epoch,
+                      float(running) / max(counted, 1), now - self.start, self._left(step))
+
+    def epoch(self, step: int, epoch: int, train: float, valid: float) -> None:
+        now = time.perf_counter()
+        self.last = now
+        _log.info("%s: epoch %d done at step %d/%s, training loss %.4f, validation loss %.4f "
+                  "nats/step, %.0f s%s", self.desc, epoch, step, self.total or "?", train,
+                  valid, now - self.start, self._left(step))
 
 
 def _diverged(network: nn.Module, result: TrainingResult,
