@@ -270,12 +270,17 @@ def _symbol_data():
 
 
 @pytest.mark.slow
-def test_markov_chain_posterior_predictive_is_dirichlet_multinomial():
+@pytest.mark.parametrize("alpha", [None, [0.5, 1.0, 2.0]])
+def test_markov_chain_posterior_predictive_is_dirichlet_multinomial(alpha):
+    """Dirichlet(1) priors, then each transition row's prior overridden by Dirichlet(alpha)
+    (one distribution expanded to every row): the Polya urn with those pseudo-counts."""
     train, test = _symbol_data()
+    prior = None if alpha is None else {"transition": dist.Dirichlet(torch.tensor(alpha))}
     bm = _quiet_fit(ps.BayesianModel(ps.MarkovChain(order=1, num_symbols=3), num_samples=300,
-                                     warmup_steps=150), train, seed=0)
+                                     warmup_steps=150, prior=prior), train, seed=0)
     f, tr = transition_counts(ps.Sequences.from_list(train), 3)
-    prior = torch.cat([1 + f[None], 1 + tr]).numpy()
+    rows = 1.0 if alpha is None else torch.tensor(alpha, dtype=F64)
+    prior = torch.cat([1 + f[None], rows + tr]).numpy()
     steps = bm.log_prob_steps(test[0])
     se = bm.monte_carlo_se(test)
     x = test[0]

@@ -330,7 +330,9 @@ class BayesianModel(SequenceModel):
         """R-hat and effective sample size of every scalar parameter of every site.
 
         Split R-hat (Gelman et al.) and the effective sample size across chains, from
-        Pyro's ``pyro.ops.stats``. A single chain is split in halves.
+        Pyro's ``pyro.ops.stats``. A single chain is split in halves. For ``method="svi"``
+        the draws are independent draws of the fitted guide: R-hat near 1 and ESS near S say
+        nothing about how well the guide approximates the posterior (see ``elbo_``).
 
         Returns:
             A DataFrame, one row per scalar parameter (``site[i, j]``), columns ``mean``,
