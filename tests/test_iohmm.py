@@ -101,6 +101,7 @@ def test_zero_weights_give_the_hmm():
     torch.testing.assert_close(fc_io.mean, fc.mean, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_fit_recovers_simulated_weights():
     truth = _gaussian()
     rng = np.random.default_rng(2)

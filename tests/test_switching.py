@@ -537,6 +537,7 @@ def _brute_posterior(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.nda
     return mean, cov, ~seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mean_p2_switching", "intercept_2d", "mean_k3_p1"])
 def test_sampling_and_forecasting_after_gaps_match_brute_force(name):
     """Draws of the missing values and of the future given a gappy history (sample with a
@@ -605,6 +606,7 @@ def _msar_vector(model):
                      np.arctanh(pr["coef"][0]), np.log(pr["noise_var"])])
 
 
+@pytest.mark.slow
 def test_fit_on_gappy_data_reaches_the_maximum_of_the_exact_likelihood():
     """The fit on a short gappy series (isolated and adjacent gaps) against a derivative-free
     maximisation (Nelder-Mead) of the exact likelihood, whose log_prob is checked against
@@ -678,6 +680,7 @@ def test_conditional_log_prob_with_exog_equals_statsmodels():
         model.log_prob(y)
 
 
+@pytest.mark.slow
 def test_fit_with_exog_reaches_statsmodels_conditional_optimum():
     y, x = _macro_growth_and_rate()
     mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=1, exog=x, switching_ar=False,

@@ -241,7 +241,8 @@ class InputOutputHMM(SequenceModel):
         concave function of the logits' parameters, by L-BFGS from the previous values (a
         ridge of 1e-6 on the weights of the standardised covariates keeps it bounded when
         the covariates separate the moves). Covariates are standardised for the fit and
-        the weights mapped back.
+        the weights mapped back. The fit is not data-parallel (every rank fits the whole
+        data).
 
         Args:
             data: the sequences.
