@@ -381,7 +381,8 @@ def compare(
         best=best,
         indistinguishable=tied,
         simplest=simplest,
-        verdict=_verdict(df, best, tied, simplest, cond, diffuse, units, level) + "".join(
+        verdict=_verdict(df, best, tied, simplest, cond, diffuse, units, level,
+                         longer=int((conds > cond).sum())) + "".join(
             f" {name}: {m.score_note(seqs, cond)}." for name, m in models.items()
             if hasattr(m, "score_note")),
     )
@@ -407,7 +408,7 @@ def _paired(ll: np.ndarray, ll_best: np.ndarray, is_best: bool) -> tuple[float, 
 
 
 def _verdict(df: pd.DataFrame, best: str, tied: list[str], simplest: str, cond: int,
-             diffuse: int, units: str, level: float) -> str:
+             diffuse: int, units: str, level: float, longer: int = 0) -> str:
     """The comparison's conclusion in words."""
     unit_words = ("whole sequences" if units == "sequences"
                   else "one-step-ahead scores (Diebold-Mariano)")
@@ -445,6 +446,10 @@ def _verdict(df: pd.DataFrame, best: str, tied: list[str], simplest: str, cond: 
                if diffuse >= cond else f"start={cond}: the earlier steps are context")
         parts.append(f"Every model is scored on the same steps, conditioning on the "
                      f"{_first(cond)} of each sequence ({why}).")
+        if longer:
+            parts.append(f"In {longer} sequence{'s' if longer != 1 else ''} gaps come before "
+                         "a diffuse state is located, so more steps are conditioned on there "
+                         "(attrs['conditioned_steps']).")
     return " ".join(parts)
 
 

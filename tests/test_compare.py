@@ -305,6 +305,7 @@ def test_gaps_before_the_diffuse_state_is_located_give_no_free_score(scale):
     assert int(level.diffuse_steps(y)) == 2
     df = compare({"local_level": level, "ar1": ar1}, y)
     assert df.attrs["conditioned_steps"] == [2] and (df["scored_steps"] == 98).all()
+    assert "In 1 sequence gaps come before a diffuse state is located" in df.attrs["verdict"]
     ref = _uc(y, "llevel").smooth(
         [15099.0 * scale**2, 1469.1 * scale**2])
     assert df.loc["local_level", "log_lik"] == pytest.approx(ref.llf_obs[2:].sum(), rel=1e-9)
