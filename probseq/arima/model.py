@@ -478,7 +478,9 @@ class ARIMA(SequenceModel):
         self._check_fitted()
         values = seqs.values.numpy()
         u, res = self._filter(seqs, exog)
-        shift = np.where(np.isfinite(values - u), values - u, 0.0)  # exog @ exog_coef
+        shift = 0.0
+        if self._exog_coef is not None:  # exog @ exog_coef, at missing steps too
+            shift = exog[:, : values.shape[1]].numpy() @ self._exog_coef
         var = np.where(res.diffuse_step, math.inf, self._noise_var * res.var)
         return torch.distributions.Normal(torch.from_numpy(res.mean + shift),
                                           torch.from_numpy(np.sqrt(var)), validate_args=False)
