@@ -427,3 +427,15 @@ def test_compare_conditions_on_the_diffuse_steps(monthly):
     # both scored on the steps after the airline model's 13 diffuse ones
     ar_steps = models["ar2"].log_prob_steps(y).numpy()[13:].sum()
     assert abs(table.loc["ar2", "log_lik"] - ar_steps) < 1e-6
+
+
+def test_predict_with_exog_and_gaps_equals_sarimax_filter():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 1))
+    model = ps.ARIMA.from_params(order=(1, 0, 0), ar=[0.5], noise_var=1.0, mean=2.0,
+                                 exog_coef=[3.0])
+    y = model.sample(1, 60, seed=1, exog=x)[0].numpy().copy()
+    y[[10, 30]] = np.nan
+    filt = _sarimax(y, (1, 0, 0), (0, 0, 0, 0), trend="c", exog=x).filter([1.0, 3.0, 0.5, 1.0])
+    np.testing.assert_allclose(model.predict(y, exog=x).numpy(), filt.forecasts[0], atol=1e-9)
+    assert float(model.log_prob(y, exog=x)) == pytest.approx(filt.llf, abs=1e-9)
