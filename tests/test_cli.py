@@ -212,11 +212,11 @@ def test_module_entry_point_help_and_listings(capsys):
 
 
 def test_lazy_public_names_load_on_first_use():
-    code = ("import sys, probseq\\n"
-            "assert 'torch' not in sys.modules\\n"
-            "import probseq.backtest\\n"
-            "assert callable(probseq.backtest) and callable(probseq.compare)\\n"
-            "m = probseq.load('probseq/pretrained/text_rnn.pt')  # registers its class itself\\n"
+    code = ("import sys, probseq\n"
+            "assert 'torch' not in sys.modules\n"
+            "import probseq.backtest\n"
+            "assert callable(probseq.backtest) and callable(probseq.compare)\n"
+            "m = probseq.load('probseq/pretrained/text_rnn.pt')  # registers its class itself\n"
             "print(type(m).__name__)")
     from pathlib import Path
 
