@@ -224,3 +224,11 @@ def test_lazy_public_names_load_on_first_use():
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "RecurrentModel"
+
+
+def test_names_listed_without_building_match_the_factories():
+    from probseq import _cli_common, datasets
+
+    for kind in ("continuous", "discrete"):
+        assert _cli_common.model_names(kind) == list(_cli_common.model_factories(kind))
+    assert _cli_common.DATASETS == datasets.DATASETS
