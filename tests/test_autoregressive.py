@@ -769,7 +769,9 @@ def test_public_forecast_and_predict_equal_statsmodels():
     assert np.allclose(fc.std.numpy() ** 2, ref.var_pred_mean, rtol=1e-8)
     assert fc.index[0] == y.index[-1] + y.index.freq and len(fc.index) == 12
     # One-step predictions: statsmodels' one-step-ahead forecasts, gaps included.
-    pred = m.predict(y).numpy()
+    pred = m.predict(y)  # a pandas Series on y's index
+    assert pred.index.equals(y.index)
+    pred = pred.to_numpy()
     assert np.allclose(pred, res.fittedvalues, rtol=1e-10, atol=1e-8)
     # With covariates covering the future.
     rng = np.random.default_rng(97)

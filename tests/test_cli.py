@@ -212,11 +212,11 @@ def test_module_entry_point_help_and_listings(capsys):
 
 
 def test_lazy_public_names_load_on_first_use():
-    code = ("import sys, probseq\\n"
-            "assert 'torch' not in sys.modules\\n"
-            "import probseq.backtest\\n"
-            "assert callable(probseq.backtest) and callable(probseq.compare)\\n"
-            "m = probseq.load('probseq/pretrained/text_rnn.pt')  # registers its class itself\\n"
+    code = ("import sys, probseq\n"
+            "assert 'torch' not in sys.modules\n"
+            "import probseq.backtest\n"
+            "assert callable(probseq.backtest) and callable(probseq.compare)\n"
+            "m = probseq.load('probseq/pretrained/text_rnn.pt')  # registers its class itself\n"
             "print(type(m).__name__)")
     from pathlib import Path
 
@@ -224,3 +224,11 @@ def test_lazy_public_names_load_on_first_use():
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "RecurrentModel"
+
+
+def test_names_listed_without_building_match_the_factories():
+    from probseq import _cli_common, datasets
+
+    for kind in ("continuous", "discrete"):
+        assert _cli_common.model_names(kind) == list(_cli_common.model_factories(kind))
+    assert _cli_common.DATASETS == datasets.DATASETS
