@@ -39,6 +39,7 @@ __all__ = [
     "autocovariances",
     "stationary_moments",
     "log_prob_steps",
+    "log_prob_totals",
     "lagged_design",
     "pooled_least_squares",
     "missing_log_prob",
@@ -156,16 +157,7 @@ def log_prob_steps(
     out = np.zeros((n, t_max))
     head = min(p, t_max)
     if head:
-        mu, chol = moments if moments is not None else stationary_moments(
-            intercept, coef, noise_var)
-        chol = chol[:head, :head]
-        # Forward substitution by hand (p is small): elementwise across sequences, so a
-        # sequence's result does not depend on the batch it is in.
-        centred = values[:, :head] - mu
-        z = np.empty_like(centred)
-        for t in range(head):
-            z[:, t] = (centred[:, t] - z[:, :t] @ chol[t, :t]) / chol[t, t]
-        out[:, :head] = -0.5 * _LOG_2PI - np.log(np.diag(chol))[None, :] - 0.5 * z**2
+        out[:, :head] = _head_steps(values, head, intercept, coef, noise_var, moments)
     if t_max > p:
         resid = values[:, p:] - intercept
         for lag in range(1, p + 1):
@@ -174,6 +166,48 @@ def log_prob_steps(
     if not bool((lengths == t_max).all()):
         out[np.arange(t_max)[None, :] >= lengths[:, None]] = 0.0
     return out
+
+
+def _head_steps(values: np.ndarray, head: int, intercept: float, coef: np.ndarray,
+                noise_var: float, moments: tuple[float, np.ndarray] | None) -> np.ndarray:
+    """``[N, head]`` the conditionals of the first ``head <= p`` steps (stationary Gaussian;
+    garbage past a row's length)."""
+    mu, chol = moments if moments is not None else stationary_moments(
+        intercept, coef, noise_var)
+    chol = chol[:head, :head]
+    # Forward substitution by hand (p is small): elementwise across sequences, so a
+    # sequence's result does not depend on the batch it is in.
+    centred = values[:, :head] - mu
+    z = np.empty_like(centred)
+    for t in range(head):
+        z[:, t] = (centred[:, t] - z[:, :t] @ chol[t, :t]) / chol[t, t]
+    return -0.5 * _LOG_2PI - np.log(np.diag(chol))[None, :] - 0.5 * z**2
+
+
+def log_prob_totals(
+    values: np.ndarray,
+    lengths: np.ndarray,
+    intercept: float,
+    coef: np.ndarray,
+    noise_var: float,
+    moments: tuple[float, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``[N]`` exact log-likelihoods of complete rows: the conditionals of
+    :func:`log_prob_steps` summed step by step from the first, in one compiled pass
+    (:func:`probseq.autoregressive.compiled.log_prob_tails`) without the ``[N, T_max]``
+    array of steps.
+
+    Equal bit for bit to the last entry of ``np.cumsum(log_prob_steps(...), axis=1)``: the
+    same floating-point operations in the same order, so trailing padding cannot change a
+    bit either. Same arguments as :func:`log_prob_steps`.
+    """
+    from probseq.autoregressive import compiled  # compiles (or loads its cache) on first use
+
+    t_max = values.shape[1]
+    head = min(coef.shape[0], t_max)
+    first = (_head_steps(values, head, intercept, coef, noise_var, moments) if head
+             else np.zeros((values.shape[0], 0)))
+    return compiled.log_prob_tails(values, lengths, first, intercept, coef, noise_var)
 
 
 def lagged_design(values: np.ndarray, lengths: np.ndarray, order: int,

@@ -673,10 +673,9 @@ def _per_sequence_log_prob(u: np.ndarray, obs: np.ndarray, lengths: np.ndarray,
     out = np.zeros(u.shape[0])
     full = ~missing_rows
     if full.any():
-        steps = likelihood.log_prob_steps(u[full], lengths[full], intercept, coef, noise_var,
-                                          moments)
-        # A sequential sum, so trailing padding (exact zeros) cannot change a single bit.
-        out[full] = np.cumsum(steps, axis=1)[:, -1]
+        # A sequential sum (one compiled pass), so trailing padding cannot change a bit.
+        out[full] = likelihood.log_prob_totals(u[full], lengths[full], intercept, coef,
+                                               noise_var, moments)
     for i in np.flatnonzero(missing_rows):
         t = int(lengths[i])
         if not obs[i, :t].any():

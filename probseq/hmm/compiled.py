@@ -29,7 +29,7 @@ import numpy as np
 
 from probseq.hmm.kernels import FLUSH
 
-__all__ = ["viterbi", "forward_backward"]
+__all__ = ["viterbi", "forward_backward", "log_prob"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -240,3 +240,130 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     if not keep:
         del out["post"]
     return out
+
+
+def _log_prob_row(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
+                  shift_src: np.ndarray, index: np.ndarray, s: int, length: int,
+                  flush: bool, block: int, min_mass: float, v: np.ndarray,
+                  w: np.ndarray) -> tuple[float, bool]:
+    """One row of :func:`log_prob` (``transition_t`` is ``A^T``; ``v``, ``w`` are ``[K]``
+    work buffers)."""
+    k = transition_t.shape[0]
+    acc = 0.0
+    shift = 0.0
+    src = index[s]
+    shift += shift_src[src]
+    for j in range(k):
+        x = initial[j] * b_src[src, j]
+        if flush and x < FLUSH:
+            x = 0.0
+        v[j] = x
+    for t in range(1, length):
+        if t % block == 0:  # normalise once per block, behind the guard
+            mass = 0.0
+            for j in range(k):
+                mass += v[j]
+            if not mass >= min_mass:
+                return 0.0, False
+            acc += np.log(mass)
+            inv = 1.0 / mass
+            for j in range(k):
+                v[j] *= inv
+        src = index[s + t]
+        shift += shift_src[src]
+        # w = v A as K contiguous dot products with the columns of A (vectorised reductions).
+        for j in range(k):
+            dot = 0.0
+            for i in range(k):
+                dot += v[i] * transition_t[j, i]
+            w[j] = dot
+        for j in range(k):
+            x = w[j] * b_src[src, j]
+            if flush and x < FLUSH:
+                x = 0.0
+            v[j] = x
+    mass = 0.0
+    for j in range(k):
+        mass += v[j]
+    if not mass >= min_mass:
+        return 0.0, False
+    return acc + np.log(mass) + shift, True
+
+
+_FASTMATH = {"contract", "reassoc", "nsz"}
+_log_prob_row_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_row)
+
+
+def _log_prob_rows(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
+                   shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
+                   lengths: np.ndarray, flush: bool, block: int, min_mass: float,
+                   out: np.ndarray, ok: np.ndarray) -> None:
+    k = transition_t.shape[0]
+    for r in numba.prange(starts.shape[0]):  # a plain range in the serial compilation
+        v = np.empty(k)
+        w = np.empty(k)
+        out[r], ok[r] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
+                                          starts[r], lengths[r], flush, block, min_mass, v, w)
+
+
+_log_prob_serial = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_rows)
+_log_prob_parallel = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH,
+                                parallel=True)(_log_prob_rows)
+
+#: the fewest real steps, in all, for which rows run in parallel threads (below it the
+#: threads' start costs more than they save).
+PARALLEL_MIN_STEPS = 20_000
+
+
+def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
+             shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
+             lengths: np.ndarray, flush: bool = False, block: int = 16,
+             min_mass: float = 0.0, parallel: bool | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """``[N]`` log-likelihoods by the forward recursion normalised once per block, one
+    compiled loop per row (rows in parallel threads where that pays).
+
+    The recursion of :func:`probseq.hmm.kernels.forward_log_mass`, row by row: the
+    unnormalised ``alpha_t = (alpha_(t-1) A) * b_t`` is normalised every ``block`` steps
+    (counted from the row's start) after checking that its mass is at least ``min_mass``;
+    since the mass never increases within a block (``b <= 1``, ``A`` stochastic or, flushed,
+    sub-stochastic), that bounds every intermediate mass (the module docstring of
+    :mod:`probseq.hmm.kernels`). One logarithm per block, none per step.
+
+    Args:
+        initial: ``[K]``.
+        transition: ``[K, K]``.
+        b_src: ``[X, K]`` scaled emission likelihoods (``max_k b = 1``), gathered by
+            ``index``.
+        shift_src: ``[X]`` the shifts ``m`` of ``b_src``'s entries.
+        index: ``[*]`` the entry of ``b_src`` of each step: row ``r``'s steps are
+            ``index[starts[r]:starts[r] + lengths[r]]``.
+        starts: ``[N]``.
+        lengths: ``[N]`` positive.
+        flush: the flushing mode of :mod:`probseq.hmm.kernels` (parameters and ``b_src``
+            below :data:`probseq.hmm.kernels.FLUSH` must already be zero).
+        block: steps between normalisations.
+        min_mass: the guard (:data:`probseq.hmm.kernels.MIN_MASS`, or
+            :data:`probseq.hmm.kernels.MIN_MASS_FLUSH` when flushing).
+        parallel: rows in parallel threads; None decides by the number of rows and steps.
+
+    Returns:
+        ``(log_prob [N], ok [N])``: rows not ``ok`` (a mass below the guard, an impossible
+        step) have a meaningless log-likelihood; the caller recomputes them.
+    """
+    n = lengths.shape[0]
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if parallel is None:
+        parallel = (n > 1 and numba.get_num_threads() > 1
+                    and int(lengths.sum()) >= PARALLEL_MIN_STEPS)
+    out = np.empty(n)
+    ok = np.empty(n, dtype=np.bool_)
+    fn = _log_prob_parallel if parallel else _log_prob_serial
+    fn(np.ascontiguousarray(initial, dtype=np.float64),
+       np.ascontiguousarray(np.asarray(transition, dtype=np.float64).T),
+       np.ascontiguousarray(b_src, dtype=np.float64),
+       np.ascontiguousarray(shift_src, dtype=np.float64),
+       np.ascontiguousarray(index, dtype=np.int64),
+       np.ascontiguousarray(starts, dtype=np.int64), lengths, bool(flush), int(block),
+       float(min_mass), out, ok)
+    return out, ok

@@ -679,6 +679,25 @@ class Scaled:
         # recursion would jump N * K entries at every step.
         return self.b_tm[pos, seq], self.m_tm[pos, seq], np.arange(seq.shape[0]), seq, pos
 
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The real steps as :func:`probseq.hmm.compiled.log_prob` reads them, without
+        building per-step row and step indices where it can (symbols are read in place).
+
+        Returns:
+            ``(b, m, index, starts)``: a source table ``b [X, K]`` with its shifts ``m [X]``,
+            and ``index [*]`` the source entry of each step, row ``r``'s steps starting at
+            ``starts[r]``.
+        """
+        n = self.lengths.shape[0]
+        if self.table is not None:
+            raw = np.ascontiguousarray(self._raw, dtype=np.int64)
+            return (self.table, self.shift_table, raw.reshape(-1),
+                    np.arange(n, dtype=np.int64) * raw.shape[1])
+        b, m, index, _, _ = self.row_major()
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(self.lengths[:-1], out=starts[1:])
+        return b, m, index, starts
+
     def dense(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, m)`` of the given rows as torch tensors (for the guarded recursion)."""
         if self.table is not None:
@@ -693,13 +712,15 @@ def _use_compiled(lengths: np.ndarray, k: int) -> bool:
     sequences for a forward pass (rough cost model, seconds, measured on one core).
 
     The NumPy recursion pays ~6 us of calls per step of the longest sequence and ~2.8 K ns
-    per (row, step) entry (its products run in BLAS); the compiled loop pays no calls and
-    ~(50 + 0.15 K^2) ns per entry. So many rows of similar length go to NumPy, and one long
-    sequence, a ragged batch or a small batch to the compiled loop.
+    per (row, step) entry (its products run in BLAS); the compiled loop
+    (:func:`probseq.hmm.compiled.log_prob`) pays no calls and ~(8 + 0.15 K^2) ns per entry
+    on one thread (rows run in parallel threads where there are several, which this model
+    leaves out). So the compiled loop wins up to K of about 20 at any shape, and many rows
+    of similar length with more states go to NumPy.
     """
     total = float(lengths.sum())
     numpy_cost = float(lengths.max()) * 6e-6 + total * 2.8e-9 * k
-    return total * (50e-9 + 0.15e-9 * k * k) < numpy_cost
+    return total * (8e-9 + 0.15e-9 * k * k) < numpy_cost
 
 
 def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
@@ -732,8 +753,9 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
 
     Many rows of similar length run the block-normalised NumPy recursion vectorised across
     sequences (:func:`probseq.hmm.kernels.forward_log_mass`); long sequences, ragged and
-    small batches the compiled loop per sequence (:func:`probseq.hmm.compiled.
-    forward_backward`), as a cost model chooses (:func:`_use_compiled`). Rows either
+    small batches, and any batch at few states, the same recursion as one compiled loop per
+    sequence (:func:`probseq.hmm.compiled.log_prob`, rows in parallel threads where that
+    pays), as a cost model chooses (:func:`_use_compiled`). Rows either
     refuses (a mass below the underflow guard, an impossible step) are recomputed by the
     per-step normalised recursion, which gives ``-inf`` for impossible sequences.
 
@@ -747,10 +769,18 @@ def hmm_log_prob(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled
     lengths = scaled.lengths
     n = lengths.shape[0]
     if _use_compiled(lengths, transition.shape[0]):
-        res, step_lp, seq, _ = _compiled_pass(initial, transition, scaled, backward=False,
-                                              keep=False)
-        out = np.bincount(seq, weights=step_lp, minlength=n)
-        bad = np.nonzero(~res["ok"])[0]
+        from probseq.hmm import compiled  # compiles (or loads from its cache) on first use
+
+        init, a = initial.numpy(), transition.numpy()
+        b_src, m_src, index, starts = scaled.flat()
+        flush = kernels.needs_flush(init, a, scaled.min_positive())
+        if flush:
+            init, a, b_src = (np.where(x < kernels.FLUSH, 0.0, x) for x in (init, a, b_src))
+        out, ok = compiled.log_prob(init, a, b_src, m_src, index, starts, lengths,
+                                    flush=flush, block=kernels.BLOCK,
+                                    min_mass=kernels.MIN_MASS_FLUSH if flush else
+                                    kernels.MIN_MASS)
+        bad = np.nonzero(~ok)[0]
     else:
         init, a = initial.numpy(), transition.numpy()
         order = np.argsort(-lengths, kind="stable")
