@@ -307,15 +307,11 @@ def text_corpus(text: str, vocab: Sequence[str] | None = None):
 
     A local adapter until :mod:`probseq.datasets` has a public helper for any text.
     """
-    import numpy as np
-
     from probseq.datasets import TextCorpus, encode_text
 
     symbols, chars = encode_text(text, None if vocab is None else "".join(vocab))
     cut = int(0.9 * len(symbols))
-    return TextCorpus(chars, symbols[:cut], symbols[cut:cut], symbols[cut:]) if len(
-        symbols) else TextCorpus(chars, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                 np.zeros(0, np.int64))
+    return TextCorpus(chars, symbols[:cut], symbols[cut:cut], symbols[cut:])
 
 
 def _read_text(path: Path) -> Dataset:
