@@ -403,7 +403,9 @@ class SequenceModel(abc.ABC):
         with seeded(seed):
             values = self._sample(n, length, pre, **options, **kw)
         out = Sequences(values.detach().cpu(), torch.full((n,), length, dtype=torch.int64))
-        return _samples_frame(out, prefix) if _is_pandas_one(prefix) else out
+        if _is_pandas_one(prefix):
+            out._index = _continued_index(out, prefix)
+        return out
 
     def _coerce_prefix(
         self, prefix: Any | None, length: int
@@ -898,26 +900,17 @@ def _with_pandas_out(fn, what: str):
     return wrapper
 
 
-def _samples_frame(samples: Sequences, prefix: Any) -> Any:
-    """Univariate samples continuing a pandas prefix: a DataFrame, one column per sample,
-    on the prefix's index continued (``Sequences`` where the index cannot be continued)."""
+def _continued_index(samples: Sequences, prefix: Any) -> Any:
+    """The labels of samples that continue a pandas prefix: its index, continued for the
+    steps after it (None where it cannot be continued)."""
     import warnings
-
-    import pandas as pd
 
     from probseq.forecast import future_index
 
-    if samples.values.ndim != 2:
-        return samples
     extra = samples.max_length - len(prefix)
-    if extra > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            future = future_index(prefix, extra)
-        if future is None:
-            return samples
-        index = prefix.index.append(future)
-    else:
-        index = prefix.index
-    return pd.DataFrame(samples.values.numpy().T, index=index,
-                        columns=[f"sample_{i}" for i in range(len(samples))])
+    if extra <= 0:
+        return prefix.index[: samples.max_length]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        future = future_index(prefix, extra)
+    return None if future is None else prefix.index.append(future)

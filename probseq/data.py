@@ -186,7 +186,7 @@ class Sequences:
     reals inside the lengths are missing values).
     """
 
-    __slots__ = ("values", "lengths", "_observed")
+    __slots__ = ("values", "lengths", "_observed", "_index")
 
     def __init__(
         self, values: Any, lengths: Any, observed: torch.Tensor | None = None
@@ -456,6 +456,33 @@ class Sequences:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+    @property
+    def index(self) -> Any:
+        """The step labels of samples that continue a pandas prefix (``sample(...,
+        prefix=series)``: the prefix's index continued), else None."""
+        return getattr(self, "_index", None)
+
+    def to_frame(self) -> Any:
+        """Univariate sequences of equal length as a pandas DataFrame, one column per
+        sequence (``sample_0``, ``sample_1``, ...), on :attr:`index` (0..T-1 without one);
+        missing values are NaN.
+
+        Raises:
+            ValueError: multivariate values, or sequences of different lengths.
+        """
+        import pandas as pd
+
+        if self.values.dim() != 2:
+            raise ValueError("to_frame takes univariate sequences; these are [N, T_max, D]")
+        if bool((self.lengths != self.max_length).any()):
+            raise ValueError("to_frame takes sequences of equal length; use to_list()")
+        values = self.values.to(torch.float64).clone()
+        if self.has_missing:
+            values[~self.observed] = float("nan")
+        index = self.index if self.index is not None else pd.RangeIndex(self.max_length)
+        return pd.DataFrame(values.numpy().T, index=index,
+                            columns=[f"sample_{i}" for i in range(len(self))])
 
     def to_list(self) -> list[Any]:
         """The sequences unpadded, as a list of tensors ``[T_i]`` or ``[T_i, D]``.

@@ -59,7 +59,9 @@ def test_pandas_in_pandas_out_keeps_the_index():
     # tensors in, tensors out
     assert isinstance(ar.log_prob_steps(torch.tensor(y.to_numpy())), torch.Tensor)
     # samples continue the prefix's index
-    paths = ar.sample(3, 80, prefix=y, seed=0)
+    samples = ar.sample(3, 80, prefix=y, seed=0)
+    assert isinstance(samples, ps.Sequences) and samples.index.equals(samples.to_frame().index)
+    paths = samples.to_frame()
     assert isinstance(paths, pd.DataFrame) and paths.shape == (80, 3)
     assert paths.index[:72].equals(y.index) and paths.index[-1] == pd.Timestamp("2016-08-01")
     np.testing.assert_array_equal(paths.iloc[:72, 0].to_numpy(), y.to_numpy())
