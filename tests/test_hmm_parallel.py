@@ -134,3 +134,31 @@ def test_flushing_mode_matches_per_step_recursion():
     ref = inference.hmm_filter(p["initial"], p["transition"], model._log_lik(p, seqs),
                                seqs.lengths, 0, filtered=False)[0].sum(-1)
     torch.testing.assert_close(model.log_prob(seqs), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_backward_parallel_equals_serial_and_reference():
+    # Enough steps for several runs of rows (each with its own transition counts): the
+    # parallel loop equals the serial one bit for bit (the runs depend on the lengths only),
+    # and the expected statistics match the per-step torch recursion.
+    model = _model(4, 5, seed=11)
+    lengths = LENGTHS * 12
+    seqs = _ragged(5, lengths, seed=12)
+    p = model.params
+    scaled = model._scaled(p, seqs)
+    b, _, index, _, _ = scaled.row_major()
+    bounds = compiled.row_chunks(scaled.lengths)
+    assert bounds.shape[0] > 2  # several runs
+    assert bounds[0] == 0 and bounds[-1] == len(lengths) and (np.diff(bounds) > 0).all()
+    args = (p["initial"].numpy(), p["transition"].numpy(), b, index, scaled.lengths)
+    serial = compiled.forward_backward(*args, parallel=False)
+    par = compiled.forward_backward(*args, parallel=True)
+    for key in ("post", "log_c", "xi", "ok"):
+        np.testing.assert_array_equal(par[key], serial[key])
+    ref = inference.hmm_posteriors(p["initial"], p["transition"], model._log_lik(p, seqs),
+                                   seqs.lengths, 0)
+    torch.testing.assert_close(torch.from_numpy(serial["xi"]), ref["transition_counts"],
+                               rtol=1e-11, atol=1e-11)
+    stats = model.expected_stats(seqs, p)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(stats["log_lik"], ref["log_prob"].sum(), rtol=1e-12, atol=0)

@@ -104,16 +104,16 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"})
-def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
-                           transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
-                           starts: np.ndarray, lengths: np.ndarray, backward: bool,
-                           keep: bool, flush: bool, block: int, min_mass: float,
-                           post: np.ndarray, norm: np.ndarray, xi: np.ndarray,
-                           ok: np.ndarray) -> None:
+def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: np.ndarray,
+                            transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
+                            starts: np.ndarray, lengths: np.ndarray, backward: bool,
+                            keep: bool, flush: bool, block: int, min_mass: float,
+                            post: np.ndarray, norm: np.ndarray, xi: np.ndarray,
+                            ok: np.ndarray) -> None:
     k = transition.shape[0]
     pred = np.empty(k)
     beta = np.empty(k)
-    for r in range(starts.shape[0]):
+    for r in range(r0, r1):
         s = starts[r]
         e = s + lengths[r]
         ok[r] = True
@@ -183,12 +183,57 @@ def _forward_backward_rows(initial: np.ndarray, transition: np.ndarray,
                             beta[i] = 0.0
 
 
+# Two functions, not one compiled twice: numba's disk cache tells functions apart by name
+# and line, not by the ``parallel`` flag.
+@numba.njit(cache=True, nogil=True)
+def _fb_serial(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
+               transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
+               starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
+               flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
+               xi_parts: np.ndarray, ok: np.ndarray) -> None:
+    for c in range(bounds.shape[0] - 1):  # runs of rows, each with its own counts
+        _forward_backward_range(bounds[c], bounds[c + 1], initial, transition, transition_t,
+                                b_src, index, starts, lengths, backward, keep, flush, block,
+                                min_mass, post, norm, xi_parts[c], ok)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fb_parallel(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
+                 transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
+                 starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
+                 flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
+                 xi_parts: np.ndarray, ok: np.ndarray) -> None:
+    for c in numba.prange(bounds.shape[0] - 1):  # as _fb_serial, runs in threads
+        _forward_backward_range(bounds[c], bounds[c + 1], initial, transition, transition_t,
+                                b_src, index, starts, lengths, backward, keep, flush, block,
+                                min_mass, post, norm, xi_parts[c], ok)
+
+
+#: the most chunks of rows the forward-backward cuts a batch into (each with its own
+#: transition counts, summed in chunk order after the loop).
+MAX_CHUNKS = 8
+
+
+def row_chunks(lengths: np.ndarray, max_chunks: int = MAX_CHUNKS) -> np.ndarray:
+    """``[C + 1]`` row boundaries cutting the rows into ``C <= max_chunks`` runs of about
+    equal numbers of steps, chosen from the lengths alone (not from the number of threads),
+    so that the chunked sums are the same whichever threads run them."""
+    n = lengths.shape[0]
+    c = max(1, min(max_chunks, n, int(lengths.sum()) // (PARALLEL_MIN_STEPS // 2) or 1))
+    ends = np.cumsum(lengths)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, c) / c, side="left") + 1
+    return np.unique(np.concatenate([[0], np.minimum(cuts, n), [n]])).astype(np.int64)
+
+
 def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
                      index: np.ndarray, lengths: np.ndarray, backward: bool = True,
                      keep: bool = True, flush: bool = False, block: int = 16,
-                     min_mass: float = 0.0) -> dict[str, np.ndarray]:
+                     min_mass: float = 0.0, parallel: bool | None = None
+                     ) -> dict[str, np.ndarray]:
     """The scaled forward(-backward) recursion on a ragged batch, normalised every step, one
     compiled loop per row; rows are packed one after the other (``M`` real steps in all).
+    Runs of rows (:func:`row_chunks`) go to parallel threads where there are several, each
+    with its own transition counts; the result does not depend on the number of threads.
 
     Args:
         initial: ``[K]`` the predicted distribution at each row's first step.
@@ -209,6 +254,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
             impossible step; their outputs are meaningless and the caller recomputes them.
             The flushing mode needs :data:`probseq.hmm.kernels.MIN_MASS_FLUSH`, for the
             error bound of :mod:`probseq.hmm.kernels`; the plain mode is exact without one.
+        parallel: runs of rows in parallel threads; None: where there are several threads
+            and runs.
 
     Returns:
         A dict: ``log_c [M]`` (``log p(x_t | x_<t)`` up to the emission shift), ``ok [N]``,
@@ -226,12 +273,16 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     norm = np.ones(m)  # rows that are not ok leave ones after their stop
     out = {"post": np.empty((m if keep else 2, k)), "ok": np.empty(lengths.shape[0], dtype=bool),
            "xi": np.zeros((k, k))}
-    _forward_backward_rows(np.ascontiguousarray(initial, dtype=np.float64), a,
-                           np.ascontiguousarray(a.T), np.ascontiguousarray(b_src),
-                           np.ascontiguousarray(index, dtype=np.int64), starts, lengths,
-                           bool(backward), bool(keep), bool(flush), int(block),
-                           float(min_mass), out["post"], norm,
-                           out["xi"], out["ok"])
+    bounds = row_chunks(lengths)
+    xi_parts = np.zeros((bounds.shape[0] - 1, k, k))
+    if parallel is None:
+        parallel = bounds.shape[0] > 2 and numba.get_num_threads() > 1
+    fn = _fb_parallel if parallel else _fb_serial
+    fn(bounds, np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
+       np.ascontiguousarray(b_src), np.ascontiguousarray(index, dtype=np.int64), starts,
+       lengths, bool(backward), bool(keep), bool(flush), int(block), float(min_mass),
+       out["post"], norm, xi_parts, out["ok"])
+    xi_parts.sum(0, out=out["xi"])
     out["log_c"] = np.log(norm, out=norm)
     if backward:
         out["xi"] *= a
@@ -294,21 +345,31 @@ _FASTMATH = {"contract", "reassoc", "nsz"}
 _log_prob_row_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_row)
 
 
-def _log_prob_rows(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
-                   shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
-                   lengths: np.ndarray, flush: bool, block: int, min_mass: float,
-                   out: np.ndarray, ok: np.ndarray) -> None:
+@numba.njit(cache=True, nogil=True)
+def _log_prob_serial(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
+                     shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
+                     lengths: np.ndarray, flush: bool, block: int, min_mass: float,
+                     out: np.ndarray, ok: np.ndarray) -> None:
     k = transition_t.shape[0]
-    for r in numba.prange(starts.shape[0]):  # a plain range in the serial compilation
+    v = np.empty(k)
+    w = np.empty(k)
+    for r in range(starts.shape[0]):
+        out[r], ok[r] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
+                                          starts[r], lengths[r], flush, block, min_mass, v, w)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _log_prob_parallel(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
+                       shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
+                       lengths: np.ndarray, flush: bool, block: int, min_mass: float,
+                       out: np.ndarray, ok: np.ndarray) -> None:
+    k = transition_t.shape[0]
+    for r in numba.prange(starts.shape[0]):  # as _log_prob_serial, rows in threads
         v = np.empty(k)
         w = np.empty(k)
         out[r], ok[r] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
                                           starts[r], lengths[r], flush, block, min_mass, v, w)
 
-
-_log_prob_serial = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_rows)
-_log_prob_parallel = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH,
-                                parallel=True)(_log_prob_rows)
 
 #: the fewest real steps, in all, for which rows run in parallel threads (below it the
 #: threads' start costs more than they save).
