@@ -660,7 +660,9 @@ class LinearGaussianSSM(SequenceModel):
         if not comps:
             raise ValueError(f"decompose needs a structural model (LinearGaussianSSM."
                              f"structural); this {self.name} has no named components")
-        post = self.smoother(data, exog=exog)
+        # the tensors of the posterior (pandas input gives DataFrames out of smoother)
+        post = self.smoother(data.to_numpy() if isinstance(data, pd.Series) else data,
+                             exog=exog)
         W = torch.tensor([w for _, w in comps], dtype=torch.float64)  # [K, S]
         mean = post.mean @ W.T  # [..., T, K]
         var = torch.einsum("ks,...sr,kr->...k", W, post.cov, W)
