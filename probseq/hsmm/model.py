@@ -300,14 +300,18 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
         return paths[0] if single else paths
 
     # ------------------------------------------------------------------ EM
-    def expected_stats(self, seqs: Sequences,
-                       params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def expected_stats(self, seqs: Sequences, params: dict[str, torch.Tensor],
+                       states: Any = None) -> dict[str, torch.Tensor]:
         """E-step: expected sufficient statistics summed over the sequences.
 
         As :meth:`HiddenMarkovModel.expected_stats`, plus ``duration_counts [K, D]`` (the
         expected number of segments of each state and duration, the censored last one
-        included); ``transition_counts`` counts the moves between segments.
+        included); ``transition_counts`` counts the moves between segments. Partly known
+        states (``states``) are not supported for the semi-Markov model yet.
         """
+        if states is not None:
+            raise ValueError(f"{self.name} does not take partly known states (states=) yet; "
+                             "HiddenMarkovModel does")
         post = self._run(seqs, params, backward=True)
         stats = {
             "log_lik": post["log_prob"].sum(),
