@@ -77,9 +77,7 @@ def _switching_params(model: SwitchingAutoRegressive, sites: Sites,
 
 def _lgssm_params(model: LinearGaussianSSM, sites: Sites, seqs: Sequences) -> Params:
     if model.structure is not None:
-        free = torch.stack([sites[n].to(torch.float64) for n in model._free_names()])
-        prior_mean, prior_var = model._data_prior(seqs)
-        return model._structured_params(free, prior_mean, prior_var)
+        return model.params_from_variances(sites, seqs)
     return dict(model.params, transition_cov=torch.diag(sites["transition_var"]),
                 observation_cov=torch.diag(sites["observation_var"]))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -820,6 +821,38 @@ class LinearGaussianSSM(SequenceModel):
         return z, filled
 
     # ------------------------------------------------------------------ fitting
+    @property
+    def free_variances(self) -> list[str]:
+        """The names of a structured model's free variances (``level_var``, ``obs_var``,
+        ...; the sample sites of :meth:`pyro_model`); empty for an unstructured model."""
+        return self._free_names()
+
+    def params_from_variances(self, variances: Mapping[str, Any], data: Any
+                              ) -> dict[str, torch.Tensor]:
+        """The parameters of this structured model at given values of its free variances,
+        with the initial state chosen from ``data`` as :meth:`fit` chooses it
+        (differentiable in the variances).
+
+        Args:
+            variances: a value for each name of :attr:`free_variances`.
+            data: the sequences the initial state is read from.
+
+        Raises:
+            ValueError: an unstructured model, or a free variance missing.
+        """
+        if self.structure is None:
+            raise ValueError("params_from_variances needs a structured model (local_level, "
+                             "local_linear_trend, structural)")
+        missing = [n for n in self.free_variances if n not in variances]
+        if missing:
+            raise ValueError(f"no value for the free variance(s) {missing}")
+        seqs, _ = self._coerce(data)
+        names = self.free_variances
+        free = (torch.stack([torch.as_tensor(variances[n], dtype=torch.float64) for n in names])
+                if names else torch.zeros(0, dtype=torch.float64))
+        prior_mean, prior_var = self._data_prior(seqs)
+        return self._structured_params(free, prior_mean, prior_var)
+
     def _free_names(self) -> list[str]:
         if self.structure is None:
             return []
