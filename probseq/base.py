@@ -595,6 +595,10 @@ class SequenceModel(abc.ABC):
         return torch.stack(out)
 
     # ---------------------------------------------------------------- parameter uncertainty
+    def _summary_rebuild_keywords(self) -> dict[str, Any]:
+        """Keywords besides the parameters that ``from_params`` needs (e.g. orders)."""
+        return {}
+
     def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95) -> Any:
         """Estimates and standard errors of the free parameters (observed information).
 
@@ -643,7 +647,8 @@ class SequenceModel(abc.ABC):
             seqs, _ = self._coerce(data)
             ex = self._coerce_exog(exog, seqs, data)
         params = {k: v.detach().to(torch.float64) for k, v in self.params.items()}
-        names = [k for k in self.summary_params if k in params]
+        names = [k for k in self.summary_params  # empty parts (an AR of order 0) have no row
+                 if k in params and (params[k].dim() == 0 or params[k].numel() > 0)]
         shapes = [params[k].shape for k in names]
         theta = torch.cat([params[k].reshape(-1) for k in names]).numpy()
         labels = [k if not shape else f"{k}[{i}]" for k, shape in zip(names, shapes, strict=True)
@@ -655,7 +660,7 @@ class SequenceModel(abc.ABC):
                 n = max(1, int(np.prod(shape)))
                 new[k] = torch.tensor(vec[i:i + n], dtype=torch.float64).reshape(shape)
                 i += n
-            model = type(self).from_params(**new)
+            model = type(self).from_params(**self._summary_rebuild_keywords(), **new)
             return float(model._log_prob(seqs, **_exog_kw(ex)).sum())
 
         k = len(theta)
