@@ -161,3 +161,10 @@ def test_var_standard_errors_match_statsmodels_oim():
     for i in range(3):
         assert table.loc[f"noise_cov[{i}]", "estimate"] == pytest.approx(sigma[i], rel=0.05)
         assert table.loc[f"noise_cov[{i}]", "std_error"] == pytest.approx(se[i], rel=0.05)
+
+
+def test_probability_models_have_no_summary():
+    """A Wald interval on a probability leaves [0, 1] near its edges: HMMs and switching AR
+    refuse summary() rather than pretend (their fit refuses through the same check)."""
+    for cls in (ps.HiddenMarkovModel, ps.SwitchingAutoRegressive, ps.MarkovChain):
+        assert cls.summary_params is None
