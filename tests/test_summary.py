@@ -165,6 +165,6 @@ def test_var_standard_errors_match_statsmodels_oim():
 
 def test_probability_models_have_no_summary():
     """A Wald interval on a probability leaves [0, 1] near its edges: HMMs and switching AR
-    refuse summary() rather than pretend (their fit refuses through the same check)."""
+    refuse summary() ("has no summary() yet") rather than pretend."""
     for cls in (ps.HiddenMarkovModel, ps.SwitchingAutoRegressive, ps.MarkovChain):
         assert cls.summary_params is None
