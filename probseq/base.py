@@ -617,7 +617,7 @@ class SequenceModel(abc.ABC):
         The standard errors are the square roots of the diagonal of the inverse observed
         information: minus the Hessian of the exact log-likelihood of the fitting data at
         the estimates, computed by central finite differences of :meth:`log_prob` over the
-        free parameters (rebuilt with ``from_params``). Intervals are Wald intervals
+        free parameters (rebuilt by ``_summary_rebuild``). Intervals are Wald intervals
         ``estimate +- z * std_error``. Valid where the estimates maximise that likelihood
         (an exact maximum-likelihood fit; a conditional least-squares fit is close to it on
         long series).
