@@ -595,13 +595,29 @@ class SequenceModel(abc.ABC):
         return torch.stack(out)
 
     # ---------------------------------------------------------------- parameter uncertainty
+    def _summary_rebuild_keywords(self) -> dict[str, Any]:
+        """Keywords besides the parameters that ``from_params`` needs (e.g. orders)."""
+        return {}
+
+    def _summary_parameters(self) -> dict[str, torch.Tensor]:
+        """The free parameters :meth:`summary` lists, by name (default: the entries of
+        ``params`` named in ``summary_params``, in that order)."""
+        params = self.params
+        return {k: params[k] for k in self.summary_params or () if k in params}
+
+    def _summary_rebuild(self, values: dict[str, torch.Tensor]) -> SequenceModel:
+        """A model like this one with the free parameters ``values`` (those of
+        :meth:`_summary_parameters`); by default through ``from_params``."""
+        return type(self).from_params(**self._summary_rebuild_keywords(),
+                                      **{**self.params, **values})
+
     def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95) -> Any:
         """Estimates and standard errors of the free parameters (observed information).
 
         The standard errors are the square roots of the diagonal of the inverse observed
         information: minus the Hessian of the exact log-likelihood of the fitting data at
         the estimates, computed by central finite differences of :meth:`log_prob` over the
-        free parameters (rebuilt with ``from_params``). Intervals are Wald intervals
+        free parameters (rebuilt by ``_summary_rebuild``). Intervals are Wald intervals
         ``estimate +- z * std_error``. Valid where the estimates maximise that likelihood
         (an exact maximum-likelihood fit; a conditional least-squares fit is close to it on
         long series).
@@ -629,7 +645,7 @@ class SequenceModel(abc.ABC):
         from scipy import stats
 
         self._check_fitted()
-        if self.summary_params is None or not hasattr(type(self), "from_params"):
+        if self.summary_params is None:
             raise ValueError(f"{self.name} has no summary() yet")
         if not 0 < float(level) < 1:
             raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
@@ -642,8 +658,10 @@ class SequenceModel(abc.ABC):
         else:
             seqs, _ = self._coerce(data)
             ex = self._coerce_exog(exog, seqs, data)
-        params = {k: v.detach().to(torch.float64) for k, v in self.params.items()}
-        names = [k for k in self.summary_params if k in params]
+        params = {k: v.detach().to(torch.float64)
+                  for k, v in self._summary_parameters().items()}
+        names = [k for k in params  # empty parts (an AR of order 0) have no row
+                 if params[k].dim() == 0 or params[k].numel() > 0]
         shapes = [params[k].shape for k in names]
         theta = torch.cat([params[k].reshape(-1) for k in names]).numpy()
         labels = [k if not shape else f"{k}[{i}]" for k, shape in zip(names, shapes, strict=True)
@@ -655,7 +673,7 @@ class SequenceModel(abc.ABC):
                 n = max(1, int(np.prod(shape)))
                 new[k] = torch.tensor(vec[i:i + n], dtype=torch.float64).reshape(shape)
                 i += n
-            model = type(self).from_params(**new)
+            model = self._summary_rebuild(new)
             return float(model._log_prob(seqs, **_exog_kw(ex)).sum())
 
         k = len(theta)

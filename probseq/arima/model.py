@@ -148,6 +148,7 @@ class ARIMA(SequenceModel):
     """
 
     data_kind = "continuous"
+    summary_params = ("ar", "ma", "seasonal_ar", "seasonal_ma", "mean", "noise_var", "exog_coef")
     supports_missing = True
     supports_exog = True
     _obs_dim = None
@@ -628,6 +629,9 @@ class ARIMA(SequenceModel):
 
     def _is_fitted(self) -> bool:
         return self._coefs is not None
+
+    def _summary_rebuild_keywords(self) -> dict[str, Any]:
+        return {"order": self.order, "seasonal_order": self.seasonal_order}
 
     def get_config(self) -> dict[str, Any]:
         return {"order": list(self.order), "seasonal_order": list(self.seasonal_order),

@@ -52,6 +52,8 @@ class VectorAutoRegressive(SequenceModel):
     """
 
     data_kind = "continuous"
+    #: ``noise_cov`` is listed by its lower triangle, row by row: (0,0), (1,0), (1,1), ...
+    summary_params = ("intercept", "coef", "noise_cov")
 
     def __init__(self, order: int = 1, noise_estimate: str = "mle"):
         if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
@@ -315,6 +317,20 @@ class VectorAutoRegressive(SequenceModel):
 
     def _is_fitted(self) -> bool:
         return self._coef is not None
+
+    def _summary_parameters(self) -> dict[str, torch.Tensor]:
+        p = self.params
+        i, j = torch.tril_indices(p["noise_cov"].shape[0], p["noise_cov"].shape[0])
+        return {"intercept": p["intercept"], "coef": p["coef"],
+                "noise_cov": p["noise_cov"][i, j]}
+
+    def _summary_rebuild(self, values: dict[str, torch.Tensor]) -> VectorAutoRegressive:
+        D = values["intercept"].shape[0]
+        i, j = torch.tril_indices(D, D)
+        cov = torch.zeros(D, D, dtype=torch.float64)
+        cov[i, j] = values["noise_cov"]
+        cov[j, i] = values["noise_cov"]  # symmetric: one parameter per pair
+        return type(self).from_params(values["intercept"], values["coef"], cov)
 
     def get_config(self) -> dict[str, Any]:
         return {"order": self.order, "noise_estimate": self.noise_estimate}

@@ -102,6 +102,8 @@ class LinearGaussianSSM(SequenceModel):
     """
 
     data_kind = "continuous"
+    #: structured models list their free variances (see ``_summary_parameters``)
+    summary_params = ()
     supports_missing = True
     supports_exog = True
 
@@ -859,6 +861,27 @@ class LinearGaussianSSM(SequenceModel):
         slots = self.structure["transition_vars"] + self.structure["observation_vars"]
         # states that share a name share one variance (a trigonometric seasonal, a cycle)
         return list(dict.fromkeys(name for name, value in slots if value is None))
+
+    def _summary_parameters(self) -> dict[str, torch.Tensor]:
+        """A structured model's free variances by name (``summary()``); others have none."""
+        if self.structure is None or self._num_free_dynamics():
+            raise ValueError(f"{self.name} has no summary() yet beyond structured models "
+                             "whose only free parameters are variances")
+        st, p = self.structure, self._params
+        out: dict[str, torch.Tensor] = {}
+        for slots, cov in ((st["transition_vars"], p["transition_cov"]),
+                           (st["observation_vars"], p["observation_cov"])):
+            for i, (name, value) in enumerate(slots):
+                if value is None:
+                    out.setdefault(name, cov[i, i].clone())
+        return out
+
+    def _summary_rebuild(self, values: dict[str, torch.Tensor]) -> LinearGaussianSSM:
+        model = type(self)(**self.get_config())
+        free = torch.stack([values[n].reshape(()) for n in self._free_names()])
+        model._params = {**self._params, **model._structured_params(
+            free, self._params["initial_mean"], self._params["initial_cov"][0, 0])}
+        return model
 
     def _num_free_dynamics(self) -> int:
         """The number of estimated transition parameters (a structural model's cycle and AR
