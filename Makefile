@@ -11,6 +11,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.probseq-installed
+# extra pytest arguments of `make pytest`, e.g. PYTEST_ARGS='-m "not slow"'
+PYTEST_ARGS ?=
 
 .PHONY: install demo test pytest lint bench bench-against notebooks docs clean
 
@@ -40,7 +42,7 @@ test: $(STAMP)
 
 # The test suite alone, on every core: what .ci/run runs on the other supported Pythons.
 pytest: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 # The documentation site (Sphinx + MyST-NB) in docs/_build/html. It executes every notebook
 # once, all in parallel, and fails on any warning or notebook error.
