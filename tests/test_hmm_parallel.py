@@ -162,3 +162,18 @@ def test_forward_backward_parallel_equals_serial_and_reference():
     torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
                                rtol=1e-11, atol=1e-11)
     torch.testing.assert_close(stats["log_lik"], ref["log_prob"].sum(), rtol=1e-12, atol=0)
+
+
+def test_parallel_loops_use_the_workqueue_layer():
+    # The OpenMP layer's spinning threads slowed later calls tenfold on two cores; unless
+    # the user chose a layer, probseq's parallel loops run on workqueue.
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        pytest.skip("the user chose a threading layer")
+    model = _model(2, 3, seed=1)
+    compiled.log_prob(*_flat_args(model, _ragged(3, LENGTHS, seed=1)), block=kernels.BLOCK,
+                      min_mass=kernels.MIN_MASS, parallel=True)
+    assert numba.threading_layer() == "workqueue"

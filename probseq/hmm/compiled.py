@@ -24,10 +24,44 @@ imported lazily for the same reason.
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numba
 import numpy as np
 
 from probseq.hmm.kernels import FLUSH
+
+# Threads: numba's 'workqueue' layer (always present). The OpenMP layer, numba's default
+# where libgomp exists, leaves its threads spinning after each parallel loop; on a machine
+# with few cores (and beside torch's own OpenMP threads) that spinning was measured to make
+# the *following* unrelated calls up to ten times slower in CPU time. A layer chosen by the
+# user (NUMBA_THREADING_LAYER) is left alone, and the parallel loops then run serially
+# unless it is workqueue. workqueue must not be entered from two threads at once: a lock
+# sends a concurrent caller to the serial loop.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _workqueue() -> bool:
+    """Whether numba's parallel loops run (or will run) on the workqueue layer."""
+    try:
+        return numba.threading_layer() == "workqueue"
+    except ValueError:  # no parallel loop launched yet: the configured layer will be used
+        return numba.config.THREADING_LAYER == "workqueue"
+
+
+def _run(serial, parallel, want: bool, *args) -> None:
+    """``parallel(*args)`` when wanted, possible and not already running elsewhere, else
+    ``serial(*args)`` (both compute the same thing)."""
+    if want and _workqueue() and _PARALLEL_LOCK.acquire(blocking=False):
+        try:
+            parallel(*args)
+        finally:
+            _PARALLEL_LOCK.release()
+        return
+    serial(*args)
 
 __all__ = ["viterbi", "forward_backward", "log_prob"]
 
@@ -277,11 +311,11 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     xi_parts = np.zeros((bounds.shape[0] - 1, k, k))
     if parallel is None:
         parallel = bounds.shape[0] > 2 and numba.get_num_threads() > 1
-    fn = _fb_parallel if parallel else _fb_serial
-    fn(bounds, np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
-       np.ascontiguousarray(b_src), np.ascontiguousarray(index, dtype=np.int64), starts,
-       lengths, bool(backward), bool(keep), bool(flush), int(block), float(min_mass),
-       out["post"], norm, xi_parts, out["ok"])
+    _run(_fb_serial, _fb_parallel, parallel, bounds,
+         np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
+         np.ascontiguousarray(b_src), np.ascontiguousarray(index, dtype=np.int64), starts,
+         lengths, bool(backward), bool(keep), bool(flush), int(block), float(min_mass),
+         out["post"], norm, xi_parts, out["ok"])
     xi_parts.sum(0, out=out["xi"])
     out["log_c"] = np.log(norm, out=norm)
     if backward:
@@ -419,12 +453,12 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
                     and int(lengths.sum()) >= PARALLEL_MIN_STEPS)
     out = np.empty(n)
     ok = np.empty(n, dtype=np.bool_)
-    fn = _log_prob_parallel if parallel else _log_prob_serial
-    fn(np.ascontiguousarray(initial, dtype=np.float64),
-       np.ascontiguousarray(np.asarray(transition, dtype=np.float64).T),
-       np.ascontiguousarray(b_src, dtype=np.float64),
-       np.ascontiguousarray(shift_src, dtype=np.float64),
-       np.ascontiguousarray(index, dtype=np.int64),
-       np.ascontiguousarray(starts, dtype=np.int64), lengths, bool(flush), int(block),
-       float(min_mass), out, ok)
+    _run(_log_prob_serial, _log_prob_parallel, parallel,
+         np.ascontiguousarray(initial, dtype=np.float64),
+         np.ascontiguousarray(np.asarray(transition, dtype=np.float64).T),
+         np.ascontiguousarray(b_src, dtype=np.float64),
+         np.ascontiguousarray(shift_src, dtype=np.float64),
+         np.ascontiguousarray(index, dtype=np.int64),
+         np.ascontiguousarray(starts, dtype=np.int64), lengths, bool(flush), int(block),
+         float(min_mass), out, ok)
     return out, ok

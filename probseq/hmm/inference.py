@@ -715,7 +715,7 @@ def _use_compiled(lengths: np.ndarray, k: int) -> bool:
     per (row, step) entry (its products run in BLAS); the compiled loop
     (:func:`probseq.hmm.compiled.log_prob`) pays no calls and ~(8 + 0.15 K^2) ns per entry
     on one thread (rows run in parallel threads where there are several, which this model
-    leaves out). So the compiled loop wins up to K of about 20 at any shape, and many rows
+    leaves out). So the compiled loop wins at any shape up to K of about 18, and many rows
     of similar length with more states go to NumPy.
     """
     total = float(lengths.sum())
