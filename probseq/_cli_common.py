@@ -568,6 +568,8 @@ def output_folder(out: str | None, root: str, name: str, marker: str,
     holds another run's ``marker`` file and not ``overwrite``, the first free
     ``<out>-2``, ``<out>-3``, ... (said on stderr)."""
     base = Path(out) if out is not None else Path(root) / name
+    if not base.name:  # "." (or "/"): number the folder's own name
+        base = base.resolve()
     path, k = base, 1
     while not overwrite and (path / marker).exists():
         k += 1

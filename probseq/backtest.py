@@ -69,7 +69,7 @@ def backtest(
     step: int = 1,
     refit: bool | int = False,
     exog: Any | None = None,
-    level: float = 0.9,
+    level: float = 0.95,
     num_samples: int | None = None,
     fit_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,

@@ -277,10 +277,10 @@ def compare(
     shortest = int(seqs.lengths.min())
     if cond >= shortest:
         i = int(seqs.lengths.argmin())
-        why = (f"start={start}" if cond == start else
-               f"the models' diffuse initial steps (num_diffuse_steps up to {diffuse})")
+        why = (f"start={start} leaves" if cond == start else
+               f"the models' diffuse initial steps (num_diffuse_steps up to {diffuse}) leave")
         raise ValueError(
-            f"{why} leave nothing to score in sequence {i} of data ({shortest} steps): every "
+            f"{why} nothing to score in sequence {i} of data ({shortest} steps): every "
             f"model is conditioned on the first {cond} steps of each sequence"
         )
     conds = conditioning_per_sequence(models, seqs, int(start))

@@ -273,7 +273,8 @@ DEGENERATE = {
 def test_exactly_predictable_data_are_refused(kind):
     y = DEGENERATE[kind](50)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # statsmodels: the design is rank-deficient
+        # The refusal comes alone: no statsmodels warning (rank-deficient design) before it.
+        warnings.simplefilter("error")
         for p in (1, 2, 3):
             if kind == "quadratic" and p == 1:
                 continue  # a quadratic is not an exact AR(1): a fit with residuals
@@ -318,6 +319,10 @@ def test_short_and_length_one_sequences():
         AutoRegressive(order=1).fit([rng.normal(size=1) for _ in range(10)])
     with pytest.raises(ValueError, match="needs at least"):
         AutoRegressive(order=2).fit([rng.normal(size=2) for _ in range(10)])
+    # The message says what the data has and what the order needs (issue 26).
+    with pytest.raises(ValueError, match=r"at least 12 values in one sequence; the data has "
+                                         r"4 values in 1 sequence \(longest 4\)"):
+        AutoRegressive(order=5).fit(np.arange(4.0))
     # p = 0 on length-1 sequences is iid N(mu, s2): the sample mean and variance.
     ones = [rng.normal(3.0, 2.0, size=1) for _ in range(30)]
     m0 = AutoRegressive(order=0).fit(ones)

@@ -225,3 +225,17 @@ def _uc(y, kind):
     mod = sm.tsa.UnobservedComponents(y, kind, use_exact_diffuse=True)
     mod.ssm.tolerance = 0.0
     return mod
+
+
+def test_default_level_is_the_forecasts_095():
+    # issue 26: backtest defaulted to 0.9 while forecast and plot_forecast use 0.95.
+    from scipy import stats
+
+    data = _series(2)
+    ar1 = ps.AutoRegressive(order=1).fit(data)
+    table = backtest({"ar1": ar1}, data, initial=20, horizon=1).table
+    sd = math.sqrt(float(ar1.params["noise_var"]))
+    inside = np.abs(table["error"].to_numpy()) <= stats.norm.ppf(0.975) * sd
+    assert np.array_equal(table["covered"].to_numpy() == 1.0, inside)
+    assert not np.array_equal(inside, np.abs(table["error"].to_numpy())
+                              <= stats.norm.ppf(0.95) * sd)  # the test tells 0.9 apart

@@ -16,6 +16,7 @@ def test_compare_writes_table_report_and_figures(tmp_path, capsys):
                  "--out", str(out), "--seed", "1"]) == 0
     table = pd.read_csv(out / "comparison.csv", index_col=0)
     assert set(table.index) == {"ar1", "local_level"}
+    assert table.index.name == "name" and "model" not in table  # one name column (issue 26)
     for col in ("log_lik", "nats_per_step", "aic", "bic", "delta_vs_best", "delta_se", "exact",
                 "p_adjusted", "indistinguishable", "simplest", "params_exceed_data",
                 "score_kind", "conditioned_on"):
@@ -150,7 +151,11 @@ def test_compare_and_backtest_read_a_csv_with_gaps(tmp_path):
     assert bt.returncode == 0, bt.stderr
     summary = pd.read_csv(tmp_path / "backtest" / "shop" / "summary.csv")
     assert set(summary["h"]) == {1, 2}
-    assert "1 to 2 steps ahead" in (tmp_path / "backtest" / "shop" / "report.md").read_text()
+    bt_report = (tmp_path / "backtest" / "shop" / "report.md").read_text()
+    assert "1 to 2 steps ahead" in bt_report and "one step ahead" not in bt_report
+    assert "coverage at the 95% level" in bt_report
+    table = pd.read_csv(tmp_path / "backtest" / "shop" / "backtest.csv")
+    assert list(table.columns).count("model") == 1 and "name" not in table
     # Several value columns need --column.
     res = _run_cli("compare", "--data", "shop.csv", cwd=tmp_path)
     assert res.returncode == 2 and "choose one with --column" in res.stderr
@@ -232,3 +237,13 @@ def test_names_listed_without_building_match_the_factories():
     for kind in ("continuous", "discrete"):
         assert _cli_common.model_names(kind) == list(_cli_common.model_factories(kind))
     assert _cli_common.DATASETS == datasets.DATASETS
+
+
+def test_out_dot_writes_here_then_numbers_the_folder(tmp_path, monkeypatch):
+    # "--out ." crashed on a second run (Path(".").with_name: "has an empty name").
+    here = tmp_path / "runs"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = ["compare", "--dataset", "nile", "--models", "ar1", "--no-plots", "--out", "."]
+    assert main(args) == 0 and (here / "comparison.csv").exists()
+    assert main(args) == 0 and (tmp_path / "runs-2" / "comparison.csv").exists()

@@ -74,7 +74,7 @@ def test_start_scores_only_the_tail():
     assert df.loc["m", "log_lik"] == pytest.approx(float(m.log_prob_steps(x)[2:].sum()))
     assert df.loc["m", "nats_per_step"] == pytest.approx(-df.loc["m", "log_lik"] / 3)
     assert df.loc["m", "conditioned_on"] == 2 and df.attrs["conditioned_on"] == 2
-    with pytest.raises(ValueError, match="nothing to score in sequence 0"):
+    with pytest.raises(ValueError, match="start=5 leaves nothing to score in sequence 0"):
         compare({"m": m}, x, start=5)
 
 

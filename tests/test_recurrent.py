@@ -617,3 +617,37 @@ def test_public_fit_documents_every_option_and_refuses_unknown_ones(cls):
     data = [[0, 1, 2]] if cls is RecurrentModel else [[0.0, 1.0, 2.0]]
     with pytest.raises(ValueError, match="unknown option.*'n_iter'.*valid options: .*max_epochs"):
         cls().fit(data, n_iter=3)
+
+
+def test_not_converged_message_says_still_improving_only_when_it_is():
+    # issue 26: the message claimed "still improving (best at step 3)" after 9 steps.
+    from probseq.recurrent.training import TrainingResult
+
+    def message(valid, train, stopped="max_steps"):
+        steps = [3 * (i + 1) for i in range(len(train))]
+        result = TrainingResult(history={"train": train, "valid": valid, "steps": steps},
+                                best_epoch=len(train), best_step=steps[-1],
+                                num_steps=steps[-1], stopped=stopped, converged=False)
+        return recurrent_model._fit_result(result, None, 20,
+                                          validated=valid[0] == valid[0])["message"]
+
+    nan = math.nan
+    early = message([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    assert "still improving" not in early
+    assert "best at step 3 of 9 and the later steps did not improve" in early
+    assert "still improving (best at the last step, 9)" in message([3.0, 2.0, 1.0],
+                                                                  [1.0, 2.0, 3.0])
+    # Training loss monitored (no validation): the best is read from the training history,
+    # not the last step that ``best_step`` reports without validation.
+    assert "best at step 3 of 9" in message([nan] * 3, [1.0, 2.0, 3.0])
+    assert "still improving" in message([nan] * 3, [3.0, 2.0, 1.0])
+
+
+def test_repr_lists_only_the_settings_that_apply():
+    gru = repr(RecurrentModel(cell="gru", emission="gaussian"))
+    assert gru.startswith("RecurrentModel(cell='gru'") and "gate_init" in gru
+    for absent in ("num_heads", "num_components", "max_length", "num_symbols"):
+        assert absent not in gru
+    tf = repr(RecurrentModel(cell="transformer", hidden_size=8, emission="mixture"))
+    assert "num_heads=4" in tf and "num_components=3" in tf and "gate_init" not in tf
+    assert "num_symbols" in repr(RecurrentModel(cell="rnn", emission="categorical"))

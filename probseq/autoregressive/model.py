@@ -228,9 +228,13 @@ class AutoRegressive(SequenceModel):
         lengths = seqs.lengths.numpy()
         rows = int(np.maximum(lengths - p, 0).sum())
         if rows < p + 2:
+            n = len(seqs)
             raise ValueError(
                 f"an AR({p}) fit needs at least {p + 2} values after the first {p} of each "
-                f"sequence ({p + 1} regressors and a residual), but the data gives {rows}"
+                f"sequence ({p + 1} regressors and a residual), so at least {2 * p + 2} "
+                f"values in one sequence; the data has {int(lengths.sum())} values in {n} "
+                f"sequence{'s' if n != 1 else ''} (longest {int(lengths.max())}), which "
+                f"give {rows}"
             )
         # Regress the centred data: the same least-squares problem, but a level far above
         # the noise no longer ruins the conditioning of [1, lags].
@@ -240,15 +244,22 @@ class AutoRegressive(SequenceModel):
         if len(seqs) == 1:
             from statsmodels.tsa.ar_model import AutoReg
 
-            res = AutoReg(centred[0, : lengths[0]], lags=p, trend="c").fit()
+            # statsmodels warns (SingularMatrixWarning, ...) on data that the check below
+            # refuses anyway; hold its warnings back and replay them only if the fit stands.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = AutoReg(centred[0, : lengths[0]], lags=p, trend="c").fit()
             params, noise_var = np.asarray(res.params, dtype=np.float64), float(res.sigma2)
         else:
             params, ssr, nobs = likelihood.pooled_least_squares(centred, lengths, p)
             noise_var = ssr / nobs
+            caught = []
         params[0] += centre * (1.0 - params[1:].sum())
         if not (np.isfinite(params).all() and np.isfinite(noise_var)):
             raise ValueError(f"the AR({p}) fit gave non-finite parameters; is the data degenerate?")
         _check_not_exactly_predictable(noise_var, flat, p)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self._set(float(params[0]), params[1:].copy(), noise_var)
 
     def _fit_mle(self, seqs: Sequences, exog: torch.Tensor | None, max_iter: int) -> None:

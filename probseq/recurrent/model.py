@@ -679,6 +679,20 @@ class RecurrentModel(SequenceModel):
             "gate_init": self.gate_init,
         }
 
+    def __repr__(self) -> str:
+        """The settings that apply to this cell and emission (``get_config`` keeps all)."""
+        config = self.get_config()
+        if self.emission != "mixture":
+            del config["num_components"]
+        if self.emission != "categorical":
+            del config["num_symbols"]
+        if self.cell != "transformer":
+            del config["num_heads"], config["max_length"]
+        if self.cell not in ("lstm", "gru"):
+            del config["gate_init"]
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        return f"{self.name}({args})"
+
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"network.{k}": v for k, v in self._network.state_dict().items()}
         if self._mean is not None:
@@ -871,22 +885,41 @@ def _streams(seqs: Sequences, exog: torch.Tensor | None, window: int, num_stream
                      has_previous=torch.tensor(has_previous))
 
 
+def _best_monitored_step(result: TrainingResult, validated: bool) -> int:
+    """The optimiser step at the end of the epoch with the lowest monitored loss, read from
+    the history (``best_step`` is the last step when nothing is validated)."""
+    losses = result.history["valid" if validated else "train"]
+    steps = result.history["steps"]
+    if not losses:
+        return int(result.best_step)
+    best = min(range(len(losses)), key=lambda i: (math.isnan(losses[i]), losses[i]))
+    return int(steps[best])
+
+
 def _fit_result(result: TrainingResult, window: int | None, patience: int | None,
                 validated: bool) -> dict[str, Any]:
     monitored = "validation" if validated else "training"
+    best = _best_monitored_step(result, validated)
     if result.stopped == "diverged":
         message = (f"training diverged after {result.num_steps} optimiser steps; kept the "
                    f"weights of epoch {result.best_epoch}")
     elif result.converged:
         message = (f"the {monitored} loss stopped improving: best at optimiser step "
-                   f"{result.best_step}, no improvement in the {patience} steps after it")
+                   f"{best}, no improvement in the {patience} steps after it")
     elif patience is None:
         message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps with "
                    "patience=None, so convergence was not judged")
-    else:
+    elif best >= result.num_steps:
+        # The loss is judged once per epoch: its best at the last judgement is still improving.
         message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps while "
-                   f"the {monitored} loss was still improving (best at step "
-                   f"{result.best_step}); raise max_steps or max_epochs")
+                   f"the {monitored} loss was still improving (best at the last step, "
+                   f"{best}); raise max_steps or max_epochs")
+    else:
+        message = (f"stopped by {result.stopped} after {result.num_steps} optimiser steps, "
+                   f"before the patience of {patience} steps ran out: the {monitored} loss "
+                   f"was best at step {best} of {result.num_steps} and the later "
+                   "steps did not improve it; raise max_steps or max_epochs to judge "
+                   "convergence")
     return {
         "converged": bool(result.converged),
         "message": message,
