@@ -433,7 +433,8 @@ def model_names(kind: str) -> list[str]:
     """The names :func:`model_factories` knows for a data kind."""
     if kind == "continuous":
         return ["ar1", "ar2", "ar3", "local_level", "hmm2", "hmm3", "gru", "lstm",
-                "local_linear_trend", "ar4", "ar5", "dmm", "msar1", "msar4"]
+                "local_linear_trend", "ar4", "ar5", "dmm", "msar1", "msar4",
+                "structural_s12", "structural_weekly", "airline"]
     return [*(f"markov{k}" for k in range(9)), *SHIPPED, "gru", "hmm16", "rnn", "lstm",
             "gru128", "transformer", "markov1_additive", "markov5_additive", "markov1_mle"]
 
