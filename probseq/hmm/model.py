@@ -898,6 +898,17 @@ class HiddenMarkovModel(SequenceModel):
                                                                states[:, start])
         for t in range(start + 1, length):
             states[:, t] = torch.multinomial(p["transition"][states[:, t - 1]], 1).squeeze(1)
+        if _states_out is not None:
+            _states_out.append(states)
+        return self._emit(p, states, prefix, prefix_observed)
+
+    def _emit(self, p: dict[str, torch.Tensor], states: torch.Tensor,
+              prefix: torch.Tensor | None, prefix_observed: torch.Tensor | None
+              ) -> torch.Tensor:
+        """Observations drawn given the state paths ``[S, T]``, the prefix's values kept.
+
+        Missing prefix values are draws given the states (and, for a Gaussian step with
+        some coordinates observed, given those coordinates)."""
         values = self._em.sample(p, states)
         if self.emission == "gaussian" and self._univariate:
             values = values.squeeze(-1)
@@ -906,15 +917,11 @@ class HiddenMarkovModel(SequenceModel):
             if prefix_observed is None:
                 values[:, : prefix.shape[0]] = given
             else:
-                # Missing prefix values are draws given the states (and, for a Gaussian step
-                # with some coordinates observed, given those coordinates).
                 obs = prefix_observed.reshape(given.shape)
                 head = values[:, : prefix.shape[0]]
                 if self.emission == "gaussian" and not self._univariate:
                     self._conditional_fill(head, given, obs, states[:, : prefix.shape[0]])
                 head[:, obs] = given[obs]
-        if _states_out is not None:
-            _states_out.append(states)
         return values
 
     def _conditional_fill(self, values: torch.Tensor, given: torch.Tensor, obs: torch.Tensor,

@@ -406,22 +406,9 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
             else:
                 left = left - 1
             states[:, t] = state
-        values = self._em.sample(p, states)
-        if self.emission == "gaussian" and self._univariate:
-            values = values.squeeze(-1)
-        if prefix is not None:
-            given = prefix.to(values.dtype).reshape(prefix.shape[0], *values.shape[2:])
-            if prefix_observed is None:
-                values[:, : prefix.shape[0]] = given
-            else:
-                obs = prefix_observed.reshape(given.shape)
-                head = values[:, : prefix.shape[0]]
-                if self.emission == "gaussian" and not self._univariate:
-                    self._conditional_fill(head, given, obs, states[:, : prefix.shape[0]])
-                head[:, obs] = given[obs]
         if _states_out is not None:
             _states_out.append(states)
-        return values
+        return self._emit(p, states, prefix, prefix_observed)
 
     # ------------------------------------------------------------------ forecasts
     def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
