@@ -175,7 +175,8 @@ def read_data(path: str | Path, column: str | None = None) -> Dataset:
     A CSV has a date (or step) column first and one value column (or names it with
     ``column``); empty cells are missing values, missing dates of a regular calendar are
     filled with missing values. The first 80% is fitted, the last 20% judged one step ahead.
-    A text file is modelled character by character: the first 90% is fitted, the rest
+    A text file is modelled character by character, split as
+    :func:`probseq.datasets.text_corpus` splits it: the first 80% is fitted, the last 10%
     judged in chunks of up to 256 characters, each scored from its start.
 
     Raises:
@@ -302,18 +303,6 @@ def _shipped_refusal(vocab: Sequence[str]) -> str | None:
     return None
 
 
-def text_corpus(text: str, vocab: Sequence[str] | None = None):
-    """A :class:`probseq.datasets.TextCorpus` of ``text``: 90% train, 10% test (valid empty).
-
-    A local adapter until :mod:`probseq.datasets` has a public helper for any text.
-    """
-    from probseq.datasets import TextCorpus, encode_text
-
-    symbols, chars = encode_text(text, None if vocab is None else "".join(vocab))
-    cut = int(0.9 * len(symbols))
-    return TextCorpus(chars, symbols[:cut], symbols[cut:cut], symbols[cut:])
-
-
 def _read_text(path: Path) -> Dataset:
     try:
         text = path.read_text(encoding="utf-8")
@@ -325,7 +314,9 @@ def _read_text(path: Path) -> Dataset:
     own = sorted(set(text))
     refusal = _shipped_refusal(own) if not set(own) <= _shipped_vocab_set() else None
     vocab = _shipped_vocab() if refusal is None else None
-    corpus = text_corpus(text, vocab)
+    from probseq.datasets import text_corpus
+
+    corpus = text_corpus(text, vocab=None if vocab is None else "".join(vocab))
     length = min(256, len(corpus.test))
     name = _safe_name(path.stem)
     return Dataset(
