@@ -48,6 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--against", default=None, metavar="REV",
                    help="regression guard: time probseq's own calls in the working tree "
                    "against git revision REV's probseq, side by side (see benchmarks.guard)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="with --against: time with the process's CPU clock (for a busy "
+                   "machine, with --threads 1)")
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -147,7 +150,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
         extra = (["--only", args.only] if args.only else []) + (
             ["--quick"] if args.quick else []) + (
             ["--threads", str(args.threads)] if args.threads else []) + (
-            ["--repeats", str(args.repeats)] if args.repeats else [])
+            ["--repeats", str(args.repeats)] if args.repeats else []) + (
+            ["--cpu-time"] if args.cpu_time else [])
         return guard.main([args.against, *extra])
     import benchmarks.cases  # noqa: F401  (registers the cases)
 
