@@ -22,6 +22,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 # Pyro imports tqdm.auto, which in a kernel without ipywidgets warns "IProgress not found"
 # at import, from a file of the builder's environment: no page shows that warning.
+# no progress bars in the built pages (a notebook's kernel shows them by default)
+os.environ["PROBSEQ_PROGRESS"] = "0"
 os.environ["PYTHONWARNINGS"] = ",".join(
     [*filter(None, [os.environ.get("PYTHONWARNINGS")]), "ignore:IProgress not found"])
 

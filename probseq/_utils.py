@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -31,13 +32,25 @@ def seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
+def show_progress() -> bool:
+    """Whether long fits show a progress bar by default (``progress=None``): on a terminal
+    and in a notebook's kernel (the bar goes to stderr as text, which Jupyter shows);
+    the environment variable ``PROBSEQ_PROGRESS`` (``0`` or ``1``) overrides both (the
+    documentation build sets 0)."""
+    forced = os.environ.get("PROBSEQ_PROGRESS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def progress_bar(total: int | None, progress: bool | None, desc: str, **kwargs: Any):
-    """A tqdm bar; ``progress=None`` shows it only when stderr is a terminal."""
-    from tqdm import tqdm
+    """A tqdm bar to stderr; ``progress=None`` shows it where :func:`show_progress` says."""
+    from tqdm.std import tqdm
 
     if progress is None:
-        progress = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=not progress, leave=False, **kwargs)
+        progress = show_progress()
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False, file=sys.stderr,
+                **kwargs)
 
 
 def param_array(x: Any, name: str) -> np.ndarray:

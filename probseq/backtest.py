@@ -91,7 +91,7 @@ def backtest(
         fit_options: name -> keyword arguments of ``fit`` when refitting.
         seed: seeds the sampled forecasts (origin by origin, so results do not depend on
             how origins are split across ranks).
-        progress: a progress bar over origins (default: when stderr is a terminal).
+        progress: a progress bar over origins (default: on a terminal or in a notebook).
 
     Under an active ``torch.distributed`` process group the origins are split across ranks
     (each rank fits and forecasts its own origins without collectives) and every rank gets

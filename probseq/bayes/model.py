@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probseq._utils import seeded
+from probseq._utils import seeded, show_progress
 from probseq.base import SequenceModel
 from probseq.bayes import families
 from probseq.bayes.priors import PriorOverride, check_prior, prior_from_json, prior_to_json
@@ -221,7 +221,7 @@ class BayesianModel(SequenceModel):
         Args:
             data: sequences (fully observed; no covariates).
             seed: makes the draws reproducible.
-            progress: NUTS progress bar (default off).
+            progress: NUTS progress bar (None: on a terminal or in a notebook).
             max_epochs: SVI optimisation steps (``method="svi"``).
             learning_rate: SVI's Adam step size.
 
@@ -238,7 +238,8 @@ class BayesianModel(SequenceModel):
     def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None,
              max_epochs: int = 2000, learning_rate: float = 0.01) -> None:
         with one_thread():
-            self._fit_draws(seqs, bool(progress), int(max_epochs), float(learning_rate))
+            self._fit_draws(seqs, show_progress() if progress is None else bool(progress),
+                            int(max_epochs), float(learning_rate))
 
     def _fit_draws(self, seqs: Sequences, progress: bool, max_epochs: int,
                    learning_rate: float) -> None:

@@ -147,7 +147,7 @@ class HiddenMarkovModel(SequenceModel):
             learning_rate: gradient method only (None: 0.05 for Adam, 1 for L-BFGS).
             optimizer: gradient method: ``"adam"`` (default) or ``"lbfgs"``.
             batch_size: gradient method with Adam: sequences per step (None: all).
-            progress: show a progress bar (None: when stderr is a terminal).
+            progress: show a progress bar (None: on a terminal or in a notebook).
             seed: makes the initialisations reproducible (None: not seeded).
             states: partly known states (EM only), the data's shape: per step a state
                 ``0..K-1``, or ``-1`` (or a masked entry, ``pd.NA``, NaN) where unknown. A
@@ -569,7 +569,7 @@ class HiddenMarkovModel(SequenceModel):
             learning_rate: gradient method only (Adam default 0.05, L-BFGS default 1).
             optimizer: ``"adam"`` or ``"lbfgs"`` (gradient method).
             batch_size: gradient method with Adam: sequences per step (default all).
-            progress: show a progress bar (None: when stderr is a terminal).
+            progress: show a progress bar (None: on a terminal or in a notebook).
             seed: handled by the base class (the RNG is seeded around this call).
             states: partly known states (see :meth:`fit`).
 

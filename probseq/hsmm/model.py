@@ -98,7 +98,7 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
             tol: stop when the log-likelihood improves by less than ``tol`` nats per step.
             num_restarts: random initialisations; the best final log-likelihood wins (3).
             init: ``"random"``, or ``"params"`` to start once from the current parameters.
-            progress: show a progress bar (None: when stderr is a terminal).
+            progress: show a progress bar (None: on a terminal or in a notebook).
             seed: makes the initialisations reproducible.
             **unknown: refused with a ``ValueError`` listing the valid options.
 

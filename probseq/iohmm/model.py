@@ -251,7 +251,7 @@ class InputOutputHMM(SequenceModel):
             max_epochs: the most EM iterations per restart.
             tol: stop when the log-likelihood improves by less than ``tol`` nats per step.
             num_restarts: random initialisations; the best final log-likelihood wins.
-            progress: show a progress bar (None: when stderr is a terminal).
+            progress: show a progress bar (None: on a terminal or in a notebook).
             seed: makes the initialisations reproducible.
 
         Returns:

@@ -1020,7 +1020,7 @@ class LinearGaussianSSM(SequenceModel):
                 have local maxima). ``fit_result_["restart_objectives"]`` lists each
                 start's maximum in nats per scored step.
             seed: seeds the random start of unstructured models (default None).
-            progress: a progress bar (default None: when stderr is a terminal).
+            progress: a progress bar (default None: on a terminal or in a notebook).
 
         Returns:
             self.

@@ -345,7 +345,7 @@ class RecurrentModel(SequenceModel):
                 transformer on one long series; recurrent cells carry their state across
                 windows instead.
             seed: makes the fit reproducible on the CPU (default None).
-            progress: show a progress bar (default None: when stderr is a terminal).
+            progress: show a progress bar (default None: on a terminal or in a notebook).
             **unknown: refused with ``ValueError``.
 
         Returns:

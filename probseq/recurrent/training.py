@@ -316,7 +316,7 @@ def train_network(
         min_steps: early stopping never ends training before this many optimiser steps.
         lr_schedule: one of ``LR_SCHEDULES``.
         weight_decay: Adam's L2 penalty (``torch.optim.AdamW``'s decoupled form when > 0).
-        progress: show a tqdm bar (None: when stderr is a terminal).
+        progress: show a tqdm bar (None: on a terminal or in a notebook).
         desc: the bar's label.
 
     Returns:

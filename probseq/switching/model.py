@@ -605,7 +605,7 @@ class SwitchingAutoRegressive(SequenceModel):
                 (-1, 1) so every iterate is stationary, variances by their logarithms).
                 Univariate models only; multivariate AR-HMMs keep the EM estimate.
             max_polish_iter: the most L-BFGS iterations per restart.
-            progress: show a progress bar (None: when stderr is a terminal).
+            progress: show a progress bar (None: on a terminal or in a notebook).
             seed: makes the random initialisations reproducible.
 
         Under an active ``torch.distributed`` process group, EM is data-parallel: each rank
