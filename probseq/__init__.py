@@ -39,6 +39,7 @@ _PUBLIC: dict[str, str | None] = {
     "backtest": "probseq.backtest",
     "Forecast": "probseq.forecast",
     "datasets": None,
+    "diagnostics": None,
     "distributed": None,
     "plots": None,
     "pretrained": None,
@@ -66,6 +67,7 @@ __all__ = [
     "backtest",
     "Forecast",
     "datasets",
+    "diagnostics",
     "distributed",
     "plots",
     "pretrained",
@@ -73,7 +75,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what static tools and IDEs see
-    from probseq import datasets, distributed, plots, pretrained, selection
+    from probseq import datasets, diagnostics, distributed, plots, pretrained, selection
     from probseq.arima import ARIMA
     from probseq.autoregressive import AutoRegressive, VectorAutoRegressive
     from probseq.backtest import backtest

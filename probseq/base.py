@@ -555,6 +555,58 @@ class SequenceModel(abc.ABC):
         out = torch.where(mask, out, torch.zeros((), dtype=out.dtype))
         return to_pandas(out[0] if single else out, data, "predict")
 
+    @torch.no_grad()
+    def residuals(self, data: Any, *, exog: Any | None = None,
+                  kind: str = "quantile") -> torch.Tensor:
+        """One-step residuals of univariate reals or counts (see :mod:`probseq.diagnostics`).
+
+        ``kind="quantile"``: ``Phi^-1(F_t(x_t))`` with ``F_t`` the one-step predictive CDF
+        given ``x_1..x_(t-1)``, independent N(0, 1) when the model is right, mixtures
+        included (for a Gaussian predictive it is the standardised one-step error; counts
+        get randomised quantile residuals, seeded);
+        ``kind="standardized"``: ``(x_t - E[x_t | past]) / sd(x_t | past)`` (reals).
+
+        Returns:
+            ``[N, T_max]`` float64, NaN at padding, missing steps and the steps that only
+            locate a diffuse initial state; one sequence in drops the N axis, a pandas
+            Series in gives a Series on its index.
+
+        Raises:
+            ValueError: symbols or multivariate data.
+        """
+        from probseq.diagnostics import quantile_residuals
+
+        self._check_fitted()
+        seqs, single = self._coerce(data)
+        out = quantile_residuals(self, seqs, self._coerce_exog(exog, seqs, data), kind)
+        return to_pandas(out[0] if single else out, data, "residuals")
+
+    def residual_diagnostics(self, data: Any, *, exog: Any | None = None,
+                             lags: int | None = None) -> Any:
+        """Ljung-Box tests of the quantile residuals (:meth:`residuals`) at lags 1..lags,
+        pooled over sequences (:func:`probseq.diagnostics.ljung_box`), with a Jarque-Bera
+        test of their normality.
+
+        Returns:
+            A DataFrame indexed by lag with ``lb_stat``, ``lb_pvalue`` and ``df``; ``attrs``
+            hold ``jarque_bera`` and ``jarque_bera_pvalue`` (scipy), ``num_residuals``.
+            Small p-values say the model leaves structure in the residuals.
+        """
+        import numpy as np
+        from scipy import stats
+
+        from probseq.diagnostics import ljung_box, quantile_residuals
+
+        self._check_fitted()
+        seqs, _ = self._coerce(data)
+        r = quantile_residuals(self, seqs, self._coerce_exog(exog, seqs, data)).numpy()
+        table = ljung_box(r, lags)
+        flat = r[np.isfinite(r)]
+        jb = stats.jarque_bera(flat)
+        table.attrs.update(jarque_bera=float(jb.statistic),
+                           jarque_bera_pvalue=float(jb.pvalue), num_residuals=int(flat.size))
+        return table
+
     def _extended(self, seqs: Sequences) -> Sequences:
         """Each sequence extended by one placeholder step (zero: only x_<t is read)."""
         pad = torch.zeros((len(seqs), 1, *seqs.values.shape[2:]), dtype=seqs.values.dtype)

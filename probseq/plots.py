@@ -16,7 +16,7 @@ from probseq.base import SequenceModel
 from probseq.data import as_sequences
 
 __all__ = ["plot_comparison", "plot_step_log_lik", "plot_samples", "plot_forecast",
-           "plot_calibration", "plot_decomposition"]
+           "plot_calibration", "plot_decomposition", "plot_residuals"]
 
 
 def _figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
@@ -411,6 +411,65 @@ def plot_calibration(
     ax_cov.legend(fontsize=7)
     for ax in flat[panels:]:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_residuals(model: SequenceModel, series: Any, *, exog: Any = None,
+                   lags: int | None = None, title: str | None = None):
+    """Four panels on the one-step quantile residuals of one series
+    (:meth:`~probseq.SequenceModel.residuals`), as statsmodels' ``plot_diagnostics``: the
+    residuals over time, their histogram against the N(0, 1) density, a normal Q-Q plot and
+    their autocorrelations with the +-1.96/sqrt(n) band, the Ljung-Box p-value at the
+    largest lag and Jarque-Bera's in the titles. Missing and diffuse steps are left out.
+    """
+    from scipy import stats
+
+    from probseq.diagnostics import autocorrelations
+
+    r = model.residuals(series, exog=exog)
+    values = np.asarray(r, dtype=np.float64).reshape(-1)
+    if values.ndim != 1 or np.isfinite(values).sum() < 3:
+        raise ValueError("plot_residuals takes one series with at least 3 residuals")
+    x, xlabel = _x_axis(series, None, len(values))
+    ok = np.isfinite(values)
+    table = model.residual_diagnostics(series, exog=exog, lags=lags)
+    k = int(table.index[-1])
+    fig, axes = _figure(2, 2, figsize=(9.5, 6.2))
+    ax = axes[0, 0]
+    ax.plot(x[ok], values[ok], lw=0.8, color="C0")
+    ax.axhline(0, color="k", lw=0.6)
+    for z in (-1.96, 1.96):
+        ax.axhline(z, color="k", lw=0.6, ls=":")
+    ax.set_title("Quantile residuals (N(0, 1) under the model)", fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax = axes[0, 1]
+    ax.hist(values[ok], bins="auto", density=True, color="C0", alpha=0.7, label="residuals")
+    grid = np.linspace(min(-4.0, values[ok].min()), max(4.0, values[ok].max()), 200)
+    ax.plot(grid, stats.norm.pdf(grid), color="k", lw=1.0, label="N(0, 1)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Histogram (Jarque-Bera p = {table.attrs['jarque_bera_pvalue']:.3g})",
+                 fontsize=9)
+    ax = axes[1, 0]
+    (osm, osr), _ = stats.probplot(values[ok], dist="norm")
+    ax.plot(osm, osr, ".", ms=3, color="C0")
+    lim = [min(osm.min(), osr.min()), max(osm.max(), osr.max())]
+    ax.plot(lim, lim, color="k", lw=0.8)
+    ax.set_xlabel("normal quantiles", fontsize=8)
+    ax.set_ylabel("residual quantiles", fontsize=8)
+    ax.set_title("Normal Q-Q", fontsize=9)
+    ax = axes[1, 1]
+    first, last = np.flatnonzero(ok)[[0, -1]]
+    rho = autocorrelations(values[first: last + 1], k)
+    ax.vlines(np.arange(1, k + 1), 0, rho, color="C0")
+    ax.plot(np.arange(1, k + 1), rho, "o", ms=4, color="C0")
+    band = 1.96 / math.sqrt(int(ok.sum()))
+    ax.axhspan(-band, band, color="0.85", zorder=0)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("lag", fontsize=8)
+    ax.set_title(f"Autocorrelation (Ljung-Box p = {table['lb_pvalue'].iloc[-1]:.3g} at "
+                 f"lag {k})", fontsize=9)
+    fig.suptitle(title or f"{model.name}: one-step residual diagnostics", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -57,3 +57,22 @@ def test_calibration_draws_one_pit_panel_per_model_and_keeps_coverage_inside():
     for line in lines:
         assert np.all((line.get_ydata() >= low) & (line.get_ydata() <= high))
     plt.close(fig)
+
+
+def test_residual_plot_shows_the_tests_it_names():
+    """Four panels; the titles carry the Ljung-Box and Jarque-Bera p-values of
+    ``residual_diagnostics``; the ACF panel's stems are its autocorrelations; gaps and the
+    diffuse first step are left out of the residual line."""
+    y = ps.datasets.nile().copy()
+    y.iloc[[30, 31]] = np.nan
+    model = ps.LinearGaussianSSM.local_level().fit(y)
+    fig = ps.plots.plot_residuals(model, y, lags=6)
+    table = model.residual_diagnostics(y, lags=6)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert f"{table['lb_pvalue'].iloc[-1]:.3g} at lag 6" in titles[3]
+    assert f"{table.attrs['jarque_bera_pvalue']:.3g}" in titles[1]
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == len(y) - 3
+    r = model.residuals(y).to_numpy()[1:]
+    stems = fig.axes[3].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(stems, ps.diagnostics.autocorrelations(r, 6))
+    plt.close(fig)
