@@ -862,26 +862,45 @@ class LinearGaussianSSM(SequenceModel):
         # states that share a name share one variance (a trigonometric seasonal, a cycle)
         return list(dict.fromkeys(name for name, value in slots if value is None))
 
-    def _summary_parameters(self) -> dict[str, torch.Tensor]:
-        """A structured model's free variances by name (``summary()``); others have none."""
-        if self.structure is None or self._num_free_dynamics():
-            raise ValueError(f"{self.name} has no summary() yet beyond structured models "
-                             "whose only free parameters are variances")
-        st, p = self.structure, self._params
-        out: dict[str, torch.Tensor] = {}
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None = None) -> Any:
+        """A structured model's free variances by name, its estimated dynamics in natural
+        units (``cycle_damping``, ``ar_coef[j]``) and its covariate coefficients
+        ``exog_coef[d,e]``; the Hessian by autograd through the Kalman filter (exact diffuse
+        likelihood, gaps marginalised). Other state-space models have none (a free
+        transition matrix is identified only up to a change of state basis)."""
+        from probseq._summary import Blocks
+        from probseq.lgssm.structural import dynamics_values, set_dynamics
+
+        if self.structure is None:
+            raise ValueError(f"{self.name} has no summary() beyond structured models (a free "
+                             "state-space model is identified only up to a change of state "
+                             "basis)")
+        st, p, blocks = self.structure, self._params, Blocks()
+        variances: dict[str, torch.Tensor] = {}
         for slots, cov in ((st["transition_vars"], p["transition_cov"]),
                            (st["observation_vars"], p["observation_cov"])):
             for i, (name, value) in enumerate(slots):
                 if value is None:
-                    out.setdefault(name, cov[i, i].clone())
-        return out
+                    variances.setdefault(name, cov[i, i])
+        var_parts = {n: blocks.add(n, v, non_negative=True) for n, v in variances.items()}
+        dyn = st.get("dynamics") or []
+        dyn_parts = [blocks.add(n, v) for n, v in dynamics_values(p["transition_matrix"], dyn)]
+        coef_part = blocks.add("exog_coef", p["exog_coef"]) if "exog_coef" in p else None
 
-    def _summary_rebuild(self, values: dict[str, torch.Tensor]) -> LinearGaussianSSM:
-        model = type(self)(**self.get_config())
-        free = torch.stack([values[n].reshape(()) for n in self._free_names()])
-        model._params = {**self._params, **model._structured_params(
-            free, self._params["initial_mean"], self._params["initial_cov"][0, 0])}
-        return model
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            free = torch.stack([var_parts[n](vec).reshape(()) for n in self._free_names()]
+                               ) if var_parts else torch.zeros(0, dtype=torch.float64)
+            A = None
+            if dyn_parts:
+                A = set_dynamics(torch.tensor(st["transition_matrix"], dtype=torch.float64),
+                                 dyn, [part(vec) for part in dyn_parts])
+            q = self._structured_params(free, p["initial_mean"], p["initial_cov"][0, 0],
+                                        transition_matrix=A)
+            if coef_part is not None:
+                q["exog_coef"] = coef_part(vec)
+            return self._total_log_lik(seqs, q, exog)
+
+        return blocks.build(log_lik)
 
     def _num_free_dynamics(self) -> int:
         """The number of estimated transition parameters (a structural model's cycle and AR
@@ -894,9 +913,11 @@ class LinearGaussianSSM(SequenceModel):
     def _structured_params(
         self, free: torch.Tensor, initial_mean: torch.Tensor, initial_var: torch.Tensor,
         unit: float = 1.0, dynamics: torch.Tensor | None = None,
+        transition_matrix: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Parameters of a structured model from its free variances (differentiable) and the
-        unconstrained estimated transition parameters ``dynamics`` (structural models).
+        unconstrained estimated transition parameters ``dynamics`` (structural models), or
+        a given ``transition_matrix`` (differentiable too).
 
         Fixed variances are divided by ``unit**2`` (the fit works in data units of ``unit``).
         """
@@ -910,7 +931,9 @@ class LinearGaussianSSM(SequenceModel):
               for n, v in st["observation_vars"]]
         S = self.state_dim
         A = torch.tensor(st["transition_matrix"], dtype=torch.float64)
-        if dynamics is not None and dynamics.numel():
+        if transition_matrix is not None:
+            A = transition_matrix
+        elif dynamics is not None and dynamics.numel():
             from probseq.lgssm.structural import apply_dynamics
 
             A = apply_dynamics(A, st["dynamics"], dynamics)

@@ -348,6 +348,42 @@ def apply_dynamics(A: torch.Tensor, dynamics: list, theta: torch.Tensor) -> torc
     return A
 
 
+def dynamics_values(A: torch.Tensor, dynamics: list) -> list[tuple[str, torch.Tensor]]:
+    """The estimated transition parameters in their natural units, read from ``A``:
+    ``("cycle_damping", rho)`` and ``("ar_coef", [p])`` (the inverse of
+    :func:`set_dynamics`)."""
+    out = []
+    for kind, i, x, y in dynamics:
+        if kind == "cycle":
+            if y is None:
+                out.append(("cycle_damping", torch.hypot(A[i, i], A[i, i + 1])))
+        elif y is None:
+            out.append(("ar_coef", A[i, i: i + int(x)].clone()))
+    return out
+
+
+def set_dynamics(A: torch.Tensor, dynamics: list, values: list[torch.Tensor]) -> torch.Tensor:
+    """A with its estimated blocks set from natural values (differentiable): a cycle's
+    damping rho (its period is fixed), an AR component's coefficients (not constrained to
+    be stationary: for derivatives at an estimate, not for fitting)."""
+    A = A.clone()
+    k = 0
+    for kind, i, x, y in dynamics:
+        if kind == "cycle":
+            if y is None:
+                lam = torch.tensor(2.0 * math.pi / x, dtype=A.dtype)
+                rho = values[k]
+                k += 1
+                c, s = rho * torch.cos(lam), rho * torch.sin(lam)
+                block = torch.stack([torch.stack([c, s]), torch.stack([-s, c])])
+                A = A.index_put((torch.arange(i, i + 2)[:, None], torch.arange(i, i + 2)),
+                                block)
+        elif y is None:
+            A = A.index_put((torch.tensor([i]), torch.arange(i, i + int(x))), values[k])
+            k += 1
+    return A
+
+
 def stationary_cov(A: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """``P`` with ``P = A P A' + Q``: the stationary covariance of ``z_t = A z_(t-1) + e``,
     ``e ~ N(0, Q)`` (A stable). Differentiable; solves the ``S^2`` linear system."""
