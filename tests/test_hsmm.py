@@ -470,3 +470,177 @@ def test_duration_m_steps_are_weighted_maximum_likelihood():
             options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000}).fun
             for z0 in ([0.0, 0.0], [2.0, 1.0], [-1.0, -1.0]))
         assert got >= best - 1e-7
+
+
+# ------------------------------------------------------------------------ partly known states
+def _clamped_dense_reference(h, dmax, x, labels):
+    """log p(x, known states) and P(z_t = k | x, known states) of one sequence, by a dense
+    scaled forward-backward (NumPy) over the hand-built expanded HMM ``h``, with the emission
+    factor of every countdown state (k, r) whose k disagrees with a label set to zero."""
+    p = {n: v.numpy() for n, v in h.params.items()}
+    ll = h._log_lik(h.params, Sequences.from_list([x]))[0].numpy()  # [T, K*D] unclamped
+    t_len, s = ll.shape
+    state_of = np.arange(s) // dmax
+    allowed = (labels[:, None] < 0) | (state_of[None] == labels[:, None])
+    shift = np.where(allowed, ll, -np.inf).max(1)
+    factors = np.where(allowed, np.exp(ll - shift[:, None]), 0.0)
+    alpha = np.zeros((t_len, s))
+    scale = np.zeros(t_len)
+    for t in range(t_len):
+        a = p["initial"] if t == 0 else alpha[t - 1] @ p["transition"]
+        a = a * factors[t]
+        scale[t] = a.sum()
+        alpha[t] = a / scale[t]
+    beta = np.ones((t_len, s))
+    for t in range(t_len - 2, -1, -1):
+        beta[t] = p["transition"] @ (factors[t + 1] * beta[t + 1]) / scale[t + 1]
+    post = (alpha * beta).reshape(t_len, -1, dmax).sum(-1)
+    return float(np.log(scale).sum() + shift.sum()), post
+
+
+@pytest.mark.parametrize("family", ["categorical", "negative_binomial"])
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_labelled_posteriors_equal_clamped_expanded_hmm(case, family):
+    """Known states (30% of the steps, gaps too) clamp the countdown chain: the E-step's
+    log p(x, known states) and the smoother equal the hand-built expanded HMM with every
+    other state's emission factor set to zero."""
+    emission, kw = case
+    k, dmax = 3, 6
+    m = _model(emission, family, k=k, dmax=dmax, seed=26, **kw)
+    h = _expanded(m)
+    gen = np.random.default_rng(27)
+    data = []
+    for x in _data(emission, [1, 2, 7, 40, 300], seed=28, d=kw.get("d", 2)):
+        if emission == "gaussian":
+            x = x[:, 0].copy() if kw.get("d") == 1 else x.copy()
+            x[gen.random(x.shape) < 0.15] = np.nan
+        else:
+            x = np.ma.masked_array(x, mask=gen.random(x.shape) < 0.15)
+        data.append(x)
+    labels = [np.where(gen.random(len(x)) < 0.3, gen.integers(0, k, len(x)), -1) for x in data]
+    seqs = m._coerce(data)[0]
+    smoothed = m.smoother(data, states=labels)
+    for i, (x, lab) in enumerate(zip(data, labels, strict=True)):
+        ref_lp, ref_post = _clamped_dense_reference(h, dmax, x, lab)
+        one = m.coerce_states([lab], seqs[[i]])
+        got = m.expected_stats(seqs[[i]], m.params, one)["log_lik"]
+        assert float(got) == pytest.approx(ref_lp, abs=1e-9)
+        torch.testing.assert_close(smoothed[i, : len(x)], torch.as_tensor(ref_post),
+                                   rtol=0, atol=1e-9)
+        steps = np.nonzero(lab >= 0)[0]
+        assert (smoothed[i, steps, lab[steps]] > 1 - 1e-12).all()
+    # Without labels the clamped reference is the model's likelihood itself.
+    lp0, _ = _clamped_dense_reference(h, dmax, data[3], np.full(len(data[3]), -1))
+    assert float(m.log_prob(data[3])) == pytest.approx(lp0, abs=1e-9)
+
+
+@pytest.mark.parametrize("family", ["categorical", "poisson"])
+def test_labelled_viterbi_smoother_and_stats_equal_enumeration(family):
+    """Over every segmentation of a short sequence that passes through the known states:
+    the best path and its score (Viterbi), the marginals and log p(x, known states)."""
+    m = _model("gaussian", family, k=3, dmax=3, seed=29, d=1)
+    p = m.params
+    pi, a, pmf = p["initial"].numpy(), p["transition"].numpy(), m.duration_pmf.numpy()
+    for t, lab in ((1, [2]), (5, [-1, 1, -1, -1, 1]), (7, [0, -1, -1, 2, -1, -1, -1])):
+        x = _data("gaussian", [t], seed=30 + t, d=1)[0][:, 0]
+        lab = np.array(lab)
+        ll = stats.norm(p["means"][:, 0].numpy(),
+                        np.sqrt(p["covariances"][:, 0, 0].numpy())).logpdf(x[:, None])
+        joint = {}
+        for z in itertools.product(range(3), repeat=t):
+            if all(v < 0 or v == s for v, s in zip(lab, z, strict=True)):
+                joint[z] = _path_log_prob(z, pi, a, pmf) + ll[np.arange(t), list(z)].sum()
+        total = float(np.logaddexp.reduce(np.array(list(joint.values()))))
+        best = max(joint, key=joint.get)
+        assert tuple(m.most_likely_states(x, states=lab).tolist()) == best
+        _, score = inference.hsmm_viterbi(
+            p["initial"], p["transition"], m.duration_pmf,
+            m._log_lik(p, Sequences.from_list([x]), torch.as_tensor(lab)[None]),
+            torch.tensor([t]))
+        assert float(score[0]) == pytest.approx(joint[best], abs=1e-10)
+        post = np.zeros((t, 3))
+        for z, v in joint.items():
+            post[np.arange(t), list(z)] += math.exp(v - total)
+        torch.testing.assert_close(m.smoother(x, states=lab), torch.as_tensor(post), rtol=0,
+                                   atol=1e-10)
+        seqs = Sequences.from_list([x])
+        got = m.expected_stats(seqs, p, m.coerce_states(lab, seqs))["log_lik"]
+        assert float(got) == pytest.approx(total, abs=1e-10)
+    # Labels that change the unlabelled Viterbi path: the path obeys them.
+    x = _data("gaussian", [7], seed=37, d=1)[0][:, 0]
+    free = m.most_likely_states(x)
+    lab = np.full(7, -1)
+    lab[3] = (int(free[3]) + 1) % 3
+    assert int(m.most_likely_states(x, states=lab)[3]) == lab[3]
+
+
+def test_labelled_expected_statistics_add_over_shards():
+    """The clamped E-step shards as the data-parallel fit splits it."""
+    m = _model("poisson", "negative_binomial", k=3, dmax=6, seed=31)
+    data = Sequences.from_list(_data("poisson", [5, 40, 17, 60, 1], seed=32))
+    gen = np.random.default_rng(33)
+    labels = m.coerce_states([np.where(gen.random(t) < 0.2, gen.integers(0, 3, t), -1)
+                              for t in (5, 40, 17, 60, 1)], data)
+    whole = m.expected_stats(data, m.params, labels)
+    parts = [m.expected_stats(data[idx], m.params,
+                              labels[idx, : int(data.lengths[idx].max())])
+             for idx in ([0, 3], [1, 2, 4])]
+    for name, value in whole.items():
+        torch.testing.assert_close(parts[0][name] + parts[1][name], value, rtol=1e-12, atol=1e-10)
+    assert float(whole["log_lik"]) < float(m.log_prob(data).sum())  # p(x, labels) < p(x)
+
+
+def test_four_percent_labelled_steps_fix_the_numbering_of_the_fit():
+    """Labels on 4% of the steps, in a numbering that permutes the simulation's: every
+    restart seed fits state perm[s] to the simulation's state s."""
+    truth = ps.HiddenSemiMarkovModel.from_params(
+        initial=[1 / 3] * 3, transition=[[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]],
+        means=[[-3.0], [0.0], [3.0]], covariances=[[[0.5]], [[0.5]], [[0.5]]],
+        duration_count=[10.0, 10.0, 10.0], duration_prob=[0.6, 0.6, 0.6], max_duration=20)
+    data, z = truth.sample(10, 100, seed=0, return_states=True)
+    perm = np.array([2, 0, 1])  # true state s is labelled perm[s]
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(z.shape) < 0.04, perm[z.numpy()], -1)
+    assert 0.02 < (labels >= 0).mean() < 0.06
+    means = np.array([-3.0, 0.0, 3.0])
+    free = []
+    for seed in range(3):
+        model = ps.HiddenSemiMarkovModel(3, emission="gaussian", duration="negative_binomial",
+                                         max_duration=20)
+        model.fit(data, states=labels, num_restarts=1, seed=seed, max_epochs=50,
+                  progress=False)
+        fitted = model.params["means"][:, 0].numpy()
+        np.testing.assert_allclose(fitted[perm], means, atol=0.25)
+        h = np.array(model.history_)
+        assert np.all(np.diff(h) >= -1e-9 * abs(h[-1]))
+        model.fit(data, num_restarts=1, seed=seed, max_epochs=50, progress=False)
+        free.append(tuple(np.argsort(model.params["means"][:, 0].numpy())))  # perm if labelled
+    # Without the labels the numbering is the initialisation's: not always the labels'.
+    assert any(f != tuple(perm) for f in free)
+
+
+def test_bad_labels_raise_naming_the_sequence():
+    m = _model("poisson", "categorical", k=3, dmax=4, seed=34)
+    data = _data("poisson", [6, 9], seed=35)
+    good = [np.full(6, -1), np.full(9, -1)]
+    bad = [
+        ([np.full(6, -1), np.array([0, -1, 3, -1, -1, -1, -1, -1, -1])], r"sequence 1.*-1\.\.2"),
+        ([np.full(6, -1), np.full(8, -1)], "sequence 1 has 8 labels"),
+        ([np.array([-1, 0.5, -1, -1, -1, -1]), good[1]], "sequence 0 must be whole numbers"),
+        ([np.array([-1, "a", -1, -1, -1, -1], dtype=object), good[1]],
+         "sequence 0 must be integers"),
+        ([np.full(6, -1), np.array([-1, 1, 1, 1, 1, 1, -1, -1, -1])],
+         "sequence 1 label 5 consecutive steps"),
+        ([np.full(6, -1)], "labels for 1 sequences, the data has 2"),
+    ]
+    for labels, message in bad:
+        for call in (lambda lab: m.smoother(data, states=lab),
+                     lambda lab: m.most_likely_states(data, states=lab),
+                     lambda lab: ps.HiddenSemiMarkovModel(3, emission="poisson", max_duration=4)
+                     .fit(data, states=lab, max_epochs=2, num_restarts=1, progress=False)):
+            with pytest.raises(ValueError, match=message):
+                call(labels)
+    # A run of exactly D equal labels is allowed; -1, None and masked entries are unknown.
+    ok = [np.ma.masked_array([0, 0, 0, 0, 1, 1], mask=[0, 0, 0, 0, 1, 0]),
+          [None, 2, None, None, None, None, None, None, None]]
+    assert torch.isfinite(m.smoother(data, states=ok)).all()

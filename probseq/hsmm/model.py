@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from probseq.data import Sequences
@@ -70,7 +71,9 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
     emission's parameters as ``HiddenMarkovModel`` names them. ``duration_pmf`` is the
     ``[K, D]`` pmf of every family.
 
-    Missing values are marginalised exactly, as in the HMM.
+    Missing values are marginalised exactly, as in the HMM. Partly known states
+    (``states=`` in :meth:`fit`, :meth:`smoother` and :meth:`most_likely_states`; -1 where
+    unknown) clamp the countdown chain to the labelled state at those steps.
     """
 
     #: no summary() yet (the HMM's free parameters and likelihood are not this model's).
@@ -92,7 +95,8 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
 
     def fit(self, data: Any, *, max_epochs: int = 100, tol: float = 1e-6,
             num_restarts: int = 3, init: str = "random", progress: bool | None = None,
-            seed: int | None = None, **unknown: Any) -> HiddenSemiMarkovModel:
+            seed: int | None = None, states: Any = None,
+            **unknown: Any) -> HiddenSemiMarkovModel:
         """Estimate the parameters by EM (the forward-backward of the countdown chain).
 
         Args:
@@ -103,6 +107,13 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
             init: ``"random"``, or ``"params"`` to start once from the current parameters.
             progress: show a progress bar (None: on a terminal or in a notebook).
             seed: makes the initialisations reproducible.
+            states: partly known states, the data's shape: per step a state ``0..K-1``, or
+                ``-1`` (or a masked entry, ``pd.NA``, NaN) where unknown. A known state
+                clamps the posterior during EM (only the countdown states ``(k, r)`` of the
+                labelled k are allowed at that step), so the fit maximises ``log p(x, known
+                states)`` and the fitted numbering follows the labels; ``history_`` records
+                that objective. A run of more than D steps labelled with one state is
+                refused (no segment is that long).
             **unknown: refused with a ``ValueError`` listing the valid options.
 
         The M-step is closed-form for the initial, transition, categorical-duration and
@@ -115,13 +126,40 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
         """
         return super(HiddenMarkovModel, self).fit(
             data, max_epochs=max_epochs, tol=tol, num_restarts=num_restarts, init=init,
-            progress=progress, seed=seed, **unknown)
+            progress=progress, seed=seed, states=states, **unknown)
 
     def _fit(self, seqs: Sequences, *, max_epochs: int = 100, tol: float = 1e-6,
              num_restarts: int = 3, init: str = "random", progress: bool | None = None,
-             seed: int | None = None) -> None:
+             seed: int | None = None, states: Any = None) -> None:
         super()._fit(seqs, method="em", max_epochs=max_epochs, tol=tol,
-                     num_restarts=num_restarts, init=init, progress=progress, seed=seed)
+                     num_restarts=num_restarts, init=init, progress=progress, seed=seed,
+                     states=states)
+
+    def coerce_states(self, states: Any, seqs: Sequences) -> torch.Tensor:
+        """Partly known states as ``[N, T_max]`` int64, -1 where unknown (and at padding).
+
+        As :meth:`HiddenMarkovModel.coerce_states`; besides, a run of more than D
+        consecutive steps labelled with the same state is refused, since no segment lasts
+        longer than D steps (the labels would have probability zero under every parameter).
+
+        Raises:
+            ValueError: labels that do not line up with the sequences, are not whole
+                numbers, lie outside ``-1..K-1``, or hold a run longer than D of one state.
+        """
+        labels = super().coerce_states(states, seqs)
+        lab = labels.numpy()
+        steps = np.arange(lab.shape[1])
+        starts = np.ones(lab.shape, dtype=bool)  # a run of equal labels starts here
+        starts[:, 1:] = lab[:, 1:] != lab[:, :-1]
+        run = steps - np.maximum.accumulate(np.where(starts, steps, 0), axis=1) + 1
+        bad = (lab >= 0) & (run > self.max_duration)
+        if bad.any():
+            i, t = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(
+                f"states of sequence {i} label {self.max_duration + 1} consecutive steps (up "
+                f"to step {t}) with state {int(lab[i, t])}, more than "
+                f"max_duration={self.max_duration}: no segment is that long")
+        return labels
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -247,11 +285,15 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
 
     # ------------------------------------------------------------------ recursions
     def _run(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
-             backward: bool = False) -> dict[str, torch.Tensor]:
+             backward: bool = False, states: torch.Tensor | None = None
+             ) -> dict[str, torch.Tensor]:
+        """The countdown recursions; known ``states [N, T_max]`` (-1 unknown) clamp them:
+        every other state's emission likelihood is zero at a labelled step, so only the
+        countdown states ``(k, r)`` of the labelled k carry mass there."""
         p = self._params if params is None else params
         return inference.hsmm_forward_backward(
             p["initial"], p["transition"], self._dur.pmf(p, self.max_duration),
-            self._log_lik(p, seqs), seqs.lengths, backward=backward)
+            self._log_lik(p, seqs, states), seqs.lengths, backward=backward)
 
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
         return self._run(seqs)["log_prob"]
@@ -273,8 +315,13 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
         return out[0] if single else out
 
     @torch.no_grad()
-    def smoother(self, data: Any) -> torch.Tensor:
-        """Smoothed marginals ``P(z_t | x_1..x_T)``.
+    def smoother(self, data: Any, *, states: Any = None) -> torch.Tensor:
+        """Smoothed marginals ``P(z_t | x_1..x_T)`` (and the known states, when given).
+
+        Args:
+            data: the sequences.
+            states: partly known states, as in :meth:`fit` (-1 unknown): the marginals
+                are ``P(z_t | x_1..x_T, known states)``.
 
         Returns:
             ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
@@ -282,15 +329,21 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        out = self._run(seqs, backward=True)["smoothed"]
+        labels = None if states is None else self.coerce_states(states, seqs)
+        out = self._run(seqs, backward=True, states=labels)["smoothed"]
         return out[0] if single else out
 
     @torch.no_grad()
-    def most_likely_states(self, data: Any) -> torch.Tensor:
+    def most_likely_states(self, data: Any, *, states: Any = None) -> torch.Tensor:
         """The most probable state path of each sequence (Viterbi over segments).
 
         Maximises ``p(z_1..z_T, x_1..x_T)``, the last segment counted by its survival
         probability (right-censored).
+
+        Args:
+            data: the sequences.
+            states: partly known states, as in :meth:`fit` (-1 unknown): the most likely
+                path among those through them.
 
         Returns:
             ``[N, T_max]`` int64 states, ``-1`` at padded steps (``[T]`` for one sequence).
@@ -298,24 +351,23 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
         self._check_fitted()
         seqs, single = self._coerce(data)
         p = self._params
+        labels = None if states is None else self.coerce_states(states, seqs)
         paths, _ = inference.hsmm_viterbi(p["initial"], p["transition"], self.duration_pmf,
-                                          self._log_lik(p, seqs), seqs.lengths)
+                                          self._log_lik(p, seqs, labels), seqs.lengths)
         return paths[0] if single else paths
 
     # ------------------------------------------------------------------ EM
     def expected_stats(self, seqs: Sequences, params: dict[str, torch.Tensor],
-                       states: Any = None) -> dict[str, torch.Tensor]:
+                       states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """E-step: expected sufficient statistics summed over the sequences.
 
         As :meth:`HiddenMarkovModel.expected_stats`, plus ``duration_counts [K, D]`` (the
         expected number of segments of each state and duration, the censored last one
-        included); ``transition_counts`` counts the moves between segments. Partly known
-        states (``states``) are not supported for the semi-Markov model yet.
+        included); ``transition_counts`` counts the moves between segments. ``states [N,
+        T_max]`` (known states, -1 unknown; :meth:`coerce_states`) clamps the posteriors,
+        and ``log_lik`` is then ``log p(x, known states)``.
         """
-        if states is not None:
-            raise ValueError(f"{self.name} does not take partly known states (states=) yet; "
-                             "HiddenMarkovModel does")
-        post = self._run(seqs, params, backward=True)
+        post = self._run(seqs, params, backward=True, states=states)
         stats = {
             "log_lik": post["log_prob"].sum(),
             "num_sequences": torch.tensor(float(len(seqs)), dtype=torch.float64),
