@@ -189,4 +189,10 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     png = plot_scaling(results.curves, out / "scaling.png")
     log("\n" + text_table(results))
     log(f"\nwrote {md}, {js}" + (f", {png}" if png else ""))
+    if not args.quick and args.only is None and args.out is None:
+        # a full run of every case, written where the repository keeps it: the README's
+        # table follows (benchmarks.readme)
+        from benchmarks import readme
+
+        readme.main([str(js), "--readme", str(HERE.parent / "README.md")])
     return 1 if results.errors else 0

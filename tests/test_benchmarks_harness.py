@@ -237,3 +237,40 @@ def test_goal_ids_judge_lines_and_replaced_rules_stay_listed(tmp_path):
     results.curves.append(ScalingCurve("s", "t", "T", "N=1", [1, 2, 4],
                                        [Timing("t", kept=[1.0] * 3)] * 3))
     assert SCALING_RULE.describe() in markdown_report(results)
+
+
+def test_readme_table_is_generated_from_a_full_run(tmp_path):
+    """The README's performance block is rewritten from results.json: one row per judged
+    line with its verdict, the unjudged lines left out, quick runs refused."""
+    import json
+
+    from benchmarks import readme
+
+    def line(task, ratio, rules, status, quiet=True):
+        timing = {"median_s": 0.01}
+        return {"task": task, "peer": "peer", "rules": rules, "ratio": ratio,
+                "status": status, "quiet": quiet, "probseq": timing,
+                "peer_timing": {"median_s": 0.01 * ratio}}
+
+    results = {"environment": {"mode": "full", "date": "D", "python": "3.11", "torch": "t",
+                               "cpus": 2, "torch_threads": 2},
+               "quietness": {"kept": 9, "dropped": 1, "measurements": 3,
+                             "quiet_measurements": 3},
+               "comparisons": [line("a", 4.2, ["g: peer time / probseq time >= 3"], "PASS"),
+                               line("b", 0.5, [], "info"),
+                               line("c", 2.0, ["h: peer time / probseq time >= 8"], "FAIL",
+                                    quiet=False)]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    md = tmp_path / "README.md"
+    md.write_text(f"intro\n{readme.START}\nold table\n{readme.END}\noutro\n")
+    assert readme.main([str(path), "--readme", str(md)]) == 0
+    text = md.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "| a | peer | 10 ms | 42 ms | 4.2x | >= 3x | PASS |" in text
+    assert "| c | peer | 10 ms | 20 ms | 2x | >= 8x | FAIL (not quiet) |" in text
+    assert "| b |" not in text and "1 of 2 judged lines meet every goal; not met: c." in text
+    results["environment"]["mode"] = "quick"
+    path.write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="full runs only"):
+        readme.main([str(path), "--readme", str(md)])
