@@ -260,11 +260,14 @@ def _regular(series):
 
     import pandas as pd
 
+    def infer(idx):  # an offset (pd.infer_freq's string return is deprecated and warns)
+        return pd.DatetimeIndex(idx, freq="infer").freq
+
     index = series.index
-    if len(index) < 4 or pd.infer_freq(index) is not None:
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 4 or infer(index) is not None:
         return series
     guesses = collections.Counter(
-        pd.infer_freq(index[i:i + 3]) for i in range(0, len(index) - 2, max(1, len(index) // 50)))
+        infer(index[i:i + 3]) for i in range(0, len(index) - 2, max(1, len(index) // 50)))
     guesses.pop(None, None)
     for freq, _ in guesses.most_common(3):
         full = pd.date_range(index[0], index[-1], freq=freq, name=index.name)

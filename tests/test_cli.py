@@ -111,13 +111,25 @@ def test_a_live_network_that_does_not_converge_is_left_out(tmp_path, monkeypatch
 
 
 def _run_cli(*argv, cwd):
+    """``python -m probseq *argv`` in ``cwd``, in this process (the entry point itself is
+    tested as a subprocess in test_module_entry_point_help_and_listings): its exit status
+    and printed output."""
+    import contextlib
+    import io
     import os
-    from pathlib import Path
+    from types import SimpleNamespace
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-m", "probseq", *argv], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=600)
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:  # argparse's refusals
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_compare_and_backtest_read_a_csv_with_gaps(tmp_path):
