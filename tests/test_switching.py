@@ -945,3 +945,30 @@ def test_fit_with_switching_exog_reaches_statsmodels_conditional_optimum(p, sar,
     assert got >= own.llf - 1e-4
     assert got >= polished.llf - 1e-4
     assert model.params["exog_coef"].shape == (2, len(cols))
+
+
+def test_switching_exog_m_step_solves_the_expected_complete_likelihood():
+    """The EM step for the means and the per-regime covariate coefficients maximises the
+    expected complete-data log-likelihood given the regime windows' weights, the new AR
+    coefficients and the old variances: its gradient there (by autograd through the window
+    Gaussians with time-varying levels) is zero; and EM does not lower the likelihood."""
+    from probseq.switching import inference as sw
+
+    model = _switching_exog_model()
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.normal(size=(3, 30, 2)))
+    data = model.sample(3, 30, exog=x, seed=1)
+    stats = model._e_step(data, model._p, x)
+    new = model._m_step(data, stats, model._p, exog=x)
+    mu = new["loc"][:, 0].clone().requires_grad_(True)
+    beta = new["beta"].clone().requires_grad_(True)
+    levels = (mu + x @ beta.T)[..., None]
+    y = data.values3d()
+    mean, tril = sw.window_gaussians(y, "mean", levels, new["coef"], model._p["cov"], head=False)
+    q = (stats["smoothed"] * sw.gaussian_log_lik(y[:, model.order :], mean, tril)).sum()
+    q.backward()
+    scale = float(stats["smoothed"].sum())
+    assert float(mu.grad.abs().max()) < 1e-9 * scale
+    assert float(beta.grad.abs().max()) < 1e-9 * scale
+    before = stats["log_lik"]
+    assert model._e_step(data, new, x)["log_lik"] >= before - 1e-9

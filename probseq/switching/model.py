@@ -45,6 +45,17 @@ class SwitchingAutoRegressive(SequenceModel):
     values drawn from the stationary distribution of regime S_1's VAR(p). Coefficients and
     noise are shared by the regimes unless ``switching_ar`` / ``switching_variance``.
 
+    Covariates ``x_t [E]`` (mean form, ``exog=``) move the regime levels, as in statsmodels'
+    ``MarkovAutoregression(exog=...)``: with coefficients shared by the regimes
+    (``exog_coef [E]``) ``y_t - x_t . exog_coef`` follows the model without covariates; with
+    ``switching_exog`` each regime has its own (``exog_coef [K, E]``) and::
+
+        y_t - mu[S_t] - x_t . beta[S_t] = sum_i coef_i (y_(t-i) - mu[S_(t-i)]
+                                                         - x_(t-i) . beta[S_(t-i)]) + e_t
+
+    (the first p values Gaussian around ``mu[S_t] + x_t . beta[S_t]`` with the stationary
+    covariance), so the windows of regimes read each lag's own level.
+
     ``log_prob`` is the exact joint density of all T values, regime paths marginalised by a
     forward pass over the last ``p + 1`` regimes (``K^(p+1)`` window states, see
     :mod:`probseq.switching.inference`), so it is comparable with every other model.
@@ -68,12 +79,15 @@ class SwitchingAutoRegressive(SequenceModel):
         switching: ``"mean"`` (Hamilton) or ``"intercept"`` (AR-HMM).
         switching_ar: each regime has its own AR coefficients.
         switching_variance: each regime has its own noise variance (covariance).
+        switching_exog: each regime has its own covariate coefficients (mean form; used
+            when ``fit`` is given ``exog=``).
 
     Parameters (``.params``, ``from_params``): ``transition [K, K]`` (rows: from),
     ``initial [K]`` (default: the stationary distribution of the chain), ``means [K]`` (mean
     form) or ``intercept [K]`` / ``[K, D]``, ``coef [p]`` (``[K, p]`` with ``switching_ar``;
     ``[p, D, D]`` / ``[K, p, D, D]`` multivariate, lag 1 first), ``noise_var`` (scalar or
-    ``[K]``; multivariate ``noise_cov [D, D]`` / ``[K, D, D]``).
+    ``[K]``; multivariate ``noise_cov [D, D]`` / ``[K, D, D]``), and with covariates
+    ``exog_coef`` (``[E]``, or ``[K, E]`` with ``switching_exog``).
 
     Attributes:
         history_: the conditional log-likelihood (nats, data units) at every EM iteration of
@@ -635,7 +649,13 @@ class SwitchingAutoRegressive(SequenceModel):
                 covariates, so every regime level moves with the covariates
                 (statsmodels' ``MarkovAutoregression(exog=..., switching_exog=False)``). EM
                 estimates the coefficients with the regime means (the same weighted least
-                squares); the polish includes them.
+                squares); the polish includes them. With ``switching_exog`` each regime
+                gets its own coefficients (``exog_coef [K, E]``, statsmodels'
+                ``switching_exog=True``): EM's regression step is one weighted least
+                squares for every regime's mean and coefficients given the AR coefficients
+                (each window of regimes contributes the levels of its own regimes at the
+                current step and the lags), and the polish includes them too; the random
+                starts give every regime the pooled least-squares coefficients, jittered.
             conditional: False maximises the exact joint likelihood (``log_prob``); True
                 maximises Hamilton's conditional likelihood (``conditional_log_prob``), the
                 criterion of statsmodels' ``MarkovAutoregression``.
