@@ -899,6 +899,13 @@ def test_switching_exog_forecasts_and_samples_match_brute_force(tmp_path):
     assert fc.method != "exact" and exact.method == "exact"
     assert (np.abs(fc.mean[:2].numpy() - exact.mean.numpy()) < 4 * exact.std.numpy()
             / np.sqrt(n)).all()
+    # A ragged batch: each sequence's future covariates follow its own last step.
+    short, xs = y[:4], [x[:6], x]
+    batch = model.forecast([short, y], horizon, exog=xs)
+    for i, (seq, ex) in enumerate(((short, x[:6]), (y, x))):
+        one = model.forecast(seq, horizon, exog=ex)
+        torch.testing.assert_close(batch.mean[i], one.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(batch.std[i], one.std, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="same covariates"):
         model.sample(2, 8, prefix=y, exog=rng.normal(size=(2, 8, 2)))
     path = tmp_path / "msar_sx.pt"

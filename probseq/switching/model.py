@@ -711,6 +711,8 @@ class SwitchingAutoRegressive(SequenceModel):
             self._check_conditional_lengths(seqs)
         rows = int((seqs.lengths[long] - p).sum()) if long.numel() else 0
         n_reg = (k if self.switching_ar else 1) * p * d + k
+        if exog is not None:
+            n_reg += (k if self.switching_exog else 1) * int(exog.shape[-1])
         if rows < n_reg + 2:
             raise ValueError(
                 f"a {k}-regime switching AR({p}) fit needs more than {n_reg + 1} values after "
