@@ -611,16 +611,41 @@ class SequenceModel(abc.ABC):
         return type(self).from_params(**self._summary_rebuild_keywords(),
                                       **{**self.params, **values})
 
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None) -> Any:
+        """The free parameters as a :class:`probseq._summary.FreeParameters` vector with the
+        log-likelihood of ``seqs`` as its function. By default the blocks of
+        :meth:`_summary_parameters`, rebuilt by :meth:`_summary_rebuild` (finite
+        differences); a family with a differentiable likelihood overrides this."""
+        from probseq._summary import Blocks
+
+        blocks, parts = Blocks(), {}
+        for k, v in self._summary_parameters().items():
+            if v.dim() == 0 or v.numel() > 0:  # empty parts (an AR of order 0) have no row
+                parts[k] = blocks.add(k, v)
+
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            model = self._summary_rebuild({k: part(vec) for k, part in parts.items()})
+            return model._log_prob(seqs, **_exog_kw(exog)).sum()
+
+        return blocks.build(log_lik, differentiable=False)
+
     def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95) -> Any:
         """Estimates and standard errors of the free parameters (observed information).
 
         The standard errors are the square roots of the diagonal of the inverse observed
         information: minus the Hessian of the exact log-likelihood of the fitting data at
-        the estimates, computed by central finite differences of :meth:`log_prob` over the
-        free parameters (rebuilt by ``_summary_rebuild``). Intervals are Wald intervals
-        ``estimate +- z * std_error``. Valid where the estimates maximise that likelihood
-        (an exact maximum-likelihood fit; a conditional least-squares fit is close to it on
-        long series).
+        the estimates, by autograd where the family's likelihood is differentiable (HMM,
+        switching AR) and otherwise by central finite differences of :meth:`log_prob`.
+        Intervals are Wald intervals ``estimate +- z * std_error``. Valid where the
+        estimates maximise that likelihood (an exact maximum-likelihood fit; a conditional
+        least-squares fit is close to it on long series).
+
+        A probability vector (a row of a transition matrix, an initial distribution) lists
+        every entry but its largest, which is one minus the others; an entry below 1e-10 is
+        on the boundary of the parameter space, held fixed, and has no standard error (NaN).
+        A probability's interval is the Wald interval of its logit (standard error
+        ``std_error / (p (1 - p))`` by the delta method) mapped back, so it stays inside
+        (0, 1); ``std_error`` itself is on the probability scale.
 
         Args:
             data: the data the model was fitted on (default: the data of the last ``fit``;
@@ -629,10 +654,11 @@ class SequenceModel(abc.ABC):
             level: coverage of the intervals.
 
         Returns:
-            A DataFrame, one row per free parameter (``coef[0]``, ...), with columns
-            ``estimate``, ``std_error``, ``ci_lower`` and ``ci_upper``; ``attrs`` hold
-            ``log_lik``, ``aic``, ``bic``, ``num_observations``, ``converged`` (the fit's
-            optimiser, True for a closed-form fit) and ``level``.
+            A DataFrame, one row per free parameter (``coef[0]``, ``transition[0,1]``, ...,
+            indexed like ``params``), with columns ``estimate``, ``std_error``, ``ci_lower``
+            and ``ci_upper``; ``attrs`` hold ``log_lik``, ``aic``, ``bic``,
+            ``num_observations``, ``converged`` (the fit's optimiser, True for a closed-form
+            fit), ``level`` and ``on_boundary`` (the labels held fixed).
 
         Raises:
             ValueError: the family has no summary yet, or no fitting data is known, or the
@@ -643,6 +669,9 @@ class SequenceModel(abc.ABC):
         import numpy as np
         import pandas as pd
         from scipy import stats
+        from scipy.special import expit
+
+        from probseq._summary import observed_information
 
         self._check_fitted()
         if self.summary_params is None:
@@ -658,51 +687,28 @@ class SequenceModel(abc.ABC):
         else:
             seqs, _ = self._coerce(data)
             ex = self._coerce_exog(exog, seqs, data)
-        params = {k: v.detach().to(torch.float64)
-                  for k, v in self._summary_parameters().items()}
-        names = [k for k in params  # empty parts (an AR of order 0) have no row
-                 if params[k].dim() == 0 or params[k].numel() > 0]
-        shapes = [params[k].shape for k in names]
-        theta = torch.cat([params[k].reshape(-1) for k in names]).numpy()
-        labels = [k if not shape else f"{k}[{i}]" for k, shape in zip(names, shapes, strict=True)
-                  for i in range(max(1, int(np.prod(shape))))]
-
-        def loglik(vec: np.ndarray) -> float:
-            new, i = dict(params), 0
-            for k, shape in zip(names, shapes, strict=True):
-                n = max(1, int(np.prod(shape)))
-                new[k] = torch.tensor(vec[i:i + n], dtype=torch.float64).reshape(shape)
-                i += n
-            model = self._summary_rebuild(new)
-            return float(model._log_prob(seqs, **_exog_kw(ex)).sum())
-
-        k = len(theta)
-        step = 1e-4 * np.maximum(np.abs(theta), 1e-2)
-        f0 = loglik(theta)
-        hess = np.zeros((k, k))
-        for i in range(k):
-            for j in range(i, k):
-                def f(a: float, b: float, i: int = i, j: int = j) -> float:
-                    v = theta.copy()
-                    v[i] += a * step[i]
-                    v[j] += b * step[j]
-                    return loglik(v)
-                if i == j:
-                    hess[i, i] = (f(1, 0) - 2 * f0 + f(-1, 0)) / step[i] ** 2
-                else:
-                    hess[i, j] = hess[j, i] = (f(1, 1) - f(1, -1) - f(-1, 1) + f(-1, -1)) / (
-                        4 * step[i] * step[j])
+        free = self._summary_free(seqs, ex)
+        theta = free.values
+        with torch.no_grad():
+            f0 = float(free.log_lik(torch.from_numpy(theta.copy())))
+        info = observed_information(free)
         try:
-            cov = np.linalg.inv(-hess)
+            cov = np.linalg.inv(info)
             np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             raise ValueError("the observed information is not positive definite: the "
                              "estimates are not at a maximum of the likelihood") from None
-        se = np.sqrt(np.diag(cov))
+        se = np.full(len(theta), np.nan)
+        se[~free.fixed] = np.sqrt(np.diag(cov))
         z = float(stats.norm.ppf(0.5 + 0.5 * float(level)))
-        table = pd.DataFrame({"estimate": theta, "std_error": se, "ci_lower": theta - z * se,
-                              "ci_upper": theta + z * se}, index=pd.Index(labels,
-                                                                          name="parameter"))
+        lower, upper = theta - z * se, theta + z * se
+        # A probability's interval is the Wald interval of its logit, mapped back.
+        prob = free.probability & ~free.fixed
+        logit = np.log(theta[prob] / (1 - theta[prob]))
+        half = z * se[prob] / (theta[prob] * (1 - theta[prob]))
+        lower[prob], upper[prob] = expit(logit - half), expit(logit + half)
+        table = pd.DataFrame({"estimate": theta, "std_error": se, "ci_lower": lower,
+                              "ci_upper": upper}, index=pd.Index(free.labels, name="parameter"))
         n = int(seqs.step_observed.sum()) if seqs.has_missing else int(seqs.lengths.sum())
         result = getattr(self, "fit_result_", None)
         converged = True  # a closed-form fit
@@ -714,6 +720,7 @@ class SequenceModel(abc.ABC):
             log_lik=f0, aic=2 * self.num_params - 2 * f0,
             bic=self.num_params * math.log(n) - 2 * f0, num_observations=n,
             converged=converged, level=float(level),
+            on_boundary=[lab for lab, f in zip(free.labels, free.fixed, strict=True) if f],
         )
         return table
 

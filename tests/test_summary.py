@@ -147,8 +147,8 @@ def test_var_standard_errors_match_statsmodels_oim():
     names = list(ref.param_names)
     est, cov = np.asarray(ref.params), np.asarray(ref.cov_params())
     pairs = {"intercept[0]": "intercept.y1", "intercept[1]": "intercept.y2",
-             "coef[0]": "L1.y1.y1", "coef[1]": "L1.y2.y1", "coef[2]": "L1.y1.y2",
-             "coef[3]": "L1.y2.y2"}
+             "coef[0,0,0]": "L1.y1.y1", "coef[0,0,1]": "L1.y2.y1",
+             "coef[0,1,0]": "L1.y1.y2", "coef[0,1,1]": "L1.y2.y2"}
     for ours, theirs in pairs.items():
         k = names.index(theirs)
         assert table.loc[ours, "estimate"] == pytest.approx(est[k], rel=0.05)
@@ -158,13 +158,184 @@ def test_var_standard_errors_match_statsmodels_oim():
     sigma = np.array([la * la, la * lb, lb * lb + lc * lc])  # (0,0), (1,0), (1,1)
     jac = np.array([[2 * la, 0, 0], [lb, la, 0], [0, 2 * lb, 2 * lc]])
     se = np.sqrt(np.diag(jac @ cov[np.ix_(idx, idx)] @ jac.T))
-    for i in range(3):
-        assert table.loc[f"noise_cov[{i}]", "estimate"] == pytest.approx(sigma[i], rel=0.05)
-        assert table.loc[f"noise_cov[{i}]", "std_error"] == pytest.approx(se[i], rel=0.05)
+    for i, label in enumerate(("noise_cov[0,0]", "noise_cov[1,0]", "noise_cov[1,1]")):
+        assert table.loc[label, "estimate"] == pytest.approx(sigma[i], rel=0.05)
+        assert table.loc[label, "std_error"] == pytest.approx(se[i], rel=0.05)
 
 
 def test_probability_models_have_no_summary():
-    """A Wald interval on a probability leaves [0, 1] near its edges: HMMs and switching AR
-    refuse summary() ("has no summary() yet") rather than pretend."""
-    for cls in (ps.HiddenMarkovModel, ps.SwitchingAutoRegressive, ps.MarkovChain):
+    """Families without a summary say so ("has no summary() yet") rather than pretend."""
+    for cls in (ps.SwitchingAutoRegressive, ps.MarkovChain, ps.HiddenSemiMarkovModel,
+                ps.InputOutputHMM):
         assert cls.summary_params is None
+
+
+# ------------------------------------------------------------------ hidden Markov models
+def _fd_standard_errors(loglik, theta, rel=1e-4):
+    """Standard errors from a central finite-difference Hessian of ``loglik`` (a reference
+    written independently of probseq's own)."""
+    theta = np.asarray(theta, float)
+    k = len(theta)
+    h = rel * np.maximum(np.abs(theta), 1e-2)
+    hess = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            def at(a, b, i=i, j=j):
+                v = theta.copy()
+                v[i] += a * h[i]
+                v[j] += b * h[j]
+                return loglik(v)
+            hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
+                4 * h[i] * h[j])
+    return np.sqrt(np.diag(np.linalg.inv(-hess)))
+
+
+def _rows(table, labels):
+    return table.loc[labels, "estimate"].to_numpy(), table.loc[labels, "std_error"].to_numpy()
+
+
+def test_gaussian_hmm_standard_errors_match_hmmlearn_finite_differences():
+    """Univariate Gaussian HMM fitted by EM: probseq's autograd observed information against
+    a finite-difference Hessian of hmmlearn's ``score`` (an independent likelihood) over the
+    same free parameters; the initial distribution of one sequence sits on the boundary."""
+    from hmmlearn.hmm import GaussianHMM
+
+    true = ps.HiddenMarkovModel.from_params(
+        initial=[0.6, 0.4], transition=[[0.9, 0.1], [0.2, 0.8]], means=[[-1.0], [2.0]],
+        covariances=[[[1.0]], [[0.5]]])
+    y = true.sample(1, 500, seed=0)
+    fitted = ps.HiddenMarkovModel(2, "gaussian").fit(y, seed=0)
+    table = fitted.summary()
+    p = {k: v.numpy() for k, v in fitted.params.items()}
+    assert table.attrs["on_boundary"] == [f"initial[{int(np.argmin(p['initial']))}]"]
+    assert np.isnan(table.loc[table.attrs["on_boundary"][0], "std_error"])
+    big = [int(np.argmax(r)) for r in p["transition"]]
+    labels = [f"transition[0,{1 - big[0]}]", f"transition[1,{1 - big[1]}]",
+              "means[0,0]", "means[1,0]", "covariances[0,0,0]", "covariances[1,0,0]"]
+    est, se = _rows(table, labels)
+    ref = GaussianHMM(2, covariance_type="diag", init_params="", params="")
+    x = y[0].numpy().reshape(-1, 1)
+
+    def loglik(v):
+        trans = np.empty((2, 2))
+        for i in range(2):
+            trans[i, 1 - big[i]] = v[i]
+            trans[i, big[i]] = 1 - v[i]
+        ref.startprob_, ref.transmat_ = p["initial"], trans
+        ref.means_, ref.covars_ = v[2:4, None], v[4:6, None]
+        return ref.score(x)
+
+    assert est == pytest.approx([p["transition"][0, 1 - big[0]], p["transition"][1, 1 - big[1]],
+                                 *p["means"][:, 0], *p["covariances"][:, 0, 0]])
+    assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
+    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    # Probability intervals stay inside (0, 1) and contain the estimate.
+    for lab in labels[:2]:
+        lo, hi = table.loc[lab, ["ci_lower", "ci_upper"]]
+        assert 0 < lo < table.loc[lab, "estimate"] < hi < 1
+
+
+def _apply(params, labels, values):
+    """``params`` (numpy) with the summary's labelled entries set to ``values``: each
+    probability row's largest entry (not listed) becomes one minus the others, and a
+    covariance entry (i, j) is mirrored to (j, i)."""
+    q = {k: np.array(v, float) for k, v in params.items()}
+    for lab, val in zip(labels, values, strict=True):
+        name, idx = lab[:-1].split("[")
+        idx = tuple(int(i) for i in idx.split(","))
+        q[name][idx] = val
+        if name == "covariances":
+            q[name][idx[0], idx[2], idx[1]] = val
+    for name in ("initial", "transition", "emission"):
+        if name in q:
+            rows, src = q[name].reshape(-1, q[name].shape[-1]), params[name].reshape(
+                -1, params[name].shape[-1])
+            for r, s0 in zip(rows, src, strict=True):
+                big = int(np.argmax(s0))
+                r[big] = 0.0
+                r[big] = 1 - r.sum()
+    return q
+
+
+def test_categorical_and_full_covariance_hmm_standard_errors_match_hmmlearn():
+    """Categorical (K=2, V=3, 40 sequences: the initial distribution is interior) and a
+    full-covariance bivariate Gaussian HMM, against finite differences of hmmlearn over every
+    free parameter."""
+    from hmmlearn.hmm import CategoricalHMM, GaussianHMM
+
+    true = ps.HiddenMarkovModel.from_params(
+        initial=[0.7, 0.3], transition=[[0.85, 0.15], [0.25, 0.75]],
+        emission=[[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]])
+    x = true.sample(40, 30, seed=1).values.numpy()
+    fitted = ps.HiddenMarkovModel(2, "categorical").fit(list(x), seed=0)
+    table = fitted.summary()
+    assert table.attrs["on_boundary"] == []
+    assert len(table) == fitted.num_params == 1 + 2 + 4
+    p = {k: v.numpy() for k, v in fitted.params.items()}
+    labels = list(table.index)
+    est, se = _rows(table, labels)
+    ref = CategoricalHMM(2, n_features=3, init_params="", params="")
+
+    def loglik(v):
+        q = _apply(p, labels, v)
+        ref.startprob_, ref.transmat_, ref.emissionprob_ = (q["initial"], q["transition"],
+                                                            q["emission"])
+        return ref.score(x.reshape(-1, 1), [30] * 40)
+
+    assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
+    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+
+    g = ps.HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.1, 0.9]], means=[[0.0, 0.0], [3.0, 1.0]],
+        covariances=[[[1.0, 0.5], [0.5, 2.0]], [[0.5, -0.2], [-0.2, 1.0]]])
+    y = g.sample(4, 200, seed=2).values.numpy()
+    fitted = ps.HiddenMarkovModel(2, "gaussian").fit(list(y), num_restarts=1, seed=0)
+    table = fitted.summary()
+    p = {k: v.numpy() for k, v in fitted.params.items()}
+    labels = [lab for lab in table.index if lab not in table.attrs["on_boundary"]]
+    assert sum(lab.startswith(("means", "covariances")) for lab in labels) == 2 * 2 + 2 * 3
+    est, se = _rows(table, labels)
+    assert table.attrs["num_observations"] == 800
+    ref = GaussianHMM(2, covariance_type="full", init_params="", params="")
+
+    def loglik_g(v):
+        q = _apply(p, labels, v)
+        ref.startprob_, ref.transmat_ = q["initial"], q["transition"]
+        ref.means_, ref.covars_ = q["means"], q["covariances"]
+        return ref.score(y.reshape(-1, 2), [200] * 4)
+
+    assert table.attrs["log_lik"] == pytest.approx(loglik_g(est), rel=1e-10)
+    np.testing.assert_allclose(se, _fd_standard_errors(loglik_g, est), rtol=2e-3)
+
+
+def test_hmm_summary_on_gappy_data_uses_the_marginal_likelihood():
+    """Missing values are marginalised in the information too: the autograd standard errors
+    equal finite differences of ``log_prob`` on the gappy data, and differ from those of the
+    complete data; a Poisson HMM's rates are listed."""
+    true = ps.HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[0.95, 0.05], [0.1, 0.9]], means=[[0.0], [4.0]],
+        covariances=[[[1.0]], [[1.0]]])
+    y = true.sample(4, 100, seed=3).values.numpy().copy()
+    y[:, 10:40] = np.nan
+    y = list(y)
+    fitted = ps.HiddenMarkovModel(2, "gaussian").fit(y, seed=0)
+    table = fitted.summary()
+    assert table.attrs["num_observations"] == 4 * 70
+    p = {k: v.numpy() for k, v in fitted.params.items()}
+    labels = [lab for lab in table.index if lab not in table.attrs["on_boundary"]]
+    est, se = _rows(table, labels)
+
+    def loglik(v):
+        return float(ps.HiddenMarkovModel.from_params(**_apply(p, labels, v)).log_prob(y).sum())
+
+    assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
+    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    complete = fitted.summary([np.nan_to_num(r) for r in y])
+    assert not np.allclose(complete.loc[labels, "std_error"], se, rtol=0.05)
+
+    pois = ps.HiddenMarkovModel.from_params(initial=[0.5, 0.5],
+                                            transition=[[0.9, 0.1], [0.1, 0.9]], rates=[1.0, 6.0])
+    counts = pois.sample(5, 60, seed=4)
+    table = ps.HiddenMarkovModel(2, "poisson").fit(counts, seed=0).summary()
+    assert [lab for lab in table.index if lab.startswith("rates")] == ["rates[0]", "rates[1]"]
+    assert (table["std_error"].drop(table.attrs["on_boundary"]) > 0).all()

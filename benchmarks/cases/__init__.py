@@ -3,7 +3,7 @@
 import importlib
 
 MODULES = ("hmm", "hsmm", "lgssm", "autoregressive", "arima", "markov", "recurrent",
-           "sampling", "scaling", "bayes")
+           "sampling", "scaling", "bayes", "main_job")
 
 for _name in MODULES:
     importlib.import_module(f"benchmarks.cases.{_name}")

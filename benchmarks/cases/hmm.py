@@ -80,7 +80,9 @@ def hmm_batched(ctx: Context) -> None:
     ours = float(model.log_prob(seqs).sum())
     xc, lengths = _concatenated(x)
     peers = []
-    for impl, goals in (("scaling", ("hmm_categorical_log_prob_r1", "hmm_categorical_log_prob")),
+    for impl, goals in (("scaling", ("hmm_categorical_log_prob_r1", "hmm_categorical_log_prob",
+                                      "hmm_categorical_log_prob_turn1",
+                                      "hmm_categorical_log_prob_r3")),
                         ("log", ())):
         ref = _categorical_hmmlearn(params, impl)
         ctx.check_close(f"total log-likelihood vs hmmlearn {impl}", ours, ref.score(xc, lengths),
@@ -113,7 +115,9 @@ def hmm_long(ctx: Context) -> None:
     ctx.check_close("log-likelihood vs hmmlearn scaling", float(model.log_prob(x)),
                     ref.score(xc), rtol=1e-9)
     ctx.compare(f"HMM log_prob K={K} V={V} one sequence of {t}", lambda: model.log_prob(x),
-                [Peer("hmmlearn scaling", lambda: ref.score(xc), goal_ids=("hmm_long_log_prob",))],
+                [Peer("hmmlearn scaling", lambda: ref.score(xc),
+                      goal_ids=("hmm_long_log_prob", "hmm_long_log_prob_turn1",
+                                "hmm_long_log_prob_r3"))],
                 work=t)
 
 
@@ -169,7 +173,8 @@ def hmm_em(ctx: Context) -> None:
     task = f"HMM one EM iteration K={K} V={V} {n}x{t}"
     note = "hmmlearn scaling, init_params='', parameters reset before each fit"
     ctx.compare(f"{task}: fit(max_epochs=1)", lambda: _em_fit_probseq(start, seqs),
-                [Peer("hmmlearn fit n_iter=1", peer, note=note, goal_ids=("hmm_em_r1", "hmm_em"))],
+                [Peer("hmmlearn fit n_iter=1", peer, note=note,
+                      goal_ids=("hmm_em_r1", "hmm_em", "hmm_em_r3"))],
                 work=n * t)
     ctx.compare(f"{task}: expected_stats + maximize", lambda: _em_step_probseq(start, seqs),
                 [Peer("hmmlearn fit n_iter=1", peer, note=note)], work=n * t)

@@ -7,6 +7,8 @@ from typing import Any
 from benchmarks.harness import Context, Peer, case, probseq_class
 
 CELLS = ("lstm", "gru", "rnn")
+#: the registered goals of a training line (issue 28 names the LSTM; the others keep 0.8x).
+_TRAIN_GOALS = {"lstm": ("recurrent_train", "recurrent_train_turn1", "recurrent_train_r3")}
 
 
 def _sizes(ctx: Context) -> dict[str, int]:
@@ -111,7 +113,7 @@ def recurrent_train(ctx: Context) -> None:
         ctx.compare(
             f"RecurrentModel({cell}) training, {sizes['epochs']} epoch of "
             f"{x.shape[0]}x{x.shape[1]}, batch {sizes['batch_size']}", ours,
-            [Peer("plain torch loop", theirs, goal=0.8,
+            [Peer("plain torch loop", theirs, goal=0.8, goal_ids=_TRAIN_GOALS.get(cell, ()),
                   note="model and optimiser built inside the timing on both sides")],
             work=tokens, unit="tokens")
         # Different initial weights: only a sanity check that both did comparable training.

@@ -318,19 +318,22 @@ class VectorAutoRegressive(SequenceModel):
     def _is_fitted(self) -> bool:
         return self._coef is not None
 
-    def _summary_parameters(self) -> dict[str, torch.Tensor]:
-        p = self.params
-        i, j = torch.tril_indices(p["noise_cov"].shape[0], p["noise_cov"].shape[0])
-        return {"intercept": p["intercept"], "coef": p["coef"],
-                "noise_cov": p["noise_cov"][i, j]}
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None) -> Any:
+        """Intercept, coefficients (``coef[lag, i, j]``: equation i on variable j) and the
+        noise covariance's lower triangle (``noise_cov[i, j]``, i >= j)."""
+        from probseq._summary import Blocks
 
-    def _summary_rebuild(self, values: dict[str, torch.Tensor]) -> VectorAutoRegressive:
-        D = values["intercept"].shape[0]
-        i, j = torch.tril_indices(D, D)
-        cov = torch.zeros(D, D, dtype=torch.float64)
-        cov[i, j] = values["noise_cov"]
-        cov[j, i] = values["noise_cov"]  # symmetric: one parameter per pair
-        return type(self).from_params(values["intercept"], values["coef"], cov)
+        p, blocks = self.params, Blocks()
+        parts = {"intercept": blocks.add("intercept", p["intercept"]),
+                 "coef": blocks.add("coef", p["coef"]),
+                 "noise_cov": blocks.add_symmetric("noise_cov", p["noise_cov"])}
+
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            v = {k: part(vec) for k, part in parts.items()}
+            model = type(self).from_params(v["intercept"], v["coef"], v["noise_cov"])
+            return model._log_prob(seqs).sum()
+
+        return blocks.build(log_lik, differentiable=False)
 
     def get_config(self) -> dict[str, Any]:
         return {"order": self.order, "noise_estimate": self.noise_estimate}

@@ -86,6 +86,7 @@ class HiddenMarkovModel(SequenceModel):
 
     data_kind = "discrete"
     supports_missing: ClassVar[bool] = True
+    summary_params = ("initial", "transition", "emission", "means", "covariances", "rates")
 
     def __init__(self, num_states: int = 2, emission: str = "categorical",
                  num_symbols: int | None = None, covariance_type: str = "full",
@@ -743,6 +744,42 @@ class HiddenMarkovModel(SequenceModel):
         part = seqs[idx]
         local = None if states is None else states[idx, : part.max_length]
         return distributed.all_reduce_sum(self.expected_stats(part, params, local))
+
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None = None) -> Any:
+        """Free parameters for :meth:`summary`: each probability row without its largest
+        entry (``initial[k]``, ``transition[i,j]``, ``emission[k,v]``), Gaussian ``means[k,d]``
+        and the covariances' lower triangles ``covariances[k,i,j]`` (the diagonal alone when
+        ``covariance_type="diag"``), Poisson ``rates[k]``; the Hessian by autograd through
+        the differentiable forward pass (missing values marginalised as in ``log_prob``)."""
+        from probseq._summary import Blocks
+
+        p, blocks = self._params, Blocks()
+        parts = {"initial": blocks.add_simplex("initial", p["initial"]),
+                 "transition": blocks.add_simplex("transition", p["transition"])}
+        diag = False
+        if self.emission == "categorical":
+            parts["emission"] = blocks.add_simplex("emission", p["emission"])
+        elif self.emission == "gaussian":
+            parts["means"] = blocks.add("means", p["means"])
+            cov = p["covariances"]
+            diag = self.covariance_type == "diag"
+            if diag:
+                k, d = cov.shape[0], cov.shape[-1]
+                labels = [f"covariances[{s},{i},{i}]" for s in range(k) for i in range(d)]
+                parts["covariances"] = blocks.add("covariances",
+                                                  torch.diagonal(cov, 0, -2, -1), labels)
+            else:
+                parts["covariances"] = blocks.add_symmetric("covariances", cov)
+        else:
+            parts["rates"] = blocks.add("rates", p["rates"], non_negative=True)
+
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            q = {name: part(vec) for name, part in parts.items()}
+            if diag:
+                q["covariances"] = torch.diag_embed(q["covariances"])
+            return self._differentiable_log_prob(q, seqs).sum()
+
+        return blocks.build(log_lik)
 
     # ------------------------------------------------------------------ gradient MLE
     def _unconstrained(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

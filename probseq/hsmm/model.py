@@ -73,6 +73,9 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
     Missing values are marginalised exactly, as in the HMM.
     """
 
+    #: no summary() yet (the HMM's free parameters and likelihood are not this model's).
+    summary_params = None
+
     def __init__(self, num_states: int = 2, emission: str = "categorical",
                  duration: str = "categorical", max_duration: int = 20,
                  num_symbols: int | None = None, covariance_type: str = "full",
