@@ -952,6 +952,10 @@ def test_fit_with_switching_exog_reaches_statsmodels_conditional_optimum(p, sar,
     assert got >= own.llf - 1e-4
     assert got >= polished.llf - 1e-4
     assert model.params["exog_coef"].shape == (2, len(cols))
+    # summary() of the fit expands the criterion it maximised, on the data it was fitted on.
+    table = model.summary()
+    assert table.attrs["log_lik"] == pytest.approx(got, rel=1e-12)
+    assert len(table) == model.num_params
 
 
 def test_switching_exog_m_step_solves_the_expected_complete_likelihood():
@@ -979,3 +983,140 @@ def test_switching_exog_m_step_solves_the_expected_complete_likelihood():
     assert float(beta.grad.abs().max()) < 1e-9 * scale
     before = stats["log_lik"]
     assert model._e_step(data, new, x)["log_lik"] >= before - 1e-9
+
+
+# ----------------------------------------------------------------------------- summary
+def _statsmodels_optimum(p, sar, svar, cols):
+    """statsmodels' conditional maximum likelihood fit with switching covariates, and the
+    same parameters as a probseq model."""
+    y, x = _macro_growth_and_lagged_covariates()
+    x = x[:, cols]
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=p, exog=x, switching_ar=sar,
+                                      switching_variance=svar, switching_exog=True)
+    np.random.seed(0)  # noqa: NPY002 (statsmodels' search_reps draws from numpy's global state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(disp=False, search_reps=10)
+    par = dict(zip(mod.param_names, np.asarray(res.params), strict=True))
+    k, e = 2, len(cols)
+    model = SwitchingAutoRegressive.from_params(
+        transition=mod.regime_transition_matrix(res.params)[..., 0].T,
+        means=[par[f"const[{i}]"] for i in range(k)],
+        coef=([[par[f"ar.L{j + 1}[{i}]"] for j in range(p)] for i in range(k)] if sar
+              else [par[f"ar.L{j + 1}"] for j in range(p)]),
+        noise_var=[par[f"sigma2[{i}]"] for i in range(k)] if svar else par["sigma2"],
+        exog_coef=[[par[f"x{j + 1}[{i}]"] for j in range(e)] for i in range(k)])
+    return y, x, mod, res, model
+
+
+@pytest.mark.parametrize("p,sar,svar,cols", SWITCHING_EXOG)
+def test_conditional_summary_equals_statsmodels_standard_errors(p, sar, svar, cols):
+    """summary(conditional=True) at statsmodels' estimate: the standard errors of its
+    observed information (numerical Hessian of the conditional likelihood) row by row; the
+    transition entries listed are each row's smaller one (1 - p[i->i], or p[1->0])."""
+    y, x, mod, res, model = _statsmodels_optimum(p, sar, svar, cols)
+    table = model.summary(y, exog=x, conditional=True)
+    assert len(table) == model.num_params and table.attrs["on_boundary"] == []
+    assert table.attrs["log_lik"] == pytest.approx(res.llf, rel=1e-10)
+    bse = dict(zip(mod.param_names, np.asarray(res.bse), strict=True))
+    trans = model.params["transition"].numpy()
+    pairs = {f"transition[0,{1 - int(trans[0].argmax())}]": "p[0->0]",
+             f"transition[1,{1 - int(trans[1].argmax())}]": "p[1->0]"}
+    pairs.update({f"means[{i}]": f"const[{i}]" for i in range(2)})
+    pairs.update({f"exog_coef[{i},{j}]": f"x{j + 1}[{i}]" for i in range(2)
+                  for j in range(len(cols))})
+    pairs.update({f"noise_var[{i}]": f"sigma2[{i}]" for i in range(2)} if svar
+                 else {"noise_var": "sigma2"})
+    pairs.update({f"coef[{i},{j}]": f"ar.L{j + 1}[{i}]" for i in range(2) for j in range(p)}
+                 if sar else {f"coef[{j}]": f"ar.L{j + 1}" for j in range(p)})
+    assert set(pairs) == set(table.index)
+    ours = table.loc[list(pairs), "std_error"].to_numpy()
+    np.testing.assert_allclose(ours, [bse[n] for n in pairs.values()], rtol=2e-4)
+
+
+def test_exact_summary_on_gappy_data_equals_finite_differences():
+    """The exact-likelihood summary (the default for a model built by from_params) on gappy
+    data: autograd standard errors against a central finite-difference Hessian of the public
+    log_prob of models rebuilt from the listed entries (gaps marginalised)."""
+    y, x, _, _, model = _statsmodels_optimum(1, False, True, [0])
+    y = y.copy()
+    y[[5, 6, 40, 41, 42, 100]] = np.nan
+    table = model.summary(y, exog=x)
+    assert table.attrs["num_observations"] == len(y) - 6
+    assert table.attrs["log_lik"] == pytest.approx(float(model.log_prob(y, exog=x)), rel=1e-12)
+    labels = list(table.index)
+    base = {n: v.numpy().copy() for n, v in model.params.items() if n != "initial"}
+
+    def loglik(v):
+        q = {n: a.copy() for n, a in base.items()}
+        for lab, val in zip(labels, v, strict=True):
+            name, idx = lab[:-1].split("[")
+            q[name][tuple(int(i) for i in idx.split(","))] = val
+        for row, ref in zip(q["transition"], base["transition"], strict=True):
+            big = int(ref.argmax())
+            row[big] = 1 - (row.sum() - row[big])
+        return float(SwitchingAutoRegressive.from_params(**q).log_prob(y, exog=x))
+
+    est = table["estimate"].to_numpy()
+    h = 1e-4 * np.maximum(np.abs(est), 1e-2)
+    n = len(est)
+    hess = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            def at(a, b, i=i, j=j):
+                v = est.copy()
+                v[i] += a * h[i]
+                v[j] += b * h[j]
+                return loglik(v)
+            hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
+                4 * h[i] * h[j])
+    np.testing.assert_allclose(table["std_error"].to_numpy(),
+                               np.sqrt(np.diag(np.linalg.inv(-hess))), rtol=2e-3)
+    with pytest.raises(ValueError, match="missing values"):
+        model.summary(y, exog=x, conditional=True)
+
+
+@pytest.mark.parametrize("name", ["intercept_2d", "switching_exog", "mean_k3_p1"])
+def test_summary_information_along_directions_equals_second_differences(name):
+    """The autograd observed information of every layout (multivariate AR-HMM with its
+    covariances' lower triangles, switching covariates, three regimes) along random
+    directions of the listed entries, against second differences of the public log_prob
+    of models rebuilt from those entries."""
+    from probseq._summary import observed_information
+
+    model = _switching_exog_model() if name == "switching_exog" else _models()[name]
+    rng = np.random.default_rng(6)
+    d = 1 if model._univariate else 2
+    data = [rng.normal(size=(n, d)) if d > 1 else rng.normal(size=n) for n in (30, 24)]
+    xs = [rng.normal(size=(n, 2)) for n in (30, 24)] if name == "switching_exog" else None
+    seqs = ps.Sequences.from_list(data)
+    ex = None if xs is None else ps.data.as_exog(xs, seqs)
+    free = model._summary_free(seqs, ex)
+    assert len(free.labels) == model.num_params and not free.fixed.any()
+    info = observed_information(free)
+    # The initial distribution: given (held fixed), or the stationary one of the transition.
+    base = {n: v.numpy().copy() for n, v in model.params.items()
+            if n != "initial" or model._initial is not None}
+
+    def loglik(v):
+        q = {n: a.copy() for n, a in base.items()}
+        for lab, val in zip(free.labels, v, strict=True):
+            name_, idx = lab[:-1].split("[")
+            idx = tuple(int(i) for i in idx.split(","))
+            q[name_][idx] = val
+            if name_ == "noise_cov":
+                q[name_][idx[:-2] + idx[-2:][::-1]] = val
+        for row, ref in zip(q["transition"], base["transition"], strict=True):
+            big = int(ref.argmax())
+            row[big] = 1 - (row.sum() - row[big])
+        return float(SwitchingAutoRegressive.from_params(**q).log_prob(data, exog=xs).sum())
+
+    theta = free.values
+    assert loglik(theta) == pytest.approx(float(free.log_lik(torch.from_numpy(theta))),
+                                          rel=1e-12)
+    for _ in range(3):
+        u = rng.normal(size=len(theta))
+        u /= np.linalg.norm(u)
+        h = 1e-3
+        second = (loglik(theta + h * u) - 2 * loglik(theta) + loglik(theta - h * u)) / h**2
+        assert -u @ info @ u == pytest.approx(second, rel=1e-4, abs=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -99,6 +100,9 @@ class SwitchingAutoRegressive(SequenceModel):
     data_kind = "continuous"
     supports_missing = True
     supports_exog = True
+    summary_params = ("transition", "means", "intercept", "coef", "noise_var", "noise_cov",
+                      "exog_coef")
+    _summary_conditional: bool | None = None  # None: the criterion of the last fit
 
     def __init__(self, num_regimes: int = 2, order: int = 1, switching: str = "mean",
                  switching_ar: bool = False, switching_variance: bool = False,
@@ -125,6 +129,7 @@ class SwitchingAutoRegressive(SequenceModel):
         self._initial: torch.Tensor | None = None  # None: the stationary distribution
         self.history_: list[float] = []
         self.restart_log_likelihoods_: list[float] = []
+        self._fit_conditional = False  # the criterion of the last fit
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -334,7 +339,8 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _meta(self) -> dict[str, Any]:
         return {"univariate": self._univariate, "obs_dim": self._obs_dim,
-                "history": [float(v) for v in self.history_]}
+                "history": [float(v) for v in self.history_],
+                "fit_conditional": self._fit_conditional}
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         names = ("transition", "loc", "coef", "cov")
@@ -352,6 +358,7 @@ class SwitchingAutoRegressive(SequenceModel):
         self._univariate = bool(meta.get("univariate", True))
         self._obs_dim = meta.get("obs_dim", self._obs_dim)
         self.history_ = list(meta.get("history", []))
+        self._fit_conditional = bool(meta.get("fit_conditional", False))
 
     # ------------------------------------------------------------------ likelihood
     def _window_log_lik(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None,
@@ -795,6 +802,7 @@ class SwitchingAutoRegressive(SequenceModel):
         self._initial = None
         self.history_ = results[best][2]
         self.restart_log_likelihoods_ = finals
+        self._fit_conditional = bool(conditional)
 
     def _refuse_exact_fit(self, seqs: Sequences) -> None:
         """Refuse data that a pooled VAR(p) with intercept predicts exactly (standardised
@@ -1229,6 +1237,90 @@ class SwitchingAutoRegressive(SequenceModel):
         filled = sw.draw_missing(values.to(torch.float64), obs, regimes, self.switching,
                                  loc, prm["coef"], prm["cov"])
         return filled, regimes
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95,
+                conditional: bool | None = None) -> Any:
+        """Estimates and standard errors of the free parameters (observed information).
+
+        As :meth:`probseq.SequenceModel.summary`, with the Hessian by autograd through the
+        forward pass over windows of regimes. The free parameters are the rows of
+        ``transition`` without their largest entry (``transition[i,j]``), the means or
+        intercepts, the AR coefficients, the noise variances (or the lower triangles of the
+        noise covariances) and the covariate coefficients, each shared or per regime as the
+        model has them (``len(table) == num_params``); the initial distribution is the
+        chain's stationary one (a function of ``transition``), or held fixed when given to
+        ``from_params``.
+
+        Args:
+            data: the data the model was fitted on (default: the data of the last ``fit``).
+            exog: covariates of ``data``.
+            level: coverage of the intervals.
+            conditional: the information of Hamilton's conditional likelihood (True, the
+                criterion of ``fit(conditional=True)`` and of statsmodels'
+                ``MarkovAutoregression``, whose ``bse`` it reproduces) or of the exact joint
+                likelihood (False); None: the criterion of the last fit (exact for a model
+                built by ``from_params``). ``attrs["log_lik"]`` is that likelihood.
+
+        Returns:
+            The table of :meth:`probseq.SequenceModel.summary`.
+        """
+        if conditional is not None and not isinstance(conditional, bool):
+            raise ValueError(f"conditional must be True, False or None, got {conditional!r}")
+        view = copy.copy(self)  # the same fitted model, told which likelihood to expand
+        view._summary_conditional = (self._fit_conditional if conditional is None
+                                     else conditional)
+        return SequenceModel.summary(view, data, exog=exog, level=level)
+
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None = None) -> Any:
+        """The free parameters (see :meth:`summary`) with the exact or the conditional
+        log-likelihood of ``seqs`` as a differentiable function of them."""
+        from probseq._summary import Blocks
+
+        conditional = bool(self._summary_conditional)
+        if conditional:
+            self._refuse_missing(seqs, "summary(conditional=True)")
+            self._check_conditional_lengths(seqs)
+        pub, blocks = self.params, Blocks()
+        k, p = self.num_regimes, self.order
+        loc_name = "means" if self.switching == "mean" else "intercept"
+        parts = {"transition": blocks.add_simplex("transition", pub["transition"]),
+                 loc_name: blocks.add(loc_name, pub[loc_name]),
+                 "coef": blocks.add("coef", pub["coef"])}
+        if self._univariate:
+            parts["noise_var"] = blocks.add("noise_var", pub["noise_var"], non_negative=True)
+        else:
+            parts["noise_cov"] = blocks.add_symmetric("noise_cov", pub["noise_cov"])
+        if "exog_coef" in pub:
+            parts["exog_coef"] = blocks.add("exog_coef", pub["exog_coef"])
+        fixed_initial = self._initial
+        plan = self._gap_plan(seqs) if seqs.has_missing and not conditional else None
+        d = self._p["loc"].shape[1]
+
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            v = {name: part(vec) for name, part in parts.items()}
+            if self._univariate:
+                coef = v["coef"][..., None, None]
+                cov = v["noise_var"].reshape(-1)[:, None, None]
+            else:
+                coef, cov = v["coef"], v["noise_cov"].reshape(-1, d, d)
+            q = {"transition": v["transition"], "loc": v[loc_name].reshape(k, d),
+                 "coef": coef.expand(k, p, d, d), "cov": cov.expand(k, d, d)}
+            if "exog_coef" in v:
+                q["beta"] = v["exog_coef"]
+            s, q = self._prepare(seqs, exog, q)
+            if fixed_initial is not None:
+                q["initial"] = fixed_initial
+            if conditional:  # the first window from the stationary chain, as in fit
+                init, trans, ll, lengths = self._conditional_parts(s, q)
+                return hmm.hmm_log_prob_differentiable(init, trans, ll, lengths).sum()
+            pi = (fixed_initial if fixed_initial is not None
+                  else sw.stationary_distribution(q["transition"]))
+            e = self._emissions(s, q, pi, plan)
+            return hmm.hmm_log_prob_differentiable(e["initial"], e["transition"], e["log_lik"],
+                                                   s.lengths).sum()
+
+        return blocks.build(log_lik)
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
