@@ -1031,7 +1031,7 @@ def test_conditional_summary_equals_statsmodels_standard_errors(p, sar, svar, co
                  if sar else {f"coef[{j}]": f"ar.L{j + 1}" for j in range(p)})
     assert set(pairs) == set(table.index)
     ours = table.loc[list(pairs), "std_error"].to_numpy()
-    np.testing.assert_allclose(ours, [bse[n] for n in pairs.values()], rtol=2e-4)
+    np.testing.assert_allclose(ours, [bse[n] for n in pairs.values()], rtol=1e-6)
 
 
 def test_exact_summary_on_gappy_data_equals_finite_differences():
