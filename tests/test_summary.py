@@ -165,8 +165,7 @@ def test_var_standard_errors_match_statsmodels_oim():
 
 def test_probability_models_have_no_summary():
     """Families without a summary say so ("has no summary() yet") rather than pretend."""
-    for cls in (ps.SwitchingAutoRegressive, ps.MarkovChain, ps.HiddenSemiMarkovModel,
-                ps.InputOutputHMM):
+    for cls in (ps.MarkovChain, ps.HiddenSemiMarkovModel, ps.InputOutputHMM):
         assert cls.summary_params is None
 
 

@@ -97,9 +97,12 @@ def _stationary_block(coef: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return x.reshape(p, d, p, d)[rev][:, :, rev].reshape(p * d, p * d)
 
 
-def _path_gaussian(model: SwitchingAutoRegressive, s: tuple[int, ...], d: int):
+def _path_gaussian(model: SwitchingAutoRegressive, s: tuple[int, ...], d: int,
+                   levels: np.ndarray | None = None):
     """The prior log-probability of the regime path ``s`` and the dense Gaussian ``(mean,
-    cov)`` of the ``len(s) * D`` values given it (time-major), in data coordinates."""
+    cov)`` of the ``len(s) * D`` values given it (time-major), in data coordinates.
+    ``levels [T, K]``: the regime levels of each step (mean form, covariates with switching
+    coefficients) in place of the means: the deviations from them follow the AR."""
     prm = model._p
     trans, loc = prm["transition"].numpy(), prm["loc"].numpy()
     coef, cov = prm["coef"].numpy(), prm["cov"].numpy()
@@ -125,12 +128,15 @@ def _path_gaussian(model: SwitchingAutoRegressive, s: tuple[int, ...], d: int):
             offset[t * d : (t + 1) * d] = loc[r]
     inv = np.linalg.inv(phi)
     mean = inv @ offset
-    if model.switching == "mean":
+    if levels is not None:
+        mean = mean + levels[np.arange(t_len), list(s)]
+    elif model.switching == "mean":
         mean = mean + loc[list(s)].reshape(-1)
     return lp, mean, inv @ big @ inv.T
 
 
-def _brute_force(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.ndarray | None = None):
+def _brute_force(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.ndarray | None = None,
+                 levels: np.ndarray | None = None):
     """log p(y) summing over every regime path a dense Gaussian of the whole sequence (of its
     observed entries ``keep``, when given), and the posterior marginals of the regimes and
     the best path."""
@@ -139,7 +145,7 @@ def _brute_force(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.ndarray
     k = model.num_regimes
     logs, paths = [], list(itertools.product(range(k), repeat=t_len))
     for s in paths:
-        lp, mean, dense = _path_gaussian(model, s, d)
+        lp, mean, dense = _path_gaussian(model, s, d, levels)
         x = y.reshape(-1)
         if keep is not None:
             sel = keep.reshape(-1)
@@ -509,7 +515,7 @@ def test_missing_values_are_marginalised_exactly(name):
 
 # ----------------------------------------------------------------------------- after gaps
 def _brute_posterior(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.ndarray,
-                     horizon: int):
+                     horizon: int, levels: np.ndarray | None = None):
     """The posterior of every unobserved value (the gaps of ``y`` and ``horizon`` future
     steps) given the observed entries: a mixture over every regime path of length T + H of
     the dense Gaussian conditioned on the observed entries. Returns the mixture's mean and
@@ -522,7 +528,7 @@ def _brute_posterior(model: SwitchingAutoRegressive, y: np.ndarray, keep: np.nda
     x = np.where(keep, y, 0.0).reshape(-1)[keep.reshape(-1)]
     logs, means, covs = [], [], []
     for s in itertools.product(range(model.num_regimes), repeat=total):
-        lp, mean, dense = _path_gaussian(model, s, d)
+        lp, mean, dense = _path_gaussian(model, s, d, levels)
         c_oo = dense[np.ix_(sel, sel)]
         c_mo = dense[np.ix_(~sel, sel)]
         gain = np.linalg.solve(c_oo, c_mo.T).T
@@ -732,3 +738,385 @@ def test_forecasts_and_samples_with_future_covariates(tmp_path):
     assert back.num_exog == 2
     torch.testing.assert_close(back.log_prob(y, exog=x[:9]), with_x.log_prob(y, exog=x[:9]),
                                rtol=0, atol=0)
+
+
+# ------------------------------------------------------------ regime-switching covariates
+def _macro_growth_and_lagged_covariates():
+    """Real GDP growth (percent, quarterly) with last quarter's real interest and
+    unemployment rates."""
+    dta = sm.datasets.macrodata.load_pandas().data
+    y = 100 * np.diff(np.log(dta["realgdp"].to_numpy()))
+    return y, dta[["realint", "unemp"]].to_numpy()[:-1]
+
+
+def _statsmodels_vector(mod, model: SwitchingAutoRegressive) -> np.ndarray:
+    """statsmodels' parameter vector of a mean-form probseq model (names read from mod)."""
+    pr = {n: v.numpy() for n, v in model.params.items()}
+    k = model.num_regimes
+    values = {f"p[{j}->{i}]": pr["transition"][j, i] for i in range(k) for j in range(k)}
+    values.update({f"const[{i}]": pr["means"][i] for i in range(k)})
+    var = np.broadcast_to(pr["noise_var"], (k,))
+    values.update({f"sigma2[{i}]": var[i] for i in range(k)} | {"sigma2": var[0]})
+    coef = np.broadcast_to(pr["coef"], (k, model.order))
+    for j in range(model.order):
+        values[f"ar.L{j + 1}"] = coef[0, j]
+        values.update({f"ar.L{j + 1}[{i}]": coef[i, j] for i in range(k)})
+    beta = np.broadcast_to(pr["exog_coef"], (k, model.num_exog))
+    values.update({f"x{e + 1}[{i}]": beta[i, e] for i in range(k)
+                   for e in range(model.num_exog)})
+    return np.array([values[n] for n in mod.param_names])
+
+
+SWITCHING_EXOG = [  # order, switching_ar, switching_variance, covariates used
+    (1, False, True, [0]),
+    (2, True, False, [0, 1]),
+]
+
+
+@pytest.mark.parametrize("p,sar,svar,cols", SWITCHING_EXOG)
+def test_conditional_log_prob_with_switching_exog_equals_statsmodels(p, sar, svar, cols):
+    """Hamilton's conditional likelihood with one covariate vector per regime against
+    statsmodels' MarkovAutoregression(exog=..., switching_exog=True) at the same parameters;
+    equal rows give the model with shared coefficients."""
+    y, x = _macro_growth_and_lagged_covariates()
+    x = x[:, cols]
+    beta = np.array([[0.05, -0.1], [-0.2, 0.3]])[:, : len(cols)]
+    model = SwitchingAutoRegressive.from_params(
+        transition=[[0.8, 0.2], [0.15, 0.85]], means=[-0.4, 0.9],
+        coef=[[0.3, -0.2], [0.1, 0.15]] if sar else [0.35][:p],
+        noise_var=[1.1, 0.5] if svar else 0.7, exog_coef=beta)
+    assert model.switching_exog and model.num_exog == len(cols)
+    assert model.num_params == 2 + 2 + (2 if sar else 1) * p + (2 if svar else 1) + 2 * len(cols)
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=p, exog=x, switching_ar=sar,
+                                      switching_variance=svar, switching_exog=True)
+    ref = mod.loglike(_statsmodels_vector(mod, model))
+    assert float(model.conditional_log_prob(y, exog=x)) == pytest.approx(ref, rel=1e-10)
+    assert float(model.log_prob_steps(y, exog=x).sum()) == pytest.approx(
+        float(model.log_prob(y, exog=x)), rel=1e-12)
+    prm = model.params
+    same = [SwitchingAutoRegressive.from_params(
+        transition=prm["transition"], means=prm["means"], coef=prm["coef"],
+        noise_var=prm["noise_var"], exog_coef=b) for b in (beta[[0, 0]], beta[0])]
+    assert same[0].switching_exog and not same[1].switching_exog
+    for f in ("log_prob", "conditional_log_prob", "smoother"):
+        torch.testing.assert_close(getattr(same[0], f)(y, exog=x), getattr(same[1], f)(y, exog=x),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def _switching_exog_model() -> SwitchingAutoRegressive:
+    prm = _models()["mean_p2_switching"].params
+    return SwitchingAutoRegressive.from_params(
+        transition=prm["transition"], means=prm["means"], coef=prm["coef"],
+        noise_var=prm["noise_var"], initial=prm["initial"],
+        exog_coef=[[0.7, -0.3], [-0.4, 0.5]])
+
+
+def _levels(model: SwitchingAutoRegressive, x: np.ndarray) -> np.ndarray:
+    """``[T, K]``: means[k] + x_t . exog_coef[k], written out for the brute force."""
+    pr = model.params
+    return pr["means"].numpy()[None] + x @ pr["exog_coef"].numpy().T
+
+
+def test_switching_exog_exact_joint_equals_brute_force():
+    """log_prob, its steps, the smoother, the filter and Viterbi with switching covariate
+    coefficients against every regime path's dense Gaussian around the regime levels of
+    each step (gaps included), and a ragged batch against one by one."""
+    model = _switching_exog_model()
+    rng = np.random.default_rng(4)
+    for t_len, gaps in ((1, []), (2, []), (3, []), (7, []), (7, [1, 4]), (6, [0, 5])):
+        x = rng.normal(size=(t_len, 2))
+        y = rng.normal(size=t_len) + 0.3
+        keep = np.ones((t_len, 1), bool)
+        keep[gaps] = False
+        total, marg, best = _brute_force(model, y, keep, _levels(model, x))
+        data = np.where(keep[:, 0], y, np.nan)
+        assert float(model.log_prob(data, exog=x)) == pytest.approx(total, abs=1e-9)
+        assert float(model.log_prob_steps(data, exog=x).sum()) == pytest.approx(total, abs=1e-9)
+        np.testing.assert_allclose(model.smoother(data, exog=x).numpy(), marg, atol=1e-9)
+        np.testing.assert_allclose(model.filter(data, exog=x)[-1].numpy(), marg[-1], atol=1e-9)
+        np.testing.assert_array_equal(model.most_likely_states(data, exog=x).numpy(), best)
+    data = [rng.normal(size=n) for n in (2, 7, 4)]
+    xs = [rng.normal(size=(n, 2)) for n in (2, 7, 4)]
+    single = torch.stack([model.log_prob(d, exog=e) for d, e in zip(data, xs, strict=True)])
+    torch.testing.assert_close(model.log_prob(data, exog=xs), single, rtol=1e-12, atol=1e-12)
+    seqs = ps.Sequences.from_list(data)
+    ex = ps.data.as_exog(xs, seqs)
+    lp = model._step_predictive(seqs, exog=ex).log_prob(seqs.values)
+    torch.testing.assert_close(torch.where(seqs.mask, lp, 0.0),
+                               model.log_prob_steps(data, exog=xs), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="pass exog="):
+        model.log_prob(data[0])
+    with pytest.raises(ValueError, match="exog has 1 covariates"):
+        model.log_prob(data[0], exog=xs[0][:, :1])
+
+
+def test_switching_exog_forecasts_and_samples_match_brute_force(tmp_path):
+    """Forecasts with future covariates (exact mixtures, 1e-9) and samples (without a
+    prefix, after a prefix, after a gappy prefix; 4 standard errors) against the brute-force
+    mixture over every regime path of the history and the future."""
+    model = _switching_exog_model()
+    rng = np.random.default_rng(8)
+    t_len, horizon, n = 6, 2, 10_000
+    x = rng.normal(size=(t_len + horizon, 2))
+    levels = _levels(model, x)
+    y = rng.normal(size=t_len) + 0.3
+    for gaps in ([], [1, 2]):
+        keep = np.ones((t_len, 1), bool)
+        keep[gaps] = False
+        data = np.where(keep[:, 0], y, np.nan)
+        mean, cov, unseen = _brute_posterior(model, y[:, None], keep, horizon, levels)
+        fc = model.forecast(data, horizon, exog=x)
+        assert fc.method == "exact"
+        np.testing.assert_allclose(fc.mean.numpy(), mean[-horizon:], atol=1e-9)
+        np.testing.assert_allclose(fc.std.numpy() ** 2, np.diag(cov)[-horizon:], atol=1e-9)
+        draws = model.sample(n, t_len + horizon, prefix=data, exog=x, seed=3).values.numpy()
+        np.testing.assert_array_equal(draws[:, :t_len][:, keep[:, 0]],
+                                      np.broadcast_to(y[keep[:, 0]], (n, int(keep.sum()))))
+        got = draws[:, unseen[:, 0]]
+        sd = np.sqrt(np.diag(cov))
+        assert (np.abs(got.mean(0) - mean) < 4 * sd / np.sqrt(n)).all(), gaps
+        m4 = ((got - got.mean(0)) ** 4).mean(0)
+        assert (np.abs(got.var(0) - np.diag(cov)) < 4.5 * np.sqrt((m4 - got.var(0) ** 2) / n)
+                ).all(), gaps
+    # Without a prefix: the mixture over paths of the first three steps' Gaussians.
+    logs, means, covs = [], [], []
+    for s in itertools.product(range(2), repeat=3):
+        lp, m, c = _path_gaussian(model, s, 1, levels[:3])
+        logs.append(lp)
+        means.append(m)
+        covs.append(c)
+    w = np.exp(np.array(logs))
+    mix = w @ np.array(means)
+    dev = np.array(means) - mix
+    var = np.diag(np.einsum("w,wij->ij", w, covs) + np.einsum("w,wi,wj->ij", w, dev, dev))
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    got = model.sample(n, 3, exog=x[:3], seed=5).values.numpy()
+    assert (np.abs(got.mean(0) - mix) < 4 * np.sqrt(var / n)).all()
+    # Beyond 4096 future regime paths the forecast samples; its first steps agree.
+    long = rng.normal(size=(t_len + 10, 2))
+    fc = model.forecast(y, 10, exog=long, num_samples=n, seed=6)
+    exact = model.forecast(y, 2, exog=long[: t_len + 2])
+    assert fc.method != "exact" and exact.method == "exact"
+    assert (np.abs(fc.mean[:2].numpy() - exact.mean.numpy()) < 4 * exact.std.numpy()
+            / np.sqrt(n)).all()
+    # A ragged batch: each sequence's future covariates follow its own last step.
+    short, xs = y[:4], [x[:6], x]
+    batch = model.forecast([short, y], horizon, exog=xs)
+    for i, (seq, ex) in enumerate(((short, x[:6]), (y, x))):
+        one = model.forecast(seq, horizon, exog=ex)
+        torch.testing.assert_close(batch.mean[i], one.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(batch.std[i], one.std, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="same covariates"):
+        model.sample(2, 8, prefix=y, exog=rng.normal(size=(2, 8, 2)))
+    path = tmp_path / "msar_sx.pt"
+    model.save(path)
+    back = ps.load(path)
+    assert back.switching_exog and back.params["exog_coef"].shape == (2, 2)
+    torch.testing.assert_close(back.log_prob(y, exog=x[:t_len]), model.log_prob(y, exog=x[:t_len]),
+                               rtol=0, atol=0)
+
+
+def test_switching_exog_validates():
+    kw = {"transition": [[0.9, 0.1], [0.2, 0.8]], "means": [0.0, 1.0], "coef": [0.5],
+          "noise_var": 1.0}
+    with pytest.raises(ValueError, match=r"exog_coef must have shape \[E\].*\[2, E\]"):
+        SwitchingAutoRegressive.from_params(**kw, exog_coef=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="mean form"):
+        SwitchingAutoRegressive(2, 1, switching="intercept", switching_exog=True)
+    with pytest.raises(ValueError, match="switching_exog must be True or False"):
+        SwitchingAutoRegressive(2, 1, switching_exog=1)
+    assert SwitchingAutoRegressive(2, 1, switching_exog=True).get_config()["switching_exog"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("p,sar,svar,cols", SWITCHING_EXOG)
+def test_fit_with_switching_exog_reaches_statsmodels_conditional_optimum(p, sar, svar, cols):
+    """fit(conditional=True) with one covariate vector per regime reaches statsmodels'
+    optimum from its own start (20 random searches) and from probseq's estimate."""
+    y, x = _macro_growth_and_lagged_covariates()
+    x = x[:, cols]
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=p, exog=x, switching_ar=sar,
+                                      switching_variance=svar, switching_exog=True)
+    model = SwitchingAutoRegressive(2, p, switching_ar=sar, switching_variance=svar,
+                                    switching_exog=True).fit(
+        y, exog=x, conditional=True, num_restarts=3, seed=0, progress=False)
+    got = float(model.conditional_log_prob(y, exog=x))
+    assert model.history_[-1] == pytest.approx(got, abs=1e-8)
+    start = _statsmodels_vector(mod, model)
+    assert mod.loglike(start) == pytest.approx(got, rel=1e-10)
+    np.random.seed(0)  # noqa: NPY002 (statsmodels' search_reps draws from numpy's global state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        own = mod.fit(disp=False, search_reps=20)
+        polished = mod.fit(start_params=start, disp=False)
+    assert got >= own.llf - 1e-4
+    assert got >= polished.llf - 1e-4
+    assert model.params["exog_coef"].shape == (2, len(cols))
+    # summary() of the fit expands the criterion it maximised, on the data it was fitted on.
+    table = model.summary()
+    assert table.attrs["log_lik"] == pytest.approx(got, rel=1e-12)
+    assert len(table) == model.num_params
+
+
+def test_switching_exog_m_step_solves_the_expected_complete_likelihood():
+    """The EM step for the means and the per-regime covariate coefficients maximises the
+    expected complete-data log-likelihood given the regime windows' weights, the new AR
+    coefficients and the old variances: its gradient there (by autograd through the window
+    Gaussians with time-varying levels) is zero; and EM does not lower the likelihood."""
+    from probseq.switching import inference as sw
+
+    model = _switching_exog_model()
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.normal(size=(3, 30, 2)))
+    data = model.sample(3, 30, exog=x, seed=1)
+    stats = model._e_step(data, model._p, x)
+    new = model._m_step(data, stats, model._p, exog=x)
+    mu = new["loc"][:, 0].clone().requires_grad_(True)
+    beta = new["beta"].clone().requires_grad_(True)
+    levels = (mu + x @ beta.T)[..., None]
+    y = data.values3d()
+    mean, tril = sw.window_gaussians(y, "mean", levels, new["coef"], model._p["cov"], head=False)
+    q = (stats["smoothed"] * sw.gaussian_log_lik(y[:, model.order :], mean, tril)).sum()
+    q.backward()
+    scale = float(stats["smoothed"].sum())
+    assert float(mu.grad.abs().max()) < 1e-9 * scale
+    assert float(beta.grad.abs().max()) < 1e-9 * scale
+    before = stats["log_lik"]
+    assert model._e_step(data, new, x)["log_lik"] >= before - 1e-9
+
+
+# ----------------------------------------------------------------------------- summary
+def _statsmodels_optimum(p, sar, svar, cols):
+    """statsmodels' conditional maximum likelihood fit with switching covariates, and the
+    same parameters as a probseq model."""
+    y, x = _macro_growth_and_lagged_covariates()
+    x = x[:, cols]
+    mod = sm.tsa.MarkovAutoregression(y, k_regimes=2, order=p, exog=x, switching_ar=sar,
+                                      switching_variance=svar, switching_exog=True)
+    np.random.seed(0)  # noqa: NPY002 (statsmodels' search_reps draws from numpy's global state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(disp=False, search_reps=10)
+    par = dict(zip(mod.param_names, np.asarray(res.params), strict=True))
+    k, e = 2, len(cols)
+    model = SwitchingAutoRegressive.from_params(
+        transition=mod.regime_transition_matrix(res.params)[..., 0].T,
+        means=[par[f"const[{i}]"] for i in range(k)],
+        coef=([[par[f"ar.L{j + 1}[{i}]"] for j in range(p)] for i in range(k)] if sar
+              else [par[f"ar.L{j + 1}"] for j in range(p)]),
+        noise_var=[par[f"sigma2[{i}]"] for i in range(k)] if svar else par["sigma2"],
+        exog_coef=[[par[f"x{j + 1}[{i}]"] for j in range(e)] for i in range(k)])
+    return y, x, mod, res, model
+
+
+@pytest.mark.parametrize("p,sar,svar,cols", SWITCHING_EXOG)
+def test_conditional_summary_equals_statsmodels_standard_errors(p, sar, svar, cols):
+    """summary(conditional=True) at statsmodels' estimate: the standard errors of its
+    observed information (numerical Hessian of the conditional likelihood) row by row; the
+    transition entries listed are each row's smaller one (1 - p[i->i], or p[1->0])."""
+    y, x, mod, res, model = _statsmodels_optimum(p, sar, svar, cols)
+    table = model.summary(y, exog=x, conditional=True)
+    assert len(table) == model.num_params and table.attrs["on_boundary"] == []
+    assert table.attrs["log_lik"] == pytest.approx(res.llf, rel=1e-10)
+    bse = dict(zip(mod.param_names, np.asarray(res.bse), strict=True))
+    trans = model.params["transition"].numpy()
+    pairs = {f"transition[0,{1 - int(trans[0].argmax())}]": "p[0->0]",
+             f"transition[1,{1 - int(trans[1].argmax())}]": "p[1->0]"}
+    pairs.update({f"means[{i}]": f"const[{i}]" for i in range(2)})
+    pairs.update({f"exog_coef[{i},{j}]": f"x{j + 1}[{i}]" for i in range(2)
+                  for j in range(len(cols))})
+    pairs.update({f"noise_var[{i}]": f"sigma2[{i}]" for i in range(2)} if svar
+                 else {"noise_var": "sigma2"})
+    pairs.update({f"coef[{i},{j}]": f"ar.L{j + 1}[{i}]" for i in range(2) for j in range(p)}
+                 if sar else {f"coef[{j}]": f"ar.L{j + 1}" for j in range(p)})
+    assert set(pairs) == set(table.index)
+    ours = table.loc[list(pairs), "std_error"].to_numpy()
+    np.testing.assert_allclose(ours, [bse[n] for n in pairs.values()], rtol=1e-6)
+
+
+def test_exact_summary_on_gappy_data_equals_finite_differences():
+    """The exact-likelihood summary (the default for a model built by from_params) on gappy
+    data: autograd standard errors against a central finite-difference Hessian of the public
+    log_prob of models rebuilt from the listed entries (gaps marginalised)."""
+    y, x, _, _, model = _statsmodels_optimum(1, False, True, [0])
+    y = y.copy()
+    y[[5, 6, 40, 41, 42, 100]] = np.nan
+    table = model.summary(y, exog=x)
+    assert table.attrs["num_observations"] == len(y) - 6
+    assert table.attrs["log_lik"] == pytest.approx(float(model.log_prob(y, exog=x)), rel=1e-12)
+    labels = list(table.index)
+    base = {n: v.numpy().copy() for n, v in model.params.items() if n != "initial"}
+
+    def loglik(v):
+        q = {n: a.copy() for n, a in base.items()}
+        for lab, val in zip(labels, v, strict=True):
+            name, idx = lab[:-1].split("[")
+            q[name][tuple(int(i) for i in idx.split(","))] = val
+        for row, ref in zip(q["transition"], base["transition"], strict=True):
+            big = int(ref.argmax())
+            row[big] = 1 - (row.sum() - row[big])
+        return float(SwitchingAutoRegressive.from_params(**q).log_prob(y, exog=x))
+
+    est = table["estimate"].to_numpy()
+    h = 1e-4 * np.maximum(np.abs(est), 1e-2)
+    n = len(est)
+    hess = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            def at(a, b, i=i, j=j):
+                v = est.copy()
+                v[i] += a * h[i]
+                v[j] += b * h[j]
+                return loglik(v)
+            hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
+                4 * h[i] * h[j])
+    np.testing.assert_allclose(table["std_error"].to_numpy(),
+                               np.sqrt(np.diag(np.linalg.inv(-hess))), rtol=2e-3)
+    with pytest.raises(ValueError, match="missing values"):
+        model.summary(y, exog=x, conditional=True)
+
+
+@pytest.mark.parametrize("name", ["intercept_2d", "switching_exog", "mean_k3_p1"])
+def test_summary_information_along_directions_equals_second_differences(name):
+    """The autograd observed information of every layout (multivariate AR-HMM with its
+    covariances' lower triangles, switching covariates, three regimes) along random
+    directions of the listed entries, against second differences of the public log_prob
+    of models rebuilt from those entries."""
+    from probseq._summary import observed_information
+
+    model = _switching_exog_model() if name == "switching_exog" else _models()[name]
+    rng = np.random.default_rng(6)
+    d = 1 if model._univariate else 2
+    data = [rng.normal(size=(n, d)) if d > 1 else rng.normal(size=n) for n in (30, 24)]
+    xs = [rng.normal(size=(n, 2)) for n in (30, 24)] if name == "switching_exog" else None
+    seqs = ps.Sequences.from_list(data)
+    ex = None if xs is None else ps.data.as_exog(xs, seqs)
+    free = model._summary_free(seqs, ex)
+    assert len(free.labels) == model.num_params and not free.fixed.any()
+    info = observed_information(free)
+    # The initial distribution: given (held fixed), or the stationary one of the transition.
+    base = {n: v.numpy().copy() for n, v in model.params.items()
+            if n != "initial" or model._initial is not None}
+
+    def loglik(v):
+        q = {n: a.copy() for n, a in base.items()}
+        for lab, val in zip(free.labels, v, strict=True):
+            name_, idx = lab[:-1].split("[")
+            idx = tuple(int(i) for i in idx.split(","))
+            q[name_][idx] = val
+            if name_ == "noise_cov":
+                q[name_][idx[:-2] + idx[-2:][::-1]] = val
+        for row, ref in zip(q["transition"], base["transition"], strict=True):
+            big = int(ref.argmax())
+            row[big] = 1 - (row.sum() - row[big])
+        return float(SwitchingAutoRegressive.from_params(**q).log_prob(data, exog=xs).sum())
+
+    theta = free.values
+    assert loglik(theta) == pytest.approx(float(free.log_lik(torch.from_numpy(theta))),
+                                          rel=1e-12)
+    for _ in range(3):
+        u = rng.normal(size=len(theta))
+        u /= np.linalg.norm(u)
+        h = 1e-3
+        second = (loglik(theta + h * u) - 2 * loglik(theta) + loglik(theta - h * u)) / h**2
+        assert -u @ info @ u == pytest.approx(second, rel=1e-4, abs=1e-4)

@@ -20,6 +20,10 @@ Per window and step, ``y_t`` given ``y_<t`` is Gaussian (:func:`window_gaussians
       u_t = sum_i coef[S_t, i] u_(t-i) + e_t,     e_t ~ N(0, cov[S_t])      (t > p)
       u_1..u_p ~ the stationary distribution of that AR(p) with regime S_1's coefficients
 
+  The regime means may move in time (``loc [N, T_max, K, D]``: covariates with
+  regime-switching coefficients, ``mu[k] + x_t . beta[k]``); then
+  ``u_t = y_t - loc[t, S_t]`` and the first p values have means ``loc[t, S_t]``.
+
 * intercept form (``form="intercept"``, the AR-HMM of dynamax and ssm)::
 
       y_t = c[S_t] + sum_i coef[S_t, i] y_(t-i) + e_t                      (t > p)
@@ -179,7 +183,8 @@ def window_gaussians(
     Args:
         values: ``[N, T_max, D]`` (padding may hold anything finite).
         form: ``"mean"`` or ``"intercept"``.
-        loc: ``[K, D]`` regime means (mean form) or intercepts.
+        loc: ``[K, D]`` regime means (mean form) or intercepts; the mean form also takes
+            time-varying means ``[N, T_max, K, D]`` (covariates with switching coefficients).
         coef: ``[K, p, D, D]`` coefficients, lag 1 first (``y_t`` gets ``coef[k, i] y_(t-i-1)``).
         cov: ``[K, D, D]`` noise covariances.
         head: True scores the first p steps from the stationary start; False returns the
@@ -194,11 +199,19 @@ def window_gaussians(
     dig = window_digits(k, p + 1)
     cur = dig[:, p]
     means, trils = [], []
+    moving = loc.dim() == 4  # time-varying means [N, T_max, K, D] (mean form)
+    if moving and form != "mean":
+        raise ValueError("time-varying regime locations are defined for the mean form only")
     if t_max > p:
         y = values[:, p:]  # [N, T-p, D]
         lags = [values[:, p - i : t_max - i] for i in range(1, p + 1)]
         a = coef[cur]  # [M, p, D, D]
-        if form == "mean":
+        if form == "mean" and moving:
+            mean = loc[:, p:, cur]  # [N, T-p, M, D]
+            for i in range(1, p + 1):
+                centred = lags[i - 1][:, :, None, :] - loc[:, p - i : t_max - i, dig[:, p - i]]
+                mean = mean + torch.einsum("mde,ntme->ntmd", a[:, i - 1], centred)
+        elif form == "mean":
             mean = loc[cur][None, None].expand(n, t_max - p, -1, -1)
             for i in range(1, p + 1):
                 centred = lags[i - 1][:, :, None, :] - loc[dig[:, p - i]][None, None]
@@ -220,13 +233,16 @@ def window_gaussians(
         lh = torch.linalg.cholesky(gamma)
         paths = window_digits(k, p)  # [P, p]: S_1..S_p
         first = paths[:, 0]
-        if form == "mean":
-            m = loc[paths]  # [P, p, D]
+        if form == "mean" and moving:
+            m = torch.zeros(n, paths.shape[0], p, d, dtype=values.dtype)  # [N, P, p, D]
+            m[:, :, :h] = loc[:, torch.arange(h)[None, :], paths[:, :h]]
+        elif form == "mean":
+            m = loc[paths][None]  # [1, P, p, D]
         else:
             eye = torch.eye(d, dtype=coef.dtype)
             level = torch.linalg.solve(eye - coef.sum(1), loc[..., None])[..., 0]  # [K, D]
-            m = level[first][:, None, :].expand(-1, p, -1)
-        u = (pad[:, None] - m[None]).reshape(n, -1, p * d)  # [N, P, pD]
+            m = level[first][None, :, None, :].expand(-1, -1, p, -1)
+        u = (pad[:, None] - m).reshape(n, -1, p * d)  # [N, P, pD]
         lp = lh[first]  # [P, pD, pD]
         z = torch.linalg.solve_triangular(lp, u[..., None], upper=False)[..., 0]
         blocks = lp.reshape(-1, p, d, p, d)
@@ -304,7 +320,8 @@ def segment_joint(
         values: ``[..., S, D]`` segments of one length (entries after the anchor are not
             read); only the mean depends on them.
         regimes: ``[W, S]`` int64 regime paths over the segment.
-        form, loc, coef, cov: as in :func:`window_gaussians`.
+        form, loc, coef, cov: as in :func:`window_gaussians`; time-varying means are the
+            segments' own, ``loc [..., S, K, D]``.
         start: the segment begins at the first step.
 
     Returns:
@@ -316,10 +333,14 @@ def segment_joint(
     anchor = 0 if start else p
     f = s_len - anchor
     dt = values.dtype
-    mu = loc[regimes] if form == "mean" else None  # [W, S, D]
+    mu = None
+    if form == "mean" and loc.dim() > 2:  # [..., S, K, D] -> [..., W, S, D]
+        mu = loc[..., torch.arange(s_len)[None, :], regimes, :]
+    elif form == "mean":
+        mu = loc[regimes]  # [W, S, D]
     x_known = values[..., None, :anchor, :]  # [..., 1, anchor, D]
     if form == "mean" and anchor:
-        x_known = x_known - mu[:, :anchor]  # [..., W, anchor, D]
+        x_known = x_known - mu[..., :anchor, :]  # [..., W, anchor, D]
     phi = torch.eye(f * d, dtype=dt).repeat(w, 1, 1)
     b = torch.zeros(*batch, w, f * d, dtype=dt)
     q = torch.zeros(w, f * d, f * d, dtype=dt)
@@ -351,7 +372,7 @@ def segment_joint(
                                         upper=False, unitriangular=True)
     full = inv @ q @ inv.transpose(-1, -2)
     if form == "mean":
-        mean = mean + mu[:, anchor:].reshape(w, f * d)
+        mean = mean + mu[..., anchor:, :].reshape(*mu.shape[:-2], f * d)
     return mean, 0.5 * (full + full.transpose(-1, -2))
 
 
@@ -464,7 +485,8 @@ def draw_missing(
         values: ``[T, D]`` (missing entries anything finite).
         observed: ``[T, D]`` bool.
         regimes: ``[W, T]`` int64 regime paths, one per draw.
-        form, loc, coef, cov: as in :func:`window_gaussians`.
+        form, loc, coef, cov: as in :func:`window_gaussians`; time-varying means are this
+            sequence's, ``loc [T, K, D]``.
         generator: the random source (None: torch's global one).
 
     Returns:
@@ -478,7 +500,8 @@ def draw_missing(
         seg = values[first : last + 1]
         # The Gaussians of the distinct regime paths over the block (at most K^length).
         paths, which = torch.unique(regimes[:, first : last + 1], dim=0, return_inverse=True)
-        mean, big = segment_joint(seg, paths, form, loc, coef, cov, start)
+        seg_loc = loc[first : last + 1] if loc.dim() > 2 else loc
+        mean, big = segment_joint(seg, paths, form, seg_loc, coef, cov, start)
         anchor = 0 if start else p
         obs = observed[first + anchor : last + 1].reshape(-1)
         idx_o, idx_m = torch.nonzero(obs)[:, 0], torch.nonzero(~obs)[:, 0]

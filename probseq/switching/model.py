@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,17 @@ class SwitchingAutoRegressive(SequenceModel):
     values drawn from the stationary distribution of regime S_1's VAR(p). Coefficients and
     noise are shared by the regimes unless ``switching_ar`` / ``switching_variance``.
 
+    Covariates ``x_t [E]`` (mean form, ``exog=``) move the regime levels, as in statsmodels'
+    ``MarkovAutoregression(exog=...)``: with coefficients shared by the regimes
+    (``exog_coef [E]``) ``y_t - x_t . exog_coef`` follows the model without covariates; with
+    ``switching_exog`` each regime has its own (``exog_coef [K, E]``) and::
+
+        y_t - mu[S_t] - x_t . beta[S_t] = sum_i coef_i (y_(t-i) - mu[S_(t-i)]
+                                                         - x_(t-i) . beta[S_(t-i)]) + e_t
+
+    (the first p values Gaussian around ``mu[S_t] + x_t . beta[S_t]`` with the stationary
+    covariance), so the windows of regimes read each lag's own level.
+
     ``log_prob`` is the exact joint density of all T values, regime paths marginalised by a
     forward pass over the last ``p + 1`` regimes (``K^(p+1)`` window states, see
     :mod:`probseq.switching.inference`), so it is comparable with every other model.
@@ -68,12 +80,15 @@ class SwitchingAutoRegressive(SequenceModel):
         switching: ``"mean"`` (Hamilton) or ``"intercept"`` (AR-HMM).
         switching_ar: each regime has its own AR coefficients.
         switching_variance: each regime has its own noise variance (covariance).
+        switching_exog: each regime has its own covariate coefficients (mean form; used
+            when ``fit`` is given ``exog=``).
 
     Parameters (``.params``, ``from_params``): ``transition [K, K]`` (rows: from),
     ``initial [K]`` (default: the stationary distribution of the chain), ``means [K]`` (mean
     form) or ``intercept [K]`` / ``[K, D]``, ``coef [p]`` (``[K, p]`` with ``switching_ar``;
     ``[p, D, D]`` / ``[K, p, D, D]`` multivariate, lag 1 first), ``noise_var`` (scalar or
-    ``[K]``; multivariate ``noise_cov [D, D]`` / ``[K, D, D]``).
+    ``[K]``; multivariate ``noise_cov [D, D]`` / ``[K, D, D]``), and with covariates
+    ``exog_coef`` (``[E]``, or ``[K, E]`` with ``switching_exog``).
 
     Attributes:
         history_: the conditional log-likelihood (nats, data units) at every EM iteration of
@@ -85,26 +100,36 @@ class SwitchingAutoRegressive(SequenceModel):
     data_kind = "continuous"
     supports_missing = True
     supports_exog = True
+    summary_params = ("transition", "means", "intercept", "coef", "noise_var", "noise_cov",
+                      "exog_coef")
+    _summary_conditional: bool | None = None  # None: the criterion of the last fit
 
     def __init__(self, num_regimes: int = 2, order: int = 1, switching: str = "mean",
-                 switching_ar: bool = False, switching_variance: bool = False):
+                 switching_ar: bool = False, switching_variance: bool = False,
+                 switching_exog: bool = False):
         self.num_regimes = _positive_int(num_regimes, "num_regimes", 1)
         self.order = _positive_int(order, "order", 0)
         if switching not in _FORMS:
             raise ValueError(f"switching must be 'mean' or 'intercept', got {switching!r}")
         for name, v in (("switching_ar", switching_ar),
-                        ("switching_variance", switching_variance)):
+                        ("switching_variance", switching_variance),
+                        ("switching_exog", switching_exog)):
             if not isinstance(v, bool):
                 raise ValueError(f"{name} must be True or False, got {v!r}")
+        if switching_exog and switching != "mean":
+            raise ValueError("switching_exog=True needs the mean form (switching=\"mean\"): "
+                             "covariates enter as statsmodels' MarkovAutoregression has them")
         self.switching = switching
         self.switching_ar = switching_ar
         self.switching_variance = switching_variance
+        self.switching_exog = switching_exog
         self._obs_dim = None if switching == "mean" else "any"
         self._univariate = True
         self._p: dict[str, torch.Tensor] | None = None  # transition, loc, coef, cov (full)
         self._initial: torch.Tensor | None = None  # None: the stationary distribution
         self.history_: list[float] = []
         self.restart_log_likelihoods_: list[float] = []
+        self._fit_conditional = False  # the criterion of the last fit
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -123,8 +148,13 @@ class SwitchingAutoRegressive(SequenceModel):
             noise_var: a scalar (shared) or ``[K]`` (switching) noise variance, univariate.
             noise_cov: ``[D, D]`` or ``[K, D, D]`` noise covariance, multivariate AR-HMM.
             initial: ``[K]`` distribution of the first regime (default: stationary).
-            exog_coef: ``[E]`` coefficients of covariates shared by the regimes (mean form):
-                ``y_t - x_t . exog_coef`` follows the model without covariates.
+            exog_coef: covariate coefficients (mean form): ``[E]`` shared by the regimes
+                (``y_t - x_t . exog_coef`` follows the model without covariates) or
+                ``[K, E]`` one vector per regime (``switching_exog``: the regime's level at
+                step t is ``means[k] + x_t . exog_coef[k]``, and
+                ``y_t - means[S_t] - x_t . exog_coef[S_t] = sum_i coef_i (y_(t-i) -
+                means[S_(t-i)] - x_(t-i) . exog_coef[S_(t-i)]) + e_t``, statsmodels'
+                ``MarkovAutoregression(exog=..., switching_exog=True)``).
 
         Probabilities valid to rounding (see :func:`probseq.validation.probability_vectors`)
         are projected once: negative rounding set to 0, each vector divided by its sum.
@@ -206,7 +236,17 @@ class SwitchingAutoRegressive(SequenceModel):
             if init.shape != (k,):
                 raise ValueError(f"initial must have shape [{k}], got {init.shape}")
             init = torch.from_numpy(probability_vectors(init, "initial"))
-        model = cls(k, p, form, switching_ar=switching_ar, switching_variance=switching_variance)
+        beta = None
+        if exog_coef is not None:
+            if form != "mean":
+                raise ValueError("covariates (exog_coef) are supported in the mean form "
+                                 "(statsmodels' MarkovAutoregression with exog)")
+            beta = param_array(exog_coef, "exog_coef")
+            if beta.ndim not in (1, 2) or (beta.ndim == 2 and beta.shape[0] != k):
+                raise ValueError(f"exog_coef must have shape [E] (shared) or [{k}, E] (one "
+                                 f"vector per regime), got {beta.shape}")
+        model = cls(k, p, form, switching_ar=switching_ar, switching_variance=switching_variance,
+                    switching_exog=beta is not None and beta.ndim == 2)
         params = {"transition": torch.from_numpy(trans), "loc": torch.from_numpy(loc.copy()),
                   "coef": torch.from_numpy(np.ascontiguousarray(a)),
                   "cov": torch.from_numpy(np.ascontiguousarray(cov))}
@@ -217,13 +257,7 @@ class SwitchingAutoRegressive(SequenceModel):
                 f"the autoregression of regime {bad} is not stationary (companion spectral "
                 f"radius {float(radius[bad]):.6g} >= 1), so the first {p} values have no "
                 "stationary distribution")
-        if exog_coef is not None:
-            if form != "mean":
-                raise ValueError("covariates (exog_coef) are supported in the mean form "
-                                 "(statsmodels' MarkovAutoregression with exog)")
-            beta = param_array(exog_coef, "exog_coef")
-            if beta.ndim != 1:
-                raise ValueError(f"exog_coef must be a vector [E], got shape {beta.shape}")
+        if beta is not None:
             params["beta"] = torch.from_numpy(beta.copy())
         model._p, model._initial = params, init
         model._univariate = univariate
@@ -259,6 +293,8 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _initial_probs(self, p: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         p = self._p if p is None else p
+        if "initial" in p:  # the model's own parameters for a batch (see :meth:`_prepare`)
+            return p["initial"]
         if self._initial is not None and p is self._p:
             return self._initial
         pi = sw.stationary_distribution(p["transition"]).clamp_min(0)
@@ -269,19 +305,22 @@ class SwitchingAutoRegressive(SequenceModel):
     def num_exog(self) -> int:
         """E, the number of covariates (0: fitted without ``exog``)."""
         beta = None if self._p is None else self._p.get("beta")
-        return 0 if beta is None else int(beta.shape[0])
+        return 0 if beta is None else int(beta.shape[-1])
 
     @property
     def num_params(self) -> int:
         """Free parameters: ``K (K - 1)`` transitions, K means (intercepts) times D, the
-        coefficients and the noise (co)variances, shared or per regime (the initial
-        distribution is the stationary one, not a free parameter)."""
+        coefficients, the noise (co)variances and the covariate coefficients (E, or ``K E``
+        with ``switching_exog``), shared or per regime (the initial distribution is the
+        stationary one, not a free parameter)."""
         self._check_fitted()
         k, p = self.num_regimes, self.order
         d = 1 if self._univariate else int(self._obs_dim)
         n_coef = (k if self.switching_ar else 1) * p * d * d
         n_cov = (k if self.switching_variance else 1) * d * (d + 1) // 2
-        return k * (k - 1) + k * d + n_coef + n_cov + self.num_exog
+        n_exog = (k if self._p.get("beta") is not None and self._p["beta"].dim() == 2
+                  else 1) * self.num_exog
+        return k * (k - 1) + k * d + n_coef + n_cov + n_exog
 
     def _is_fitted(self) -> bool:
         return self._p is not None
@@ -289,7 +328,8 @@ class SwitchingAutoRegressive(SequenceModel):
     def get_config(self) -> dict[str, Any]:
         return {"num_regimes": self.num_regimes, "order": self.order,
                 "switching": self.switching, "switching_ar": self.switching_ar,
-                "switching_variance": self.switching_variance}
+                "switching_variance": self.switching_variance,
+                "switching_exog": self.switching_exog}
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         out = dict(self._p)
@@ -299,7 +339,8 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _meta(self) -> dict[str, Any]:
         return {"univariate": self._univariate, "obs_dim": self._obs_dim,
-                "history": [float(v) for v in self.history_]}
+                "history": [float(v) for v in self.history_],
+                "fit_conditional": self._fit_conditional}
 
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         names = ("transition", "loc", "coef", "cov")
@@ -317,15 +358,9 @@ class SwitchingAutoRegressive(SequenceModel):
         self._univariate = bool(meta.get("univariate", True))
         self._obs_dim = meta.get("obs_dim", self._obs_dim)
         self.history_ = list(meta.get("history", []))
+        self._fit_conditional = bool(meta.get("fit_conditional", False))
 
     # ------------------------------------------------------------------ likelihood
-    def _windows(self, p: dict[str, torch.Tensor] | None = None,
-                 initial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self._p if p is None else p
-        initial = self._initial_probs(p) if initial is None else initial
-        return (sw.window_start(initial, self.order),
-                sw.window_transition(p["transition"], self.order))
-
     def _window_log_lik(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None,
                         head: bool = True) -> torch.Tensor:
         p = self._p if p is None else p
@@ -334,9 +369,6 @@ class SwitchingAutoRegressive(SequenceModel):
                                          head=head)
         target = y if head else y[:, self.order :]
         return sw.gaussian_log_lik(target, mean, tril)
-
-    def _scaled(self, seqs: Sequences) -> hmm.Scaled:
-        return hmm.Scaled(seqs.lengths, log_lik=self._window_log_lik(seqs))
 
     def _emissions(self, seqs: Sequences, prm: dict[str, torch.Tensor] | None = None,
                    initial: torch.Tensor | None = None,
@@ -380,9 +412,10 @@ class SwitchingAutoRegressive(SequenceModel):
             steps = torch.tensor([t for _, t, _ in items])
             span = torch.tensor([first for _, _, first in items])[:, None] + torch.arange(length)
             n0, t0, f0 = items[0]
+            loc = prm["loc"] if prm["loc"].dim() == 2 else prm["loc"][rows[:, None], span]
             m_t, c_t = sw.segment_predictive(
                 y[rows[:, None], span], obs[n0, f0 : t0 + 1], dig[:, need - length :],
-                self.switching, prm["loc"], prm["coef"], prm["cov"], start)
+                self.switching, loc, prm["coef"], prm["cov"], start)
             mean[rows, steps] = m_t
             tril[rows, steps] = torch.linalg.cholesky(c_t)[None].expand(len(items), -1, -1, -1)
         resid = y[:, :, None, :] - mean
@@ -429,27 +462,55 @@ class SwitchingAutoRegressive(SequenceModel):
                         f"({k}^{need} windows, more than {_MISSING_WINDOWS})")
         return plan, need
 
-    def _adjusted(self, seqs: Sequences, exog: torch.Tensor | None,
-                  prm: dict[str, torch.Tensor] | None = None) -> Sequences:
-        """The series less its covariate effect, ``y_t - x_t . exog_coef``, which follows the
-        model without covariates (the identity, checked, for a model without them)."""
-        prm = self._p if prm is None else prm
-        beta = prm.get("beta")
+    def _check_exog(self, exog: torch.Tensor | None, beta: torch.Tensor | None,
+                    what: str = "every step") -> None:
         if beta is None:
             if exog is not None:
                 raise ValueError(f"this {self.name} was fitted without covariates; do not "
                                  "pass exog=")
-            return seqs
+            return
         if exog is None:
-            raise ValueError(f"this {self.name} has {beta.shape[0]} covariate coefficient(s); "
-                             "pass exog= with the covariates of every step")
-        if exog.shape[2] != beta.shape[0]:
+            raise ValueError(f"this {self.name} has {beta.shape[-1]} covariate(s); pass exog= "
+                             f"with the covariates of {what}")
+        if exog.shape[2] != beta.shape[-1]:
             raise ValueError(f"exog has {exog.shape[2]} covariates, the model has "
-                             f"{beta.shape[0]}")
-        shift = exog[:, : seqs.max_length] @ beta
-        values = torch.where(seqs.mask, seqs.values - shift, torch.zeros((), dtype=shift.dtype))
-        return Sequences(values, seqs.lengths,
-                         observed=seqs.observed if seqs.has_missing else None)
+                             f"{beta.shape[-1]}")
+
+    def _prepare(self, seqs: Sequences, exog: torch.Tensor | None,
+                 prm: dict[str, torch.Tensor] | None = None
+                 ) -> tuple[Sequences, dict[str, torch.Tensor]]:
+        """The batch and the parameters as the likelihood sees them.
+
+        Covariates shared by the regimes (``beta [E]``): the series less their effect,
+        ``y_t - x_t . beta``, which follows the model without covariates. Regime-switching
+        coefficients (``beta [K, E]``): the series as given, and time-varying regime means
+        ``loc [N, T_max, K, 1] = mu[k] + x_t . beta[k]`` that the windows of regimes read
+        (:func:`probseq.switching.inference.window_gaussians`). Without covariates, the
+        identity (checked). The model's own parameters keep their initial distribution.
+        """
+        own = prm is None or prm is self._p
+        prm = self._p if prm is None else prm
+        beta = prm.get("beta")
+        self._check_exog(exog, beta)
+        if beta is None:
+            return seqs, prm
+        if beta.dim() == 1:
+            shift = exog[:, : seqs.max_length] @ beta
+            values = torch.where(seqs.mask, seqs.values - shift,
+                                 torch.zeros((), dtype=shift.dtype))
+            return Sequences(values, seqs.lengths,
+                             observed=seqs.observed if seqs.has_missing else None), prm
+        out = dict(prm)
+        out["loc"] = self._levels(exog[:, : seqs.max_length], prm)
+        if own:
+            out["initial"] = self._initial_probs()
+        return seqs, out
+
+    @staticmethod
+    def _levels(exog: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[N, T, K, 1]`` regime levels ``mu[k] + x_t . beta[k]`` of ``exog [N, T, E]``
+        (switching covariate coefficients ``beta [K, E]``)."""
+        return (prm["loc"][:, 0] + exog @ prm["beta"].T)[..., None]
 
     def _refuse_missing(self, seqs: Sequences, what: str) -> None:
         if seqs.has_missing:
@@ -459,25 +520,28 @@ class SwitchingAutoRegressive(SequenceModel):
                 f"({self.name}.log_prob, log_prob_steps, filter, smoother and "
                 "most_likely_states marginalise missing values)")
 
-    def _hmm(self, seqs: Sequences, **kw: Any) -> dict[str, torch.Tensor]:
-        e = self._emissions(seqs)
+    def _hmm(self, seqs: Sequences, prm: dict[str, torch.Tensor] | None = None,
+             **kw: Any) -> dict[str, torch.Tensor]:
+        e = self._emissions(seqs, prm)
         return hmm.hmm_forward_backward(e["initial"], e["transition"],
                                         hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]), **kw)
 
     def _log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
-        e = self._emissions(self._adjusted(seqs, exog))
+        seqs, prm = self._prepare(seqs, exog)
+        e = self._emissions(seqs, prm)
         return hmm.hmm_log_prob(e["initial"], e["transition"],
                                 hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]))
 
     def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
-        return self._hmm(self._adjusted(seqs, exog), backward=False, filtered=False)["steps"]
+        seqs, prm = self._prepare(seqs, exog)
+        return self._hmm(seqs, prm, backward=False, filtered=False)["steps"]
 
     def _conditional_parts(self, seqs: Sequences, p: dict[str, torch.Tensor] | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Initial windows, window transition, log-likelihoods and lengths of the steps after
         the first p (Hamilton's conditional likelihood)."""
         p = self._p if p is None else p
-        initial = (self._initial_probs() if p is self._p
+        initial = (self._initial_probs(p) if p is self._p or "initial" in p
                    else sw.stationary_distribution(p["transition"]).clamp_min(0))
         init = sw.window_path_prior(initial, p["transition"], self.order)
         trans = sw.window_transition(p["transition"], self.order)
@@ -508,10 +572,10 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
+        seqs, prm = self._prepare(seqs, self._coerce_exog(exog, seqs, data))
         self._refuse_missing(seqs, "conditional_log_prob")
         self._check_conditional_lengths(seqs)
-        init, trans, ll, lengths = self._conditional_parts(seqs)
+        init, trans, ll, lengths = self._conditional_parts(seqs, prm)
         out = hmm.hmm_log_prob(init, trans, hmm.Scaled(lengths, log_lik=ll))
         return out[0] if single else out
 
@@ -525,8 +589,8 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
-        u = self._hmm(seqs, backward=False, filtered=True)["filtered"]
+        seqs, prm = self._prepare(seqs, self._coerce_exog(exog, seqs, data))
+        u = self._hmm(seqs, prm, backward=False, filtered=True)["filtered"]
         out = sw.regime_marginals(u, self.num_regimes)
         return out[0] if single else out
 
@@ -539,8 +603,8 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
-        post = self._hmm(seqs)
+        seqs, prm = self._prepare(seqs, self._coerce_exog(exog, seqs, data))
+        post = self._hmm(seqs, prm)
         out = sw.regime_marginals(post["smoothed"], self.num_regimes)
         return out[0] if single else out
 
@@ -553,8 +617,8 @@ class SwitchingAutoRegressive(SequenceModel):
         """
         self._check_fitted()
         seqs, single = self._coerce(data)
-        seqs = self._adjusted(seqs, self._coerce_exog(exog, seqs, data))
-        e = self._emissions(seqs)
+        seqs, prm = self._prepare(seqs, self._coerce_exog(exog, seqs, data))
+        e = self._emissions(seqs, prm)
         paths, _ = hmm.hmm_viterbi(e["initial"], e["transition"], e["log_lik"], seqs.lengths)
         out = torch.where(paths >= 0, paths % self.num_regimes, paths)
         return out[0] if single else out
@@ -592,7 +656,13 @@ class SwitchingAutoRegressive(SequenceModel):
                 covariates, so every regime level moves with the covariates
                 (statsmodels' ``MarkovAutoregression(exog=..., switching_exog=False)``). EM
                 estimates the coefficients with the regime means (the same weighted least
-                squares); the polish includes them.
+                squares); the polish includes them. With ``switching_exog`` each regime
+                gets its own coefficients (``exog_coef [K, E]``, statsmodels'
+                ``switching_exog=True``): EM's regression step is one weighted least
+                squares for every regime's mean and coefficients given the AR coefficients
+                (each window of regimes contributes the levels of its own regimes at the
+                current step and the lags), and the polish includes them too; the random
+                starts give every regime the pooled least-squares coefficients, jittered.
             conditional: False maximises the exact joint likelihood (``log_prob``); True
                 maximises Hamilton's conditional likelihood (``conditional_log_prob``), the
                 criterion of statsmodels' ``MarkovAutoregression``.
@@ -648,6 +718,8 @@ class SwitchingAutoRegressive(SequenceModel):
             self._check_conditional_lengths(seqs)
         rows = int((seqs.lengths[long] - p).sum()) if long.numel() else 0
         n_reg = (k if self.switching_ar else 1) * p * d + k
+        if exog is not None:
+            n_reg += (k if self.switching_exog else 1) * int(exog.shape[-1])
         if rows < n_reg + 2:
             raise ValueError(
                 f"a {k}-regime switching AR({p}) fit needs more than {n_reg + 1} values after "
@@ -720,15 +792,17 @@ class SwitchingAutoRegressive(SequenceModel):
             raise ValueError("every restart of the switching AR fit failed "
                              "(non-finite log-likelihood)")
         best_params = results[best][1]
-        if xz is not None:  # y - x beta = (centre - x_centre . beta) + scale * (z - xz beta_z)
-            beta = scale[0] * best_params["beta"] / x_scale
-            centre = centre - x_centre @ beta
         self._p = self._unstandardise(best_params, centre, scale)
         if xz is not None:
+            # y - mu[k] - x beta[k] = scale * (z - mu_z[k] - xz beta_z[k]) with
+            # beta[k] = scale beta_z[k] / x_scale, mu[k] = centre + scale mu_z[k] - x_centre beta[k]
+            beta = scale[0] * best_params["beta"] / x_scale
+            self._p["loc"] = self._p["loc"] - (beta @ x_centre).reshape(-1, 1)
             self._p["beta"] = beta
         self._initial = None
         self.history_ = results[best][2]
         self.restart_log_likelihoods_ = finals
+        self._fit_conditional = bool(conditional)
 
     def _refuse_exact_fit(self, seqs: Sequences) -> None:
         """Refuse data that a pooled VAR(p) with intercept predicts exactly (standardised
@@ -750,7 +824,7 @@ class SwitchingAutoRegressive(SequenceModel):
     def _objective(self, seqs: Sequences, p: dict[str, torch.Tensor], conditional: bool,
                    exog: torch.Tensor | None = None) -> float:
         if exog is not None:
-            seqs = self._adjusted(seqs, exog, p)
+            seqs, p = self._prepare(seqs, exog, p)
         with torch.no_grad():
             if conditional:
                 init, trans, ll, lengths = self._conditional_parts(seqs, p)
@@ -776,13 +850,20 @@ class SwitchingAutoRegressive(SequenceModel):
                        exog: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A random start on standardised data: a pooled VAR(p) by least squares, regime
         levels at random quantiles, a sticky random transition (covariate coefficients by
-        least squares of the series on them, the rest from the series less their effect)."""
+        least squares of the series on them, the rest from the series less their effect;
+        with ``switching_exog`` every regime starts from those coefficients, jittered by
+        ``N(0, 0.1^2)`` on the standardised scale)."""
         if exog is not None:
             rows = exog[seqs.mask]
             design = torch.cat([torch.ones(rows.shape[0], 1, dtype=torch.float64), rows], 1)
             beta = torch.linalg.lstsq(design, seqs.values[seqs.mask][:, None]).solution[1:, 0]
-            out = self._random_params(self._adjusted(seqs, exog, {"beta": beta}))
-            out["beta"] = beta
+            adjusted, _ = self._prepare(seqs, exog, {"beta": beta})
+            out = self._random_params(adjusted)
+            if self.switching_exog:
+                k = self.num_regimes
+                beta = beta.expand(k, -1) + 0.1 * torch.randn(k, beta.shape[0],
+                                                              dtype=torch.float64)
+            out["beta"] = beta.clone()
             return out
         k, p = self.num_regimes, self.order
         y = seqs.values3d()
@@ -825,7 +906,7 @@ class SwitchingAutoRegressive(SequenceModel):
     def _e_step(self, seqs: Sequences, p: dict[str, torch.Tensor],
                 exog: torch.Tensor | None = None) -> dict[str, Any]:
         if exog is not None:
-            seqs = self._adjusted(seqs, exog, p)
+            seqs, p = self._prepare(seqs, exog, p)
         init, trans, ll, lengths = self._conditional_parts(seqs, p)
         post = hmm.hmm_forward_backward(init, trans, hmm.Scaled(lengths, log_lik=ll))
         return {"log_lik": float(post["log_prob"].sum()), "smoothed": post["smoothed"],
@@ -945,7 +1026,9 @@ class SwitchingAutoRegressive(SequenceModel):
 
         def objective() -> torch.Tensor:
             q = build()
-            seqs = raw_seqs if exog is None else self._adjusted(raw_seqs, exog, q)
+            seqs = raw_seqs
+            if exog is not None:
+                seqs, q = self._prepare(raw_seqs, exog, q)
             trans = q["transition"]
             pi = sw.stationary_distribution(trans)
             if conditional:
@@ -1003,15 +1086,16 @@ class SwitchingAutoRegressive(SequenceModel):
         if exog is None and beta is None:
             return self._sample_adjusted(num_sequences, length, prefix, prefix_observed,
                                          **options)
-        if beta is None:
-            raise ValueError(f"this {self.name} was fitted without covariates; do not pass "
-                             "exog=")
-        if exog is None:
-            raise ValueError(f"this {self.name} has {beta.shape[0]} covariate coefficient(s); "
-                             "pass exog= covering every sampled step")
-        if exog.shape[2] != beta.shape[0]:
-            raise ValueError(f"exog has {exog.shape[2]} covariates, the model has "
-                             f"{beta.shape[0]}")
+        self._check_exog(exog, beta, "every sampled step")
+        if beta.dim() == 2:  # regime-switching coefficients: time-varying regime levels
+            levels = self._levels(exog, self._p)  # [n, length, K, 1]
+            if prefix is not None:
+                t0 = prefix.shape[0]
+                if not torch.equal(exog[:, :t0], exog[:1, :t0].expand(num_sequences, -1, -1)):
+                    raise ValueError("with a prefix, every sample needs the same covariates "
+                                     "over the prefix's steps")
+            return self._sample_adjusted(num_sequences, length, prefix, prefix_observed,
+                                         levels=levels, **options)
         effect = exog @ beta  # [n, length]
         if prefix is not None:
             t0 = prefix.shape[0]
@@ -1024,7 +1108,11 @@ class SwitchingAutoRegressive(SequenceModel):
 
     def _sample_adjusted(self, num_sequences: int, length: int, prefix: torch.Tensor | None,
                          prefix_observed: torch.Tensor | None = None,
+                         levels: torch.Tensor | None = None,
                          **options: Any) -> torch.Tensor:
+        """Ancestral samples of the model without covariates, or (mean form) with the
+        time-varying regime levels ``levels [n, length, K, 1]`` of switching covariate
+        coefficients in place of ``means``."""
         if options:
             raise ValueError(f"SwitchingAutoRegressive.sample got unknown options "
                              f"{sorted(options)}")
@@ -1032,6 +1120,19 @@ class SwitchingAutoRegressive(SequenceModel):
         n, k, p = num_sequences, self.num_regimes, self.order
         d = prm["loc"].shape[1]
         trans = prm["transition"]
+        rows = torch.arange(n)
+
+        def level_at(t: int | torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            """The mean-form level of regimes ``r [n, ...]`` at step(s) t."""
+            return prm["loc"][r] if levels is None else levels[rows.reshape((n,) + (1,) * (
+                r.dim() - 1)), t, r]
+
+        def known(t_len: int) -> dict[str, torch.Tensor]:
+            """The parameters over a prefix of ``t_len`` steps (its levels, if they move)."""
+            if levels is None:
+                return prm
+            return {**prm, "loc": levels[:1, :t_len], "initial": self._initial_probs()}
+
         y = torch.zeros(n, length, d, dtype=torch.float64)
         s = torch.zeros(n, length, dtype=torch.int64)
         start = 0
@@ -1039,7 +1140,8 @@ class SwitchingAutoRegressive(SequenceModel):
             s[:, 0] = torch.multinomial(self._initial_probs().expand(n, k), 1)[:, 0]
         elif prefix_observed is not None and not bool(prefix_observed.all()):
             start = prefix.shape[0]
-            filled, s[:, :start] = self._posterior_draws(prefix, prefix_observed, n)
+            filled, s[:, :start] = self._posterior_draws(prefix, prefix_observed, n,
+                                                         known(start))
             y[:, :start] = filled
             prefix = None  # the filled draws are the prefix now
         else:
@@ -1048,9 +1150,10 @@ class SwitchingAutoRegressive(SequenceModel):
             y[:, :start] = pre
             seqs = Sequences(pre[None] if not self._univariate else pre[None, :, 0],
                              torch.tensor([start]))
-            init, wt = self._windows()
-            u = hmm.hmm_forward_backward(init, wt, self._scaled(seqs), backward=False,
-                                         filtered=True)["filtered"][0, start - 1]
+            e = self._emissions(seqs, known(start))
+            u = hmm.hmm_forward_backward(e["initial"], e["transition"],
+                                         hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
+                                         backward=False, filtered=True)["filtered"][0, start - 1]
             if not u.sum() > 0:
                 raise ValueError("the prefix has probability zero under this model")
             w = torch.multinomial(u.expand(n, -1), 1)[:, 0]
@@ -1066,7 +1169,7 @@ class SwitchingAutoRegressive(SequenceModel):
             gamma, level = self._head_moments()
             g = gamma[s[:, 0]][:, : head * d, : head * d]  # [n, hD, hD]
             if self.switching == "mean":
-                m = prm["loc"][s[:, :head]].reshape(n, head * d)
+                m = level_at(torch.arange(head)[None, :], s[:, :head]).reshape(n, head * d)
             else:
                 m = level[s[:, 0]].repeat(1, head)
             known = start * d
@@ -1085,9 +1188,9 @@ class SwitchingAutoRegressive(SequenceModel):
             r = s[:, t]
             a = prm["coef"][r]  # [n, p, D, D]
             if self.switching == "mean":
-                mean = prm["loc"][r]
+                mean = level_at(t, r)
                 for i in range(1, p + 1):
-                    lag = y[:, t - i] - prm["loc"][s[:, t - i]]
+                    lag = y[:, t - i] - level_at(t - i, s[:, t - i])
                     mean = mean + (a[:, i - 1] @ lag[..., None])[..., 0]
             else:
                 mean = prm["loc"][r]
@@ -1100,15 +1203,20 @@ class SwitchingAutoRegressive(SequenceModel):
         return y[..., 0] if self._univariate else y
 
     def _posterior_draws(self, prefix: torch.Tensor, observed: torch.Tensor,
-                         num_draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+                         num_draws: int, prm: dict[str, torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact draws of the regimes and the missing values of a gappy prefix given its
         observed values: the regime paths by forward filtering, backward sampling over the
         windows of regimes that marginalise the gaps (:meth:`_emissions`), then the missing
         values given each path (:func:`probseq.switching.inference.draw_missing`).
 
+        ``prm``: the parameters over the prefix (time-varying levels ``loc [1, T, K, 1]``
+        with switching covariate coefficients; None: the model's).
+
         Returns:
             ``(values [W, T, D], regimes [W, T])``.
         """
+        prm = self._p if prm is None else prm
         t_len = prefix.shape[0]
         d = self._p["loc"].shape[1]
         values = prefix.reshape(t_len, d)
@@ -1116,7 +1224,7 @@ class SwitchingAutoRegressive(SequenceModel):
         seqs = Sequences(values[None, :, 0] if self._univariate else values[None],
                          torch.tensor([t_len]),
                          observed=obs[None, :, 0] if self._univariate else obs[None])
-        e = self._emissions(seqs)
+        e = self._emissions(seqs, prm)
         u = hmm.hmm_forward_backward(e["initial"], e["transition"],
                                      hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
                                      backward=False, filtered=True)["filtered"][0]
@@ -1125,10 +1233,94 @@ class SwitchingAutoRegressive(SequenceModel):
         last = torch.multinomial(u[-1].expand(num_draws, -1), 1, replacement=True)[:, 0]
         windows = hmm.backward_sample(u, e["transition"], last)  # [W, T]
         regimes = windows % self.num_regimes
-        prm = self._p
+        loc = prm["loc"] if prm["loc"].dim() == 2 else prm["loc"][0]
         filled = sw.draw_missing(values.to(torch.float64), obs, regimes, self.switching,
-                                 prm["loc"], prm["coef"], prm["cov"])
+                                 loc, prm["coef"], prm["cov"])
         return filled, regimes
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, data: Any = None, *, exog: Any = None, level: float = 0.95,
+                conditional: bool | None = None) -> Any:
+        """Estimates and standard errors of the free parameters (observed information).
+
+        As :meth:`probseq.SequenceModel.summary`, with the Hessian by autograd through the
+        forward pass over windows of regimes. The free parameters are the rows of
+        ``transition`` without their largest entry (``transition[i,j]``), the means or
+        intercepts, the AR coefficients, the noise variances (or the lower triangles of the
+        noise covariances) and the covariate coefficients, each shared or per regime as the
+        model has them (``len(table) == num_params``); the initial distribution is the
+        chain's stationary one (a function of ``transition``), or held fixed when given to
+        ``from_params``.
+
+        Args:
+            data: the data the model was fitted on (default: the data of the last ``fit``).
+            exog: covariates of ``data``.
+            level: coverage of the intervals.
+            conditional: the information of Hamilton's conditional likelihood (True, the
+                criterion of ``fit(conditional=True)`` and of statsmodels'
+                ``MarkovAutoregression``, whose ``bse`` it reproduces) or of the exact joint
+                likelihood (False); None: the criterion of the last fit (exact for a model
+                built by ``from_params``). ``attrs["log_lik"]`` is that likelihood.
+
+        Returns:
+            The table of :meth:`probseq.SequenceModel.summary`.
+        """
+        if conditional is not None and not isinstance(conditional, bool):
+            raise ValueError(f"conditional must be True, False or None, got {conditional!r}")
+        view = copy.copy(self)  # the same fitted model, told which likelihood to expand
+        view._summary_conditional = (self._fit_conditional if conditional is None
+                                     else conditional)
+        return SequenceModel.summary(view, data, exog=exog, level=level)
+
+    def _summary_free(self, seqs: Sequences, exog: torch.Tensor | None = None) -> Any:
+        """The free parameters (see :meth:`summary`) with the exact or the conditional
+        log-likelihood of ``seqs`` as a differentiable function of them."""
+        from probseq._summary import Blocks
+
+        conditional = bool(self._summary_conditional)
+        if conditional:
+            self._refuse_missing(seqs, "summary(conditional=True)")
+            self._check_conditional_lengths(seqs)
+        pub, blocks = self.params, Blocks()
+        k, p = self.num_regimes, self.order
+        loc_name = "means" if self.switching == "mean" else "intercept"
+        parts = {"transition": blocks.add_simplex("transition", pub["transition"]),
+                 loc_name: blocks.add(loc_name, pub[loc_name]),
+                 "coef": blocks.add("coef", pub["coef"])}
+        if self._univariate:
+            parts["noise_var"] = blocks.add("noise_var", pub["noise_var"], non_negative=True)
+        else:
+            parts["noise_cov"] = blocks.add_symmetric("noise_cov", pub["noise_cov"])
+        if "exog_coef" in pub:
+            parts["exog_coef"] = blocks.add("exog_coef", pub["exog_coef"])
+        fixed_initial = self._initial
+        plan = self._gap_plan(seqs) if seqs.has_missing and not conditional else None
+        d = self._p["loc"].shape[1]
+
+        def log_lik(vec: torch.Tensor) -> torch.Tensor:
+            v = {name: part(vec) for name, part in parts.items()}
+            if self._univariate:
+                coef = v["coef"][..., None, None]
+                cov = v["noise_var"].reshape(-1)[:, None, None]
+            else:
+                coef, cov = v["coef"], v["noise_cov"].reshape(-1, d, d)
+            q = {"transition": v["transition"], "loc": v[loc_name].reshape(k, d),
+                 "coef": coef.expand(k, p, d, d), "cov": cov.expand(k, d, d)}
+            if "exog_coef" in v:
+                q["beta"] = v["exog_coef"]
+            s, q = self._prepare(seqs, exog, q)
+            if fixed_initial is not None:
+                q["initial"] = fixed_initial
+            if conditional:  # the first window from the stationary chain, as in fit
+                init, trans, ll, lengths = self._conditional_parts(s, q)
+                return hmm.hmm_log_prob_differentiable(init, trans, ll, lengths).sum()
+            pi = (fixed_initial if fixed_initial is not None
+                  else sw.stationary_distribution(q["transition"]))
+            e = self._emissions(s, q, pi, plan)
+            return hmm.hmm_log_prob_differentiable(e["initial"], e["transition"], e["log_lik"],
+                                                   s.lengths).sum()
+
+        return blocks.build(log_lik)
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
@@ -1177,8 +1369,8 @@ class SwitchingAutoRegressive(SequenceModel):
                          exog: torch.Tensor | None = None) -> torch.distributions.Distribution:
         """The one-step predictive ``p(y_t | y_<t)`` at every step: a mixture over windows of
         regimes of the Gaussians given each window, ``[N, T_max]`` batch."""
-        seqs = self._adjusted(seqs, exog)
-        e = self._emissions(seqs)
+        seqs, prm = self._prepare(seqs, exog)
+        e = self._emissions(seqs, prm)
         init, trans, mean = e["initial"], e["transition"], e["mean"]
         tril = e["scale_tril"].expand(mean.shape + (mean.shape[-1],))
         u = hmm.hmm_forward_backward(init, trans, hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
@@ -1189,7 +1381,7 @@ class SwitchingAutoRegressive(SequenceModel):
         mix = _categorical(pred)
         if self._univariate:
             loc = mean[..., 0]
-            if exog is not None:  # the covariate effect, the same in every window
+            if exog is not None and prm["beta"].dim() == 1:  # the same in every window
                 loc = loc + (exog[:, : seqs.max_length] @ self._p["beta"])[..., None]
             comp = torch.distributions.Normal(loc, tril[..., 0, 0])
         else:
@@ -1199,9 +1391,15 @@ class SwitchingAutoRegressive(SequenceModel):
     def _forecast(self, seqs: Sequences, horizon: int,
                   exog: torch.Tensor | None = None) -> torch.distributions.Distribution | None:
         """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None (see
-        :meth:`_forecast_adjusted`); covariates shift every component by ``x_(T+h) .
-        exog_coef`` (``exog [N, T_max + H, E]`` covers the future)."""
-        dist = self._forecast_adjusted(self._adjusted(seqs, exog), horizon)
+        :meth:`_forecast_adjusted`); covariates shared by the regimes shift every component
+        by ``x_(T+h) . exog_coef``; regime-switching ones move the regime levels of the
+        history and of the future (``exog [N, T_max + H, E]`` covers the future)."""
+        beta = self._p.get("beta")
+        if beta is not None and beta.dim() == 2:
+            self._check_exog(exog, beta, "the history and the future steps")
+            return self._forecast_adjusted(seqs, horizon, self._levels(exog, self._p))
+        seqs, _ = self._prepare(seqs, exog)
+        dist = self._forecast_adjusted(seqs, horizon)
         if dist is None or exog is None:
             return dist
         effect = exog @ self._p["beta"]  # [N, T_max + H]
@@ -1211,9 +1409,14 @@ class SwitchingAutoRegressive(SequenceModel):
             dist.mixture_distribution,
             torch.distributions.Normal(comp.loc + future[..., None], comp.scale))
 
-    def _forecast_adjusted(self, seqs: Sequences,
-                           horizon: int) -> torch.distributions.Distribution | None:
+    def _forecast_adjusted(self, seqs: Sequences, horizon: int,
+                           levels: torch.Tensor | None = None
+                           ) -> torch.distributions.Distribution | None:
         """Exact h-step marginals ``[N, H]`` as Gaussian mixtures, or None.
+
+        ``levels [N, T_max + H, K, 1]``: the time-varying regime levels of switching covariate
+        coefficients (mean form), the future ones at each sequence's ``T + h``; None: the
+        model's means.
 
         Given the windows of regimes at the last step T (filtered), the future is linear
         Gaussian along each path of future regimes. Hamilton's mean form with shared
@@ -1237,15 +1440,17 @@ class SwitchingAutoRegressive(SequenceModel):
             tail = seqs.step_observed.gather(1, idx)
             if self.order and not bool(tail.all()):
                 return None
-        if self.switching == "mean" and not (self.switching_ar or self.switching_variance):
+        if levels is None and self.switching == "mean" and not (
+                self.switching_ar or self.switching_variance):
             return self._forecast_shared(seqs, horizon)
         if self.num_regimes ** (self.order + 1 + horizon) <= _FORECAST_COMPONENTS:
-            return self._forecast_paths(seqs, horizon)
+            return self._forecast_paths(seqs, horizon, levels)
         return None
 
-    def _last_windows(self, seqs: Sequences) -> torch.Tensor:
+    def _last_windows(self, seqs: Sequences,
+                      prm: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``[N, M]`` filtered window probabilities at each sequence's last step."""
-        e = self._emissions(seqs)
+        e = self._emissions(seqs, prm)
         u = hmm.hmm_forward_backward(e["initial"], e["transition"],
                                      hmm.Scaled(seqs.lengths, log_lik=e["log_lik"]),
                                      backward=False, filtered=True)["filtered"]
@@ -1253,13 +1458,18 @@ class SwitchingAutoRegressive(SequenceModel):
         m = self.num_regimes ** (self.order + 1)  # gaps grow the windows: keep p + 1 regimes
         return last.reshape(len(seqs), -1, m).sum(1)
 
-    def _forecast_paths(self, seqs: Sequences, horizon: int) -> torch.distributions.Distribution:
-        """Exact forecasts by enumerating the future regime paths (see :meth:`_forecast`)."""
+    def _forecast_paths(self, seqs: Sequences, horizon: int,
+                        levels: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """Exact forecasts by enumerating the future regime paths (see :meth:`_forecast`);
+        ``levels`` as in :meth:`_forecast_adjusted`."""
         k, p = self.num_regimes, self.order
         prm = self._p
         d = prm["loc"].shape[1]
         n = len(seqs)
-        last = self._last_windows(seqs)  # [N, M]
+        rows = torch.arange(n)
+        history = None if levels is None else {
+            **prm, "loc": levels[:, : seqs.max_length], "initial": self._initial_probs()}
+        last = self._last_windows(seqs, history)  # [N, M]
         dig = sw.window_digits(k, p + 1)
         m = dig.shape[0]
         paths = sw.window_digits(k, horizon)  # [P, H]
@@ -1275,7 +1485,10 @@ class SwitchingAutoRegressive(SequenceModel):
         idx = seqs.lengths[:, None] - 1 - torch.arange(p)[None, :]  # [N, p]
         y3 = seqs.values3d()
         recent = y3[torch.arange(n)[:, None], idx]  # [N, p, D]
-        if self.switching == "mean":
+        if levels is not None:  # the levels of the window's regimes at T, T-1, ...
+            lv = levels[rows[:, None], idx]  # [N, p, K, D]
+            recent = recent[:, None] - lv[:, torch.arange(p)[None, :], dig[:, p - torch.arange(p)]]
+        elif self.switching == "mean":
             recent = recent[:, None] - prm["loc"][dig[:, p - torch.arange(p)]][None]
         else:
             recent = recent[:, None].expand(n, m, p, d)
@@ -1298,7 +1511,10 @@ class SwitchingAutoRegressive(SequenceModel):
                 cov = torch.cat([torch.cat([var, cross], -1),
                                  torch.cat([cross.transpose(-1, -2), cov], -1)],
                                 -2)[..., : p * d, : p * d]
-            level = prm["loc"][s][None, None] if self.switching == "mean" else 0.0
+            if levels is not None:  # the levels at T + h of the path's regime
+                level = levels[rows, seqs.lengths + h][:, s][:, None]  # [N, 1, P, D]
+            else:
+                level = prm["loc"][s][None, None] if self.switching == "mean" else 0.0
             means.append(new + level)
             trils.append(torch.linalg.cholesky(var) if p else chol[s][None].expand(m, q, d, d))
         weights = prob.reshape(n, m * q)[:, None].expand(n, horizon, m * q)
@@ -1425,20 +1641,27 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
         yt: ``[N, T']`` the scored values; lags ``[N, T', p]``; g ``[N, T', M]`` window
         weights; dig ``[M, p + 1]``; mu ``[K]``; phi ``[K, p]``; var ``[K]``; xt
         ``[N, T', E]`` and xlags ``[N, T', p, E]`` the covariates of the scored steps and
-        their lags, beta ``[E]`` (all None without covariates).
+        their lags, beta ``[E]`` shared or ``[K, E]`` per regime (all None without
+        covariates).
     """
     k, p = mu.shape[0], phi.shape[1]
     cur = dig[:, p]
     rev = dig[:, :p][:, ::-1]  # the regimes at lags 1..p
     reduce = _no_reduce if reduce is None else reduce
     w = g / var[cur]
-    ys, lag_s = yt, lags
-    if beta is not None:  # the series less the covariate effect follows the plain model
-        ys = yt - xt @ beta
-        lag_s = lags - xlags @ beta
+    switching_exog = beta is not None and beta.ndim == 2
     if p:
-        u = ys[..., None] - mu[cur]  # [N, T', M]
-        lag_u = lag_s[:, :, None, :] - mu[rev][None, None]  # [N, T', M, p]
+        # The regime levels mu[k] + x . beta[k] of the scored step and of its lags, per window.
+        if beta is None:
+            lev, lev_lag = mu[cur], mu[rev][None, None]
+        elif not switching_exog:
+            lev = mu[cur] + (xt @ beta)[..., None]  # [N, T', M]
+            lev_lag = mu[rev][None, None] + (xlags @ beta)[:, :, None, :]  # [N, T', M, p]
+        else:
+            lev = mu[cur] + (xt @ beta.T)[..., cur]
+            lev_lag = mu[rev][None, None] + (xlags @ beta.T)[:, :, np.arange(p)[None, :], rev]
+        u = yt[..., None] - lev  # [N, T', M]
+        lag_u = lags[:, :, None, :] - lev_lag  # [N, T', M, p]
         new = phi.copy()
         groups = [np.arange(k)] if not switching_ar else [[j] for j in range(k)]
         sums = {}
@@ -1462,6 +1685,23 @@ def _m_step_mean(yt: np.ndarray, lags: np.ndarray, g: np.ndarray, dig: np.ndarra
         a = (x * sums["weight"][:, None]).T @ x
         mu = _ridge_solve(a, x.T @ sums["wy"], mu)
         fitted = (x @ mu)[None, None]
+    elif switching_exog:
+        # ytil = des . theta + e, theta[k] = (mu[k], beta[k]), with the window's design
+        # des = onehot(S_t) kron (1, x_t) - sum_i phi_i onehot(S_(t-i)) kron (1, x_(t-i)).
+        ones = np.ones(xt.shape[:-1] + (1,))
+        x1 = np.concatenate([ones, xt], -1)  # [N, T', 1 + E]
+        xl1 = np.concatenate([ones[:, :, None].repeat(p, 2), xlags], -1)  # [N, T', p, 1 + E]
+        eye = np.eye(k)
+        des = eye[cur][None, None, :, :, None] * x1[:, :, None, None, :]
+        if p:
+            des = des - np.einsum("mi,mik,ntie->ntmke", a_cur, eye[rev], xl1)
+        des = des.reshape(*des.shape[:3], -1)  # [N, T', M, K (1 + E)]
+        sums = reduce({"a": np.einsum("ntm,ntmq,ntmr->qr", w, des, des),
+                       "b": np.einsum("ntm,ntmq,ntm->q", w, des, ytil)})
+        old = np.concatenate([mu[:, None], beta], 1).reshape(-1)
+        theta = _ridge_solve(sums["a"], sums["b"], old).reshape(k, -1)
+        mu, beta = theta[:, 0].copy(), theta[:, 1:].copy()
+        fitted = des @ theta.reshape(-1)
     else:
         xtil = xt[:, :, None, :] - np.einsum("mi,ntie->ntme", a_cur, xlags)  # [N, T', M, E]
         sums = reduce({
