@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-#: an entry of a probability vector below this is on the boundary (a structural zero).
-BOUNDARY = 1e-10
+#: an entry of a probability vector (or a non-negative parameter) below this is on the
+#: boundary: EM approaches a zero probability without reaching it, and the information there
+#: is not that of an interior maximum.
+BOUNDARY = 1e-7
 
 
 def block_labels(name: str, shape: tuple[int, ...]) -> list[str]:
@@ -45,6 +47,8 @@ class FreeParameters:
             estimate, reported without a standard error.
         probability: ``[P]`` entries that are probabilities (their intervals are formed on
             the logit scale, so they stay inside (0, 1)).
+        num_observations: the values ``log_lik`` scores, for BIC (None: every observed
+            value of the data).
     """
 
     labels: list[str]
@@ -53,6 +57,7 @@ class FreeParameters:
     differentiable: bool = False
     fixed: np.ndarray = field(default=None)  # type: ignore[assignment]
     probability: np.ndarray = field(default=None)  # type: ignore[assignment]
+    num_observations: int | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)

@@ -693,7 +693,7 @@ class SequenceModel(abc.ABC):
         least-squares fit is close to it on long series).
 
         A probability vector (a row of a transition matrix, an initial distribution) lists
-        every entry but its largest, which is one minus the others; an entry below 1e-10 is
+        every entry but its largest, which is one minus the others; an entry below 1e-7 is
         on the boundary of the parameter space, held fixed, and has no standard error (NaN).
         A probability's interval is the Wald interval of its logit (standard error
         ``std_error / (p (1 - p))`` by the delta method) mapped back, so it stays inside
@@ -761,7 +761,8 @@ class SequenceModel(abc.ABC):
         lower[prob], upper[prob] = expit(logit - half), expit(logit + half)
         table = pd.DataFrame({"estimate": theta, "std_error": se, "ci_lower": lower,
                               "ci_upper": upper}, index=pd.Index(free.labels, name="parameter"))
-        n = int(seqs.step_observed.sum()) if seqs.has_missing else int(seqs.lengths.sum())
+        n = free.num_observations or (int(seqs.step_observed.sum()) if seqs.has_missing
+                                      else int(seqs.lengths.sum()))
         result = getattr(self, "fit_result_", None)
         converged = True  # a closed-form fit
         if isinstance(result, dict) and "converged" in result:

@@ -1018,6 +1018,8 @@ def test_conditional_summary_equals_statsmodels_standard_errors(p, sar, svar, co
     table = model.summary(y, exog=x, conditional=True)
     assert len(table) == model.num_params and table.attrs["on_boundary"] == []
     assert table.attrs["log_lik"] == pytest.approx(res.llf, rel=1e-10)
+    assert table.attrs["num_observations"] == res.nobs == len(y) - p
+    assert table.attrs["bic"] == pytest.approx(res.bic, rel=1e-10)
     bse = dict(zip(mod.param_names, np.asarray(res.bse), strict=True))
     trans = model.params["transition"].numpy()
     pairs = {f"transition[0,{1 - int(trans[0].argmax())}]": "p[0->0]",

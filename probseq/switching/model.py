@@ -1320,7 +1320,10 @@ class SwitchingAutoRegressive(SequenceModel):
             return hmm.hmm_log_prob_differentiable(e["initial"], e["transition"], e["log_lik"],
                                                    s.lengths).sum()
 
-        return blocks.build(log_lik)
+        free = blocks.build(log_lik)
+        if conditional:  # Hamilton's likelihood scores the steps after the first p
+            free.num_observations = int((seqs.lengths - p).sum())
+        return free
 
     # ------------------------------------------------------------------ Pyro
     def pyro_model(self, data: Any) -> None:
