@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
+from probseq.arima.model import ARIMA
+from probseq.autoregressive import vector
 from probseq.autoregressive.likelihood import torch_coef_from_pacf
 from probseq.autoregressive.model import AutoRegressive
+from probseq.autoregressive.var_model import VectorAutoRegressive
 from probseq.base import SequenceModel
 from probseq.data import Sequences
 from probseq.hmm.model import HiddenMarkovModel
@@ -40,6 +43,17 @@ def _ar_params(model: AutoRegressive, sites: Sites, seqs: Sequences) -> Params:
             else torch.zeros(0, dtype=torch.float64))
     return {"intercept": sites["mean"] * (1.0 - coef.sum()), "coef": coef,
             "noise_var": sites["noise_var"]}
+
+
+def _var_params(model: VectorAutoRegressive, sites: Sites, seqs: Sequences) -> Params:
+    p = vector.params_from_free(sites["mean"].to(torch.float64), sites.get("pacf_free"),
+                                sites["noise_scale"].to(torch.float64),
+                                sites.get("noise_corr_chol"))
+    return {k: p[k] for k in ("intercept", "coef", "noise_cov")}
+
+
+def _arima_params(model: ARIMA, sites: Sites, seqs: Sequences) -> Params:
+    return model.params_from_pacf(sites)
 
 
 def _markov_params(model: MarkovChain, sites: Sites, seqs: Sequences) -> Params:
@@ -93,6 +107,10 @@ def _hmm_member(model: HiddenMarkovModel, params: Params) -> SequenceModel:
     return HiddenMarkovModel.from_params(**params, **extra)
 
 
+def _arima_member(model: ARIMA, params: Params) -> SequenceModel:
+    return ARIMA.from_params(order=model.order, seasonal_order=model.seasonal_order, **params)
+
+
 def _lgssm_member(model: LinearGaussianSSM, params: Params) -> SequenceModel:
     member = LinearGaussianSSM(**model.get_config())
     member._load_state(params, {})
@@ -101,6 +119,8 @@ def _lgssm_member(model: LinearGaussianSSM, params: Params) -> SequenceModel:
 
 _FAMILIES: list[tuple[type, Callable, Callable]] = [
     (AutoRegressive, _ar_params, _from_params),
+    (VectorAutoRegressive, _var_params, _from_params),
+    (ARIMA, _arima_params, _arima_member),
     (MarkovChain, _markov_params, _from_params),
     (HiddenMarkovModel, _hmm_params, _hmm_member),
     (SwitchingAutoRegressive, _switching_params, _from_params),
