@@ -366,8 +366,9 @@ class VectorAutoRegressive(SequenceModel):
           the coefficients follow from ``P`` and Sigma by the Ansley-Kohn / Heaps (2022)
           recursion (:func:`~probseq.autoregressive.vector.stationary_from_pacf`), so every
           draw is stationary and every stationary VAR(p) is reachable. For D = 1 this is the
-          AR's partial autocorrelation ``B / sqrt(1 + B^2)``, roughly uniform on (-0.9, 0.9).
-          The prior on the ``A_i`` is the one this induces (not a Gaussian);
+          AR's partial autocorrelation ``B / sqrt(1 + B^2)``, whose prior density is 0.40 at 0,
+          0.76 near +-0.8 and vanishes at +-1. The prior on the ``A_i`` is the one this
+          induces (not a Gaussian);
         * ``noise_scale [D] ~ LogNormal(log s_j, 1)``: the noise standard deviations;
         * ``noise_corr_chol [D, D] ~ LKJCholesky(D, 1)`` (D >= 2): the noise correlations,
           uniform over correlation matrices; ``Sigma = diag(scale) R diag(scale)``.

@@ -69,8 +69,9 @@ class BayesianModel(SequenceModel):
     steps are never counted twice.
 
     Args:
-        model: the family, unfitted or fitted (``AutoRegressive``, ``MarkovChain`` of order
-            1, ``HiddenMarkovModel``, ``SwitchingAutoRegressive`` (univariate),
+        model: the family, unfitted or fitted (``AutoRegressive``, ``VectorAutoRegressive``,
+            ``ARIMA`` (seasonal too; no covariates), ``MarkovChain`` of order 1,
+            ``HiddenMarkovModel``, ``SwitchingAutoRegressive`` (univariate),
             ``LinearGaussianSSM`` structured, e.g. ``local_level()``, or fitted).
         method: ``"nuts"`` or ``"svi"``.
         num_samples: posterior draws per chain (SVI: draws from the fitted guide).
@@ -208,7 +209,8 @@ class BayesianModel(SequenceModel):
         if self._members is None:
             s = int(next(iter(self.draws.values())).shape[0])
             self._members = [families.build_member(self.model,
-                                                   {k: v[i] for k, v in self.draws.items()})
+                                                   {k: v[i] for k, v in self.draws.items()},
+                                                   self._fit_seqs)
                              for i in range(s)]
         return self._members
 
