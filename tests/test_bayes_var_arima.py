@@ -25,6 +25,7 @@ import probseq as ps
 from probseq.autoregressive import vector
 from probseq.autoregressive.likelihood import torch_coef_from_pacf
 from probseq.bayes import families
+from probseq.bayes.model import _mix, _splice
 
 F64 = torch.float64
 
@@ -174,6 +175,33 @@ def test_refusals_and_prior_override():
     assert float(tr.nodes["noise_corr_chol"]["fn"].concentration) == 3.0
     back = ps.BayesianModel(**bm.get_config())  # priors, LKJ included, go through JSON
     assert float(back.prior["noise_corr_chol"].concentration) == 3.0
+    ba = ps.BayesianModel(ps.ARIMA(order=(2, 0, 0)),
+                          prior={"pacf": dist.Uniform(torch.tensor(0.0, dtype=F64),
+                                                      torch.tensor(0.5, dtype=F64))})
+    tr = poutine.trace(ba._pyro_function(ps.Sequences.from_list([np.sin(np.arange(12.0))])))
+    site = tr.get_trace().nodes["pacf"]
+    assert float(site["fn"].base_dist.high[0]) == 0.5 and (site["value"] < 0.5).all()
+
+
+def test_mixtures_and_splices_of_multivariate_normals():
+    """_mix of two draws' MultivariateNormals has density sum_s w_s N(x; s), per cell;
+    _splice takes the second mixture's cells where asked."""
+    gen = torch.Generator().manual_seed(0)
+    locs = [torch.randn(2, 3, 2, generator=gen, dtype=F64) for _ in range(2)]
+    tril = torch.linalg.cholesky(torch.tensor([[1.0, 0.4], [0.4, 2.0]], dtype=F64))
+    dists = [torch.distributions.MultivariateNormal(m, scale_tril=tril.expand(2, 3, 2, 2))
+             for m in locs]
+    w = torch.rand(2, 3, 2, generator=gen, dtype=F64)
+    lw = torch.log(w / w.sum(-1, keepdim=True))
+    x = torch.randn(2, 3, 2, generator=gen, dtype=F64)
+    mixed = _mix(dists, lw)
+    ref = torch.logsumexp(lw + torch.stack([d.log_prob(x) for d in dists], -1), -1)
+    torch.testing.assert_close(mixed.log_prob(x), ref, rtol=0, atol=1e-12)
+    other = _mix(dists[::-1], lw)
+    cells = torch.tensor([[True, False, False], [False, False, True]])
+    spliced = _splice(mixed, other, cells)
+    want = torch.where(cells, other.log_prob(x), mixed.log_prob(x))
+    torch.testing.assert_close(spliced.log_prob(x), want, rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------ fitted posteriors
@@ -326,8 +354,8 @@ def test_arima_ma1_posterior_matches_grid_integration():
     y = ps.ARIMA.from_params(order=(0, 0, 1), ma=[0.5], noise_var=1.0).sample(
         1, 40, seed=4)[0].numpy()
     ref = _ma1_grid(y)
-    bm = _quiet_fit(ps.BayesianModel(ps.ARIMA(order=(0, 0, 1), trend="n"), num_samples=400,
-                                     warmup_steps=200), y, seed=0)
+    bm = _quiet_fit(ps.BayesianModel(ps.ARIMA(order=(0, 0, 1), trend="n"), num_samples=300,
+                                     warmup_steps=150), y, seed=0)
     ess = bm.diagnostics()["ess"]
     for name in ("ma", "noise_var"):
         draws = bm.draws[name].reshape(-1).numpy()
@@ -375,8 +403,8 @@ def test_var_posterior_of_one_coordinate_matches_grid_integration():
     y = ps.AutoRegressive.from_params(intercept=1.0, coef=[0.6], noise_var=2.0).sample(
         1, 40, seed=6)[0].numpy()
     ref = _var1_grid(y)
-    bm = _quiet_fit(ps.BayesianModel(ps.VectorAutoRegressive(1), num_samples=400,
-                                     warmup_steps=200), y, seed=0)
+    bm = _quiet_fit(ps.BayesianModel(ps.VectorAutoRegressive(1), num_samples=300,
+                                     warmup_steps=150), y, seed=0)
     ess = float(bm.diagnostics()["ess"].min())
     coef = bm.draws["coef"][:, 0, 0, 0].numpy()
     got = {"coef": coef, "noise_var": bm.draws["noise_cov"][:, 0, 0].numpy(),
@@ -387,3 +415,22 @@ def test_var_posterior_of_one_coordinate_matches_grid_integration():
         assert abs(draws.std() / sd - 1) < 0.3, (name, draws.std(), sd)
     # a model of 1-D series answers in 1-D, as the point VAR does
     assert bm.forecast(y, 2).mean.shape == (2,)
+
+
+@pytest.mark.slow
+def test_var_leave_future_out_refit_keeps_the_step_predictive_exact():
+    """With lfo_threshold=-inf the second held-out step refits the posterior; the one-step
+    predictive mixture (MultivariateNormals spliced from the refit) still has exactly the
+    log_prob_steps densities, and compare states the refit."""
+    y = _var_model().sample(1, 26, seed=8)[0].numpy()
+    bm = _quiet_fit(ps.BayesianModel(ps.VectorAutoRegressive(1), num_samples=20,
+                                     warmup_steps=60, lfo_threshold=-math.inf), y[:24],
+                    seed=0)
+    steps = bm.log_prob_steps(y)
+    assert [r["step"] for r in bm.lfo_refits] == [25]
+    seqs = ps.Sequences.from_list([y])
+    lp = bm._step_predictive(seqs).log_prob(seqs.values)[0]
+    torch.testing.assert_close(lp, steps, rtol=0, atol=1e-9)
+    table = ps.compare({"posterior": bm, "mle": ps.VectorAutoRegressive(1).fit(y[:24])}, y,
+                       fit_data=y[:24], start=24)
+    assert "1 refit(s)" in table.attrs["verdict"]

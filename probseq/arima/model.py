@@ -743,6 +743,10 @@ class _LogLik:
         self.num_pacf = sum(self.sizes)
 
     def __call__(self, theta: np.ndarray) -> float:
+        if not (np.abs(theta[: self.num_pacf]) < 1).all():
+            # a partial autocorrelation rounded onto +-1 (a sampler's transform far out): a
+            # unit root, no stationary start, no likelihood
+            return -math.inf
         parts = np.split(theta[: self.num_pacf], np.cumsum(self.sizes)[:-1])
         coefs = {"ar": coef_from_pacf(parts[0]), "seasonal_ar": coef_from_pacf(parts[1]),
                  "ma": -coef_from_pacf(parts[2]), "seasonal_ma": -coef_from_pacf(parts[3])}
@@ -777,9 +781,12 @@ class _FiniteDifferenceLogLik(torch.autograd.Function):
         (theta,) = ctx.saved_tensors
         x = theta.detach().numpy().astype(np.float64)
         h = ctx.fn.steps(x)
-        out = np.empty_like(x)
+        out = np.zeros_like(x)
         for i in range(x.size):
+            if not h[i] > 0:  # on the boundary: no likelihood, no slope
+                continue
             e = np.zeros_like(x)
             e[i] = h[i]
-            out[i] = (ctx.fn(x + e) - ctx.fn(x - e)) / (2 * h[i])
+            diff = ctx.fn(x + e) - ctx.fn(x - e)
+            out[i] = diff / (2 * h[i]) if np.isfinite(diff) else 0.0
         return grad * torch.from_numpy(out).to(theta.dtype), None

@@ -531,10 +531,13 @@ class BayesianModel(SequenceModel):
         parts = [f"posterior predictive from {self.num_draws} {self.method.upper()} draws, "
                  f"Monte Carlo se {self.monte_carlo_se(seqs, start):.3g} nats"]
         kh = res["khat"][:, start:]
-        kh = kh[~torch.isnan(kh)]
-        if kh.numel():
-            parts.append(f"leave-future-out (PSIS) on {kh.numel()} held-out steps of fitted "
-                         f"series, max k-hat {float(kh.max()):.2f}, "
+        held = sum(max(0, int(seqs.lengths[i]) - max(int(k), start))
+                   for i, k in enumerate(res["prefix"]) if k > 0)
+        kh = kh[~torch.isnan(kh)]  # NaN: no ratios yet (a tail's first step, just refitted)
+        if held:
+            top = f"{float(kh.max()):.2f}" if kh.numel() else "n/a"
+            parts.append(f"leave-future-out (PSIS) on {held} held-out steps of fitted "
+                         f"series, max k-hat {top}, "
                          f"{len(res['refits'])} refit(s) where k-hat > {self.lfo_threshold}")
         return "; ".join(parts)
 
