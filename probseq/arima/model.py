@@ -469,6 +469,82 @@ class ARIMA(SequenceModel):
             theta = np.r_[theta, mu]
         return np.r_[theta, beta]
 
+    # ---------------------------------------------------------------- Bayesian inference
+    #: the sample sites of :meth:`pyro_model` for the partial autocorrelations, in the order
+    #: of (ar, seasonal_ar, ma, seasonal_ma)
+    PACF_SITES = (("ar", "pacf"), ("seasonal_ar", "seasonal_pacf"), ("ma", "ma_pacf"),
+                  ("seasonal_ma", "seasonal_ma_pacf"))
+
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of the data with priors on every parameter (for NUTS and SVI).
+
+        Priors (weakly informative, located on the differenced series ``w``, an
+        empirical-Bayes choice as for the AR; the differencing orders are fixed):
+
+        * ``pacf [p]``, ``seasonal_pacf [P]`` ``~ Uniform(-1, 1)``: partial autocorrelations
+          of ``phi`` and ``Phi`` (Durbin-Levinson), so every draw is stationary;
+        * ``ma_pacf [q]``, ``seasonal_ma_pacf [Q]`` ``~ Uniform(-1, 1)``: the MA polynomials
+          are ``theta = -coef_from_pacf(ma_pacf)`` (likewise ``Theta``), so every draw is
+          invertible (the parametrisation ``fit`` uses);
+        * ``mean ~ Normal(mean of w, 3 sd of w)`` (``trend="c"`` only);
+        * ``noise_var ~ LogNormal(log variance of w, 1)``.
+
+        The likelihood is ``pyro.factor("log_lik", ...)`` of exactly what ``log_prob``
+        computes (the same Kalman filter of the differenced series, in numpy); its gradient,
+        which NUTS and SVI need, is by central differences (relative error about 1e-8:
+        NUTS stays exact, since its leapfrog steps are reversible and volume-preserving for
+        any gradient field and its acceptance uses the exact density). Sequences may have
+        missing values (marginalised exactly, as in ``log_prob``); no covariates. Override a
+        prior with ``probseq.BayesianModel(..., prior={"noise_var": ...})``.
+
+        Args:
+            data: the sequences (any accepted input).
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        seqs, _ = self._coerce(data, fitting=True)
+        f64 = torch.float64
+        obs = seqs.observed.numpy() & seqs.mask.numpy()
+        keep = self._complete_differences(obs)
+        w = inference.difference(np.where(obs, seqs.values.numpy(), 0.0), self._delta)[keep]
+        if w.size < 2 or not w.std() > 0:
+            raise ValueError("ARIMA.pyro_model needs at least two complete differences that "
+                             f"are not all equal; the data gives {w.size}")
+        loc, sd = float(w.mean()), float(w.std())
+        sizes = dict(zip(("ar", "ma"), self.order[::2], strict=True))
+        sizes.update(seasonal_ar=self.seasonal_order[0], seasonal_ma=self.seasonal_order[2])
+        parts = []
+        for name, site in self.PACF_SITES:
+            k = sizes[name]
+            if k:
+                parts.append(pyro.sample(site, dist.Uniform(-torch.ones(k, dtype=f64),
+                                                            torch.ones(k, dtype=f64))
+                                         .to_event(1)))
+        if self.trend == "c":
+            parts.append(pyro.sample("mean", dist.Normal(torch.tensor(loc, dtype=f64),
+                                                         torch.tensor(3.0 * sd, dtype=f64)))[None])
+        parts.append(pyro.sample("noise_var", dist.LogNormal(
+            torch.tensor(math.log(sd**2), dtype=f64), torch.ones((), dtype=f64)))[None])
+        theta = torch.cat([x.to(f64) for x in parts])
+        pyro.factor("log_lik", _FiniteDifferenceLogLik.apply(theta, _LogLik(self, seqs)))
+
+    def params_from_pacf(self, values: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The parameters (``params`` names) of one draw of :meth:`pyro_model`'s sites
+        ``values`` (site name -> tensor)."""
+        sizes = {"ar": self.order[0], "ma": self.order[2],
+                 "seasonal_ar": self.seasonal_order[0], "seasonal_ma": self.seasonal_order[2]}
+        out = {}
+        for name, site in self.PACF_SITES:
+            pacf = (torch.as_tensor(values[site], dtype=torch.float64).numpy()
+                    if sizes[name] else np.zeros(0))
+            coef = coef_from_pacf(pacf)
+            out[name] = torch.from_numpy(-coef if name.endswith("ma") else coef)
+        out["noise_var"] = torch.as_tensor(values["noise_var"], dtype=torch.float64)
+        if self.trend == "c":
+            out["mean"] = torch.as_tensor(values["mean"], dtype=torch.float64)
+        return out
+
     # ---------------------------------------------------------------- predictive distributions
     def _step_predictive(self, seqs: Sequences, exog: torch.Tensor | None = None
                          ) -> torch.distributions.Normal:
@@ -653,3 +729,64 @@ class ARIMA(SequenceModel):
         mean = float(tensors["mean"]) if "mean" in tensors else 0.0
         self._set(coefs, float(tensors["noise_var"]), mean, beta)
 
+
+class _LogLik:
+    """``log_prob(seqs).sum()`` of an ARIMA at the flat vector of :meth:`ARIMA.pyro_model`
+    (partial autocorrelations, mean, noise variance): the model's own filter."""
+
+    def __init__(self, model: ARIMA, seqs: Sequences):
+        self.template = ARIMA(order=model.order, seasonal_order=model.seasonal_order,
+                              trend=model.trend)
+        self.seqs = seqs
+        self.sizes = [model.order[0], model.seasonal_order[0], model.order[2],
+                      model.seasonal_order[2]]
+        self.num_pacf = sum(self.sizes)
+
+    def __call__(self, theta: np.ndarray) -> float:
+        if not (np.abs(theta[: self.num_pacf]) < 1).all():
+            # a partial autocorrelation rounded onto +-1 (a sampler's transform far out): a
+            # unit root, no stationary start, no likelihood
+            return -math.inf
+        parts = np.split(theta[: self.num_pacf], np.cumsum(self.sizes)[:-1])
+        coefs = {"ar": coef_from_pacf(parts[0]), "seasonal_ar": coef_from_pacf(parts[1]),
+                 "ma": -coef_from_pacf(parts[2]), "seasonal_ma": -coef_from_pacf(parts[3])}
+        mean = float(theta[self.num_pacf]) if self.template.trend == "c" else 0.0
+        self.template._set(coefs, float(theta[-1]), mean, None)
+        return float(self.template._log_prob(self.seqs).sum())
+
+    def steps(self, theta: np.ndarray) -> np.ndarray:
+        """Central-difference steps: relative to each value's scale, inside (-1, 1) for a
+        partial autocorrelation."""
+        h = np.empty_like(theta)
+        k = self.num_pacf
+        h[:k] = np.minimum(1e-5, 0.5 * (1.0 - np.abs(theta[:k])))
+        scale = math.sqrt(theta[-1])
+        h[k:-1] = 1e-5 * max(scale, float(np.abs(theta[k:-1]).max(initial=0.0)))
+        h[-1] = 1e-5 * theta[-1]
+        return h
+
+
+class _FiniteDifferenceLogLik(torch.autograd.Function):
+    """A numpy log-likelihood as a torch function of a flat parameter vector, its gradient
+    by central differences."""
+
+    @staticmethod
+    def forward(ctx: Any, theta: torch.Tensor, fn: _LogLik) -> torch.Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(theta)
+        return torch.tensor(fn(theta.detach().numpy().astype(np.float64)), dtype=theta.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (theta,) = ctx.saved_tensors
+        x = theta.detach().numpy().astype(np.float64)
+        h = ctx.fn.steps(x)
+        out = np.zeros_like(x)
+        for i in range(x.size):
+            if not h[i] > 0:  # on the boundary: no likelihood, no slope
+                continue
+            e = np.zeros_like(x)
+            e[i] = h[i]
+            diff = ctx.fn(x + e) - ctx.fn(x - e)
+            out[i] = diff / (2 * h[i]) if np.isfinite(diff) else 0.0
+        return grad * torch.from_numpy(out).to(theta.dtype), None

@@ -355,6 +355,64 @@ class VectorAutoRegressive(SequenceModel):
         self._obs_dim = 1 if self._univariate else d
         self._set(c, a, s)
 
+    # ---------------------------------------------------------------- Bayesian inference
+    def pyro_model(self, data: Any) -> None:
+        """A Pyro model of the data with priors on every parameter (for NUTS and SVI).
+
+        Priors (weakly informative, relative to each coordinate's scale: the data's mean
+        ``m_j`` and standard deviation ``s_j``, an empirical-Bayes choice as for the AR):
+
+        * ``mean [D] ~ Normal(m_j, 3 s_j)``: the stationary mean mu (intercept
+          ``c = (I - sum_i A_i) mu``);
+        * ``pacf_free [p, D, D] ~ Normal(0, 1)`` per entry: the partial autocorrelation
+          matrices are ``P_k = chol(I + B_k B_k^T)^{-1} B_k`` (singular values below 1), and
+          the coefficients follow from ``P`` and Sigma by the Ansley-Kohn / Heaps (2022)
+          recursion (:func:`~probseq.autoregressive.vector.stationary_from_pacf`), so every
+          draw is stationary and every stationary VAR(p) is reachable. For D = 1 this is the
+          AR's partial autocorrelation ``B / sqrt(1 + B^2)``, whose prior density is 0.40 at 0,
+          0.76 near +-0.8 and vanishes at +-1. The prior on the ``A_i`` is the one this
+          induces (not a Gaussian);
+        * ``noise_scale [D] ~ LogNormal(log s_j, 1)``: the noise standard deviations;
+        * ``noise_corr_chol [D, D] ~ LKJCholesky(D, 1)`` (D >= 2): the noise correlations,
+          uniform over correlation matrices; ``Sigma = diag(scale) R diag(scale)``.
+
+        The likelihood is ``pyro.factor("log_lik", ...)`` of the exact stationary joint
+        density (:func:`~probseq.autoregressive.vector.torch_log_prob_steps`, the function
+        ``log_prob`` evaluates). Fully observed data only. Override a prior with
+        ``probseq.BayesianModel(..., prior={"noise_scale": ...})``.
+
+        Args:
+            data: the sequences (any accepted input).
+        """
+        import pyro
+        import pyro.distributions as dist
+
+        seqs, _ = self._coerce(data, fitting=True)
+        if seqs.has_missing:
+            raise ValueError("VectorAutoRegressive.pyro_model needs fully observed data")
+        f64 = torch.float64
+        values = seqs.values3d().to(f64)
+        x = values[seqs.mask]  # [sum T, D]
+        d, p = x.shape[1], self.order
+        sd = x.std(0) if x.shape[0] > 1 else torch.ones(d, dtype=f64)
+        level = torch.where(x.mean(0) != 0, x.mean(0).abs(), torch.ones((), dtype=f64))
+        sd = torch.where(sd > 0, sd, level)
+        mean = pyro.sample("mean", dist.Normal(x.mean(0), 3.0 * sd).to_event(1))
+        free = None
+        if p:
+            free = pyro.sample("pacf_free", dist.Normal(torch.zeros(p, d, d, dtype=f64),
+                                                        torch.ones(p, d, d, dtype=f64))
+                               .to_event(3))
+        scale = pyro.sample("noise_scale", dist.LogNormal(torch.log(sd), torch.ones(d, dtype=f64))
+                            .to_event(1))
+        corr = None
+        if d > 1:
+            corr = pyro.sample("noise_corr_chol", dist.LKJCholesky(d, torch.tensor(1.0, dtype=f64)))
+        params = vector.params_from_free(mean, free, scale, corr)
+        pyro.factor("log_lik", vector.torch_log_prob_steps(
+            values, seqs.lengths, params["intercept"], params["coef"], params["noise_chol"],
+            mean, params["initial_chol"]).sum())
+
     # ---------------------------------------------------------------- predictive distributions
     def _step_predictive(self, seqs: Sequences) -> torch.distributions.Distribution:
         """``MultivariateNormal`` with batch shape ``[N, T_max]`` and event ``(D,)`` (a

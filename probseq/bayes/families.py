@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
+from probseq.arima.model import ARIMA
+from probseq.autoregressive import vector
 from probseq.autoregressive.likelihood import torch_coef_from_pacf
 from probseq.autoregressive.model import AutoRegressive
+from probseq.autoregressive.var_model import VectorAutoRegressive
 from probseq.base import SequenceModel
 from probseq.data import Sequences
 from probseq.hmm.model import HiddenMarkovModel
@@ -40,6 +43,17 @@ def _ar_params(model: AutoRegressive, sites: Sites, seqs: Sequences) -> Params:
             else torch.zeros(0, dtype=torch.float64))
     return {"intercept": sites["mean"] * (1.0 - coef.sum()), "coef": coef,
             "noise_var": sites["noise_var"]}
+
+
+def _var_params(model: VectorAutoRegressive, sites: Sites, seqs: Sequences) -> Params:
+    p = vector.params_from_free(sites["mean"].to(torch.float64), sites.get("pacf_free"),
+                                sites["noise_scale"].to(torch.float64),
+                                sites.get("noise_corr_chol"))
+    return {k: p[k] for k in ("intercept", "coef", "noise_cov")}
+
+
+def _arima_params(model: ARIMA, sites: Sites, seqs: Sequences) -> Params:
+    return model.params_from_pacf(sites)
 
 
 def _markov_params(model: MarkovChain, sites: Sites, seqs: Sequences) -> Params:
@@ -82,18 +96,32 @@ def _lgssm_params(model: LinearGaussianSSM, sites: Sites, seqs: Sequences) -> Pa
                 observation_cov=torch.diag(sites["observation_var"]))
 
 
-def _from_params(model: SequenceModel, params: Params) -> SequenceModel:
+def _from_params(model: SequenceModel, params: Params, seqs: Sequences | None) -> SequenceModel:
     return type(model).from_params(**params)
 
 
-def _hmm_member(model: HiddenMarkovModel, params: Params) -> SequenceModel:
+def _hmm_member(model: HiddenMarkovModel, params: Params, seqs: Sequences | None
+                ) -> SequenceModel:
     extra = {}
     if model.emission == "gaussian":
         extra = {"covariance_type": model.covariance_type, "min_covar": model.min_covar}
     return HiddenMarkovModel.from_params(**params, **extra)
 
 
-def _lgssm_member(model: LinearGaussianSSM, params: Params) -> SequenceModel:
+def _var_member(model: VectorAutoRegressive, params: Params, seqs: Sequences | None
+                ) -> SequenceModel:
+    member = VectorAutoRegressive.from_params(**params)
+    if seqs is not None and seqs.dim is None:  # fitted to 1-D series: answers in 1-D
+        member._load_state(member.params, {"univariate": True})
+    return member
+
+
+def _arima_member(model: ARIMA, params: Params, seqs: Sequences | None) -> SequenceModel:
+    return ARIMA.from_params(order=model.order, seasonal_order=model.seasonal_order, **params)
+
+
+def _lgssm_member(model: LinearGaussianSSM, params: Params, seqs: Sequences | None
+                  ) -> SequenceModel:
     member = LinearGaussianSSM(**model.get_config())
     member._load_state(params, {})
     return member
@@ -101,6 +129,8 @@ def _lgssm_member(model: LinearGaussianSSM, params: Params) -> SequenceModel:
 
 _FAMILIES: list[tuple[type, Callable, Callable]] = [
     (AutoRegressive, _ar_params, _from_params),
+    (VectorAutoRegressive, _var_params, _var_member),
+    (ARIMA, _arima_params, _arima_member),
     (MarkovChain, _markov_params, _from_params),
     (HiddenMarkovModel, _hmm_params, _hmm_member),
     (SwitchingAutoRegressive, _switching_params, _from_params),
@@ -135,9 +165,11 @@ def params_from_sites(model: SequenceModel, sites: Sites, seqs: Sequences) -> Pa
     return {k: v.detach().to(torch.float64) for k, v in params.items()}
 
 
-def build_member(model: SequenceModel, params: Params) -> SequenceModel:
-    """A fitted model of the wrapped family at one draw's parameters."""
-    return _entry(model)[2](model, params)
+def build_member(model: SequenceModel, params: Params,
+                 seqs: Sequences | None = None) -> SequenceModel:
+    """A fitted model of the wrapped family at one draw's parameters (``seqs``: the data the
+    posterior was fitted to, where the family's answers depend on their shape)."""
+    return _entry(model)[2](model, params, seqs)
 
 
 def check_supported(model: Any) -> None:

@@ -69,8 +69,9 @@ class BayesianModel(SequenceModel):
     steps are never counted twice.
 
     Args:
-        model: the family, unfitted or fitted (``AutoRegressive``, ``MarkovChain`` of order
-            1, ``HiddenMarkovModel``, ``SwitchingAutoRegressive`` (univariate),
+        model: the family, unfitted or fitted (``AutoRegressive``, ``VectorAutoRegressive``,
+            ``ARIMA`` (seasonal too; no covariates), ``MarkovChain`` of order 1,
+            ``HiddenMarkovModel``, ``SwitchingAutoRegressive`` (univariate),
             ``LinearGaussianSSM`` structured, e.g. ``local_level()``, or fitted).
         method: ``"nuts"`` or ``"svi"``.
         num_samples: posterior draws per chain (SVI: draws from the fitted guide).
@@ -208,7 +209,8 @@ class BayesianModel(SequenceModel):
         if self._members is None:
             s = int(next(iter(self.draws.values())).shape[0])
             self._members = [families.build_member(self.model,
-                                                   {k: v[i] for k, v in self.draws.items()})
+                                                   {k: v[i] for k, v in self.draws.items()},
+                                                   self._fit_seqs)
                              for i in range(s)]
         return self._members
 
@@ -529,10 +531,13 @@ class BayesianModel(SequenceModel):
         parts = [f"posterior predictive from {self.num_draws} {self.method.upper()} draws, "
                  f"Monte Carlo se {self.monte_carlo_se(seqs, start):.3g} nats"]
         kh = res["khat"][:, start:]
-        kh = kh[~torch.isnan(kh)]
-        if kh.numel():
-            parts.append(f"leave-future-out (PSIS) on {kh.numel()} held-out steps of fitted "
-                         f"series, max k-hat {float(kh.max()):.2f}, "
+        held = sum(max(0, int(seqs.lengths[i]) - max(int(k), start))
+                   for i, k in enumerate(res["prefix"]) if k > 0)
+        kh = kh[~torch.isnan(kh)]  # NaN: no ratios yet (a tail's first step, just refitted)
+        if held:
+            top = f"{float(kh.max()):.2f}" if kh.numel() else "n/a"
+            parts.append(f"leave-future-out (PSIS) on {held} held-out steps of fitted "
+                         f"series, max k-hat {top}, "
                          f"{len(res['refits'])} refit(s) where k-hat > {self.lfo_threshold}")
         return "; ".join(parts)
 
@@ -654,7 +659,10 @@ def _splice(a: torch.distributions.Distribution, b: torch.distributions.Distribu
     mix = dist.Categorical(probs=pick(a.mixture_distribution.probs,
                                       b.mixture_distribution.probs))
     ca, cb = a.component_distribution, b.component_distribution
-    if isinstance(ca, dist.Normal):
+    if isinstance(ca, dist.MultivariateNormal):
+        comp = dist.MultivariateNormal(pick(ca.loc, cb.loc),
+                                       scale_tril=pick(ca.scale_tril, cb.scale_tril))
+    elif isinstance(ca, dist.Normal):
         comp = dist.Normal(pick(ca.loc, cb.loc), pick(ca.scale, cb.scale))
     else:
         comp = dist.Poisson(pick(ca.rate, cb.rate))
@@ -674,20 +682,23 @@ def _lfo_weights(step_logs: torch.Tensor) -> tuple[torch.Tensor, float]:
 def _mix(dists: list[torch.distributions.Distribution],
          log_weights: torch.Tensor) -> torch.distributions.Distribution:
     """One distribution over ``[N, H]`` from S draws' distributions and ``[N, H, S]`` log
-    weights: summed probabilities for symbols, a flattened mixture for reals and counts."""
+    weights: summed probabilities for symbols, a flattened mixture for reals and counts
+    (of Normals, MultivariateNormals or Poissons, each draw's own mixtures flattened in)."""
     dist = torch.distributions
     w = log_weights.exp()
     first = dists[0]
     if isinstance(first, dist.Categorical):
         probs = sum(w[..., i, None] * d.probs for i, d in enumerate(dists))
         return dist.Categorical(probs=probs / probs.sum(-1, keepdim=True))
-    if first.event_shape:
-        raise ValueError("posterior forecasts of multivariate data are not supported yet")
     comps, weights = [], []
     for i, d in enumerate(dists):
         if isinstance(d, dist.MixtureSameFamily):
             weights.append(w[..., i, None] * d.mixture_distribution.probs)
             comps.append(d.component_distribution)
+        elif isinstance(d, dist.MultivariateNormal):  # one component [N, H, 1] of event D
+            weights.append(w[..., i, None])
+            comps.append(dist.MultivariateNormal(d.loc.unsqueeze(-2),
+                                                 scale_tril=d.scale_tril.unsqueeze(-3)))
         elif isinstance(d, dist.Normal):
             weights.append(w[..., i, None])
             # an infinite scale (a diffuse, unscored step) made finite: mixture quantiles
@@ -699,7 +710,14 @@ def _mix(dists: list[torch.distributions.Distribution],
         else:
             raise ValueError(f"cannot mix {type(d).__name__} predictives over draws")
     probs = torch.cat(weights, -1)
-    if isinstance(comps[0], dist.Normal):
+    if isinstance(comps[0], dist.MultivariateNormal):
+        e = comps[0].event_shape[0]
+        loc = torch.cat([c.loc.expand(*wt.shape, e)
+                         for c, wt in zip(comps, weights, strict=True)], -2)
+        tril = torch.cat([c.scale_tril.expand(*wt.shape, e, e)
+                          for c, wt in zip(comps, weights, strict=True)], -3)
+        comp = dist.MultivariateNormal(loc, scale_tril=tril)
+    elif isinstance(comps[0], dist.Normal):
         loc = torch.cat([c.loc.expand(wt.shape) for c, wt in zip(comps, weights, strict=True)],
                         -1)
         scale = torch.cat([c.scale.expand(wt.shape)

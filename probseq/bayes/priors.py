@@ -73,7 +73,10 @@ def _dist_to_json(d: Any, name: str) -> dict[str, Any]:
     # argument (properties of transformed distributions such as LogNormal, InverseGamma)
     keys = [k for k in d.arg_constraints if k in d.__dict__] or list(d.arg_constraints)
     args = {k: torch.as_tensor(getattr(d, k), dtype=torch.float64).tolist() for k in keys}
-    return {"class": cls, "args": args}
+    out = {"class": cls, "args": args}
+    if isinstance(getattr(d, "dim", None), int):  # LKJ, LKJCholesky: a size, not a tensor
+        out["dim"] = int(d.dim)
+    return out
 
 
 def prior_from_json(spec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -89,7 +92,10 @@ def _dist_from_json(s: dict[str, Any]) -> Any:
     if "independent" in s:
         return _dist_from_json(s["base"]).to_event(int(s["independent"]))
     cls = getattr(dist, s["class"])
-    return cls(**{k: torch.tensor(v, dtype=torch.float64) for k, v in s["args"].items()})
+    args = {k: torch.tensor(v, dtype=torch.float64) for k, v in s["args"].items()}
+    if "dim" in s:
+        args["dim"] = int(s["dim"])
+    return cls(**args)
 
 
 def check_prior(priors: Any) -> dict[str, Any] | None:
@@ -101,7 +107,11 @@ def check_prior(priors: Any) -> dict[str, Any] | None:
     for name, d in priors.items():
         if not isinstance(d, torch.distributions.Distribution):
             raise ValueError(f"prior[{name!r}] is a {type(d).__name__}, not a distribution")
-        rebuilt = _dist_from_json(_dist_to_json(d, name))
+        try:
+            rebuilt = _dist_from_json(_dist_to_json(d, name))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"prior[{name!r}] cannot be written to a model file: "
+                             f"{err}") from None
         if type(rebuilt) is not type(d):
             raise ValueError(f"prior[{name!r}] cannot be written to a model file")
     return dict(priors)
