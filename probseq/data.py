@@ -685,9 +685,12 @@ def check_sequences(
         min_length: the shortest sequence the model can score.
     """
     if num_symbols is not None and seqs.is_discrete:
-        too_big = seqs.values >= num_symbols
-        # padding holds 0 (a valid symbol), so the mask is needed only to report the place
-        if too_big.any() and (too_big := too_big & seqs.mask).any():
+        # The scan in NumPy (one thread): a parallel torch reduction here leaves OpenMP
+        # threads spinning into the compiled recursions that follow (measured to halve the
+        # speed of the HMM's parallel forward pass). Padding holds 0 (a valid symbol), so
+        # the mask is needed only to report the place.
+        if bool((seqs.values.detach().cpu().numpy() >= num_symbols).any()) and (
+                too_big := (seqs.values >= num_symbols) & seqs.mask).any():
             i, t = (int(v) for v in torch.nonzero(too_big)[0])
             raise ValueError(
                 f"sequence {i} contains symbol {int(seqs.values[i, t])} at step {t}, outside "
