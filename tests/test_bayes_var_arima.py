@@ -227,6 +227,7 @@ def arima_posterior():
     return _quiet_fit(bm, y[:40], seed=0), y
 
 
+@pytest.mark.slow
 def test_var_posterior_scores_forecasts_and_saves(var_posterior, tmp_path):
     bm, y = var_posterior
     assert bm.draws["coef"].shape == (20, 1, 2, 2) and bm.num_params == 2 + 4 + 3
@@ -262,6 +263,7 @@ def test_var_posterior_scores_forecasts_and_saves(var_posterior, tmp_path):
     assert torch.equal(back.log_prob_steps(new), steps)
 
 
+@pytest.mark.slow
 def test_var_posterior_in_compare_with_a_point_var(var_posterior):
     bm, y = var_posterior
     mle = ps.VectorAutoRegressive(1).fit(y[:32])
@@ -304,6 +306,7 @@ def test_arima_posterior_scores_forecasts_and_saves(arima_posterior, tmp_path):
     assert torch.equal(back.log_prob_steps(new), steps)
 
 
+@pytest.mark.slow
 def test_svi_fits_var_and_arima():
     y = _var_model().sample(1, 40, seed=3)[0].numpy()
     bm = ps.BayesianModel(ps.VectorAutoRegressive(1), method="svi", num_samples=30)

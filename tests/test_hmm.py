@@ -439,6 +439,7 @@ def test_degenerate_fits_stay_finite():
     assert torch.isfinite(g.log_prob(x)).all()
 
 
+@pytest.mark.slow
 def test_pyro_svi_map_is_meaningful():
     import pyro
     from pyro.infer import SVI, Trace_ELBO

@@ -213,6 +213,7 @@ def test_recall_scores_match_the_network_softmax():
 
 
 # ------------------------------------------------------------------------ the claim
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_rnn_forgets_across_50_steps_lstm_and_gru_remember(cell):
     """The lecture's claim at lag 50 with long_range_experiment's defaults (training lags

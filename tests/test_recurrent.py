@@ -232,6 +232,7 @@ def _hmm_log_prob(x, init, trans, emit):
     return total
 
 
+@pytest.mark.slow
 def test_learns_a_hidden_markov_source():
     init = torch.tensor([0.5, 0.5], dtype=torch.float64)
     trans = torch.tensor([[0.95, 0.05], [0.1, 0.9]], dtype=torch.float64)

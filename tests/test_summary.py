@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from reference import fd_standard_errors
 from statsmodels.tsa.arima.model import ARIMA
 
 import probseq as ps
@@ -170,25 +171,6 @@ def test_probability_models_have_no_summary():
 
 
 # ------------------------------------------------------------------ hidden Markov models
-def _fd_standard_errors(loglik, theta, rel=1e-4):
-    """Standard errors from a central finite-difference Hessian of ``loglik`` (a reference
-    written independently of probseq's own)."""
-    theta = np.asarray(theta, float)
-    k = len(theta)
-    h = rel * np.maximum(np.abs(theta), 1e-2)
-    hess = np.zeros((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            def at(a, b, i=i, j=j):
-                v = theta.copy()
-                v[i] += a * h[i]
-                v[j] += b * h[j]
-                return loglik(v)
-            hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
-                4 * h[i] * h[j])
-    return np.sqrt(np.diag(np.linalg.inv(-hess)))
-
-
 def _rows(table, labels):
     return table.loc[labels, "estimate"].to_numpy(), table.loc[labels, "std_error"].to_numpy()
 
@@ -227,7 +209,7 @@ def test_gaussian_hmm_standard_errors_match_hmmlearn_finite_differences():
     assert est == pytest.approx([p["transition"][0, 1 - big[0]], p["transition"][1, 1 - big[1]],
                                  *p["means"][:, 0], *p["covariances"][:, 0, 0]])
     assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
-    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    np.testing.assert_allclose(se, fd_standard_errors(loglik, est), rtol=2e-3)
     # Probability intervals stay inside (0, 1) and contain the estimate.
     for lab in labels[:2]:
         lo, hi = table.loc[lab, ["ci_lower", "ci_upper"]]
@@ -282,7 +264,7 @@ def test_categorical_and_full_covariance_hmm_standard_errors_match_hmmlearn():
         return ref.score(x.reshape(-1, 1), [30] * 40)
 
     assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
-    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    np.testing.assert_allclose(se, fd_standard_errors(loglik, est), rtol=2e-3)
 
     g = ps.HiddenMarkovModel.from_params(
         initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.1, 0.9]], means=[[0.0, 0.0], [3.0, 1.0]],
@@ -304,7 +286,7 @@ def test_categorical_and_full_covariance_hmm_standard_errors_match_hmmlearn():
         return ref.score(y.reshape(-1, 2), [200] * 4)
 
     assert table.attrs["log_lik"] == pytest.approx(loglik_g(est), rel=1e-10)
-    np.testing.assert_allclose(se, _fd_standard_errors(loglik_g, est), rtol=2e-3)
+    np.testing.assert_allclose(se, fd_standard_errors(loglik_g, est), rtol=2e-3)
 
 
 def test_hmm_summary_on_gappy_data_uses_the_marginal_likelihood():
@@ -328,7 +310,7 @@ def test_hmm_summary_on_gappy_data_uses_the_marginal_likelihood():
         return float(ps.HiddenMarkovModel.from_params(**_apply(p, labels, v)).log_prob(y).sum())
 
     assert table.attrs["log_lik"] == pytest.approx(loglik(est), rel=1e-10)
-    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    np.testing.assert_allclose(se, fd_standard_errors(loglik, est), rtol=2e-3)
     complete = fitted.summary([np.nan_to_num(r) for r in y])
     assert not np.allclose(complete.loc[labels, "std_error"], se, rtol=0.05)
 
@@ -374,4 +356,4 @@ def test_structural_summary_with_ar_component_and_covariate_matches_statsmodels_
     # here: a constant that leaves every derivative unchanged.
     assert table.attrs["log_lik"] == pytest.approx(loglik(est) + 0.5 * np.log(2 * np.pi),
                                                    rel=1e-9)
-    np.testing.assert_allclose(se, _fd_standard_errors(loglik, est), rtol=2e-3)
+    np.testing.assert_allclose(se, fd_standard_errors(loglik, est), rtol=2e-3)

@@ -666,7 +666,11 @@ class SwitchingAutoRegressive(SequenceModel):
             conditional: False maximises the exact joint likelihood (``log_prob``); True
                 maximises Hamilton's conditional likelihood (``conditional_log_prob``), the
                 criterion of statsmodels' ``MarkovAutoregression``.
-            num_restarts: random initialisations; the best final objective wins.
+            num_restarts: random initialisations; the best final objective wins. Richer
+                models have multimodal likelihoods (a 2-regime switching AR(2) with two
+                switching covariates on US GDP growth has modes at -231.5 and -228.5): the
+                fit is a maximum, not always the highest; raise num_restarts and compare
+                ``restart_log_likelihoods_``.
             max_epochs: the most EM iterations per restart.
             tol: EM stops when the conditional log-likelihood improves by less than ``tol``
                 nats per scored step.
