@@ -107,6 +107,7 @@ def test_autocovariances_equal_statsmodels():
         assert m.stationary_mean == pytest.approx(intercept / (1 - sum(coef)), rel=1e-14)
 
 
+@pytest.mark.slow
 def test_a_length_two_density_integrates_to_one():
     # AR(1) with T = 2: a stationary first value, then a conditional step.
     intercept, coef = CASES[1]

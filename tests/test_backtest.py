@@ -32,6 +32,7 @@ def _models():
     }
 
 
+@pytest.mark.slow
 def test_one_step_backtest_reproduces_compare_with_start():
     models, data = _models(), _series(2)
     table, summary = backtest(models, data, initial=10)

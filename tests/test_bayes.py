@@ -245,6 +245,7 @@ def test_mixture_of_categoricals_and_samples_with_prefix(ar_posterior):
     assert torch.isfinite(s.values).all()
 
 
+@pytest.mark.slow
 def test_svi_posterior_agrees_with_nuts(ar_posterior):
     nuts, y = ar_posterior
     bm = ps.BayesianModel(ps.AutoRegressive(1), method="svi", num_samples=200)

@@ -812,6 +812,7 @@ def test_row_blocks_equal_one_pass(monkeypatch):
     torch.testing.assert_close(model.log_prob_steps(seqs), whole, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_best_start():
     truth = _random_model(2, 2, seed=95)
     data = truth.sample(2, 30, seed=96)

@@ -249,6 +249,7 @@ def test_fit_conditional_reaches_statsmodels_maximum():
     assert model.history_[-1] == pytest.approx(float(model.conditional_log_prob(y)), abs=1e-8)
 
 
+@pytest.mark.slow
 def test_fit_exact_joint_beats_the_conditional_fit_on_the_joint():
     y = _gdp_growth()
     kw = {"num_restarts": 2, "max_epochs": 60, "max_polish_iter": 40, "seed": 0,
