@@ -298,40 +298,13 @@ class HiddenSemiMarkovModel(HiddenMarkovModel):
     def _log_prob(self, seqs: Sequences) -> torch.Tensor:
         return self._run(seqs)["log_prob"]
 
-    def _log_prob_steps(self, seqs: Sequences) -> torch.Tensor:
-        return self._run(seqs)["steps"]
+    # The HMM's public filter, smoother and log_prob_steps read these two hooks.
+    def _forward(self, seqs: Sequences, filtered: bool = True) -> dict[str, torch.Tensor]:
+        return self._run(seqs)
 
-    @torch.no_grad()
-    def filter(self, data: Any) -> torch.Tensor:
-        """Filtered marginals ``P(z_t | x_1..x_t)``.
-
-        Returns:
-            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
-            from the first step of probability zero on.
-        """
-        self._check_fitted()
-        seqs, single = self._coerce(data)
-        out = self._run(seqs)["filtered"]
-        return out[0] if single else out
-
-    @torch.no_grad()
-    def smoother(self, data: Any, *, states: Any = None) -> torch.Tensor:
-        """Smoothed marginals ``P(z_t | x_1..x_T)`` (and the known states, when given).
-
-        Args:
-            data: the sequences.
-            states: partly known states, as in :meth:`fit` (-1 unknown): the marginals
-                are ``P(z_t | x_1..x_T, known states)``.
-
-        Returns:
-            ``[N, T_max, K]`` float64 (``[T, K]`` for one sequence); zero at padded steps and
-            for sequences of probability zero.
-        """
-        self._check_fitted()
-        seqs, single = self._coerce(data)
-        labels = None if states is None else self.coerce_states(states, seqs)
-        out = self._run(seqs, backward=True, states=labels)["smoothed"]
-        return out[0] if single else out
+    def _posteriors(self, seqs: Sequences, params: dict[str, torch.Tensor] | None = None,
+                    states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self._run(seqs, params, backward=True, states=states)
 
     @torch.no_grad()
     def most_likely_states(self, data: Any, *, states: Any = None) -> torch.Tensor:
