@@ -689,7 +689,10 @@ def check_sequences(
         # threads spinning into the compiled recursions that follow (measured to halve the
         # speed of the HMM's parallel forward pass). Padding holds 0 (a valid symbol), so
         # the mask is needed only to report the place.
-        if bool((seqs.values.detach().cpu().numpy() >= num_symbols).any()) and (
+        values = seqs.values
+        big = ((values.numpy() >= num_symbols).any() if values.device.type == "cpu"
+               else (values >= num_symbols).any())
+        if bool(big) and (
                 too_big := (seqs.values >= num_symbols) & seqs.mask).any():
             i, t = (int(v) for v in torch.nonzero(too_big)[0])
             raise ValueError(
