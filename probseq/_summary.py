@@ -14,15 +14,16 @@ the parametrisation is regular wherever the row is).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-#: an entry of a probability vector (or a non-negative parameter) below this is on the
-#: boundary: EM approaches a zero probability without reaching it, and the information there
-#: is not that of an interior maximum.
+#: an entry of a probability vector below this (a non-negative parameter below this times
+#: its scale) is on the boundary: EM approaches a zero probability without reaching it, and
+#: the information there is not that of an interior maximum.
 BOUNDARY = 1e-7
 
 
@@ -95,14 +96,20 @@ class Blocks:
         return part
 
     def add(self, name: str, value: torch.Tensor, labels: list[str] | None = None,
-            non_negative: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+            non_negative: bool = False, scale: float | None = None
+            ) -> Callable[[torch.Tensor], torch.Tensor]:
         """A real-valued block: rebuilds a tensor of ``value``'s shape. With
-        ``non_negative``, entries below :data:`BOUNDARY` are on the boundary (fixed)."""
+        ``non_negative`` (variances, rates), an entry at or below :data:`BOUNDARY` times
+        ``scale`` (default: the block's largest entry) is on the boundary (fixed): relative,
+        so that data in other units give the same verdict."""
         value = value.detach().to(torch.float64)
         shape = tuple(value.shape)
         flat = value.reshape(-1).numpy()
-        part = self._append(labels or block_labels(name, shape), flat,
-                            (flat < BOUNDARY) if non_negative else np.zeros(len(flat), bool))
+        fixed = np.zeros(len(flat), bool)
+        if non_negative:
+            ref = float(np.max(flat)) if scale is None else float(scale)
+            fixed = flat <= BOUNDARY * ref
+        part = self._append(labels or block_labels(name, shape), flat, fixed)
         return lambda vec: vec[part].reshape(shape)
 
     def add_symmetric(self, name: str, value: torch.Tensor
@@ -181,12 +188,15 @@ def observed_information(free: FreeParameters) -> np.ndarray:
         return -hess.detach().numpy()
     x = start.numpy()
     k = len(x)
-    step = 1e-4 * np.maximum(np.abs(x), 1e-2)
 
     def g(v: np.ndarray) -> float:
-        return float(f(torch.from_numpy(v)))
+        try:
+            return float(f(torch.from_numpy(v)))
+        except ValueError:  # a step left the parameter space (a negative variance)
+            return math.nan
 
     f0 = g(x)
+    step = _steps(g, x, f0)
     hess = np.zeros((k, k))
     for a in range(k):
         for b in range(a, k):
@@ -201,3 +211,27 @@ def observed_information(free: FreeParameters) -> np.ndarray:
                 hess[a, b] = hess[b, a] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
                     4 * step[a] * step[b])
     return -hess
+
+
+def _steps(g: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> np.ndarray:
+    """Finite-difference steps of about 1e-3 standard errors per coordinate, whatever the
+    parameter's units: each coordinate's curvature is probed from a relative step (shrunk
+    while a step leaves the parameter space or is lost in rounding), and the step set to
+    ``1e-3 / sqrt(curvature)``, never more than half the estimate's distance from zero."""
+    out = np.empty(len(x))
+    for a in range(len(x)):
+        h = 1e-4 * abs(x[a]) if x[a] != 0 else 1e-4
+        curv = math.nan
+        for _ in range(40):
+            v = x.copy()
+            v[a] += h
+            up = g(v)
+            v[a] = x[a] - h
+            down = g(v)
+            curv = abs(up - 2 * f0 + down) / h ** 2
+            if math.isfinite(curv) and curv > 0:
+                break
+            h = h / 10 if not math.isfinite(curv) else h * 10
+        h = 1e-3 / math.sqrt(curv) if math.isfinite(curv) and curv > 0 else h
+        out[a] = min(h, 0.5 * abs(x[a])) if x[a] != 0 else h
+    return out

@@ -357,3 +357,17 @@ def test_structural_summary_with_ar_component_and_covariate_matches_statsmodels_
     assert table.attrs["log_lik"] == pytest.approx(loglik(est) + 0.5 * np.log(2 * np.pi),
                                                    rel=1e-9)
     np.testing.assert_allclose(se, fd_standard_errors(loglik, est), rtol=2e-3)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_summary_is_scale_equivariant(scale):
+    """Data in other units: every estimate and standard error moves with its units (the
+    relative standard errors are unchanged), by finite differences (AR) and by autograd
+    (the local level, whose variances of order 1e-8 are not mistaken for a boundary)."""
+    nile = ps.datasets.nile()
+    for make in (lambda: ps.AutoRegressive(1), ps.LinearGaussianSSM.local_level):
+        base = make().fit(nile).summary()
+        scaled = make().fit(nile * scale).summary()
+        assert scaled.attrs["on_boundary"] == [] == base.attrs["on_boundary"]
+        np.testing.assert_allclose(scaled["std_error"] / scaled["estimate"].abs(),
+                                   base["std_error"] / base["estimate"].abs(), rtol=1e-3)

@@ -882,7 +882,9 @@ class LinearGaussianSSM(SequenceModel):
             for i, (name, value) in enumerate(slots):
                 if value is None:
                     variances.setdefault(name, cov[i, i])
-        var_parts = {n: blocks.add(n, v, non_negative=True) for n, v in variances.items()}
+        top = max((float(v) for v in variances.values()), default=1.0)
+        var_parts = {n: blocks.add(n, v, non_negative=True, scale=top)
+                     for n, v in variances.items()}
         dyn = st.get("dynamics") or []
         dyn_parts = [blocks.add(n, v) for n, v in dynamics_values(p["transition_matrix"], dyn)]
         coef_part = blocks.add("exog_coef", p["exog_coef"]) if "exog_coef" in p else None
