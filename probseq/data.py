@@ -666,6 +666,13 @@ def _scalar(x: Any) -> Any:
     return x
 
 
+def max_symbol(seqs: Sequences) -> int:
+    """The largest symbol of a discrete batch. Padding and missing steps hold 0, so this is a
+    plain maximum, taken in NumPy on the CPU (one thread, as in :func:`check_sequences`)."""
+    values = seqs.values
+    return int(values.numpy().max() if values.device.type == "cpu" else values.max())
+
+
 def check_sequences(
     seqs: Sequences,
     *,

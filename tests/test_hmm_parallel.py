@@ -4,6 +4,8 @@ and hmmlearn, on ragged batches (issue 28)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -164,16 +166,99 @@ def test_forward_backward_parallel_equals_serial_and_reference():
     torch.testing.assert_close(stats["log_lik"], ref["log_prob"].sum(), rtol=1e-12, atol=0)
 
 
-def test_parallel_loops_use_the_workqueue_layer():
-    # The OpenMP layer's spinning threads slowed later calls tenfold on two cores; unless
-    # the user chose a layer, probseq's parallel loops run on workqueue.
-    import os
+def _split_row_reference(model: HiddenMarkovModel, seqs: Sequences) -> torch.Tensor:
+    p = model.params
+    return inference.hmm_filter(p["initial"], p["transition"], model._log_lik(p, seqs),
+                                seqs.lengths, 0, filtered=False)[0].sum(-1)
 
-    import numba
 
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        pytest.skip("the user chose a threading layer")
-    model = _model(2, 3, seed=1)
-    compiled.log_prob(*_flat_args(model, _ragged(3, LENGTHS, seed=1)), block=kernels.BLOCK,
-                      min_mass=kernels.MIN_MASS, parallel=True)
-    assert numba.threading_layer() == "workqueue"
+@pytest.mark.parametrize("k,v", [(2, 3), (16, 32)])
+def test_long_row_split_in_halves_is_exact(k, v):
+    # A row of at least PARALLEL_MIN_STEPS steps and half the batch is split: forward loop
+    # over its first half, backward loop over its second, joined in the middle. Equal to the
+    # per-step normalised recursion and to hmmlearn, serial and parallel alike (the split
+    # depends on the lengths only, so the two routes agree bit for bit).
+    model = _model(k, v, seed=20 + k)
+    lengths = [compiled.PARALLEL_MIN_STEPS + 1001, 50, 1, 17]
+    seqs = _ragged(v, lengths, seed=k)
+    args = _flat_args(model, seqs)
+    serial, ok_s = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
+                                     parallel=False)
+    par, ok_p = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
+                                  parallel=True)
+    assert ok_s.all() and ok_p.all()
+    np.testing.assert_array_equal(par, serial)
+    torch.testing.assert_close(torch.from_numpy(par), _split_row_reference(model, seqs),
+                               rtol=1e-12, atol=0)
+    ref_hl = hmm.CategoricalHMM(k, implementation="scaling")
+    ref_hl.n_features = v
+    p = model.params
+    ref_hl.startprob_, ref_hl.transmat_, ref_hl.emissionprob_ = (
+        p["initial"].numpy(), p["transition"].numpy(), p["emission"].numpy())
+    long_row = seqs.to_list()[0].numpy()[:, None]
+    assert float(par[0]) == pytest.approx(ref_hl.score(long_row), rel=1e-12)
+    # Through the model, one sequence alone (the benchmark's case).
+    alone = model.log_prob(seqs.to_list()[0])
+    assert float(alone) == pytest.approx(float(par[0]), rel=1e-13)
+
+
+def test_split_row_guard_in_the_backward_half_is_recomputed():
+    # Two sticky states that nearly never emit the other's symbol: a first half of one
+    # symbol passes, a second half alternating the symbols has a block mass ~1e-240, below
+    # the guard, in the backward loop only; the row is refused and recomputed exactly.
+    eps = 1e-30
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[1 - eps, eps], [eps, 1 - eps]],
+        emission=[[1 - eps, eps], [eps, 1 - eps]])
+    half = compiled.PARALLEL_MIN_STEPS
+    row = np.concatenate([np.zeros(half, dtype=np.int64), np.arange(half) % 2])
+    seqs = Sequences.from_list([row])
+    args = _flat_args(model, seqs)
+    b, m, index, starts = args[2:6]
+    # the forward loop alone over the first half passes the guard
+    first, ok_first = compiled.log_prob(args[0], args[1], b, m, index, starts,
+                                        np.array([half]), block=kernels.BLOCK,
+                                        min_mass=kernels.MIN_MASS)
+    assert ok_first.all()
+    _, ok = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS)
+    assert not ok.any()
+    lp = model.log_prob(seqs)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(lp, _split_row_reference(model, seqs), rtol=1e-12, atol=0)
+
+
+def test_long_row_in_flushing_mode_is_not_split_and_exact():
+    a = np.array([[1 - 1e-300, 1e-300, 0.0], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    model = HiddenMarkovModel.from_params(
+        initial=[0.2, 0.3, 0.5], transition=a,
+        emission=[[0.6, 0.4], [0.1, 0.9], [0.5, 0.5]])
+    seqs = _ragged(2, [compiled.PARALLEL_MIN_STEPS + 500], seed=8)
+    torch.testing.assert_close(model.log_prob(seqs), _split_row_reference(model, seqs),
+                               rtol=1e-12, atol=0)
+
+
+def _child_log_prob(queue) -> None:  # run in a forked child
+    model = _model(4, 5, seed=3)
+    queue.put(model.log_prob(_ragged(5, [30_000, 30_000], seed=2)).tolist())
+
+
+def test_threads_are_remade_in_a_forked_child():
+    # The pool's threads do not survive a fork; a child that inherits the pool must make its
+    # own rather than wait forever on threads that do not exist.
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    model = _model(4, 5, seed=3)
+    here = model.log_prob(_ragged(5, [30_000, 30_000], seed=2))  # the parent's pool is used
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_log_prob, args=(queue,))
+    with warnings.catch_warnings():  # Python >= 3.12 warns of fork beside live threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=60)
+    assert got == here.tolist()

@@ -26,44 +26,67 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 from probseq.hmm.kernels import FLUSH
 
-# Threads: numba's 'workqueue' layer (always present). The OpenMP layer, numba's default
-# where libgomp exists, leaves its threads spinning after each parallel loop; on a machine
-# with few cores (and beside torch's own OpenMP threads) that spinning was measured to make
-# the *following* unrelated calls up to ten times slower in CPU time. A layer chosen by the
-# user (NUMBA_THREADING_LAYER) is left alone, and the parallel loops then run serially
-# unless it is workqueue. workqueue must not be entered from two threads at once: a lock
-# sends a concurrent caller to the serial loop.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-_PARALLEL_LOCK = threading.Lock()
+# Threads. The compiled loops release the GIL (``nogil``), so a pool of ordinary threads
+# runs groups of rows side by side; each thread calls the serial loop on its share. numba's own
+# parallel loops (``prange``) were measured erratic here: on two cores its workqueue layer
+# took 5-10 ms for a batch that two plain threads finish in 4.9 ms every time, and its
+# OpenMP layer leaves spinning threads that slowed later unrelated calls tenfold.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+_POOL_LOCK = threading.Lock()
 
 
-def _workqueue() -> bool:
-    """Whether numba's parallel loops run (or will run) on the workqueue layer."""
-    try:
-        return numba.threading_layer() == "workqueue"
-    except ValueError:  # no parallel loop launched yet: the configured layer will be used
-        return numba.config.THREADING_LAYER == "workqueue"
+def num_threads() -> int:
+    """The threads the compiled loops use: numba's configured count (``NUMBA_NUM_THREADS``,
+    by default the CPUs this process may run on)."""
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
-def _run(serial, parallel, want: bool, *args) -> None:
-    """``parallel(*args)`` when wanted, possible and not already running elsewhere, else
-    ``serial(*args)`` (both compute the same thing)."""
-    if want and _workqueue() and _PARALLEL_LOCK.acquire(blocking=False):
-        try:
-            parallel(*args)
-        finally:
-            _PARALLEL_LOCK.release()
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The module's pool (made again in a forked child, whose copy has no threads)."""
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_PID != os.getpid() or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probseq")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def run_parts(fn: Callable[[int, int], None], bounds: np.ndarray) -> None:
+    """``fn(bounds[i], bounds[i + 1])`` for every part ``i``, in parallel threads (the
+    calling thread runs the first part). ``fn`` must release the GIL to gain anything, and
+    the parts must write to disjoint outputs."""
+    parts = [(int(bounds[i]), int(bounds[i + 1])) for i in range(bounds.shape[0] - 1)]
+    if len(parts) == 1:
+        fn(*parts[0])
         return
-    serial(*args)
+    futures = [_executor(len(parts) - 1).submit(fn, *part) for part in parts[1:]]
+    try:
+        fn(*parts[0])
+    finally:
+        for future in futures:
+            future.result()
 
-__all__ = ["viterbi", "forward_backward", "log_prob"]
+
+def balanced_cuts(costs: np.ndarray, parts: int) -> np.ndarray:
+    """``[C + 1]`` cuts of a sequence of items into ``C <= parts`` contiguous runs of about
+    equal total cost (every run non-empty)."""
+    n = costs.shape[0]
+    parts = max(1, min(parts, n))
+    ends = np.cumsum(costs, dtype=np.float64)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts, side="left") + 1
+    return np.unique(np.concatenate([[0], np.minimum(cuts, n), [n]])).astype(np.int64)
+
+
+__all__ = ["viterbi", "forward_backward", "log_prob", "num_threads"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -147,6 +170,10 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
     k = transition.shape[0]
     pred = np.empty(k)
     beta = np.empty(k)
+    # The counts are summed in a buffer of this call's own and added to ``xi`` at the end:
+    # runs in parallel threads writing every step to neighbouring parts of one array would
+    # share cache lines.
+    counts = np.zeros((k, k))
     for r in range(r0, r1):
         s = starts[r]
         e = s + lengths[r]
@@ -205,7 +232,7 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
                 for i in range(k):  # expected transitions (t - 1 -> t), before the scaling
                     f = post[t - 1, i]
                     for j in range(k):
-                        xi[i, j] += f * pred[j]
+                        counts[i, j] += f * pred[j]
                 for i in range(k):  # A w_t
                     acc = 0.0
                     for j in range(k):
@@ -215,29 +242,16 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
                     for i in range(k):
                         if beta[i] < FLUSH:
                             beta[i] = 0.0
+    xi += counts
 
 
-# Two functions, not one compiled twice: numba's disk cache tells functions apart by name
-# and line, not by the ``parallel`` flag.
 @numba.njit(cache=True, nogil=True)
-def _fb_serial(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
-               transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
-               starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
-               flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
-               xi_parts: np.ndarray, ok: np.ndarray) -> None:
+def _fb_runs(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
+             transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
+             starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
+             flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
+             xi_parts: np.ndarray, ok: np.ndarray) -> None:
     for c in range(bounds.shape[0] - 1):  # runs of rows, each with its own counts
-        _forward_backward_range(bounds[c], bounds[c + 1], initial, transition, transition_t,
-                                b_src, index, starts, lengths, backward, keep, flush, block,
-                                min_mass, post, norm, xi_parts[c], ok)
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _fb_parallel(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
-                 transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
-                 starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
-                 flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
-                 xi_parts: np.ndarray, ok: np.ndarray) -> None:
-    for c in numba.prange(bounds.shape[0] - 1):  # as _fb_serial, runs in threads
         _forward_backward_range(bounds[c], bounds[c + 1], initial, transition, transition_t,
                                 b_src, index, starts, lengths, backward, keep, flush, block,
                                 min_mass, post, norm, xi_parts[c], ok)
@@ -252,11 +266,8 @@ def row_chunks(lengths: np.ndarray, max_chunks: int = MAX_CHUNKS) -> np.ndarray:
     """``[C + 1]`` row boundaries cutting the rows into ``C <= max_chunks`` runs of about
     equal numbers of steps, chosen from the lengths alone (not from the number of threads),
     so that the chunked sums are the same whichever threads run them."""
-    n = lengths.shape[0]
-    c = max(1, min(max_chunks, n, int(lengths.sum()) // (PARALLEL_MIN_STEPS // 2) or 1))
-    ends = np.cumsum(lengths)
-    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, c) / c, side="left") + 1
-    return np.unique(np.concatenate([[0], np.minimum(cuts, n), [n]])).astype(np.int64)
+    return balanced_cuts(lengths,
+                         min(max_chunks, int(lengths.sum()) // (PARALLEL_MIN_STEPS // 2)))
 
 
 def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
@@ -288,8 +299,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
             impossible step; their outputs are meaningless and the caller recomputes them.
             The flushing mode needs :data:`probseq.hmm.kernels.MIN_MASS_FLUSH`, for the
             error bound of :mod:`probseq.hmm.kernels`; the plain mode is exact without one.
-        parallel: runs of rows in parallel threads; None: where there are several threads
-            and runs.
+        parallel: runs of rows in parallel threads (:func:`num_threads`); None: where
+            there are several runs.
 
     Returns:
         A dict: ``log_c [M]`` (``log p(x_t | x_<t)`` up to the emission shift), ``ok [N]``,
@@ -310,12 +321,16 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     bounds = row_chunks(lengths)
     xi_parts = np.zeros((bounds.shape[0] - 1, k, k))
     if parallel is None:
-        parallel = bounds.shape[0] > 2 and numba.get_num_threads() > 1
-    _run(_fb_serial, _fb_parallel, parallel, bounds,
-         np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
-         np.ascontiguousarray(b_src), np.ascontiguousarray(index, dtype=np.int64), starts,
-         lengths, bool(backward), bool(keep), bool(flush), int(block), float(min_mass),
-         out["post"], norm, xi_parts, out["ok"])
+        parallel = bounds.shape[0] > 2
+    args = (np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
+            np.ascontiguousarray(b_src), np.ascontiguousarray(index, dtype=np.int64), starts,
+            lengths, bool(backward), bool(keep), bool(flush), int(block), float(min_mass),
+            out["post"], norm)
+
+    def runs(c0: int, c1: int) -> None:
+        _fb_runs(bounds[c0:c1 + 1], *args, xi_parts[c0:c1], out["ok"])
+
+    run_parts(runs, balanced_cuts(np.diff(bounds), num_threads() if parallel else 1))
     xi_parts.sum(0, out=out["xi"])
     out["log_c"] = np.log(norm, out=norm)
     if backward:
@@ -375,38 +390,82 @@ def _log_prob_row(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarr
     return acc + np.log(mass) + shift, True
 
 
+def _log_prob_back(transition: np.ndarray, b_src: np.ndarray, shift_src: np.ndarray,
+                   index: np.ndarray, s: int, lo: int, length: int, block: int,
+                   min_mass: float, beta: np.ndarray, u: np.ndarray) -> tuple[float, bool]:
+    """The backward recursion over steps ``lo..length - 1`` of the row starting at ``s``:
+    leaves ``beta`` holding ``p(x_lo.. | z_(lo-1) = k)`` divided by ``exp(returned value)``
+    with its maximum 1, and returns ``(log scale + shift of those steps, ok)``.
+
+    ``beta_(t-1) = A (b_t * beta_t)``, normalised by its maximum every ``block`` steps and at
+    the end, behind the guard ``max >= min_mass``. The maximum never increases between two
+    normalisations (``A`` stochastic, ``b <= 1``), so in the plain mode of
+    :mod:`probseq.hmm.kernels` (every ``A_ij >= a_min`` with ``a_min**2 b_min >= MIN_MASS``)
+    every product ``A_ij b_j beta_j`` is at least ``MIN_MASS`` times a maximum that is at
+    least ``MIN_MASS``: no subnormal arises, as in the forward loop."""
+    k = transition.shape[0]
+    acc = 0.0
+    shift = 0.0
+    for j in range(k):
+        beta[j] = 1.0
+    n = 0
+    for t in range(length - 1, lo - 1, -1):
+        src = index[s + t]
+        shift += shift_src[src]
+        for j in range(k):
+            u[j] = b_src[src, j] * beta[j]
+        for i in range(k):  # A u as K contiguous dot products with the rows of A
+            dot = 0.0
+            for j in range(k):
+                dot += transition[i, j] * u[j]
+            beta[i] = dot
+        n += 1
+        if n % block == 0 or t == lo:
+            top = 0.0
+            for i in range(k):
+                top = max(top, beta[i])
+            if not (top >= min_mass and top > 0.0):
+                return 0.0, False
+            acc += np.log(top)
+            inv = 1.0 / top
+            for i in range(k):
+                beta[i] *= inv
+    return acc + shift, True
+
+
 _FASTMATH = {"contract", "reassoc", "nsz"}
 _log_prob_row_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_row)
+_log_prob_back_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_log_prob_back)
 
 
 @numba.njit(cache=True, nogil=True)
-def _log_prob_serial(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
-                     shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
-                     lengths: np.ndarray, flush: bool, block: int, min_mass: float,
-                     out: np.ndarray, ok: np.ndarray) -> None:
-    k = transition_t.shape[0]
+def _log_prob_tasks(q0: int, q1: int, initial: np.ndarray, transition: np.ndarray,
+                    transition_t: np.ndarray, b_src: np.ndarray, shift_src: np.ndarray,
+                    index: np.ndarray, starts: np.ndarray, task_row: np.ndarray,
+                    task_lo: np.ndarray, task_hi: np.ndarray, flush: bool, block: int,
+                    min_mass: float, value: np.ndarray, ok: np.ndarray,
+                    vec: np.ndarray) -> None:
+    """Tasks ``q0..q1 - 1`` of :func:`log_prob`: ``task_lo == 0`` is the forward loop over a
+    row's steps ``0..task_hi - 1`` (``vec`` keeps its last unnormalised ``alpha``), else the
+    backward loop over steps ``task_lo..task_hi - 1`` (``vec`` keeps ``beta``)."""
+    k = transition.shape[0]
+    # Work buffers of this call's own (not rows of ``vec``): two threads writing every step
+    # to neighbouring rows of one array would share cache lines.
     v = np.empty(k)
     w = np.empty(k)
-    for r in range(starts.shape[0]):
-        out[r], ok[r] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
-                                          starts[r], lengths[r], flush, block, min_mass, v, w)
+    for q in range(q0, q1):
+        s = starts[task_row[q]]
+        if task_lo[q] == 0:
+            value[q], ok[q] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
+                                                s, task_hi[q], flush, block, min_mass, v, w)
+        else:
+            value[q], ok[q] = _log_prob_back_jit(transition, b_src, shift_src, index, s,
+                                                 task_lo[q], task_hi[q], block, min_mass, v, w)
+        vec[q] = v
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _log_prob_parallel(initial: np.ndarray, transition_t: np.ndarray, b_src: np.ndarray,
-                       shift_src: np.ndarray, index: np.ndarray, starts: np.ndarray,
-                       lengths: np.ndarray, flush: bool, block: int, min_mass: float,
-                       out: np.ndarray, ok: np.ndarray) -> None:
-    k = transition_t.shape[0]
-    for r in numba.prange(starts.shape[0]):  # as _log_prob_serial, rows in threads
-        v = np.empty(k)
-        w = np.empty(k)
-        out[r], ok[r] = _log_prob_row_jit(initial, transition_t, b_src, shift_src, index,
-                                          starts[r], lengths[r], flush, block, min_mass, v, w)
-
-
-#: the fewest real steps, in all, for which rows run in parallel threads (below it the
-#: threads' start costs more than they save).
+#: the fewest real steps for which the work is shared by parallel threads (below it the
+#: threads' start costs more than they save), and the shortest row that is split.
 PARALLEL_MIN_STEPS = 20_000
 
 
@@ -416,7 +475,7 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
              min_mass: float = 0.0, parallel: bool | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """``[N]`` log-likelihoods by the forward recursion normalised once per block, one
-    compiled loop per row (rows in parallel threads where that pays).
+    compiled loop per row, rows in parallel threads where that pays.
 
     The recursion of :func:`probseq.hmm.kernels.forward_log_mass`, row by row: the
     unnormalised ``alpha_t = (alpha_(t-1) A) * b_t`` is normalised every ``block`` steps
@@ -424,6 +483,14 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
     since the mass never increases within a block (``b <= 1``, ``A`` stochastic or, flushed,
     sub-stochastic), that bounds every intermediate mass (the module docstring of
     :mod:`probseq.hmm.kernels`). One logarithm per block, none per step.
+
+    A row of at least :data:`PARALLEL_MIN_STEPS` steps and half the batch's steps (one long
+    sequence) is split in two halves that meet in the middle: the forward loop runs over
+    its first half and the backward loop over its second half, side by side, and
+    ``p(x) = p(x_<m) sum_k p(z_(m-1) = k | x_<m) p(x_>=m | z_(m-1) = k)`` joins them (an
+    exact identity; every term is positive, so the join adds one rounding). That is done in
+    the plain mode only (``flush`` False), where no subnormal can arise on either side, and
+    whatever the number of threads, so that the result depends on the data alone.
 
     Args:
         initial: ``[K]``.
@@ -439,8 +506,10 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
             below :data:`probseq.hmm.kernels.FLUSH` must already be zero).
         block: steps between normalisations.
         min_mass: the guard (:data:`probseq.hmm.kernels.MIN_MASS`, or
-            :data:`probseq.hmm.kernels.MIN_MASS_FLUSH` when flushing).
-        parallel: rows in parallel threads; None decides by the number of rows and steps.
+            :data:`probseq.hmm.kernels.MIN_MASS_FLUSH` when flushing); the halves of a split
+            row take it too, and so does their join.
+        parallel: work shared by parallel threads (:func:`num_threads`); None decides by
+            the number of steps.
 
     Returns:
         ``(log_prob [N], ok [N])``: rows not ``ok`` (a mass below the guard, an impossible
@@ -448,17 +517,45 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
     """
     n = lengths.shape[0]
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
     if parallel is None:
-        parallel = (n > 1 and numba.get_num_threads() > 1
-                    and int(lengths.sum()) >= PARALLEL_MIN_STEPS)
-    out = np.empty(n)
-    ok = np.empty(n, dtype=np.bool_)
-    _run(_log_prob_serial, _log_prob_parallel, parallel,
-         np.ascontiguousarray(initial, dtype=np.float64),
-         np.ascontiguousarray(np.asarray(transition, dtype=np.float64).T),
-         np.ascontiguousarray(b_src, dtype=np.float64),
-         np.ascontiguousarray(shift_src, dtype=np.float64),
-         np.ascontiguousarray(index, dtype=np.int64),
-         np.ascontiguousarray(starts, dtype=np.int64), lengths, bool(flush), int(block),
-         float(min_mass), out, ok)
+        parallel = total >= PARALLEL_MIN_STEPS
+    a = np.ascontiguousarray(transition, dtype=np.float64)
+    k = a.shape[0]
+    split = ((lengths >= PARALLEL_MIN_STEPS) & (2 * lengths >= total) if not flush
+             else np.zeros(n, dtype=bool))
+    # Tasks: one per row, two per split row (its forward half, then its backward half).
+    per_row = 1 + split.astype(np.int64)
+    task_row = np.repeat(np.arange(n, dtype=np.int64), per_row)
+    task_hi = lengths[task_row].copy()
+    task_lo = np.zeros_like(task_hi)
+    first = np.cumsum(per_row) - per_row  # each row's first task
+    middle = (lengths[split] + 1) // 2  # m - 1 forward products against length - m backward
+    task_hi[first[split]] = middle
+    task_lo[first[split] + 1] = middle
+    q = task_row.shape[0]
+    value = np.empty(q)
+    task_ok = np.empty(q, dtype=np.bool_)
+    vec = np.empty((q, k))
+    args = (np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
+            np.ascontiguousarray(b_src, dtype=np.float64),
+            np.ascontiguousarray(shift_src, dtype=np.float64),
+            np.ascontiguousarray(index, dtype=np.int64),
+            np.ascontiguousarray(starts, dtype=np.int64), task_row, task_lo, task_hi,
+            bool(flush), int(block), float(min_mass), value, task_ok, vec)
+
+    def tasks(q0: int, q1: int) -> None:
+        _log_prob_tasks(q0, q1, *args)
+
+    run_parts(tasks, balanced_cuts(task_hi - task_lo, num_threads() if parallel else 1))
+    out = value[first]
+    ok = task_ok[first].copy()
+    if split.any():
+        fwd = first[split]
+        alpha, beta = vec[fwd], vec[fwd + 1]
+        # p(x_>=m | x_<m) = p_(m-1) . beta with p the filtered distribution at m - 1.
+        join = np.einsum("rk,rk->r", alpha, beta) / alpha.sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[split] += value[fwd + 1] + np.log(join)
+        ok[split] &= task_ok[fwd + 1] & (join >= min_mass) & (join > 0)
     return out, ok

@@ -17,6 +17,15 @@ from probseq.data import Sequences
 __all__ = ["Categorical", "Gaussian", "Poisson", "EMISSIONS"]
 
 
+def _gather(values: torch.Tensor, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """``values[rows, steps]``, gathered by NumPy on the CPU: torch's parallel gather leaves
+    OpenMP threads spinning into the compiled recursions that follow (one core lost on a
+    small machine, as in :func:`probseq.data.check_sequences`)."""
+    if values.device.type != "cpu":
+        return values[rows, steps]
+    return torch.from_numpy(values.numpy()[rows.numpy(), steps.numpy()])
+
+
 class Categorical:
     """``x_t | z_t = k ~ Categorical(emission[k])``; parameters ``emission [K, V]``."""
 
@@ -48,7 +57,7 @@ class Categorical:
     @staticmethod
     def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """``[M]`` the symbols at the given (row, step) pairs."""
-        return seqs.values[rows, steps]
+        return _gather(seqs.values, rows, steps)
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -199,7 +208,7 @@ class Gaussian:
     @staticmethod
     def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """``[M, D]`` the observations at the given (row, step) pairs."""
-        return seqs.values3d()[rows, steps]
+        return _gather(seqs.values3d(), rows, steps)
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -331,7 +340,7 @@ class Poisson:
     @staticmethod
     def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """``[M]`` counts (float64) at the given (row, step) pairs."""
-        return seqs.values[rows, steps].to(torch.float64)
+        return _gather(seqs.values, rows, steps).to(torch.float64)
 
     @staticmethod
     def stats(values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:

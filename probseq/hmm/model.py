@@ -25,7 +25,7 @@ import torch
 from probseq import distributed
 from probseq._utils import progress_bar
 from probseq.base import SequenceModel
-from probseq.data import Sequences, check_sequences
+from probseq.data import Sequences, check_sequences, max_symbol
 from probseq.hmm import inference
 from probseq.hmm.emissions import EMISSIONS, imputed_steps, observed_variance
 from probseq.validation import probability_vectors
@@ -656,7 +656,7 @@ class HiddenMarkovModel(SequenceModel):
         if self.emission == "categorical":
             v = self._config_num_symbols
             if v is None:
-                v = int(seqs.values[seqs.mask].max()) + 1
+                v = max_symbol(seqs) + 1
             else:
                 check_sequences(seqs, model=self.name, num_symbols=v)
             self.num_symbols = v
@@ -1013,7 +1013,7 @@ class HiddenMarkovModel(SequenceModel):
                                  dist.Dirichlet(torch.ones(k, k, dtype=f64)).to_event(1))
         params = {"initial": initial, "transition": transition}
         if self.emission == "categorical":
-            v = self.num_symbols or int(seqs.values[seqs.mask].max()) + 1
+            v = self.num_symbols or max_symbol(seqs) + 1
             params["emission"] = pyro.sample(
                 "emission", dist.Dirichlet(torch.ones(k, v, dtype=f64)).to_event(1))
         elif self.emission == "gaussian":
