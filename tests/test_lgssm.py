@@ -79,6 +79,30 @@ def test_log_prob_matches_statsmodels(kind):
     assert model.log_prob(y).item() == pytest.approx(res.llf_obs.sum(), rel=RTOL)
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_scalar_compiled_path_equals_general_filter_and_statsmodels(scale):
+    # One state observed by one value (here an AR(1) plus noise, not a random walk) takes
+    # the compiled loop of probseq.lgssm.compiled; a ragged batch of 13 rows (not a multiple
+    # of its 8 lockstep lanes) must equal the general torch filter row by row, and
+    # statsmodels, at every scale.
+    model = LinearGaussianSSM.from_params(
+        initial_mean=[0.3 * scale], initial_cov=[[2.0 * scale**2]],
+        transition_matrix=[[0.8]], transition_cov=[[0.5 * scale**2]],
+        observation_matrix=[[1.7]], observation_cov=[[0.9 * scale**2]])
+    lengths = [300, 1, 17, 300, 250, 2, 9, 64, 300, 8, 129, 33, 200]
+    rows = [model.sample(1, n, seed=i)[0].numpy() for i, n in enumerate(lengths)]
+    seqs = probseq.Sequences.from_list(rows)
+    with torch.no_grad():  # as log_prob_steps runs (a fit's gradients take the torch filter)
+        assert model._scalar_fast_path(seqs)
+        general = model._log_prob_steps_block(seqs)
+    fast = model.log_prob_steps(seqs)
+    torch.testing.assert_close(fast, general, rtol=1e-12, atol=1e-12 * abs(math.log(scale)))
+    for i in (0, 1, 6):
+        ref = _statsmodels_ssm(model, rows[i]).ssm.filter().llf_obs
+        np.testing.assert_allclose(fast[i, : lengths[i]].numpy(), ref, rtol=RTOL, atol=0)
+        assert (fast[i, lengths[i]:] == 0).all()
+
+
 def test_log_prob_matches_unobserved_components_local_level():
     """statsmodels' own local-level model, with a known (nearly diffuse) initialisation."""
     y = _nile()

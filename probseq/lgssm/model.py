@@ -552,6 +552,8 @@ class LinearGaussianSSM(SequenceModel):
         return tuple(p[k] for k in PARAM_NAMES)
 
     def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        if self._scalar_fast_path(seqs):
+            return self._scalar_log_prob_steps(seqs, exog)
         N, T = seqs.mask.shape
         rows_per_block = max(1, _BLOCK // max(T, 1))
         if N > rows_per_block:
@@ -566,6 +568,29 @@ class LinearGaussianSSM(SequenceModel):
                 out[idx, : sub.max_length] = self._log_prob_steps_block(sub, ex)
             return out
         return self._log_prob_steps_block(seqs, exog)
+
+    def _scalar_fast_path(self, seqs: Sequences) -> bool:
+        """Whether :meth:`_scalar_log_prob_steps` applies: one state observed by one value
+        under a proper prior, no gaps, no gradients."""
+        return (self.state_dim == 1 and seqs.dim is None and not seqs.has_missing
+                and self.initialization != "diffuse" and not torch.is_grad_enabled()
+                and seqs.values.device.type == "cpu")
+
+    def _scalar_log_prob_steps(self, seqs: Sequences,
+                               exog: torch.Tensor | None = None) -> torch.Tensor:
+        """``log_prob_steps`` of a scalar model by the compiled loop of
+        :mod:`probseq.lgssm.compiled` (the covariance recursion once, then one pass per
+        sequence over its mean); equal to :func:`probseq.lgssm.inference.kalman_filter`'s
+        to rounding."""
+        from probseq.lgssm import compiled
+
+        m0, P0, A, Q, C, R = self._matrices()
+        covs = inference.riccati(P0, A, Q, C, R, seqs.max_length)
+        y = self._residual(seqs, exog)[..., 0]
+        out = compiled.scalar_log_prob_steps(
+            y.numpy(), seqs.lengths.numpy(), float(m0[0]), float(A[0, 0]), float(C[0, 0]),
+            covs.gain[:, 0, 0].numpy(), covs.innov_cov[:, 0, 0].numpy())
+        return torch.from_numpy(out)
 
     def _log_prob_steps_block(self, seqs: Sequences,
                               exog: torch.Tensor | None = None) -> torch.Tensor:

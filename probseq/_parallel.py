@@ -1,0 +1,69 @@
+"""Threads for the compiled (numba) loops: a pool of plain threads, each running a serial
+``nogil`` loop over its share of the rows.
+
+numba's own parallel loops (``prange``) were measured erratic on a small machine: on two
+cores its workqueue layer took 5-10 ms for an HMM batch that two plain threads finish in
+4.9 ms every time, and its OpenMP layer leaves spinning threads that slowed later unrelated
+calls tenfold. A loop given to these threads must not write, every step, to memory next to
+another thread's (cache lines shared between cores cost more than the arithmetic): keep
+per-step work buffers local to the call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["num_threads", "run_parts", "balanced_cuts"]
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+_POOL_LOCK = threading.Lock()
+
+
+def num_threads() -> int:
+    """The threads the compiled loops use: numba's configured count (``NUMBA_NUM_THREADS``,
+    by default the CPUs this process may run on)."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The module's pool (made again in a forked child, whose copy has no threads)."""
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_PID != os.getpid() or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probseq")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def run_parts(fn: Callable[[int, int], None], bounds: np.ndarray) -> None:
+    """``fn(bounds[i], bounds[i + 1])`` for every part ``i``, in parallel threads (the
+    calling thread runs the first part). ``fn`` must release the GIL to gain anything, and
+    the parts must write to disjoint outputs."""
+    parts = [(int(bounds[i]), int(bounds[i + 1])) for i in range(bounds.shape[0] - 1)]
+    if len(parts) == 1:
+        fn(*parts[0])
+        return
+    futures = [_executor(len(parts) - 1).submit(fn, *part) for part in parts[1:]]
+    try:
+        fn(*parts[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def balanced_cuts(costs: np.ndarray, parts: int) -> np.ndarray:
+    """``[C + 1]`` cuts of a sequence of items into ``C <= parts`` contiguous runs of about
+    equal total cost (every run non-empty)."""
+    n = costs.shape[0]
+    parts = max(1, min(parts, n))
+    ends = np.cumsum(costs, dtype=np.float64)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts, side="left") + 1
+    return np.unique(np.concatenate([[0], np.minimum(cuts, n), [n]])).astype(np.int64)
