@@ -180,14 +180,10 @@ class MarkovChain(SequenceModel):
     def _fit(self, seqs: Sequences, *, seed: int | None = None, progress: bool | None = None
              ) -> None:
         values = np.ascontiguousarray(seqs.values.numpy())
-        # Padding is stored as 0, so the padded maximum is the largest symbol (one fast pass;
-        # the base's masked version copies the data).
-        observed = int(values.max()) + 1
         v = self._num_symbols_arg
         if v is None:
-            v = observed
-        elif observed > v:
-            check_sequences(seqs, model=self.name, num_symbols=v)  # raises, naming the sequence
+            # Padding is stored as 0, so the padded maximum is the largest symbol.
+            v = int(values.max()) + 1
         counting.check_key_space(v, self.order)
         base = v + 1
         lengths = seqs.lengths.numpy()
@@ -195,8 +191,13 @@ class MarkovChain(SequenceModel):
         if not seqs.has_missing and counting.dense_key_space(space, int(lengths.sum())):
             from probseq.markov.compiled import count_ngrams_dense
 
+            # The compiled count checks every symbol against V as it reads it.
             counted = count_ngrams_dense(values, lengths, self.order, v)
+            if counted is None:
+                check_sequences(seqs, model=self.name, num_symbols=v)  # raises, naming it
         else:
+            if int(values.max()) >= v:
+                check_sequences(seqs, model=self.name, num_symbols=v)
             keys = counting.ngram_keys(values, lengths, self.order, v)
             if seqs.has_missing:
                 keys = keys[_complete_windows(seqs, self.order)]
