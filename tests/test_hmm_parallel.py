@@ -265,3 +265,44 @@ def test_threads_are_remade_in_a_forked_child():
     finally:
         child.join(timeout=60)
     assert got == here.tolist()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_emission_counts_summed_in_the_pass_equal_the_posteriors(monkeypatch, parallel):
+    # EM's categorical statistics are summed by symbol inside the compiled pass; against
+    # the torch per-step posteriors summed over observed steps: a ragged batch with missing
+    # symbols (row V of the table, left out), runs in parallel threads or not, and a row
+    # refused by the pass's guard (alternating symbols under two sticky states that nearly
+    # never emit the other's symbol) whose recomputed posteriors must be counted too.
+    eps = 1e-70  # small enough for the flushing mode, whose guard refuses rows
+    model = HiddenMarkovModel.from_params(
+        initial=[0.5, 0.5], transition=[[1 - eps, eps], [eps, 1 - eps]],
+        emission=[[1 - 1e-30, 1e-30], [1e-30, 1 - 1e-30]])
+    g = np.random.default_rng(4)
+    rows = [np.zeros(6000, dtype=np.int64), np.arange(40) % 2, np.zeros(9000, dtype=np.int64),
+            np.ones(5000, dtype=np.int64), np.zeros(1, dtype=np.int64)]
+    rows = [np.ma.masked_array(x, mask=g.random(x.size) < 0.1) for x in rows]
+    seqs = Sequences.from_list(rows)
+    assert seqs.has_missing
+    original = compiled.forward_backward
+    refused = []
+
+    def spy(*args, **kwargs):
+        kwargs["parallel"] = parallel
+        out = original(*args, **kwargs)
+        assert "by_source" in out
+        refused.append(np.nonzero(~out["ok"])[0].tolist())
+        return out
+
+    monkeypatch.setattr(compiled, "forward_backward", spy)
+    p = model.params
+    stats = model.expected_stats(seqs, p)
+    assert refused == [[1]]
+    ref = inference.hmm_posteriors(p["initial"], p["transition"], model._log_lik(p, seqs),
+                                   seqs.lengths, 0)
+    observed = seqs.observed & seqs.mask
+    onehot = torch.nn.functional.one_hot(seqs.values, 2).to(torch.float64)
+    want = torch.einsum("ntk,ntv->kv", ref["smoothed"] * observed[..., None], onehot)
+    torch.testing.assert_close(stats["emission_counts"], want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
+                               rtol=1e-10, atol=1e-10)

@@ -112,14 +112,16 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
                             starts: np.ndarray, lengths: np.ndarray, backward: bool,
                             keep: bool, flush: bool, block: int, min_mass: float,
                             post: np.ndarray, norm: np.ndarray, xi: np.ndarray,
-                            ok: np.ndarray) -> None:
+                            by_source: np.ndarray, ok: np.ndarray) -> None:
     k = transition.shape[0]
     pred = np.empty(k)
     beta = np.empty(k)
-    # The counts are summed in a buffer of this call's own and added to ``xi`` at the end:
-    # runs in parallel threads writing every step to neighbouring parts of one array would
-    # share cache lines.
+    # The counts are summed in buffers of this call's own and added to ``xi`` (and
+    # ``by_source``) at the end: runs in parallel threads writing every step to neighbouring
+    # parts of one array would share cache lines.
     counts = np.zeros((k, k))
+    sources = np.zeros(by_source.shape)
+    per_source = by_source.shape[0] > 0
     for r in range(r0, r1):
         s = starts[r]
         e = s + lengths[r]
@@ -174,6 +176,9 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
                 pred[j] = b_src[src, j] * beta[j] * inv
             for j in range(k):
                 post[t, j] *= beta[j]
+            if per_source:
+                for j in range(k):
+                    sources[src, j] += post[t, j]
             if t > s:
                 for i in range(k):  # expected transitions (t - 1 -> t), before the scaling
                     f = post[t - 1, i]
@@ -189,6 +194,7 @@ def _forward_backward_range(r0: int, r1: int, initial: np.ndarray, transition: n
                         if beta[i] < FLUSH:
                             beta[i] = 0.0
     xi += counts
+    by_source += sources
 
 
 @numba.njit(cache=True, nogil=True)
@@ -196,11 +202,11 @@ def _fb_runs(bounds: np.ndarray, initial: np.ndarray, transition: np.ndarray,
              transition_t: np.ndarray, b_src: np.ndarray, index: np.ndarray,
              starts: np.ndarray, lengths: np.ndarray, backward: bool, keep: bool,
              flush: bool, block: int, min_mass: float, post: np.ndarray, norm: np.ndarray,
-             xi_parts: np.ndarray, ok: np.ndarray) -> None:
+             xi_parts: np.ndarray, source_parts: np.ndarray, ok: np.ndarray) -> None:
     for c in range(bounds.shape[0] - 1):  # runs of rows, each with its own counts
         _forward_backward_range(bounds[c], bounds[c + 1], initial, transition, transition_t,
                                 b_src, index, starts, lengths, backward, keep, flush, block,
-                                min_mass, post, norm, xi_parts[c], ok)
+                                min_mass, post, norm, xi_parts[c], source_parts[c], ok)
 
 
 #: the most chunks of rows the forward-backward cuts a batch into (each with its own
@@ -219,8 +225,8 @@ def row_chunks(lengths: np.ndarray, max_chunks: int = MAX_CHUNKS) -> np.ndarray:
 def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
                      index: np.ndarray, lengths: np.ndarray, backward: bool = True,
                      keep: bool = True, flush: bool = False, block: int = 16,
-                     min_mass: float = 0.0, parallel: bool | None = None
-                     ) -> dict[str, np.ndarray]:
+                     min_mass: float = 0.0, parallel: bool | None = None,
+                     by_source: bool = False) -> dict[str, np.ndarray]:
     """The scaled forward(-backward) recursion on a ragged batch, normalised every step, one
     compiled loop per row; rows are packed one after the other (``M`` real steps in all).
     Runs of rows (:func:`row_chunks`) go to parallel threads where there are several, each
@@ -247,6 +253,9 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
             error bound of :mod:`probseq.hmm.kernels`; the plain mode is exact without one.
         parallel: runs of rows in parallel threads (:func:`num_threads`); None: where
             there are several runs.
+        by_source: with ``backward``, also sum the smoothed distributions by their entry
+            of ``b_src`` (for a symbol table: the expected emission counts, without a pass
+            over ``post``).
 
     Returns:
         A dict: ``log_c [M]`` (``log p(x_t | x_<t)`` up to the emission shift), ``ok [N]``,
@@ -266,6 +275,8 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
            "xi": np.zeros((k, k))}
     bounds = row_chunks(lengths)
     xi_parts = np.zeros((bounds.shape[0] - 1, k, k))
+    source_parts = np.zeros((bounds.shape[0] - 1,
+                             b_src.shape[0] if backward and by_source else 0, k))
     if parallel is None:
         parallel = bounds.shape[0] > 2
     args = (np.ascontiguousarray(initial, dtype=np.float64), a, np.ascontiguousarray(a.T),
@@ -274,10 +285,12 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
             out["post"], norm)
 
     def runs(c0: int, c1: int) -> None:
-        _fb_runs(bounds[c0:c1 + 1], *args, xi_parts[c0:c1], out["ok"])
+        _fb_runs(bounds[c0:c1 + 1], *args, xi_parts[c0:c1], source_parts[c0:c1], out["ok"])
 
     run_parts(runs, balanced_cuts(np.diff(bounds), num_threads() if parallel else 1))
     xi_parts.sum(0, out=out["xi"])
+    if backward and by_source:
+        out["by_source"] = source_parts.sum(0)
     out["log_c"] = np.log(norm, out=norm)
     if backward:
         out["xi"] *= a

@@ -724,13 +724,14 @@ def _use_compiled(lengths: np.ndarray, k: int) -> bool:
 
 
 def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
-                   backward: bool, keep: bool = True
+                   backward: bool, keep: bool = True, by_source: bool = False
                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """:func:`probseq.hmm.compiled.forward_backward` on the real steps of ``scaled``, in
     the flushing mode where the parameters need it (:func:`probseq.hmm.kernels.needs_flush`).
 
     Returns:
-        ``(res, step_lp, seq, pos)``: the kernel's dict, ``step_lp [M]`` the per-step
+        ``(res, step_lp, seq, pos)``: the kernel's dict (with ``by_source`` also ``index
+        [M]``, the source entry of each packed step), ``step_lp [M]`` the per-step
         ``log p(x_t | x_<t)`` (meaningless in rows that are not ``res["ok"]``), and the
         sequence and step of each packed entry.
     """
@@ -743,7 +744,10 @@ def _compiled_pass(initial: torch.Tensor, transition: torch.Tensor, scaled: Scal
         init, a, b_src = (np.where(x < kernels.FLUSH, 0.0, x) for x in (init, a, b_src))
     res = compiled.forward_backward(init, a, b_src, index, scaled.lengths, backward=backward,
                                     keep=keep, flush=flush, block=kernels.BLOCK,
-                                    min_mass=kernels.MIN_MASS_FLUSH if flush else 0.0)
+                                    min_mass=kernels.MIN_MASS_FLUSH if flush else 0.0,
+                                    by_source=by_source)
+    if by_source:
+        res["index"] = index
     return res, res["log_c"] + m_src[index], seq, pos
 
 
@@ -806,7 +810,8 @@ def _log_lik_of(b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled: Scaled,
                          backward: bool = True, filtered: bool = True,
                          chunk_size: int | None = None,
-                         time_major: bool = False) -> dict[str, torch.Tensor]:
+                         time_major: bool = False,
+                         by_source: bool = False) -> dict[str, torch.Tensor]:
     """The forward (and backward) pass, one compiled loop per sequence
     (:func:`probseq.hmm.compiled.forward_backward`): a ragged batch costs its real steps, a
     long sequence no more per step than a batch.
@@ -831,6 +836,9 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
             int64 tensors saying which step of which sequence each entry is, instead of
             ``smoothed [N, T_max, K]`` and ``steps``: what summing sufficient statistics
             needs, without padding.
+        by_source: with ``backward`` and a symbol table, also ``by_source [V + 1, K]``:
+            the smoothed distributions summed by symbol (row V: missing symbols), the
+            expected emission counts summed inside the compiled pass.
 
     Returns:
         ``log_prob [N]``, ``steps [N, T_max]`` (0 at padding), with ``filtered`` also
@@ -841,8 +849,9 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
     lengths = scaled.lengths
     n = lengths.shape[0]
     t_max = int(lengths.max())
+    by_source = by_source and backward and scaled.table is not None
     res, step_lp, seq, pos = _compiled_pass(initial, transition, scaled, backward,
-                                            keep=backward or filtered)
+                                            keep=backward or filtered, by_source=by_source)
     key = "smoothed" if backward else "filtered" if filtered else None
     post = res.get("post")
     starts = np.zeros(n, dtype=np.int64)
@@ -875,6 +884,12 @@ def hmm_forward_backward(initial: torch.Tensor, transition: torch.Tensor, scaled
             init_counts = init_counts + slow["initial_counts"].numpy()
         out["transition_counts"] = torch.from_numpy(xi)
         out["initial_counts"] = torch.from_numpy(init_counts)
+    if by_source:
+        sources = res["by_source"]
+        for r in bad:  # refused rows: their recomputed marginals, by symbol
+            here = slice(starts[r], starts[r] + lengths[r])
+            np.add.at(sources, res["index"][here], post[here])
+        out["by_source"] = torch.from_numpy(sources)
     return out
 
 

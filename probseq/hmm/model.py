@@ -498,13 +498,19 @@ class HiddenMarkovModel(SequenceModel):
         """
         post = inference.hmm_forward_backward(params["initial"], params["transition"],
                                               self._scaled(params, seqs, states),
-                                              chunk_size=self.chunk_size, time_major=True)
+                                              chunk_size=self.chunk_size, time_major=True,
+                                              by_source=self.emission == "categorical")
         stats = {
             "log_lik": post["log_prob"].sum(),
             "num_sequences": torch.tensor(float(len(seqs)), dtype=torch.float64),
             "initial_counts": post["initial_counts"],
             "transition_counts": post["transition_counts"],
         }
+        if "by_source" in post:
+            # Summed by symbol inside the compiled pass; row V (missing symbols) left out.
+            v = params["emission"].shape[1]
+            stats["emission_counts"] = post["by_source"][:v].T.contiguous()
+            return stats
         weights = post["weights"]  # [M, K] packed: entry i is step steps[i] of rows[i]
         rows, steps = post["index"]
         if seqs.has_missing and self.emission == "gaussian":
