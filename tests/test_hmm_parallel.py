@@ -306,3 +306,19 @@ def test_emission_counts_summed_in_the_pass_equal_the_posteriors(monkeypatch, pa
     torch.testing.assert_close(stats["emission_counts"], want, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(stats["transition_counts"], ref["transition_counts"],
                                rtol=1e-10, atol=1e-10)
+
+
+def test_viterbi_rows_in_parallel_threads_equal_one_thread(monkeypatch):
+    # Rows in threads (a batch above PARALLEL_MIN_STEPS): each row is the same sequential
+    # loop, so paths and scores equal the one-thread run exactly.
+    model = _model(5, 6, seed=40, sticky=3.0)
+    seqs = _ragged(6, [9000, 3, 700, 12000, 1, 4000], seed=41)
+    p = model.params
+    args = (np.log(p["initial"].numpy()), np.log(p["transition"].numpy()),
+            model._log_lik(p, seqs).numpy(), seqs.lengths.numpy())
+    paths, best = compiled.viterbi(*args)
+    monkeypatch.setattr(compiled, "num_threads", lambda: 1)
+    one_paths, one_best = compiled.viterbi(*args)
+    np.testing.assert_array_equal(paths, one_paths)
+    np.testing.assert_array_equal(best, one_best)
+    np.testing.assert_array_equal(model.most_likely_states(seqs).numpy(), paths)

@@ -66,12 +66,13 @@ def _matvec(m: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _viterbi_rows(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
-                  lengths: np.ndarray, paths: np.ndarray, best: np.ndarray) -> None:
-    n_rows, t_max, k = log_lik.shape
+def _viterbi_rows(r0: int, r1: int, log_initial: np.ndarray, log_transition: np.ndarray,
+                  log_lik: np.ndarray, lengths: np.ndarray, paths: np.ndarray,
+                  best: np.ndarray) -> None:
+    _, t_max, k = log_lik.shape
     delta = np.empty((t_max, k))
     new = np.empty(k)
-    for r in range(n_rows):
+    for r in range(r0, r1):
         length = lengths[r]
         for j in range(k):
             delta[0, j] = log_initial[j] + log_lik[r, 0, j]
@@ -112,7 +113,8 @@ def _viterbi_rows(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: 
 
 def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.ndarray,
             lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Max-product on a ragged batch (log space), one compiled loop per row.
+    """Max-product on a ragged batch (log space), one compiled loop per row, rows in
+    parallel threads where there are many steps.
 
     Args:
         log_initial: ``[K]``.
@@ -129,10 +131,16 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
     n_rows, t_max, _ = log_lik.shape
     paths = np.empty((n_rows, t_max), dtype=np.int64)
     best = np.empty(n_rows)
-    _viterbi_rows(np.ascontiguousarray(log_initial, dtype=np.float64),
-                  np.ascontiguousarray(log_transition, dtype=np.float64),
-                  np.ascontiguousarray(log_lik, dtype=np.float64),
-                  np.ascontiguousarray(lengths, dtype=np.int64), paths, best)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    args = (np.ascontiguousarray(log_initial, dtype=np.float64),
+            np.ascontiguousarray(log_transition, dtype=np.float64),
+            np.ascontiguousarray(log_lik, dtype=np.float64), lengths, paths, best)
+
+    def rows(r0: int, r1: int) -> None:
+        _viterbi_rows(r0, r1, *args)
+
+    threads = num_threads() if lengths.sum() >= PARALLEL_MIN_STEPS else 1
+    run_parts(rows, balanced_cuts(lengths, threads))
     return paths, best
 
 
