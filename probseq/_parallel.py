@@ -27,10 +27,14 @@ _POOL_LOCK = threading.Lock()
 
 def num_threads() -> int:
     """The threads the compiled loops use: numba's configured count (``NUMBA_NUM_THREADS``,
-    by default the CPUs this process may run on)."""
-    import numba
-
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    by default the CPUs this process may run on), read without importing numba."""
+    value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if value:
+        return max(1, int(value))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

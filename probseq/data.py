@@ -131,7 +131,8 @@ def _pandas_to_numpy(x: Any) -> np.ndarray:
     return x.to_numpy()
 
 
-def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
+def _check_one(arr: np.ndarray, index: int, symbols: bool, sign: bool = True) -> None:
+    """Checks of one sequence (``sign`` False: its symbols' sign is checked elsewhere)."""
     if arr.ndim == 0:
         raise ValueError(f"sequence {index} is a scalar, not a sequence")
     if arr.ndim > 2:
@@ -156,7 +157,7 @@ def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
                 f"sequence {index} is a 2-D integer array {tuple(arr.shape)}; symbol sequences "
                 "are 1-D (for multivariate real data pass floats)"
             )
-        if arr.size and arr.min() < 0:
+        if sign and arr.size and arr.min() < 0:
             step = int(np.argmax(arr < 0))
             raise ValueError(
                 f"sequence {index} contains a negative symbol {int(arr[step])} at step {step}; "
@@ -168,6 +169,36 @@ def _check_one(arr: np.ndarray, index: int, symbols: bool) -> None:
                 f"sequence {index} contains symbol {int(arr[step])} at step {step}, too large "
                 "for a symbol index (symbols are 0..V-1)"
             )
+
+
+#: the fewest values from which :meth:`Sequences.from_list` copies by parallel threads.
+_PARALLEL_FILL = 1 << 22
+_FILL_CHUNK = 1 << 18
+
+
+def _fill(values: np.ndarray, arrays: list[np.ndarray], sign: bool) -> int | None:
+    """``values[i, :T_i] = arrays[i]`` in chunks shared by parallel threads (NumPy releases
+    the GIL while it copies; one core alone does not reach the memory's bandwidth), with
+    each chunk's minimum taken while it is in cache when ``sign``. Returns the first
+    sequence holding a negative value, or None."""
+    from probseq._parallel import balanced_cuts, num_threads, run_parts
+
+    pieces = [(i, lo, min(lo + _FILL_CHUNK, a.shape[0]))
+              for i, a in enumerate(arrays) for lo in range(0, a.shape[0], _FILL_CHUNK)]
+    lowest = np.zeros(len(pieces))
+
+    def copy(p0: int, p1: int) -> None:
+        for p in range(p0, p1):
+            i, lo, hi = pieces[p]
+            part = arrays[i][lo:hi]
+            if sign:
+                lowest[p] = part.min()
+            values[i, lo:hi] = part
+
+    sizes = np.array([hi - lo for _, lo, hi in pieces], dtype=np.float64)
+    run_parts(copy, balanced_cuts(sizes, num_threads()))
+    bad = np.nonzero(lowest < 0)[0]
+    return pieces[bad[0]][0] if bad.size else None
 
 
 class Sequences:
@@ -283,8 +314,10 @@ class Sequences:
         is_float = [a.dtype.kind == "f" for a in arrays]
         if kind is None:
             kind = "continuous" if any(is_float) else "discrete"
+        # Large inputs are copied (and their symbols' sign checked) by parallel threads.
+        large = sum(a.size for a in arrays) >= _PARALLEL_FILL
         for i, a in enumerate(arrays):
-            _check_one(a, i, symbols=kind != "continuous")
+            _check_one(a, i, symbols=kind != "continuous", sign=not large)
         if kind in ("discrete", "count"):
             for i, f in enumerate(is_float):
                 if f:
@@ -316,8 +349,13 @@ class Sequences:
         else:
             shape = (len(arrays), t_max)
             values = np.zeros(shape, dtype=np.int64)
-        for i, a in enumerate(arrays):
-            values[i, : a.shape[0]] = a
+        if large:
+            negative = _fill(values, arrays, sign=kind != "continuous")
+            if negative is not None:
+                _check_one(arrays[negative], negative, symbols=True)  # raises, naming it
+        else:
+            for i, a in enumerate(arrays):
+                values[i, : a.shape[0]] = a
         observed = None
         if any(g is not None for g in gaps):
             observed = np.zeros(shape, dtype=bool)

@@ -268,3 +268,30 @@ def test_to_list_and_with_gaps_give_missing_values_back():
     assert isinstance(m, np.ma.MaskedArray) and m.mask.tolist() == [False, True, False]
     again = Sequences.from_list(sym.to_list())
     assert again == sym
+
+
+def test_large_inputs_are_copied_in_parallel_and_checked(monkeypatch):
+    # Inputs from _PARALLEL_FILL values on are copied in chunks by parallel threads, each
+    # chunk's minimum checked: the same padded batch as the serial copy, the caller's arrays
+    # untouched, and a negative symbol in a late chunk of a later sequence still named.
+    from probseq import data
+
+    monkeypatch.setattr(data, "_PARALLEL_FILL", 1000)
+    monkeypatch.setattr(data, "_FILL_CHUNK", 97)
+    g = np.random.default_rng(3)
+    rows = [g.integers(0, 9, n) for n in (700, 1, 1500, 333)]
+    kept = [r.copy() for r in rows]
+    big = Sequences.from_list(rows)
+    monkeypatch.setattr(data, "_PARALLEL_FILL", 10**12)
+    small = Sequences.from_list(rows)
+    assert torch.equal(big.values, small.values) and torch.equal(big.lengths, small.lengths)
+    for r, k in zip(rows, kept, strict=True):
+        np.testing.assert_array_equal(r, k)
+    reals = [g.normal(size=n) for n in (900, 1200)]
+    monkeypatch.setattr(data, "_PARALLEL_FILL", 1000)
+    got = Sequences.from_list(reals)
+    for i, r in enumerate(reals):
+        np.testing.assert_array_equal(got.values[i, : r.size].numpy(), r)
+    rows[2][1400] = -4
+    with pytest.raises(ValueError, match="sequence 2 contains a negative symbol -4 at step 1400"):
+        Sequences.from_list(rows)
