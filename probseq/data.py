@@ -343,19 +343,19 @@ class Sequences:
                     )
         lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
         t_max = int(lengths.max())
-        if kind == "continuous":
-            shape = (len(arrays), t_max) + arrays[0].shape[1:]
-            values = np.zeros(shape, dtype=np.float64)
+        dtype = np.float64 if kind == "continuous" else np.int64
+        shape = (len(arrays), t_max) + (arrays[0].shape[1:] if kind == "continuous" else ())
+        if len(arrays) == 1 and not large:  # no padding: one copy, no zeros first
+            values = np.array(arrays[0], dtype=dtype)[None]
         else:
-            shape = (len(arrays), t_max)
-            values = np.zeros(shape, dtype=np.int64)
-        if large:
-            negative = _fill(values, arrays, sign=kind != "continuous")
-            if negative is not None:
-                _check_one(arrays[negative], negative, symbols=True)  # raises, naming it
-        else:
-            for i, a in enumerate(arrays):
-                values[i, : a.shape[0]] = a
+            values = np.zeros(shape, dtype=dtype)
+            if large:
+                negative = _fill(values, arrays, sign=kind != "continuous")
+                if negative is not None:
+                    _check_one(arrays[negative], negative, symbols=True)  # raises, naming it
+            else:
+                for i, a in enumerate(arrays):
+                    values[i, : a.shape[0]] = a
         observed = None
         if any(g is not None for g in gaps):
             observed = np.zeros(shape, dtype=bool)
@@ -735,7 +735,7 @@ def check_sequences(
         # speed of the HMM's parallel forward pass). Padding holds 0 (a valid symbol), so
         # the mask is needed only to report the place.
         values = seqs.values
-        big = ((values.numpy() >= num_symbols).any() if values.device.type == "cpu"
+        big = ((values.numpy().max() >= num_symbols) if values.device.type == "cpu"
                else (values >= num_symbols).any())
         if bool(big) and (
                 too_big := (seqs.values >= num_symbols) & seqs.mask).any():

@@ -47,12 +47,13 @@ class Categorical:
     def scaled_table(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b [V, K], m [V])``: per symbol, the emission probabilities divided by their
         largest over states, and the log of that largest (0 where no state emits it)."""
-        e = params["emission"]  # [K, V]
-        top = e.amax(0)  # [V]
-        ok = top > 0
-        b = (e / torch.where(ok, top, torch.ones((), dtype=top.dtype))).T.contiguous()
-        m = torch.log(torch.where(ok, top, torch.ones((), dtype=top.dtype)))
-        return b, m
+        # In NumPy: a handful of torch calls on these small arrays cost more than the
+        # arithmetic (the NumPy kernels read the table as NumPy arrays anyway).
+        e = params["emission"].detach().cpu().numpy()  # [K, V]
+        top = e.max(0)  # [V]
+        safe = np.where(top > 0, top, 1.0)
+        b = np.ascontiguousarray((e / safe).T)
+        return torch.from_numpy(b), torch.from_numpy(np.log(safe))
 
     @staticmethod
     def values(seqs: Sequences, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
