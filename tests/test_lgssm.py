@@ -97,6 +97,13 @@ def test_scalar_compiled_path_equals_general_filter_and_statsmodels(scale):
         general = model._log_prob_steps_block(seqs)
     fast = model.log_prob_steps(seqs)
     torch.testing.assert_close(fast, general, rtol=1e-12, atol=1e-12 * abs(math.log(scale)))
+    # log_prob takes the loop's own totals (no steps array): the steps' sums; a row alone
+    # (outside its lockstep group) gives the same bits.
+    total = model.log_prob(seqs)
+    torch.testing.assert_close(total, general.sum(-1), rtol=1e-12,
+                               atol=1e-12 * abs(math.log(scale)))
+    for i in (0, 1, 6, 12):
+        assert model.log_prob(rows[i]).item() == total[i].item()
     for i in (0, 1, 6):
         ref = _statsmodels_ssm(model, rows[i]).ssm.filter().llf_obs
         np.testing.assert_allclose(fast[i, : lengths[i]].numpy(), ref, rtol=RTOL, atol=0)

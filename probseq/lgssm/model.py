@@ -551,9 +551,14 @@ class LinearGaussianSSM(SequenceModel):
         p = self._params if params is None else params
         return tuple(p[k] for k in PARAM_NAMES)
 
+    def _log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
+        if self._scalar_fast_path(seqs):
+            return self._scalar_log_prob(seqs, exog, steps=False)[0]
+        return self._log_prob_steps(seqs, exog).sum(-1)
+
     def _log_prob_steps(self, seqs: Sequences, exog: torch.Tensor | None = None) -> torch.Tensor:
         if self._scalar_fast_path(seqs):
-            return self._scalar_log_prob_steps(seqs, exog)
+            return self._scalar_log_prob(seqs, exog)[1]
         N, T = seqs.mask.shape
         rows_per_block = max(1, _BLOCK // max(T, 1))
         if N > rows_per_block:
@@ -572,25 +577,34 @@ class LinearGaussianSSM(SequenceModel):
     def _scalar_fast_path(self, seqs: Sequences) -> bool:
         """Whether :meth:`_scalar_log_prob_steps` applies: one state observed by one value
         under a proper prior, no gaps, no gradients."""
-        return (self.state_dim == 1 and seqs.dim is None and not seqs.has_missing
+        return (self.state_dim == 1 and seqs.dim in (None, 1) and not seqs.has_missing
                 and self.initialization != "diffuse" and not torch.is_grad_enabled()
                 and seqs.values.device.type == "cpu")
 
-    def _scalar_log_prob_steps(self, seqs: Sequences,
-                               exog: torch.Tensor | None = None) -> torch.Tensor:
-        """``log_prob_steps`` of a scalar model by the compiled loop of
-        :mod:`probseq.lgssm.compiled` (the covariance recursion once, then one pass per
-        sequence over its mean); equal to :func:`probseq.lgssm.inference.kalman_filter`'s
-        to rounding."""
+    def _scalar_log_prob(self, seqs: Sequences, exog: torch.Tensor | None = None,
+                         steps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(log_prob [N], log_prob_steps [N, T_max] or None)`` of a scalar model by the
+        compiled loop of :mod:`probseq.lgssm.compiled` (the covariance recursion once, then
+        one pass per sequence over its mean); equal to
+        :func:`probseq.lgssm.inference.kalman_filter`'s to rounding."""
         from probseq.lgssm import compiled
 
         m0, P0, A, Q, C, R = self._matrices()
-        covs = inference.riccati(P0, A, Q, C, R, seqs.max_length)
+        # The covariance recursion depends on the parameters' values and the length only:
+        # kept for the next call with the same ones (its Python loop is most of the fixed
+        # cost of a call).
+        key = (*(float(x.reshape(-1)[0]) for x in (P0, A, Q, C, R)), seqs.max_length)
+        cached = self.__dict__.get("_scalar_covs")
+        if cached is None or cached[0] != key:
+            covs = inference.riccati(P0, A, Q, C, R, seqs.max_length)
+            cached = (key, covs.gain[:, 0, 0].numpy().copy(),
+                      covs.innov_cov[:, 0, 0].numpy().copy())
+            self._scalar_covs = cached
         y = self._residual(seqs, exog)[..., 0]
-        out = compiled.scalar_log_prob_steps(
+        total, out = compiled.scalar_log_prob(
             y.numpy(), seqs.lengths.numpy(), float(m0[0]), float(A[0, 0]), float(C[0, 0]),
-            covs.gain[:, 0, 0].numpy(), covs.innov_cov[:, 0, 0].numpy())
-        return torch.from_numpy(out)
+            cached[1], cached[2], steps=steps)
+        return torch.from_numpy(total), (None if out is None else torch.from_numpy(out))
 
     def _log_prob_steps_block(self, seqs: Sequences,
                               exog: torch.Tensor | None = None) -> torch.Tensor:
