@@ -108,6 +108,13 @@ def test_scalar_compiled_path_equals_general_filter_and_statsmodels(scale):
         ref = _statsmodels_ssm(model, rows[i]).ssm.filter().llf_obs
         np.testing.assert_allclose(fast[i, : lengths[i]].numpy(), ref, rtol=RTOL, atol=0)
         assert (fast[i, lengths[i]:] == 0).all()
+    # The covariance recursion kept between calls follows the parameters' values.
+    model._params["observation_cov"].mul_(2.0)
+    with torch.no_grad():
+        changed = model._log_prob_steps_block(seqs).sum(-1)
+    assert not torch.allclose(changed, total)
+    torch.testing.assert_close(model.log_prob(seqs), changed, rtol=1e-12,
+                               atol=1e-12 * abs(math.log(scale)))
 
 
 def test_log_prob_matches_unobserved_components_local_level():
