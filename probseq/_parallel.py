@@ -11,6 +11,7 @@ per-step work buffers local to the call.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -20,6 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["num_threads", "run_parts", "balanced_cuts"]
+
+#: parts per thread that callers cut the work into, for :func:`run_parts` to balance.
+PARTS_PER_THREAD = 4
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
@@ -50,19 +54,30 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def run_parts(fn: Callable[[int, int], None], bounds: np.ndarray) -> None:
-    """``fn(bounds[i], bounds[i + 1])`` for every part ``i``, in parallel threads (the
-    calling thread runs the first part). ``fn`` must release the GIL to gain anything, and
-    the parts must write to disjoint outputs."""
-    parts = [(int(bounds[i]), int(bounds[i + 1])) for i in range(bounds.shape[0] - 1)]
-    if len(parts) == 1:
-        fn(*parts[0])
+def run_parts(fn: Callable[[int, int], None], bounds: np.ndarray,
+              threads: int | None = None) -> None:
+    """``fn(bounds[i], bounds[i + 1])`` for every part ``i``, by up to ``threads`` threads
+    (default :func:`num_threads`; the calling thread is one of them) that claim the parts
+    in order as they become free: a thread that starts late (a sleeping core wakes in
+    tenths of a millisecond) or runs slowly takes fewer parts. ``fn`` must release the GIL
+    to gain anything, and the parts must write to disjoint outputs (then the result does
+    not depend on which thread ran which part)."""
+    n = bounds.shape[0] - 1
+    threads = min(n, num_threads() if threads is None else threads)
+    claim = itertools.count()  # next() on it is atomic under the GIL
+
+    def work() -> None:
+        while (i := next(claim)) < n:
+            fn(int(bounds[i]), int(bounds[i + 1]))
+
+    if threads <= 1:
+        work()
         return
-    futures = [_executor(len(parts) - 1).submit(fn, *part) for part in parts[1:]]
+    futures = [_executor(threads - 1).submit(work) for _ in range(threads - 1)]
     try:
-        fn(*parts[0])
+        work()
     finally:
-        # The other parts end about when this one does: poll for a moment (yielding the
+        # The other threads end about when this one does: poll for a moment (yielding the
         # GIL, keeping this core awake) before blocking, so that a sleeping core's wake-up
         # is not paid at the end of every call.
         until = time.perf_counter() + _POLL_S

@@ -181,7 +181,7 @@ def _fill(values: np.ndarray, arrays: list[np.ndarray], sign: bool) -> int | Non
     the GIL while it copies; one core alone does not reach the memory's bandwidth), with
     each chunk's minimum taken while it is in cache when ``sign``. Returns the first
     sequence holding a negative value, or None."""
-    from probseq._parallel import balanced_cuts, num_threads, run_parts
+    from probseq._parallel import PARTS_PER_THREAD, balanced_cuts, num_threads, run_parts
 
     pieces = [(i, lo, min(lo + _FILL_CHUNK, a.shape[0]))
               for i, a in enumerate(arrays) for lo in range(0, a.shape[0], _FILL_CHUNK)]
@@ -196,7 +196,7 @@ def _fill(values: np.ndarray, arrays: list[np.ndarray], sign: bool) -> int | Non
             values[i, lo:hi] = part
 
     sizes = np.array([hi - lo for _, lo, hi in pieces], dtype=np.float64)
-    run_parts(copy, balanced_cuts(sizes, num_threads()))
+    run_parts(copy, balanced_cuts(sizes, PARTS_PER_THREAD * num_threads()))
     bad = np.nonzero(lowest < 0)[0]
     return pieces[bad[0]][0] if bad.size else None
 

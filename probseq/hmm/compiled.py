@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from probseq._parallel import balanced_cuts, num_threads, run_parts
+from probseq._parallel import PARTS_PER_THREAD, balanced_cuts, num_threads, run_parts
 from probseq.hmm.kernels import FLUSH
 
 __all__ = ["viterbi", "forward_backward", "log_prob", "num_threads"]
@@ -140,7 +140,7 @@ def viterbi(log_initial: np.ndarray, log_transition: np.ndarray, log_lik: np.nda
         _viterbi_rows(r0, r1, *args)
 
     threads = num_threads() if lengths.sum() >= PARALLEL_MIN_STEPS else 1
-    run_parts(rows, balanced_cuts(lengths, threads))
+    run_parts(rows, balanced_cuts(lengths, PARTS_PER_THREAD * threads), threads)
     return paths, best
 
 
@@ -317,8 +317,7 @@ def forward_backward(initial: np.ndarray, transition: np.ndarray, b_src: np.ndar
     def runs(c0: int, c1: int) -> None:
         _fb_runs(bounds[c0:c1 + 1], *args, xi_parts[c0:c1], source_parts[c0:c1], out["ok"])
 
-    steps = np.add.reduceat(lengths, bounds[:-1])  # each run's steps: its cost
-    run_parts(runs, balanced_cuts(steps, num_threads() if parallel else 1))
+    run_parts(runs, np.arange(bounds.shape[0]), num_threads() if parallel else 1)
     xi_parts.sum(0, out=out["xi"])
     if backward and by_source:
         out["by_source"] = source_parts.sum(0)
@@ -654,7 +653,8 @@ def log_prob(initial: np.ndarray, transition: np.ndarray, b_src: np.ndarray,
     def run(g0: int, g1: int) -> None:
         _log_prob_groups(g0, g1, *args)
 
-    run_parts(run, balanced_cuts(cost, num_threads() if parallel else 1))
+    threads = num_threads() if parallel else 1
+    run_parts(run, balanced_cuts(cost, PARTS_PER_THREAD * threads), threads)
     out = np.empty(n)
     ok = np.empty(n, dtype=bool)
     out[whole] = value[fwd.shape[0] * 2:]

@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from probseq._parallel import balanced_cuts, num_threads, run_parts
+from probseq._parallel import PARTS_PER_THREAD, balanced_cuts, num_threads, run_parts
 
 __all__ = ["scalar_log_prob"]
 
@@ -115,6 +115,6 @@ def scalar_log_prob(y: np.ndarray, lengths: np.ndarray, initial_mean: float, a: 
     threads = num_threads() if lengths.sum() >= PARALLEL_MIN_VALUES else 1
     # Cuts at multiples of the lockstep group, by steps.
     groups = np.add.reduceat(lengths, np.arange(0, lengths.shape[0], _LANES))
-    cuts = balanced_cuts(groups, threads) * _LANES
-    run_parts(rows, np.minimum(cuts, lengths.shape[0]))
+    cuts = balanced_cuts(groups, PARTS_PER_THREAD * threads) * _LANES
+    run_parts(rows, np.minimum(cuts, lengths.shape[0]), threads)
     return total, (out if steps else None)

@@ -123,7 +123,7 @@ def count_ngrams_dense(values: np.ndarray, lengths: np.ndarray, order: int, num_
         for p in range(p0, p1):
             bad[p] = _count(values, *segments[p], order, base, tables[p])
 
-    run_parts(count, np.arange(len(segments) + 1))
+    run_parts(count, np.arange(len(segments) + 1), len(segments))
     if (bad >= 0).any():
         return None
     counts = tables[0] if len(segments) == 1 else tables.sum(0)
