@@ -13,6 +13,15 @@ batch. The max-product recursion (:func:`viterbi`) and the forward-backward recu
 (:func:`forward_backward`) are the same recursions as the torch references of
 :mod:`probseq.hmm.inference`, which the tests compare them with.
 
+Threads and latency. Rows, runs of rows, and the two halves of one long sequence (see
+:func:`log_prob`) go to the threads of :mod:`probseq._parallel`, each running a loop here
+that releases the GIL. Within a thread, one recursion waits on the latency of its own dot
+products every step; the log-likelihood therefore runs four rows of similar length in
+lockstep, and every matrix-vector product computes four outputs at a time
+(:func:`_matvec`). How the work is cut depends on the lengths only, never on the number of
+threads, so a result does not depend on the machine; a row's last bits can depend on the
+rows it is grouped with (a lockstep group sums in another order than a lone row).
+
 Floating point: ``fastmath`` is limited to contraction and reassociation of sums (the
 rounding of a dot product may differ from a sequential sum); infinities and NaN keep their
 IEEE meaning, which the recursions need (``-inf`` for impossible moves).
@@ -32,15 +41,15 @@ import numpy as np
 from probseq._parallel import PARTS_PER_THREAD, balanced_cuts, num_threads, run_parts
 from probseq.hmm.kernels import FLUSH
 
-__all__ = ["viterbi", "forward_backward", "log_prob", "num_threads"]
+__all__ = ["viterbi", "forward_backward", "log_prob"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "nsz"}, inline="always")
 def _matvec(m: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """``out = m @ x`` as contiguous dot products with the rows of ``m`` (vectorised
     reductions), four rows at a time: the four share each load of ``x`` and their sums
-    overlap (measured 25-30% faster than one row at a time at K = 16). Inlined into its callers
-    (numba's ``inline="always"``: another 10-15%)."""
+    overlap (measured 25-30% faster than one row at a time at K = 16). Inlined into its
+    callers (numba's ``inline="always"``: another 10-15%)."""
     k = m.shape[0]
     k4 = k - k % 4
     for j in range(0, k4, 4):
