@@ -116,9 +116,11 @@ def recurrent_train(ctx: Context) -> None:
             [Peer("plain torch loop", theirs, goal=0.8, goal_ids=_TRAIN_GOALS.get(cell, ()),
                   note="model and optimiser built inside the timing on both sides")],
             work=tokens, unit="tokens")
-        # Different initial weights: only a sanity check that both did comparable training.
-        ctx.check_close(f"{cell}: training loss per token after the epoch (sanity, 10%)",
-                        losses["probseq"], losses["plain"], rtol=0.1)
+        # Different initial weights: only a sanity check that both did comparable training
+        # (the regression guard runs probseq's side only).
+        if "plain" in losses:
+            ctx.check_close(f"{cell}: training loss per token after the epoch (sanity, 10%)",
+                            losses["probseq"], losses["plain"], rtol=0.1)
 
 
 def briefly_fitted(cell: str, sizes: dict[str, int]) -> Any:
