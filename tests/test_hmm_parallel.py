@@ -43,17 +43,23 @@ def _flat_args(model: HiddenMarkovModel, seqs: Sequences):
 LENGTHS = [90, 1, 37, 16, 90, 17, 64, 2000, 15, 33, 1, 250]
 
 
-@pytest.mark.parametrize("k,v", [(2, 3), (4, 5), (16, 32)])
-def test_parallel_equals_serial_on_ragged_batch(k, v):
-    model = _model(k, v, seed=k)
-    args = _flat_args(model, _ragged(v, LENGTHS, seed=k))
+def _serial_and_parallel(args) -> np.ndarray:
+    """The compiled log-likelihoods by one thread and by several: every row accepted, and
+    equal bit for bit (each row is the same loop whichever thread runs it, and how the work
+    is cut depends on the lengths only)."""
     serial, ok_s = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
                                      parallel=False)
     par, ok_p = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
                                   parallel=True)
     assert ok_s.all() and ok_p.all()
-    # Each row is the same sequential loop whichever thread runs it: equal bit for bit.
     np.testing.assert_array_equal(par, serial)
+    return par
+
+
+@pytest.mark.parametrize("k,v", [(2, 3), (4, 5), (16, 32)])
+def test_parallel_equals_serial_on_ragged_batch(k, v):
+    model = _model(k, v, seed=k)
+    _serial_and_parallel(_flat_args(model, _ragged(v, LENGTHS, seed=k)))
 
 
 @pytest.mark.parametrize("sticky", [0.0, 50.0])
@@ -184,13 +190,7 @@ def test_long_row_split_in_halves_is_exact(k, v):
     model = _model(k, v, seed=20 + k)
     lengths = [compiled.PARALLEL_MIN_STEPS + 1001, 50, 1, 17]
     seqs = _ragged(v, lengths, seed=k)
-    args = _flat_args(model, seqs)
-    serial, ok_s = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
-                                     parallel=False)
-    par, ok_p = compiled.log_prob(*args, block=kernels.BLOCK, min_mass=kernels.MIN_MASS,
-                                  parallel=True)
-    assert ok_s.all() and ok_p.all()
-    np.testing.assert_array_equal(par, serial)
+    par = _serial_and_parallel(_flat_args(model, seqs))
     torch.testing.assert_close(torch.from_numpy(par), _split_row_reference(model, seqs),
                                rtol=1e-12, atol=0)
     ref_hl = hmm.CategoricalHMM(k, implementation="scaling")

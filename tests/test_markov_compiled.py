@@ -8,11 +8,10 @@ from probseq.markov import counting
 from probseq.markov.compiled import count_ngrams_dense
 
 
-@pytest.mark.parametrize("order", [0, 1, 2, 3])
-def test_dense_count_equals_the_key_route(order):
-    rng = np.random.default_rng(order)
-    v = 5
-    lengths = np.array([1, 2, 3, 40, 7, 1, 25], dtype=np.int64)  # some shorter than order
+def _assert_dense_count_equals_the_key_route(lengths: list[int], order: int, v: int,
+                                             seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = np.array(lengths, dtype=np.int64)
     values = rng.integers(0, v, size=(lengths.size, lengths.max()))
     keys = counting.ngram_keys(values, lengths, order, v)
     want = counting.count_keys(keys, (v + 1) ** (order + 1))
@@ -20,6 +19,12 @@ def test_dense_count_equals_the_key_route(order):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[1].sum() == lengths.sum()
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_dense_count_equals_the_key_route(order):
+    # some rows shorter than the order
+    _assert_dense_count_equals_the_key_route([1, 2, 3, 40, 7, 1, 25], order, 5, seed=order)
 
 
 def test_fit_by_either_route_gives_the_same_chain(monkeypatch):
@@ -42,15 +47,8 @@ def test_count_in_parallel_parts_equals_the_key_route(monkeypatch, order, parts)
 
     monkeypatch.setattr(compiled, "PARALLEL_MIN_STEPS", 1)
     monkeypatch.setattr(compiled, "num_threads", lambda: parts)
-    rng = np.random.default_rng(10 + order)
-    v = 6
-    lengths = np.array([1, 300, 2, 3, 41, 7, 1, 250, 5], dtype=np.int64)
-    values = rng.integers(0, v, size=(lengths.size, lengths.max()))
-    keys = counting.ngram_keys(values, lengths, order, v)
-    want = counting.count_keys(keys, (v + 1) ** (order + 1))
-    got = count_ngrams_dense(values, lengths, order, v)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    _assert_dense_count_equals_the_key_route([1, 300, 2, 3, 41, 7, 1, 250, 5], order, 6,
+                                             seed=10 + order)
 
 
 @pytest.mark.parametrize("parallel", [False, True])
