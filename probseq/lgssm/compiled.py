@@ -35,9 +35,18 @@ PARALLEL_MIN_VALUES = 150_000
 _LANES = 8
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(y: float, pred: float, a: float, c: float, gain: float, half_log: float,
+          half_inv: float) -> tuple[float, float]:
+    """One step of one row: ``(log N(y; c pred, F), the next step's predicted mean)``,
+    with ``half_log = log(2 pi F) / 2`` and ``half_inv = 1 / (2 F)``."""
+    v = y - c * pred
+    return -(half_log + v * v * half_inv), a * (pred + gain * v)
+
+
 @numba.njit(cache=True, nogil=True)
 def _scalar_rows(r0: int, r1: int, y: np.ndarray, lengths: np.ndarray, m0: float, a: float,
-                 c: float, gain: np.ndarray, log_f: np.ndarray, inv_f: np.ndarray,
+                 c: float, gain: np.ndarray, half_log: np.ndarray, half_inv: np.ndarray,
                  steps: bool, out: np.ndarray, total: np.ndarray) -> None:
     last = gain.shape[0] - 1
     t_max = y.shape[1]
@@ -52,29 +61,22 @@ def _scalar_rows(r0: int, r1: int, y: np.ndarray, lengths: np.ndarray, m0: float
             common = min(common, lengths[g + i])
         for t in range(common):  # every row of the group in lockstep
             u = min(t, last)
-            k = gain[u]
-            half_log = 0.5 * (_LOG_2PI + log_f[u])
-            half_inv = 0.5 * inv_f[u]
             for i in range(rows):
-                v = y[g + i, t] - c * pred[i]
-                lp = -(half_log + v * v * half_inv)
+                lp, pred[i] = _step(y[g + i, t], pred[i], a, c, gain[u], half_log[u],
+                                    half_inv[u])
                 acc[i] += lp
                 if steps:
                     out[g + i, t] = lp
-                pred[i] = a * (pred[i] + k * v)
-        for i in range(rows):  # then each row's own steps, the same arithmetic as above
-            # (a row's result does not depend on the rows it was grouped with)
-            r = g + i
+        for i in range(rows):  # then each row's own steps: the same _step, so a row's
+            r = g + i          # result does not depend on the rows it was grouped with
             m = pred[i]
             s = acc[i]
             for t in range(common, lengths[r]):
                 u = min(t, last)
-                v = y[r, t] - c * m
-                lp = -(0.5 * (_LOG_2PI + log_f[u]) + v * v * (0.5 * inv_f[u]))
+                lp, m = _step(y[r, t], m, a, c, gain[u], half_log[u], half_inv[u])
                 s += lp
                 if steps:
                     out[r, t] = lp
-                m = a * (m + gain[u] * v)
             total[r] = s
             if steps:
                 for t in range(lengths[r], t_max):
@@ -106,8 +108,8 @@ def scalar_log_prob(y: np.ndarray, lengths: np.ndarray, initial_mean: float, a: 
     total = np.empty(y.shape[0])
     f = np.asarray(innov_var, dtype=np.float64)
     args = (y, lengths, float(initial_mean), float(a), float(c),
-            np.ascontiguousarray(gain, dtype=np.float64), np.log(f), 1.0 / f, bool(steps),
-            out, total)
+            np.ascontiguousarray(gain, dtype=np.float64), 0.5 * (_LOG_2PI + np.log(f)),
+            0.5 / f, bool(steps), out, total)
 
     def rows(r0: int, r1: int) -> None:
         _scalar_rows(r0, r1, *args)
