@@ -9,7 +9,7 @@ import torch
 
 from probseq._utils import param_array
 from probseq.base import SequenceModel
-from probseq.data import Sequences, check_sequences
+from probseq.data import Sequences, check_sequences, max_symbol
 from probseq.markov import counting
 from probseq.validation import probability_vectors
 
@@ -182,8 +182,7 @@ class MarkovChain(SequenceModel):
         values = np.ascontiguousarray(seqs.values.numpy())
         v = self._num_symbols_arg
         if v is None:
-            # Padding is stored as 0, so the padded maximum is the largest symbol.
-            v = int(values.max()) + 1
+            v = max_symbol(seqs) + 1
         counting.check_key_space(v, self.order)
         base = v + 1
         lengths = seqs.lengths.numpy()
@@ -196,7 +195,7 @@ class MarkovChain(SequenceModel):
             if counted is None:
                 check_sequences(seqs, model=self.name, num_symbols=v)  # raises, naming it
         else:
-            if int(values.max()) >= v:
+            if max_symbol(seqs) >= v:
                 check_sequences(seqs, model=self.name, num_symbols=v)
             keys = counting.ngram_keys(values, lengths, self.order, v)
             if seqs.has_missing:

@@ -17,7 +17,7 @@ import torch
 
 from probseq import distributed
 from probseq.base import SequenceModel
-from probseq.data import Sequences, as_exog, as_sequences, check_sequences
+from probseq.data import Sequences, as_exog, as_sequences, check_sequences, max_symbol
 from probseq.recurrent.emissions import (
     CategoricalEmission,
     Emission,
@@ -548,9 +548,9 @@ class RecurrentModel(SequenceModel):
             if self._num_symbols_arg is not None:
                 v = self._num_symbols_arg
             else:
-                v = int(seqs.values[seqs.mask].max()) + 1
+                v = max_symbol(seqs) + 1
                 if valid is not None:
-                    v = max(v, int(valid.values[valid.mask].max()) + 1)
+                    v = max(v, max_symbol(valid) + 1)
             check_sequences(seqs, model=self.name, num_symbols=v)
             if valid is not None:
                 check_sequences(valid, model=self.name, num_symbols=v)
