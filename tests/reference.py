@@ -25,3 +25,13 @@ def fd_standard_errors(loglik: Callable[[np.ndarray], float], theta: np.ndarray,
             hess[i, j] = hess[j, i] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (
                 4 * h[i] * h[j])
     return np.sqrt(np.diag(np.linalg.inv(-hess)))
+
+
+def permuted_labels(states: np.ndarray, perm: np.ndarray, fraction: float = 0.04,
+                    seed: int = 1) -> np.ndarray:
+    """Known states on about ``fraction`` of the steps (-1 elsewhere), numbered so that the
+    simulation's state ``s`` is labelled ``perm[s]``."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(states.shape) < fraction, perm[states], -1)
+    assert 0.5 * fraction < (labels >= 0).mean() < 1.5 * fraction
+    return labels
